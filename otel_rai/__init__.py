@@ -1,0 +1,84 @@
+"""otel-rai: an OpenTelemetry audit span for every scikit-learn-style decision.
+
+    import otel_rai
+    otel_rai.instrument(service_name="credit-scoring")
+    model = otel_rai.register_model(pipe, name="credit", version="1.4.2")
+    model.predict(X)      # unchanged predictions, plus one audit span
+
+The data path, one module each: `instrumentor` → `patching` → `capture` → `worker` → `hashing`,
+`outputs` → `spans` → `export`. Attribute names live in `semconv`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from opentelemetry import trace
+
+from otel_rai.capture import DecisionScope, decisions
+from otel_rai.hashing import HashKey, hash_input
+from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush
+from otel_rai.models import register_model
+from otel_rai.version import __version__
+
+__all__ = [
+    "DecisionScope",
+    "FlushResult",
+    "HashKey",
+    "RaiInstrumentor",
+    "__version__",
+    "decisions",
+    "flush",
+    "hash_input",
+    "instrument",
+    "register_model",
+    "uninstrument",
+]
+
+
+def instrument(
+    *,
+    service_name: str | None = None,
+    model_version: str | None = None,
+    hash_key: str | bytes | HashKey | None = None,
+    capture_features: Iterable[str] | None = None,
+    tracer_provider: trace.TracerProvider | None = None,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    headers: Mapping[str, str] | str | None = None,
+    max_rows_per_span: int = 1000,
+    max_pending_calls: int = 10_000,
+    **options: Any,
+) -> None:
+    """Patch every scikit-learn-style estimator so that each outermost predict call is audited.
+
+    service_name: ``service.name`` of the audit spans (default ``OTEL_SERVICE_NAME``).
+    model_version: the version of models that neither `register_model` nor a ``model_version``
+        attribute names (default ``OTEL_RAI_MODEL_VERSION``; else the fingerprint).
+    hash_key: key of the input hashes (default ``OTEL_RAI_HASH_KEY``; else a generated key file).
+    capture_features: feature names whose raw values may go on spans (default none, or
+        ``OTEL_RAI_CAPTURE_FEATURES``, comma-separated).
+    tracer_provider: send decision spans through this provider instead of the always-on audit
+        provider (its sampler then decides what is kept).
+    endpoint, protocol, headers: OTLP export (default from ``OTEL_EXPORTER_OTLP_*``).
+    max_rows_per_span: rows per span before a call is split into chunk spans.
+    max_pending_calls: calls queued for the audit worker before callers wait.
+    """
+    RaiInstrumentor().instrument(
+        service_name=service_name,
+        model_version=model_version,
+        hash_key=hash_key,
+        capture_features=capture_features,
+        tracer_provider=tracer_provider,
+        endpoint=endpoint,
+        protocol=protocol,
+        headers=headers,
+        max_rows_per_span=max_rows_per_span,
+        max_pending_calls=max_pending_calls,
+        **options,
+    )
+
+
+def uninstrument() -> None:
+    """Drain pending audit records and restore every original estimator method."""
+    RaiInstrumentor().uninstrument()

@@ -1,0 +1,162 @@
+"""`RaiInstrumentor`: the `BaseInstrumentor` behind `otel_rai.instrument()` and ``opentelemetry-instrument``.
+
+While instrumented, one `_Session` owns everything: the settings, the audit tracer, the worker, the
+sinks and the class patches. `uninstrument()` drains the worker and restores every original method.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Collection, Iterable, Mapping
+
+from opentelemetry import trace
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+from otel_rai import config, export, models, semconv
+from otel_rai.capture import Recorder
+from otel_rai.config import Settings
+from otel_rai.hashing import HashKey, resolve_key
+from otel_rai.patching import Patcher
+from otel_rai.version import __version__
+from otel_rai.worker import AuditWorker, Counters
+
+_log = logging.getLogger(__name__)
+
+#: How long interpreter exit waits for the audit worker and the exporters.
+EXIT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What `flush()` achieved. True when everything recorded so far has been delivered."""
+
+    complete: bool
+    pending: int
+    decisions: int
+    spans: int
+    failures: Mapping[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.complete
+
+
+class _Session:
+    def __init__(
+        self,
+        *,
+        service_name: str | None = None,
+        model_version: str | None = None,
+        hash_key: str | bytes | HashKey | None = None,
+        capture_features: Iterable[str] | None = None,
+        tracer_provider: trace.TracerProvider | None = None,
+        endpoint: str | None = None,
+        protocol: str | None = None,
+        headers: Mapping[str, str] | str | None = None,
+        max_rows_per_span: int = config.DEFAULT_MAX_ROWS_PER_SPAN,
+        max_pending_calls: int = config.DEFAULT_MAX_PENDING_CALLS,
+    ) -> None:
+        if max_rows_per_span < 1 or max_pending_calls < 1:
+            raise ValueError("otel-rai: max_rows_per_span and max_pending_calls must be at least 1")
+        features = config.env_list("OTEL_RAI_CAPTURE_FEATURES") if capture_features is None else capture_features
+        self.settings = Settings(
+            hash_key=resolve_key(hash_key),
+            model_version=model_version or os.environ.get("OTEL_RAI_MODEL_VERSION") or None,
+            capture_features=frozenset(str(f) for f in features),
+            max_rows_per_span=max_rows_per_span,
+            max_pending_calls=max_pending_calls,
+        )
+        self.sinks: list[export.Sink] = []
+        self.own_provider = tracer_provider is None
+        if tracer_provider is None:
+            if export.otlp_configured(endpoint):
+                self.sinks.append(export.ExportSink(export.otlp_exporter_factory(endpoint, protocol, headers)))
+            tracer_provider = export.audit_provider(service_name, self.sinks)
+        else:
+            _warn_if_sampled(tracer_provider)
+        self.provider = tracer_provider
+        self.counters = Counters()
+        tracer = tracer_provider.get_tracer(semconv.SCOPE, __version__)
+        self.worker = AuditWorker(tracer, self.settings, self.counters, [s.commit for s in self.sinks])
+        recorder = Recorder(self.settings.model_version, self.worker.submit, self.counters.fail)
+        self.patcher = Patcher(recorder.wrapper_factory)
+        models.clear_cache()
+        self.patcher.install()
+        # Registered now, so that it runs before the atexit shutdown of any provider created earlier.
+        atexit.register(self._at_exit)
+
+    def flush(self, timeout: float) -> FlushResult:
+        deadline = time.monotonic() + timeout
+        drained = self.worker.flush(timeout)
+        remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+        flush_provider = getattr(self.provider, "force_flush", None)
+        delivered = bool(flush_provider(remaining_ms)) if flush_provider is not None else True
+        return FlushResult(
+            complete=drained and delivered,
+            pending=self.worker.pending() + sum(s.pending() for s in self.sinks),
+            decisions=self.counters.decisions,
+            spans=self.counters.spans,
+            failures=dict(self.counters.failures),
+        )
+
+    def _at_exit(self) -> None:
+        result = self.close(EXIT_TIMEOUT_S)
+        if not result.complete:
+            _log.error("otel-rai: %d audit records were still pending at exit", result.pending)
+
+    def close(self, timeout: float) -> FlushResult:
+        atexit.unregister(self._at_exit)
+        self.patcher.remove()
+        result = self.flush(timeout)
+        self.worker.shutdown(0)
+        if self.own_provider and isinstance(self.provider, TracerProvider):
+            self.provider.shutdown()
+        models.clear_cache()
+        return result
+
+
+def _warn_if_sampled(provider: trace.TracerProvider) -> None:
+    sampler = getattr(provider, "sampler", None)
+    if sampler is not None and sampler.get_description() != ALWAYS_ON.get_description():
+        _log.warning(
+            "otel-rai: the tracer_provider given samples with %s; decisions it drops are not audited. "
+            "Leave tracer_provider unset to use the always-on audit provider.",
+            sampler.get_description(),
+        )
+
+
+_session: _Session | None = None
+_lock = threading.Lock()
+
+
+class RaiInstrumentor(BaseInstrumentor):
+    """Instruments every scikit-learn-style estimator class. Options: see `otel_rai.instrument`."""
+
+    def instrumentation_dependencies(self) -> Collection[str]:
+        return ("scikit-learn >= 1.3",)
+
+    def _instrument(self, **kwargs: Any) -> None:
+        global _session
+        with _lock:
+            _session = _Session(**kwargs)
+
+    def _uninstrument(self, **kwargs: Any) -> None:
+        global _session
+        with _lock:
+            session, _session = _session, None
+        if session is not None:
+            session.close(kwargs.get("timeout", EXIT_TIMEOUT_S))
+
+
+def flush(timeout: float = 30.0) -> FlushResult:
+    """Wait until every decision so far has its span ended and exported, or `timeout` seconds pass."""
+    session = _session
+    if session is None:
+        return FlushResult(complete=True, pending=0, decisions=0, spans=0)
+    return session.flush(timeout)

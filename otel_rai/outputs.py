@@ -1,0 +1,70 @@
+"""What came out: ``ml.outputs`` (one label or value per row) and ``ml.output.scores``.
+
+* ``predict``: the label (classifier) or value (regressor) per row.
+* ``predict_proba`` / ``predict_log_proba`` / multi-class ``decision_function``: the label of the
+  highest score per row (first on ties). The scores go in one float array per class,
+  ``ml.output.scores.<class label>``, again one entry per row (numbers, not strings: formatting a
+  float costs more than the rest of the audit record).
+* binary ``decision_function``: the label ``classes_[score > 0]``; the score is the one for the second
+  class, ``ml.output.scores.<classes_[1]>``.
+* ``score_samples``, and ``decision_function`` of a model without classes: the score per row.
+* Multi-output results (a 2-D ``predict`` or a list of probability arrays) become one JSON list per row.
+
+Every array is homogeneous, as OTel requires: numbers stay numbers, anything mixed becomes strings.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+SCORED = ("predict_proba", "predict_log_proba", "decision_function")
+
+
+def attribute_values(values: np.ndarray) -> list[Any]:
+    """A 1-D array as a homogeneous OTel attribute array."""
+    if values.dtype.kind in "biuf":
+        return values.tolist()
+    items = values.tolist()
+    kinds = {type(v) for v in items}
+    if len(kinds) == 1 and kinds <= {str, bool, int, float}:
+        return items
+    return [str(v) for v in items]
+
+
+Scores = dict[str, list[float]]
+
+
+def _class_labels(classes: np.ndarray | None, n_scores: int) -> np.ndarray:
+    """The label of each score column: the classes when they match, else the column index."""
+    if classes is not None and len(classes) == n_scores:
+        return classes
+    return np.arange(n_scores)
+
+
+def _per_class(scores: np.ndarray, labels: np.ndarray) -> Scores:
+    columns = scores.astype(np.float64, copy=False).T.tolist()
+    return {str(label): column for label, column in zip(labels.tolist(), columns)}
+
+
+def encode(operation: str, output: Any, classes: np.ndarray | None) -> tuple[list[Any], Scores | None]:
+    """(``ml.outputs``, the per-class score arrays or None) of one call's output."""
+    if isinstance(output, list) and output and all(isinstance(o, np.ndarray) for o in output):
+        return _encode_multi_output(output), None
+    out = np.asarray(output)
+    if out.ndim == 1:
+        if operation == "decision_function" and classes is not None and len(classes) == 2:
+            return attribute_values(classes[(out > 0).astype(int)]), _per_class(out[:, None], classes[1:])
+        return attribute_values(out), None
+    if out.ndim == 2 and operation in SCORED:
+        labels = _class_labels(classes, out.shape[1])
+        return attribute_values(labels[np.argmax(out, axis=1)]), _per_class(out, labels)
+    return [json.dumps(np.asarray(row).tolist(), default=str) for row in out], None
+
+
+def _encode_multi_output(outputs: list[np.ndarray]) -> list[str]:
+    """Multi-output probabilities: per row, a JSON list of the argmax column of each output."""
+    labels = np.stack([np.argmax(o, axis=1) for o in outputs], axis=1)
+    return [json.dumps(row) for row in labels.tolist()]

@@ -1,0 +1,146 @@
+"""Build the decision span(s) of one captured call and end them through the audit tracer.
+
+A call of up to ``max_rows_per_span`` rows is one span. A larger call is a parent span carrying the
+model and batch attributes plus one child span per chunk; each chunk carries the model attributes too
+(so an attribute search finds it), its ``ml.batch.offset``, and the per-row arrays of its rows.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from otel_rai import outputs, semconv
+from otel_rai.capture import DecisionCall
+from otel_rai.config import Settings
+from otel_rai.hashing import SCHEME, hash_rows
+
+#: Called with (stage, exception) when part of the audit record could not be built.
+FailureHook = Callable[[str, BaseException], None]
+
+
+def _feature_names(call: DecisionCall) -> list[str] | None:
+    columns = getattr(call.X, "columns", None)
+    if columns is not None:
+        return [str(c) for c in columns]
+    return list(call.info.feature_names) if call.info.feature_names is not None else None
+
+
+def _captured_values(call: DecisionCall, names: list[str] | None, allow: frozenset[str]) -> dict[str, list]:
+    """Allowlisted raw feature values, ``ml.input.value.<name>``: numbers as floats, the rest as str."""
+    if not allow or names is None:
+        return {}
+    captured = {}
+    for name in sorted(allow.intersection(names)):
+        j = names.index(name)
+        column = call.X.iloc[:, j] if hasattr(call.X, "iloc") else np.asarray(call.X)[:, j]
+        values = np.asarray(column)
+        if values.dtype.kind in "biuf":
+            captured[semconv.INPUT_VALUE_PREFIX + name] = values.astype(np.float64).tolist()
+        else:
+            captured[semconv.INPUT_VALUE_PREFIX + name] = ["" if v is None else str(v) for v in values]
+    return captured
+
+
+def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) -> tuple[dict, dict]:
+    """(call-level attributes, per-row arrays) of one call. Failures become ``ml.audit.error``."""
+    info = call.info
+    common: dict[str, Any] = {
+        **call.attributes,
+        semconv.MODEL_NAME: info.name,
+        semconv.MODEL_CLASS: info.qualified_class,
+        semconv.MODEL_VERSION: info.version,
+        semconv.MODEL_FINGERPRINT: info.fingerprint,
+        semconv.OPERATION: call.operation,
+        semconv.BATCH_SIZE: len(call.ids),
+        semconv.INPUT_HASH_KEY_ID: settings.hash_key.key_id,
+        semconv.INPUT_HASH_SCHEME: SCHEME,
+    }
+    rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
+    errors = []
+    names = None
+    try:
+        names = _feature_names(call)
+        if names is not None:
+            common[semconv.INPUT_FEATURES] = names
+        rows.update(_captured_values(call, names, settings.capture_features))
+    except Exception as exc:
+        on_failure("features", exc)
+        errors.append(f"features: {type(exc).__name__}")
+    try:
+        rows[semconv.INPUT_HASHES] = hash_rows(call.X, settings.hash_key)
+    except Exception as exc:
+        on_failure("hash", exc)
+        errors.append(f"hash: {type(exc).__name__}")
+    if call.error is None:
+        try:
+            values, scores = outputs.encode(call.operation, call.output, info.classes)
+            rows[semconv.OUTPUTS] = values
+            for label, column in (scores or {}).items():
+                rows[semconv.OUTPUT_SCORES_PREFIX + label] = column
+            if info.classes is not None:
+                common[semconv.OUTPUT_CLASSES] = outputs.attribute_values(info.classes)
+        except Exception as exc:
+            on_failure("outputs", exc)
+            errors.append(f"outputs: {type(exc).__name__}")
+    for key, values in list(rows.items()):
+        if len(values) != len(call.ids):  # a partial array would misattribute rows: drop it
+            del rows[key]
+            errors.append(f"{key}: {len(values)} entries for {len(call.ids)} rows")
+    if errors:
+        # Only exception types and counts: an exception message could quote a raw feature value.
+        common[semconv.AUDIT_ERROR] = "; ".join(errors)
+    return common, rows
+
+
+_QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")
+
+
+def scrubbed_message(exc: BaseException) -> str:
+    """The exception message with quoted literals masked: sklearn quotes offending input values."""
+    return _QUOTED.sub(r"\1…\1", str(exc))
+
+
+def _end(span: Span, call: DecisionCall) -> None:
+    if call.error is not None:
+        message = scrubbed_message(call.error)
+        span.record_exception(
+            call.error, {"exception.message": message}, timestamp=call.end_ns, escaped=True
+        )
+        span.set_status(Status(StatusCode.ERROR, f"{type(call.error).__name__}: {message}"))
+    span.end(end_time=call.end_ns)
+
+
+def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:
+    """Create and end the span(s) of `call`; returns how many spans were ended."""
+    name = semconv.span_name(call.operation, call.info.name)
+    span = tracer.start_span(name, context=call.parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
+    if not span.is_recording():
+        span.end(end_time=call.end_ns)
+        return 1
+    common, rows = attributes(call, settings, on_failure)
+    n, size = len(call.ids), settings.max_rows_per_span
+    if n <= size:
+        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows})
+        _end(span, call)
+        return 1
+    chunks = range(0, n, size)
+    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks)})
+    parent = trace.set_span_in_context(span, call.parent)
+    for offset in chunks:
+        child = tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
+        child.set_attributes(
+            {
+                **common,
+                semconv.BATCH_SIZE: min(size, n - offset),
+                semconv.BATCH_OFFSET: offset,
+                **{key: values[offset : offset + size] for key, values in rows.items()},
+            }
+        )
+        _end(child, call)
+    _end(span, call)
+    return 1 + len(chunks)

@@ -1,0 +1,148 @@
+"""The audit worker: a background thread that turns captured calls into spans.
+
+Callers append to a deque (no lock on the hot path) and wake the worker only when a batch has built up;
+otherwise it wakes on its own every ``_INTERVAL`` seconds. Each cycle builds the spans of up to
+``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
+than ``max_pending_calls`` calls wait, callers block until there is room: back-pressure, never a drop.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from opentelemetry import trace
+
+from otel_rai import _fork, spans
+from otel_rai.capture import DecisionCall
+from otel_rai.config import Settings
+
+_log = logging.getLogger(__name__)
+
+_INTERVAL = 0.02
+_WAKE_AT = 256
+_BATCH = 1024
+_LOGGED_PER_STAGE = 5
+
+
+@dataclass
+class Counters:
+    """What the audit path did, for `otel_rai.status()` and the ``ml.audit.*`` metrics."""
+
+    decisions: int = 0
+    spans: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        n = self.failures[stage] = self.failures.get(stage, 0) + 1
+        if n <= _LOGGED_PER_STAGE or n % 1000 == 0:
+            # The type only: a message could quote a raw input value.
+            _log.warning("otel-rai: %s failed (%s), failure %d; the prediction was not affected",
+                         stage, type(exc).__name__, n)
+
+
+class AuditWorker:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        settings: Settings,
+        counters: Counters,
+        cycle_hooks: Sequence[Callable[[], None]] = (),
+    ) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        self._counters = counters
+        self._cycle_hooks = list(cycle_hooks)
+        self._reset()
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """Fresh state; also in a forked child, whose parent still owns the calls queued before fork."""
+        self._pending: collections.deque[DecisionCall] = collections.deque()
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, call: DecisionCall) -> None:
+        if self._thread is None:
+            self._start()
+        pending = self._pending
+        if len(pending) >= self._settings.max_pending_calls:
+            self._wait_for_room()
+        pending.append(call)
+        if len(pending) >= _WAKE_AT:
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otel-rai-audit", daemon=True)
+                self._thread.start()
+
+    def _wait_for_room(self) -> None:
+        self._wake.set()
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._pending) < self._settings.max_pending_calls)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(_INTERVAL)
+            self._wake.clear()
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending:
+                    return
+                self._busy = True
+                batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+            try:
+                self._process(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _process(self, batch: list[DecisionCall]) -> None:
+        counters = self._counters
+        for call in batch:
+            try:
+                counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
+                counters.decisions += len(call.ids)
+            except Exception as exc:
+                counters.fail("span", exc)
+        for hook in self._cycle_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                counters.fail("commit", exc)
+
+    def pending(self) -> int:
+        return len(self._pending) + (1 if self._busy else 0)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every call submitted so far has its spans ended; False on timeout."""
+        if self._thread is None:
+            return not self._pending
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._pending and not self._busy, max(0.0, deadline - time.monotonic())
+            )
+
+    def shutdown(self, timeout: float) -> bool:
+        drained = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return drained

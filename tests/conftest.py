@@ -1,0 +1,87 @@
+"""Shared fixtures: an instrumented session with an in-memory exporter, and real OTLP servers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+import otel_rai
+from otel_rai import semconv
+from otel_rai.instrumentor import RaiInstrumentor
+
+sys.path.insert(0, str(Path(__file__).parent))
+from servers import OtlpReceiver, Rotel  # noqa: E402
+
+KEY = "test-key-0123456789abcdef0123456789"
+
+
+class Audit:
+    """The spans of an instrumented test session."""
+
+    def __init__(self, exporter: InMemorySpanExporter) -> None:
+        self.exporter = exporter
+
+    def spans(self) -> list[ReadableSpan]:
+        assert otel_rai.flush(30).complete
+        return [s for s in self.exporter.get_finished_spans() if s.instrumentation_scope.name == semconv.SCOPE]
+
+    def decision_spans(self) -> list[ReadableSpan]:
+        """Spans that carry decisions (a chunked call's parent carries none)."""
+        return [s for s in self.spans() if semconv.DECISION_IDS in s.attributes]
+
+    def clear(self) -> None:
+        otel_rai.flush(30)
+        self.exporter.clear()
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch) -> Iterator[None]:
+    """Every test gets its own otel-rai home (key file, store) and ends uninstrumented."""
+    monkeypatch.setenv("OTEL_RAI_HOME", str(tmp_path / "otel-rai-home"))
+    for var in ("OTEL_RAI_HASH_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    if RaiInstrumentor().is_instrumented_by_opentelemetry:
+        otel_rai.uninstrument()
+
+
+def bare(method, *args, **kwargs):
+    """Call a (bound) estimator method with instrumentation suppressed: the uninstrumented result."""
+    with suppress_instrumentation():
+        return method(*args, **kwargs)
+
+
+def instrumented(**kwargs) -> Audit:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel_rai.instrument(tracer_provider=provider, **{"hash_key": KEY, **kwargs})
+    return Audit(exporter)
+
+
+@pytest.fixture
+def audit() -> Audit:
+    return instrumented()
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    server = OtlpReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def rotel(receiver, tmp_path) -> Iterator[Rotel]:
+    collector = Rotel(receiver.endpoint, tmp_path).start()
+    yield collector
+    collector.stop()
