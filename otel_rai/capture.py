@@ -53,7 +53,8 @@ def run_quietly(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class DecisionScope:
     """What `decisions()` yields. After the calls in the block, `ids` holds every decision id."""
 
-    def __init__(self, ids: Sequence[Any] | None, attributes: Mapping[str, Any] | None) -> None:
+    def __init__(self, ids: Sequence[Any] | None, attributes: Mapping[str, Any] | None, explain: bool = True) -> None:
+        self.explain = bool(explain)
         self._given_ids = None if ids is None else [str(i) for i in ids]
         if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
             raise ValueError("otel_rai.decisions: ids must be unique")
@@ -73,7 +74,7 @@ class DecisionScope:
 
 @contextmanager
 def decisions(
-    ids: Sequence[Any] | None = None, attributes: Mapping[str, Any] | None = None
+    ids: Sequence[Any] | None = None, attributes: Mapping[str, Any] | None = None, *, explain: bool = True
 ) -> Iterator[DecisionScope]:
     """Name the decisions of the next instrumented call, and add span attributes to calls in the block.
 
@@ -84,8 +85,9 @@ def decisions(
 
     `ids` (one per row, unique) apply to the next call only; later calls in the block get generated
     ids. `attributes` go on every decision span in the block; names under ``ml.`` are reserved.
+    `explain=False` leaves the decisions of the block unexplained.
     """
-    scope = DecisionScope(ids, attributes)
+    scope = DecisionScope(ids, attributes, explain)
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -135,6 +137,9 @@ class DecisionCall:
     end_ns: int = 0
     output: Any = None
     error: BaseException | None = None
+    explain: bool = True
+    #: Set by the audit worker: an `otel_rai.explanations.Explanation`, or why there is none.
+    explanation: Any = None
 
 
 def _num_rows(X: Any) -> int | None:
@@ -216,6 +221,7 @@ class Recorder:
                 attributes=scope.attributes if scope is not None else {},
                 parent=otel_context.get_current(),
                 start_ns=time.time_ns(),
+                explain=scope.explain if scope is not None else True,
             )
         except Exception as exc:  # never let the audit break the prediction
             self._on_failure("capture", exc)

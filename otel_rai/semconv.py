@@ -36,6 +36,19 @@ OUTPUT_CLASSES: Final = "ml.output.classes"
 #: Prefix of allowlisted raw feature values: ``ml.input.value.<feature name>``, one entry per row.
 INPUT_VALUE_PREFIX: Final = "ml.input.value."
 
+# --- the explanation of each decision (docs/explanations.md) --------------------------------------
+EXPLANATION_METHOD: Final = "ml.explanation.method"
+#: What the attributions add up to: log-odds, logit, probability, decision-function, raw, log-prediction.
+EXPLANATION_OUTPUT: Final = "ml.explanation.output"
+#: The class whose output is explained, when all rows of the span explain the same class.
+EXPLANATION_CLASS: Final = "ml.explanation.class"
+#: Per row: the largest attributions, ``name=+value,name=-value`` by decreasing magnitude.
+EXPLANATION_TOP: Final = "ml.explanation.top"
+#: Per row: the base value the row's attributions start from.
+EXPLANATION_BASE_VALUES: Final = "ml.explanation.base_values"
+#: Why there is no explanation: the exception type, e.g. ``MissingBackground``.
+EXPLANATION_ERROR: Final = "ml.explanation.error"
+
 # --- when the audit itself failed (the prediction still returned) ----------------------------------
 AUDIT_ERROR: Final = "ml.audit.error"
 
@@ -56,6 +69,12 @@ SPAN_ATTRIBUTES: Final = (
     INPUT_HASH_SCHEME,
     INPUT_FEATURES,
     OUTPUT_CLASSES,
+    EXPLANATION_METHOD,
+    EXPLANATION_OUTPUT,
+    EXPLANATION_CLASS,
+    EXPLANATION_TOP,
+    EXPLANATION_BASE_VALUES,
+    EXPLANATION_ERROR,
     AUDIT_ERROR,
 )
 

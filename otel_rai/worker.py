@@ -20,6 +20,7 @@ from opentelemetry import trace
 from otel_rai import _fork, spans
 from otel_rai.capture import DecisionCall
 from otel_rai.config import Settings
+from otel_rai.explanations import record as explanations
 
 _log = logging.getLogger(__name__)
 
@@ -113,6 +114,10 @@ class AuditWorker:
 
     def _process(self, batch: list[DecisionCall]) -> None:
         counters = self._counters
+        try:
+            explanations.attach(batch, self._settings, counters.fail)
+        except Exception as exc:
+            counters.fail("explain", exc)
         for call in batch:
             try:
                 counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)

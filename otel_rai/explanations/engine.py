@@ -1,0 +1,104 @@
+"""Which method explains a model, built once per fitted model and cached by its fingerprint.
+
+Automatic choice:
+
+1. `Pipeline`: its final step by these rules, on the transformed rows, summed back to the raw
+   columns (`pipeline`); the whole pipeline by the model-agnostic method when the preprocessing
+   mixes columns.
+2. Tree ensembles (`forest`): exact TreeSHAP within the per-row time budget, else Saabas (`trees`).
+3. Linear models: `linear`.
+4. Anything else, and 2./3. when the model has a feature the method cannot represent: the
+   model-agnostic method (`sampling`), which needs background data.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from otel_rai import config
+from otel_rai.explanations import linear, pipeline, saabas, sampling, trees
+from otel_rai.explanations.errors import MissingBackground, UnsupportedModel
+from otel_rai.explanations.forest import is_tree_model
+
+METHODS = (linear.METHOD, trees.METHOD, saabas.METHOD, sampling.EXACT, sampling.PERMUTATION)
+_AGNOSTIC = (sampling.EXACT, sampling.PERMUTATION)
+_CACHE_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Options:
+    """Limits of the explanation methods (`otel_rai.instrument(explain_*=...)`)."""
+
+    budget_us: float = config.DEFAULT_EXPLAIN_BUDGET_US  # per row, exact TreeSHAP, estimated from the model
+    max_evals: int = config.DEFAULT_EXPLAIN_MAX_EVALS  # model evaluations per row, model-agnostic method
+
+
+def build(model: Any, background: Any, method: str | None = None, options: Options = Options()) -> Any:
+    """An explainer for `model`: an object with ``method``, ``output`` and ``explain(X)``."""
+    if method is not None and method not in METHODS:
+        raise ValueError(f"otel_rai.explain: method must be one of {', '.join(METHODS)}, not {method!r}")
+    if method in _AGNOSTIC:
+        return _agnostic(model, background, options, method)
+    if pipeline.is_pipeline(model):
+        try:
+            return pipeline.PipelineExplainer(model, background, lambda final, bg: build(final, bg, method, options))
+        except MissingBackground:
+            raise
+        except UnsupportedModel:
+            if method is not None:
+                raise
+            return _agnostic(model, background, options)
+    if method in (trees.METHOD, saabas.METHOD) or (method is None and is_tree_model(model)):
+        return _or_agnostic(lambda: trees.TreeExplainer(model, method=method, budget_us=options.budget_us),
+                            model, background, options, method)
+    if method == linear.METHOD or (method is None and linear.is_linear(model)):
+        return _or_agnostic(lambda: linear.LinearExplainer(model, background), model, background, options, method)
+    return _agnostic(model, background, options)
+
+
+def _or_agnostic(make: Any, model: Any, background: Any, options: Options, method: str | None) -> Any:
+    try:
+        return make()
+    except UnsupportedModel:
+        if method is not None or background is None:
+            raise
+        return _agnostic(model, background, options)
+
+
+def _agnostic(model: Any, background: Any, options: Options, method: str | None = None) -> Any:
+    return sampling.AgnosticExplainer(model, background, max_evals=options.max_evals, method=method)
+
+
+class Cache:
+    """Explainers by (model fingerprint, background, method, options); least recently used evicted.
+
+    The entry keeps the background object alive, so its ``id`` cannot be reused by another object.
+    """
+
+    def __init__(self, size: int = _CACHE_SIZE) -> None:
+        self._size = size
+        self._items: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, model: Any, fingerprint: str, background: Any, method: str | None, options: Options) -> Any:
+        key = (fingerprint, id(background), method, options)
+        with self._lock:
+            entry = self._items.get(key)
+            if entry is not None:
+                self._items.move_to_end(key)
+                return entry[0]
+            explainer = build(model, background, method, options)
+            self._items[key] = (explainer, background)
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+            return explainer
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+cache = Cache()
