@@ -13,7 +13,6 @@ Automatic choice:
 
 from __future__ import annotations
 
-import collections
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -73,28 +72,31 @@ def _agnostic(model: Any, background: Any, options: Options, method: str | None 
 
 
 class Cache:
-    """Explainers by (model fingerprint, background, method, options); least recently used evicted.
+    """Explainers by (model fingerprint, background, method, options), at most `size` of them.
 
-    The entry keeps the background object alive, so its ``id`` cannot be reused by another object.
+    Hits read without the lock (the decision path reads on every worker cycle); building happens
+    under it, and the oldest entry is dropped when full. An entry keeps its background object
+    alive, so that ``id`` cannot be reused by another object while the entry exists.
     """
 
     def __init__(self, size: int = _CACHE_SIZE) -> None:
         self._size = size
-        self._items: collections.OrderedDict[tuple, tuple[Any, Any]] = collections.OrderedDict()
+        self._items: dict[tuple, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 
     def get(self, model: Any, fingerprint: str, background: Any, method: str | None, options: Options) -> Any:
         key = (fingerprint, id(background), method, options)
+        entry = self._items.get(key)
+        if entry is not None:
+            return entry[0]
         with self._lock:
             entry = self._items.get(key)
-            if entry is not None:
-                self._items.move_to_end(key)
-                return entry[0]
-            explainer = build(model, background, method, options)
-            self._items[key] = (explainer, background)
-            if len(self._items) > self._size:
-                self._items.popitem(last=False)
-            return explainer
+            if entry is None:
+                entry = (build(model, background, method, options), background)
+                if len(self._items) >= self._size:
+                    del self._items[next(iter(self._items))]
+                self._items[key] = entry
+            return entry[0]
 
     def clear(self) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ import numpy as np
 OUTPUTS = ("log-odds", "logit", "probability", "decision-function", "raw", "log-prediction")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Explanation:
     """Attributions of `n_rows` rows: ``base_values + values.sum(1) == output_values``."""
 

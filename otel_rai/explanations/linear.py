@@ -56,6 +56,7 @@ class LinearExplainer:
         self.base = self.coef @ self.mean + self.intercept
         self.output = self._output(model, rows[:_CHECK_ROWS])
         self._model = model
+        self._names = feature_names(None, model, coef.shape[1])
 
     def _output(self, model: Any, rows: np.ndarray) -> str:
         """The model's own output that our linear score reproduces, checked on background rows."""
@@ -79,19 +80,22 @@ class LinearExplainer:
 
     def explain(self, X: Any) -> Explanation:
         x = matrix(X)
-        scores = x @ self.coef.T + self.intercept
-        column = choose_class(self.classes, self.coef.shape[0], scores)
-        if self.coef.shape[0] == 1:
-            values = (x - self.mean) * self.coef[0]
+        n = len(x)
+        if self.coef.shape[0] == 1:  # binary or regression: one score column, nothing to choose
+            coef, base = self.coef[0], self.base.repeat(n)
+            output = np.dot(x, coef) + self.intercept[0]
+            classes = None if self.classes is None else self.classes[1:].repeat(n)
         else:
-            values = (x - self.mean) * self.coef[column]
-        rows = np.arange(len(x))
+            scores = x @ self.coef.T + self.intercept
+            column = choose_class(self.classes, self.coef.shape[0], scores)
+            coef, base, output = self.coef[column], self.base[column], scores[np.arange(n), column]
+            classes = explained_classes(self.classes, column, self.coef.shape[0])
         return Explanation(
-            values=values,
-            base_values=self.base[column],
-            feature_names=feature_names(X, self._model, x.shape[1]),
+            values=(x - self.mean) * coef,
+            base_values=base,
+            feature_names=self._names if not hasattr(X, "columns") else feature_names(X, self._model, x.shape[1]),
             output=self.output,
             method=METHOD,
-            output_values=scores[rows, column],
-            classes=explained_classes(self.classes, column, self.coef.shape[0]),
+            output_values=output,
+            classes=classes,
         )

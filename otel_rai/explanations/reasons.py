@@ -9,6 +9,7 @@ Attributions of exactly zero are not reasons and are left out.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
@@ -21,21 +22,20 @@ DEFAULT_TOP_K = 4
 _RESERVED = "%,="
 
 
+@functools.lru_cache(maxsize=4096)
 def _name(name: str) -> str:
     return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in name)
 
 
 def encode_top(explanation: Explanation, k: int) -> list[str]:
-    """One ``name=value,...`` string per row: the `k` largest nonzero attributions by magnitude."""
-    values = explanation.values
-    k = min(k, values.shape[1])
-    names = [_name(n) for n in explanation.feature_names]
-    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
-    top = np.take_along_axis(values, order, axis=1)
-    return [
-        ",".join(f"{names[j]}={v:+.6g}" for j, v in zip(row_order, row_values) if v != 0.0)
-        for row_order, row_values in zip(order.tolist(), top.tolist())
-    ]
+    """One ``name=value,...`` string per row: the `k` largest nonzero attributions by magnitude
+    (ties: the earlier feature first)."""
+    names = explanation.feature_names
+    entries = []
+    for row in explanation.values.tolist():
+        ranked = sorted(range(len(row)), key=lambda j: -abs(row[j]))[:k]  # sorted() is stable
+        entries.append(",".join(["%s=%+.6g" % (_name(names[j]), row[j]) for j in ranked if row[j] != 0.0]))
+    return entries
 
 
 def parse_top(entry: str) -> list[tuple[str, float]]:
@@ -57,11 +57,12 @@ def span_attributes(result: Explanation | BaseException | None, k: int) -> tuple
         semconv.EXPLANATION_METHOD: result.method,
         semconv.EXPLANATION_OUTPUT: result.output,
     }
-    if result.classes is not None and len(result.classes) and (result.classes == result.classes[0]).all():
-        common[semconv.EXPLANATION_CLASS] = str(result.classes[0])
+    classes = result.classes
+    if classes is not None and len(classes) and (len(classes) == 1 or (classes == classes[0]).all()):
+        common[semconv.EXPLANATION_CLASS] = str(classes[0])
     rows = {
         semconv.EXPLANATION_TOP: encode_top(result, k),
-        semconv.EXPLANATION_BASE_VALUES: result.base_values.astype(np.float64).tolist(),
+        semconv.EXPLANATION_BASE_VALUES: result.base_values.tolist(),
     }
     return common, rows
 

@@ -8,6 +8,7 @@ exception, and its span records the exception's type in ``ml.explanation.error``
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable, Sequence
 
@@ -34,9 +35,14 @@ def attach(calls: Sequence[DecisionCall], settings: Settings, on_failure: Callab
     for call in calls:
         if wanted(call, settings):
             groups.setdefault((id(call.model), call.info.fingerprint), []).append(call)
-    options = engine.Options(budget_us=settings.explain_budget_us, max_evals=settings.explain_max_evals)
+    options = _options(settings.explain_budget_us, settings.explain_max_evals)
     for group in groups.values():
         run_quietly(_explain_group, group, settings, options, on_failure)
+
+
+@functools.lru_cache(maxsize=16)
+def _options(budget_us: float, max_evals: int) -> engine.Options:
+    return engine.Options(budget_us=budget_us, max_evals=max_evals)
 
 
 def _explain_group(calls: list[DecisionCall], settings: Settings, options: engine.Options, on_failure: Any) -> None:
@@ -53,6 +59,9 @@ def _explain_group(calls: list[DecisionCall], settings: Settings, options: engin
     for batch in _joinable(calls):
         try:
             explanation = explainer.explain(_joined([c.X for c in batch]))
+            if len(batch) == 1:
+                batch[0].explanation = explanation
+                continue
             offset = 0
             for call in batch:
                 n = len(call.ids)
