@@ -34,7 +34,7 @@ class Forest:
     value: np.ndarray  # (n_nodes, n_outputs) leaf values, already scaled (learning rate, 1/n_trees)
     roots: np.ndarray
     base: np.ndarray  # (n_outputs,) added to the sum of leaves
-    output: str  # what an output column is, see `otel_rai.explanations.outputs`
+    output: str  # what an output column is: one of `otel_rai.explanations.explanation.OUTPUTS`
     n_features: int
     prepare: Callable[[Any], np.ndarray]  # the model's own input conversion to a float matrix
     strict: bool = False  # the split holds when x < threshold (xgboost), not x <= threshold
@@ -44,6 +44,8 @@ class Forest:
     cat_left: np.ndarray | None = None  # (n_sets, n_codes) bool: this code goes left
     cat_known: np.ndarray | None = None  # (n_sets, n_codes) bool: known code (unknown -> default)
     feature_map: np.ndarray | None = None  # prepared column -> input column, when they differ
+    #: The model's own raw output (n_rows, n_outputs) through its public API, to check the forest.
+    reference: Callable[[Any], np.ndarray] | None = None
 
     @property
     def n_outputs(self) -> int:
@@ -170,19 +172,22 @@ def _sklearn_tree(tree: Any, value: np.ndarray) -> _Tree:
     )
 
 
-def _float32_input(model: Any) -> Callable[[Any], np.ndarray]:
-    """scikit-learn trees compare float32 inputs against float64 thresholds."""
+def _matrix(model: Any, dtype: type, convert: Callable[[Any], Any] | None = None) -> Callable[[Any], np.ndarray]:
+    """Rows as the float matrix the trees compare. A 2-D array of the model's width is taken as is
+    (the model's own predict has validated it); anything else goes through `convert`, by default
+    the model's input validation (DataFrame column checks included)."""
+    width = model.n_features_in_
 
     def prepare(X: Any) -> np.ndarray:
-        return _as_float_matrix(X, np.float32, model)
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == width:
+            return np.asarray(X, dtype)
+        if convert is not None:
+            return np.asarray(convert(X), dtype)
+        from sklearn.utils.validation import validate_data
+
+        return validate_data(model, X, reset=False, dtype=dtype, ensure_all_finite=False)
 
     return prepare
-
-
-def _as_float_matrix(X: Any, dtype: type, model: Any) -> np.ndarray:
-    from sklearn.utils.validation import validate_data
-
-    return validate_data(model, X, reset=False, dtype=dtype, ensure_all_finite=False)
 
 
 def _check_single_output(model: Any) -> None:
@@ -209,7 +214,8 @@ def _sklearn_forest(model: Any) -> Forest:
         np.zeros(n_outputs),
         output="probability" if is_classifier else "raw",
         n_features=model.n_features_in_,
-        prepare=_float32_input(model),
+        prepare=_matrix(model, np.float32),  # sklearn trees compare float32 inputs
+        reference=_columns(model.predict_proba if is_classifier else model.predict),
     )
 
 
@@ -232,8 +238,20 @@ def _gradient_boosting(model: Any) -> Forest:
         base,
         output=_boosting_output(model, n_outputs),
         n_features=model.n_features_in_,
-        prepare=_float32_input(model),
+        prepare=_matrix(model, np.float32),  # sklearn trees compare float32 inputs
+        reference=_columns(model.decision_function if hasattr(model, "classes_") else model.predict),
     )
+
+
+def _columns(method: Callable[[Any], Any], link: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[Any], np.ndarray]:
+    """A model method's output as (n_rows, n_outputs) float64, optionally through `link`."""
+
+    def output(X: Any) -> np.ndarray:
+        out = np.asarray(method(X), np.float64)
+        out = out.reshape(len(out), -1)
+        return link(out) if link is not None else out
+
+    return output
 
 
 def _boosting_output(model: Any, n_outputs: int, link: str = "identity") -> str:
@@ -245,12 +263,16 @@ def _boosting_output(model: Any, n_outputs: int, link: str = "identity") -> str:
 def _hist_gradient_boosting(model: Any) -> Forest:
     """HistGradientBoosting*: baseline + sum of leaf values (shrinkage is already in the leaves)."""
     n_outputs = model.n_trees_per_iteration_
-    known = f_idx_map = None
-    feature_map = None
-    if model._preprocessor is not None:  # categorical columns come first after HGB's own encoder
+    known = f_idx_map = feature_map = None
+    prepare = _matrix(model, np.float64)
+    if model._preprocessor is not None:  # HGB's own encoder puts the categorical columns first
         known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
         known = _decode_bitsets(known)
         feature_map = np.concatenate([np.flatnonzero(model.is_categorical_), np.flatnonzero(~model.is_categorical_)])
+
+        def prepare(X: Any) -> np.ndarray:
+            return np.asarray(model._preprocess_X(X, reset=False), np.float64)
+
     trees = [
         _hgb_tree(predictor, k, n_outputs, known, f_idx_map)
         for iteration in model._predictors
@@ -261,8 +283,10 @@ def _hist_gradient_boosting(model: Any) -> Forest:
         model._baseline_prediction.reshape(-1),
         output=_boosting_output(model, n_outputs, _hgb_link(model)),
         n_features=model.n_features_in_,
-        prepare=lambda X: np.asarray(model._preprocess_X(X, reset=False), np.float64),
+        prepare=prepare,
         feature_map=feature_map,
+        reference=_columns(model.decision_function) if hasattr(model, "classes_")
+        else _columns(model.predict, np.log if _hgb_link(model) == "log" else None),
     )
 
 
@@ -328,7 +352,7 @@ def _xgboost(model: Any) -> Forest:
         base = np.log(base)
     base = np.broadcast_to(base, (n_outputs,)).copy()
     model_json = gbm["model"]
-    n_trees = _xgb_tree_limit(model, len(model_json["trees"]), n_outputs)
+    n_trees = _xgb_tree_limit(model, model_json)
     trees = []
     for tree, group in zip(model_json["trees"][:n_trees], model_json["tree_info"][:n_trees]):
         if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1:
@@ -353,22 +377,20 @@ def _xgboost(model: Any) -> Forest:
         base,
         output=_boosting_output(model, n_outputs if hasattr(model, "classes_") else 1, link),
         n_features=int(params["num_feature"]),
-        prepare=lambda X: _xgb_matrix(X),
+        prepare=_matrix(model, np.float32, np.asarray),  # xgboost compares in float32
         strict=True,
+        reference=_columns(lambda X: model.predict(X, output_margin=True)),
     )
 
 
-def _xgb_tree_limit(model: Any, n_trees: int, n_outputs: int) -> int:
+def _xgb_tree_limit(model: Any, model_json: dict) -> int:
     """Trees up to the best iteration when early stopping chose one (what predict uses)."""
+    n_trees = len(model_json["trees"])
     best = getattr(model, "best_iteration", None) if getattr(model, "early_stopping_rounds", None) else None
-    if best is None:
+    indptr = model_json.get("iteration_indptr")
+    if best is None or not indptr:
         return n_trees
-    return min(n_trees, (int(best) + 1) * n_outputs)
-
-
-def _xgb_matrix(X: Any) -> np.ndarray:
-    """xgboost compares in float32."""
-    return np.asarray(X, dtype=np.float32)
+    return min(n_trees, int(indptr[int(best) + 1]))
 
 
 # --- lightgbm ----------------------------------------------------------------------------------------
@@ -397,7 +419,10 @@ def _lightgbm(model: Any) -> Forest:
         np.zeros(n_outputs),
         output=_boosting_output(model, n_outputs, link),
         n_features=int(dump["max_feature_idx"]) + 1,
-        prepare=lambda X: np.asarray(X, dtype=np.float64),
+        prepare=_matrix(model, np.float64, np.asarray),
+        # rf mode: predict_proba averages the trees, but raw_score (and pred_contrib) add them up;
+        # the explained output is the one the decision uses, the average.
+        reference=_columns(lambda X: model.predict(X, raw_score=True) * scale),
     )
 
 

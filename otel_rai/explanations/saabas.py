@@ -68,9 +68,9 @@ class Saabas:
             self._credit[k] = sparse.csr_matrix((steps[:, k], (rows, features)), shape=shape)  # sums repeats
         return self._credit[k]
 
-    def reached_leaves(self, X: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def reached(forest: Forest, X: np.ndarray) -> np.ndarray:
         """(n_rows, n_trees) the leaf each row reaches in each tree."""
-        forest = self.forest
         node = np.broadcast_to(forest.roots, (len(X), len(forest.roots))).copy()
         while True:
             inside = forest.feature[node] >= 0
@@ -83,7 +83,7 @@ class Saabas:
         self, X: np.ndarray, choose: Callable[[np.ndarray], np.ndarray]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Same contract as `TreeShap.explain`."""
-        leaves = self.reached_leaves(X)
+        leaves = self.reached(self.forest, X)
         n, n_trees = leaves.shape
         outputs = self.forest.base + self.forest.value[leaves].sum(axis=1)
         column = np.asarray(choose(outputs), np.int64)

@@ -14,10 +14,14 @@ import numpy as np
 
 from otel_rai.config import DEFAULT_EXPLAIN_BUDGET_US
 from otel_rai.explanations import saabas, treeshap
+from otel_rai.explanations.errors import UnsupportedModel
 from otel_rai.explanations.explanation import Explanation, choose_class, explained_classes, feature_names
 from otel_rai.explanations.forest import extract
 
 METHOD = "tree_path_dependent"
+#: Rows checked against the model itself, and the tolerance (xgboost sums float32 leaves in float32).
+_CHECK_ROWS = 8
+_CHECK_RTOL = 1e-5
 #: Nanoseconds per unit of work, measured with bench/bench_explain.py on a 2-core x86-64 VM
 #: (rounded up): per node (fail codes), per path feature looked up in column tables or G tables,
 #: per m² step of a leaf evaluated per row.
@@ -42,10 +46,13 @@ class TreeExplainer:
         self.engine = treeshap.TreeShap(forest, paths) if method == METHOD else saabas.Saabas(forest, paths)
         self.classes = getattr(model, "classes_", None)
         self._model = model
+        self._checked = forest.reference is None
 
     def explain(self, X: Any) -> Explanation:
         forest = self.forest
         rows = forest.prepare(X)
+        if not self._checked:
+            self._check(X, rows)
         if hasattr(rows, "toarray"):  # sparse input: the trees see zeros where it stores none
             rows = rows.toarray()
         values, column, base, raw = self.engine.explain(
@@ -62,3 +69,15 @@ class TreeExplainer:
             output_values=raw,
             classes=explained_classes(self.classes, column, forest.n_outputs),
         )
+
+    def _check(self, X: Any, rows: np.ndarray) -> None:
+        """Once per explainer: the forest's outputs equal the model's own on the first rows, or this
+        model has something the extraction does not represent and is not explained."""
+        n = min(len(rows), _CHECK_ROWS)
+        probe = X.iloc[:n] if hasattr(X, "iloc") else X[:n]
+        leaves = saabas.Saabas.reached(self.forest, rows[:n])
+        ours = self.forest.base + self.forest.value[leaves].sum(axis=1)
+        theirs = self.forest.reference(probe)
+        if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=_CHECK_RTOL, atol=_CHECK_RTOL):
+            raise UnsupportedModel("the extracted trees do not reproduce the model's output")
+        self._checked = True
