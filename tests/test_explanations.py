@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification, make_regression
 from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     ExtraTreesRegressor,
@@ -322,6 +323,25 @@ def column_transformer():
     ])
 
 
+def exact_shap_of_pipeline(score, frame, rows):
+    """Oracle: interventional SHAP of the whole pipeline over its raw columns, with the whole frame
+    as background. SHAP's masker needs numbers, so categories travel as integer codes."""
+    categorical = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    categories = {c: np.unique(frame[c]) for c in categorical}
+
+    def encode(table):
+        return table.assign(**{c: np.searchsorted(v, table[c]) for c, v in categories.items()}).astype(float)
+
+    def f(array):
+        decoded = pd.DataFrame(array, columns=frame.columns)
+        for c, v in categories.items():
+            decoded[c] = v[decoded[c].astype(int)]
+        return score(decoded.astype({c: float for c in frame.columns if c not in categories}))
+
+    masker = shap.maskers.Independent(encode(frame).to_numpy(), max_samples=len(frame))
+    return shap.explainers.Exact(f, masker)(encode(rows).to_numpy())
+
+
 def test_pipeline_with_one_hot_is_explained_in_raw_columns_and_equals_shap(credit):
     frame, y = credit
     pipe = make_pipeline(column_transformer(), LogisticRegression()).fit(frame, y)
@@ -330,22 +350,27 @@ def test_pipeline_with_one_hot_is_explained_in_raw_columns_and_equals_shap(credi
     assert ex.feature_names == list(frame.columns) and ex.values.shape == (25, 4)
     assert ex.method == "linear" and ex.output == "log-odds"
     assert_additive(ex, pipe.decision_function(rows))
-
-    # Oracle: interventional SHAP of the whole pipeline over the raw columns, full background. SHAP's
-    # masker needs numbers, so categories travel as integer codes and are decoded for the pipeline.
-    categories = {c: np.unique(frame[c]) for c in ("region", "channel")}
-    codes = frame.assign(**{c: np.searchsorted(v, frame[c]) for c, v in categories.items()}).astype(float)
-
-    def f(array):
-        decoded = pd.DataFrame(array, columns=frame.columns)
-        for c, v in categories.items():
-            decoded[c] = v[decoded[c].astype(int)]
-        return pipe.decision_function(decoded.astype({"income": float, "debt_ratio": float}))
-
-    masker = shap.maskers.Independent(codes.to_numpy(), max_samples=len(codes))
-    oracle = shap.explainers.Exact(f, masker)(codes.head(25).to_numpy())
+    oracle = exact_shap_of_pipeline(pipe.decision_function, frame, rows)
     np.testing.assert_allclose(ex.values, oracle.values, rtol=0, atol=ATOL)
     np.testing.assert_allclose(ex.base_values, oracle.base_values, rtol=0, atol=ATOL)
+
+
+def test_nested_preprocessing_maps_every_output_to_its_raw_column(credit):
+    frame, y = credit
+    frame = frame.assign(tenure=np.arange(len(frame)) % 17 * 1.0)
+    frame.loc[frame.index[::7], "income"] = np.nan
+    numeric = make_pipeline(SimpleImputer(add_indicator=True), StandardScaler())  # adds missingindicator_income
+    pre = ColumnTransformer(
+        [("num", numeric, ["income", "debt_ratio"]), ("cat", OneHotEncoder(drop="first"), ["region", "channel"])],
+        remainder="passthrough",  # tenure
+    )
+    pipe = make_pipeline(pre, Ridge()).fit(frame, y)
+    rows = frame.head(20)
+    ex = otel_rai.explain(pipe, rows, background=frame)
+    assert ex.method == "linear" and ex.feature_names == list(frame.columns)
+    assert_additive(ex, pipe.predict(rows))
+    oracle = exact_shap_of_pipeline(pipe.predict, frame, rows)
+    np.testing.assert_allclose(ex.values, oracle.values, rtol=0, atol=ATOL)
 
 
 def test_tree_pipeline_sums_treeshap_of_the_expanded_columns(credit):

@@ -173,12 +173,14 @@ def _sklearn_tree(tree: Any, value: np.ndarray) -> _Tree:
 
 
 def _matrix(model: Any, dtype: type, convert: Callable[[Any], Any] | None = None) -> Callable[[Any], np.ndarray]:
-    """Rows as the float matrix the trees compare. A 2-D array of the model's width is taken as is
-    (the model's own predict has validated it); anything else goes through `convert`, by default
+    """Rows as the dense float matrix the trees compare. A 2-D array of the model's width is taken as
+    is (the model's own predict has validated it); anything else goes through `convert`, by default
     the model's input validation (DataFrame column checks included)."""
     width = model.n_features_in_
 
     def prepare(X: Any) -> np.ndarray:
+        if hasattr(X, "toarray"):  # scipy sparse: the trees see zeros where it stores none
+            X = X.toarray()
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == width:
             return np.asarray(X, dtype)
         if convert is not None:

@@ -53,8 +53,6 @@ class TreeExplainer:
         rows = forest.prepare(X)
         if not self._checked:
             self._check(X, rows)
-        if hasattr(rows, "toarray"):  # sparse input: the trees see zeros where it stores none
-            rows = rows.toarray()
         values, column, base, raw = self.engine.explain(
             rows, lambda scores: choose_class(self.classes, forest.n_outputs, scores)
         )

@@ -23,6 +23,7 @@ Three kernels evaluate a leaf, fastest first, each within a memory cap:
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -366,23 +367,27 @@ class TreeShap:
                 self._g[self._g_base[leaves, None] + np.arange(1 << m)] = g_tables(paths.zeros[leaves, :m])
         self._column_entries = 0
         self._kernels: dict[int, list] = {}
+        self._lock = threading.Lock()  # the audit worker and explain() callers may share this
 
     def _kernels_for(self, k: int) -> list:
         """The kernels of output column k, built on first use (the column-table cap is per model)."""
-        if k not in self._kernels:
-            paths, v = self.paths, self._values[:, k]
-            plan = Plan.of(paths.width, v != 0, MAX_COLUMN_ENTRIES - self._column_entries)
-            self._column_entries += int((paths.width << paths.width)[plan.columns].sum())
-            kernels = []
-            if plan.columns.any():
-                kernels.append(_ColumnTables(paths, np.flatnonzero(plan.columns), self._g, self._g_base, v))
-            g_only = plan.g & ~plan.columns & (v != 0)
-            if g_only.any():
-                kernels.append(_GTables(paths, np.flatnonzero(g_only), self._g, self._g_base, v))
-            if plan.per_row.any():
-                kernels.append(_PerRow(paths, np.flatnonzero(plan.per_row), v))
-            self._kernels[k] = kernels
-        return self._kernels[k]
+        with self._lock:
+            return self._kernels[k] if k in self._kernels else self._build_kernels(k)
+
+    def _build_kernels(self, k: int) -> list:
+        paths, v = self.paths, self._values[:, k]
+        plan = Plan.of(paths.width, v != 0, MAX_COLUMN_ENTRIES - self._column_entries)
+        self._column_entries += int((paths.width << paths.width)[plan.columns].sum())
+        kernels = []
+        if plan.columns.any():
+            kernels.append(_ColumnTables(paths, np.flatnonzero(plan.columns), self._g, self._g_base, v))
+        g_only = plan.g & ~plan.columns & (v != 0)
+        if g_only.any():
+            kernels.append(_GTables(paths, np.flatnonzero(g_only), self._g, self._g_base, v))
+        if plan.per_row.any():
+            kernels.append(_PerRow(paths, np.flatnonzero(plan.per_row), v))
+        self._kernels[k] = kernels
+        return kernels
 
     def explain(
         self, X: np.ndarray, choose: Callable[[np.ndarray], np.ndarray]
