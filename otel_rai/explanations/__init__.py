@@ -52,7 +52,8 @@ def explain(
 
     ``base_values + values.sum(1) == output_values`` for every row. Model calls made while
     explaining are not recorded as decisions. The explainer is built once per fitted model (keyed by
-    its fingerprint) and reused.
+    its fingerprint) and reused; explain batches rather than single rows in a loop when not
+    instrumented, since the fingerprint is then recomputed on every call.
     """
     registration = models.registration_of(model)
     if background is None:
@@ -63,7 +64,18 @@ def explain(
     )
 
     def run() -> Explanation:
-        explainer = cache.get(model, fingerprint(model), background, method, options)
+        explainer = cache.get(model, _fingerprint(model), background, method, options)
         return explainer.explain(X)
 
     return run_quietly(run)
+
+
+def _fingerprint(model: Any) -> str:
+    """The model's fingerprint: cached per fitted model while instrumented (every fit is seen then),
+    otherwise hashed now (milliseconds for large ensembles), since a refit could have happened."""
+    from otel_rai import instrumentor  # imports the worker, which imports this package
+
+    session = instrumentor._session
+    if session is None:
+        return fingerprint(model)
+    return models.model_info(model, session.settings.model_version).fingerprint
