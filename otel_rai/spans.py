@@ -93,8 +93,8 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         common.update(explained)
         rows.update(explained_rows)
     except Exception as exc:
-        on_failure("explanation", exc)
-        errors.append(f"explanation: {type(exc).__name__}")
+        on_failure("explain", exc)
+        errors.append(f"explain: {type(exc).__name__}")
     for key, values in list(rows.items()):
         if len(values) != len(call.ids):  # a partial array would misattribute rows: drop it
             del rows[key]

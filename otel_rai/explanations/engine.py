@@ -17,9 +17,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from otel_rai import config
+from otel_rai import _fork, config
 from otel_rai.explanations import linear, pipeline, saabas, sampling, trees
-from otel_rai.explanations.errors import MissingBackground, UnsupportedModel
+from otel_rai.explanations.errors import UnsupportedModel
 from otel_rai.explanations.forest import is_tree_model
 
 METHODS = (linear.METHOD, trees.METHOD, saabas.METHOD, sampling.EXACT, sampling.PERMUTATION)
@@ -44,9 +44,7 @@ def build(model: Any, background: Any, method: str | None = None, options: Optio
     if pipeline.is_pipeline(model):
         try:
             return pipeline.PipelineExplainer(model, background, lambda final, bg: build(final, bg, method, options))
-        except MissingBackground:
-            raise
-        except UnsupportedModel:
+        except UnsupportedModel:  # preprocessing that mixes columns, or a final step no method represents
             if method is not None:
                 raise
             return _agnostic(model, background, options)
@@ -81,6 +79,11 @@ class Cache:
 
     def __init__(self, size: int = _CACHE_SIZE) -> None:
         self._size = size
+        self._reset()
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """Empty, with a fresh lock: a forked child may inherit locks held mid-build."""
         self._items: dict[tuple, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
 

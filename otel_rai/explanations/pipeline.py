@@ -117,15 +117,18 @@ class PipelineExplainer:
     """Explains the final step on transformed rows, then sums back to the raw columns."""
 
     def __init__(self, pipe: Any, background: Any, explain_final: Callable[[Any, Any], Any]) -> None:
-        *steps, (_, self._final) = pipe.steps
+        *steps, (_, final) = pipe.steps
         self._pre = pipe[:-1] if steps else None
-        n_inputs = pipe.n_features_in_
+        n_inputs = getattr(pipe, "n_features_in_", None)
+        if n_inputs is None:
+            raise UnsupportedModel("a pipeline that does not know its input columns")
         self.names = input_names(pipe, n_inputs)
-        transformed = self._pre.transform(background) if self._pre is not None and background is not None else background
         source = sources(self._pre, self.names) if self._pre is not None else np.arange(n_inputs)
         self._to_inputs = np.zeros((len(source), n_inputs))  # sums each transformed column into its source
         self._to_inputs[np.arange(len(source)), source] = 1.0
-        self.inner = explain_final(self._final, transformed)
+        if self._pre is not None and background is not None:
+            background = self._pre.transform(background)
+        self.inner = explain_final(final, background)
         self.method = self.inner.method
         self.output = self.inner.output
 
