@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -227,3 +229,48 @@ def test_top_encoding_round_trips_awkward_names():
     explanation = Explanation(values, np.zeros(1), names, "raw", "linear", values.sum(1))
     (entry,) = encode_top(explanation, 5)
     assert parse_top(entry) == [("a=b", -2.0), ("debt, ratio", 0.5), ("naïve", -0.25), ("100%", 1e-9)]
+
+
+class ThreadRecorder(ClassifierMixin, BaseEstimator):
+    """A classifier that remembers which thread asked it for each batch of scores."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        self.n_features_in_ = X.shape[1]
+        self.threads_ = []
+        return self
+
+    def predict_proba(self, X):
+        self.threads_.append((len(X), threading.current_thread().name))
+        p = 1.0 / (1.0 + np.exp(-np.asarray(X, dtype=float).sum(axis=1)))
+        return np.column_stack([1 - p, p])
+
+
+def test_explanations_are_computed_on_the_audit_worker_not_the_caller(audit, data):
+    X, y = data
+    model = otel_rai.register_model(ThreadRecorder().fit(X, y), background=X[:50])
+    model.predict_proba(X[:2])
+    (span,) = audit.spans()
+    assert span.attributes[semconv.EXPLANATION_METHOD] == "exact"  # 2^6 coalitions x 50 rows
+    caller, *explainer = model.threads_
+    assert caller == (2, threading.current_thread().name)
+    assert explainer and {name for _, name in explainer} == {"otel-rai-audit"}
+    assert len(audit.spans()) == 1  # the explainer's own model calls are not decisions
+
+
+def test_a_model_refitted_before_its_explanation_is_not_explained_with_the_new_fit(audit, data):
+    from opentelemetry import context
+
+    from otel_rai import models
+    from otel_rai.capture import DecisionCall
+    from otel_rai.config import Settings
+    from otel_rai.explanations import record
+    from otel_rai.hashing import HashKey
+
+    X, y = data
+    model = HistGradientBoostingClassifier(max_iter=5).fit(X, y)
+    call = DecisionCall(model=model, info=models.model_info(model, None), operation="predict", X=X[:1], n_rows=1,
+                        ids=["a"], attributes={}, parent=context.get_current(), start_ns=0)
+    model.fit(X[::-1], 1 - y)  # instrumented fit: the cached metadata is invalidated
+    record.attach([call], Settings(hash_key=HashKey.from_material("k" * 32)), lambda *_: None)
+    assert type(call.explanation).__name__ == "ModelChanged"

@@ -25,6 +25,8 @@ from otel_rai.explanations.forest import is_tree_model
 METHODS = (linear.METHOD, trees.METHOD, saabas.METHOD, sampling.EXACT, sampling.PERMUTATION)
 _AGNOSTIC = (sampling.EXACT, sampling.PERMUTATION)
 _CACHE_SIZE = 32
+#: Memory the cached explainers' tables may hold before the oldest are dropped.
+_CACHE_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -70,15 +72,17 @@ def _agnostic(model: Any, background: Any, options: Options, method: str | None 
 
 
 class Cache:
-    """Explainers by (model fingerprint, background, method, options), at most `size` of them.
+    """Explainers by (model fingerprint, background, method, options): at most `size` of them, whose
+    tables hold at most `max_bytes` (the newest is kept whatever its size).
 
     Hits read without the lock (the decision path reads on every worker cycle); building happens
-    under it, and the oldest entry is dropped when full. An entry keeps its background object
-    alive, so that ``id`` cannot be reused by another object while the entry exists.
+    under it, and the oldest entries are dropped when over a limit. An entry keeps its background
+    object alive, so that ``id`` cannot be reused by another object while the entry exists.
     """
 
-    def __init__(self, size: int = _CACHE_SIZE) -> None:
+    def __init__(self, size: int = _CACHE_SIZE, max_bytes: int = _CACHE_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
         self._reset()
         _fork.reset_in_child(self)
 
@@ -96,10 +100,14 @@ class Cache:
             entry = self._items.get(key)
             if entry is None:
                 entry = (build(model, background, method, options), background)
-                if len(self._items) >= self._size:
-                    del self._items[next(iter(self._items))]
                 self._items[key] = entry
+                while len(self._items) > 1 and (len(self._items) > self._size or self._nbytes() > self._max_bytes):
+                    del self._items[next(iter(self._items))]
             return entry[0]
+
+    def _nbytes(self) -> int:
+        """Tables grow as classes are first explained, so this is measured, not remembered."""
+        return sum(getattr(explainer, "nbytes", 0) for explainer, _ in self._items.values())
 
     def clear(self) -> None:
         with self._lock:

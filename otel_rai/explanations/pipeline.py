@@ -132,6 +132,10 @@ class PipelineExplainer:
         self.method = self.inner.method
         self.output = self.inner.output
 
+    @property
+    def nbytes(self) -> int:
+        return getattr(self.inner, "nbytes", 0)
+
     def explain(self, X: Any) -> Explanation:
         inner = self.inner.explain(self._pre.transform(X) if self._pre is not None else X)
         values = inner.values @ self._to_inputs

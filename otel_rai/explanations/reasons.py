@@ -33,7 +33,8 @@ def encode_top(explanation: Explanation, k: int) -> list[str]:
     names = explanation.feature_names
     entries = []
     for row in explanation.values.tolist():
-        ranked = sorted(range(len(row)), key=lambda j: -abs(row[j]))[:k]  # sorted() is stable
+        magnitude = list(map(abs, row))
+        ranked = sorted(range(len(row)), key=magnitude.__getitem__, reverse=True)[:k]  # stable, also reversed
         entries.append(",".join(["%s=%+.6g" % (_name(names[j]), row[j]) for j in ranked if row[j] != 0.0]))
     return entries
 

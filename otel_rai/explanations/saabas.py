@@ -60,6 +60,12 @@ class Saabas:
         self._path = (np.concatenate(rows), np.concatenate(features), np.concatenate(steps))
         self._credit: dict[int, sparse.csr_matrix] = {}
 
+    @property
+    def nbytes(self) -> int:
+        rows, features, steps = self._path
+        return rows.nbytes + features.nbytes + steps.nbytes + sum(
+            m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in list(self._credit.values()))
+
     def _credit_for(self, k: int) -> sparse.csr_matrix:
         """(n_leaves, n_features): what each leaf's path credits each feature, for output column k."""
         if k not in self._credit:

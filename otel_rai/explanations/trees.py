@@ -48,6 +48,10 @@ class TreeExplainer:
         self._model = model
         self._checked = forest.reference is None
 
+    @property
+    def nbytes(self) -> int:
+        return self.engine.nbytes
+
     def explain(self, X: Any) -> Explanation:
         forest = self.forest
         rows = forest.prepare(X)

@@ -369,6 +369,13 @@ class TreeShap:
         self._kernels: dict[int, list] = {}
         self._lock = threading.Lock()  # the audit worker and explain() callers may share this
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the tables (G tables, and the column tables built so far)."""
+        columns = sum(kernel.tables.nbytes for kernels in list(self._kernels.values())
+                      for kernel in kernels if isinstance(kernel, _ColumnTables))
+        return self._g.nbytes + columns
+
     def _kernels_for(self, k: int) -> list:
         """The kernels of output column k, built on first use (the column-table cap is per model)."""
         with self._lock:
