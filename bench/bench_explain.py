@@ -35,6 +35,7 @@ from otel_rai import models  # noqa: E402
 from otel_rai.capture import DecisionCall  # noqa: E402
 from otel_rai.config import Settings  # noqa: E402
 from otel_rai.explanations import engine, reasons, record, trees, treeshap  # noqa: E402
+from otel_rai.explanations.forest import extract  # noqa: E402
 from otel_rai.hashing import HashKey  # noqa: E402
 from otel_rai.fingerprint import fingerprint  # noqa: E402
 
@@ -180,6 +181,34 @@ def tree_scenarios(repeat: int) -> list[dict]:
     return out
 
 
+def cost_model(repeat: int) -> dict:
+    """Re-measures `trees.NS_PER_UNIT`: time per node (fail codes) and per unit of each kernel."""
+    X, y = make_classification(10_000, 20, n_informative=10, random_state=0)
+    forest = extract(HistGradientBoostingClassifier(max_iter=100, random_state=0).fit(X, y))
+    paths = treeshap.walk(forest)
+    rows = forest.prepare(X[:400])
+    best = lambda fn, n: min(per_row_us(fn, n, repeat)) * 1000.0  # noqa: E731  ns per row
+    nodes_ns = best(lambda: treeshap.fail_codes(forest, paths, rows), len(rows))
+    measured = {"nodes": nodes_ns / len(forest.feature)}
+    caps = {"column_lookups": {}, "g_lookups": {"MAX_COLUMN_ENTRIES": 0},
+            "per_row_steps": {"MAX_COLUMN_ENTRIES": 0, "MAX_G_ENTRIES": 0}}
+    for kind, overrides in caps.items():
+        saved = {name: getattr(treeshap, name) for name in overrides}
+        for name, value in overrides.items():
+            setattr(treeshap, name, value)
+        try:
+            engine_ = treeshap.TreeShap(forest, paths)
+            n = len(rows) if kind != "per_row_steps" else 10
+            total = best(lambda: engine_.explain(rows[:n], lambda s: np.zeros(len(s), np.int64)), n)
+            units = treeshap.Plan.of(paths.width).work(paths.width)[kind]
+            measured[kind] = (total - nodes_ns) / units
+        finally:
+            for name, value in saved.items():
+                setattr(treeshap, name, value)
+    return {"scenario": "cost model: ns per unit of work (HistGradientBoosting, 100 iterations)",
+            "measured_ns": measured, "in_use_ns": dict(trees.NS_PER_UNIT)}
+
+
 def boosting_libraries(repeat: int) -> list[dict]:
     import lightgbm as lgb
     import xgboost as xgb
@@ -204,11 +233,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     results = [*linear_single_row(args.repeat), *tree_scenarios(args.repeat), *boosting_libraries(args.repeat)]
+    calibration = cost_model(args.repeat)
     report = {
         "machine": {"python": platform.python_version(), "platform": platform.platform(),
                     "processor": platform.processor() or platform.machine()},
         "versions": {"otel_rai": otel_rai.__version__, "shap": shap.__version__, "numpy": np.__version__},
         "results": results,
+        "cost_model": calibration,
     }
     print(f"{'scenario':<78} {'method':<20} {'ours µs/row':>12} {'SHAP µs/row':>12} {'SHAP/ours':>9} {'max |diff|':>10}")
     for r in results:
@@ -221,6 +252,8 @@ def main() -> None:
         for key in ("target", "meets_target", "meets_stretch", "estimated_us", "note"):
             if r.get(key) not in (None, ""):
                 print(f"    {key}: {r[key]}")
+    print("\ncost model, ns per unit:", ", ".join(
+        f"{kind} {ns:.1f} (in use {calibration['in_use_ns'][kind]})" for kind, ns in calibration["measured_ns"].items()))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))

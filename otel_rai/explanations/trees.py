@@ -25,7 +25,7 @@ _CHECK_RTOL = 1e-5
 #: Nanoseconds per unit of work, measured with bench/bench_explain.py on a 2-core x86-64 VM
 #: (rounded up): per node (fail codes), per path feature looked up in column tables or G tables,
 #: per m² step of a leaf evaluated per row.
-NS_PER_UNIT = {"nodes": 4.0, "column_lookups": 6.0, "g_lookups": 10.0, "per_row_steps": 40.0}
+NS_PER_UNIT = {"nodes": 4.0, "column_lookups": 6.0, "g_lookups": 10.0, "per_row_steps": 50.0}
 
 
 def estimate_us(n_nodes: int, paths: treeshap.Paths) -> float:
