@@ -241,7 +241,8 @@ def main() -> None:
         "results": results,
         "cost_model": calibration,
     }
-    print(f"{'scenario':<78} {'method':<20} {'ours µs/row':>12} {'SHAP µs/row':>12} {'SHAP/ours':>9} {'max |diff|':>10}")
+    print(f"{'scenario':<78} {'method':<20} {'ours µs/row':>12} {'SHAP µs/row':>12} {'SHAP/ours':>9} "
+          f"{'max |diff|':>10}")
     for r in results:
         theirs = r["shap"].get("median_us")
         ratio = r["speedup_vs_shap"]
@@ -252,8 +253,9 @@ def main() -> None:
         for key in ("target", "meets_target", "meets_stretch", "estimated_us", "note"):
             if r.get(key) not in (None, ""):
                 print(f"    {key}: {r[key]}")
-    print("\ncost model, ns per unit:", ", ".join(
-        f"{kind} {ns:.1f} (in use {calibration['in_use_ns'][kind]})" for kind, ns in calibration["measured_ns"].items()))
+    measured = calibration["measured_ns"].items()
+    print("\ncost model, ns per unit:",
+          ", ".join(f"{kind} {ns:.1f} (in use {calibration['in_use_ns'][kind]})" for kind, ns in measured))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2))

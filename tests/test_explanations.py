@@ -10,7 +10,7 @@ import shap
 import xgboost as xgb
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.compose import ColumnTransformer
-from sklearn.datasets import make_classification, make_regression
+from sklearn.datasets import make_classification
 from sklearn.decomposition import PCA
 from sklearn.impute import SimpleImputer
 from sklearn.ensemble import (
@@ -24,14 +24,13 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.linear_model import LinearRegression, LogisticRegression, PoissonRegressor, Ridge, SGDClassifier
-from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 import otel_rai
-from otel_rai.explanations import MissingBackground, UnsupportedModel, sampling, treeshap
+from otel_rai.explanations import MissingBackground, UnsupportedModel, treeshap
 
 pytestmark = pytest.mark.filterwarnings("ignore:LightGBM binary classifier:UserWarning")
 ATOL = 1e-6
@@ -125,16 +124,23 @@ def _xgb_binary(X, y, t):
 TREE_MODELS = {
     "decision-tree-classifier": (lambda X, y, t: DecisionTreeClassifier(max_depth=7, random_state=0).fit(X, y), NAN_OK),
     "decision-tree-regressor": (lambda X, y, t: DecisionTreeRegressor(max_depth=7, random_state=0).fit(X, t), NAN_OK),
-    "random-forest-binary": (lambda X, y, t: RandomForestClassifier(20, max_depth=8, random_state=0).fit(X, y == 1), NAN_OK),
+    "random-forest-binary": (lambda X, y, t: RandomForestClassifier(20, max_depth=8, random_state=0).fit(X, y == 1),
+                             NAN_OK),
     "random-forest-multiclass": (lambda X, y, t: RandomForestClassifier(20, random_state=0).fit(X, y), NAN_OK),
-    "random-forest-regressor": (lambda X, y, t: RandomForestRegressor(15, max_depth=9, random_state=0).fit(X, t), NAN_OK),
+    "random-forest-regressor": (lambda X, y, t: RandomForestRegressor(15, max_depth=9, random_state=0).fit(X, t),
+                                NAN_OK),
     "extra-trees-classifier": (lambda X, y, t: ExtraTreesClassifier(15, max_depth=8, random_state=0).fit(X, y), None),
     "extra-trees-regressor": (lambda X, y, t: ExtraTreesRegressor(15, max_depth=8, random_state=0).fit(X, t), None),
-    "gradient-boosting-binary": (lambda X, y, t: GradientBoostingClassifier(n_estimators=30, random_state=0).fit(X, y == 1), None),
-    "gradient-boosting-regressor": (lambda X, y, t: GradientBoostingRegressor(n_estimators=30, random_state=0).fit(X, t), None),
-    "hist-gradient-boosting-binary": (lambda X, y, t: HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X, y == 1), NAN_OK),
-    "hist-gradient-boosting-multiclass": (lambda X, y, t: HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y), NAN_OK),
-    "hist-gradient-boosting-regressor": (lambda X, y, t: HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X, t), NAN_OK),
+    "gradient-boosting-binary": (
+        lambda X, y, t: GradientBoostingClassifier(n_estimators=30, random_state=0).fit(X, y == 1), None),
+    "gradient-boosting-regressor": (
+        lambda X, y, t: GradientBoostingRegressor(n_estimators=30, random_state=0).fit(X, t), None),
+    "hist-gradient-boosting-binary": (
+        lambda X, y, t: HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X, y == 1), NAN_OK),
+    "hist-gradient-boosting-multiclass": (
+        lambda X, y, t: HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y), NAN_OK),
+    "hist-gradient-boosting-regressor": (
+        lambda X, y, t: HistGradientBoostingRegressor(max_iter=30, random_state=0).fit(X, t), NAN_OK),
     "xgboost-binary": (_xgb_binary, NAN_OK),
     "xgboost-multiclass": (lambda X, y, t: xgb.XGBClassifier(n_estimators=15, max_depth=4).fit(X, y), NAN_OK),
     "xgboost-regressor": (lambda X, y, t: xgb.XGBRegressor(n_estimators=20, max_depth=5).fit(X, t), NAN_OK),
@@ -190,7 +196,8 @@ def test_trees_equal_shap_tree_explainer(tree_data, name):
         native = rows_of(explainer.shap_values(rows), columns)
         float32 = 1e-5 * max(1.0, np.abs(output).max())
         np.testing.assert_allclose(ex.values, native, rtol=0, atol=float32)
-        np.testing.assert_allclose(ex.base_values, np.atleast_1d(explainer.expected_value)[columns], rtol=0, atol=float32)
+        expected = np.atleast_1d(explainer.expected_value)[columns]
+        np.testing.assert_allclose(ex.base_values, expected, rtol=0, atol=float32)
         np.testing.assert_allclose(ex.output_values, output, rtol=0, atol=float32)  # xgboost sums in float32
         np.testing.assert_allclose(ex.base_values + ex.values.sum(1), ex.output_values, rtol=0, atol=ATOL)
         explainer.model.model_type = "internal"

@@ -111,7 +111,8 @@ def _assemble(trees: list[_Tree], base: np.ndarray, **fields: Any) -> Forest:
         return np.concatenate([np.asarray(getattr(t, name), dtype) for t in trees])
 
     def children(name: str) -> np.ndarray:
-        return np.concatenate([np.where(getattr(t, name) >= 0, getattr(t, name) + o, -1) for t, o in zip(trees, offsets)])
+        shifted = [np.where(getattr(t, name) >= 0, getattr(t, name) + o, -1) for t, o in zip(trees, offsets)]
+        return np.concatenate(shifted)
 
     forest = Forest(
         left=children("left"),
@@ -231,9 +232,9 @@ def _gradient_boosting(model: Any) -> Forest:
     zero_row = np.zeros((1, model.n_features_in_), dtype=np.float32)
     base = model._raw_predict_init(zero_row)[0]  # constant: the init estimator ignores X
     trees = [
-        _sklearn_tree(estimator.tree_, _one_hot_column(estimator.tree_.value[:, 0, 0] * model.learning_rate, k, n_outputs))
+        _sklearn_tree(tree, _one_hot_column(tree.value[:, 0, 0] * model.learning_rate, k, n_outputs))
         for stage in model.estimators_
-        for k, estimator in enumerate(stage)
+        for k, tree in enumerate(estimator.tree_ for estimator in stage)
     ]
     return _assemble(
         trees,
@@ -245,7 +246,9 @@ def _gradient_boosting(model: Any) -> Forest:
     )
 
 
-def _columns(method: Callable[[Any], Any], link: Callable[[np.ndarray], np.ndarray] | None = None) -> Callable[[Any], np.ndarray]:
+def _columns(
+    method: Callable[[Any], Any], link: Callable[[np.ndarray], np.ndarray] | None = None
+) -> Callable[[Any], np.ndarray]:
     """A model method's output as (n_rows, n_outputs) float64, optionally through `link`."""
 
     def output(X: Any) -> np.ndarray:

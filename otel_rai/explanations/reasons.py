@@ -13,7 +13,6 @@ import functools
 from typing import Any, Mapping
 from urllib.parse import quote, unquote
 
-import numpy as np
 
 from otel_rai import semconv
 from otel_rai.explanations.explanation import Explanation

@@ -26,7 +26,8 @@ _warned: set[tuple[str, str]] = set()
 
 def wanted(call: DecisionCall, settings: Settings) -> bool:
     """Whether this call is explained: on globally, for the model, for the call, and it returned."""
-    return settings.explain and call.explain and call.info.registration.explain and call.error is None and bool(call.ids)
+    switched_on = settings.explain and call.explain and call.info.registration.explain
+    return switched_on and call.error is None and bool(call.ids)
 
 
 def attach(calls: Sequence[DecisionCall], settings: Settings, on_failure: Callable[[str, BaseException], None]) -> None:

@@ -47,9 +47,13 @@ def output_function(model: Any) -> tuple[Callable[[Any], np.ndarray], str]:
         if hasattr(model, "predict_proba"):
             return lambda X: np.asarray(model.predict_proba(X), np.float64), "probability"
         if hasattr(model, "decision_function"):
-            return lambda X: np.asarray(model.decision_function(X), np.float64).reshape(X.shape[0], -1), "decision-function"
+            return _as_columns(model.decision_function), "decision-function"
         raise UnsupportedModel("a classifier without predict_proba or decision_function")
-    return lambda X: np.asarray(model.predict(X), np.float64).reshape(X.shape[0], -1), "raw"
+    return _as_columns(model.predict), "raw"
+
+
+def _as_columns(method: Callable[[Any], Any]) -> Callable[[Any], np.ndarray]:
+    return lambda X: np.asarray(method(X), np.float64).reshape(X.shape[0], -1)
 
 
 class _Rows:
