@@ -8,6 +8,7 @@ model and batch attributes plus one child span per chunk; each chunk carries the
 from __future__ import annotations
 
 import re
+import traceback
 from typing import Any, Callable
 
 import numpy as np
@@ -74,8 +75,9 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
     try:
         rows[semconv.INPUT_HASHES] = hash_rows(call.X, settings.hash_key)
     except Exception as exc:
-        on_failure("hash", exc)
-        errors.append(f"hash: {type(exc).__name__}")
+        if call.error is None:  # input the model itself rejected need not be hashable
+            on_failure("hash", exc)
+            errors.append(f"hash: {type(exc).__name__}")
     if call.error is None:
         try:
             values, scores = outputs.encode(call.operation, call.output, info.classes)
@@ -100,18 +102,24 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
 _QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")
 
 
-def scrubbed_message(exc: BaseException) -> str:
-    """The exception message with quoted literals masked: sklearn quotes offending input values."""
-    return _QUOTED.sub(r"\1…\1", str(exc))
+def scrubbed(text: str) -> str:
+    """`text` with quoted literals masked: sklearn and pandas quote offending input values."""
+    return _QUOTED.sub(r"\1…\1", text)
 
 
 def _end(span: Span, call: DecisionCall) -> None:
-    if call.error is not None:
-        message = scrubbed_message(call.error)
+    error = call.error
+    if error is not None:
+        message = scrubbed(str(error))
+        # The traceback repeats the message (and those of chained exceptions): scrub it all.
+        stacktrace = scrubbed("".join(traceback.format_exception(type(error), error, error.__traceback__)))
         span.record_exception(
-            call.error, {"exception.message": message}, timestamp=call.end_ns, escaped=True
+            error,
+            {"exception.message": message, "exception.stacktrace": stacktrace},
+            timestamp=call.end_ns,
+            escaped=True,
         )
-        span.set_status(Status(StatusCode.ERROR, f"{type(call.error).__name__}: {message}"))
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
     span.end(end_time=call.end_ns)
 
 
