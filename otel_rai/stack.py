@@ -147,17 +147,20 @@ def default_dir() -> Path:
 # --- processes -----------------------------------------------------------------------------------------
 
 
+_HAVE_PROC = Path("/proc/self/stat").exists()
+
+
 def _start_time(pid: int) -> str | None:
     """The start time of a live process as the kernel reports it, or None if it is gone (or a zombie)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return None
-    except OSError:  # no /proc (macOS): ask ps
+    if not _HAVE_PROC:  # macOS and the BSDs: ask ps
         run = subprocess.run(["ps", "-o", "stat=,lstart=", "-p", str(pid)], capture_output=True, text=True)
         stat, _, started = run.stdout.strip().partition(" ")
         return None if not stat or stat.startswith("Z") else started.strip()
-    return None if fields[0] == "Z" else fields[19]
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields[19]  # state, then field 22 of proc(5): starttime
 
 
 #: Servers started by this process: polling them collects their exit status, so none lingers as a zombie.
@@ -347,7 +350,7 @@ def _launch_all(stack: Stack, rule_files: Sequence[Path], scrape_interval: str) 
     stack.processes["prometheus"] = _spawn(
         "prometheus",
         [
-            _prometheus_binary() or "prometheus",
+            str(_prometheus_binary()),
             f"--config.file={prometheus_yml}",
             f"--storage.tsdb.path={directory / 'prometheus' / 'data'}",
             f"--storage.tsdb.retention.time={RETENTION}",
