@@ -39,6 +39,15 @@ INPUT_VALUE_PREFIX: Final = "ml.input.value."
 # --- when the audit itself failed (the prediction still returned) ----------------------------------
 AUDIT_ERROR: Final = "ml.audit.error"
 
+# --- fairness alert spans (ALERT_SPAN, below), with MODEL_NAME and MODEL_VERSION ------------------
+#: The sensitive attribute (a name, never a group value): also an attribute of the fairness metrics.
+FAIRNESS_ATTRIBUTE: Final = "ml.fairness.attribute"
+FAIRNESS_METRIC: Final = "ml.fairness.metric"
+FAIRNESS_VALUE: Final = "ml.fairness.value"
+FAIRNESS_THRESHOLD: Final = "ml.fairness.threshold"
+#: STATE_FIRING when the metric crossed into violation, STATE_RESOLVED when it crossed back.
+FAIRNESS_STATE: Final = "ml.fairness.state"
+
 #: Every attribute name above, for allowlists (the collector's and the tests').
 SPAN_ATTRIBUTES: Final = (
     MODEL_NAME,
@@ -57,6 +66,11 @@ SPAN_ATTRIBUTES: Final = (
     INPUT_FEATURES,
     OUTPUT_CLASSES,
     AUDIT_ERROR,
+    FAIRNESS_ATTRIBUTE,
+    FAIRNESS_METRIC,
+    FAIRNESS_VALUE,
+    FAIRNESS_THRESHOLD,
+    FAIRNESS_STATE,
 )
 
 #: Attribute names the caller may not set through ``decisions(attributes=...)``.
@@ -85,7 +99,7 @@ METRIC_EQUALIZED_ODDS_RATIO: Final = "ml.fairness.equalized_odds_ratio"
 METRIC_ALERT: Final = "ml.fairness.alert"
 ALERT_SPAN: Final = METRIC_ALERT
 
-FAIRNESS_ATTRIBUTE: Final = "ml.fairness.attribute"
+#: The group within FAIRNESS_ATTRIBUTE: a metric attribute only, never on a span.
 FAIRNESS_GROUP: Final = "ml.fairness.group"
 #: The decision's outcome: OUTCOME_POSITIVE or OUTCOME_NEGATIVE.
 OUTCOME: Final = "ml.outcome"
@@ -99,11 +113,6 @@ MISSING_GROUP: Final = "(missing)"
 OTHER_GROUP: Final = "(other)"
 
 # --- the alert span and the alert counter --------------------------------------------------------
-FAIRNESS_METRIC: Final = "ml.fairness.metric"
-FAIRNESS_VALUE: Final = "ml.fairness.value"
-FAIRNESS_THRESHOLD: Final = "ml.fairness.threshold"
-#: STATE_FIRING when the metric crossed into violation, STATE_RESOLVED when it crossed back.
-FAIRNESS_STATE: Final = "ml.fairness.state"
 STATE_FIRING: Final = "firing"
 STATE_RESOLVED: Final = "resolved"
 ALERT_METRIC_ATTRIBUTES: Final = (MODEL_NAME, MODEL_VERSION, FAIRNESS_ATTRIBUTE, FAIRNESS_METRIC)

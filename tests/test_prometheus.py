@@ -31,7 +31,7 @@ needs_prometheus = pytest.mark.skipif(
 def test_rules_pass_their_promtool_unit_tests():
     check = subprocess.run(["promtool", "check", "rules", "rules.yml"], cwd=RULES_DIR, capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    test = subprocess.run(["promtool", "test", "rules", "rules_test.yml"], cwd=RULES_DIR,
+    test = subprocess.run(["promtool", "test", "rules", "test_rules.yml"], cwd=RULES_DIR,
                           capture_output=True, text=True)
     assert test.returncode == 0, test.stdout + test.stderr
     assert "SUCCESS" in test.stdout
