@@ -76,8 +76,9 @@ def worker_cost(model, X, rows: int, n_calls: int) -> float:
 
 
 def caller_cost(model, X, sensitive: bool, n: int = 2000) -> list[float]:
-    otel_rai.instrument(hash_key="bench-key-0123456789abcdef", sensitive_features=["sex", ("sex", "race")] if sensitive else [],
-                        meter_provider=MeterProvider(metric_readers=[PrometheusMetricReader(registry=CollectorRegistry())]))
+    provider = MeterProvider(metric_readers=[PrometheusMetricReader(registry=CollectorRegistry())])
+    otel_rai.instrument(hash_key="bench-key-0123456789abcdef", meter_provider=provider,
+                        sensitive_features=["sex", ("sex", "race")] if sensitive else [])
     rows = [X.iloc[[i]] for i in range(200)]
     times = []
     for i in range(n):

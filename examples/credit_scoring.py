@@ -103,7 +103,8 @@ def fairness_demo() -> None:
     biased = pipeline(LogisticRegression(max_iter=500))
     biased.steps[0][1].transformers.append(("sex", OneHotEncoder(), ["sex"]))
     biased = otel_rai.register_model(biased.fit(train, history), name="credit", version="2.0")
-    fixed = otel_rai.register_model(pipeline(LogisticRegression(max_iter=500)).fit(train, truth), name="credit", version="2.1")
+    fixed = pipeline(LogisticRegression(max_iter=500)).fit(train, truth)
+    fixed = otel_rai.register_model(fixed, name="credit", version="2.1")
 
     for model, version in ((biased, "2.0"), (fixed, "2.1")):
         print(f"fairness: streaming 3000 applications to credit {version}")

@@ -48,6 +48,20 @@ class FairnessAlert:
         return (f"fairness alert {verb}: {self.metric} of model {self.model} {self.version} for "
                 f"{self.attribute} is {self.value:.4f}, {state} the threshold {self.threshold}")
 
+    @classmethod
+    def from_span(cls, attributes: Mapping[str, Any], time_ns: int) -> FairnessAlert:
+        """The alert an ``ml.fairness.alert`` span (its attributes and start time) records."""
+        return cls(
+            model=str(attributes[semconv.MODEL_NAME]),
+            version=str(attributes[semconv.MODEL_VERSION]),
+            attribute=str(attributes[semconv.FAIRNESS_ATTRIBUTE]),
+            metric=str(attributes[semconv.FAIRNESS_METRIC]),
+            value=float(attributes[semconv.FAIRNESS_VALUE]),
+            threshold=float(attributes[semconv.FAIRNESS_THRESHOLD]),
+            firing=attributes[semconv.FAIRNESS_STATE] == semconv.STATE_FIRING,
+            time_ns=time_ns,
+        )
+
     def attributes(self) -> dict[str, Any]:
         return {
             semconv.MODEL_NAME: self.model,
@@ -117,7 +131,8 @@ class Alerter:
                 self._firing.add(state)
             else:
                 continue
-            alerts.append(FairnessAlert(*key, rule.metric, value, rule.threshold, state in self._firing, time.time_ns()))
+            firing = state in self._firing
+            alerts.append(FairnessAlert(*key, rule.metric, value, rule.threshold, firing, time.time_ns()))
         for alert in alerts:
             self._report(alert)
         return alerts

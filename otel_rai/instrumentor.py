@@ -195,10 +195,8 @@ def record_outcome(
     if session is None:
         _log.warning("otel-rai: record_outcome called while not instrumented; the outcome is not counted")
         return False
-    task = session.monitor.outcome_task(
-        decision_id, y_true, group=group, prediction=prediction, model=model, version=version
-    )
-    session.worker.submit(task)
+    given = {"group": group, "prediction": prediction, "model": model, "version": version}
+    session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
     return True
 
 

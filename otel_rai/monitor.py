@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
-from otel_rai import fairness, semconv
+from otel_rai import _fork, fairness, semconv
 from otel_rai.alerts import AlertCallback, Alerter, Rule
 from otel_rai.capture import DecisionCall
 from otel_rai.groups import GroupResolver, SensitiveAttribute
@@ -33,8 +33,6 @@ _log = logging.getLogger(__name__)
 FailureHook = Callable[[str, BaseException], None]
 Key = tuple[str, str, str]  # model name, model version, sensitive attribute
 
-# Confusion cells in the outcome window: kind = 2 * predicted + actual.
-_TN, _FN, _FP, _TP = range(4)
 
 
 @dataclass(frozen=True)
@@ -159,7 +157,7 @@ class _Track:
             groups[group].selected = positive
         for group, cells in self.outcomes.counts.items():
             c = groups[group]
-            c.tn, c.fn, c.fp, c.tp = cells
+            c.tn, c.fn, c.fp, c.tp = cells  # kind = 2 * predicted + actual
         return groups
 
 
@@ -183,20 +181,28 @@ class FairnessMonitor:
         self.rule = OutcomeRule(config.positive_label, config.score_threshold)
         self.lookup = lookup
         self._groups = GroupResolver(attributes, config.max_groups)
-        self._book = DecisionBook(config.max_remembered)
         self._on_failure = on_failure
+        self._tracer = tracer
         self._instruments = _instruments_of(meter_provider)
-        self._alerter = Alerter(config.rules(), tracer, self._instruments.alerts, config.on_alert, on_failure)
+        self._attrs: dict[tuple, dict[str, str]] = {}
+        self._warned: set[tuple[str, str]] = set()
+        window = config.window
+        self._horizon_ns = int(window.total_seconds() * 1e9) if isinstance(window, timedelta) else None
+        self._reset()
+        _fork.reset_in_child(self)
+        self._instruments.source = self._observations
+
+    def _reset(self) -> None:
+        """Empty windows, counts and memory; also in a forked child, a replica of its own."""
+        config = self.config
+        self._alerter = Alerter(config.rules(), self._tracer, self._instruments.alerts, config.on_alert,
+                                self._on_failure)
+        self._book = DecisionBook(config.max_remembered)
         self._tracks: dict[Key, _Track] = {}
         self._dirty: set[Key] = set()
         self._decision_counts: collections.Counter[tuple] = collections.Counter()
         self._outcome_counts: collections.Counter[tuple] = collections.Counter()
-        self._attrs: dict[tuple, dict[str, str]] = {}
-        self._warned: set[str] = set()
-        window = config.window
-        self._horizon_ns = int(window.total_seconds() * 1e9) if isinstance(window, timedelta) else None
         self._published: Published = {}
-        self._instruments.source = self._observations
 
     # --- worker thread ---------------------------------------------------------------------------
 
@@ -358,25 +364,19 @@ class FairnessMonitor:
 
     # --- any thread --------------------------------------------------------------------------------
 
-    def outcome_task(
-        self,
-        decision_id: Any,
-        y_true: Any,
-        *,
-        group: Mapping[str, Any] | None = None,
-        prediction: Any = None,
-        model: str | None = None,
-        version: str | None = None,
-    ) -> Callable[[], None]:
-        """Check `record_outcome`'s arguments on the caller's thread; the task runs on the worker."""
+    def outcome_task(self, decision_id: Any, y_true: Any, given: Mapping[str, Any]) -> Callable[[], None]:
+        """Check `record_outcome`'s arguments (`given`: its keywords) on the caller's thread; the task
+        runs on the worker."""
+        group = given.get("group")
         if group is not None and (
             not isinstance(group, Mapping) or not all(isinstance(k, str) for k in group)
         ):
             raise ValueError("otel_rai.record_outcome: group must map attribute names to values")
         if isinstance(y_true, (list, tuple, dict, set)) or getattr(y_true, "ndim", 0):
             raise ValueError("otel_rai.record_outcome: y_true must be one value")
-        given = {"group": None if group is None else dict(group), "prediction": prediction,
-                 "model": model, "version": None if version is None else str(version)}
+        version = given.get("version")
+        given = {**given, "group": None if group is None else dict(group),
+                 "version": None if version is None else str(version)}
         decision_id, now = str(decision_id), time.time_ns()
         return lambda: self.apply_outcome(decision_id, y_true, given, now)
 

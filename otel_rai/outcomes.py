@@ -75,7 +75,8 @@ class OutcomeRule:
         label = self.label_for(classes)
         threshold = self.score_threshold
         if out.ndim == 2 and call.operation in SCORED:
-            names = (classes if classes is not None and len(classes) == out.shape[1] else np.arange(out.shape[1])).tolist()
+            matching = classes is not None and len(classes) == out.shape[1]
+            names = (classes if matching else np.arange(out.shape[1])).tolist()
             if label not in names:
                 return None
             column = names.index(label)

@@ -30,7 +30,11 @@ TOP_FEATURES = 10
 
 
 class ReportError(Exception):
-    """A report cannot be built from what was given; the message says why."""
+    """A report cannot be built from what was given; the message says why (exit status 1)."""
+
+
+class ReportUsageError(ReportError):
+    """Arguments that cannot work together (exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,48 @@ class DecisionRecord:
             raise ReportError(f"bad decision record {dict(data)!r:.200}: {type(exc).__name__}: {exc}") from None
 
 
+def _printed(value: Any) -> str:
+    # Backends and JSON may hand back the label 1 as "1", 1.0 or true: compare printed integers.
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    return str(value)
+
+
+Attributions = Callable[[Mapping[str, Any], int], Mapping[str, float]]
+
+
+def decision_records(
+    attributes: Mapping[str, Any],
+    time_ns: int,
+    sensitive_features: Iterable[str] = (),
+    attributions: Attributions | None = None,
+) -> list[DecisionRecord]:
+    """The decisions of one stored decision span (or chunk span), one record per row.
+
+    Groups come from the allowlisted values ``ml.input.value.<name>`` of the `sensitive_features`
+    (nothing else on a span names a group). `attributions(attributes, row)` reads a row's explanation,
+    e.g. from ``ml.explanation.top``.
+    """
+    ids = list(attributes.get(semconv.DECISION_IDS) or ())
+    outputs = list(attributes.get(semconv.OUTPUTS) or ())
+    if len(outputs) != len(ids):  # a failed call, or an output the span could not carry
+        return []
+    columns = {name: attributes.get(semconv.INPUT_VALUE_PREFIX + name) for name in sensitive_features}
+    columns = {name: list(values) for name, values in columns.items() if values is not None}
+    return [
+        DecisionRecord(
+            decision_id=str(decision_id),
+            model=str(attributes[semconv.MODEL_NAME]),
+            version=str(attributes[semconv.MODEL_VERSION]),
+            timestamp=time_ns / 1e9,
+            output=outputs[i],
+            groups={name: _printed(values[i]) for name, values in columns.items()},
+            attributions=attributions(attributes, i) if attributions is not None else {},
+        )
+        for i, decision_id in enumerate(ids)
+    ]
+
+
 @dataclass(frozen=True)
 class Thresholds:
     demographic_parity_ratio_min: float = 0.8
@@ -103,10 +149,7 @@ class Figures:
 
 
 def _is_positive(value: Any, positive_label: Any) -> bool:
-    # Backends and JSON may hand back 1 as "1" or 1.0: compare the printed forms.
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value) == str(positive_label)
+    return _printed(value) == _printed(positive_label)
 
 
 def figures(records: Iterable[DecisionRecord], positive_label: Any, min_group_size: int) -> Figures:
@@ -209,10 +252,12 @@ def attribution_chart(top: Sequence[tuple[str, float]]) -> str:
     body = []
     for i, (feature, value) in enumerate(top):
         y = 4 + i * (_BAR_H + _GAP)
-        body.append(f'<text x="{_LABEL_W - 8}" y="{y + 15}" font-size="12" text-anchor="end">{html.escape(feature)}</text>')
+        body.append(f'<text x="{_LABEL_W - 8}" y="{y + 15}" font-size="12" text-anchor="end">'
+                    f'{html.escape(feature)}</text>')
         body.append(f'<rect class="bar" data-feature="{html.escape(feature)}" data-value="{value!r}" x="{_LABEL_W}" '
                     f'y="{y}" width="{value / scale * _PLOT_W:.2f}" height="{_BAR_H}" fill="#7c3aed"/>')
-        body.append(f'<text x="{_LABEL_W + value / scale * _PLOT_W + 4:.2f}" y="{y + 15}" font-size="12">{value:.4g}</text>')
+        body.append(f'<text x="{_LABEL_W + value / scale * _PLOT_W + 4:.2f}" y="{y + 15}" font-size="12">'
+                    f'{value:.4g}</text>')
     return _svg(height, body, "Mean absolute attribution by feature")
 
 
@@ -319,7 +364,8 @@ def render(
         out.extend(_attribute_section(attribute, thresholds))
     out.append("<h2>Most attributed features</h2>")
     if f.top_features:
-        out.append(f"<p>Mean absolute attribution over the {f.explained} explained decisions.</p>")
+        out.append(f"<p>Mean absolute attribution over the {f.explained} explained decisions (a feature "
+                   "outside the attributions recorded for a decision counts as 0 there).</p>")
         out.append(attribution_chart(f.top_features))
     else:
         out.append('<p class="na">No explanations were recorded for these decisions.</p>')
@@ -332,7 +378,8 @@ def render(
             state = semconv.STATE_FIRING if a.firing else semconv.STATE_RESOLVED
             out.append(f'<tr class="alert"><td>{_when(a.time_ns / 1e9)}</td><td>{_e(a.attribute)}</td>'
                        f'<td>{_e(a.metric)}</td><td class="num">{a.value:.4f}</td>'
-                       f'<td class="num">{a.threshold:g}</td><td class="{"fail" if a.firing else "ok"}">{state}</td></tr>')
+                       f'<td class="num">{a.threshold:g}</td>'
+                       f'<td class="{"fail" if a.firing else "ok"}">{state}</td></tr>')
         out.append("</tbody></table>")
     else:
         out.append('<p class="na">No alert was raised over this period.</p>')
@@ -367,7 +414,7 @@ def add_parser(subparsers: Any, load: Loader | None = None) -> argparse.Argument
     parser = subparsers.add_parser("report", help="write the fairness audit report of a model version as HTML",
                                    description=__doc__.splitlines()[0])
     parser.add_argument("--model-version", required=True, help="the ml.model.version to report on")
-    parser.add_argument("--model", help="the ml.model.name, when several models share the version")
+    parser.add_argument("--model-name", help="the ml.model.name, when several models share the version")
     parser.add_argument("--backend", help="where the decisions are stored (default: the local store)")
     parser.add_argument("--records", type=Path, help="read decisions from this JSON-lines file instead")
     parser.add_argument("--out", type=Path, required=True, help="the HTML file to write")
@@ -381,27 +428,28 @@ def add_parser(subparsers: Any, load: Loader | None = None) -> argparse.Argument
 
 
 def run(args: argparse.Namespace, load: Loader | None = None) -> int:
-    """The ``report`` command: 0 when written, 2 (with a message, no traceback) when it cannot be."""
+    """The ``report`` command: 0 when written; else a one-line message and 1 (no report could be built)
+    or 2 (bad usage), like the rest of ``otel-rai``."""
     try:
         if args.records is not None:
             records, alerts = read_records(args.records), []
         elif load is not None:
             records, alerts = load(args)
         else:
-            raise ReportError("no backend is available here; pass --records FILE.jsonl")
-        chosen = [r for r in records if r.version == args.model_version and args.model in (None, r.model)]
+            raise ReportUsageError("no backend is available here; pass --records FILE.jsonl")
+        chosen = [r for r in records if r.version == args.model_version and args.model_name in (None, r.model)]
         if not chosen:
             raise ReportError(f"no decisions of model version {args.model_version!r}"
-                              + (f" of model {args.model!r}" if args.model else ""))
+                              + (f" of model {args.model_name!r}" if args.model_name else ""))
         if len({r.model for r in chosen}) > 1:
-            raise ReportError(f"several models have version {args.model_version!r}; choose one with --model")
+            raise ReportUsageError(f"several models have version {args.model_version!r}; choose one with --model-name")
         alerts = [a for a in alerts if a.version == args.model_version and a.model == chosen[0].model]
         page = render(chosen, alerts=alerts, positive_label=args.positive_label, min_group_size=args.min_group_size,
                       thresholds=Thresholds(args.dp_ratio_min, args.eo_difference_max))
         args.out.write_text(page, encoding="utf-8")
     except (ReportError, OSError) as exc:
-        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        print(f"otel-rai report: error: {message}", file=sys.stderr)
-        return 2
+        message = f"cannot write {args.out}: {exc.strerror}" if isinstance(exc, OSError) else str(exc)
+        print(f"otel-rai: {message}", file=sys.stderr)
+        return 2 if isinstance(exc, ReportUsageError) else 1
     print(f"wrote {args.out} ({len(chosen)} decisions)")
     return 0

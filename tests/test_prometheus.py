@@ -37,6 +37,14 @@ def test_rules_pass_their_promtool_unit_tests():
     assert "SUCCESS" in test.stdout
 
 
+def stop(process: subprocess.Popen) -> None:
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class Replica:
     def __init__(self, part: int, parts: int, tmp: Path) -> None:
         self.port = free_port()
@@ -56,12 +64,8 @@ class Replica:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.stdin.close()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            self.process.stdin.close()  # the replica serves until its stdin closes
+            stop(self.process)
 
 
 class Prometheus:
@@ -101,11 +105,7 @@ class Prometheus:
 
     def stop(self) -> None:
         self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self.log.close()
 
 
@@ -130,7 +130,8 @@ def test_prometheus_ratios_across_replicas_equal_fairlearn(tmp_path):
             prometheus.wait_for(f'sum({recorded}{{ml_fairness_window="cumulative"}})',
                                 lambda r: r and float(r[0]["value"][1]) == len(X))
         assert len(prometheus.query("count by (instance) (ml_decisions_total)")) == 2
-        selector = '{ml_model_name="credit", ml_model_version="3.1", ml_fairness_attribute="sex", ml_fairness_window="cumulative"}'
+        selector = ('{ml_model_name="credit", ml_model_version="3.1", ml_fairness_attribute="sex", '
+                    'ml_fairness_window="cumulative"}')
 
         def value(name: str) -> float:
             result = prometheus.wait_for(name + selector, lambda r: len(r) == 1)

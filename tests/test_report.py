@@ -7,11 +7,19 @@ import json
 import xml.etree.ElementTree as ET
 
 import numpy as np
+import pandas as pd
 import pytest
 from fairlearn import metrics as flm
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
 
+import otel_rai
 from otel_rai import report, semconv
 from otel_rai.alerts import FairnessAlert
+
+from conftest import instrumented
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -45,7 +53,8 @@ def cell(root: ET.Element, metric: str) -> str:
 
 def test_report_figures_equal_fairlearn():
     records, truth = make_records()
-    alert = FairnessAlert("credit", "1.4.2", "sex", semconv.METRIC_DEMOGRAPHIC_PARITY_RATIO, 0.61, 0.8, True, 1_700_000_100 * 10**9)
+    alert = FairnessAlert("credit", "1.4.2", "sex", semconv.METRIC_DEMOGRAPHIC_PARITY_RATIO, 0.61, 0.8, True,
+                          1_700_000_100 * 10**9)
     root = parse(report.render(records, alerts=[alert], min_group_size=1))
     sex, y_pred, y_true = truth["sex"], truth["y_pred"], truth["y_true"]
 
@@ -99,17 +108,21 @@ def run_cli(tmp_path, *argv, load=None) -> int:
 def test_report_command(tmp_path, capsys):
     records, _ = make_records(100)
     path = tmp_path / "decisions.jsonl"
-    lines = [json.dumps({**r.__dict__, "groups": dict(r.groups), "attributions": dict(r.attributions)}) for r in records]
+    lines = [json.dumps({**r.__dict__, "groups": dict(r.groups), "attributions": dict(r.attributions)})
+             for r in records]
     lines[0] = json.dumps({**json.loads(lines[0]), "timestamp": "2023-11-14T22:13:20+00:00"})
     path.write_text("\n".join(lines))
     out = tmp_path / "report.html"
     assert run_cli(tmp_path, "--model-version", "1.4.2", "--records", str(path), "--out", str(out)) == 0
     assert parse(out.read_text()).find(".//td[@id='decisions']").text == "100"
 
-    assert run_cli(tmp_path, "--model-version", "9.9", "--records", str(path), "--out", str(out)) == 2
-    assert "no decisions of model version '9.9'" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--model-version", "9.9", "--records", str(path), "--out", str(out)) == 1
+    assert capsys.readouterr().err == "otel-rai: no decisions of model version '9.9'\n"
+    bad_out = tmp_path / "missing-dir" / "report.html"
+    assert run_cli(tmp_path, "--model-version", "1.4.2", "--records", str(path), "--out", str(bad_out)) == 1
+    assert "cannot write" in capsys.readouterr().err
     path.write_text("{not json\n")
-    assert run_cli(tmp_path, "--model-version", "1.4.2", "--records", str(path), "--out", str(out)) == 2
+    assert run_cli(tmp_path, "--model-version", "1.4.2", "--records", str(path), "--out", str(out)) == 1
     assert "decisions.jsonl:1: not JSON" in capsys.readouterr().err
     assert run_cli(tmp_path, "--model-version", "1.4.2", "--out", str(out)) == 2
     assert "no backend" in capsys.readouterr().err
@@ -119,3 +132,26 @@ def test_report_command(tmp_path, capsys):
         return records, []
 
     assert run_cli(tmp_path, "--model-version", "1.4.2", "--backend", "jaeger", "--out", str(out), load=load) == 0
+
+
+def test_report_from_audit_spans(tmp_path):
+    """The path the store takes: decision spans (sex allowlisted) and alert spans back into a report."""
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"income": rng.normal(0, 1, 1200), "sex": rng.choice(["f", "m"], 1200)})
+    y = (X.income + (X.sex == "m") > 0.5).astype(int).to_numpy()
+    audit = instrumented(sensitive_features=["sex"], capture_features=["sex"],
+                         fairness=otel_rai.FairnessConfig(window=5000))
+    prep = ColumnTransformer([("n", "passthrough", ["income"]), ("s", OneHotEncoder(), ["sex"])])
+    model = make_pipeline(prep, LogisticRegression()).fit(X, y)  # learns the bias in y
+    otel_rai.register_model(model, name="credit", version="5")
+    y_pred = np.concatenate([model.predict(X.iloc[i : i + 300]) for i in range(0, 1200, 300)])
+    spans = audit.spans()
+    records = [r for s in spans if semconv.DECISION_IDS in s.attributes
+               for r in report.decision_records(s.attributes, s.end_time, ["sex"])]
+    alerts = [FairnessAlert.from_span(s.attributes, s.start_time) for s in spans if s.name == semconv.ALERT_SPAN]
+    assert len(records) == 1200 and {r.groups["sex"] for r in records} == {"f", "m"}
+    assert [(a.metric, a.firing) for a in alerts] == [(semconv.METRIC_DEMOGRAPHIC_PARITY_RATIO, True)]
+    root = parse(report.render(records, alerts=alerts))
+    assert float(cell(root, "demographic parity ratio")) == pytest.approx(
+        flm.demographic_parity_ratio(y, y_pred, sensitive_features=X.sex), abs=5e-5)
+    assert len([tr for tr in root.iter("tr") if tr.get("class") == "alert"]) == 1
