@@ -482,3 +482,14 @@ def test_predictions_unchanged_with_fairness(meter):
     model = blind_model(X, y)
     assert np.array_equal(model.predict_proba(X), bare(model.predict_proba, X))
     assert np.array_equal(model.predict(X), bare(model.predict, X))
+
+
+@pytest.mark.parametrize("operation", ["predict_proba", "predict_log_proba", "decision_function"])
+def test_scored_operations_count_like_predict(meter, operation):
+    X, y = applicants(300, seed=11)
+    instrumented(sensitive_features=["sex"], meter_provider=meter.provider)
+    model = blind_model(X, y)
+    getattr(model, operation)(X)
+    selected = bare(model.predict, X)
+    got = meter.by(semconv.METRIC_DECISIONS, outcome="positive")
+    assert got == {g: int(selected[(X.sex == g).to_numpy()].sum()) for g in ("f", "m", "x")}
