@@ -11,18 +11,22 @@ The data path, one module each: `instrumentor` → `patching` → `capture` → 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
+from otel_rai.alerts import FairnessAlert
 from otel_rai.capture import DecisionScope, decisions
 from otel_rai.hashing import HashKey, hash_input
-from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush
+from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush, record_outcome
+from otel_rai.monitor import FairnessConfig
 from otel_rai.models import register_model
 from otel_rai.version import __version__
 
 __all__ = [
     "DecisionScope",
+    "FairnessAlert",
+    "FairnessConfig",
     "FlushResult",
     "HashKey",
     "RaiInstrumentor",
@@ -31,6 +35,7 @@ __all__ = [
     "flush",
     "hash_input",
     "instrument",
+    "record_outcome",
     "register_model",
     "uninstrument",
 ]
@@ -48,6 +53,9 @@ def instrument(
     headers: Mapping[str, str] | str | None = None,
     max_rows_per_span: int = 1000,
     max_pending_calls: int = 10_000,
+    sensitive_features: Iterable[str | Sequence[str]] | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+    fairness: FairnessConfig | None = None,
     **options: Any,
 ) -> None:
     """Patch every scikit-learn-style estimator so that each outermost predict call is audited.
@@ -63,6 +71,11 @@ def instrument(
     endpoint, protocol, headers: OTLP export (default from ``OTEL_EXPORTER_OTLP_*``).
     max_rows_per_span: rows per span before a call is split into chunk spans.
     max_pending_calls: calls queued for the audit worker before callers wait.
+    sensitive_features: input columns whose groups the fairness metrics compare, e.g.
+        ``["sex", "age_band", ("sex", "race")]`` (a tuple is an intersection; default
+        ``OTEL_RAI_SENSITIVE_FEATURES``, comma-separated, ``sex&race`` for an intersection).
+    meter_provider: where the fairness metrics go (default the global meter provider).
+    fairness: windows, positive label, alert thresholds and callback (see `FairnessConfig`).
     """
     RaiInstrumentor().instrument(
         service_name=service_name,
@@ -75,6 +88,9 @@ def instrument(
         headers=headers,
         max_rows_per_span=max_rows_per_span,
         max_pending_calls=max_pending_calls,
+        sensitive_features=sensitive_features,
+        meter_provider=meter_provider,
+        fairness=fairness,
         **options,
     )
 

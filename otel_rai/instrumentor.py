@@ -12,17 +12,18 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel_rai import config, export, models, semconv
+from otel_rai import config, export, groups, models, semconv
 from otel_rai.capture import Recorder
 from otel_rai.config import Settings
 from otel_rai.hashing import HashKey, resolve_key
+from otel_rai.monitor import FairnessConfig, FairnessMonitor
 from otel_rai.patching import Patcher
 from otel_rai.version import __version__
 from otel_rai.worker import AuditWorker, Counters
@@ -61,6 +62,9 @@ class _Session:
         headers: Mapping[str, str] | str | None = None,
         max_rows_per_span: int = config.DEFAULT_MAX_ROWS_PER_SPAN,
         max_pending_calls: int = config.DEFAULT_MAX_PENDING_CALLS,
+        sensitive_features: Iterable[str | Sequence[str]] | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        fairness: FairnessConfig | None = None,
     ) -> None:
         if max_rows_per_span < 1 or max_pending_calls < 1:
             raise ValueError("otel-rai: max_rows_per_span and max_pending_calls must be at least 1")
@@ -83,7 +87,21 @@ class _Session:
         self.provider = tracer_provider
         self.counters = Counters()
         tracer = tracer_provider.get_tracer(semconv.SCOPE, __version__)
-        self.worker = AuditWorker(tracer, self.settings, self.counters, [s.commit for s in self.sinks])
+        sensitive = config.env_list("OTEL_RAI_SENSITIVE_FEATURES") if sensitive_features is None else sensitive_features
+        self.monitor = FairnessMonitor(
+            fairness or FairnessConfig(),
+            groups.parse(sensitive),
+            meter_provider or metrics.get_meter_provider(),
+            tracer,
+            self.counters.fail,
+        )
+        self.worker = AuditWorker(
+            tracer,
+            self.settings,
+            self.counters,
+            [self.monitor.end_cycle, *(s.commit for s in self.sinks)],  # alert spans commit in the same cycle
+            [self.monitor.observe],
+        )
         recorder = Recorder(self.settings.model_version, self.worker.submit, self.counters.fail)
         self.patcher = Patcher(recorder.wrapper_factory)
         models.clear_cache()
@@ -115,6 +133,7 @@ class _Session:
         self.patcher.remove()
         result = self.flush(timeout)
         self.worker.shutdown(0)
+        self.monitor.close()
         if self.own_provider and isinstance(self.provider, TracerProvider):
             self.provider.shutdown()
         models.clear_cache()
@@ -152,6 +171,33 @@ class RaiInstrumentor(BaseInstrumentor):
             session, _session = _session, None
         if session is not None:
             session.close(kwargs.get("timeout", EXIT_TIMEOUT_S))
+
+
+def record_outcome(
+    decision_id: Any,
+    y_true: Any,
+    *,
+    group: Mapping[str, Any] | None = None,
+    prediction: Any = None,
+    model: str | None = None,
+    version: str | None = None,
+) -> bool:
+    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics.
+
+    The decision is looked up by id among the recent decisions of this process (then in the local
+    audit store). For a decision made elsewhere, pass what it was: `group` ({attribute: value}),
+    `prediction` (the predicted label, or the score when ``score_threshold`` is set), `model` and
+    `version`; explicit arguments override what was remembered. Counting happens on the audit worker
+    thread; an id that cannot be resolved is counted in ``flush().failures["outcome"]``.
+    Returns False (and logs) when otel-rai is not instrumented.
+    """
+    session = _session
+    if session is None:
+        _log.warning("otel-rai: record_outcome called while not instrumented; the outcome is not counted")
+        return False
+    given = {"group": group, "prediction": prediction, "model": model, "version": version}
+    session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
+    return True
 
 
 def flush(timeout: float = 30.0) -> FlushResult:

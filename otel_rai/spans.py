@@ -15,7 +15,7 @@ import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from otel_rai import outputs, semconv
+from otel_rai import groups, outputs, semconv
 from otel_rai.capture import DecisionCall
 from otel_rai.config import Settings
 from otel_rai.hashing import SCHEME, hash_rows
@@ -69,6 +69,7 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         if names is not None:
             common[semconv.INPUT_FEATURES] = names
         rows.update(_captured_values(call, names, settings.capture_features))
+        rows.update(groups.allowlisted(call, settings.capture_features, present=rows))
     except Exception as exc:
         on_failure("features", exc)
         errors.append(f"features: {type(exc).__name__}")
