@@ -11,6 +11,7 @@ The data path, one module each: `instrumentor` → `patching` → `capture` → 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping
 
 from opentelemetry import trace
@@ -48,6 +49,7 @@ def instrument(
     headers: Mapping[str, str] | str | None = None,
     max_rows_per_span: int = 1000,
     max_pending_calls: int = 10_000,
+    store: str | os.PathLike[str] | bool | None = None,
     **options: Any,
 ) -> None:
     """Patch every scikit-learn-style estimator so that each outermost predict call is audited.
@@ -63,6 +65,10 @@ def instrument(
     endpoint, protocol, headers: OTLP export (default from ``OTEL_EXPORTER_OTLP_*``).
     max_rows_per_span: rows per span before a call is split into chunk spans.
     max_pending_calls: calls queued for the audit worker before callers wait.
+    store: the local audit store (an SQLite file; see ``docs/store.md``): a path, True for the
+        default (``OTEL_RAI_STORE``, else ``audit.db`` in the otel-rai data directory), or False for
+        none. By default it is used when no OTLP endpoint is configured. With an endpoint as well, it
+        is the write-ahead log of the export: decisions are written locally first and sent from there.
     """
     RaiInstrumentor().instrument(
         service_name=service_name,
@@ -75,6 +81,7 @@ def instrument(
         headers=headers,
         max_rows_per_span=max_rows_per_span,
         max_pending_calls=max_pending_calls,
+        store=store,
         **options,
     )
 
