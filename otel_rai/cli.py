@@ -104,14 +104,15 @@ def _backend(args: argparse.Namespace) -> query.Backend:
         raise UsageError(f"--store is for the local backend; give --url for {args.backend}")
     if args.url and args.backend == "local" and args.store:
         raise UsageError("give the local store as --store or --url, not both")
-    return query.connect(args.backend, args.store or args.url)
+    backend = query.connect(args.backend, args.store or args.url)
+    if args.backend != "local" and args.since is None and args.start is None:
+        _note(f"searching {args.backend} over the last {DEFAULT_LOOKBACK_NS // 86_400_000_000_000} days "
+              "(give --since or --start for another window)")
+    return backend
 
 
 def _query(args: argparse.Namespace, **fixed: Any) -> Query:
     start, end = window(args.since, args.start, args.end)
-    if args.backend != "local" and start is None:
-        _note(f"searching {args.backend} over the last {DEFAULT_LOOKBACK_NS // 86_400_000_000_000} days "
-              "(give --since or --start for another window)")
     ids = getattr(args, "decision_id", None)
     hashes = getattr(args, "input_hash", None)
     filters: dict[str, Any] = {
@@ -159,7 +160,7 @@ def _first(items: Iterator[Decision], limit: int, more: list[bool]) -> Iterator[
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    backend, q = _backend(args), _query(args)
+    q, backend = _query(args), _backend(args)  # arguments are checked before any I/O
     more = [False]
     found = _first(query.decisions(q, backend), args.limit, more)
     if args.format == "table":
@@ -184,8 +185,8 @@ def _extensions() -> list[ModuleType]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    backend = _backend(args)
-    found = list(query.decisions(_query(args, decision_ids=frozenset([args.decision_id])), backend))
+    q = _query(args, decision_ids=frozenset([args.decision_id]))
+    found = list(query.decisions(q, _backend(args)))
     if not found:
         raise CliError(f"no decision {args.decision_id!r} in {_where(args)}")
     if args.format == "json":
@@ -222,7 +223,7 @@ def _key(args: argparse.Namespace) -> HashKey:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    backend, q = _backend(args), _query(args)
+    q, backend = _query(args), _backend(args)  # arguments are checked before any I/O
     key = _key(args)
     features = None
     if args.model_version or args.model_name:  # put named columns in the order that model recorded
@@ -253,7 +254,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    backend, q = _backend(args), _query(args)
+    q, backend = _query(args), _backend(args)  # arguments are checked before any I/O
     total = backend.count(q) if isinstance(backend, Countable) and not q.by_row else None
     enabled = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = formats.Progress(total, enabled=enabled, after=0.0 if args.progress else 1.0)
@@ -381,11 +382,15 @@ class _OneLine(logging.Formatter):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already reported in one line
+        return int(exc.code or 0)
     handler = logging.StreamHandler(sys.stderr)
-    if not args.debug:
+    if not args.debug:  # libraries log each failed attempt; the command reports the outcome
         handler.setFormatter(_OneLine())
-        handler.setLevel(logging.ERROR)  # exporters log each retry; the command reports the outcome
+        handler.setLevel(logging.ERROR)
+        handler.addFilter(lambda record: record.name.startswith("otel_rai"))
     logging.getLogger().addHandler(handler)
     try:
         return args.func(args)

@@ -463,16 +463,18 @@ class Store:
             scope_name=scope_name, scope_version=scope_version,
         )
 
+    @staticmethod
     def _where(
-        self,
-        model_version: str | None,
-        model_name: str | None,
-        service: str | None,
-        start_ns: int | None,
-        end_ns: int | None,
-        decision_ids: Iterable[str] | None,
-        input_hashes: Iterable[str] | None,
+        *,
+        model_version: str | None = None,
+        model_name: str | None = None,
+        service: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        decision_ids: Iterable[str] | None = None,
+        input_hashes: Iterable[str] | None = None,
     ) -> tuple[str, list[Any]]:
+        """The WHERE clause of `spans` for these filters (None matches all); the window is [start, end)."""
         clauses, args = [], []
         for clause, value in (
             ("s.model_version = ?", model_version),
