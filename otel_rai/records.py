@@ -53,6 +53,20 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
 
 
+#: id(Resource) -> (the Resource, kept alive so that its id stays unique; its attributes as a dict).
+#: A process has a resource or two, shared by all its spans: their records share one dict too.
+_resources: dict[int, tuple[Resource, dict[str, Any]]] = {}
+
+
+def _resource(resource: Resource) -> dict[str, Any]:
+    found = _resources.get(id(resource))
+    if found is None or found[0] is not resource:
+        if len(_resources) > 64:
+            _resources.clear()
+        found = _resources[id(resource)] = (resource, _plain(resource.attributes))
+    return found[1]
+
+
 def from_readable(span: ReadableSpan) -> SpanRecord:
     """The record of an ended SDK span."""
     ctx = span.get_span_context()
@@ -83,7 +97,7 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
             }
             for link in span.links
         ],
-        resource=_plain(span.resource.attributes),
+        resource=_resource(span.resource),
         resource_schema_url=span.resource.schema_url or "",
         scope_name=scope.name if scope else "",
         scope_version=(scope.version or "") if scope else "",

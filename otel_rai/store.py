@@ -6,9 +6,9 @@ Tables (schema version 1; ``docs/store.md`` describes them for readers with plai
   again as OTLP) and its model columns. Indexed by model version + time, and by time.
 * ``decisions``: one row per decision, keyed by (span, index in the span's arrays): decision id, input
   hash, output. Indexed by decision id.
-* ``input_index``: input hash → decision. Filled in bulk every `INDEX_EVERY` rows (`Store.index_inputs`)
-  because a random key inserted a few rows at a time costs ten times more than an append; lookups scan
-  the few rows past its watermark.
+* ``input_index``: input hash → decision, keyed by the hash's first 64 bits (``decisions.input_key``).
+  Filled in bulk every `INDEX_EVERY` rows (`Store.index_inputs`), because a random key inserted a few
+  rows at a time costs ten times more than an append; lookups also scan the rows past its watermark.
 * ``origins``: the resource and instrumentation scope the spans came from.
 * ``outbox``: spans written but not yet exported, when the store is the write-ahead log for OTLP.
 * ``meta``: marks the file as an otel-rai store, with its schema version.
@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -99,6 +99,7 @@ CREATE TABLE decisions (
     decision_id TEXT NOT NULL,
     input_hash TEXT,
     output,
+    input_key INTEGER,
     PRIMARY KEY (span, idx)
 ) WITHOUT ROWID;
 CREATE INDEX decisions_by_id ON decisions (decision_id);
@@ -269,12 +270,15 @@ def _extra(r: SpanRecord) -> str | None:
     return _json(extra) if extra else None
 
 
-def _input_key(input_hash: str) -> int:
+def _input_key(input_hash: Any) -> int | None:
     """The ``input_index`` key: the hash's first 64 bits as a signed integer (SQLite's INTEGER)."""
-    return int(input_hash[:16], 16) - (1 << 63)
+    try:
+        return int(input_hash[:16], 16) - (1 << 63)
+    except (TypeError, ValueError):  # missing, or not one of our hex hashes
+        return None
 
 
-def _per_row(values: Any, n: int) -> Iterable[Any]:
+def _per_row(values: Any, n: int) -> list[Any] | Iterable[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else repeat(None, n)
 
 
@@ -321,8 +325,13 @@ class Store:
 
     # --- writing ---
 
-    def _origin(self, conn: sqlite3.Connection, r: SpanRecord, new: dict) -> int:
-        key = (_json(r.resource), r.resource_schema_url, r.scope_name, r.scope_version)
+    def _origin(self, conn: sqlite3.Connection, r: SpanRecord, new: dict, seen: dict) -> int:
+        """The ``origins`` id of the record's resource and scope, added if new. `seen` spares encoding
+        the resource again for records that share one dict (all the spans of a process)."""
+        resource = seen.get(id(r.resource))
+        if resource is None:
+            resource = seen[id(r.resource)] = _json(r.resource)
+        key = (resource, r.resource_schema_url, r.scope_name, r.scope_version)
         origin = self._origins.get(key) or new.get(key)
         if origin is None:
             conn.execute(
@@ -343,6 +352,7 @@ class Store:
         Returns (the seq of the last span, the number of decisions written)."""
         conn = self._connection()
         new_origins: dict = {}
+        seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
         n_decisions = 0
         with _writing(conn):
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spans'").fetchone()
@@ -355,20 +365,18 @@ class Store:
                 ids = a.get(semconv.DECISION_IDS) or ()
                 n = len(ids)
                 spans.append((
-                    seq, self._origin(conn, r, new_origins), r.trace_id, r.span_id, r.parent_span_id, r.name,
+                    seq, self._origin(conn, r, new_origins, seen), r.trace_id, r.span_id, r.parent_span_id, r.name,
                     r.kind, r.start_ns, r.end_ns, r.status_code, r.status_message,
                     a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION), a.get(semconv.MODEL_FINGERPRINT),
                     a.get(semconv.OPERATION), n, _json(a), _extra(r),
                 ))
                 if n:
                     n_decisions += n
-                    decisions.append(zip(
-                        repeat(seq, n), range(n), ids,
-                        _per_row(a.get(semconv.INPUT_HASHES), n), _per_row(a.get(semconv.OUTPUTS), n),
-                    ))
+                    hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
+                    keys = map(_input_key, hashes) if isinstance(hashes, list) else hashes
+                    decisions.append(zip(repeat(seq, n), range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n), keys))
             conn.executemany(f"INSERT INTO spans VALUES ({', '.join('?' * 18)})", spans)
-            for rows in decisions:
-                conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(decisions))
             if outbox:
                 conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((s,) for s in range(first, seq + 1)))
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
@@ -389,16 +397,12 @@ class Store:
                 bound, rows = seq, rows + n
             if bound == through:
                 return 0
-            keys = []
-            for span, idx, input_hash in conn.execute(
-                "SELECT span, idx, input_hash FROM decisions WHERE span > ? AND span <= ?"
-                " AND input_hash IS NOT NULL",
+            # Sorted, the inserts walk the index once instead of jumping around it.
+            conn.execute(
+                "INSERT OR IGNORE INTO input_index SELECT input_key, span, idx FROM decisions"
+                " WHERE span > ? AND span <= ? AND input_key IS NOT NULL ORDER BY input_key",
                 (through, bound),
-            ):
-                with contextlib.suppress(ValueError, TypeError):  # not one of our hex hashes
-                    keys.append((_input_key(input_hash), span, idx))
-            keys.sort()
-            conn.executemany("INSERT OR IGNORE INTO input_index VALUES (?, ?, ?)", keys)
+            )
             conn.execute("UPDATE meta SET value = ? WHERE key = 'input_index_through'", (str(bound),))
         return rows
 
@@ -491,10 +495,7 @@ class Store:
             args.append(_json(sorted(decision_ids)))
         if input_hashes is not None:
             hashes = sorted(input_hashes)
-            keys = []
-            for h in hashes:
-                with contextlib.suppress(ValueError, TypeError):
-                    keys.append(_input_key(h))
+            keys = [k for k in map(_input_key, hashes) if k is not None]
             # Indexed rows by key (a key collision is filtered out by the caller's exact match), plus
             # the rows past the watermark, which are not indexed yet.
             clauses.append(
