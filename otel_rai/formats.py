@@ -85,7 +85,7 @@ def write_table(decisions: Iterable[Decision], out: IO[str]) -> int:
         ("DECISION", lambda d: d.decision_id, 34),
         ("MODEL", lambda d: d.model_name, 16),
         ("VERSION", lambda d: d.model_version, 12),
-        ("OUTPUT", lambda d: d.error and "ERROR" or d.output, 12),
+        ("OUTPUT", lambda d: "ERROR" if d.error else d.output, 12),
         ("SCORE", lambda d: d.scores.get(str(d.output)), 6),
         ("INPUT HASH", lambda d: d.input_hash, 32),
     ]

@@ -119,17 +119,19 @@ class ReadableSpans:
     OTLP encoder groups the spans of one process under one resource, as the original export did."""
 
     def __init__(self) -> None:
-        self._resources: dict[tuple[str, str], Resource] = {}
+        # Keyed by the records' resource dict (shared by the records of one origin), kept alive here.
+        self._resources: dict[tuple[int, str], tuple[dict[str, Any], Resource]] = {}
 
     def _resource(self, record: SpanRecord) -> Resource:
-        key = (repr(sorted(record.resource.items())), record.resource_schema_url)
-        resource = self._resources.get(key)
-        if resource is None:
-            resource = self._resources[key] = Resource(
+        key = (id(record.resource), record.resource_schema_url)
+        found = self._resources.get(key)
+        if found is None or found[0] is not record.resource:
+            resource = Resource(
                 {k: tuple(v) if isinstance(v, list) else v for k, v in record.resource.items()},
                 record.resource_schema_url or None,
             )
-        return resource
+            found = self._resources[key] = (record.resource, resource)
+        return found[1]
 
     def __call__(self, record: SpanRecord) -> ReadableSpan:
         parent = None

@@ -27,6 +27,7 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from datetime import datetime, timezone
 from itertools import chain, repeat
 from pathlib import Path
@@ -169,7 +170,7 @@ def _verify(conn: sqlite3.Connection, path: Path) -> None:
     """Raise `StoreError` unless `conn` is an otel-rai store this version can read."""
     (app_id,) = conn.execute("PRAGMA application_id").fetchone()
     if app_id != APPLICATION_ID:
-        empty = conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0
+        empty = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
         what = "an empty file" if empty else "an SQLite database of another application"
         raise StoreError(f"{path} is not an otel-rai audit store ({what})")
     meta = _meta(conn)
@@ -217,13 +218,16 @@ def _writing(conn: sqlite3.Connection) -> Iterator[None]:
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to the store at `path`, created (owner-only) if `create` and it does not exist."""
     if create:
-        _create_file(path)
+        try:
+            _create_file(path)
+        except OSError as exc:
+            raise StoreError(f"cannot create the audit store {path}: {exc.strerror or exc}") from None
     elif not path.exists():
         raise StoreError(f"no audit store at {path}")
     _check_header(path)
     try:
         conn = sqlite3.connect(
-            f"file:{path}?mode=rw", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
+            f"file:{urllib.parse.quote(str(path))}?mode=rw", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
         )
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the audit store {path}: {exc}") from None
@@ -231,7 +235,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         if create:
             with _writing(conn):
                 (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-                if app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0:
+                if app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                     _initialise(conn)
         _verify(conn, path)  # before anything changes a file that is not ours
         if create and conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":

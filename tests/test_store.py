@@ -284,3 +284,13 @@ def test_a_forked_child_writes_its_own_decisions(tmp_path):
     otel_rai.uninstrument()
     assert sorted(r[0] for r in rows(path, "SELECT decision_id FROM decisions")) == [
         "child-0", "child-1", "parent-0", "parent-1"]
+
+
+def test_odd_paths_work_and_an_impossible_one_is_a_clear_error(tmp_path):
+    odd = tmp_path / "audit 2026?#%.db"
+    record(odd, {"1": 2})
+    assert [d.decision_id for d in find_decisions(url=str(odd))] == ["1-0", "1-1"]
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(store.StoreError, match="cannot create the audit store"):
+        otel_rai.instrument(store=blocked / "audit.db", hash_key=KEY)
