@@ -187,14 +187,15 @@ class FakeJaeger(FakeServer):
 _CONDITION = re.compile(r'(span|resource)\.([\w.]+) (=|!=) ("(?:[^"\\]|\\.)*"|nil)')
 
 
-def _base64_ids(otlp: dict[str, Any]) -> dict[str, Any]:
-    """Tempo's trace JSON: protobuf's JSON mapping, so ids in base64."""
+def base64_ids(otlp: dict[str, Any]) -> dict[str, Any]:
+    """OTLP JSON in protobuf's JSON mapping (as Tempo writes it): the same but for base64 ids."""
     for rs in otlp["resourceSpans"]:
         for ss in rs["scopeSpans"]:
             for s in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in s:
-                        s[key] = base64.b64encode(bytes.fromhex(s[key])).decode()
+                for item in (s, *s.get("links", ())):
+                    for key in ("traceId", "spanId", "parentSpanId"):
+                        if key in item:
+                            item[key] = base64.b64encode(bytes.fromhex(item[key])).decode()
     return otlp
 
 
@@ -254,7 +255,7 @@ class FakeTempo(FakeServer):
         trace_id = path.rsplit("/", 1)[-1]
         if trace_id not in traces:
             return 404, "trace not found\n"
-        otlp = _base64_ids(otlpjson.encode(traces[trace_id]))
+        otlp = base64_ids(otlpjson.encode(traces[trace_id]))
         if path.startswith("/api/v2/traces/") and not self.before_v2_5:
             return 200, {"trace": otlp, "metrics": {}}
         if path.startswith("/api/traces/"):

@@ -29,6 +29,11 @@ class Recorded:
     inputs: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
 
+    def window(self) -> dict[str, int]:
+        """start/end around the recording, in whole microseconds (the coarsest backend resolution)."""
+        starts = [s.start_ns for s in self.spans()]
+        return {"start": min(starts) // 1000 * 1000, "end": max(starts) + 1000}
+
     def spans(self) -> list[SpanRecord]:
         s = store.Store(self.path)
         try:

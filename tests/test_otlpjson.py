@@ -1,5 +1,6 @@
 """OTLP JSON: what we write is what protobuf's JSON mapping (the Collector's reader) parses into the SDK's
-own OTLP encoding of the spans, and we read Jaeger's OTLP JSON fixtures and Tempo's variants."""
+own OTLP encoding of the spans (OTLP JSON differs from that mapping only in its hex ids), and we read
+Jaeger's OTLP JSON fixtures and Tempo's variants."""
 
 from __future__ import annotations
 
@@ -16,30 +17,17 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from otel_rai import otlpjson
 from otel_rai.records import ReadableSpans, SpanRecord
 
+from fake_backends import base64_ids
 from recorded import record
 
 FIXTURES = Path("/work/shared/fixtures/jaeger")
-
-
-def protobuf_ids(data):
-    """OTLP JSON differs from protobuf's JSON mapping only in its hex ids: turn them into base64."""
-    for rs in data["resourceSpans"]:
-        for ss in rs["scopeSpans"]:
-            for span in ss["spans"]:
-                for key in ("traceId", "spanId", "parentSpanId"):
-                    if key in span:
-                        span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
-                for link in span.get("links", ()):
-                    for key in ("traceId", "spanId"):
-                        link[key] = base64.b64encode(bytes.fromhex(link[key])).decode()
-    return data
 
 
 def test_encoding_parses_into_the_sdks_own_otlp_of_the_spans(tmp_path):
     rec = record(tmp_path / "audit.db", {"1.4.1": 3, "1.4.2": 1500}, max_rows_per_span=1000)
     spans = rec.spans()
     written = json.dumps(otlpjson.encode(spans))  # a line of an otlp-json file
-    parsed = json_format.Parse(json.dumps(protobuf_ids(json.loads(written))), ExportTraceServiceRequest())
+    parsed = json_format.Parse(json.dumps(base64_ids(json.loads(written))), ExportTraceServiceRequest())
     assert parsed == encode_spans([ReadableSpans()(s) for s in spans])
 
 

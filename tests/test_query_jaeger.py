@@ -63,12 +63,6 @@ def recorded(tmp_path_factory):
     return record(tmp_path_factory.mktemp("jaeger") / "audit.db", versions)
 
 
-def window(rec) -> dict[str, int]:
-    """The recording's time window, in whole microseconds (the legacy API's resolution)."""
-    spans = rec.spans()
-    return {"start": min(s.start_ns for s in spans) // 1000 * 1000, "end": max(s.start_ns for s in spans) + 1000}
-
-
 MODES = {
     "v3": {},
     "v3 before 2.19 (attribute filter ignored)": {"ignores_attributes": True},
@@ -84,7 +78,7 @@ def test_one_version_yields_exactly_its_decisions_like_the_local_store(recorded,
         for version in ("1.4.1", "1.4.2"):
             local = [d.to_dict(full=True) for d in find_decisions(model_version=version, url=str(recorded.path))]
             remote = [d.to_dict(full=True) for d in find_decisions(
-                model_version=version, backend="jaeger", url=server.url, **window(recorded))]
+                model_version=version, backend="jaeger", url=server.url, **recorded.window())]
             legacy_us = mode == "legacy api"  # the legacy API keeps microseconds
             for d in local if legacy_us else ():
                 d["timestamp"] = d["timestamp"][:-4] + "000Z"
@@ -98,7 +92,7 @@ def test_more_traces_than_the_search_depth_are_all_found_by_splitting_the_window
     server = FakeJaeger(recorded.spans(), **MODES[mode])
     try:
         backend = jaeger.Jaeger(server.url, search_depth=4)
-        found = list(find_decisions(backend=backend, service="credit-scoring", **window(recorded)))
+        found = list(find_decisions(backend=backend, service="credit-scoring", **recorded.window()))
         assert [d.decision_id for d in found] == [d.decision_id for d in find_decisions(url=str(recorded.path))]
         assert len(found) == 537 and len(server.requests) > 3
     finally:
@@ -109,9 +103,9 @@ def test_decision_id_and_input_hash_are_matched_client_side(recorded):
     server = FakeJaeger(recorded.spans())
     try:
         wanted = recorded.ids["1.4.1"][123]
-        (d,) = find_decisions(decision_id=wanted, backend="jaeger", url=server.url, **window(recorded))
+        (d,) = find_decisions(decision_id=wanted, backend="jaeger", url=server.url, **recorded.window())
         assert d.row == 123 and d.output == recorded.outputs[wanted]
-        same_input = list(find_decisions(input_hash=d.input_hash, backend="jaeger", url=server.url, **window(recorded)))
+        same_input = list(find_decisions(input_hash=d.input_hash, backend="jaeger", url=server.url, **recorded.window()))
         assert wanted in [x.decision_id for x in same_input]
         assert all(x.input_hash == d.input_hash for x in same_input)
     finally:

@@ -16,11 +16,6 @@ def recorded(tmp_path_factory):
     return record(tmp_path_factory.mktemp("tempo") / "audit.db", versions)
 
 
-def window(rec) -> dict[str, int]:
-    spans = rec.spans()
-    return {"start": min(s.start_ns for s in spans), "end": max(s.start_ns for s in spans) + 1}
-
-
 def test_traceql_of_a_query():
     assert tempo.traceql(Query(model_version="1.4.2", model_name='cr"edit', service="svc")) == (
         '{ span.ml.model.version = "1.4.2" && span.ml.model.name = "cr\\"edit" && resource.service.name = "svc" }')
@@ -34,7 +29,7 @@ def test_one_version_yields_exactly_its_decisions_like_the_local_store(recorded,
         for version, n in (("1.4.1", 500), ("1.4.2", 7)):
             local = [d.to_dict(full=True) for d in find_decisions(model_version=version, url=str(recorded.path))]
             remote = [d.to_dict(full=True) for d in find_decisions(
-                model_version=version, backend="tempo", url=server.url, **window(recorded))]
+                model_version=version, backend="tempo", url=server.url, **recorded.window())]
             assert remote == local and len(remote) == n
         searches = [q for path, q in server.requests if path == "/api/search"]
         assert searches[-1]["q"] == ['{ span.ml.model.version = "1.4.2" }']
