@@ -65,7 +65,6 @@ def _checked(parse: Any) -> Any:
             raise argparse.ArgumentTypeError(str(exc)) from None
         return text
 
-    check.__name__ = parse.__name__
     return check
 
 
@@ -80,9 +79,11 @@ def _count(text: str) -> int:
 
 def _add_source(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the decisions are")
-    g.add_argument("--backend", choices=query.backends(), default="local", help="default: local (the audit store)")
-    g.add_argument("--url", help="the backend's base URL (jaeger :16686, tempo :3200, phoenix :6006 on localhost by default)")
-    g.add_argument("--store", metavar="PATH", help="the local audit store (default: $OTEL_RAI_STORE, else audit.db in the otel-rai data directory)")
+    g.add_argument("--backend", choices=query.backends(), default="local",
+                   help="default: local (the audit store)")
+    g.add_argument("--url", help="the backend's URL (default: localhost :16686 jaeger, :3200 tempo, :6006 phoenix)")
+    g.add_argument("--store", metavar="PATH",
+                   help="the local audit store (default: $OTEL_RAI_STORE, else audit.db in the data directory)")
 
 
 def _add_filters(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
@@ -92,7 +93,8 @@ def _add_filters(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
     g.add_argument("--service", metavar="S")
     when = g.add_mutually_exclusive_group()
     when.add_argument("--since", metavar="DURATION", type=_checked(parse_duration), help="e.g. 24h, 7d, 90m")
-    when.add_argument("--start", metavar="T", type=_checked(parse_time), help="RFC 3339 (2026-11-24T09:00:00Z) or a date; UTC unless an offset is given")
+    when.add_argument("--start", metavar="T", type=_checked(parse_time),
+                      help="RFC 3339 (2026-11-24T09:00:00Z) or a date; UTC unless an offset is given")
     g.add_argument("--end", metavar="T", type=_checked(parse_time), help="exclusive; default now")
     if rows:
         g.add_argument("--decision-id", metavar="ID", action="append", help="repeatable")
@@ -130,7 +132,8 @@ def _note(message: str) -> None:
 def _where(args: argparse.Namespace) -> str:
     if args.backend == "local":
         return str(store.default_path() if not (args.store or args.url) else (args.store or args.url))
-    return f"{args.backend} at {args.url or importlib.import_module(f'otel_rai.query.{args.backend}').DEFAULT_URL}"
+    default = importlib.import_module(f"otel_rai.query.{args.backend}").DEFAULT_URL
+    return f"{args.backend} at {args.url or default}"
 
 
 @contextlib.contextmanager
@@ -212,9 +215,9 @@ def _key(args: argparse.Namespace) -> HashKey:
             with open(path, encoding="utf-8") as f:
                 material = f.read().strip()
         except OSError as exc:
-            raise CliError(
-                f"no hash key: give --key or --key-file, or set OTEL_RAI_HASH_KEY ({path}: {exc.strerror or exc})"
-            ) from None
+            reason = f"{path}: {exc.strerror or exc}"
+            hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
+            raise CliError(f"no hash key: {hint} ({reason})") from None
     material = material or os.environ.get("OTEL_RAI_HASH_KEY")
     try:
         return HashKey.from_material(material or "")
@@ -307,7 +310,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         spans = (to_span(r) for r in _records(args.file))
         for batch in export.batches(spans, export.MAX_BATCH_SPANS, export.MAX_BATCH_ROWS):
             if exporter.export(batch) != SpanExportResult.SUCCESS:
-                raise CliError(f"{args.endpoint} did not take the spans (unreachable?); {sent} spans were replayed")
+                raise CliError(
+                    f"{args.endpoint} did not take the spans (unreachable?); {sent} spans were replayed"
+                )
             sent += len(batch)
             progress.advance(len(batch))
     finally:
@@ -321,15 +326,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="otel-rai", description="The otel-rai audit trail: find, show, verify and export decisions.")
+    parser = _Parser(prog="otel-rai",
+                     description="The otel-rai audit trail: find, show, verify and export decisions.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("query", help="find decisions", description="Find decisions, oldest first.")
     _add_filters(p)
     _add_source(p)
-    p.add_argument("--limit", type=_count, default=DEFAULT_LIMIT, help=f"at most N decisions (default {DEFAULT_LIMIT}; 0: all)")
-    p.add_argument("--format", choices=("table", "json", "csv"), default="table", help="json: one decision per line")
+    p.add_argument("--limit", type=_count, default=DEFAULT_LIMIT,
+                   help=f"at most N decisions (default {DEFAULT_LIMIT}; 0: all)")
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="json: one decision per line")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("show", help="everything recorded about one decision")
@@ -344,8 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                        + (verify.__doc__ or "").split("\n\n", 1)[1].replace("`", ""))
     p.add_argument("--input", required=True, metavar="FILE", help=".json, .jsonl or .csv")
     key = p.add_mutually_exclusive_group()
-    key.add_argument("--key", help="the hash key (prefer OTEL_RAI_HASH_KEY or --key-file: a command line is visible to others)")
-    key.add_argument("--key-file", metavar="PATH", help=f"a file holding the key (default: $OTEL_RAI_HASH_KEY, else {key_file()})")
+    key.add_argument("--key",
+                     help="the hash key (better: OTEL_RAI_HASH_KEY or --key-file; others see command lines)")
+    key.add_argument("--key-file", metavar="PATH",
+                     help=f"a file holding the key (default: $OTEL_RAI_HASH_KEY, else {key_file()})")
     _add_filters(p, rows=False)
     _add_source(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
@@ -364,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="send an otlp-json export (or an audit store) to an OTLP endpoint")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--endpoint", required=True, metavar="URL", help="e.g. http://localhost:4317")
-    p.add_argument("--protocol", choices=export.PROTOCOLS, help="default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc")
+    p.add_argument("--protocol", choices=export.PROTOCOLS,
+                   help="default: $OTEL_EXPORTER_OTLP_PROTOCOL, else grpc")
     p.add_argument("--headers", metavar="K=V,...", help="default: $OTEL_EXPORTER_OTLP_HEADERS")
     p.set_defaults(func=cmd_replay)
 

@@ -150,7 +150,9 @@ def sinks(
     """
     from otel_rai import store as local  # the store builds on this module
 
-    factory = otlp_exporter_factory(endpoint, protocol, headers) if own_provider and otlp_configured(endpoint) else None
+    factory = None
+    if own_provider and otlp_configured(endpoint):
+        factory = otlp_exporter_factory(endpoint, protocol, headers)
     path = local.location(store, default=own_provider and factory is None)
     if path is not None:
         return [local.StoreSink(path, factory)]
@@ -280,8 +282,11 @@ class Exporter:
                 batch = self.queue.take(self._max_batch_spans, self._max_batch_rows)
             except Exception:
                 _log.warning("otel-rai: reading the export queue failed; retrying", exc_info=True)
-                batch = []
+                if self._closed:
+                    return
                 self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
             if not batch:
                 if self._closed:
                     return

@@ -112,7 +112,8 @@ def show(d: Decision, sections: Sequence[str] = ()) -> str:
         ("model", f"{d.model_name} {d.model_version}  ({a.get(semconv.MODEL_CLASS, '?')})"),
         ("fingerprint", d.model_fingerprint),
         ("operation", f"{d.operation}, row {d.row} of the call"),
-        ("input hash", f"{d.input_hash}  (key id {a.get(semconv.INPUT_HASH_KEY_ID)}, {a.get(semconv.INPUT_HASH_SCHEME)})"),
+        ("input hash", f"{d.input_hash}  "
+                       f"(key id {a.get(semconv.INPUT_HASH_KEY_ID)}, {a.get(semconv.INPUT_HASH_SCHEME)})"),
         ("output", "ERROR: " + d.error if d.error else d.output),
     ]
     if d.scores:
@@ -151,7 +152,8 @@ class Progress:
     def advance(self, n: int) -> None:
         self.done += n
         now = time.monotonic()
-        if self._enabled and now - self._start >= self._after and (self._drawn_at is None or now - self._drawn_at >= 0.1):
+        due = self._drawn_at is None or now - self._drawn_at >= 0.1
+        if self._enabled and due and now - self._start >= self._after:
             self._draw(now)
 
     def _draw(self, now: float) -> None:

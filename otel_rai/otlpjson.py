@@ -32,6 +32,11 @@ class OtlpJsonError(ValueError):
 # --- encoding ------------------------------------------------------------------------------------
 
 
+def _non_finite(v: float) -> str:
+    """Protobuf's JSON mapping of NaN and the infinities (JSON has no such numbers)."""
+    return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+
+
 def _value(v: Any) -> dict[str, Any]:
     if isinstance(v, str):
         return {"stringValue": v}
@@ -40,7 +45,7 @@ def _value(v: Any) -> dict[str, Any]:
     if isinstance(v, int):
         return {"intValue": str(v)}
     if isinstance(v, float):
-        return {"doubleValue": v if math.isfinite(v) else ("NaN" if v != v else ("Infinity" if v > 0 else "-Infinity"))}
+        return {"doubleValue": v if math.isfinite(v) else _non_finite(v)}
     if isinstance(v, (list, tuple)):
         return {"arrayValue": {"values": [_value(x) for x in v]}}
     if isinstance(v, dict):
@@ -75,7 +80,8 @@ def _span(r: SpanRecord) -> dict[str, Any]:
         ]
     if r.links:
         span["links"] = [
-            {"traceId": link["trace_id"], "spanId": link["span_id"], **({"traceState": link["trace_state"]} if link["trace_state"] else {}),
+            {"traceId": link["trace_id"], "spanId": link["span_id"],
+             **({"traceState": link["trace_state"]} if link["trace_state"] else {}),
              "attributes": _attributes(link["attributes"]), "flags": _HAS_IS_REMOTE}
             for link in r.links
         ]
@@ -174,7 +180,9 @@ def _enum(value: Any, names: dict[str, int]) -> int:
     return _int(value or 0)
 
 
-def _decode_span(s: dict[str, Any], resource: dict[str, Any], schema_url: str, scope: dict[str, Any]) -> SpanRecord:
+def _decode_span(
+    s: dict[str, Any], resource: dict[str, Any], schema_url: str, scope: dict[str, Any]
+) -> SpanRecord:
     status = s.get("status") or {}
     flags = _int(s.get("flags") or 0)
     return SpanRecord(
@@ -197,7 +205,8 @@ def _decode_span(s: dict[str, Any], resource: dict[str, Any], schema_url: str, s
         ],
         links=[
             {"trace_id": decode_id(link.get("traceId"), 16), "span_id": decode_id(link.get("spanId"), 8),
-             "trace_state": str(link.get("traceState") or ""), "attributes": decode_attributes(link.get("attributes"))}
+             "trace_state": str(link.get("traceState") or ""),
+             "attributes": decode_attributes(link.get("attributes"))}
             for link in s.get("links") or ()
         ],
         resource=resource,
@@ -208,7 +217,7 @@ def _decode_span(s: dict[str, Any], resource: dict[str, Any], schema_url: str, s
 
 
 def decode(data: dict[str, Any]) -> Iterator[SpanRecord]:
-    """The spans of one OTLP JSON traces object (``{"resourceSpans": [...]}`` or Tempo's ``{"batches": [...]}``)."""
+    """The spans of one OTLP JSON traces object: ``{"resourceSpans": [...]}`` (Tempo: ``{"batches": [...]}``)."""
     if not isinstance(data, dict):
         raise OtlpJsonError("OTLP JSON trace data must be an object with resourceSpans")
     try:

@@ -17,6 +17,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 #: OTLP numbers span kinds from 1 (INTERNAL); the SDK's enum starts at 0.
 _KIND_OFFSET = 1
+ERROR = StatusCode.ERROR.value
 
 
 @dataclass
@@ -37,7 +38,8 @@ class SpanRecord:
     status_message: str = ""
     trace_state: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)  # {"name", "time_ns", "attributes"}
-    links: list[dict[str, Any]] = field(default_factory=list)  # {"trace_id", "span_id", "trace_state", "attributes"}
+    #: {"trace_id", "span_id", "trace_state", "attributes"}
+    links: list[dict[str, Any]] = field(default_factory=list)
     resource: dict[str, Any] = field(default_factory=dict)
     resource_schema_url: str = ""
     scope_name: str = ""
@@ -149,7 +151,9 @@ class ReadableSpans:
                 for link in record.links
             ],
             kind=SpanKind(record.kind - _KIND_OFFSET if record.kind > 0 else 0),
-            status=Status(StatusCode(record.status_code), record.status_message if record.status_code == 2 else None),
+            status=Status(
+                StatusCode(record.status_code), record.status_message if record.status_code == ERROR else None
+            ),
             start_time=record.start_ns,
             end_time=record.end_ns,
             instrumentation_scope=InstrumentationScope(record.scope_name, record.scope_version or None),

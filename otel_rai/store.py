@@ -226,9 +226,9 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         raise StoreError(f"no audit store at {path}")
     _check_header(path)
     try:
-        conn = sqlite3.connect(
-            f"file:{urllib.parse.quote(str(path))}?mode=rw", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False
-        )
+        uri = f"file:{urllib.parse.quote(str(path))}?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S,
+                               check_same_thread=False)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the audit store {path}: {exc}") from None
     try:
@@ -282,8 +282,9 @@ def _input_key(input_hash: Any) -> int | None:
         return None
 
 
-def _per_row(values: Any, n: int) -> list[Any] | Iterable[Any]:
-    return values if isinstance(values, (list, tuple)) and len(values) == n else repeat(None, n)
+def _per_row(values: Any, n: int) -> Sequence[Any]:
+    """A per-row array of `n` entries, or `n` Nones where the span has none (e.g. hashing failed)."""
+    return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
 _SPAN_COLUMNS = (
@@ -339,8 +340,8 @@ class Store:
         origin = self._origins.get(key) or new.get(key)
         if origin is None:
             conn.execute(
-                "INSERT OR IGNORE INTO origins (service, resource, resource_schema_url, scope_name, scope_version)"
-                " VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO origins"
+                " (service, resource, resource_schema_url, scope_name, scope_version) VALUES (?, ?, ?, ?, ?)",
                 (r.service, *key),
             )
             (origin,) = conn.execute(
@@ -369,16 +370,16 @@ class Store:
                 ids = a.get(semconv.DECISION_IDS) or ()
                 n = len(ids)
                 spans.append((
-                    seq, self._origin(conn, r, new_origins, seen), r.trace_id, r.span_id, r.parent_span_id, r.name,
-                    r.kind, r.start_ns, r.end_ns, r.status_code, r.status_message,
+                    seq, self._origin(conn, r, new_origins, seen), r.trace_id, r.span_id, r.parent_span_id,
+                    r.name, r.kind, r.start_ns, r.end_ns, r.status_code, r.status_message,
                     a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION), a.get(semconv.MODEL_FINGERPRINT),
                     a.get(semconv.OPERATION), n, _json(a), _extra(r),
                 ))
                 if n:
                     n_decisions += n
                     hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
-                    keys = map(_input_key, hashes) if isinstance(hashes, list) else hashes
-                    decisions.append(zip(repeat(seq, n), range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n), keys))
+                    outputs = _per_row(a.get(semconv.OUTPUTS), n)
+                    decisions.append(zip(repeat(seq, n), range(n), ids, hashes, outputs, map(_input_key, hashes)))
             conn.executemany(f"INSERT INTO spans VALUES ({', '.join('?' * 18)})", spans)
             conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(decisions))
             if outbox:
@@ -495,7 +496,9 @@ class Store:
                 clauses.append(clause)
                 args.append(value)
         if decision_ids is not None:
-            clauses.append("s.seq IN (SELECT span FROM decisions WHERE decision_id IN (SELECT value FROM json_each(?)))")
+            clauses.append(
+                "s.seq IN (SELECT span FROM decisions WHERE decision_id IN (SELECT value FROM json_each(?)))"
+            )
             args.append(_json(sorted(decision_ids)))
         if input_hashes is not None:
             hashes = sorted(input_hashes)
@@ -504,8 +507,9 @@ class Store:
             # the rows past the watermark, which are not indexed yet.
             clauses.append(
                 "s.seq IN (SELECT span FROM input_index WHERE input_key IN (SELECT value FROM json_each(?))"
-                " UNION SELECT span FROM decisions WHERE span > CAST((SELECT value FROM meta"
-                " WHERE key = 'input_index_through') AS INTEGER) AND input_hash IN (SELECT value FROM json_each(?)))"
+                " UNION SELECT span FROM decisions"
+                " WHERE span > CAST((SELECT value FROM meta WHERE key = 'input_index_through') AS INTEGER)"
+                " AND input_hash IN (SELECT value FROM json_each(?)))"
             )
             args += [_json(keys), _json(hashes)]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
@@ -520,7 +524,8 @@ class Store:
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
-        return self._connection().execute(f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}", args).fetchone()[0]
+        sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
+        return self._connection().execute(sql, args).fetchone()[0]
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
@@ -695,7 +700,8 @@ class StoreSink(export.Sink):
                 )
             self._outbox.release()
         if self._unwritten:
-            _log.error("otel-rai: %d audit spans could not be written to %s", len(self._unwritten), self.store.path)
+            _log.error("otel-rai: %d audit spans could not be written to %s",
+                       len(self._unwritten), self.store.path)
         with contextlib.suppress(sqlite3.Error, StoreError):
             while self.store.index_inputs():
                 pass

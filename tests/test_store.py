@@ -122,6 +122,23 @@ def test_a_failed_call_is_a_decision_with_its_error(tmp_path):
     assert d.error.startswith("ValueError: X has 3 features")
 
 
+def test_a_decision_whose_audit_record_is_incomplete_is_stored_whole(tmp_path, monkeypatch):
+    from otel_rai import spans
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("hash exploded")
+
+    monkeypatch.setattr(spans, "hash_rows", broken)  # a fault that real input cannot provoke
+    rec = record(tmp_path / "audit.db", {"1": 7})
+    found = list(find_decisions(url=str(rec.path)))
+    assert [d.decision_id for d in found] == rec.ids["1"]
+    assert all(d.input_hash is None and d.attributes[semconv.AUDIT_ERROR] == "hash: RuntimeError" for d in found)
+    assert [d.output for d in found] == [rec.outputs[i] for i in rec.ids["1"]]
+    assert rows(rec.path, "SELECT decision_id, input_hash, input_key FROM decisions ORDER BY idx") == [
+        (i, None, None) for i in rec.ids["1"]]
+    assert [d.row for d in find_decisions(decision_id=rec.ids["1"][-1], url=str(rec.path))] == [6]
+
+
 def test_records_rebuild_the_exact_otlp_of_the_original_spans(tmp_path):
     """The store keeps enough to send a span again: its OTLP equals the SDK's encoding of the original."""
     exporter = InMemorySpanExporter()

@@ -115,7 +115,9 @@ def _ids(value: str | Iterable[str] | None) -> frozenset[str] | None:
 def find_spans(query: Query, backend: Backend) -> Iterator[SpanRecord]:
     """The spans `backend` holds for `query`, filtered exactly, in time order."""
     for span in backend.spans(query):
-        if query.span_matches(span) and (not query.by_row or any(map(query.decision_matches, decisions_of(span)))):
+        if not query.span_matches(span):
+            continue
+        if not query.by_row or any(map(query.decision_matches, decisions_of(span))):
             yield span
 
 

@@ -8,11 +8,10 @@ from typing import Any, Iterator, Mapping
 
 from otel_rai import semconv
 from otel_rai.query._time import rfc3339
-from otel_rai.records import SpanRecord
+from otel_rai.records import ERROR, SpanRecord
 
 #: Array attributes that do not hold one entry per row.
 _CALL_ARRAYS = (semconv.INPUT_FEATURES, semconv.OUTPUT_CLASSES)
-_ERROR = 2
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def decisions_of(record: SpanRecord) -> Iterator[Decision]:
     others = {k: column(k) for k in a if semconv.is_per_row(k) and k not in semconv.PER_ROW}
     call = {k: _array(v) if k in _CALL_ARRAYS else v for k, v in a.items() if not semconv.is_per_row(k)}
     offset = a.get(semconv.BATCH_OFFSET) or 0
-    error = (record.status_message or "error") if record.status_code == _ERROR else None
+    error = (record.status_message or "error") if record.status_code == ERROR else None
     for i in range(n):
         yield Decision(
             decision_id=str(ids[i]),

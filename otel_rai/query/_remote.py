@@ -103,7 +103,9 @@ def unexpected(backend: str, exc: BaseException) -> BackendError:
 Search = Callable[[int, int], "tuple[list[SpanRecord], bool]"]
 
 
-def windows(start_ns: int, end_ns: int, search: Search, *, min_width_ns: int, backend: str) -> Iterator[list[SpanRecord]]:
+def windows(
+    start_ns: int, end_ns: int, search: Search, *, min_width_ns: int, backend: str
+) -> Iterator[list[SpanRecord]]:
     """Run `search` over [start, end), halving any window whose search says it may be cut off (it
     returned as many traces as it was allowed to); yields each complete window's spans that start in
     it, in time order, oldest window first. So results are complete, never silently truncated."""
@@ -120,7 +122,12 @@ def windows(start_ns: int, end_ns: int, search: Search, *, min_width_ns: int, ba
             mid = (lo + hi) // 2
             pending += [(mid, hi), (lo, mid)]  # the older half is searched first
             continue
-        yield sorted((s for s in spans if lo <= s.start_ns < hi), key=lambda s: (s.start_ns, s.trace_id, s.span_id))
+        yield sorted((s for s in spans if lo <= s.start_ns < hi), key=time_order)
+
+
+def time_order(span: SpanRecord) -> tuple[int, str, str]:
+    """The order of search results: start time, then ids (any fixed order would do)."""
+    return span.start_ns, span.trace_id, span.span_id
 
 
 def _width(ns: int) -> str:

@@ -21,6 +21,8 @@ from otel_rai.records import SpanRecord
 
 DEFAULT_URL = "http://localhost:16686"
 SEARCH_DEPTH = 1000
+#: A search's spans, and whether the search may have been cut off at the search depth.
+Found = tuple[list[SpanRecord], bool]
 _MICROSECOND = 1000  # the legacy API's time resolution, and so the narrowest window worth searching
 _KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 #: Tags Jaeger derives from OTLP span fields, which go back into those fields.
@@ -78,7 +80,8 @@ def legacy_records(trace: dict[str, Any]) -> Iterator[SpanRecord]:
 
 def _event(log: dict[str, Any]) -> dict[str, Any]:
     fields = {f["key"]: _tag(f) for f in log.get("fields") or ()}
-    return {"name": str(fields.pop("event", "")), "time_ns": int(log.get("timestamp", 0)) * 1000, "attributes": fields}
+    name = str(fields.pop("event", ""))
+    return {"name": name, "time_ns": int(log.get("timestamp", 0)) * 1000, "attributes": fields}
 
 
 class Jaeger:
@@ -105,7 +108,7 @@ class Jaeger:
             return list(self.http.get("/api/v3/services").get("services") or [])
         return list(self.http.get("/api/services").get("data") or [])
 
-    def _search_v3(self, service: str, tags: dict[str, str], lo: int, hi: int) -> tuple[list[SpanRecord], bool]:
+    def _search_v3(self, service: str, tags: dict[str, str], lo: int, hi: int) -> Found:
         params = [
             ("query.service_name", service),
             ("query.start_time_min", rfc3339(lo)),
@@ -123,7 +126,7 @@ class Jaeger:
         records = list(otlpjson.decode(data["result"]))
         return records, len({r.trace_id for r in records}) >= self.search_depth
 
-    def _search_legacy(self, service: str, tags: dict[str, str], lo: int, hi: int) -> tuple[list[SpanRecord], bool]:
+    def _search_legacy(self, service: str, tags: dict[str, str], lo: int, hi: int) -> Found:
         params = [
             ("service", service),
             ("start", str(lo // 1000)),
@@ -143,7 +146,7 @@ class Jaeger:
             services = [query.service] if query.service else self._services()
             search_one = self._search_v3 if self._api() == "v3" else self._search_legacy
 
-            def search(lo: int, hi: int) -> tuple[list[SpanRecord], bool]:
+            def search(lo: int, hi: int) -> Found:
                 found, saturated = [], False
                 for service in services:
                     records, full = search_one(service, tags, lo, hi)

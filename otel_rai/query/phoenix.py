@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from otel_rai import semconv
 from otel_rai.query import Query
-from otel_rai.query._remote import Http, HttpError, lookback, unexpected
+from otel_rai.query._remote import Http, HttpError, lookback, time_order, unexpected
 from otel_rai.query._time import parse_time, rfc3339
 from otel_rai.records import SpanRecord
 
@@ -38,7 +38,8 @@ def record(span: dict[str, Any]) -> SpanRecord:
         status_code=_STATUS.get(span.get("status_code") or "UNSET", 0),
         status_message=span.get("status_message") or "",
         events=[
-            {"name": e.get("name", ""), "time_ns": parse_time(e["timestamp"]), "attributes": e.get("attributes") or {}}
+            {"name": e.get("name", ""), "time_ns": parse_time(e["timestamp"]),
+             "attributes": e.get("attributes") or {}}
             for e in span.get("events") or ()
         ],
     )
@@ -62,7 +63,8 @@ class Phoenix:
             ("order", "asc"),
             ("limit", str(PAGE)),
         ]
-        for key, value in ((semconv.MODEL_VERSION, query.model_version), (semconv.MODEL_NAME, query.model_name)):
+        filters = ((semconv.MODEL_VERSION, query.model_version), (semconv.MODEL_NAME, query.model_name))
+        for key, value in filters:
             if value is not None:  # JSON-quoted, so that "1.4" stays a string
                 params.append(("attribute", f"{key}:{json.dumps(value)}"))
         path = f"/v1/projects/{urllib.parse.quote(self.project, safe='')}/spans"
@@ -80,7 +82,7 @@ class Phoenix:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise unexpected("phoenix", exc) from None
-        found.sort(key=lambda s: (s.start_ns, s.trace_id, s.span_id))
+        found.sort(key=time_order)
         yield from found
 
 
