@@ -514,11 +514,13 @@ class Store:
             args += [_json(keys), _json(hashes)]
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
+    def _select(self, **query: Any) -> tuple[str, list[Any]]:
+        where, args = self._where(**query)
+        return f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.start_ns, s.seq", args
+
     def spans(self, **query: Any) -> Iterator[SpanRecord]:
         """Spans matching the filters (see `_where`), in time order (ties in write order)."""
-        where, args = self._where(**query)
-        conn = self._connection()
-        for row in conn.execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.start_ns, s.seq", args):
+        for row in self._connection().execute(*self._select(**query)):
             yield self._record(row)
 
     def count_decisions(self, **query: Any) -> int:
@@ -529,11 +531,8 @@ class Store:
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
-        where, args = self._where(**query)
-        rows = self._connection().execute(
-            f"EXPLAIN QUERY PLAN SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.start_ns, s.seq", args
-        )
-        return "\n".join(row[-1] for row in rows)
+        sql, args = self._select(**query)
+        return "\n".join(row[-1] for row in self._connection().execute("EXPLAIN QUERY PLAN " + sql, args))
 
 
 #: Connections a forked child inherited: closing them there could disturb the parent's locks.
