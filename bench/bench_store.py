@@ -3,7 +3,7 @@
     python bench/bench_store.py [--decisions 1000000] [--keep DIR]
 
 1. Insert rate: `Store.append` of 1000-row spans (the batch path) and of single-row spans committed
-   256 at a time (the online path), per decision.
+   256 at a time (the online path), per decision; and the file size per decision.
 2. First page of a query by model version and one day on a store of `--decisions` decisions (half in
    single-decision spans, half in 1000-row spans, 4 versions over 30 days), through the Python API,
    each query on a fresh connection. Target: < 200 ms. Also: decision id and input hash lookups.
@@ -83,6 +83,8 @@ def insert_rate(tmp: Path) -> dict[str, float]:
         indexed = s.index_inputs(1 << 30)
         out[label] = elapsed / (rows * per_commit * commits) * 1e6
         out[label + ", bulk input index"] = (time.perf_counter() - t) / indexed * 1e6
+        s._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        out[label + ", bytes per decision on disk"] = s.path.stat().st_size / (rows * per_commit * commits)
         s.close()
     return out
 
@@ -190,7 +192,7 @@ def main() -> None:
         os.environ["OTEL_RAI_HOME"] = str(tmp / "home")
         results: dict[str, object] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
                                       f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"}
-        results["insert µs/decision"] = insert_rate(tmp)
+        results["writing: µs and bytes per decision"] = insert_rate(tmp)
         now = time.time_ns()
         path = tmp / "million.db"
         if path.exists():
@@ -208,6 +210,7 @@ def main() -> None:
         print(f"\n{section}")
         for name, value in values.items():
             shown = f"{value[0]:8.2f}  (max {value[1]:.2f})" if isinstance(value, tuple) else f"{value:8.2f}"
+            name = name if len(name) <= 58 else name[:57] + "…"
             print(f"  {name:<58} {shown}")
     target = ROOT / "bench" / "results" / "bench_store.json"
     target.parent.mkdir(exist_ok=True)
