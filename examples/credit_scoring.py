@@ -1,11 +1,15 @@
 """A synthetic credit-scoring service with two model versions, audited by otel-rai.
 
 Run: python examples/credit_scoring.py
+
+With no OTLP endpoint configured, the decisions go to the local audit store (no server needed), and
+the example reads some back. Then try: otel-rai query --model-version 1.4.2 --since 1h
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
@@ -16,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
+from otel_rai.query import find_decisions
 
 NUMERIC = ["income", "debt_ratio", "years_employed"]
 CATEGORICAL = ["region", "home"]
@@ -48,6 +53,7 @@ def pipeline(classifier) -> Pipeline:
 
 
 def main() -> None:
+    started = datetime.now(timezone.utc)
     otel_rai.instrument(service_name="credit-scoring")
 
     train = applications(5000, seed=1)
@@ -66,6 +72,11 @@ def main() -> None:
 
     result = otel_rai.flush()
     print(f"audited {result.decisions} decisions in {result.spans} spans; complete={result.complete}")
+
+    print("read back from the audit store: credit 1.4.2, this run")
+    for d in find_decisions(model_version="1.4.2", start=started, limit=3):
+        print(f"  {d.timestamp}  {d.decision_id:<12} output={d.output} p(repaid)={d.scores['1']:.3f} input={d.input_hash[:12]}…")
+
     fairness_demo()
 
 

@@ -11,6 +11,7 @@ The data path, one module each: `instrumentor` → `patching` → `capture` → 
 
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable, Mapping, Sequence
 
 from opentelemetry import metrics, trace
@@ -56,6 +57,7 @@ def instrument(
     sensitive_features: Iterable[str | Sequence[str]] | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     fairness: FairnessConfig | None = None,
+    store: str | os.PathLike[str] | bool | None = None,
     **options: Any,
 ) -> None:
     """Patch every scikit-learn-style estimator so that each outermost predict call is audited.
@@ -76,6 +78,10 @@ def instrument(
         ``OTEL_RAI_SENSITIVE_FEATURES``, comma-separated, ``sex&race`` for an intersection).
     meter_provider: where the fairness metrics go (default the global meter provider).
     fairness: windows, positive label, alert thresholds and callback (see `FairnessConfig`).
+    store: the local audit store (an SQLite file; see ``docs/store.md``): a path, True for the
+        default (``OTEL_RAI_STORE``, else ``audit.db`` in the otel-rai data directory), or False for
+        none. By default it is used when no OTLP endpoint is configured. With an endpoint as well, it
+        is the write-ahead log of the export: decisions are written locally first and sent from there.
     """
     RaiInstrumentor().instrument(
         service_name=service_name,
@@ -91,6 +97,7 @@ def instrument(
         sensitive_features=sensitive_features,
         meter_provider=meter_provider,
         fairness=fairness,
+        store=store,
         **options,
     )
 

@@ -65,6 +65,7 @@ class _Session:
         sensitive_features: Iterable[str | Sequence[str]] | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         fairness: FairnessConfig | None = None,
+        store: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         if max_rows_per_span < 1 or max_pending_calls < 1:
             raise ValueError("otel-rai: max_rows_per_span and max_pending_calls must be at least 1")
@@ -76,14 +77,16 @@ class _Session:
             max_rows_per_span=max_rows_per_span,
             max_pending_calls=max_pending_calls,
         )
-        self.sinks: list[export.Sink] = []
         self.own_provider = tracer_provider is None
+        self.sinks = export.sinks(
+            endpoint=endpoint, protocol=protocol, headers=headers, store=store, own_provider=self.own_provider
+        )
         if tracer_provider is None:
-            if export.otlp_configured(endpoint):
-                self.sinks.append(export.ExportSink(export.otlp_exporter_factory(endpoint, protocol, headers)))
             tracer_provider = export.audit_provider(service_name, self.sinks)
         else:
             _warn_if_sampled(tracer_provider)
+            for sink in self.sinks:
+                tracer_provider.add_span_processor(sink)
         self.provider = tracer_provider
         self.counters = Counters()
         tracer = tracer_provider.get_tracer(semconv.SCOPE, __version__)
@@ -136,6 +139,9 @@ class _Session:
         self.monitor.close()
         if self.own_provider and isinstance(self.provider, TracerProvider):
             self.provider.shutdown()
+        else:  # our sinks in an application's provider: closed now, inert from here on
+            for sink in self.sinks:
+                sink.shutdown()
         models.clear_cache()
         return result
 

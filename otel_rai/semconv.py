@@ -73,8 +73,18 @@ SPAN_ATTRIBUTES: Final = (
     FAIRNESS_STATE,
 )
 
+#: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
+#: tooling) takes entry i of each as part of decision i; every other attribute describes the whole call.
+PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS)
+PER_ROW_PREFIXES: Final = (OUTPUT_SCORES_PREFIX, INPUT_VALUE_PREFIX)
+
 #: Attribute names the caller may not set through ``decisions(attributes=...)``.
 RESERVED_PREFIX: Final = "ml."
+
+
+def is_per_row(name: str) -> bool:
+    """Whether attribute `name` holds one entry per row (see `PER_ROW`)."""
+    return name in PER_ROW or name.startswith(PER_ROW_PREFIXES)
 
 
 def span_name(operation: str, model_name: str) -> str:
