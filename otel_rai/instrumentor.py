@@ -24,7 +24,9 @@ from otel_rai.capture import Recorder
 from otel_rai.config import Settings
 from otel_rai.hashing import HashKey, resolve_key
 from otel_rai.monitor import FairnessConfig, FairnessMonitor
+from otel_rai.outcomes import store_lookup
 from otel_rai.patching import Patcher
+from otel_rai.store import StoreSink
 from otel_rai.version import __version__
 from otel_rai.worker import AuditWorker, Counters
 
@@ -91,12 +93,15 @@ class _Session:
         self.counters = Counters()
         tracer = tracer_provider.get_tracer(semconv.SCOPE, __version__)
         sensitive = config.env_list("OTEL_RAI_SENSITIVE_FEATURES") if sensitive_features is None else sensitive_features
+        local = next((s for s in self.sinks if isinstance(s, StoreSink)), None)
         self.monitor = FairnessMonitor(
             fairness or FairnessConfig(),
             groups.parse(sensitive),
             meter_provider or metrics.get_meter_provider(),
             tracer,
             self.counters.fail,
+            lookup=None if local is None else store_lookup(local.store),
+            journal=local,
         )
         self.worker = AuditWorker(
             tracer,
