@@ -11,21 +11,26 @@ The data path, one module each: `instrumentor` → `patching` → `capture` → 
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import os
+from typing import Any, Iterable, Mapping, Sequence
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 
 from otel_rai import config
+from otel_rai.alerts import FairnessAlert
 from otel_rai.capture import DecisionScope, decisions
 from otel_rai.explanations import Explanation, explain
 from otel_rai.hashing import HashKey, hash_input
-from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush
+from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush, record_outcome
+from otel_rai.monitor import FairnessConfig
 from otel_rai.models import register_model
 from otel_rai.version import __version__
 
 __all__ = [
     "DecisionScope",
     "Explanation",
+    "FairnessAlert",
+    "FairnessConfig",
     "FlushResult",
     "HashKey",
     "RaiInstrumentor",
@@ -35,6 +40,7 @@ __all__ = [
     "flush",
     "hash_input",
     "instrument",
+    "record_outcome",
     "register_model",
     "uninstrument",
 ]
@@ -56,6 +62,10 @@ def instrument(
     explain_top_k: int = config.DEFAULT_EXPLAIN_TOP_K,
     explain_budget_us: float = config.DEFAULT_EXPLAIN_BUDGET_US,
     explain_max_evals: int = config.DEFAULT_EXPLAIN_MAX_EVALS,
+    sensitive_features: Iterable[str | Sequence[str]] | None = None,
+    meter_provider: metrics.MeterProvider | None = None,
+    fairness: FairnessConfig | None = None,
+    store: str | os.PathLike[str] | bool | None = None,
     **options: Any,
 ) -> None:
     """Patch every scikit-learn-style estimator so that each outermost predict call is audited.
@@ -76,6 +86,15 @@ def instrument(
     explain_budget_us: estimated per-row cost above which tree ensembles get Saabas attribution
         instead of exact TreeSHAP.
     explain_max_evals: model evaluations per row of the model-agnostic method.
+    sensitive_features: input columns whose groups the fairness metrics compare, e.g.
+        ``["sex", "age_band", ("sex", "race")]`` (a tuple is an intersection; default
+        ``OTEL_RAI_SENSITIVE_FEATURES``, comma-separated, ``sex&race`` for an intersection).
+    meter_provider: where the fairness metrics go (default the global meter provider).
+    fairness: windows, positive label, alert thresholds and callback (see `FairnessConfig`).
+    store: the local audit store (an SQLite file; see ``docs/store.md``): a path, True for the
+        default (``OTEL_RAI_STORE``, else ``audit.db`` in the otel-rai data directory), or False for
+        none. By default it is used when no OTLP endpoint is configured. With an endpoint as well, it
+        is the write-ahead log of the export: decisions are written locally first and sent from there.
     """
     RaiInstrumentor().instrument(
         service_name=service_name,
@@ -92,6 +111,10 @@ def instrument(
         explain_top_k=explain_top_k,
         explain_budget_us=explain_budget_us,
         explain_max_evals=explain_max_evals,
+        sensitive_features=sensitive_features,
+        meter_provider=meter_provider,
+        fairness=fairness,
+        store=store,
         **options,
     )
 

@@ -53,12 +53,19 @@ def run_quietly(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class DecisionScope:
     """What `decisions()` yields. After the calls in the block, `ids` holds every decision id."""
 
-    def __init__(self, ids: Sequence[Any] | None, attributes: Mapping[str, Any] | None, explain: bool = True) -> None:
+    def __init__(
+        self,
+        ids: Sequence[Any] | None,
+        attributes: Mapping[str, Any] | None,
+        groups: Mapping[str, Any] | None = None,
+        explain: bool = True,
+    ) -> None:
         self.explain = bool(explain)
         self._given_ids = None if ids is None else [str(i) for i in ids]
         if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
             raise ValueError("otel_rai.decisions: ids must be unique")
         self.attributes = _checked_attributes(attributes or {})
+        self.groups = _checked_groups(groups or {})
         self.ids: list[str] = []
 
     def _take_ids(self, n_rows: int | None) -> list[str]:
@@ -71,10 +78,22 @@ class DecisionScope:
             )
         return given
 
+    def _checked_group_rows(self, n_rows: int | None) -> dict[str, Any] | None:
+        for name, values in self.groups.items():
+            if isinstance(values, tuple) and n_rows is not None and len(values) != n_rows:
+                raise ValueError(
+                    f"otel_rai.decisions: {len(values)} values of group {name!r} for a call with {n_rows} rows"
+                )
+        return self.groups or None
+
 
 @contextmanager
 def decisions(
-    ids: Sequence[Any] | None = None, attributes: Mapping[str, Any] | None = None, *, explain: bool = True
+    ids: Sequence[Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Any] | None = None,
+    *,
+    explain: bool = True,
 ) -> Iterator[DecisionScope]:
     """Name the decisions of the next instrumented call, and add span attributes to calls in the block.
 
@@ -85,9 +104,12 @@ def decisions(
 
     `ids` (one per row, unique) apply to the next call only; later calls in the block get generated
     ids. `attributes` go on every decision span in the block; names under ``ml.`` are reserved.
+    `groups` gives the sensitive attributes of the calls in the block, for the fairness metrics:
+    ``{"sex": ["f", "m"]}`` (one value per row) or ``{"sex": "f"}`` (every row). They are never put
+    on spans unless allowlisted with ``capture_features``.
     `explain=False` leaves the decisions of the block unexplained.
     """
-    scope = DecisionScope(ids, attributes, explain)
+    scope = DecisionScope(ids, attributes, groups, explain)
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -106,6 +128,21 @@ def _checked_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
                 "or a list of one of those"
             )
     return dict(attributes)
+
+
+def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
+    """Group values, snapshotted: a scalar, or a tuple with one value per row."""
+    checked = {}
+    for name, values in groups.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"otel_rai.decisions: group name {name!r} is not a non-empty string")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            checked[name] = values
+        elif hasattr(values, "__len__") and not isinstance(values, (Mapping, set, frozenset)):
+            checked[name] = tuple(values)
+        else:
+            raise ValueError(f"otel_rai.decisions: group {name!r} must be one value or a sequence of values")
+    return checked
 
 
 def new_ids(n: int) -> list[str]:
@@ -140,6 +177,8 @@ class DecisionCall:
     explain: bool = True
     #: Set by the audit worker: an `otel_rai.explanations.Explanation`, or why there is none.
     explanation: Any = None
+    #: From ``decisions(groups=...)``: name -> one value for every row, or a tuple with one per row.
+    groups: dict[str, Any] | None = None
 
 
 def _num_rows(X: Any) -> int | None:
@@ -210,6 +249,7 @@ class Recorder:
         X = args[0] if args else kwargs.get("X", next(iter(kwargs.values()), None))
         n_rows = _num_rows(X)
         ids = scope._take_ids(n_rows) if scope is not None else new_ids(n_rows or 0)
+        groups = scope._checked_group_rows(n_rows) if scope is not None else None
         try:
             call = DecisionCall(
                 model=model,
@@ -222,6 +262,7 @@ class Recorder:
                 parent=otel_context.get_current(),
                 start_ns=time.time_ns(),
                 explain=scope.explain if scope is not None else True,
+                groups=groups,
             )
         except Exception as exc:  # never let the audit break the prediction
             self._on_failure("capture", exc)

@@ -1,7 +1,10 @@
 """Where decision spans go: the dedicated audit tracer provider and its sinks.
 
 The seam is `Sink`: a span processor fed by the audit worker's thread, committed once per worker cycle.
-`ExportSink` sends spans over OTLP from a thread of its own, retrying until the backend takes them.
+`sinks` picks them: the local store (`otel_rai.store.StoreSink`) when no OTLP endpoint is configured,
+`ExportSink` for OTLP, or the store as the write-ahead log of the OTLP export when both are asked for.
+An `Exporter` sends the spans of a `SpanQueue` (in memory, or the store's outbox) over OTLP from a thread
+of its own, in order, retrying until the backend takes them.
 
 Sampling: the audit provider samples with ``ALWAYS_ON`` and is separate from the application's
 provider, so an application's ratio sampler never drops a decision. The decision span still joins the
@@ -15,7 +18,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -29,6 +32,14 @@ from otel_rai import _fork, semconv
 _log = logging.getLogger(__name__)
 
 PROTOCOLS = ("grpc", "http/protobuf")
+
+#: Limits of one export request: spans, and decisions (a decision is about 150 bytes of OTLP).
+MAX_BATCH_SPANS = 512
+MAX_BATCH_ROWS = 4096
+_MIN_BACKOFF = 0.5
+_FLUSH_POLL = 0.05
+#: How long closing waits for an export attempt in flight.
+CLOSE_TIMEOUT = 5.0
 
 #: Audit spans must never be truncated: a cut hash or id array would misattribute decisions.
 UNLIMITED = SpanLimits(
@@ -122,97 +133,178 @@ def audit_provider(service_name: str | None, sinks: Sequence[Sink]) -> TracerPro
     return provider
 
 
+def sinks(
+    *,
+    endpoint: str | None,
+    protocol: str | None,
+    headers: Mapping[str, str] | str | None,
+    store: str | os.PathLike[str] | bool | None,
+    own_provider: bool,
+) -> list[Sink]:
+    """The sinks of a session's audit provider.
+
+    No OTLP endpoint: the local store (`otel_rai.store.location` says where). An endpoint: OTLP,
+    held in memory until sent. Both (an endpoint plus ``store=`` or ``OTEL_RAI_STORE``): the store is
+    the write-ahead log of the OTLP export. With an application's `tracer_provider` (not
+    `own_provider`), that provider exports, and only a store asked for explicitly is added.
+    """
+    from otel_rai import store as local  # the store builds on this module
+
+    factory = None
+    if own_provider and otlp_configured(endpoint):
+        factory = otlp_exporter_factory(endpoint, protocol, headers)
+    path = local.location(store, default=own_provider and factory is None)
+    if path is not None:
+        return [local.StoreSink(path, factory)]
+    return [ExportSink(factory)] if factory is not None else []
+
+
 def _rows(span: ReadableSpan) -> int:
     return len((span.attributes or {}).get(semconv.DECISION_IDS) or ())
 
 
-class ExportSink(Sink):
-    """Exports audit spans from a thread of its own and never drops them.
+def batches(spans: Iterable[ReadableSpan], max_spans: int, max_rows: int) -> Iterator[list[ReadableSpan]]:
+    """`spans` cut into export requests of at most `max_spans` spans and about `max_rows` decisions
+    (a span with more rows than that goes alone)."""
+    batch: list[ReadableSpan] = []
+    rows = 0
+    for span in spans:
+        n = _rows(span)
+        if batch and (len(batch) >= max_spans or rows + n > max_rows):
+            yield batch
+            batch, rows = [], 0
+        batch.append(span)
+        rows += n
+    if batch:
+        yield batch
+
+
+class SpanQueue(Protocol):
+    """Spans waiting for export, oldest first. Only the exporter's thread calls `take` and `done`."""
+
+    def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
+        """The oldest spans not yet delivered, within the limits; empty when none are ready.
+        Until `done`, another call returns the same spans."""
+
+    def done(self) -> None:
+        """The spans of the last `take` were delivered."""
+
+    def pending(self) -> int:
+        """Spans not yet delivered."""
+
+
+class MemoryQueue:
+    """An in-memory `SpanQueue`. `put` blocks while `max_backlog` spans wait: back-pressure, never a drop."""
+
+    def __init__(self, max_backlog: int) -> None:
+        self._max_backlog = max_backlog
+        self._spans: collections.deque[ReadableSpan] = collections.deque()
+        self._taken = 0
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def put(self, spans: list[ReadableSpan]) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._spans) < self._max_backlog or self.closed)
+            self._spans.extend(spans)
+
+    def take(self, max_spans: int, max_rows: int) -> list[ReadableSpan]:
+        with self._cond:
+            batch = next(batches(self._spans, max_spans, max_rows), [])
+            self._taken = len(batch)
+            return batch
+
+    def done(self) -> None:
+        with self._cond:
+            for _ in range(self._taken):
+                self._spans.popleft()
+            self._taken = 0
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        return len(self._spans)
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+
+class Exporter:
+    """Sends the spans of a `SpanQueue` over OTLP from a thread of its own, in order, and never drops one.
 
     A failed export is retried (exponential backoff up to `max_backoff` seconds) until it succeeds.
-    Batches hold at most `max_batch_spans` spans and about `max_batch_rows` decisions, which keeps a
-    request well under the 4 MiB message limit that OTLP receivers apply by default. When more than
-    `max_backlog` spans wait, `commit` blocks the audit worker, and through it new predictions.
+    Requests hold at most `max_batch_spans` spans and about `max_batch_rows` decisions, which keeps them
+    well under the 4 MiB message limit that OTLP receivers apply by default. When the queue has nothing
+    ready, the thread sleeps until `wake()` or for `poll` seconds (a queue that other processes fill).
+    Its owner builds a new one in a forked child, which must not share the parent's connection.
     """
 
     def __init__(
         self,
         exporter_factory: Callable[[], SpanExporter],
+        queue: SpanQueue,
         *,
-        max_batch_spans: int = 512,
-        max_batch_rows: int = 4096,
-        max_backlog: int = 100_000,
+        max_batch_spans: int = MAX_BATCH_SPANS,
+        max_batch_rows: int = MAX_BATCH_ROWS,
         max_backoff: float = 30.0,
+        poll: float | None = None,
     ) -> None:
         self._factory = exporter_factory
+        self.queue = queue
         self._max_batch_spans = max_batch_spans
         self._max_batch_rows = max_batch_rows
-        self._max_backlog = max_backlog
         self._max_backoff = max_backoff
-        self._exporter: SpanExporter | None = None
-        self._reset()
-        _fork.reset_in_child(self)
-
-    def _reset(self) -> None:
-        self._received: list[ReadableSpan] = []
-        self._backlog: collections.deque[ReadableSpan] = collections.deque()
-        self._cond = threading.Condition()
-        self._exporting = 0
+        self._poll = poll
+        self._wakeup = threading.Event()
+        self._delivered = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
-        self._exporter = None  # a forked child must not share the parent's connection
+        self._exporter: SpanExporter | None = None
 
-    def on_end(self, span: ReadableSpan) -> None:
-        self._received.append(span)
+    def wake(self) -> None:
+        """Start the export thread if needed, and have it look at the queue now."""
+        if self._thread is None:
+            with self._delivered:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="otel-rai-export", daemon=True)
+                    self._thread.start()
+        self._wakeup.set()
 
-    def commit(self) -> None:
-        received, self._received = self._received, []
-        with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="otel-rai-export", daemon=True)
-                self._thread.start()
-            self._cond.wait_for(lambda: len(self._backlog) < self._max_backlog or self._closed)
-            self._backlog.extend(received)
-            self._cond.notify_all()
-
-    def pending(self) -> int:
-        return len(self._received) + len(self._backlog) + self._exporting
-
-    def _next_batch(self) -> list[ReadableSpan]:
-        batch, rows = [], 0
-        for span in self._backlog:
-            rows += _rows(span)
-            if batch and (len(batch) >= self._max_batch_spans or rows > self._max_batch_rows):
-                break
-            batch.append(span)
-        return batch
+    def _sleep(self, seconds: float | None) -> None:
+        self._wakeup.wait(seconds)
+        self._wakeup.clear()
 
     def _run(self) -> None:
-        backoff = 0.5
+        backoff = _MIN_BACKOFF
         while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._backlog or self._closed)
-                if not self._backlog:
+            try:
+                batch = self.queue.take(self._max_batch_spans, self._max_batch_rows)
+            except Exception:
+                _log.warning("otel-rai: reading the export queue failed; retrying", exc_info=True)
+                if self._closed:
                     return
-                batch = self._next_batch()
-                self._exporting = len(batch)
-            if self._export(batch):
-                backoff = 0.5
-                with self._cond:
-                    for _ in batch:
-                        self._backlog.popleft()
-                    self._exporting = 0
-                    self._cond.notify_all()
+                self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
                 continue
-            with self._cond:
-                self._exporting = 0
-                if self._closed:  # shutdown gave up waiting: the spans stay unexported, and say so
-                    _log.error("otel-rai: %d audit spans were not exported before shutdown", len(self._backlog))
+            if not batch:
+                if self._closed:
                     return
-                self._cond.wait(backoff)
+                self._sleep(self._poll)
+                continue
+            if self._export(batch):
+                backoff = _MIN_BACKOFF
+                self.queue.done()
+                with self._delivered:
+                    self._delivered.notify_all()
+                continue
+            if self._closed:  # shutdown gave up waiting: the spans stay unexported, and say so
+                _log.error("otel-rai: %d audit spans were not exported before shutdown", self.queue.pending())
+                return
+            self._sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
-    def _export(self, batch: list[ReadableSpan]) -> bool:
+    def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         try:
             if self._exporter is None:
                 self._exporter = self._factory()
@@ -221,18 +313,69 @@ class ExportSink(Sink):
             _log.warning("otel-rai: OTLP export failed; retrying", exc_info=True)
             return False
 
+    def flush(self, timeout: float) -> bool:
+        """Wait until the queue is empty; False on timeout."""
+        deadline = time.monotonic() + timeout
+        if self.queue.pending():
+            self.wake()
+        with self._delivered:
+            while self.queue.pending():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                # Woken by each delivery; the timeout re-reads a queue that other processes share.
+                self._delivered.wait(min(remaining, _FLUSH_POLL))
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Stop after the current attempt; what is still queued stays queued."""
+        self._closed = True
+        self._wakeup.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        if self._exporter is not None:
+            self._exporter.shutdown()
+
+
+class ExportSink(Sink):
+    """Exports audit spans over OTLP, held in memory until then (see `Exporter`).
+
+    When more than `max_backlog` spans wait, `commit` blocks the audit worker, and through it new
+    predictions: back-pressure, never a drop.
+    """
+
+    def __init__(self, exporter_factory: Callable[[], SpanExporter], *, max_backlog: int = 100_000,
+                 **exporter_options: Any) -> None:
+        self._factory = exporter_factory
+        self._max_backlog = max_backlog
+        self._options = exporter_options
+        self._reset()
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """Fresh state; in a forked child the parent exports what was queued before the fork."""
+        self._received: list[ReadableSpan] = []
+        self._queue = MemoryQueue(self._max_backlog)
+        self._exporter = Exporter(self._factory, self._queue, **self._options)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self._received.append(span)
+
+    def commit(self) -> None:
+        if not self._received:
+            return
+        received, self._received = self._received, []
+        self._queue.put(received)
+        self._exporter.wake()
+
+    def pending(self) -> int:
+        return len(self._received) + self._queue.pending()
+
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until every committed span is exported (the audit worker commits; we only wait)."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: not self._backlog and not self._exporting, max(0.0, deadline - time.monotonic())
-            )
+        return self._exporter.flush(timeout_millis / 1000)
 
     def shutdown(self) -> None:
         self.force_flush()
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        if self._exporter is not None:
-            self._exporter.shutdown()
+        self._queue.close()
+        self._exporter.close(CLOSE_TIMEOUT)

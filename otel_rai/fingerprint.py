@@ -3,8 +3,9 @@
 The same fitted model gives the same fingerprint in every process (nothing memory-address or
 order-of-insertion dependent is hashed); a refit on other data changes it. Everything in the estimator's
 ``__dict__`` is covered, recursively (nested estimators, trees, boosters), except parameters that only
-control threads or logging (`RUNTIME_PARAMS`), so serving a model with another ``n_jobs`` keeps its
-fingerprint.
+control threads or logging, and random-number state (`IGNORED`): serving a model with another
+``n_jobs`` keeps its fingerprint, and two fits that learned the same thing share one even when their
+seeds differ. Learned randomness (a forest's trees) is in the learned state and counts.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from typing import Any
 
 import numpy as np
 
-#: Parameters that cannot change a prediction.
-RUNTIME_PARAMS = frozenset({"n_jobs", "nthread", "verbose", "verbosity", "silent", "memory"})
+#: Estimator attributes that are not learned state: threads, logging, caching, and seeds.
+IGNORED = frozenset(
+    {"n_jobs", "nthread", "verbose", "verbosity", "silent", "memory", "random_state", "_random_seed"}
+)
 
 
 def fingerprint(model: Any) -> str:
@@ -76,13 +79,11 @@ class _Feeder:
             self._write(b"t", str(len(obj)).encode())
             for item in sorted(obj, key=repr):
                 self.feed(item)
-        elif isinstance(obj, np.random.RandomState):
-            self.feed(obj.get_state())
-        elif isinstance(obj, np.random.Generator):
-            self.feed(obj.bit_generator.state)
+        elif isinstance(obj, (np.random.RandomState, np.random.Generator)):
+            self._write(b"g")  # a generator's state is where sampling stands, not what was learned
         elif hasattr(obj, "get_params") and hasattr(obj, "__dict__"):
             self._write(b"e", _qualname(type(obj)).encode())
-            self._feed_items(b"d", ((k, v) for k, v in vars(obj).items() if k not in RUNTIME_PARAMS))
+            self._feed_items(b"d", ((k, v) for k, v in vars(obj).items() if k not in IGNORED))
         else:
             self._feed_reduced(obj)
 

@@ -91,8 +91,13 @@ def resolve_key(hash_key: str | bytes | HashKey | None = None) -> HashKey:
     return key
 
 
+def key_file() -> Path:
+    """Where a generated key is kept: ``hash.key`` in the otel-rai data directory."""
+    return config.data_dir() / "hash.key"
+
+
 def _generated_key_file() -> tuple[Path, bool]:
-    path = config.data_dir() / "hash.key"
+    path = key_file()
     if path.exists():
         return path, False
     path.parent.mkdir(parents=True, exist_ok=True)

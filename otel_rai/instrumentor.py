@@ -12,18 +12,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Collection, Iterable, Mapping
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel_rai import config, export, models, semconv
+from otel_rai import config, export, groups, models, semconv
 from otel_rai.capture import Recorder
 from otel_rai.config import Settings
 from otel_rai.hashing import HashKey, resolve_key
+from otel_rai.monitor import FairnessConfig, FairnessMonitor
+from otel_rai.outcomes import store_lookup
 from otel_rai.patching import Patcher
+from otel_rai.store import StoreSink
 from otel_rai.version import __version__
 from otel_rai.worker import AuditWorker, Counters
 
@@ -65,6 +68,10 @@ class _Session:
         explain_top_k: int = config.DEFAULT_EXPLAIN_TOP_K,
         explain_budget_us: float = config.DEFAULT_EXPLAIN_BUDGET_US,
         explain_max_evals: int = config.DEFAULT_EXPLAIN_MAX_EVALS,
+        sensitive_features: Iterable[str | Sequence[str]] | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        fairness: FairnessConfig | None = None,
+        store: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         if max_rows_per_span < 1 or max_pending_calls < 1:
             raise ValueError("otel-rai: max_rows_per_span and max_pending_calls must be at least 1")
@@ -83,18 +90,37 @@ class _Session:
             explain_budget_us=float(explain_budget_us),
             explain_max_evals=explain_max_evals,
         )
-        self.sinks: list[export.Sink] = []
         self.own_provider = tracer_provider is None
+        self.sinks = export.sinks(
+            endpoint=endpoint, protocol=protocol, headers=headers, store=store, own_provider=self.own_provider
+        )
         if tracer_provider is None:
-            if export.otlp_configured(endpoint):
-                self.sinks.append(export.ExportSink(export.otlp_exporter_factory(endpoint, protocol, headers)))
             tracer_provider = export.audit_provider(service_name, self.sinks)
         else:
             _warn_if_sampled(tracer_provider)
+            for sink in self.sinks:
+                tracer_provider.add_span_processor(sink)
         self.provider = tracer_provider
         self.counters = Counters()
         tracer = tracer_provider.get_tracer(semconv.SCOPE, __version__)
-        self.worker = AuditWorker(tracer, self.settings, self.counters, [s.commit for s in self.sinks])
+        sensitive = config.env_list("OTEL_RAI_SENSITIVE_FEATURES") if sensitive_features is None else sensitive_features
+        local = next((s for s in self.sinks if isinstance(s, StoreSink)), None)
+        self.monitor = FairnessMonitor(
+            fairness or FairnessConfig(),
+            groups.parse(sensitive),
+            meter_provider or metrics.get_meter_provider(),
+            tracer,
+            self.counters.fail,
+            lookup=None if local is None else store_lookup(local.store),
+            journal=local,
+        )
+        self.worker = AuditWorker(
+            tracer,
+            self.settings,
+            self.counters,
+            [self.monitor.end_cycle, *(s.commit for s in self.sinks)],  # alert spans commit in the same cycle
+            [self.monitor.observe],
+        )
         recorder = Recorder(self.settings.model_version, self.worker.submit, self.counters.fail)
         self.patcher = Patcher(recorder.wrapper_factory)
         models.clear_cache()
@@ -126,8 +152,12 @@ class _Session:
         self.patcher.remove()
         result = self.flush(timeout)
         self.worker.shutdown(0)
+        self.monitor.close()
         if self.own_provider and isinstance(self.provider, TracerProvider):
             self.provider.shutdown()
+        else:  # our sinks in an application's provider: closed now, inert from here on
+            for sink in self.sinks:
+                sink.shutdown()
         models.clear_cache()
         return result
 
@@ -163,6 +193,33 @@ class RaiInstrumentor(BaseInstrumentor):
             session, _session = _session, None
         if session is not None:
             session.close(kwargs.get("timeout", EXIT_TIMEOUT_S))
+
+
+def record_outcome(
+    decision_id: Any,
+    y_true: Any,
+    *,
+    group: Mapping[str, Any] | None = None,
+    prediction: Any = None,
+    model: str | None = None,
+    version: str | None = None,
+) -> bool:
+    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics.
+
+    The decision is looked up by id among the recent decisions of this process (then in the local
+    audit store). For a decision made elsewhere, pass what it was: `group` ({attribute: value}),
+    `prediction` (the predicted label, or the score when ``score_threshold`` is set), `model` and
+    `version`; explicit arguments override what was remembered. Counting happens on the audit worker
+    thread; an id that cannot be resolved is counted in ``flush().failures["outcome"]``.
+    Returns False (and logs) when otel-rai is not instrumented.
+    """
+    session = _session
+    if session is None:
+        _log.warning("otel-rai: record_outcome called while not instrumented; the outcome is not counted")
+        return False
+    given = {"group": group, "prediction": prediction, "model": model, "version": version}
+    session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
+    return True
 
 
 def flush(timeout: float = 30.0) -> FlushResult:

@@ -126,6 +126,12 @@ def registration_of(model: Any) -> Registration:
     return _registrations.get(model) or Registration()
 
 
+def current_info(model: Any) -> ModelInfo | None:
+    """The cached metadata of `model` if no fit or registration happened since; never computes."""
+    cached = _cache.get(model)
+    return cached[1] if cached is not None and cached[0] == _generation else None
+
+
 def model_info(model: Any, default_version: str | None) -> ModelInfo:
     """Cached metadata of `model`, recomputed after any fit or registration."""
     cached = _cache.get(model)

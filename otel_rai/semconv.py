@@ -52,6 +52,15 @@ EXPLANATION_ERROR: Final = "ml.explanation.error"
 # --- when the audit itself failed (the prediction still returned) ----------------------------------
 AUDIT_ERROR: Final = "ml.audit.error"
 
+# --- fairness alert spans (ALERT_SPAN, below), with MODEL_NAME and MODEL_VERSION ------------------
+#: The sensitive attribute (a name, never a group value): also an attribute of the fairness metrics.
+FAIRNESS_ATTRIBUTE: Final = "ml.fairness.attribute"
+FAIRNESS_METRIC: Final = "ml.fairness.metric"
+FAIRNESS_VALUE: Final = "ml.fairness.value"
+FAIRNESS_THRESHOLD: Final = "ml.fairness.threshold"
+#: STATE_FIRING when the metric crossed into violation, STATE_RESOLVED when it crossed back.
+FAIRNESS_STATE: Final = "ml.fairness.state"
+
 #: Every attribute name above, for allowlists (the collector's and the tests').
 SPAN_ATTRIBUTES: Final = (
     MODEL_NAME,
@@ -76,12 +85,65 @@ SPAN_ATTRIBUTES: Final = (
     EXPLANATION_BASE_VALUES,
     EXPLANATION_ERROR,
     AUDIT_ERROR,
+    FAIRNESS_ATTRIBUTE,
+    FAIRNESS_METRIC,
+    FAIRNESS_VALUE,
+    FAIRNESS_THRESHOLD,
+    FAIRNESS_STATE,
 )
+
+#: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
+#: tooling) takes entry i of each as part of decision i; every other attribute describes the whole call.
+PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS, EXPLANATION_TOP, EXPLANATION_BASE_VALUES)
+PER_ROW_PREFIXES: Final = (OUTPUT_SCORES_PREFIX, INPUT_VALUE_PREFIX)
 
 #: Attribute names the caller may not set through ``decisions(attributes=...)``.
 RESERVED_PREFIX: Final = "ml."
 
 
+def is_per_row(name: str) -> bool:
+    """Whether attribute `name` holds one entry per row (see `PER_ROW`)."""
+    return name in PER_ROW or name.startswith(PER_ROW_PREFIXES)
+
+
 def span_name(operation: str, model_name: str) -> str:
     """Span name of a decision: ``"{operation} {model name}"``, e.g. ``predict_proba credit``."""
     return f"{operation} {model_name}"
+
+
+# --- fairness metrics (docs/fairness.md) ---------------------------------------------------------
+#: Counter: one per decision and sensitive attribute (attributes: model, FAIRNESS_*, OUTCOME).
+METRIC_DECISIONS: Final = "ml.decisions"
+#: Counter: one per decision whose ground truth arrived and sensitive attribute (adds TRUE_OUTCOME).
+METRIC_OUTCOMES: Final = "ml.outcomes"
+#: Gauges over the SDK's sliding window, per model version and sensitive attribute (and group).
+METRIC_SELECTION_RATE: Final = "ml.fairness.selection_rate"
+METRIC_TRUE_POSITIVE_RATE: Final = "ml.fairness.true_positive_rate"
+METRIC_FALSE_POSITIVE_RATE: Final = "ml.fairness.false_positive_rate"
+METRIC_DEMOGRAPHIC_PARITY_DIFFERENCE: Final = "ml.fairness.demographic_parity_difference"
+METRIC_DEMOGRAPHIC_PARITY_RATIO: Final = "ml.fairness.demographic_parity_ratio"
+METRIC_EQUALIZED_ODDS_DIFFERENCE: Final = "ml.fairness.equalized_odds_difference"
+METRIC_EQUALIZED_ODDS_RATIO: Final = "ml.fairness.equalized_odds_ratio"
+#: Counter: one per threshold crossing into the alerting state. Also the name of the alert span.
+METRIC_ALERT: Final = "ml.fairness.alert"
+ALERT_SPAN: Final = METRIC_ALERT
+
+#: The group within FAIRNESS_ATTRIBUTE: a metric attribute only, never on a span.
+FAIRNESS_GROUP: Final = "ml.fairness.group"
+#: The decision's outcome: OUTCOME_POSITIVE or OUTCOME_NEGATIVE.
+OUTCOME: Final = "ml.outcome"
+#: The ground truth recorded later with `otel_rai.record_outcome`: OUTCOME_POSITIVE or OUTCOME_NEGATIVE.
+TRUE_OUTCOME: Final = "ml.true_outcome"
+OUTCOME_POSITIVE: Final = "positive"
+OUTCOME_NEGATIVE: Final = "negative"
+#: Joins the parts of an intersection, in attribute names (``sex&race``) and group values.
+INTERSECTION: Final = "&"
+MISSING_GROUP: Final = "(missing)"
+OTHER_GROUP: Final = "(other)"
+
+# --- the alert span and the alert counter --------------------------------------------------------
+STATE_FIRING: Final = "firing"
+STATE_RESOLVED: Final = "resolved"
+ALERT_METRIC_ATTRIBUTES: Final = (MODEL_NAME, MODEL_VERSION, FAIRNESS_ATTRIBUTE, FAIRNESS_METRIC)
+#: Every attribute of an alert span, for allowlists.
+ALERT_SPAN_ATTRIBUTES: Final = (*ALERT_METRIC_ATTRIBUTES, FAIRNESS_VALUE, FAIRNESS_THRESHOLD, FAIRNESS_STATE)

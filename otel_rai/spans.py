@@ -8,13 +8,14 @@ model and batch attributes plus one child span per chunk; each chunk carries the
 from __future__ import annotations
 
 import re
+import traceback
 from typing import Any, Callable
 
 import numpy as np
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from otel_rai import outputs, semconv
+from otel_rai import groups, outputs, semconv
 from otel_rai.capture import DecisionCall
 from otel_rai.config import Settings
 from otel_rai.explanations import reasons
@@ -69,14 +70,16 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         if names is not None:
             common[semconv.INPUT_FEATURES] = names
         rows.update(_captured_values(call, names, settings.capture_features))
+        rows.update(groups.allowlisted(call, settings.capture_features, present=rows))
     except Exception as exc:
         on_failure("features", exc)
         errors.append(f"features: {type(exc).__name__}")
     try:
         rows[semconv.INPUT_HASHES] = hash_rows(call.X, settings.hash_key)
     except Exception as exc:
-        on_failure("hash", exc)
-        errors.append(f"hash: {type(exc).__name__}")
+        if call.error is None:  # input the model itself rejected need not be hashable
+            on_failure("hash", exc)
+            errors.append(f"hash: {type(exc).__name__}")
     if call.error is None:
         try:
             values, scores = outputs.encode(call.operation, call.output, info.classes)
@@ -108,18 +111,24 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
 _QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")
 
 
-def scrubbed_message(exc: BaseException) -> str:
-    """The exception message with quoted literals masked: sklearn quotes offending input values."""
-    return _QUOTED.sub(r"\1…\1", str(exc))
+def scrubbed(text: str) -> str:
+    """`text` with quoted literals masked: sklearn and pandas quote offending input values."""
+    return _QUOTED.sub(r"\1…\1", text)
 
 
 def _end(span: Span, call: DecisionCall) -> None:
-    if call.error is not None:
-        message = scrubbed_message(call.error)
+    error = call.error
+    if error is not None:
+        message = scrubbed(str(error))
+        # The traceback repeats the message (and those of chained exceptions): scrub it all.
+        stacktrace = scrubbed("".join(traceback.format_exception(type(error), error, error.__traceback__)))
         span.record_exception(
-            call.error, {"exception.message": message}, timestamp=call.end_ns, escaped=True
+            error,
+            {"exception.message": message, "exception.stacktrace": stacktrace},
+            timestamp=call.end_ns,
+            escaped=True,
         )
-        span.set_status(Status(StatusCode.ERROR, f"{type(call.error).__name__}: {message}"))
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
     span.end(end_time=call.end_ns)
 
 

@@ -4,6 +4,7 @@ Callers append to a deque (no lock on the hot path) and wake the worker only whe
 otherwise it wakes on its own every ``_INTERVAL`` seconds. Each cycle builds the spans of up to
 ``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
 than ``max_pending_calls`` calls wait, callers block until there is room: back-pressure, never a drop.
+A task (a plain callable, e.g. a recorded outcome) queued with `submit` runs in order with the calls.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 from opentelemetry import trace
 
@@ -28,6 +29,9 @@ _INTERVAL = 0.02
 _WAKE_AT = 256
 _BATCH = 1024
 _LOGGED_PER_STAGE = 5
+
+#: What the worker runs: a captured call, or a task to run on the audit thread after the calls before it.
+Work = Union[DecisionCall, Callable[[], None]]
 
 
 @dataclass
@@ -53,24 +57,26 @@ class AuditWorker:
         settings: Settings,
         counters: Counters,
         cycle_hooks: Sequence[Callable[[], None]] = (),
+        call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
+        self._call_hooks = list(call_hooks)
         self._reset()
         _fork.reset_in_child(self)
 
     def _reset(self) -> None:
         """Fresh state; also in a forked child, whose parent still owns the calls queued before fork."""
-        self._pending: collections.deque[DecisionCall] = collections.deque()
+        self._pending: collections.deque[Work] = collections.deque()
         self._wake = threading.Event()
         self._cond = threading.Condition()
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
 
-    def submit(self, call: DecisionCall) -> None:
+    def submit(self, call: Work) -> None:
         if self._thread is None:
             self._start()
         pending = self._pending
@@ -112,18 +118,29 @@ class AuditWorker:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _process(self, batch: list[DecisionCall]) -> None:
+    def _process(self, batch: list[Work]) -> None:
         counters = self._counters
         try:
             explanations.attach(batch, self._settings, counters.fail)
         except Exception as exc:
             counters.fail("explain", exc)
         for call in batch:
+            if not isinstance(call, DecisionCall):
+                try:
+                    call()
+                except Exception as exc:
+                    counters.fail("task", exc)
+                continue
             try:
                 counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
                 counters.decisions += len(call.ids)
             except Exception as exc:
                 counters.fail("span", exc)
+            for observe in self._call_hooks:
+                try:
+                    observe(call)
+                except Exception as exc:
+                    counters.fail("observe", exc)
         for hook in self._cycle_hooks:
             try:
                 hook()

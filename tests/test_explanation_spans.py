@@ -274,3 +274,29 @@ def test_a_model_refitted_before_its_explanation_is_not_explained_with_the_new_f
     model.fit(X[::-1], 1 - y)  # instrumented fit: the cached metadata is invalidated
     record.attach([call], Settings(hash_key=HashKey.from_material("k" * 32)), lambda *_: None)
     assert type(call.explanation).__name__ == "ModelChanged"
+
+
+def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, capsys, monkeypatch):
+    from otel_rai import cli
+
+    from conftest import KEY
+
+    X, y = data
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY)
+    model = otel_rai.register_model(LogisticRegression().fit(X, y), name="credit", version="3", background=X)
+    with otel_rai.decisions(ids=["A-1", "A-2", "A-3"]):
+        model.predict(X[:3])
+    assert otel_rai.flush(30).complete
+    otel_rai.uninstrument()
+    monkeypatch.setattr(cli, "EXTENSIONS", (*cli.EXTENSIONS, "otel_rai.explanations.reasons"))
+    assert cli.main(["show", "A-2", "--store", str(path)]) == 0
+    out = capsys.readouterr().out
+    reasons = out[out.index("Reasons ("):].splitlines()
+    reference = expected_top(otel_rai.explain(model, X[1:2]), 0, 4)
+    assert reasons[0].startswith("Reasons (log-odds of class 1, linear, base value")
+    assert [line.split()[1] for line in reasons[1:]] == [name for name, _ in reference]
+    assert "ml.explanation.top: x" in out  # the row's own entry, not the span's three
+    assert cli.main(["show", "A-2", "--store", str(path), "--format", "json"]) == 0
+    (record,) = [__import__("json").loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert parse_top(record["values"][semconv.EXPLANATION_TOP])[0][0] == reference[0][0]

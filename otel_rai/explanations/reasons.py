@@ -96,6 +96,12 @@ def format_reasons(attributes: Mapping[str, Any], row: int = 0) -> list[str]:
     ]
 
 
+def show_section(decision: Any) -> str | None:
+    """The explanation section of ``otel-rai show`` (an `otel_rai.cli` extension): ranked reasons."""
+    lines = format_reasons({**decision.attributes, **decision.values})
+    return "\n".join(lines) if lines else None
+
+
 def _entry(value: Any, row: int) -> Any:
     if isinstance(value, (list, tuple)):
         return value[row] if row < len(value) else None

@@ -19,6 +19,7 @@ from otel_rai.capture import DecisionCall, run_quietly
 from otel_rai.config import Settings
 from otel_rai.explanations import engine
 from otel_rai.explanations.errors import ExplanationError, ModelChanged
+from otel_rai.fingerprint import fingerprint
 
 _log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()
@@ -30,11 +31,12 @@ def wanted(call: DecisionCall, settings: Settings) -> bool:
     return switched_on and call.error is None and bool(call.ids)
 
 
-def attach(calls: Sequence[DecisionCall], settings: Settings, on_failure: Callable[[str, BaseException], None]) -> None:
-    """Set ``call.explanation`` on every call to be explained: an `Explanation`, or an exception."""
+def attach(batch: Sequence[Any], settings: Settings, on_failure: Callable[[str, BaseException], None]) -> None:
+    """Set ``call.explanation`` on every decision call of a worker batch to be explained: an
+    `Explanation`, or an exception. Other work in the batch (outcome tasks) is left alone."""
     groups: dict[tuple[int, str], list[DecisionCall]] = {}
-    for call in calls:
-        if wanted(call, settings):
+    for call in batch:
+        if isinstance(call, DecisionCall) and wanted(call, settings):
             groups.setdefault((id(call.model), call.info.fingerprint), []).append(call)
     options = _options(settings.explain_budget_us, settings.explain_max_evals)
     for group in groups.values():
@@ -49,7 +51,7 @@ def _options(budget_us: float, max_evals: int) -> engine.Options:
 def _explain_group(calls: list[DecisionCall], settings: Settings, options: engine.Options, on_failure: Any) -> None:
     first = calls[0]
     try:
-        if models.model_info(first.model, settings.model_version).fingerprint != first.info.fingerprint:
+        if _refitted(first.model, first.info):
             raise ModelChanged("refitted after the decision")
         explainer = engine.cache.get(
             first.model, first.info.fingerprint, first.info.registration.background, None, options
@@ -70,6 +72,14 @@ def _explain_group(calls: list[DecisionCall], settings: Settings, options: engin
                 offset += n
         except Exception as exc:
             _fail(batch, exc, first.info.fingerprint, on_failure)
+
+
+def _refitted(model: Any, info: models.ModelInfo) -> bool:
+    """Whether `model` no longer is the fit that decided. Usually answered by the metadata cache; after
+    any fit in the process, by hashing the model (not cached: it may be mid-fit right now)."""
+    if models.current_info(model) is info:
+        return False
+    return fingerprint(model) != info.fingerprint
 
 
 def _fail(calls: list[DecisionCall], exc: Exception, fingerprint: str, on_failure: Any) -> None:

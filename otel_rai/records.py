@@ -1,0 +1,161 @@
+"""`SpanRecord`: one finished span as plain data, the hub between every place a span is kept.
+
+The store writes records, the write-ahead log turns them back into SDK spans for the OTLP exporter,
+`otlpjson` reads and writes them as OTLP JSON, and every query backend yields them. Attribute values
+keep their OTel types: str, bool, int, float, or a list of one of those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+#: OTLP numbers span kinds from 1 (INTERNAL); the SDK's enum starts at 0.
+_KIND_OFFSET = 1
+ERROR = StatusCode.ERROR.value
+
+
+@dataclass
+class SpanRecord:
+    """A finished span. Ids are lowercase hex; times are Unix nanoseconds; `kind` and
+    `status_code` use the OTLP numbering (kind 1 = INTERNAL; status 0 unset, 1 ok, 2 error)."""
+
+    trace_id: str
+    span_id: str
+    name: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    parent_span_id: str | None = None
+    parent_is_remote: bool = False
+    kind: int = 1
+    status_code: int = 0
+    status_message: str = ""
+    trace_state: str = ""
+    events: list[dict[str, Any]] = field(default_factory=list)  # {"name", "time_ns", "attributes"}
+    #: {"trace_id", "span_id", "trace_state", "attributes"}
+    links: list[dict[str, Any]] = field(default_factory=list)
+    resource: dict[str, Any] = field(default_factory=dict)
+    resource_schema_url: str = ""
+    scope_name: str = ""
+    scope_version: str = ""
+
+    @property
+    def service(self) -> str | None:
+        value = self.resource.get(SERVICE_NAME)
+        return None if value is None else str(value)
+
+
+def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
+
+
+#: id(Resource) -> (the Resource, kept alive so that its id stays unique; its attributes as a dict).
+#: A process has a resource or two, shared by all its spans: their records share one dict too.
+_resources: dict[int, tuple[Resource, dict[str, Any]]] = {}
+
+
+def _resource(resource: Resource) -> dict[str, Any]:
+    found = _resources.get(id(resource))
+    if found is None or found[0] is not resource:
+        if len(_resources) > 64:
+            _resources.clear()
+        found = _resources[id(resource)] = (resource, _plain(resource.attributes))
+    return found[1]
+
+
+def from_readable(span: ReadableSpan) -> SpanRecord:
+    """The record of an ended SDK span."""
+    ctx = span.get_span_context()
+    parent = span.parent
+    scope = span.instrumentation_scope
+    return SpanRecord(
+        trace_id=f"{ctx.trace_id:032x}",
+        span_id=f"{ctx.span_id:016x}",
+        name=span.name,
+        start_ns=span.start_time or 0,
+        end_ns=span.end_time or 0,
+        attributes=_plain(span.attributes),
+        parent_span_id=None if parent is None else f"{parent.span_id:016x}",
+        parent_is_remote=bool(parent is not None and parent.is_remote),
+        kind=span.kind.value + _KIND_OFFSET,
+        status_code=span.status.status_code.value,
+        status_message=span.status.description or "",
+        trace_state=ctx.trace_state.to_header() if ctx.trace_state else "",
+        events=[
+            {"name": e.name, "time_ns": e.timestamp, "attributes": _plain(e.attributes)} for e in span.events
+        ],
+        links=[
+            {
+                "trace_id": f"{link.context.trace_id:032x}",
+                "span_id": f"{link.context.span_id:016x}",
+                "trace_state": link.context.trace_state.to_header() if link.context.trace_state else "",
+                "attributes": _plain(link.attributes),
+            }
+            for link in span.links
+        ],
+        resource=_resource(span.resource),
+        resource_schema_url=span.resource.schema_url or "",
+        scope_name=scope.name if scope else "",
+        scope_version=(scope.version or "") if scope else "",
+    )
+
+
+def _context(trace_id: str, span_id: str, trace_state: str = "", remote: bool = False) -> SpanContext:
+    return SpanContext(
+        int(trace_id, 16),
+        int(span_id, 16),
+        is_remote=remote,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState.from_header([trace_state]) if trace_state else TraceState(),
+    )
+
+
+class ReadableSpans:
+    """Turns records back into SDK spans, sharing one `Resource` per distinct resource so that the
+    OTLP encoder groups the spans of one process under one resource, as the original export did."""
+
+    def __init__(self) -> None:
+        # Keyed by the records' resource dict (shared by the records of one origin), kept alive here.
+        self._resources: dict[tuple[int, str], tuple[dict[str, Any], Resource]] = {}
+
+    def _resource(self, record: SpanRecord) -> Resource:
+        key = (id(record.resource), record.resource_schema_url)
+        found = self._resources.get(key)
+        if found is None or found[0] is not record.resource:
+            resource = Resource(
+                {k: tuple(v) if isinstance(v, list) else v for k, v in record.resource.items()},
+                record.resource_schema_url or None,
+            )
+            found = self._resources[key] = (record.resource, resource)
+        return found[1]
+
+    def __call__(self, record: SpanRecord) -> ReadableSpan:
+        parent = None
+        if record.parent_span_id:
+            parent = _context(record.trace_id, record.parent_span_id, remote=record.parent_is_remote)
+        return ReadableSpan(
+            name=record.name,
+            context=_context(record.trace_id, record.span_id, record.trace_state),
+            parent=parent,
+            resource=self._resource(record),
+            attributes=record.attributes,
+            events=[Event(e["name"], e["attributes"], e["time_ns"]) for e in record.events],
+            links=[
+                Link(_context(link["trace_id"], link["span_id"], link["trace_state"]), link["attributes"])
+                for link in record.links
+            ],
+            kind=SpanKind(record.kind - _KIND_OFFSET if record.kind > 0 else 0),
+            status=Status(
+                StatusCode(record.status_code), record.status_message if record.status_code == ERROR else None
+            ),
+            start_time=record.start_ns,
+            end_time=record.end_ns,
+            instrumentation_scope=InstrumentationScope(record.scope_name, record.scope_version or None),
+        )
+

@@ -1,0 +1,147 @@
+"""Export over OTLP to a real receiver: rotel (the Rust collector) forwarding to an in-test OTLP server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+import otel_rai
+from otel_rai import semconv
+
+from conftest import KEY
+from servers import attributes
+
+X, y = make_classification(400, 6, random_state=0)
+
+
+def _model():
+    return otel_rai.register_model(LogisticRegression().fit(X, y), name="credit", version="2.0")
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_decisions_reach_a_real_collector(receiver, rotel, protocol):
+    endpoint = rotel.grpc_endpoint if protocol == "grpc" else rotel.http_endpoint
+    otel_rai.instrument(endpoint=endpoint, protocol=protocol, hash_key=KEY, service_name="credit-scoring")
+    model = _model()
+    with otel_rai.decisions(ids=["A-1", "A-2", "A-3"]):
+        out = model.predict(X[:3])
+    assert otel_rai.flush(30).complete
+    ((resource, span),) = receiver.wait_for_spans(1)
+    a = attributes(span)
+    assert resource["service.name"] == "credit-scoring"
+    assert span.name == "predict credit"
+    assert a[semconv.MODEL_VERSION] == "2.0"
+    assert a[semconv.DECISION_IDS] == ("A-1", "A-2", "A-3")
+    assert list(a[semconv.OUTPUTS]) == out.tolist()
+    assert list(a[semconv.INPUT_HASHES]) == [otel_rai.hash_input(r, KEY) for r in X[:3]]
+
+
+def test_standard_environment_variables(receiver, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=bank-7,authorization=Bearer%20t0k")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=risk")
+    otel_rai.instrument(hash_key=KEY)
+    _model().predict(X[:2])
+    assert otel_rai.flush(30).complete
+    ((resource, span),) = receiver.wait_for_spans(1)
+    assert resource["service.name"] == "from-env"
+    assert resource["deployment.environment"] == "prod" and resource["team"] == "risk"
+    assert receiver.metadata[0]["x-tenant"] == "bank-7"
+    assert receiver.metadata[0]["authorization"] == "Bearer t0k"
+
+
+def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
+    otel_rai.instrument(endpoint=rotel.grpc_endpoint, hash_key=KEY)
+    big = np.tile(X, (50, 1))  # 20,000 rows: 20 chunk spans and their parent
+    out = _model().predict(big)
+    assert otel_rai.flush(60).complete
+    received = receiver.wait_for_spans(21)
+    chunks = sorted((attributes(s) for _, s in received if semconv.DECISION_IDS in attributes(s)),
+                    key=lambda a: a[semconv.BATCH_OFFSET])
+    assert len(chunks) == 20
+    assert [o for c in chunks for o in c[semconv.OUTPUTS]] == out.tolist()
+    assert len({i for c in chunks for i in c[semconv.DECISION_IDS]}) == len(big)
+
+
+def test_bad_export_configuration_is_a_clear_error():
+    with pytest.raises(ValueError, match="protocol 'http/json' is not supported"):
+        otel_rai.instrument(endpoint="http://127.0.0.1:4318", protocol="http/json", hash_key=KEY)
+    with pytest.raises(ValueError, match="needs a scheme"):
+        otel_rai.instrument(endpoint="127.0.0.1:4317", hash_key=KEY)
+    with pytest.raises(ValueError, match="headers must look like"):
+        otel_rai.instrument(endpoint="http://127.0.0.1:4317", headers="novalue", hash_key=KEY)
+
+
+SAMPLED_APP = """
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+import otel_rai
+
+# The application samples nothing (ratio 0): audit spans must be kept all the same.
+trace.set_tracer_provider(TracerProvider(sampler=TraceIdRatioBased(0.0),
+                                         resource=Resource.create({"service.name": "loan-api"})))
+otel_rai.instrument(endpoint="{endpoint}")
+X, y = make_classification(50, 4, random_state=0)
+model = LogisticRegression().fit(X, y)
+with trace.get_tracer("app").start_as_current_span("POST /score") as request:
+    assert not request.get_span_context().trace_flags.sampled
+    model.predict(X[:2])
+    print(format(request.get_span_context().trace_id, "032x"), format(request.get_span_context().span_id, "016x"))
+"""
+
+
+def test_a_ratio_sampler_in_the_app_does_not_drop_decisions(receiver, rotel, tmp_path):
+    script = SAMPLED_APP.replace("{endpoint}", rotel.grpc_endpoint)
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "OTEL_RAI_HASH_KEY": KEY},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    trace_id, span_id = result.stdout.split()
+    ((resource, span),) = receiver.wait_for_spans(1)
+    assert span.trace_id.hex() == trace_id  # the decision joins the (unsampled) request trace
+    assert span.parent_span_id.hex() == span_id
+    assert resource["service.name"] == "loan-api"  # under the application's service
+    assert attributes(span)[semconv.BATCH_SIZE] == 2
+
+
+AUTO_APP = """
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+X, y = make_classification(50, 4, random_state=0)
+LogisticRegression().fit(X, y).predict(X[:4])
+"""
+
+
+def test_opentelemetry_instrument_picks_it_up_without_code_changes(receiver, rotel, tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(AUTO_APP)
+    env = {
+        **os.environ,
+        "OTEL_RAI_HASH_KEY": KEY,
+        "OTEL_SERVICE_NAME": "auto-svc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": rotel.grpc_endpoint,
+        "OTEL_TRACES_EXPORTER": "none",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_RAI_MODEL_VERSION": "auto-1",
+    }
+    instrument = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    result = subprocess.run([instrument, sys.executable, str(app)], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    ((resource, span),) = receiver.wait_for_spans(1)
+    assert resource["service.name"] == "auto-svc"
+    assert attributes(span)[semconv.MODEL_VERSION] == "auto-1"
+    assert attributes(span)[semconv.BATCH_SIZE] == 4

@@ -1,0 +1,157 @@
+"""Keyed input hashes: canonical across containers, equal to the documented spec, never the key."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import stat
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+
+import otel_rai
+from otel_rai import semconv
+from otel_rai.hashing import HashKey, hash_rows, resolve_key
+
+from conftest import KEY
+
+
+def spec_hash(cells, key: str) -> str:
+    """docs/hashing.md, written out independently of otel_rai.hashing: the oracle."""
+    out = b""
+    for v in cells:
+        if v is None or (isinstance(v, float) and v != v):
+            out += b"m" + bytes(8)
+        elif isinstance(v, str):
+            data = v.encode()
+            out += b"s" + struct.pack("<Q", len(data)) + data
+        else:
+            out += b"n" + struct.pack("<d", float(v) + 0.0)
+    return hashlib.blake2b(out, key=key.encode(), digest_size=16, person=b"otel-rai.row.v1").hexdigest()
+
+
+K = HashKey.from_material(KEY)
+
+
+def test_numeric_rows_match_the_spec():
+    rows = np.array([[1.0, -2.5, 0.1], [np.nan, -0.0, 1e300], [np.inf, -np.inf, 3.0]])
+    assert hash_rows(rows, K) == [spec_hash(list(r), KEY) for r in rows]
+
+
+def test_same_row_same_hash_in_every_container():
+    values = [3, 0.1, -0.0, float("nan"), 7]
+    expected = spec_hash(values, KEY)
+    as_float64 = np.array([values], dtype=np.float64)
+    as_float32 = as_float64.astype(np.float32)  # float32(0.1) hashes like 0.1: the shortest-decimal rule
+    frame = pd.DataFrame({"a": [3], "b": [0.1], "c": [-0.0], "d": [None], "e": [7]})
+    frame["d"] = frame["d"].astype(float)
+    nullable = frame.astype({"a": "Int64", "e": "Int64"})
+    nullable["d"] = pd.array([pd.NA], dtype="Float64")
+    containers = {
+        "list": [values],
+        "float64": as_float64,
+        "float32": as_float32,
+        "fortran-order": np.asfortranarray(as_float64),
+        "frame": frame,
+        "nullable-frame": nullable,
+        "object-array": np.array([[3, 0.1, -0.0, None, 7]], dtype=object),
+        "csr": sp.csr_matrix(np.nan_to_num(as_float64, nan=0.0)),  # sparse: implicit zeros
+    }
+    for name, X in containers.items():
+        want = spec_hash([3, 0.1, 0.0, 0.0, 7], KEY) if name == "csr" else expected
+        assert hash_rows(X, K) == [want], name
+    assert otel_rai.hash_input(values, K) == expected
+    assert otel_rai.hash_input(frame.iloc[0], K) == expected
+    assert otel_rai.hash_input(dict(zip("abcde", values)), K, feature_names=list("abcde")) == expected
+
+
+def test_strings_categoricals_and_missing_values():
+    frame = pd.DataFrame(
+        {
+            "region": pd.Categorical(["north", None, "east"]),
+            "name": pd.array(["ann", "bob", None], dtype="string"),
+            "income": [1.5, 2.0, np.nan],
+        }
+    )
+    expected = [
+        spec_hash(["north", "ann", 1.5], KEY),
+        spec_hash([None, "bob", 2.0], KEY),
+        spec_hash(["east", None, None], KEY),
+    ]
+    assert hash_rows(frame, K) == expected
+    assert hash_rows(frame.astype(object).to_numpy(), K) == expected
+    assert hash_rows([["north", "ann", 1.5], [None, "bob", 2.0], ["east", None, None]], K) == expected
+    # a number and the string of that number are different cells
+    assert hash_rows([["1.5"]], K) != hash_rows([[1.5]], K)
+
+
+def test_one_dimensional_batches_are_rows_of_one_cell():
+    texts = ["approve me", "deny me"]
+    assert hash_rows(texts, K) == [spec_hash([t], KEY) for t in texts]
+    assert hash_rows(pd.Series(texts), K) == hash_rows(texts, K)
+
+
+def test_large_sparse_matches_dense():
+    dense = np.random.RandomState(0).binomial(1, 0.1, size=(5000, 7)).astype(float)
+    assert hash_rows(sp.csc_matrix(dense), K) == hash_rows(dense, K)
+
+
+def test_hash_depends_on_key_and_cell_order():
+    row = [1.0, 2.0]
+    assert otel_rai.hash_input(row, K) != otel_rai.hash_input(row, "another key of good length!")
+    assert otel_rai.hash_input(row, K) != otel_rai.hash_input([2.0, 1.0], K)
+
+
+def test_hash_input_rejects_ambiguous_rows():
+    with pytest.raises(ValueError, match="feature_names"):
+        otel_rai.hash_input({"a": 1}, K)
+    with pytest.raises(ValueError, match="no value for"):
+        otel_rai.hash_input({"a": 1}, K, feature_names=["a", "b"])
+    with pytest.raises(ValueError, match="one row"):
+        otel_rai.hash_input(np.zeros((2, 3)), K)
+
+
+def test_key_id_identifies_without_revealing():
+    key = HashKey.from_material(KEY)
+    assert len(key.key_id) == 16 and KEY not in repr(key) and key.key_id in repr(key)
+    assert key.key_id == HashKey.from_material(KEY.encode()).key_id
+    assert key.key_id != HashKey.from_material(KEY + "x").key_id
+    with pytest.raises(ValueError):
+        HashKey.from_material("")
+
+
+def test_key_from_environment(monkeypatch):
+    monkeypatch.setenv("OTEL_RAI_HASH_KEY", KEY)
+    assert resolve_key().key_id == K.key_id
+
+
+def test_generated_key_is_persisted_private_and_warned_once(tmp_path, caplog, monkeypatch):
+    from otel_rai import hashing
+
+    monkeypatch.setattr(hashing, "_warned_generated", False)
+    with caplog.at_level(logging.WARNING, logger="otel_rai.hashing"):
+        first = resolve_key()
+        second = resolve_key()
+    path = tmp_path / "otel-rai-home" / "hash.key"
+    assert first == second and path.exists()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert [r.message.count(str(path)) for r in caplog.records] == [1]
+    assert HashKey.from_material(path.read_text().strip()) == first  # usable as OTEL_RAI_HASH_KEY
+
+
+def test_span_hashes_are_recomputable_by_an_auditor(audit):
+    frame = pd.DataFrame({"income": [52000.0, 61000.0], "debt": [0.2, 0.35]})
+    model = LogisticRegression().fit(frame, [0, 1])
+    with otel_rai.decisions(ids=["A-1", "A-2"]):
+        model.predict(frame)
+    (span,) = audit.spans()
+    features = list(span.attributes[semconv.INPUT_FEATURES])
+    applicant = {"debt": 0.35, "income": 61000}  # as an auditor holds it: a form, any order, ints
+    h = otel_rai.hash_input(applicant, KEY, feature_names=features)
+    assert span.attributes[semconv.DECISION_IDS][span.attributes[semconv.INPUT_HASHES].index(h)] == "A-2"
+    assert KEY not in str(span.attributes) and KEY not in str(span.resource.attributes)

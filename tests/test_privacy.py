@@ -1,0 +1,107 @@
+"""No raw feature value leaves the process unless allowlisted, on the wire included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+import otel_rai
+from otel_rai import semconv
+
+from conftest import KEY, instrumented
+from servers import attributes
+
+# Distinctive raw values: if any of these shows up anywhere in what we export, it leaked.
+INCOMES = [123457.25, 98765.125, 55555.5]
+PLANETS = ["Atlantis", "Lemuria", "Atlantis"]
+SECRET = "ZEBRA-SECRET"
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({"income": INCOMES, "planet": PLANETS, "age": [41, 37, 29]})
+
+
+def _model():
+    return make_pipeline(
+        ColumnTransformer(
+            [("num", StandardScaler(), ["income", "age"]), ("cat", OneHotEncoder(handle_unknown="error"), ["planet"])]
+        ),
+        LogisticRegression(),
+    ).fit(_frame(), [1, 0, 1])
+
+
+def _run_decisions(model) -> None:
+    model.predict_proba(_frame())
+    bad = _frame()
+    bad.loc[0, "planet"] = SECRET  # unknown category: sklearn quotes it in its error message
+    with pytest.raises(ValueError, match=SECRET):
+        model.predict(bad)
+    bad = _frame().astype({"income": object})
+    bad.loc[1, "income"] = SECRET  # a string where a number belongs
+    with pytest.raises(ValueError):
+        model.predict(bad)
+
+
+def _leaks(text: str) -> list[str]:
+    raw = [SECRET, *PLANETS, *(repr(v) for v in INCOMES), *(str(v) for v in INCOMES)]
+    return [r for r in raw if r in text]
+
+
+def _everything(span) -> str:
+    parts = [span.name, repr(dict(span.attributes)), repr(dict(span.resource.attributes)),
+             span.status.description or ""]
+    for event in span.events:
+        parts += [event.name, repr(dict(event.attributes))]
+    return "\n".join(parts)
+
+
+def test_no_raw_value_in_any_attribute_event_status_or_resource():
+    audit = instrumented()
+    _run_decisions(_model())
+    spans = audit.spans()
+    assert len(spans) == 3 and sum(bool(s.events) for s in spans) == 2
+    for span in spans:
+        assert _leaks(_everything(span)) == []
+    # the masked message still says what went wrong
+    assert any("Found unknown categories" in (s.status.description or "") for s in spans)
+
+
+def test_allowlisted_features_and_only_those_are_captured():
+    audit = instrumented(capture_features=["age", "planet"])
+    model = _model()
+    model.predict(_frame())
+    (span,) = audit.spans()
+    assert list(span.attributes[semconv.INPUT_VALUE_PREFIX + "age"]) == [41.0, 37.0, 29.0]
+    assert list(span.attributes[semconv.INPUT_VALUE_PREFIX + "planet"]) == PLANETS
+    assert semconv.INPUT_VALUE_PREFIX + "income" not in span.attributes
+    assert not any(repr(v) in _everything(span) for v in INCOMES)
+
+
+def test_nothing_raw_on_the_wire(receiver, rotel):
+    otel_rai.instrument(endpoint=rotel.grpc_endpoint, hash_key=KEY)
+    _run_decisions(_model())
+    assert otel_rai.flush(30).complete
+    received = receiver.wait_for_spans(3)
+    for _resource, span in received:
+        assert _leaks(span.SerializeToString().decode("latin-1")) == []
+    assert KEY not in "".join(r.SerializeToString().decode("latin-1") for r in receiver.requests)
+    assert all(semconv.INPUT_HASHES in attributes(s) for _, s in received)
+
+
+def test_numpy_input_with_capture_allowlist_by_model_feature_names():
+    frame = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": [4.0, 5.0, 6.0]})
+    model = LogisticRegression().fit(frame, [0, 1, 0])
+    audit = instrumented(capture_features=["b"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy input to a model fitted with names
+        model.predict(np.array([[7.5, 8.25]]))
+    (span,) = audit.spans()
+    assert span.attributes[semconv.INPUT_VALUE_PREFIX + "b"] == (8.25,)
+    assert semconv.INPUT_VALUE_PREFIX + "a" not in span.attributes

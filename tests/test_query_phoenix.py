@@ -1,0 +1,93 @@
+"""End to end with a real Phoenix: export decisions of two model versions over OTLP, query one with the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from otel_rai.query import find_decisions
+from otel_rai.query._time import parse_time
+
+from recorded import record
+from servers import free_port, wait_for_port
+
+pytestmark = pytest.mark.stack
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def phoenix(tmp_path_factory):
+    if shutil.which("phoenix") is None:
+        pytest.skip("Phoenix is not installed (pip install 'otel-rai[phoenix]')")
+    workdir = tmp_path_factory.mktemp("phoenix")
+    http_port, grpc_port = free_port(), free_port()
+    env = {**os.environ, "PHOENIX_PORT": str(http_port), "PHOENIX_GRPC_PORT": str(grpc_port),
+           "PHOENIX_HOST": "127.0.0.1", "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_TELEMETRY_ENABLED": "false"}
+    log = open(workdir / "phoenix.log", "wb")
+    process = subprocess.Popen(["phoenix", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_for_port(http_port, timeout=180, process=process)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/healthz", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield url, f"http://127.0.0.1:{grpc_port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "otel_rai", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_the_cli_finds_exactly_one_versions_decisions_in_phoenix(phoenix, tmp_path):
+    url, grpc = phoenix
+    # The store is the write-ahead log of the OTLP export to Phoenix.
+    rec = record(tmp_path / "audit.db", {"1.4.1": 40, "1.4.2": 1200}, endpoint=grpc)
+    deadline = time.monotonic() + 60
+    while len(list(find_decisions(model_version="1.4.2", backend="phoenix", url=url, since="1h"))) < 1200:
+        assert time.monotonic() < deadline, "Phoenix did not store the spans within 60 s"
+        time.sleep(0.5)
+
+    result = cli("query", "--backend", "phoenix", "--url", url, "--model-version", "1.4.1", "--since", "1h",
+                 "--format", "json")
+    assert result.returncode == 0, result.stderr
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [d["decision_id"] for d in found] == rec.ids["1.4.1"]
+    assert [d["output"] for d in found] == [rec.outputs[i] for i in rec.ids["1.4.1"]]
+    local = [d.to_dict() for d in find_decisions(model_version="1.4.1", url=str(rec.path))]
+    for remote, mine in zip(found, local):
+        # Phoenix keeps a float of seconds: the time comes back rounded to about a microsecond.
+        assert abs(parse_time(remote["timestamp"]) - parse_time(mine["timestamp"])) <= 1000
+        assert remote["service"] is None  # Phoenix keeps no resource attributes
+        assert {k: v for k, v in remote.items() if k not in ("timestamp", "service")} == {
+            k: v for k, v in mine.items() if k not in ("timestamp", "service")}
+
+    chunked = cli("query", "--backend", "phoenix", "--url", url, "--model-version", "1.4.2", "--since", "1h",
+                  "--format", "json", "--limit", "0")
+    assert [json.loads(line)["decision_id"] for line in chunked.stdout.splitlines()] == rec.ids["1.4.2"]
+
+    service = cli("query", "--backend", "phoenix", "--url", url, "--service", "credit-scoring", "--since", "1h")
+    assert service.returncode == 2 and "cannot filter by service" in service.stderr
+    assert "Traceback" not in service.stderr
