@@ -92,18 +92,24 @@ class Cache:
         self._lock = threading.Lock()
 
     def get(self, model: Any, fingerprint: str, background: Any, method: str | None, options: Options) -> Any:
+        """The explainer, built on first use; a model that cannot be explained raises the same
+        error every time without being rebuilt (building is deterministic)."""
         key = (fingerprint, id(background), method, options)
         entry = self._items.get(key)
-        if entry is not None:
-            return entry[0]
-        with self._lock:
-            entry = self._items.get(key)
-            if entry is None:
-                entry = (build(model, background, method, options), background)
-                self._items[key] = entry
-                while len(self._items) > 1 and (len(self._items) > self._size or self._nbytes() > self._max_bytes):
-                    del self._items[next(iter(self._items))]
-            return entry[0]
+        if entry is None:
+            with self._lock:
+                entry = self._items.get(key)
+                if entry is None:
+                    try:
+                        entry = (build(model, background, method, options), background)
+                    except Exception as exc:
+                        entry = (_Failed(exc), background)
+                    self._items[key] = entry
+                    while len(self._items) > 1 and (len(self._items) > self._size or self._nbytes() > self._max_bytes):
+                        del self._items[next(iter(self._items))]
+        if isinstance(entry[0], _Failed):
+            raise entry[0].error.with_traceback(None)
+        return entry[0]
 
     def _nbytes(self) -> int:
         """Tables grow as classes are first explained, so this is measured, not remembered."""
@@ -112,6 +118,13 @@ class Cache:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+
+class _Failed:
+    """A cached build failure."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 cache = Cache()
