@@ -6,7 +6,7 @@
     model.predict(X)      # unchanged predictions, plus one audit span
 
 The data path, one module each: `instrumentor` → `patching` → `capture` → `worker` → `hashing`,
-`outputs` → `spans` → `export`. Attribute names live in `semconv`.
+`outputs` → `spans` → `export`; `explain` attributes each decision. Attribute names live in `semconv`.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from opentelemetry import metrics, trace
 
+from otel_rai import config
 from otel_rai.alerts import FairnessAlert
 from otel_rai.capture import DecisionScope, decisions
+from otel_rai.explanations import Explanation, explain
 from otel_rai.hashing import HashKey, hash_input
 from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush, record_outcome
 from otel_rai.monitor import FairnessConfig
@@ -26,6 +28,7 @@ from otel_rai.version import __version__
 
 __all__ = [
     "DecisionScope",
+    "Explanation",
     "FairnessAlert",
     "FairnessConfig",
     "FlushResult",
@@ -33,6 +36,7 @@ __all__ = [
     "RaiInstrumentor",
     "__version__",
     "decisions",
+    "explain",
     "flush",
     "hash_input",
     "instrument",
@@ -54,6 +58,10 @@ def instrument(
     headers: Mapping[str, str] | str | None = None,
     max_rows_per_span: int = 1000,
     max_pending_calls: int = 10_000,
+    explain: bool = True,
+    explain_top_k: int = config.DEFAULT_EXPLAIN_TOP_K,
+    explain_budget_us: float = config.DEFAULT_EXPLAIN_BUDGET_US,
+    explain_max_evals: int = config.DEFAULT_EXPLAIN_MAX_EVALS,
     sensitive_features: Iterable[str | Sequence[str]] | None = None,
     meter_provider: metrics.MeterProvider | None = None,
     fairness: FairnessConfig | None = None,
@@ -73,6 +81,11 @@ def instrument(
     endpoint, protocol, headers: OTLP export (default from ``OTEL_EXPORTER_OTLP_*``).
     max_rows_per_span: rows per span before a call is split into chunk spans.
     max_pending_calls: calls queued for the audit worker before callers wait.
+    explain: False turns off the per-decision explanations (docs/explanations.md).
+    explain_top_k: attributions per row on the span.
+    explain_budget_us: estimated per-row cost above which tree ensembles get Saabas attribution
+        instead of exact TreeSHAP.
+    explain_max_evals: model evaluations per row of the model-agnostic method.
     sensitive_features: input columns whose groups the fairness metrics compare, e.g.
         ``["sex", "age_band", ("sex", "race")]`` (a tuple is an intersection; default
         ``OTEL_RAI_SENSITIVE_FEATURES``, comma-separated, ``sex&race`` for an intersection).
@@ -94,6 +107,10 @@ def instrument(
         headers=headers,
         max_rows_per_span=max_rows_per_span,
         max_pending_calls=max_pending_calls,
+        explain=explain,
+        explain_top_k=explain_top_k,
+        explain_budget_us=explain_budget_us,
+        explain_max_evals=explain_max_evals,
         sensitive_features=sensitive_features,
         meter_provider=meter_provider,
         fairness=fairness,

@@ -58,7 +58,9 @@ class DecisionScope:
         ids: Sequence[Any] | None,
         attributes: Mapping[str, Any] | None,
         groups: Mapping[str, Any] | None = None,
+        explain: bool = True,
     ) -> None:
+        self.explain = bool(explain)
         self._given_ids = None if ids is None else [str(i) for i in ids]
         if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
             raise ValueError("otel_rai.decisions: ids must be unique")
@@ -90,6 +92,8 @@ def decisions(
     ids: Sequence[Any] | None = None,
     attributes: Mapping[str, Any] | None = None,
     groups: Mapping[str, Any] | None = None,
+    *,
+    explain: bool = True,
 ) -> Iterator[DecisionScope]:
     """Name the decisions of the next instrumented call, and add span attributes to calls in the block.
 
@@ -103,8 +107,9 @@ def decisions(
     `groups` gives the sensitive attributes of the calls in the block, for the fairness metrics:
     ``{"sex": ["f", "m"]}`` (one value per row) or ``{"sex": "f"}`` (every row). They are never put
     on spans unless allowlisted with ``capture_features``.
+    `explain=False` leaves the decisions of the block unexplained.
     """
-    scope = DecisionScope(ids, attributes, groups)
+    scope = DecisionScope(ids, attributes, groups, explain)
     token = _SCOPE.set(scope)
     try:
         yield scope
@@ -169,6 +174,9 @@ class DecisionCall:
     end_ns: int = 0
     output: Any = None
     error: BaseException | None = None
+    explain: bool = True
+    #: Set by the audit worker: an `otel_rai.explanations.Explanation`, or why there is none.
+    explanation: Any = None
     #: From ``decisions(groups=...)``: name -> one value for every row, or a tuple with one per row.
     groups: dict[str, Any] | None = None
 
@@ -253,6 +261,7 @@ class Recorder:
                 attributes=scope.attributes if scope is not None else {},
                 parent=otel_context.get_current(),
                 start_ns=time.time_ns(),
+                explain=scope.explain if scope is not None else True,
                 groups=groups,
             )
         except Exception as exc:  # never let the audit break the prediction

@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 DEFAULT_MAX_ROWS_PER_SPAN = 1000
 #: Calls waiting for the audit worker before a new call blocks (back-pressure, never a drop).
 DEFAULT_MAX_PENDING_CALLS = 10_000
+#: Attributions per row on a decision span (adverse-action notices name about four reasons).
+DEFAULT_EXPLAIN_TOP_K = 4
+#: Estimated per-row cost above which a tree ensemble gets Saabas instead of exact TreeSHAP.
+DEFAULT_EXPLAIN_BUDGET_US = 2000.0
+#: Model evaluations per row of the model-agnostic explanation method.
+DEFAULT_EXPLAIN_MAX_EVALS = 4096
 
 
 def data_dir() -> Path:
@@ -39,3 +45,7 @@ class Settings:
     capture_features: frozenset[str] = frozenset()
     max_rows_per_span: int = DEFAULT_MAX_ROWS_PER_SPAN
     max_pending_calls: int = DEFAULT_MAX_PENDING_CALLS
+    explain: bool = True
+    explain_top_k: int = DEFAULT_EXPLAIN_TOP_K
+    explain_budget_us: float = DEFAULT_EXPLAIN_BUDGET_US
+    explain_max_evals: int = DEFAULT_EXPLAIN_MAX_EVALS

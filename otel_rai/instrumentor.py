@@ -64,6 +64,10 @@ class _Session:
         headers: Mapping[str, str] | str | None = None,
         max_rows_per_span: int = config.DEFAULT_MAX_ROWS_PER_SPAN,
         max_pending_calls: int = config.DEFAULT_MAX_PENDING_CALLS,
+        explain: bool = True,
+        explain_top_k: int = config.DEFAULT_EXPLAIN_TOP_K,
+        explain_budget_us: float = config.DEFAULT_EXPLAIN_BUDGET_US,
+        explain_max_evals: int = config.DEFAULT_EXPLAIN_MAX_EVALS,
         sensitive_features: Iterable[str | Sequence[str]] | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         fairness: FairnessConfig | None = None,
@@ -71,6 +75,9 @@ class _Session:
     ) -> None:
         if max_rows_per_span < 1 or max_pending_calls < 1:
             raise ValueError("otel-rai: max_rows_per_span and max_pending_calls must be at least 1")
+        if explain_top_k < 1 or explain_max_evals < 1 or not explain_budget_us >= 0:
+            raise ValueError("otel-rai: explain_top_k and explain_max_evals must be at least 1, "
+                             "explain_budget_us not negative")
         features = config.env_list("OTEL_RAI_CAPTURE_FEATURES") if capture_features is None else capture_features
         self.settings = Settings(
             hash_key=resolve_key(hash_key),
@@ -78,6 +85,10 @@ class _Session:
             capture_features=frozenset(str(f) for f in features),
             max_rows_per_span=max_rows_per_span,
             max_pending_calls=max_pending_calls,
+            explain=bool(explain),
+            explain_top_k=explain_top_k,
+            explain_budget_us=float(explain_budget_us),
+            explain_max_evals=explain_max_evals,
         )
         self.own_provider = tracer_provider is None
         self.sinks = export.sinks(

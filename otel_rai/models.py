@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -30,6 +30,8 @@ class Registration:
 
     name: str | None = None
     version: str | None = None
+    background: Any = field(default=None, compare=False)  # reference rows for the explainers that need them
+    explain: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,16 +88,48 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def register_model(model: M, name: str | None = None, version: str | None = None) -> M:
+def register_model(
+    model: M,
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    background: Any = None,
+    explain: bool = True,
+) -> M:
     """Name and version `model` for its decision spans, and return the same object.
+
+    background: reference rows (the model's input format) for the explanations that need them:
+        linear models, model-agnostic methods. A copy is kept.
+    explain: False turns explanations off for this model.
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
     if version is not None and not str(version):
         raise ValueError("register_model: version must not be empty")
-    _registrations.set(model, Registration(name=name, version=None if version is None else str(version)))
+    if background is not None and not hasattr(background, "shape"):
+        background = np.asarray(background)
+    _registrations.set(
+        model,
+        Registration(
+            name=name,
+            version=None if version is None else str(version),
+            background=None if background is None else background.copy(),
+            explain=bool(explain),
+        ),
+    )
     bump_generation()
     return model
+
+
+def registration_of(model: Any) -> Registration:
+    """What `register_model` was told about `model` (defaults when it was not registered)."""
+    return _registrations.get(model) or Registration()
+
+
+def current_info(model: Any) -> ModelInfo | None:
+    """The cached metadata of `model` if no fit or registration happened since; never computes."""
+    cached = _cache.get(model)
+    return cached[1] if cached is not None and cached[0] == _generation else None
 
 
 def model_info(model: Any, default_version: str | None) -> ModelInfo:

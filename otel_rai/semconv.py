@@ -36,6 +36,19 @@ OUTPUT_CLASSES: Final = "ml.output.classes"
 #: Prefix of allowlisted raw feature values: ``ml.input.value.<feature name>``, one entry per row.
 INPUT_VALUE_PREFIX: Final = "ml.input.value."
 
+# --- the explanation of each decision (docs/explanations.md) --------------------------------------
+EXPLANATION_METHOD: Final = "ml.explanation.method"
+#: What the attributions add up to: log-odds, logit, probability, decision-function, raw, log-prediction.
+EXPLANATION_OUTPUT: Final = "ml.explanation.output"
+#: The class whose output is explained, when all rows of the span explain the same class.
+EXPLANATION_CLASS: Final = "ml.explanation.class"
+#: Per row: the largest attributions, ``name=+value,name=-value`` by decreasing magnitude.
+EXPLANATION_TOP: Final = "ml.explanation.top"
+#: Per row: the base value the row's attributions start from.
+EXPLANATION_BASE_VALUES: Final = "ml.explanation.base_values"
+#: Why there is no explanation: the exception type, e.g. ``MissingBackground``.
+EXPLANATION_ERROR: Final = "ml.explanation.error"
+
 # --- when the audit itself failed (the prediction still returned) ----------------------------------
 AUDIT_ERROR: Final = "ml.audit.error"
 
@@ -65,6 +78,12 @@ SPAN_ATTRIBUTES: Final = (
     INPUT_HASH_SCHEME,
     INPUT_FEATURES,
     OUTPUT_CLASSES,
+    EXPLANATION_METHOD,
+    EXPLANATION_OUTPUT,
+    EXPLANATION_CLASS,
+    EXPLANATION_TOP,
+    EXPLANATION_BASE_VALUES,
+    EXPLANATION_ERROR,
     AUDIT_ERROR,
     FAIRNESS_ATTRIBUTE,
     FAIRNESS_METRIC,
@@ -75,7 +94,7 @@ SPAN_ATTRIBUTES: Final = (
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
 #: tooling) takes entry i of each as part of decision i; every other attribute describes the whole call.
-PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS)
+PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS, EXPLANATION_TOP, EXPLANATION_BASE_VALUES)
 PER_ROW_PREFIXES: Final = (OUTPUT_SCORES_PREFIX, INPUT_VALUE_PREFIX)
 
 #: Attribute names the caller may not set through ``decisions(attributes=...)``.

@@ -18,6 +18,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from otel_rai import groups, outputs, semconv
 from otel_rai.capture import DecisionCall
 from otel_rai.config import Settings
+from otel_rai.explanations import reasons
 from otel_rai.hashing import SCHEME, hash_rows
 
 #: Called with (stage, exception) when part of the audit record could not be built.
@@ -90,6 +91,13 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         except Exception as exc:
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")
+    try:
+        explained, explained_rows = reasons.span_attributes(call.explanation, settings.explain_top_k)
+        common.update(explained)
+        rows.update(explained_rows)
+    except Exception as exc:
+        on_failure("explain", exc)
+        errors.append(f"explain: {type(exc).__name__}")
     for key, values in list(rows.items()):
         if len(values) != len(call.ids):  # a partial array would misattribute rows: drop it
             del rows[key]

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from otel_rai import _fork, spans
 from otel_rai.capture import DecisionCall
 from otel_rai.config import Settings
+from otel_rai.explanations import record as explanations
 
 _log = logging.getLogger(__name__)
 
@@ -119,6 +120,10 @@ class AuditWorker:
 
     def _process(self, batch: list[Work]) -> None:
         counters = self._counters
+        try:
+            explanations.attach(batch, self._settings, counters.fail)
+        except Exception as exc:
+            counters.fail("explain", exc)
         for call in batch:
             if not isinstance(call, DecisionCall):
                 try:

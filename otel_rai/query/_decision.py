@@ -91,6 +91,10 @@ def _array(value: Any) -> list[Any] | None:
     return list(value) if isinstance(value, (list, tuple)) else None
 
 
+#: Per-row attributes that have their own `Decision` field; the others go to `Decision.values`.
+_OWN_FIELDS = (semconv.DECISION_IDS, semconv.INPUT_HASHES, semconv.OUTPUTS)
+
+
 def decisions_of(record: SpanRecord) -> Iterator[Decision]:
     """The decisions of one span, in row order (none for a chunked call's parent span)."""
     a = record.attributes
@@ -104,7 +108,7 @@ def decisions_of(record: SpanRecord) -> Iterator[Decision]:
         return values if values is not None and len(values) == n else [None] * n
 
     hashes, outputs = column(semconv.INPUT_HASHES), column(semconv.OUTPUTS)
-    others = {k: column(k) for k in a if semconv.is_per_row(k) and k not in semconv.PER_ROW}
+    others = {k: column(k) for k in a if semconv.is_per_row(k) and k not in _OWN_FIELDS}
     call = {k: _array(v) if k in _CALL_ARRAYS else v for k, v in a.items() if not semconv.is_per_row(k)}
     offset = a.get(semconv.BATCH_OFFSET) or 0
     error = (record.status_message or "error") if record.status_code == ERROR else None

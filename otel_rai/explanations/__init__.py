@@ -1,0 +1,81 @@
+"""Per-decision feature attributions: `explain`, and the methods behind it (docs/explanations.md).
+
+    explanation = otel_rai.explain(model, X, background=X_train)
+    explanation.base_values + explanation.values.sum(1)   # == explanation.output_values
+
+One module per method: `linear`, `treeshap` (exact, with the tree representation in `forest`),
+`saabas` (budget fallback for trees), `sampling` (model-agnostic), `pipeline` (raw columns).
+`engine` picks and caches; `record` and `reasons` put explanations on decision spans.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from otel_rai import models
+from otel_rai.capture import run_quietly
+from otel_rai.explanations.engine import METHODS, Options, cache
+from otel_rai.explanations.errors import ExplanationError, MissingBackground, ModelChanged, UnsupportedModel
+from otel_rai.explanations.explanation import OUTPUTS, Explanation
+from otel_rai.explanations.reasons import format_reasons, parse_top
+from otel_rai.fingerprint import fingerprint
+
+__all__ = [
+    "METHODS",
+    "OUTPUTS",
+    "Explanation",
+    "ExplanationError",
+    "MissingBackground",
+    "ModelChanged",
+    "UnsupportedModel",
+    "explain",
+    "format_reasons",
+    "parse_top",
+]
+
+
+def explain(
+    model: Any,
+    X: Any,
+    *,
+    background: Any = None,
+    method: str | None = None,
+    budget_us: float | None = None,
+    max_evals: int | None = None,
+) -> Explanation:
+    """Feature attributions of `model`'s output for each row of `X`.
+
+    background: reference rows (same format as `X`) for the methods that need them (linear models,
+        the model-agnostic method); default: the ``background`` given to `register_model`.
+    method: one of `METHODS` instead of the automatic choice (docs/explanations.md).
+    budget_us, max_evals: limits of the tree and model-agnostic methods (defaults as `instrument`).
+
+    ``base_values + values.sum(1) == output_values`` for every row. Model calls made while
+    explaining are not recorded as decisions. The explainer is built once per fitted model (keyed by
+    its fingerprint) and reused; explain batches rather than single rows in a loop when not
+    instrumented, since the fingerprint is then recomputed on every call.
+    """
+    registration = models.registration_of(model)
+    if background is None:
+        background = registration.background
+    options = Options(
+        budget_us=Options.budget_us if budget_us is None else float(budget_us),
+        max_evals=Options.max_evals if max_evals is None else int(max_evals),
+    )
+
+    def run() -> Explanation:
+        explainer = cache.get(model, _fingerprint(model), background, method, options)
+        return explainer.explain(X)
+
+    return run_quietly(run)
+
+
+def _fingerprint(model: Any) -> str:
+    """The model's fingerprint: cached per fitted model while instrumented (every fit is seen then),
+    otherwise hashed now (milliseconds for large ensembles), since a refit could have happened."""
+    from otel_rai import instrumentor  # imports the worker, which imports this package
+
+    session = instrumentor._session
+    if session is None:
+        return fingerprint(model)
+    return models.model_info(model, session.settings.model_version).fingerprint
