@@ -20,6 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
+from otel_rai.explanations.reasons import format_reasons
 from otel_rai.query import find_decisions
 
 NUMERIC = ["income", "debt_ratio", "years_employed"]
@@ -58,8 +59,11 @@ def main() -> None:
 
     train = applications(5000, seed=1)
     y = repaid(train, seed=2)
-    v1 = otel_rai.register_model(pipeline(LogisticRegression(max_iter=500)).fit(train, y), name="credit", version="1.4.1")
-    v2 = otel_rai.register_model(pipeline(HistGradientBoostingClassifier()).fit(train, y), name="credit", version="1.4.2")
+    # background: the reference data a linear model's explanations are measured against
+    v1 = otel_rai.register_model(pipeline(LogisticRegression(max_iter=500)).fit(train, y), name="credit",
+                                 version="1.4.1", background=train)
+    v2 = otel_rai.register_model(pipeline(HistGradientBoostingClassifier()).fit(train, y), name="credit",
+                                 version="1.4.2")
 
     incoming = applications(6, seed=3)
     ids = [f"A-{1090 + i}" for i in range(len(incoming))]
@@ -76,8 +80,14 @@ def main() -> None:
     print("read back from the audit store: credit 1.4.2, this run")
     for d in find_decisions(model_version="1.4.2", start=started, limit=3):
         print(f"  {d.timestamp}  {d.decision_id:<12} output={d.output} p(repaid)={d.scores['1']:.3f} input={d.input_hash[:12]}…")
+    declined = next(find_decisions(model_version="1.4.1", decision_id="A-1092/1.4.1", start=started))
+    print("why was A-1092 declined by credit 1.4.1?")
+    for line in format_reasons({**declined.attributes, **declined.values}):
+        print(f"  {line}")
 
     fairness_demo()
+    print("next: otel-rai query --model-version 1.4.2 --since 1h; otel-rai show A-1092/1.4.1;"
+          " otel-rai report --model-version 2.0 --out report.html")
 
 
 # --- fairness: a planted bias that the monitor catches, and the fixed version that passes ---------
@@ -113,9 +123,9 @@ def fairness_demo() -> None:
     history = np.where((train.sex == "f") & (np.random.default_rng(13).random(len(train)) < 0.35), 0, truth)
     biased = pipeline(LogisticRegression(max_iter=500))
     biased.steps[0][1].transformers.append(("sex", OneHotEncoder(), ["sex"]))
-    biased = otel_rai.register_model(biased.fit(train, history), name="credit", version="2.0")
+    biased = otel_rai.register_model(biased.fit(train, history), name="credit", version="2.0", background=train)
     fixed = pipeline(LogisticRegression(max_iter=500)).fit(train, truth)
-    fixed = otel_rai.register_model(fixed, name="credit", version="2.1")
+    fixed = otel_rai.register_model(fixed, name="credit", version="2.1", background=train)
 
     for model, version in ((biased, "2.0"), (fixed, "2.1")):
         print(f"fairness: streaming 3000 applications to credit {version}")

@@ -40,7 +40,7 @@ from otel_rai.query._time import parse_duration, parse_time, window
 from otel_rai.records import ReadableSpans, SpanRecord
 
 #: Modules that add subcommands (see the module docstring).
-EXTENSIONS: tuple[str, ...] = ("otel_rai.stack", "otel_rai.report")
+EXTENSIONS: tuple[str, ...] = ("otel_rai.stack", "otel_rai.report", "otel_rai.explanations.reasons")
 
 OK, FAILED, USAGE, UNMATCHED = 0, 1, 2, 3
 DEFAULT_LIMIT = 1000

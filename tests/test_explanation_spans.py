@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -276,7 +277,7 @@ def test_a_model_refitted_before_its_explanation_is_not_explained_with_the_new_f
     assert type(call.explanation).__name__ == "ModelChanged"
 
 
-def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, capsys, monkeypatch):
+def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, capsys):
     from otel_rai import cli
 
     from conftest import KEY
@@ -289,7 +290,7 @@ def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, 
         model.predict(X[:3])
     assert otel_rai.flush(30).complete
     otel_rai.uninstrument()
-    monkeypatch.setattr(cli, "EXTENSIONS", (*cli.EXTENSIONS, "otel_rai.explanations.reasons"))
+    assert "otel_rai.explanations.reasons" in cli.EXTENSIONS
     assert cli.main(["show", "A-2", "--store", str(path)]) == 0
     out = capsys.readouterr().out
     reasons = out[out.index("Reasons ("):].splitlines()
@@ -298,5 +299,5 @@ def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, 
     assert [line.split()[1] for line in reasons[1:]] == [name for name, _ in reference]
     assert "ml.explanation.top: x" in out  # the row's own entry, not the span's three
     assert cli.main(["show", "A-2", "--store", str(path), "--format", "json"]) == 0
-    (record,) = [__import__("json").loads(line) for line in capsys.readouterr().out.splitlines()]
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert parse_top(record["values"][semconv.EXPLANATION_TOP])[0][0] == reference[0][0]

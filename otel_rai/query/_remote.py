@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from otel_rai import semconv
 from otel_rai.records import SpanRecord
 
 #: How far back a remote search looks when no time window is given.
@@ -125,9 +126,11 @@ def windows(
         yield sorted((s for s in spans if lo <= s.start_ns < hi), key=time_order)
 
 
-def time_order(span: SpanRecord) -> tuple[int, str, str]:
-    """The order of search results: start time, then ids (any fixed order would do)."""
-    return span.start_ns, span.trace_id, span.span_id
+def time_order(span: SpanRecord) -> tuple[int, str, int, str]:
+    """The order of search results: start time; the chunks of one call (same start, same trace) by
+    row offset, as the local store writes them; then span id (any fixed order would do)."""
+    offset = span.attributes.get(semconv.BATCH_OFFSET)
+    return span.start_ns, span.trace_id, offset if isinstance(offset, int) else -1, span.span_id
 
 
 def _width(ns: int) -> str:
