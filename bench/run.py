@@ -2,7 +2,7 @@
 
     python bench/run.py            # full run (about 10 minutes on 2 cores)
     python bench/run.py --quick    # shorter runs, same scenarios
-    python bench/run.py --only single,batch
+    python bench/run.py --only single,batch       # of: single, batch, sustained, explain, memory, store
 
 Prints a table and writes JSON (default bench/results/latest.json). Each scenario alternates bare and
 instrumented blocks and reports the median ratio with its interquartile range. Two views of cost:
@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 import otel_rai
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_explain, bench_store
 from servers import free_port, rotel_binary, wait_for_port  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef01234567"
@@ -124,6 +124,9 @@ def _models() -> dict[str, tuple[Any, Any]]:
                            ("cat", OneHotEncoder(handle_unknown="ignore"), ["region", "home"])]),
         LogisticRegression(max_iter=500),
     ).fit(frame, y)
+    # A background for the explanations that need one (linear models, also inside the pipeline).
+    otel_rai.register_model(lr, background=X[:1000])
+    otel_rai.register_model(pipe, background=frame.head(1000))
     return {"lr": (lr, X[:1].copy()), "hgb": (hgb, X[:1].copy()), "pipeline": (pipe, frame.head(1).copy())}
 
 
@@ -152,22 +155,17 @@ def single_row(quick: bool) -> list[Row]:
     for sink_name, sink in SINKS.items():
         for explain in (False, True):
             for model_name, (model, x) in models.items():
-                options = {} if not explain else {"explain": True}
-                try:
-                    context = sink(**options) if explain else sink(explain=False)
-                    with context as clear:
-                        rows.append(_single_case(model_name, sink_name, explain, model, x, rounds, n, clear))
-                except TypeError as exc:  # an option this build does not have yet
-                    rows.append(Row("single", f"{model_name}/{sink_name}/explain={explain}", "skipped",
-                                    float("nan"), extra={"reason": str(exc)}))
+                with sink(explain=explain) as clear:
+                    rows.append(_single_case(model_name, sink_name, explain, model, x, rounds, n, clear))
     return rows
 
 
 def _single_case(model_name, sink_name, explain, model, x, rounds, n, clear) -> Row:
     instrumented = lambda: model.predict_proba(x)  # noqa: E731
     bare = _bare(instrumented)
-    for _ in range(20):
+    for _ in range(20):  # warm-up, including the explainer's one-time build on the audit worker
         bare(), instrumented()
+    otel_rai.flush(120)
     ratios, cpu_ratios, bare_us = [], [], []
     for r in range(rounds):
         otel_rai.flush(60)
@@ -309,13 +307,56 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+# --- scenario 4: explanations next to SHAP (bench_explain.py) ---------------------------------------
+
+
+def explanations(quick: bool) -> list[Row]:
+    import bench_explain
+
+    repeat = 2 if quick else 5
+    results = [*bench_explain.linear_single_row(repeat), *bench_explain.tree_scenarios(repeat),
+               *bench_explain.boosting_libraries(repeat)]
+    rows = []
+    for r in results:
+        shap_us = r["shap"].get("median_us")
+        extra = {"method": r["method"], "shap_us_per_row": shap_us, "speedup_vs_shap": r["speedup_vs_shap"],
+                 "max_abs_diff_vs_shap": r["max_abs_diff"]}
+        rows.append(Row("explain", r["scenario"], "µs/row", r["ours"]["median_us"],
+                        f"{r['ours']['min_us']:.1f}–{r['ours']['max_us']:.1f}", r.get("target") or "",
+                        r.get("meets_target"), {k: v for k, v in extra.items() if v is not None}))
+    return rows
+
+
+# --- scenario 6: the local store (bench_store.py) ---------------------------------------------------
+
+
+def store(quick: bool) -> list[Row]:
+    import bench_store
+
+    decisions = 200_000 if quick else 1_000_000
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(scratch)
+        for name, value in bench_store.insert_rate(tmp).items():
+            rows.append(Row("store", name, "bytes/decision" if "bytes" in name else "µs/decision", value))
+        now = time.time_ns()
+        sample = bench_store.build(tmp / "store.db", decisions, now)
+        for name, (median, worst) in bench_store.query_times(tmp / "store.db", now, sample).items():
+            gate = name.startswith("first page")
+            rows.append(Row("store", f"{name}, {decisions:,} decisions", "ms", median, f"max {worst:.2f}",
+                            "< 200 ms" if gate else "", (worst < 200) if gate else None))
+    return rows
+
+
 # --- driver -----------------------------------------------------------------------------------------
 
 SCENARIOS: dict[str, Callable[[bool], list[Row]]] = {
     "single": single_row,
     "batch": batch,
     "sustained": sustained,
+    "explain": explanations,
     "memory": memory,
+    "store": store,
 }
 
 
@@ -330,12 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only.split(","):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows += SCENARIOS[name](args.quick)
-    print(f"\n{'scenario':<10} {'case':<36} {'metric':<24} {'value':>10}  {'spread':<20} {'target':<20} pass")
+    print(f"\n{'scenario':<10} {'metric':<24} {'value':>10}  {'spread':<22} {'target':<20} pass  case")
     for r in rows:
         verdict = "" if r.passed is None else ("PASS" if r.passed else "FAIL")
-        print(f"{r.scenario:<10} {r.case:<36} {r.metric:<24} {r.value:>10.3f}  {r.spread:<20} {r.target:<20} {verdict}")
+        print(f"{r.scenario:<10} {r.metric:<24} {r.value:>10.3f}  {r.spread:<22} {r.target:<20} {verdict:<5} {r.case}")
         for k, v in r.extra.items():
-            print(f"{'':<10} {'':<36}   {k} = {v:.3f}" if isinstance(v, float) else f"{'':<49}{k} = {v}")
+            print(f"{'':<13}{k} = {v:.3f}" if isinstance(v, float) else f"{'':<13}{k} = {v}")
     machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                "processor": _cpu_model(), "quick": args.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)

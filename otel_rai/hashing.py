@@ -45,6 +45,7 @@ _CELL = np.dtype([("tag", "u1"), ("value", "<f8")])  # packed: 9 bytes a cell
 _MISSING_CELL = b"m" + bytes(8)
 _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bool_})
 _SPARSE_CHUNK = 4096
+_SMALL_FRAME_CELLS = 4096
 
 
 @dataclass(frozen=True)
@@ -206,13 +207,27 @@ def _frame_column(col: Any) -> np.ndarray | list[bytes]:
         return [labels[c] if c >= 0 else _MISSING_CELL for c in col.cat.codes.to_numpy()]
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
         return _canonical_f64(col.to_numpy())
-    if getattr(dtype, "kind", "O") in "biuf":  # pandas nullable Int64 / Float64 / boolean
-        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if getattr(dtype, "kind", "O") in "biuf":  # pandas nullable Int64 / Float32 / Float64 / boolean
+        narrow = dtype.kind == "f" and dtype.itemsize < 8
+        return _canonical_f64(col.to_numpy(dtype=np.float32 if narrow else np.float64, na_value=np.nan))
     return [_encode_cell(v) for v in col.to_numpy(dtype=object)]
 
 
+def _wide_number(dtype: Any) -> bool:
+    """A numpy numeric dtype that converts to float64 without the narrow-float rule."""
+    return isinstance(dtype, np.dtype) and dtype.kind in "biuf" and not (dtype.kind == "f" and dtype.itemsize < 8)
+
+
 def _hash_frame(df: Any, key: HashKey) -> list[str]:
-    cols = [_frame_column(df.iloc[:, j]) for j in range(df.shape[1])]
+    dtypes = list(df.dtypes)
+    if dtypes and all(map(_wide_number, dtypes)):
+        return _hash_numeric(df.to_numpy(dtype=np.float64), key)
+    if df.size <= _SMALL_FRAME_CELLS and not any(getattr(d, "kind", "") == "f" for d in dtypes if not _wide_number(d)):
+        # A request-sized frame: one conversion to objects costs less than a Series per column, and
+        # categoricals, nullable NA and strings come out as the values `_encode_cell` expects.
+        cells = df.to_numpy(dtype=object)
+        return _hash_columns([_column_cells(cells[:, j]) for j in range(cells.shape[1])], key)
+    cols = [_frame_column(column) for _, column in df.items()]
     if all(isinstance(c, np.ndarray) for c in cols):
         if not cols:
             return _hash_numeric(np.empty((len(df), 0)), key)

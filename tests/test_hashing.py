@@ -155,3 +155,21 @@ def test_span_hashes_are_recomputable_by_an_auditor(audit):
     h = otel_rai.hash_input(applicant, KEY, feature_names=features)
     assert span.attributes[semconv.DECISION_IDS][span.attributes[semconv.INPUT_HASHES].index(h)] == "A-2"
     assert KEY not in str(span.attributes) and KEY not in str(span.resource.attributes)
+
+
+def test_small_and_large_frames_take_different_paths_to_the_same_hashes():
+    rng = np.random.default_rng(0)
+    n = 3000  # 3000 rows x 4 columns is past the small-frame path
+    frame = pd.DataFrame({
+        "x": rng.normal(size=n),
+        "k": rng.integers(0, 5, n),
+        "region": pd.Categorical(rng.choice(["n", "s"], n)),
+        "score": pd.array(rng.normal(size=n).astype(np.float32), dtype="Float32"),
+    })
+    frame.loc[3, "score"] = pd.NA
+    rows = [[x, k, r, None if pd.isna(s) else float(str(np.float32(s)))]
+            for x, k, r, s in frame.itertuples(index=False)]
+    expected = [spec_hash(r, KEY) for r in rows]
+    assert hash_rows(frame, K) == expected  # per-column path
+    assert hash_rows(frame.head(5), K) == expected[:5]  # one object conversion
+    assert hash_rows(frame.drop(columns="score").head(5), K) == [spec_hash(r[:3], KEY) for r in rows[:5]]
