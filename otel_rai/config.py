@@ -14,6 +14,9 @@ if TYPE_CHECKING:
 DEFAULT_MAX_ROWS_PER_SPAN = 1000
 #: Calls waiting for the audit worker before a new call blocks (back-pressure, never a drop).
 DEFAULT_MAX_PENDING_CALLS = 10_000
+#: Rows of multi-row calls waiting for the audit worker before a new one blocks (bounds the memory of
+#: the input snapshots; one larger call still goes in alone).
+DEFAULT_MAX_PENDING_ROWS = 1_000_000
 
 
 def data_dir() -> Path:

@@ -429,12 +429,16 @@ class Store:
         cursor.close()
         return batch
 
-    def outbox_done(self, first: int, last: int) -> None:
+    def outbox_done(self, first: int, last: int, *, forget: bool = False) -> None:
         """Spans `first` to `last` were exported. Spans are written in seq order under the write lock,
-        so every queued span in that range was in the batch."""
+        so every queued span in that range was in the batch. With `forget` (a spool), the spans and
+        their decisions are deleted too."""
         conn = self._connection()
         with _writing(conn):
             conn.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+            if forget:
+                conn.execute("DELETE FROM decisions WHERE span BETWEEN ? AND ?", (first, last))
+                conn.execute("DELETE FROM spans WHERE seq BETWEEN ? AND ?", (first, last))
 
     def outbox_pending(self, through: int | None = None) -> int:
         """Spans waiting for export (those up to seq `through`, if given)."""
@@ -520,14 +524,33 @@ class Store:
 
     def spans(self, **query: Any) -> Iterator[SpanRecord]:
         """Spans matching the filters (see `_where`), in time order (ties in write order)."""
-        for row in self._connection().execute(*self._select(**query)):
-            yield self._record(row)
+        with self._reading():
+            for row in self._connection().execute(*self._select(**query)):
+                yield self._record(row)
+
+    def spans_in_write_order(self, **query: Any) -> Iterator[tuple[int, SpanRecord]]:
+        """(seq, span) for the spans matching the filters, in the order they were written."""
+        where, args = self._where(**query)
+        with self._reading():
+            for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
+                yield row[0], self._record(row)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged file or row is a `StoreError` naming the file, not a crash."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is damaged ({exc})") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise StoreError(f"{self.path} holds a record otel-rai cannot read ({type(exc).__name__})") from None
 
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
         sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
-        return self._connection().execute(sql, args).fetchone()[0]
+        with self._reading():
+            return self._connection().execute(sql, args).fetchone()[0]
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
@@ -550,8 +573,9 @@ class StoreOutbox:
     the next process that opens the store with an endpoint takes over and exports what is left, in order.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, forget: bool = False) -> None:
         self._store = store
+        self._forget = forget
         self._lock_path = store.path.with_name(store.path.name + "-export.lock")
         self._lock_fd: int | None = None
         self._holding = fcntl is None
@@ -586,7 +610,7 @@ class StoreOutbox:
 
     def done(self) -> None:
         if self._taken is not None:
-            self._store.outbox_done(*self._taken)
+            self._store.outbox_done(*self._taken, forget=self._forget)
             self._taken = None
 
     def pending(self) -> int:
@@ -614,15 +638,19 @@ class StoreSink(export.Sink):
     With an `exporter_factory`, the store is the write-ahead log for OTLP: each span is also queued
     in the outbox, and an `export.Exporter` sends queued spans in order and deletes them from the outbox
     once the backend took them (at least once). Spans left queued by an earlier process are sent too.
+    Without `keep`, the file is a spool: exported spans are deleted, and no input index is kept.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         exporter_factory: Callable[[], SpanExporter] | None = None,
+        *,
+        keep: bool = True,
         **exporter_options: Any,
     ) -> None:
         self.store = Store(path, create=True)
+        self.keep = keep
         self._factory = exporter_factory
         self._options = exporter_options
         self._outbox: StoreOutbox | None = None
@@ -638,7 +666,7 @@ class StoreSink(export.Sink):
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
-        self._outbox = None if self._factory is None else StoreOutbox(self.store)
+        self._outbox = None if self._factory is None else StoreOutbox(self.store, forget=not self.keep)
         self._exporter = None
         if self._outbox is not None:
             self._exporter = export.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
@@ -670,13 +698,19 @@ class StoreSink(export.Sink):
             if self._outbox is not None:
                 self._outbox.written(last)
                 self._exporter.wake()
-        if self._unindexed >= INDEX_EVERY:
+        if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()
 
     def pending(self) -> int:
         unwritten = len(self._received) + len(self._unwritten)
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
+
+    def exported(self) -> int:
+        return self._exporter.exported if self._exporter is not None else 0
+
+    def dropped(self) -> int:
+        return len(self._unwritten) if self._closed else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until the committed spans are exported (without an endpoint they are done once written)."""
@@ -702,6 +736,6 @@ class StoreSink(export.Sink):
             _log.error("otel-rai: %d audit spans could not be written to %s",
                        len(self._unwritten), self.store.path)
         with contextlib.suppress(sqlite3.Error, StoreError):
-            while self.store.index_inputs():
+            while self.keep and self.store.index_inputs():
                 pass
         self.store.close()

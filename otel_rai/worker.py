@@ -3,7 +3,9 @@
 Callers append to a deque (no lock on the hot path) and wake the worker only when a batch has built up;
 otherwise it wakes on its own every ``_INTERVAL`` seconds. Each cycle builds the spans of up to
 ``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
-than ``max_pending_calls`` calls wait, callers block until there is room: back-pressure, never a drop.
+than ``max_pending_calls`` calls, or calls of more than ``max_pending_rows`` rows in all, wait, callers
+block until there is room: back-pressure, never a drop. (Single-row calls are bounded by the call count
+alone, which keeps their path free of locks; a call larger than the row bound still goes in alone.)
 A task (a plain callable, e.g. a recorded outcome) queued with `submit` runs in order with the calls.
 """
 
@@ -33,13 +35,23 @@ _LOGGED_PER_STAGE = 5
 Work = Union[DecisionCall, Callable[[], None]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Counters:
     """What the audit path did, for `otel_rai.status()` and the ``ml.audit.*`` metrics."""
 
     decisions: int = 0
     spans: int = 0
+    #: Audit records that will never be delivered (a call whose span could not be built).
+    dropped: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """A forked child counts its own work: what it inherited was the parent's."""
+        self.decisions = self.spans = self.dropped = 0
+        self.failures = {}
 
     def fail(self, stage: str, exc: BaseException) -> None:
         n = self.failures[stage] = self.failures.get(stage, 0) + 1
@@ -57,12 +69,16 @@ class AuditWorker:
         counters: Counters,
         cycle_hooks: Sequence[Callable[[], None]] = (),
         call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
+        commits: Sequence[Callable[[], None]] = (),
+        max_pending_rows: int | None = None,
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
         self._call_hooks = list(call_hooks)
+        self._commits = list(commits)  # after the cycle hooks; a failure fails the cycle's receipts
+        self._max_pending_rows = max_pending_rows
         self._reset()
         _fork.reset_in_child(self)
 
@@ -74,6 +90,7 @@ class AuditWorker:
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._pending_rows = 0  # rows of the multi-row calls queued, under _cond
 
     def submit(self, call: Work) -> None:
         if self._thread is None:
@@ -81,9 +98,24 @@ class AuditWorker:
         pending = self._pending
         if len(pending) >= self._settings.max_pending_calls:
             self._wait_for_room()
+        rows = getattr(call, "n_rows", None) or 0
+        if rows > 1 and self._max_pending_rows is not None:
+            self._admit_rows(rows)
         pending.append(call)
         if len(pending) >= _WAKE_AT:
             self._wake.set()
+
+    def _admit_rows(self, rows: int) -> None:
+        limit = self._max_pending_rows
+        with self._cond:
+            if self._pending_rows and self._pending_rows + rows > limit:
+                self._wake.set()
+                self._cond.wait_for(lambda: not self._pending_rows or self._pending_rows + rows <= limit)
+            self._pending_rows += rows
+
+    def wake(self) -> None:
+        """Have the worker start a cycle now (a caller is waiting for its record)."""
+        self._wake.set()
 
     def _start(self) -> None:
         with self._cond:
@@ -110,6 +142,8 @@ class AuditWorker:
                     return
                 self._busy = True
                 batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+                if self._max_pending_rows is not None:
+                    self._pending_rows -= sum(r for r in (getattr(c, "n_rows", None) or 0 for c in batch) if r > 1)
             try:
                 self._process(batch)
             finally:
@@ -131,6 +165,9 @@ class AuditWorker:
                 counters.decisions += len(call.ids)
             except Exception as exc:
                 counters.fail("span", exc)
+                counters.dropped += 1
+                if call.receipt is not None:
+                    call.receipt.settle(False)
             for observe in self._call_hooks:
                 try:
                     observe(call)
@@ -140,7 +177,18 @@ class AuditWorker:
             try:
                 hook()
             except Exception as exc:
+                counters.fail("cycle", exc)
+        committed = True
+        for commit in self._commits:
+            try:
+                commit()
+            except Exception as exc:
                 counters.fail("commit", exc)
+                committed = False
+        for call in batch:
+            receipt = getattr(call, "receipt", None)
+            if receipt is not None:
+                receipt.settle(committed)
 
     def pending(self) -> int:
         return len(self._pending) + (1 if self._busy else 0)
