@@ -276,15 +276,22 @@ class Chain:
         return True
 
 
-class _Sealing:
-    """An audit span that is sealed into the chain when it ends. Everything else goes to the span."""
+class _Sealing(trace.Span):
+    """An audit span that is sealed into the chain when it ends; everything else goes to the span.
+    (A `trace.Span`, because the API ignores a parent in a context that holds anything else.)"""
 
     def __init__(self, span: Any, chain: Chain) -> None:
         self._span = span
         self._chain = chain
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # the SDK span's extras: attributes, events, resource...
         return getattr(self._span, name)
+
+    def end(self, end_time: int | None = None) -> None:
+        if self._span.is_recording():
+            end_time = time.time_ns() if end_time is None else end_time
+            self._chain.seal(self._span, end_time)
+        self._span.end(end_time=end_time)
 
     def get_span_context(self) -> Any:
         return self._span.get_span_context()
@@ -292,11 +299,24 @@ class _Sealing:
     def is_recording(self) -> bool:
         return self._span.is_recording()
 
-    def end(self, end_time: int | None = None) -> None:
-        if self._span.is_recording():
-            end_time = time.time_ns() if end_time is None else end_time
-            self._chain.seal(self._span, end_time)
-        self._span.end(end_time=end_time)
+    def set_attributes(self, attributes: Any) -> None:
+        self._span.set_attributes(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self._span.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: Any = None, timestamp: int | None = None) -> None:
+        self._span.add_event(name, attributes, timestamp)
+
+    def update_name(self, name: str) -> None:
+        self._span.update_name(name)
+
+    def set_status(self, status: Any, description: str | None = None) -> None:
+        self._span.set_status(status, description)
+
+    def record_exception(self, exception: BaseException, attributes: Any = None, timestamp: int | None = None,
+                         escaped: bool = False) -> None:
+        self._span.record_exception(exception, attributes, timestamp, escaped)
 
 
 class ChainedTracer(trace.Tracer):

@@ -38,7 +38,7 @@ from otel_rai.query._time import parse_duration, parse_time, window
 from otel_rai.records import ReadableSpans, SpanRecord
 
 #: Modules that add subcommands (see the module docstring).
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("otel_rai.chaincheck",)
 
 OK, FAILED, USAGE, UNMATCHED = 0, 1, 2, 3
 DEFAULT_LIMIT = 1000

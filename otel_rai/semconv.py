@@ -66,6 +66,8 @@ CHECKPOINT_ALGORITHM: Final = "ml.audit.checkpoint.algorithm"
 CHECKPOINT_KEY_ID: Final = "ml.audit.checkpoint.key_id"
 #: Signature of the checkpoint's AUDIT_RECORD_HASH (hex).
 CHECKPOINT_SIGNATURE: Final = "ml.audit.checkpoint.signature"
+#: What sealing adds to every span.
+CHAIN_ATTRIBUTES: Final = (AUDIT_STREAM, AUDIT_SEQ, AUDIT_PREV_HASH, AUDIT_RECORD_HASH)
 CHECKPOINT_ALGORITHM_HMAC: Final = "hmac-sha256"
 CHECKPOINT_ALGORITHM_ED25519: Final = "ed25519"
 

@@ -535,6 +535,23 @@ class Store:
             for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
                 yield row[0], self._record(row)
 
+    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any]]]]:
+        """(seq, [(decision id, input hash, output) in row order]) of the spans matching the filters
+        that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
+        where, args = self._where(**query)
+        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output FROM decisions d"
+               f" WHERE d.span IN (SELECT s.seq FROM spans s{where}) ORDER BY d.span, d.idx")
+        with self._reading():
+            span, rows = None, []
+            for seq, *row in self._connection().execute(sql, args):
+                if seq != span and rows:
+                    yield span, rows
+                    rows = []
+                span = seq
+                rows.append(tuple(row))
+            if rows:
+                yield span, rows
+
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
         """A damaged file or row is a `StoreError` naming the file, not a crash."""

@@ -16,7 +16,7 @@ import otel_rai
 from otel_rai import semconv
 
 from conftest import KEY
-from servers import attributes
+from servers import attributes, decision_spans
 
 X, y = make_classification(400, 6, random_state=0)
 
@@ -109,7 +109,7 @@ def test_a_ratio_sampler_in_the_app_does_not_drop_decisions(receiver, rotel, tmp
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     trace_id, span_id = result.stdout.split()
-    ((resource, span),) = receiver.wait_for_spans(1)
+    ((resource, span),) = decision_spans(receiver.wait_for_spans(2))  # and the closing checkpoint
     assert span.trace_id.hex() == trace_id  # the decision joins the (unsampled) request trace
     assert span.parent_span_id.hex() == span_id
     assert resource["service.name"] == "loan-api"  # under the application's service
@@ -141,7 +141,7 @@ def test_opentelemetry_instrument_picks_it_up_without_code_changes(receiver, rot
     result = subprocess.run([instrument, sys.executable, str(app)], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    ((resource, span),) = receiver.wait_for_spans(1)
+    ((resource, span),) = decision_spans(receiver.wait_for_spans(2))
     assert resource["service.name"] == "auto-svc"
     assert attributes(span)[semconv.MODEL_VERSION] == "auto-1"
     assert attributes(span)[semconv.BATCH_SIZE] == 4
