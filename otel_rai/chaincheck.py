@@ -326,6 +326,16 @@ def read_keys(materials: Iterable[str], key_files: Iterable[str], public_keys: I
     return {k.key_id: k for k in keys}
 
 
+def verify(backend: Any, query: Query = Query(), keys: Mapping[str, Any] = {},  # noqa: B006, B008 - read only
+           *, anchored: bool = False, require_signed: bool = False) -> Report:
+    """Check the trail that `backend` holds within `query`'s window (see `check` and `records`)."""
+    tables: list[Problem] = []
+    report = check(records(backend, query, tables), keys, anchored=anchored, require_signed=require_signed)
+    edited = {p.position for p in report.problems if p.kind == "edited"}
+    report.problems += [p for p in tables if p.position not in edited]  # one problem per edited record
+    return report
+
+
 # --- the command -----------------------------------------------------------------------------------
 
 
@@ -361,9 +371,7 @@ def cmd_verify_chain(args: argparse.Namespace) -> int:
         raise cli.CliError(f"a key file holds no usable key ({type(exc).__name__})") from None
     anchored = start is not None or end is not None or args.backend != "local"
     query = Query(service=args.service, start_ns=start, end_ns=end)
-    tables: list[Problem] = []
-    report = check(records(backend, query, tables), keys, anchored=anchored, require_signed=args.require_signed)
-    report.problems += tables
+    report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed)
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
     else:
