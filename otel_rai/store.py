@@ -60,6 +60,7 @@ INDEX_EVERY = 65_536
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _MAX_UNWRITTEN = 100_000
 _EXPORT_POLL_S = 1.0
+_FLUSH_POLL_S = 0.05
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -209,10 +210,11 @@ def _writing(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")  # where a full disk shows: the transaction must not stay open after it
     except BaseException:
-        conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -730,10 +732,14 @@ class StoreSink(export.Sink):
         return len(self._unwritten) if self._closed else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait until the committed spans are exported (without an endpoint they are done once written)."""
+        """Wait until the committed spans are written (the worker retries a failed write) and exported
+        (without an endpoint they are done once written)."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while self._unwritten and not self._closed and time.monotonic() < deadline:
+            time.sleep(_FLUSH_POLL_S)
         if self._exporter is None:
             return not self._unwritten
-        return self._exporter.flush(timeout_millis / 1000) and not self._unwritten
+        return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unwritten
 
     def shutdown(self) -> None:
         """Stop exporting (queued spans stay queued for the next process), index, close."""

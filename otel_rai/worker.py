@@ -27,6 +27,10 @@ from otel_rai.config import Settings
 _log = logging.getLogger(__name__)
 
 _INTERVAL = 0.02
+#: An idle worker still runs a cycle this often (for timed checkpoints), and after a failed commit
+#: this often (to retry it).
+_IDLE_CYCLE_S = 1.0
+_RETRY_S = 0.1
 _WAKE_AT = 256
 _BATCH = 1024
 _LOGGED_PER_STAGE = 5
@@ -91,6 +95,8 @@ class AuditWorker:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._pending_rows = 0  # rows of the multi-row calls queued, under _cond
+        self._last_cycle = time.monotonic()
+        self._commit_failed = False
 
     def submit(self, call: Work) -> None:
         if self._thread is None:
@@ -132,14 +138,19 @@ class AuditWorker:
         while not self._stopping:
             self._wake.wait(_INTERVAL)
             self._wake.clear()
-            self._drain()
+            idle = time.monotonic() - self._last_cycle
+            if not self._drain() and idle >= (_RETRY_S if self._commit_failed else _IDLE_CYCLE_S):
+                self._process([])
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Process what is queued; False if nothing was."""
+        drained = False
         while True:
             with self._cond:
                 if not self._pending:
-                    return
+                    return drained
+                drained = True
                 self._busy = True
                 batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
                 if self._max_pending_rows is not None:
@@ -185,6 +196,8 @@ class AuditWorker:
             except Exception as exc:
                 counters.fail("commit", exc)
                 committed = False
+        self._commit_failed = not committed
+        self._last_cycle = time.monotonic()
         for call in batch:
             receipt = getattr(call, "receipt", None)
             if receipt is not None:
