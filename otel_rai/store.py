@@ -177,7 +177,10 @@ def _verify(conn: sqlite3.Connection, path: Path) -> None:
     meta = _meta(conn)
     if meta.get("format") != FORMAT:
         raise StoreError(f"{path} is not an otel-rai audit store (its meta table does not say so)")
-    version = int(meta.get("schema_version", "0"))
+    version = meta.get("schema_version", "0")
+    if not version.isdigit():
+        raise StoreError(f"{path} is not a usable otel-rai audit store (schema version {version[:20]!r})")
+    version = int(version)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} was written by a newer otel-rai (store schema {version}; this one reads {SCHEMA_VERSION})"
