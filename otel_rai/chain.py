@@ -43,6 +43,7 @@ KEY_ENV = "OTEL_RAI_CHECKPOINT_KEY"
 TIME_TOLERANCE_US = 1
 
 _UNHASHED = frozenset({semconv.AUDIT_RECORD_HASH, semconv.CHECKPOINT_SIGNATURE})
+_HASHED: dict[str, bool] = {}  # attribute name -> hashed_attribute(name)
 
 
 # --- the canonical form --------------------------------------------------------------------------
@@ -53,26 +54,34 @@ def hashed_attribute(name: str) -> bool:
     return name.startswith("ml.") and not name.startswith(semconv.INPUT_VALUE_PREFIX) and name not in _UNHASHED
 
 
-def _array(values: Sequence[Any]) -> list[Any]:
-    if values and isinstance(values[0], (int, float)) and not isinstance(values[0], bool):
+def _array(values: Sequence[Any]) -> Sequence[Any]:
+    """Arrays are homogeneous (OTel requires it), so the first entry says how to treat them all."""
+    first = values[0] if values else None
+    kind = type(first)
+    if kind is str or kind is bool:
+        return values  # JSON writes a tuple as an array
+    if kind is int or kind is float:
         with contextlib.suppress(TypeError, ValueError):
-            return list(map(float, values))  # arrays are homogeneous: one C loop
+            return list(map(float, values))  # one C loop
     return [_value(v, nested=True) for v in values]
 
 
 def _value(v: Any, nested: bool = False) -> Any:
-    if v is None or isinstance(v, (bool, str)):
-        if not nested and isinstance(v, str) and v[:1] == "[":
-            try:
-                parsed = json.loads(v)
-            except (ValueError, RecursionError):
-                return v
-            return _array(parsed) if isinstance(parsed, list) else v
+    kind = type(v)
+    if kind is str:
+        if nested or not v.startswith("["):
+            return v
+        try:
+            parsed = json.loads(v)
+        except (ValueError, RecursionError):
+            return v
+        return _array(parsed) if isinstance(parsed, list) else v
+    if kind is tuple or kind is list:
+        return _array(v)
+    if kind is bool or v is None:
         return v
     if isinstance(v, (int, float)):
         return float(v)
-    if isinstance(v, (list, tuple)):
-        return _array(v)
     if isinstance(v, Mapping):
         return {str(k): _value(x, nested=True) for k, x in v.items()}
     return str(v)
@@ -88,7 +97,16 @@ def canonical_body(
     attributes: Mapping[str, Any],
 ) -> bytes:
     """The time-independent part of a record's canonical form: compact, key-sorted, ASCII JSON."""
-    covered = {k: _value(v) for k, v in attributes.items() if hashed_attribute(k)}
+    covered = {}
+    for k, v in attributes.items():
+        hashed = _HASHED.get(k)
+        if hashed is None:
+            if len(_HASHED) > 10_000:  # names are few; this only bounds a pathological caller
+                _HASHED.clear()
+            hashed = _HASHED[k] = hashed_attribute(k)
+        if hashed:
+            kind = type(v)
+            covered[k] = v if kind is float or (kind is str and not v.startswith("[")) else _value(v)
     fields = [name, trace_id.lower(), span_id.lower(), (parent_span_id or "").lower(), int(status_code),
               status_message or "", covered]
     return json.dumps(fields, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode("ascii")
@@ -240,7 +258,7 @@ class Chain:
         ctx = span.get_span_context()
         parent = span.parent
         status = span.status
-        attributes = dict(span.attributes or {})
+        attributes = dict(span.attributes)
         with self._lock:
             self.seq += 1
             chained = {semconv.AUDIT_STREAM: self.stream, semconv.AUDIT_SEQ: self.seq,
