@@ -359,7 +359,7 @@ def cmd_verify_chain(args: argparse.Namespace) -> int:
     from otel_rai.query._time import window
 
     start, end = window(args.since, args.start, args.end)
-    backend = cli._backend(args)
+    backend = cli.backend_of(args)
     try:
         keys = read_keys(args.checkpoint_key or [os.environ.get(chain.KEY_ENV, "")],
                          args.checkpoint_key_file or [], args.public_key or [])
@@ -409,7 +409,7 @@ def add_parser(subparsers: Any) -> None:
     when.add_argument("--since", metavar="DURATION", type=cli._checked(parse_duration), help="e.g. 24h, 7d")
     when.add_argument("--start", metavar="T", type=cli._checked(parse_time), help="RFC 3339 or a date")
     g.add_argument("--end", metavar="T", type=cli._checked(parse_time), help="exclusive; default now")
-    cli._add_source(p)
+    cli.add_source_options(p)
     k = p.add_argument_group("checkpoint keys (several may be given: each checkpoint names its key id)")
     k.add_argument("--checkpoint-key", metavar="KEY", action="append",
                    help="an HMAC key (better: --checkpoint-key-file or OTEL_RAI_CHECKPOINT_KEY)")

@@ -9,7 +9,9 @@
 Other modules add subcommands by being listed in `EXTENSIONS`. Such a module defines
 ``add_parser(subparsers)``, which adds its parser and sets ``func=`` to a function that takes the
 parsed arguments and returns the exit status; it may also define ``show_section(decision) -> str | None``,
-an extra section of ``otel-rai show``. Errors are one line on stderr (``--debug`` adds the traceback).
+an extra section of ``otel-rai show``. `add_source_options`, `add_filter_options`, `backend_of` and
+`query_of` give an extension the same ``--backend``/``--since``/... options and their meaning.
+Errors are one line on stderr (``--debug`` adds the traceback).
 
 Exit status: 0 success (an empty result is a success), 1 failure (an unreachable backend, an unusable
 store or file), 2 bad usage, 3 ``verify`` found input rows that match no decision.
@@ -38,7 +40,7 @@ from otel_rai.query._time import parse_duration, parse_time, window
 from otel_rai.records import ReadableSpans, SpanRecord
 
 #: Modules that add subcommands (see the module docstring).
-EXTENSIONS: tuple[str, ...] = ("otel_rai.chaincheck",)
+EXTENSIONS: tuple[str, ...] = ("otel_rai.stack", "otel_rai.report", "otel_rai.chaincheck")
 
 OK, FAILED, USAGE, UNMATCHED = 0, 1, 2, 3
 DEFAULT_LIMIT = 1000
@@ -77,7 +79,7 @@ def _count(text: str) -> int:
 # --- shared options ------------------------------------------------------------------------------
 
 
-def _add_source(p: argparse.ArgumentParser) -> None:
+def add_source_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the decisions are")
     g.add_argument("--backend", choices=query.backends(), default="local",
                    help="default: local (the audit store)")
@@ -86,7 +88,7 @@ def _add_source(p: argparse.ArgumentParser) -> None:
                    help="the local audit store (default: $OTEL_RAI_STORE, else audit.db in the data directory)")
 
 
-def _add_filters(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
+def add_filter_options(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
     g = p.add_argument_group("which decisions")
     g.add_argument("--model-version", metavar="V")
     g.add_argument("--model-name", metavar="N")
@@ -101,7 +103,7 @@ def _add_filters(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
         g.add_argument("--input-hash", metavar="H", action="append", help="repeatable")
 
 
-def _backend(args: argparse.Namespace) -> query.Backend:
+def backend_of(args: argparse.Namespace) -> query.Backend:
     if args.store and args.backend != "local":
         raise UsageError(f"--store is for the local backend; give --url for {args.backend}")
     if args.url and args.backend == "local" and args.store:
@@ -113,7 +115,7 @@ def _backend(args: argparse.Namespace) -> query.Backend:
     return backend
 
 
-def _query(args: argparse.Namespace, **fixed: Any) -> Query:
+def query_of(args: argparse.Namespace, **fixed: Any) -> Query:
     start, end = window(args.since, args.start, args.end)
     ids = getattr(args, "decision_id", None)
     hashes = getattr(args, "input_hash", None)
@@ -163,7 +165,7 @@ def _first(items: Iterator[Decision], limit: int, more: list[bool]) -> Iterator[
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    q, backend = _query(args), _backend(args)  # arguments are checked before any I/O
+    q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
     more = [False]
     found = _first(query.decisions(q, backend), args.limit, more)
     if args.format == "table":
@@ -188,8 +190,8 @@ def _extensions() -> list[ModuleType]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    q = _query(args, decision_ids=frozenset([args.decision_id]))
-    found = list(query.decisions(q, _backend(args)))
+    q = query_of(args, decision_ids=frozenset([args.decision_id]))
+    found = list(query.decisions(q, backend_of(args)))
     if not found:
         raise CliError(f"no decision {args.decision_id!r} in {_where(args)}")
     if args.format == "json":
@@ -230,7 +232,7 @@ def _keys(args: argparse.Namespace) -> list[HashKey]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    q, backend = _query(args), _backend(args)  # arguments are checked before any I/O
+    q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
     keys = _keys(args)
     features = None
     if args.model_version or args.model_name:  # put named columns in the order that model recorded
@@ -262,7 +264,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    q, backend = _query(args), _backend(args)  # arguments are checked before any I/O
+    q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
     total = backend.count(q) if isinstance(backend, Countable) and not q.by_row else None
     enabled = args.progress if args.progress is not None else sys.stderr.isatty()
     progress = formats.Progress(total, enabled=enabled, after=0.0 if args.progress else 1.0)
@@ -337,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
 
     p = sub.add_parser("query", help="find decisions", description="Find decisions, oldest first.")
-    _add_filters(p)
-    _add_source(p)
+    add_filter_options(p)
+    add_source_options(p)
     p.add_argument("--limit", type=_count, default=DEFAULT_LIMIT,
                    help=f"at most N decisions (default {DEFAULT_LIMIT}; 0: all)")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table",
@@ -347,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="everything recorded about one decision")
     p.add_argument("decision_id", metavar="DECISION_ID")
-    _add_filters(p, rows=False)
-    _add_source(p)
+    add_filter_options(p, rows=False)
+    add_source_options(p)
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_show)
 
@@ -361,14 +363,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "others see command lines)")
     p.add_argument("--key-file", metavar="PATH", action="append",
                    help=f"a file of hash keys, one per line (default: $OTEL_RAI_HASH_KEY, else {key_file()})")
-    _add_filters(p, rows=False)
-    _add_source(p)
+    add_filter_options(p, rows=False)
+    add_source_options(p)
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("export", help="write decisions to an audit file")
-    _add_filters(p)
-    _add_source(p)
+    add_filter_options(p)
+    add_source_options(p)
     p.add_argument("--format", choices=("csv", "jsonl", "otlp-json"), default="jsonl",
                    help="otlp-json: the OTel Collector file exporter's format, for `otel-rai replay`")
     p.add_argument("--output", "-o", metavar="FILE", help="default: stdout")

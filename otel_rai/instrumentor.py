@@ -24,7 +24,9 @@ from otel_rai.capture import Recorder
 from otel_rai.config import Settings
 from otel_rai.hashing import HashKey, resolve_key
 from otel_rai.monitor import FairnessConfig, FairnessMonitor
+from otel_rai.outcomes import store_lookup
 from otel_rai.patching import Patcher
+from otel_rai.store import StoreSink
 from otel_rai.version import __version__
 from otel_rai.worker import AuditWorker, Counters
 
@@ -97,7 +99,7 @@ class _Session:
             spool=spool, max_backlog=max_export_backlog,
         )
         fail_closed = on_audit_failure == "raise"
-        if fail_closed and not any(getattr(s, "store", None) is not None for s in self.sinks):
+        if fail_closed and not any(isinstance(s, StoreSink) for s in self.sinks):
             raise ValueError("otel-rai: on_audit_failure='raise' needs a local store or spool to write "
                              "decisions to (store=..., or an endpoint without spool=False)")
         if tracer_provider is None:
@@ -113,12 +115,15 @@ class _Session:
                                      chain.Chain(key, checkpoint_interval))
         self.tracer = tracer
         sensitive = config.env_list("OTEL_RAI_SENSITIVE_FEATURES") if sensitive_features is None else sensitive_features
+        local = next((s for s in self.sinks if isinstance(s, StoreSink) and s.keep), None)  # not a spool
         self.monitor = FairnessMonitor(
             fairness or FairnessConfig(),
             groups.parse(sensitive),
             meter_provider or metrics.get_meter_provider(),
             tracer,
             self.counters.fail,
+            lookup=None if local is None else store_lookup(local.store),
+            journal=local,
         )
         self.worker = AuditWorker(
             tracer,

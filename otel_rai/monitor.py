@@ -24,7 +24,7 @@ from otel_rai import _fork, fairness, semconv
 from otel_rai.alerts import AlertCallback, Alerter, Rule
 from otel_rai.capture import DecisionCall
 from otel_rai.groups import GroupResolver, SensitiveAttribute
-from otel_rai.outcomes import DecisionBook, OutcomeLookup, OutcomeRule, Remembered, UnknownDecision
+from otel_rai.outcomes import DecisionBook, DecisionJournal, OutcomeLookup, OutcomeRule, Remembered, UnknownDecision
 from otel_rai.version import __version__
 from otel_rai.window import Window
 
@@ -176,10 +176,12 @@ class FairnessMonitor:
         tracer: trace.Tracer,
         on_failure: FailureHook,
         lookup: OutcomeLookup | None = None,
+        journal: DecisionJournal | None = None,
     ) -> None:
         self.config = config
         self.rule = OutcomeRule(config.positive_label, config.score_threshold)
         self.lookup = lookup
+        self.journal = journal
         self._groups = GroupResolver(attributes, config.max_groups)
         self._on_failure = on_failure
         self._tracer = tracer
@@ -214,6 +216,8 @@ class FairnessMonitor:
             groups = self._groups.resolve(call)
             if not groups:
                 return
+            if self.journal is not None:
+                self.journal.note_groups(call.ids, groups)
             predicted = self.rule.predicted(call)
             if predicted is None or len(predicted) != len(call.ids):
                 self._warn_once(call.info.name, call.operation)
@@ -234,6 +238,8 @@ class FairnessMonitor:
     def apply_outcome(self, decision_id: str, y_true: Any, given: Mapping[str, Any], time_ns: int) -> None:
         """Count the ground truth of one decision (an outcome task: see `outcome_task`)."""
         try:
+            if self.journal is not None:
+                self.journal.note_outcome(decision_id, y_true, time_ns)
             decision = self._book.pop(decision_id) or self._looked_up(decision_id, given)
             decision = self._with_given(decision, given)
             actual = decision.truth(y_true)

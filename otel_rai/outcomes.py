@@ -11,7 +11,9 @@
   positive class), else ``1``. A multi-class model needs ``positive_label``.
 
 `DecisionBook` is the bounded map from decision id to what `otel_rai.record_outcome` needs. When it
-does not know an id, an `OutcomeLookup` (the local audit store provides one) is asked.
+does not know an id, an `OutcomeLookup` (`store_lookup`: the local audit store) is asked. A
+`DecisionJournal` (the local audit store's sink) keeps every decision's groups and outcome for the
+audit report, beyond the book's memory.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 from sklearn.base import is_regressor
 
+from otel_rai import semconv
 from otel_rai.capture import DecisionCall
 from otel_rai.outputs import SCORED
+
+if TYPE_CHECKING:
+    from otel_rai.store import Store
 
 
 def _is_regressor(model: Any) -> bool:
@@ -139,6 +145,36 @@ class KnownDecision:
 
 #: The fallback for ids the `DecisionBook` no longer (or never) held: the local audit store provides it.
 OutcomeLookup = Callable[[str], "KnownDecision | None"]
+
+
+def store_lookup(store: Store) -> OutcomeLookup:
+    """Decisions found in the local audit store, e.g. made by another process that shares it."""
+    from otel_rai.query import Query, decisions
+    from otel_rai.query.local import Local
+
+    backend = Local.of(store)
+
+    def lookup(decision_id: str) -> KnownDecision | None:
+        found = next(decisions(Query(decision_ids=frozenset([decision_id])), backend, 1), None)
+        if found is None or found.model_name is None or found.model_version is None:
+            return None
+        return KnownDecision(
+            model=found.model_name,
+            version=found.model_version,
+            prediction=found.output,
+            classes=found.attributes.get(semconv.OUTPUT_CLASSES),
+            groups=store.groups([decision_id]).get(decision_id, {}),
+        )
+
+    return lookup
+
+
+class DecisionJournal(Protocol):
+    """Keeps the groups and outcomes of decisions for the audit report (the local audit store)."""
+
+    def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None: ...
+
+    def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,9 @@ group with the four-fifths band as inline SVG, the differences and ratios with t
 most attributed features when explanations were recorded, and the alerts. The figures use the same
 definitions as the live metrics (`otel_rai.fairness`), over the whole period rather than a window.
 
-``otel-rai report`` is the command line: `add_parser` adds it to the CLI, whose owner passes a `Loader`
-that reads records from a backend; ``--records FILE.jsonl`` reads them from a file instead.
+``otel-rai report`` is the command line (`add_parser`): it reads the decisions of a model version from
+``--backend`` (by default the local audit store, with its groups and outcomes), or from a JSON-lines
+file with ``--records``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from otel_rai import fairness, semconv
+from otel_rai import config, fairness, semconv
 from otel_rai.alerts import FairnessAlert
 from otel_rai.version import __version__
 
@@ -81,41 +82,6 @@ def _printed(value: Any) -> str:
     if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
         value = int(value)
     return str(value)
-
-
-Attributions = Callable[[Mapping[str, Any], int], Mapping[str, float]]
-
-
-def decision_records(
-    attributes: Mapping[str, Any],
-    time_ns: int,
-    sensitive_features: Iterable[str] = (),
-    attributions: Attributions | None = None,
-) -> list[DecisionRecord]:
-    """The decisions of one stored decision span (or chunk span), one record per row.
-
-    Groups come from the allowlisted values ``ml.input.value.<name>`` of the `sensitive_features`
-    (nothing else on a span names a group). `attributions(attributes, row)` reads a row's explanation,
-    e.g. from ``ml.explanation.top``.
-    """
-    ids = list(attributes.get(semconv.DECISION_IDS) or ())
-    outputs = list(attributes.get(semconv.OUTPUTS) or ())
-    if len(outputs) != len(ids):  # a failed call, or an output the span could not carry
-        return []
-    columns = {name: attributes.get(semconv.INPUT_VALUE_PREFIX + name) for name in sensitive_features}
-    columns = {name: list(values) for name, values in columns.items() if values is not None}
-    return [
-        DecisionRecord(
-            decision_id=str(decision_id),
-            model=str(attributes[semconv.MODEL_NAME]),
-            version=str(attributes[semconv.MODEL_VERSION]),
-            timestamp=time_ns / 1e9,
-            output=outputs[i],
-            groups={name: _printed(values[i]) for name, values in columns.items()},
-            attributions=attributions(attributes, i) if attributions is not None else {},
-        )
-        for i, decision_id in enumerate(ids)
-    ]
 
 
 @dataclass(frozen=True)
@@ -389,9 +355,6 @@ def render(
 
 # --- command line ------------------------------------------------------------------------------------
 
-#: Reads the records (and the alerts) of ``args.model_version`` from ``args.backend``.
-Loader = Callable[[argparse.Namespace], "tuple[Iterable[DecisionRecord], Iterable[FairnessAlert]]"]
-
 
 def read_records(path: Path) -> list[DecisionRecord]:
     """Decision records from a JSON-lines file (the keys of `DecisionRecord`)."""
@@ -409,34 +372,74 @@ def read_records(path: Path) -> list[DecisionRecord]:
     return records
 
 
-def add_parser(subparsers: Any, load: Loader | None = None) -> argparse.ArgumentParser:
-    """Add ``report`` to the ``otel-rai`` command line; `load` reads decisions from ``--backend``."""
+def load(args: argparse.Namespace) -> tuple[list[DecisionRecord], list[FairnessAlert]]:
+    """The decisions and alerts of ``args.model_version`` from ``--backend``.
+
+    From the local store, groups and outcomes come from its local-only tables. A remote backend holds
+    groups only as allowlisted raw values (``capture_features``) of the ``--sensitive-feature`` columns,
+    and no outcomes.
+    """
+    from otel_rai import cli, query
+    from otel_rai.query.local import Local
+
+    backend, q = cli.backend_of(args), cli.query_of(args)
+    found = list(query.decisions(q, backend))
+    alerts = [FairnessAlert.from_span(s.attributes, s.start_ns)
+              for s in query.find_spans(q, backend) if s.name == semconv.ALERT_SPAN]
+    ids = [d.decision_id for d in found]
+    local = backend.store if isinstance(backend, Local) else None
+    stored_groups = local.groups(ids) if local is not None else {}
+    outcomes = local.outcomes(ids) if local is not None else {}
+    sensitive = args.sensitive_feature or config.env_list("OTEL_RAI_SENSITIVE_FEATURES")
+    records = [
+        DecisionRecord(
+            decision_id=d.decision_id,
+            model=str(d.model_name),
+            version=str(d.model_version),
+            timestamp=d.time_ns / 1e9,
+            output=d.output,
+            groups=stored_groups.get(d.decision_id)
+            or {name: _printed(d.features[name]) for name in sensitive if name in d.features},
+            outcome=outcomes.get(d.decision_id),
+        )
+        for d in found
+        if d.error is None
+    ]
+    return records, alerts
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``report`` to the ``otel-rai`` command line."""
+    from otel_rai import cli
+
     parser = subparsers.add_parser("report", help="write the fairness audit report of a model version as HTML",
                                    description=__doc__.splitlines()[0])
-    parser.add_argument("--model-version", required=True, help="the ml.model.version to report on")
-    parser.add_argument("--model-name", help="the ml.model.name, when several models share the version")
-    parser.add_argument("--backend", help="where the decisions are stored (default: the local store)")
+    cli.add_filter_options(parser, rows=False)
+    cli.add_source_options(parser)
     parser.add_argument("--records", type=Path, help="read decisions from this JSON-lines file instead")
+    parser.add_argument("--sensitive-feature", action="append", metavar="NAME",
+                        help="with a remote backend: an allowlisted column naming groups (repeatable; "
+                             "default $OTEL_RAI_SENSITIVE_FEATURES)")
     parser.add_argument("--out", type=Path, required=True, help="the HTML file to write")
     parser.add_argument("--positive-label", default="1", help="label of a positive decision (default 1)")
-    parser.add_argument("--min-group-size", type=int, default=30,
-                        help="smallest group that takes part in differences and ratios (default 30)")
+    parser.add_argument("--min-group-size", type=int, default=100,
+                        help="smallest group that takes part in differences and ratios (default 100)")
     parser.add_argument("--dp-ratio-min", type=float, default=0.8, help="demographic parity ratio threshold")
     parser.add_argument("--eo-difference-max", type=float, default=0.1, help="equalized odds difference threshold")
-    parser.set_defaults(func=lambda args: run(args, load))
+    parser.set_defaults(func=run)
     return parser
 
 
-def run(args: argparse.Namespace, load: Loader | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """The ``report`` command: 0 when written; else a one-line message and 1 (no report could be built)
     or 2 (bad usage), like the rest of ``otel-rai``."""
     try:
+        if args.model_version is None:
+            raise ReportUsageError("give the model version to report on: --model-version V")
         if args.records is not None:
             records, alerts = read_records(args.records), []
-        elif load is not None:
-            records, alerts = load(args)
         else:
-            raise ReportUsageError("no backend is available here; pass --records FILE.jsonl")
+            records, alerts = load(args)
         chosen = [r for r in records if r.version == args.model_version and args.model_name in (None, r.model)]
         if not chosen:
             raise ReportError(f"no decisions of model version {args.model_version!r}"

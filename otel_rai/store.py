@@ -31,7 +31,7 @@ import urllib.parse
 from datetime import datetime, timezone
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -112,6 +112,19 @@ CREATE TABLE input_index (
     PRIMARY KEY (input_key, span, idx)
 ) WITHOUT ROWID;
 CREATE TABLE outbox (seq INTEGER PRIMARY KEY);
+-- Local only, never part of a span and never exported: the group of each decision for every sensitive
+-- attribute (otel_rai.groups), and the ground truth recorded later (record_outcome), for the report.
+CREATE TABLE decision_groups (
+    decision_id TEXT NOT NULL,
+    attribute TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    PRIMARY KEY (decision_id, attribute)
+) WITHOUT ROWID;
+CREATE TABLE outcomes (
+    decision_id TEXT PRIMARY KEY,
+    y_true TEXT NOT NULL,
+    time_ns INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE VIEW decision_rows AS
 SELECT d.decision_id, s.start_ns AS time_ns, o.service, s.model_name, s.model_version,
        s.model_fingerprint, s.operation, d.input_hash, d.output, s.trace_id, s.span_id,
@@ -357,8 +370,17 @@ class Store:
             new[key] = origin
         return origin
 
-    def append(self, records: Sequence[SpanRecord], *, outbox: bool = False) -> tuple[int, int]:
-        """Write `records` in one transaction; with `outbox`, also queue them for export.
+    def append(
+        self,
+        records: Sequence[SpanRecord],
+        *,
+        outbox: bool = False,
+        groups: Iterable[tuple[str, str, str]] = (),
+        outcomes: Iterable[tuple[str, str, int]] = (),
+    ) -> tuple[int, int]:
+        """Write `records` in one transaction; with `outbox`, also queue them for export. `groups`
+        (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON, time) go to the
+        local-only tables; a decision's first outcome is the one kept.
         Returns (the seq of the last span, the number of decisions written)."""
         conn = self._connection()
         new_origins: dict = {}
@@ -389,6 +411,8 @@ class Store:
             conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(decisions))
             if outbox:
                 conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((s,) for s in range(first, seq + 1)))
+            conn.executemany("INSERT OR REPLACE INTO decision_groups VALUES (?, ?, ?)", groups)
+            conn.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?)", outcomes)
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return seq, n_decisions
 
@@ -567,6 +591,25 @@ class Store:
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise StoreError(f"{self.path} holds a record otel-rai cannot read ({type(exc).__name__})") from None
 
+    def groups(self, decision_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """{decision id: {sensitive attribute: group}} of the decisions that have groups."""
+        out: dict[str, dict[str, str]] = {}
+        for decision_id, attribute, group in self._connection().execute(
+            "SELECT decision_id, attribute, grp FROM decision_groups"
+            " WHERE decision_id IN (SELECT value FROM json_each(?))",
+            (_json(sorted(set(decision_ids))),),
+        ):
+            out.setdefault(decision_id, {})[attribute] = group
+        return out
+
+    def outcomes(self, decision_ids: Iterable[str]) -> dict[str, Any]:
+        """{decision id: ground truth} of the decisions with a recorded outcome."""
+        rows = self._connection().execute(
+            "SELECT decision_id, y_true FROM outcomes WHERE decision_id IN (SELECT value FROM json_each(?))",
+            (_json(sorted(set(decision_ids))),),
+        )
+        return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
+
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
@@ -685,6 +728,8 @@ class StoreSink(export.Sink):
     def _reset(self) -> None:
         self._received: list[ReadableSpan] = []
         self._unwritten: list[SpanRecord] = []
+        self._groups: list[tuple[str, str, str]] = []
+        self._outcomes: list[tuple[str, str, int]] = []
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
@@ -698,6 +743,16 @@ class StoreSink(export.Sink):
         if scope is not None and scope.name == semconv.SCOPE and not self._closed:
             self._received.append(span)
 
+    def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None:
+        """The sensitive groups of a call's decisions ({attribute: one group per row}), for the report."""
+        for attribute, labels in groups.items():
+            self._groups += zip(ids, repeat(attribute), labels)
+
+    def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None:
+        """A decision's ground truth, recorded by `record_outcome`. Encoded now, so that a value JSON
+        cannot hold fails this outcome alone, not the commit of the cycle's spans."""
+        self._outcomes.append((decision_id, _json(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
+
     def commit(self) -> None:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
         spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
@@ -705,9 +760,11 @@ class StoreSink(export.Sink):
             self._unwritten += [from_readable(span) for span in self._received]
             self._received = []
         delay = 0.1
-        while self._unwritten:
+        while self._unwritten or self._groups or self._outcomes:
+            spans = bool(self._unwritten)
             try:
-                last, rows = self.store.append(self._unwritten, outbox=self._outbox is not None)
+                last, rows = self.store.append(self._unwritten, outbox=self._outbox is not None,
+                                               groups=self._groups, outcomes=self._outcomes)
             except (sqlite3.Error, OSError, StoreError):
                 if len(self._unwritten) < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
@@ -715,9 +772,9 @@ class StoreSink(export.Sink):
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._unwritten = []
+            self._unwritten, self._groups, self._outcomes = [], [], []
             self._unindexed += rows
-            if self._outbox is not None:
+            if self._outbox is not None and spans:
                 self._outbox.written(last)
                 self._exporter.wake()
         if self._unindexed >= INDEX_EVERY and self.keep:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -493,3 +496,34 @@ def test_scored_operations_count_like_predict(meter, operation):
     selected = bare(model.predict, X)
     got = meter.by(semconv.METRIC_DECISIONS, outcome="positive")
     assert got == {g: int(selected[(X.sex == g).to_numpy()].sum()) for g in ("f", "m", "x")}
+
+
+def test_outcome_of_a_decision_another_process_made_is_found_in_the_shared_store(meter, tmp_path):
+    """Labels arrive hours later in another process: the local store is the fallback lookup."""
+    script = """
+import json, sys
+import numpy as np, pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+import otel_rai
+otel_rai.instrument(sensitive_features=["sex"], hash_key="k" * 32)
+rng = np.random.default_rng(0)
+X = pd.DataFrame({"income": rng.normal(0, 1, 200), "sex": rng.choice(["f", "m"], 200)})
+y = (X.income > 0).astype(int)
+prep = ColumnTransformer([("n", "passthrough", ["income"])])
+model = otel_rai.register_model(make_pipeline(prep, LogisticRegression()).fit(X, y), name="credit", version="9")
+with otel_rai.decisions() as d:
+    pred = model.predict(X)
+json.dump({"ids": d.ids, "pred": pred.tolist(), "sex": X.sex.tolist(), "y": y.tolist()}, sys.stdout)
+"""
+    made = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    decided = json.loads(made.stdout)
+    instrumented(sensitive_features=["sex"], meter_provider=meter.provider,
+                 fairness=otel_rai.FairnessConfig(min_group_size=1), store=True)
+    for decision_id, truth in zip(decided["ids"], decided["y"]):
+        otel_rai.record_outcome(decision_id, truth)  # by id alone: group and prediction come from the store
+    assert otel_rai.flush().failures == {}
+    y, y_pred, sex = np.array(decided["y"]), np.array(decided["pred"]), np.array(decided["sex"])
+    got = meter.one(semconv.METRIC_EQUALIZED_ODDS_DIFFERENCE, attribute="sex", version="9")
+    assert got == pytest.approx(flm.equalized_odds_difference(y, y_pred, sensitive_features=sex), abs=TOL)

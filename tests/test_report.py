@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import xml.etree.ElementTree as ET
 
@@ -16,10 +15,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import otel_rai
-from otel_rai import report, semconv
+from otel_rai import cli, report, semconv, store
 from otel_rai.alerts import FairnessAlert
 
-from conftest import instrumented
+from conftest import KEY, instrumented
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -98,11 +97,8 @@ def test_report_without_explanations_alerts_or_outcomes():
     assert "no value" in cell(root, "equalized odds difference")  # no outcomes: no TPR/FPR
 
 
-def run_cli(tmp_path, *argv, load=None) -> int:
-    parser = argparse.ArgumentParser(prog="otel-rai")
-    report.add_parser(parser.add_subparsers(dest="command", required=True), load=load)
-    args = parser.parse_args(["report", *argv])
-    return args.func(args)
+def run_cli(tmp_path, *argv) -> int:
+    return cli.main(["report", *argv])
 
 
 def test_report_command(tmp_path, capsys):
@@ -124,34 +120,59 @@ def test_report_command(tmp_path, capsys):
     path.write_text("{not json\n")
     assert run_cli(tmp_path, "--model-version", "1.4.2", "--records", str(path), "--out", str(out)) == 1
     assert "decisions.jsonl:1: not JSON" in capsys.readouterr().err
-    assert run_cli(tmp_path, "--model-version", "1.4.2", "--out", str(out)) == 2
-    assert "no backend" in capsys.readouterr().err
-
-    def load(args):
-        assert args.backend == "jaeger"
-        return records, []
-
-    assert run_cli(tmp_path, "--model-version", "1.4.2", "--backend", "jaeger", "--out", str(out), load=load) == 0
+    assert run_cli(tmp_path, "--records", str(path), "--out", str(out)) == 2
+    assert "--model-version" in capsys.readouterr().err
+    assert run_cli(tmp_path, "--model-version", "1", "--store", str(tmp_path / "none.db"), "--out", str(out)) == 1
+    assert "no audit store at" in capsys.readouterr().err
 
 
-def test_report_from_audit_spans(tmp_path):
-    """The path the store takes: decision spans (sex allowlisted) and alert spans back into a report."""
+def test_report_from_the_local_store_with_groups_and_outcomes(tmp_path, capsys):
+    """The default path: the local store keeps groups and outcomes (never on spans), the report reads them."""
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({"income": rng.normal(0, 1, 900), "sex": rng.choice(["f", "m"], 900)})
+    y = (X.income + (X.sex == "m") > 0.5).astype(int).to_numpy()
+    otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"], fairness=otel_rai.FairnessConfig(window=5000))
+    prep = ColumnTransformer([("n", "passthrough", ["income"]), ("s", OneHotEncoder(), ["sex"])])
+    model = otel_rai.register_model(make_pipeline(prep, LogisticRegression()).fit(X, y), name="credit", version="7")
+    y_pred = []
+    for start in range(0, 900, 300):
+        with otel_rai.decisions() as d:
+            y_pred.append(model.predict(X.iloc[start : start + 300]))
+        for decision_id, truth in zip(d.ids, y[start : start + 300]):
+            otel_rai.record_outcome(decision_id, truth)
+    y_pred = np.concatenate(y_pred)
+    assert otel_rai.flush().complete
+    otel_rai.uninstrument()
+    out = tmp_path / "report.html"
+    assert run_cli(tmp_path, "--model-version", "7", "--out", str(out)) == 0
+    root = parse(out.read_text())
+    sex = X.sex.to_numpy()
+    assert float(cell(root, "demographic parity ratio")) == pytest.approx(
+        flm.demographic_parity_ratio(y, y_pred, sensitive_features=sex), abs=5e-5)
+    assert float(cell(root, "equalized odds difference")) == pytest.approx(
+        flm.equalized_odds_difference(y, y_pred, sensitive_features=sex), abs=5e-5)
+    assert len([tr for tr in root.iter("tr") if tr.get("class") == "alert"]) == 1  # the live alert, read back
+    # the groups stayed local: no span in the store carries a group value
+    for span in store.Store(store.default_path()).spans():
+        for value in span.attributes.values():
+            assert not {"f", "m"} & set(value if isinstance(value, list) else [value])
+
+
+def test_report_from_allowlisted_groups_on_spans(tmp_path):
+    """A backend without the local groups table (Jaeger, Tempo, Phoenix): groups come from allowlisted
+    values of the --sensitive-feature columns on the spans."""
     rng = np.random.default_rng(3)
     X = pd.DataFrame({"income": rng.normal(0, 1, 1200), "sex": rng.choice(["f", "m"], 1200)})
     y = (X.income + (X.sex == "m") > 0.5).astype(int).to_numpy()
-    audit = instrumented(sensitive_features=["sex"], capture_features=["sex"],
-                         fairness=otel_rai.FairnessConfig(window=5000))
+    otel_rai.instrument(hash_key=KEY, capture_features=["sex"])  # no sensitive_features: no local groups
     prep = ColumnTransformer([("n", "passthrough", ["income"]), ("s", OneHotEncoder(), ["sex"])])
     model = make_pipeline(prep, LogisticRegression()).fit(X, y)  # learns the bias in y
     otel_rai.register_model(model, name="credit", version="5")
     y_pred = np.concatenate([model.predict(X.iloc[i : i + 300]) for i in range(0, 1200, 300)])
-    spans = audit.spans()
-    records = [r for s in spans if semconv.DECISION_IDS in s.attributes
-               for r in report.decision_records(s.attributes, s.end_time, ["sex"])]
-    alerts = [FairnessAlert.from_span(s.attributes, s.start_time) for s in spans if s.name == semconv.ALERT_SPAN]
-    assert len(records) == 1200 and {r.groups["sex"] for r in records} == {"f", "m"}
-    assert [(a.metric, a.firing) for a in alerts] == [(semconv.METRIC_DEMOGRAPHIC_PARITY_RATIO, True)]
-    root = parse(report.render(records, alerts=alerts))
+    otel_rai.uninstrument()
+    out = tmp_path / "report.html"
+    assert run_cli(tmp_path, "--model-version", "5", "--sensitive-feature", "sex", "--out", str(out)) == 0
+    root = parse(out.read_text())
+    assert root.find(".//td[@id='decisions']").text == "1200"
     assert float(cell(root, "demographic parity ratio")) == pytest.approx(
         flm.demographic_parity_ratio(y, y_pred, sensitive_features=X.sex), abs=5e-5)
-    assert len([tr for tr in root.iter("tr") if tr.get("class") == "alert"]) == 1

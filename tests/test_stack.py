@@ -213,8 +213,17 @@ def test_decisions_reach_phoenix_through_rotel_and_prometheus_scrapes_the_app(tm
                 assert all(len(h) == 32 and int(h, 16) >= 0 for h in hashes)
                 got_ids.update(decision_ids)
             assert got_ids == ids  # exactly this version's decisions, none of the other's
-        # The lead adds here: `otel-rai query --backend phoenix --url <phoenix_url> --model-version 3.0.0
-        # --format json` returns exactly expected_ids["3.0.0"], once the query CLI (issue 3) is merged.
+        # The user's path: the otel-rai command line against the stack's Phoenix.
+        for version, ids in expected_ids.items():
+            listed = subprocess.run(
+                [sys.executable, "-m", "otel_rai", "query", "--backend", "phoenix", "--url", running.phoenix_url,
+                 "--model-version", version, "--since", "1h", "--format", "json"],
+                capture_output=True, text=True, timeout=120,
+            )
+            assert listed.returncode == 0, listed.stderr
+            rows = [json.loads(line) for line in listed.stdout.splitlines()]
+            assert {r["decision_id"] for r in rows} == ids and len(rows) == len(ids)
+            assert {r["model_version"] for r in rows} == {version}
 
         series = wait_for(lambda: prometheus_query(running.prometheus_url, "stack_e2e_predictions_total"),
                           lambda result: len(result) == 2, timeout=60)

@@ -17,6 +17,13 @@ class Local:
     def __init__(self, path: Path) -> None:
         self.store = store.Store(path)
 
+    @classmethod
+    def of(cls, opened: store.Store) -> Local:
+        """A backend reading a store that is open already (the instrumented process's own)."""
+        backend = cls.__new__(cls)
+        backend.store = opened
+        return backend
+
     @staticmethod
     def _filters(query: Query) -> dict[str, Any]:
         return {
