@@ -481,3 +481,18 @@ def test_received_attributes_include_the_chain(receiver, tmp_path):
     otel_rai.uninstrument()
     first = attributes(receiver.spans()[0][1])
     assert first[semconv.AUDIT_SEQ] == 1 and len(first[semconv.AUDIT_RECORD_HASH]) == 64
+
+
+def test_checkpoints_come_periodically_even_when_idle(tmp_path):
+    import time
+
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY, checkpoint_interval=0.3)
+    _decide(_model(), 2)
+    time.sleep(1.5)  # idle: the worker still cycles once a second
+    assert otel_rai.flush(10).complete
+    names = [r.name for _, r in store.Store(path).spans_in_write_order()]
+    assert names == ["predict_proba LogisticRegression"] * 2 + [semconv.CHECKPOINT_SPAN]
+    time.sleep(1.5)  # nothing new: no new checkpoint
+    otel_rai.uninstrument()
+    assert [r.name for _, r in store.Store(path).spans_in_write_order()][3:] == []
