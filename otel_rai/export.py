@@ -350,6 +350,8 @@ class Exporter:
                 self.exported += len(batch)
                 with self._delivered:
                     self._delivered.notify_all()
+                if self._closed:  # closing gave up waiting for this attempt: stop here
+                    return
                 continue
             if self._closed:  # shutdown gave up waiting: the spans stay unexported, and say so
                 _log.error("otel-rai: %d audit spans were not exported before shutdown", self.queue.pending())
@@ -390,13 +392,18 @@ class Exporter:
                 self._delivered.wait(min(remaining, _FLUSH_POLL))
         return True
 
-    def close(self, timeout: float) -> None:
-        """Stop after the current attempt; what is still queued stays queued."""
+    def close(self, timeout: float) -> bool:
+        """Stop after the current attempt; what is still queued stays queued. False if an attempt
+        still runs after `timeout` (a hanging backend): its thread then uses the queue once more."""
         self._closed = True
         self._wakeup.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread is not None and thread.is_alive():
+            return False
         self._discard_exporter()
+        return True
 
 
 class ExportSink(Sink):

@@ -184,6 +184,7 @@ class _Session:
         self.patcher.remove()
         self.worker.submit(lambda: self.tracer.checkpoint(force=True))
         result = self._closed = self.flush(timeout)
+        self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
         self.worker.shutdown(0)
         self.monitor.close()
         if self.own_provider and isinstance(self.provider, TracerProvider):
@@ -191,7 +192,6 @@ class _Session:
         else:  # our sinks in an application's provider: closed now, inert from here on
             for sink in self.sinks:
                 sink.shutdown()
-        self._stop_metrics()
         models.clear_cache()
         return result
 

@@ -806,8 +806,9 @@ class StoreSink(export.Sink):
         if self._closed:
             return
         self._closed = True
+        stopped = True
         if self._exporter is not None:
-            self._exporter.close(export.CLOSE_TIMEOUT)
+            stopped = self._exporter.close(export.CLOSE_TIMEOUT)
             left = self._outbox.pending()
             if left:
                 _log.warning(
@@ -821,4 +822,5 @@ class StoreSink(export.Sink):
         with contextlib.suppress(sqlite3.Error, StoreError):
             while self.keep and self.store.index_inputs():
                 pass
-        self.store.close()
+        if stopped:  # else the export thread, still in a hanging attempt, will use its connection again
+            self.store.close()
