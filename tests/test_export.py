@@ -41,6 +41,7 @@ def test_decisions_reach_a_real_collector(receiver, rotel, protocol):
     assert a[semconv.DECISION_IDS] == ("A-1", "A-2", "A-3")
     assert list(a[semconv.OUTPUTS]) == out.tolist()
     assert list(a[semconv.INPUT_HASHES]) == [otel_rai.hash_input(r, KEY) for r in X[:3]]
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_standard_environment_variables(receiver, monkeypatch):
@@ -57,6 +58,7 @@ def test_standard_environment_variables(receiver, monkeypatch):
     assert resource["deployment.environment"] == "prod" and resource["team"] == "risk"
     assert receiver.metadata[0]["x-tenant"] == "bank-7"
     assert receiver.metadata[0]["authorization"] == "Bearer t0k"
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
@@ -70,6 +72,7 @@ def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
     assert len(chunks) == 20
     assert [o for c in chunks for o in c[semconv.OUTPUTS]] == out.tolist()
     assert len({i for c in chunks for i in c[semconv.DECISION_IDS]}) == len(big)
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_bad_export_configuration_is_a_clear_error():
