@@ -8,8 +8,6 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +26,6 @@ from fake_backends import FakeJaeger, FakeTempo
 from recorded import data
 from servers import attributes
 
-HERE = Path(__file__).parent
 CHECKPOINT_KEY = "checkpoint-key-0123456789abcdef"
 
 
@@ -399,19 +396,6 @@ def test_a_forked_child_writes_its_own_stream(tmp_path):
     assert report.ok, report.problems
     # The child ended with os._exit after its flush: no closing checkpoint (see test_reliability for that).
     assert sorted(s.records for s in report.streams.values()) == [3, 5]
-
-
-def test_four_processes_sharing_a_store_write_four_intact_streams(tmp_path):
-    path = tmp_path / "shared.db"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, str(HERE / "store_writer.py"), str(path), f"p{p}", "4", "200"],
-                              env=env, stderr=subprocess.PIPE, text=True) for p in range(4)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-    report = _check(path)
-    assert report.ok, report.problems[:3]
-    assert sorted(s.decisions for s in report.streams.values()) == [800] * 4
 
 
 # --- the command -----------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import semconv, store
-from otel_rai.query import find_decisions
+from otel_rai import chaincheck, semconv, store
+from otel_rai.query import find_decisions, local
 from otel_rai.records import ReadableSpans, SpanRecord
 
 from conftest import KEY
@@ -278,6 +278,8 @@ def test_four_processes_of_eight_threads_lose_and_duplicate_nothing(tmp_path):
     assert rows(path, "SELECT count(*) FROM spans WHERE name != 'ml.audit.checkpoint'") == [(len(expected),)]
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    report = chaincheck.verify(local.connect(str(path)))  # each process its own intact chain
+    assert report.ok and sorted(s.decisions for s in report.streams.values()) == [threads * calls] * 4
 
 
 def _child_predicts(path: str) -> None:
