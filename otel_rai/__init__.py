@@ -24,9 +24,11 @@ from otel_rai.hashing import HashKey, hash_input
 from otel_rai.instrumentor import FlushResult, RaiInstrumentor, flush, record_outcome
 from otel_rai.monitor import FairnessConfig
 from otel_rai.models import register_model
+from otel_rai.reliability import AuditUnavailableError
 from otel_rai.version import __version__
 
 __all__ = [
+    "AuditUnavailableError",
     "DecisionScope",
     "Explanation",
     "FairnessAlert",
@@ -66,6 +68,9 @@ def instrument(
     meter_provider: metrics.MeterProvider | None = None,
     fairness: FairnessConfig | None = None,
     store: str | os.PathLike[str] | bool | None = None,
+    spool: str | os.PathLike[str] | bool | None = None,
+    on_audit_failure: str = "log",
+    checkpoint_key: Any = None,
     **options: Any,
 ) -> None:
     """Patch every scikit-learn-style estimator so that each outermost predict call is audited.
@@ -95,6 +100,18 @@ def instrument(
         default (``OTEL_RAI_STORE``, else ``audit.db`` in the otel-rai data directory), or False for
         none. By default it is used when no OTLP endpoint is configured. With an endpoint as well, it
         is the write-ahead log of the export: decisions are written locally first and sent from there.
+    spool: with an endpoint and no store, decisions are written to a spool file first and sent from
+        there, so that an outage, a burst or a restart loses none (``docs/audit-trail.md``): a path,
+        or None/True for ``OTEL_RAI_SPOOL``, else a file in the otel-rai data directory. False keeps
+        them in memory instead (``max_export_backlog`` spans, default 100k), then blocks callers.
+    on_audit_failure: ``"log"`` (default): a failure of the audit is logged and counted, and the
+        prediction returns. ``"raise"`` (fail-closed): each call waits until its record is committed
+        to the local store or spool, and raises `AuditUnavailableError` instead of returning if not.
+    checkpoint_key: signs the periodic checkpoints of the tamper-evident chain: a secret (str or
+        bytes, HMAC-SHA256) or an Ed25519 private key of ``cryptography`` (default
+        ``OTEL_RAI_CHECKPOINT_KEY``; else checkpoints are unsigned). Also ``checkpoint_interval``
+        (seconds, default 60) and ``max_pending_rows`` (rows of multi-row calls queued before callers
+        wait, default 1M) may be given.
     """
     RaiInstrumentor().instrument(
         service_name=service_name,
@@ -115,6 +132,9 @@ def instrument(
         meter_provider=meter_provider,
         fairness=fairness,
         store=store,
+        spool=spool,
+        on_audit_failure=on_audit_failure,
+        checkpoint_key=checkpoint_key,
         **options,
     )
 

@@ -24,6 +24,7 @@ from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
 from otel_rai import models, semconv
 from otel_rai.models import ModelInfo
+from otel_rai.reliability import Receipt, unavailable
 
 _log = logging.getLogger(__name__)
 
@@ -179,6 +180,8 @@ class DecisionCall:
     explanation: Any = None
     #: From ``decisions(groups=...)``: name -> one value for every row, or a tuple with one per row.
     groups: dict[str, Any] | None = None
+    #: Fail-closed mode only: settled by the audit worker once the record is committed locally.
+    receipt: Receipt | None = None
 
 
 def _num_rows(X: Any) -> int | None:
@@ -222,10 +225,12 @@ class Recorder:
         default_version: str | None,
         submit: Callable[[DecisionCall], None],
         on_failure: Callable[[str, BaseException], None],
+        durable: Callable[[DecisionCall], None] | None = None,
     ) -> None:
         self._default_version = default_version
         self._submit = submit
         self._on_failure = on_failure
+        self._durable = durable  # fail-closed: submits, waits, raises AuditUnavailableError
 
     def wrapper_factory(self, original: Callable[..., Any], operation: str) -> Callable[..., Any]:
         record = self.record
@@ -265,6 +270,8 @@ class Recorder:
                 groups=groups,
             )
         except Exception as exc:  # never let the audit break the prediction
+            if self._durable is not None:  # unless there must be no decision without a record
+                raise unavailable(f"capture: {type(exc).__name__}") from None
             self._on_failure("capture", exc)
             return original(model, *args, **kwargs)
         try:
@@ -281,6 +288,8 @@ class Recorder:
                 call.n_rows = _num_rows(output)
                 call.ids = new_ids(call.n_rows or 0)
         except Exception as exc:
+            if self._durable is not None:
+                raise unavailable(f"capture: {type(exc).__name__}") from None
             self._on_failure("capture", exc)
             return output
         self._hand_over(call, scope)
@@ -289,6 +298,9 @@ class Recorder:
     def _hand_over(self, call: DecisionCall, scope: DecisionScope | None) -> None:
         if scope is not None:
             scope.ids.extend(call.ids)
+        if self._durable is not None and call.error is None:
+            self._durable(call)
+            return
         try:
             self._submit(call)
         except Exception as exc:

@@ -40,7 +40,8 @@ from otel_rai.query._time import parse_duration, parse_time, window
 from otel_rai.records import ReadableSpans, SpanRecord
 
 #: Modules that add subcommands (see the module docstring).
-EXTENSIONS: tuple[str, ...] = ("otel_rai.stack", "otel_rai.report", "otel_rai.explanations.reasons")
+EXTENSIONS: tuple[str, ...] = ("otel_rai.stack", "otel_rai.report", "otel_rai.explanations.reasons",
+                               "otel_rai.chaincheck")
 
 OK, FAILED, USAGE, UNMATCHED = 0, 1, 2, 3
 DEFAULT_LIMIT = 1000
@@ -208,34 +209,38 @@ def cmd_show(args: argparse.Namespace) -> int:
 # --- verify --------------------------------------------------------------------------------------
 
 
-def _key(args: argparse.Namespace) -> HashKey:
-    """The hash key: --key, --key-file, OTEL_RAI_HASH_KEY, or the generated key file. Never generated here."""
-    material = args.key
-    path = args.key_file or (None if material or os.environ.get("OTEL_RAI_HASH_KEY") else key_file())
-    if material is None and path is not None:
+def _keys(args: argparse.Namespace) -> list[HashKey]:
+    """The hash keys: every --key and every line of every --key-file; else OTEL_RAI_HASH_KEY; else the
+    generated key file. Never generated here. Several keys verify decisions across key rotations."""
+    materials = list(args.key or [])
+    paths = list(args.key_file or [])
+    if not materials and not paths:
+        if os.environ.get("OTEL_RAI_HASH_KEY"):
+            materials.append(os.environ["OTEL_RAI_HASH_KEY"])
+        else:
+            paths.append(str(key_file()))
+    for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
-                material = f.read().strip()
+                materials += [line.strip() for line in f if line.strip()]
         except OSError as exc:
             reason = f"{path}: {exc.strerror or exc}"
             hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
             raise CliError(f"no hash key: {hint} ({reason})") from None
-    material = material or os.environ.get("OTEL_RAI_HASH_KEY")
-    try:
-        return HashKey.from_material(material or "")
-    except ValueError:
-        raise CliError("the hash key is empty") from None
+    if not materials or not all(materials):
+        raise CliError("the hash key is empty")
+    return [HashKey.from_material(m) for m in materials]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
-    key = _key(args)
+    keys = _keys(args)
     features = None
     if args.model_version or args.model_name:  # put named columns in the order that model recorded
         first = next(query.decisions(q, backend, 1), None)
         if first is not None:
             features = first.attributes.get(semconv.INPUT_FEATURES)
-    matches = verify.match(verify.read_rows(args.input, features), key, q, backend)
+    matches = verify.match(verify.read_rows(args.input, features), keys, q, backend)
     if args.format == "json":
         for m in matches:
             sys.stdout.write(formats.dumps({"row": m.row, "input_hash": m.input_hash,
@@ -251,7 +256,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                     print(f"{m.row:>5}  {m.input_hash:<32}  {d.decision_id:<34}  {model:<24}  "
                           f"{d.timestamp[:23].replace('T', ' '):<23}  {d.output}")
     matched = sum(1 for m in matches if m.decisions)
-    _note(f"{matched} of {len(matches)} input rows match a decision (hash key id {key.key_id})")
+    ids = ", ".join(k.key_id for k in keys)
+    _note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(keys) > 1 else ''} {ids})")
     return OK if matched == len(matches) else UNMATCHED
 
 
@@ -353,11 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Hash each input row with the key and report the decisions it matches. "
                        + (verify.__doc__ or "").split("\n\n", 1)[1].replace("`", ""))
     p.add_argument("--input", required=True, metavar="FILE", help=".json, .jsonl or .csv")
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--key",
-                     help="the hash key (better: OTEL_RAI_HASH_KEY or --key-file; others see command lines)")
-    key.add_argument("--key-file", metavar="PATH",
-                     help=f"a file holding the key (default: $OTEL_RAI_HASH_KEY, else {key_file()})")
+    p.add_argument("--key", action="append",
+                   help="a hash key, repeatable for rotated keys (better: OTEL_RAI_HASH_KEY or --key-file; "
+                   "others see command lines)")
+    p.add_argument("--key-file", metavar="PATH", action="append",
+                   help=f"a file of hash keys, one per line (default: $OTEL_RAI_HASH_KEY, else {key_file()})")
     add_filter_options(p, rows=False)
     add_source_options(p)
     p.add_argument("--format", choices=("table", "json"), default="table")

@@ -20,6 +20,9 @@ DEFAULT_EXPLAIN_TOP_K = 4
 DEFAULT_EXPLAIN_BUDGET_US = 2000.0
 #: Model evaluations per row of the model-agnostic explanation method.
 DEFAULT_EXPLAIN_MAX_EVALS = 4096
+#: Rows of multi-row calls waiting for the audit worker before a new one blocks (bounds the memory of
+#: the input snapshots; one larger call still goes in alone).
+DEFAULT_MAX_PENDING_ROWS = 1_000_000
 
 
 def data_dir() -> Path:

@@ -2,7 +2,8 @@
 
 The seam is `Sink`: a span processor fed by the audit worker's thread, committed once per worker cycle.
 `sinks` picks them: the local store (`otel_rai.store.StoreSink`) when no OTLP endpoint is configured,
-`ExportSink` for OTLP, or the store as the write-ahead log of the OTLP export when both are asked for.
+the store as the write-ahead log of the OTLP export when both are asked for, and for OTLP alone a spool
+file (a store that forgets what was exported) or, with ``spool=False``, `ExportSink` in memory.
 An `Exporter` sends the spans of a `SpanQueue` (in memory, or the store's outbox) over OTLP from a thread
 of its own, in order, retrying until the backend takes them.
 
@@ -14,10 +15,13 @@ request's trace (same trace id, the request span as parent), whether or not that
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
+import random
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 from urllib.parse import urlsplit
 
@@ -27,7 +31,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tra
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel_rai import _fork, semconv
+from otel_rai import _fork, config, semconv
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +41,12 @@ PROTOCOLS = ("grpc", "http/protobuf")
 MAX_BATCH_SPANS = 512
 MAX_BATCH_ROWS = 4096
 _MIN_BACKOFF = 0.5
+#: The longest wait between two export attempts while the backend is down.
+MAX_BACKOFF = 10.0
+#: Spans held in memory for export when there is no spool (``spool=False``) before the worker waits.
+DEFAULT_MAX_BACKLOG = 100_000
+SPOOL_ENV = "OTEL_RAI_SPOOL"
+_OFF = frozenset({"0", "false", "off", "no"})
 _FLUSH_POLL = 0.05
 #: How long closing waits for an export attempt in flight.
 CLOSE_TIMEOUT = 5.0
@@ -58,6 +68,14 @@ class Sink(SpanProcessor):
 
     def pending(self) -> int:
         """Spans received but not yet delivered."""
+        return 0
+
+    def exported(self) -> int:
+        """Spans this process delivered to the OTLP backend."""
+        return 0
+
+    def dropped(self) -> int:
+        """Spans given up: they will never be delivered (only at shutdown, and never by default)."""
         return 0
 
 
@@ -112,6 +130,27 @@ def otlp_exporter_factory(
     return lambda: Http(endpoint=endpoint, headers=parsed_headers)
 
 
+def spool_path(spool: str | os.PathLike[str] | bool | None, endpoint: str | None,
+               protocol: str | None) -> Path | None:
+    """Where the spool of an OTLP-only session lives, or None for none (spans wait in memory).
+
+    `spool` is a path, False (no spool), or None/True: ``OTEL_RAI_SPOOL`` (a path, or ``false`` for
+    none), else ``spool-<endpoint digest>.db`` in the otel-rai data directory. The digest keeps
+    processes that export to different endpoints apart: each spool has one destination.
+    """
+    if spool is False:
+        return None
+    env = os.environ.get(SPOOL_ENV, "").strip()
+    if spool is None and env:
+        return None if env.lower() in _OFF else Path(env).expanduser()
+    if spool is None or spool is True:
+        target = (endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                  or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "")
+        tag = hashlib.blake2b(f"{protocol or ''} {target}".encode(), digest_size=4).hexdigest()
+        return config.data_dir() / f"spool-{tag}.db"
+    return Path(spool).expanduser()
+
+
 def resource(service_name: str | None) -> Resource:
     """The application's resource when it runs an SDK provider (so decisions sit under its service in
     Jaeger), else one from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``; `service_name` wins."""
@@ -140,13 +179,17 @@ def sinks(
     headers: Mapping[str, str] | str | None,
     store: str | os.PathLike[str] | bool | None,
     own_provider: bool,
+    spool: str | os.PathLike[str] | bool | None = None,
+    max_backlog: int = DEFAULT_MAX_BACKLOG,
 ) -> list[Sink]:
     """The sinks of a session's audit provider.
 
-    No OTLP endpoint: the local store (`otel_rai.store.location` says where). An endpoint: OTLP,
-    held in memory until sent. Both (an endpoint plus ``store=`` or ``OTEL_RAI_STORE``): the store is
-    the write-ahead log of the OTLP export. With an application's `tracer_provider` (not
-    `own_provider`), that provider exports, and only a store asked for explicitly is added.
+    No OTLP endpoint: the local store (`otel_rai.store.location` says where). Both an endpoint and
+    ``store=`` (or ``OTEL_RAI_STORE``): the store is the write-ahead log of the OTLP export. An endpoint
+    alone: a spool (`spool_path`), written first and sent from, that forgets what was delivered; with
+    ``spool=False``, spans wait in memory (at most `max_backlog`, then back-pressure). With an
+    application's `tracer_provider` (not `own_provider`), that provider exports, and only a store asked
+    for explicitly is added.
     """
     from otel_rai import store as local  # the store builds on this module
 
@@ -156,7 +199,12 @@ def sinks(
     path = local.location(store, default=own_provider and factory is None)
     if path is not None:
         return [local.StoreSink(path, factory)]
-    return [ExportSink(factory)] if factory is not None else []
+    if factory is None:
+        return []
+    spooled = spool_path(spool, endpoint, protocol)
+    if spooled is not None:
+        return [local.StoreSink(spooled, factory, keep=False)]
+    return [ExportSink(factory, max_backlog=max_backlog)]
 
 
 def _rows(span: ReadableSpan) -> int:
@@ -233,7 +281,9 @@ class MemoryQueue:
 class Exporter:
     """Sends the spans of a `SpanQueue` over OTLP from a thread of its own, in order, and never drops one.
 
-    A failed export is retried (exponential backoff up to `max_backoff` seconds) until it succeeds.
+    A failed export is retried (exponential backoff with jitter, up to `max_backoff` seconds) until it
+    succeeds, each time over a new connection: a hanging or restarted backend must not keep us waiting on
+    a dead one (gRPC's own reconnect backoff grows to two minutes).
     Requests hold at most `max_batch_spans` spans and about `max_batch_rows` decisions, which keeps them
     well under the 4 MiB message limit that OTLP receivers apply by default. When the queue has nothing
     ready, the thread sleeps until `wake()` or for `poll` seconds (a queue that other processes fill).
@@ -247,7 +297,7 @@ class Exporter:
         *,
         max_batch_spans: int = MAX_BATCH_SPANS,
         max_batch_rows: int = MAX_BATCH_ROWS,
-        max_backoff: float = 30.0,
+        max_backoff: float = MAX_BACKOFF,
         poll: float | None = None,
     ) -> None:
         self._factory = exporter_factory
@@ -261,6 +311,8 @@ class Exporter:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._exporter: SpanExporter | None = None
+        #: Spans delivered so far.
+        self.exported = 0
 
     def wake(self) -> None:
         """Start the export thread if needed, and have it look at the queue now."""
@@ -295,23 +347,36 @@ class Exporter:
             if self._export(batch):
                 backoff = _MIN_BACKOFF
                 self.queue.done()
+                self.exported += len(batch)
                 with self._delivered:
                     self._delivered.notify_all()
+                if self._closed:  # closing gave up waiting for this attempt: stop here
+                    return
                 continue
             if self._closed:  # shutdown gave up waiting: the spans stay unexported, and say so
                 _log.error("otel-rai: %d audit spans were not exported before shutdown", self.queue.pending())
                 return
-            self._sleep(backoff)
+            self._sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self._max_backoff)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
         try:
             if self._exporter is None:
                 self._exporter = self._factory()
-            return self._exporter.export(batch) == SpanExportResult.SUCCESS
+            if self._exporter.export(batch) == SpanExportResult.SUCCESS:
+                return True
         except Exception:
             _log.warning("otel-rai: OTLP export failed; retrying", exc_info=True)
-            return False
+        self._discard_exporter()
+        return False
+
+    def _discard_exporter(self) -> None:
+        exporter, self._exporter = self._exporter, None
+        if exporter is not None:
+            try:
+                exporter.shutdown()
+            except Exception:
+                _log.debug("otel-rai: closing a failed OTLP exporter failed", exc_info=True)
 
     def flush(self, timeout: float) -> bool:
         """Wait until the queue is empty; False on timeout."""
@@ -327,14 +392,18 @@ class Exporter:
                 self._delivered.wait(min(remaining, _FLUSH_POLL))
         return True
 
-    def close(self, timeout: float) -> None:
-        """Stop after the current attempt; what is still queued stays queued."""
+    def close(self, timeout: float) -> bool:
+        """Stop after the current attempt; what is still queued stays queued. False if an attempt
+        still runs after `timeout` (a hanging backend): its thread then uses the queue once more."""
         self._closed = True
         self._wakeup.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-        if self._exporter is not None:
-            self._exporter.shutdown()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if thread is not None and thread.is_alive():
+            return False
+        self._discard_exporter()
+        return True
 
 
 class ExportSink(Sink):
@@ -344,7 +413,7 @@ class ExportSink(Sink):
     predictions: back-pressure, never a drop.
     """
 
-    def __init__(self, exporter_factory: Callable[[], SpanExporter], *, max_backlog: int = 100_000,
+    def __init__(self, exporter_factory: Callable[[], SpanExporter], *, max_backlog: int = DEFAULT_MAX_BACKLOG,
                  **exporter_options: Any) -> None:
         self._factory = exporter_factory
         self._max_backlog = max_backlog
@@ -357,6 +426,7 @@ class ExportSink(Sink):
         self._received: list[ReadableSpan] = []
         self._queue = MemoryQueue(self._max_backlog)
         self._exporter = Exporter(self._factory, self._queue, **self._options)
+        self._dropped = 0
 
     def on_end(self, span: ReadableSpan) -> None:
         self._received.append(span)
@@ -371,6 +441,12 @@ class ExportSink(Sink):
     def pending(self) -> int:
         return len(self._received) + self._queue.pending()
 
+    def exported(self) -> int:
+        return self._exporter.exported
+
+    def dropped(self) -> int:
+        return self._dropped
+
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until every committed span is exported (the audit worker commits; we only wait)."""
         return self._exporter.flush(timeout_millis / 1000)
@@ -379,3 +455,7 @@ class ExportSink(Sink):
         self.force_flush()
         self._queue.close()
         self._exporter.close(CLOSE_TIMEOUT)
+        self._dropped = self.pending()  # held in memory only: they end with the process
+        if self._dropped:
+            _log.error("otel-rai: %d audit spans were not exported and are lost (spool=False keeps them in "
+                       "memory only)", self._dropped)

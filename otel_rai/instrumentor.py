@@ -19,7 +19,7 @@ from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel_rai import config, export, groups, models, semconv
+from otel_rai import chain, config, export, groups, models, reliability, semconv
 from otel_rai.capture import Recorder
 from otel_rai.config import Settings
 from otel_rai.hashing import HashKey, resolve_key
@@ -45,6 +45,9 @@ class FlushResult:
     decisions: int
     spans: int
     failures: Mapping[str, int] = field(default_factory=dict)
+    #: Spans delivered to the OTLP backend by this process, and audit records given up (see ``ml.audit.*``).
+    exported: int = 0
+    dropped: int = 0
 
     def __bool__(self) -> bool:
         return self.complete
@@ -72,9 +75,20 @@ class _Session:
         meter_provider: metrics.MeterProvider | None = None,
         fairness: FairnessConfig | None = None,
         store: str | os.PathLike[str] | bool | None = None,
+        spool: str | os.PathLike[str] | bool | None = None,
+        max_export_backlog: int = export.DEFAULT_MAX_BACKLOG,
+        max_pending_rows: int = config.DEFAULT_MAX_PENDING_ROWS,
+        on_audit_failure: str = "log",
+        checkpoint_key: Any = None,
+        checkpoint_interval: float = chain.DEFAULT_CHECKPOINT_INTERVAL_S,
     ) -> None:
-        if max_rows_per_span < 1 or max_pending_calls < 1:
-            raise ValueError("otel-rai: max_rows_per_span and max_pending_calls must be at least 1")
+        if min(max_rows_per_span, max_pending_calls, max_pending_rows, max_export_backlog) < 1:
+            raise ValueError("otel-rai: max_rows_per_span, max_pending_calls, max_pending_rows and "
+                             "max_export_backlog must be at least 1")
+        if on_audit_failure not in reliability.FAILURE_MODES:
+            raise ValueError(f"otel-rai: on_audit_failure must be one of {reliability.FAILURE_MODES}")
+        if checkpoint_interval <= 0:
+            raise ValueError("otel-rai: checkpoint_interval must be positive")
         if explain_top_k < 1 or explain_max_evals < 1 or not explain_budget_us >= 0:
             raise ValueError("otel-rai: explain_top_k and explain_max_evals must be at least 1, "
                              "explain_budget_us not negative")
@@ -92,8 +106,13 @@ class _Session:
         )
         self.own_provider = tracer_provider is None
         self.sinks = export.sinks(
-            endpoint=endpoint, protocol=protocol, headers=headers, store=store, own_provider=self.own_provider
+            endpoint=endpoint, protocol=protocol, headers=headers, store=store, own_provider=self.own_provider,
+            spool=spool, max_backlog=max_export_backlog,
         )
+        fail_closed = on_audit_failure == "raise"
+        if fail_closed and not any(isinstance(s, StoreSink) for s in self.sinks):
+            raise ValueError("otel-rai: on_audit_failure='raise' needs a local store or spool to write "
+                             "decisions to (store=..., or an endpoint without spool=False)")
         if tracer_provider is None:
             tracer_provider = export.audit_provider(service_name, self.sinks)
         else:
@@ -102,9 +121,12 @@ class _Session:
                 tracer_provider.add_span_processor(sink)
         self.provider = tracer_provider
         self.counters = Counters()
-        tracer = tracer_provider.get_tracer(semconv.SCOPE, __version__)
+        key = chain.signer(checkpoint_key if checkpoint_key is not None else os.environ.get(chain.KEY_ENV) or None)
+        tracer = chain.ChainedTracer(tracer_provider.get_tracer(semconv.SCOPE, __version__),
+                                     chain.Chain(key, checkpoint_interval))
+        self.tracer = tracer
         sensitive = config.env_list("OTEL_RAI_SENSITIVE_FEATURES") if sensitive_features is None else sensitive_features
-        local = next((s for s in self.sinks if isinstance(s, StoreSink)), None)
+        local = next((s for s in self.sinks if isinstance(s, StoreSink) and s.keep), None)  # not a spool
         self.monitor = FairnessMonitor(
             fairness or FairnessConfig(),
             groups.parse(sensitive),
@@ -118,15 +140,28 @@ class _Session:
             tracer,
             self.settings,
             self.counters,
-            [self.monitor.end_cycle, *(s.commit for s in self.sinks)],  # alert spans commit in the same cycle
+            [self.monitor.end_cycle, tracer.checkpoint],  # alert and checkpoint spans commit in the same cycle
             [self.monitor.observe],
+            commits=[s.commit for s in self.sinks],
+            max_pending_rows=max_pending_rows,
         )
-        recorder = Recorder(self.settings.model_version, self.worker.submit, self.counters.fail)
+        durable = reliability.FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
+        recorder = Recorder(self.settings.model_version, self.worker.submit, self.counters.fail, durable)
         self.patcher = Patcher(recorder.wrapper_factory)
         models.clear_cache()
         self.patcher.install()
+        self._closed: FlushResult | None = None
+        self._stop_metrics = reliability.publish(meter_provider or metrics.get_meter_provider(), self._numbers)
         # Registered now, so that it runs before the atexit shutdown of any provider created earlier.
         atexit.register(self._at_exit)
+        self._remove_sigterm = reliability.flush_on_sigterm(self._at_exit)
+        reliability.flush_multiprocessing_children(self, self._at_exit)
+
+    def _numbers(self) -> tuple[int, int, int]:
+        """(pending, exported, dropped) audit records: the ``ml.audit.*`` metrics."""
+        pending = self.worker.pending() + sum(s.pending() for s in self.sinks)
+        return (pending, sum(s.exported() for s in self.sinks),
+                self.counters.dropped + sum(s.dropped() for s in self.sinks))
 
     def flush(self, timeout: float) -> FlushResult:
         deadline = time.monotonic() + timeout
@@ -134,12 +169,15 @@ class _Session:
         remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
         flush_provider = getattr(self.provider, "force_flush", None)
         delivered = bool(flush_provider(remaining_ms)) if flush_provider is not None else True
+        pending, exported, dropped = self._numbers()
         return FlushResult(
             complete=drained and delivered,
-            pending=self.worker.pending() + sum(s.pending() for s in self.sinks),
+            pending=pending,
             decisions=self.counters.decisions,
             spans=self.counters.spans,
             failures=dict(self.counters.failures),
+            exported=exported,
+            dropped=dropped,
         )
 
     def _at_exit(self) -> None:
@@ -148,9 +186,16 @@ class _Session:
             _log.error("otel-rai: %d audit records were still pending at exit", result.pending)
 
     def close(self, timeout: float) -> FlushResult:
+        """Flush (with a last checkpoint of the stream), then stop. Runs once; later calls (atexit after
+        uninstrument, SIGTERM, a multiprocessing finalizer) return the first result."""
+        if self._closed is not None:
+            return self._closed
         atexit.unregister(self._at_exit)
+        self._remove_sigterm()
         self.patcher.remove()
-        result = self.flush(timeout)
+        self.worker.submit(lambda: self.tracer.checkpoint(force=True))
+        result = self._closed = self.flush(timeout)
+        self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
         self.worker.shutdown(0)
         self.monitor.close()
         if self.own_provider and isinstance(self.provider, TracerProvider):

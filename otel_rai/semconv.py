@@ -61,6 +61,29 @@ FAIRNESS_THRESHOLD: Final = "ml.fairness.threshold"
 #: STATE_FIRING when the metric crossed into violation, STATE_RESOLVED when it crossed back.
 FAIRNESS_STATE: Final = "ml.fairness.state"
 
+# --- the tamper-evident chain (docs/audit-trail.md): on every span of the audit tracer ------------
+#: The chain the record belongs to: 32 hex digits, new for each instrumented process (and forked child).
+AUDIT_STREAM: Final = "ml.audit.stream"
+#: Position in the stream: 1, 2, 3, ... in the order the audit worker ended the spans.
+AUDIT_SEQ: Final = "ml.audit.seq"
+#: AUDIT_RECORD_HASH of the previous record of the stream (64 zeros for the first).
+AUDIT_PREV_HASH: Final = "ml.audit.prev_hash"
+#: SHA-256 of the record's canonical form, which includes AUDIT_STREAM, AUDIT_SEQ and AUDIT_PREV_HASH.
+AUDIT_RECORD_HASH: Final = "ml.audit.record_hash"
+#: Name of the checkpoint span: the stream's head (its AUDIT_PREV_HASH), count and time.
+CHECKPOINT_SPAN: Final = "ml.audit.checkpoint"
+#: Decisions in the stream up to this checkpoint.
+CHECKPOINT_DECISIONS: Final = "ml.audit.checkpoint.decisions"
+#: CHECKPOINT_ALGORITHM_HMAC or CHECKPOINT_ALGORITHM_ED25519; absent when the checkpoint is unsigned.
+CHECKPOINT_ALGORITHM: Final = "ml.audit.checkpoint.algorithm"
+CHECKPOINT_KEY_ID: Final = "ml.audit.checkpoint.key_id"
+#: Signature of the checkpoint's AUDIT_RECORD_HASH (hex).
+CHECKPOINT_SIGNATURE: Final = "ml.audit.checkpoint.signature"
+#: What sealing adds to every span.
+CHAIN_ATTRIBUTES: Final = (AUDIT_STREAM, AUDIT_SEQ, AUDIT_PREV_HASH, AUDIT_RECORD_HASH)
+CHECKPOINT_ALGORITHM_HMAC: Final = "hmac-sha256"
+CHECKPOINT_ALGORITHM_ED25519: Final = "ed25519"
+
 #: Every attribute name above, for allowlists (the collector's and the tests').
 SPAN_ATTRIBUTES: Final = (
     MODEL_NAME,
@@ -90,6 +113,14 @@ SPAN_ATTRIBUTES: Final = (
     FAIRNESS_VALUE,
     FAIRNESS_THRESHOLD,
     FAIRNESS_STATE,
+    AUDIT_STREAM,
+    AUDIT_SEQ,
+    AUDIT_PREV_HASH,
+    AUDIT_RECORD_HASH,
+    CHECKPOINT_DECISIONS,
+    CHECKPOINT_ALGORITHM,
+    CHECKPOINT_KEY_ID,
+    CHECKPOINT_SIGNATURE,
 )
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
@@ -147,3 +178,11 @@ STATE_RESOLVED: Final = "resolved"
 ALERT_METRIC_ATTRIBUTES: Final = (MODEL_NAME, MODEL_VERSION, FAIRNESS_ATTRIBUTE, FAIRNESS_METRIC)
 #: Every attribute of an alert span, for allowlists.
 ALERT_SPAN_ATTRIBUTES: Final = (*ALERT_METRIC_ATTRIBUTES, FAIRNESS_VALUE, FAIRNESS_THRESHOLD, FAIRNESS_STATE)
+
+# --- delivery of the audit trail (docs/audit-trail.md) ---------------------------------------------
+#: Gauge: audit records (calls waiting for the worker, spans not yet delivered) held by this process.
+METRIC_AUDIT_PENDING: Final = "ml.audit.pending"
+#: Counter: spans this process delivered to the OTLP backend.
+METRIC_AUDIT_EXPORTED: Final = "ml.audit.exported"
+#: Counter: audit records that will never be delivered. 0 unless something failed (see the docs).
+METRIC_AUDIT_DROPPED: Final = "ml.audit.dropped"

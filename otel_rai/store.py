@@ -60,6 +60,7 @@ INDEX_EVERY = 65_536
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _MAX_UNWRITTEN = 100_000
 _EXPORT_POLL_S = 1.0
+_FLUSH_POLL_S = 0.05
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -189,7 +190,10 @@ def _verify(conn: sqlite3.Connection, path: Path) -> None:
     meta = _meta(conn)
     if meta.get("format") != FORMAT:
         raise StoreError(f"{path} is not an otel-rai audit store (its meta table does not say so)")
-    version = int(meta.get("schema_version", "0"))
+    version = meta.get("schema_version", "0")
+    if not version.isdigit():
+        raise StoreError(f"{path} is not a usable otel-rai audit store (schema version {version[:20]!r})")
+    version = int(version)
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} was written by a newer otel-rai (store schema {version}; this one reads {SCHEMA_VERSION})"
@@ -222,10 +226,11 @@ def _writing(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")  # where a full disk shows: the transaction must not stay open after it
     except BaseException:
-        conn.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -453,12 +458,16 @@ class Store:
         cursor.close()
         return batch
 
-    def outbox_done(self, first: int, last: int) -> None:
+    def outbox_done(self, first: int, last: int, *, forget: bool = False) -> None:
         """Spans `first` to `last` were exported. Spans are written in seq order under the write lock,
-        so every queued span in that range was in the batch."""
+        so every queued span in that range was in the batch. With `forget` (a spool), the spans and
+        their decisions are deleted too."""
         conn = self._connection()
         with _writing(conn):
             conn.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+            if forget:
+                conn.execute("DELETE FROM decisions WHERE span BETWEEN ? AND ?", (first, last))
+                conn.execute("DELETE FROM spans WHERE seq BETWEEN ? AND ?", (first, last))
 
     def outbox_pending(self, through: int | None = None) -> int:
         """Spans waiting for export (those up to seq `through`, if given)."""
@@ -544,8 +553,43 @@ class Store:
 
     def spans(self, **query: Any) -> Iterator[SpanRecord]:
         """Spans matching the filters (see `_where`), in time order (ties in write order)."""
-        for row in self._connection().execute(*self._select(**query)):
-            yield self._record(row)
+        with self._reading():
+            for row in self._connection().execute(*self._select(**query)):
+                yield self._record(row)
+
+    def spans_in_write_order(self, **query: Any) -> Iterator[tuple[int, SpanRecord]]:
+        """(seq, span) for the spans matching the filters, in the order they were written."""
+        where, args = self._where(**query)
+        with self._reading():
+            for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
+                yield row[0], self._record(row)
+
+    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any]]]]:
+        """(seq, [(decision id, input hash, output) in row order]) of the spans matching the filters
+        that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
+        where, args = self._where(**query)
+        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output FROM decisions d"
+               f" WHERE d.span IN (SELECT s.seq FROM spans s{where}) ORDER BY d.span, d.idx")
+        with self._reading():
+            span, rows = None, []
+            for seq, *row in self._connection().execute(sql, args):
+                if seq != span and rows:
+                    yield span, rows
+                    rows = []
+                span = seq
+                rows.append(tuple(row))
+            if rows:
+                yield span, rows
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged file or row is a `StoreError` naming the file, not a crash."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is damaged ({exc})") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise StoreError(f"{self.path} holds a record otel-rai cannot read ({type(exc).__name__})") from None
 
     def groups(self, decision_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """{decision id: {sensitive attribute: group}} of the decisions that have groups."""
@@ -570,7 +614,8 @@ class Store:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
         sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
-        return self._connection().execute(sql, args).fetchone()[0]
+        with self._reading():
+            return self._connection().execute(sql, args).fetchone()[0]
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
@@ -593,8 +638,9 @@ class StoreOutbox:
     the next process that opens the store with an endpoint takes over and exports what is left, in order.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, forget: bool = False) -> None:
         self._store = store
+        self._forget = forget
         self._lock_path = store.path.with_name(store.path.name + "-export.lock")
         self._lock_fd: int | None = None
         self._holding = fcntl is None
@@ -629,7 +675,7 @@ class StoreOutbox:
 
     def done(self) -> None:
         if self._taken is not None:
-            self._store.outbox_done(*self._taken)
+            self._store.outbox_done(*self._taken, forget=self._forget)
             self._taken = None
 
     def pending(self) -> int:
@@ -657,15 +703,19 @@ class StoreSink(export.Sink):
     With an `exporter_factory`, the store is the write-ahead log for OTLP: each span is also queued
     in the outbox, and an `export.Exporter` sends queued spans in order and deletes them from the outbox
     once the backend took them (at least once). Spans left queued by an earlier process are sent too.
+    Without `keep`, the file is a spool: exported spans are deleted, and no input index is kept.
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         exporter_factory: Callable[[], SpanExporter] | None = None,
+        *,
+        keep: bool = True,
         **exporter_options: Any,
     ) -> None:
         self.store = Store(path, create=True)
+        self.keep = keep
         self._factory = exporter_factory
         self._options = exporter_options
         self._outbox: StoreOutbox | None = None
@@ -683,7 +733,7 @@ class StoreSink(export.Sink):
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
-        self._outbox = None if self._factory is None else StoreOutbox(self.store)
+        self._outbox = None if self._factory is None else StoreOutbox(self.store, forget=not self.keep)
         self._exporter = None
         if self._outbox is not None:
             self._exporter = export.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
@@ -727,7 +777,7 @@ class StoreSink(export.Sink):
             if self._outbox is not None and spans:
                 self._outbox.written(last)
                 self._exporter.wake()
-        if self._unindexed >= INDEX_EVERY:
+        if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()
 
@@ -735,19 +785,30 @@ class StoreSink(export.Sink):
         unwritten = len(self._received) + len(self._unwritten)
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
 
+    def exported(self) -> int:
+        return self._exporter.exported if self._exporter is not None else 0
+
+    def dropped(self) -> int:
+        return len(self._unwritten) if self._closed else 0
+
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Wait until the committed spans are exported (without an endpoint they are done once written)."""
+        """Wait until the committed spans are written (the worker retries a failed write) and exported
+        (without an endpoint they are done once written)."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while self._unwritten and not self._closed and time.monotonic() < deadline:
+            time.sleep(_FLUSH_POLL_S)
         if self._exporter is None:
             return not self._unwritten
-        return self._exporter.flush(timeout_millis / 1000) and not self._unwritten
+        return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unwritten
 
     def shutdown(self) -> None:
         """Stop exporting (queued spans stay queued for the next process), index, close."""
         if self._closed:
             return
         self._closed = True
+        stopped = True
         if self._exporter is not None:
-            self._exporter.close(export.CLOSE_TIMEOUT)
+            stopped = self._exporter.close(export.CLOSE_TIMEOUT)
             left = self._outbox.pending()
             if left:
                 _log.warning(
@@ -759,6 +820,7 @@ class StoreSink(export.Sink):
             _log.error("otel-rai: %d audit spans could not be written to %s",
                        len(self._unwritten), self.store.path)
         with contextlib.suppress(sqlite3.Error, StoreError):
-            while self.store.index_inputs():
+            while self.keep and self.store.index_inputs():
                 pass
-        self.store.close()
+        if stopped:  # else the export thread, still in a hanging attempt, will use its connection again
+            self.store.close()

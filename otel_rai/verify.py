@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from otel_rai import semconv
 from otel_rai.hashing import HashKey, hash_rows
 from otel_rai.query import Backend, Decision, Query, decisions
 
@@ -40,11 +41,13 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class Match:
-    """One input row, its keyed hash, and the decisions whose input it was."""
+    """One input row, its keyed hash (under the key that found it, else the first key), and the
+    decisions whose input it was."""
 
     row: int
     input_hash: str
     decisions: tuple[Decision, ...]
+    key_id: str | None = None
 
 
 def _csv_column(cells: list[str]) -> list[Any]:
@@ -109,16 +112,30 @@ def read_rows(path: str | Path, features: Sequence[str] | None = None) -> list[l
     return out
 
 
-def match(rows: Sequence[Sequence[Any]], key: HashKey, query: Query, backend: Backend) -> list[Match]:
-    """Hash each row with `key` and find the decisions (within `query`'s other filters) it matches."""
+def match(rows: Sequence[Sequence[Any]], keys: HashKey | Sequence[HashKey], query: Query,
+          backend: Backend) -> list[Match]:
+    """Hash each row with each key and find the decisions (within `query`'s other filters) it matches.
+
+    Several keys verify a trail across key rotations: a decision matches a row's hash under the key
+    whose id it recorded (``ml.input.hash.key_id``).
+    """
+    keys = [keys] if isinstance(keys, HashKey) else list(keys)
     widths = {len(r) for r in rows}
     if len(widths) > 1:
         raise InputError(f"rows have different numbers of cells: {sorted(widths)}")
-    hashes = hash_rows(_object_rows(rows), key) if rows else []
-    found: dict[str, list[Decision]] = {}
-    for d in decisions(replace(query, input_hashes=frozenset(hashes)), backend):
-        found.setdefault(d.input_hash, []).append(d)
-    return [Match(i, h, tuple(found.get(h, ()))) for i, h in enumerate(hashes)]
+    table = _object_rows(rows) if rows else None
+    hashed = {k.key_id: hash_rows(table, k) if rows else [] for k in keys}
+    wanted = frozenset(h for hashes in hashed.values() for h in hashes)
+    found: dict[tuple[str | None, str | None], list[Decision]] = {}
+    for d in decisions(replace(query, input_hashes=wanted), backend):
+        found.setdefault((d.attributes.get(semconv.INPUT_HASH_KEY_ID), d.input_hash), []).append(d)
+    out = []
+    for i in range(len(rows)):
+        hits = {k.key_id: found.get((k.key_id, hashed[k.key_id][i]), []) + found.get((None, hashed[k.key_id][i]), [])
+                for k in keys}
+        key_id = next((k for k, ds in hits.items() if ds), keys[0].key_id)
+        out.append(Match(i, hashed[key_id][i], tuple(d for ds in hits.values() for d in ds), key_id))
+    return out
 
 
 def _object_rows(rows: Sequence[Sequence[Any]]) -> np.ndarray:

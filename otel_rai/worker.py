@@ -3,7 +3,9 @@
 Callers append to a deque (no lock on the hot path) and wake the worker only when a batch has built up;
 otherwise it wakes on its own every ``_INTERVAL`` seconds. Each cycle builds the spans of up to
 ``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
-than ``max_pending_calls`` calls wait, callers block until there is room: back-pressure, never a drop.
+than ``max_pending_calls`` calls, or calls of more than ``max_pending_rows`` rows in all, wait, callers
+block until there is room: back-pressure, never a drop. (Single-row calls are bounded by the call count
+alone, which keeps their path free of locks; a call larger than the row bound still goes in alone.)
 A task (a plain callable, e.g. a recorded outcome) queued with `submit` runs in order with the calls.
 """
 
@@ -26,6 +28,10 @@ from otel_rai.explanations import record as explanations
 _log = logging.getLogger(__name__)
 
 _INTERVAL = 0.02
+#: An idle worker still runs a cycle this often (for timed checkpoints), and after a failed commit
+#: this often (to retry it).
+_IDLE_CYCLE_S = 1.0
+_RETRY_S = 0.1
 _WAKE_AT = 256
 _BATCH = 1024
 _LOGGED_PER_STAGE = 5
@@ -34,13 +40,23 @@ _LOGGED_PER_STAGE = 5
 Work = Union[DecisionCall, Callable[[], None]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Counters:
     """What the audit path did, for `otel_rai.status()` and the ``ml.audit.*`` metrics."""
 
     decisions: int = 0
     spans: int = 0
+    #: Audit records that will never be delivered (a call whose span could not be built).
+    dropped: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """A forked child counts its own work: what it inherited was the parent's."""
+        self.decisions = self.spans = self.dropped = 0
+        self.failures = {}
 
     def fail(self, stage: str, exc: BaseException) -> None:
         n = self.failures[stage] = self.failures.get(stage, 0) + 1
@@ -58,12 +74,16 @@ class AuditWorker:
         counters: Counters,
         cycle_hooks: Sequence[Callable[[], None]] = (),
         call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
+        commits: Sequence[Callable[[], None]] = (),
+        max_pending_rows: int | None = None,
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
         self._call_hooks = list(call_hooks)
+        self._commits = list(commits)  # after the cycle hooks; a failure fails the cycle's receipts
+        self._max_pending_rows = max_pending_rows
         self._reset()
         _fork.reset_in_child(self)
 
@@ -75,6 +95,9 @@ class AuditWorker:
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._pending_rows = 0  # rows of the multi-row calls queued, under _cond
+        self._last_cycle = time.monotonic()
+        self._commit_failed = False
 
     def submit(self, call: Work) -> None:
         if self._thread is None:
@@ -82,9 +105,24 @@ class AuditWorker:
         pending = self._pending
         if len(pending) >= self._settings.max_pending_calls:
             self._wait_for_room()
+        rows = getattr(call, "n_rows", None) or 0
+        if rows > 1 and self._max_pending_rows is not None:
+            self._admit_rows(rows)
         pending.append(call)
         if len(pending) >= _WAKE_AT:
             self._wake.set()
+
+    def _admit_rows(self, rows: int) -> None:
+        limit = self._max_pending_rows
+        with self._cond:
+            if self._pending_rows and self._pending_rows + rows > limit:
+                self._wake.set()
+                self._cond.wait_for(lambda: not self._pending_rows or self._pending_rows + rows <= limit)
+            self._pending_rows += rows
+
+    def wake(self) -> None:
+        """Have the worker start a cycle now (a caller is waiting for its record)."""
+        self._wake.set()
 
     def _start(self) -> None:
         with self._cond:
@@ -101,16 +139,23 @@ class AuditWorker:
         while not self._stopping:
             self._wake.wait(_INTERVAL)
             self._wake.clear()
-            self._drain()
+            idle = time.monotonic() - self._last_cycle
+            if not self._drain() and idle >= (_RETRY_S if self._commit_failed else _IDLE_CYCLE_S):
+                self._process([])
         self._drain()
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Process what is queued; False if nothing was."""
+        drained = False
         while True:
             with self._cond:
                 if not self._pending:
-                    return
+                    return drained
+                drained = True
                 self._busy = True
                 batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+                if self._max_pending_rows is not None:
+                    self._pending_rows -= sum(r for r in (getattr(c, "n_rows", None) or 0 for c in batch) if r > 1)
             try:
                 self._process(batch)
             finally:
@@ -136,6 +181,9 @@ class AuditWorker:
                 counters.decisions += len(call.ids)
             except Exception as exc:
                 counters.fail("span", exc)
+                counters.dropped += 1
+                if call.receipt is not None:
+                    call.receipt.settle(False)
             for observe in self._call_hooks:
                 try:
                     observe(call)
@@ -145,7 +193,20 @@ class AuditWorker:
             try:
                 hook()
             except Exception as exc:
+                counters.fail("cycle", exc)
+        committed = True
+        for commit in self._commits:
+            try:
+                commit()
+            except Exception as exc:
                 counters.fail("commit", exc)
+                committed = False
+        self._commit_failed = not committed
+        self._last_cycle = time.monotonic()
+        for call in batch:
+            receipt = getattr(call, "receipt", None)
+            if receipt is not None:
+                receipt.settle(committed)
 
     def pending(self) -> int:
         return len(self._pending) + (1 if self._busy else 0)

@@ -1,7 +1,9 @@
 """Real servers for the tests, each on 127.0.0.1 with free ports, stopped afterwards.
 
 * `OtlpReceiver`: an OTLP/gRPC trace receiver (the real opentelemetry-proto service) that keeps what
-  it receives, and can be stopped and restarted on the same port to stage an outage.
+  it receives, and can be stopped and restarted on the same port to stage an outage; optionally over
+  TLS (with client certificates), and slow (each request takes `delay` seconds).
+* `HangingListener`: a TCP port that accepts connections and never answers (a hung backend).
 * `Rotel`: the rotel collector (``pip install rotel``) on OTLP gRPC and HTTP, forwarding to a receiver.
 """
 
@@ -42,14 +44,19 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     """Collects ExportTraceServiceRequests; `spans()` flattens them to (resource attrs, span) pairs."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, credentials: grpc.ServerCredentials | None = None,
+                 delay: float = 0.0) -> None:
         self.port = port or free_port()
         self.requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metadata: list[dict[str, str]] = []
         self._lock = threading.Lock()
         self._server: grpc.Server | None = None
+        self._credentials = credentials
+        self.delay = delay
 
     def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+        if self.delay:
+            time.sleep(self.delay)
         with self._lock:
             self.requests.append(request)
             self.metadata.append(dict(context.invocation_metadata()))
@@ -59,7 +66,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4),
                                    options=[("grpc.max_receive_message_length", 64 << 20)])
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
-        self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        if self._credentials is None:
+            self._server.add_insecure_port(f"127.0.0.1:{self.port}")
+        else:
+            self._server.add_secure_port(f"127.0.0.1:{self.port}", self._credentials)
         self._server.start()
         return self
 
@@ -83,6 +93,16 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                     out.extend((resource, span) for span in ss.spans)
         return out
 
+    def records(self) -> list[Any]:
+        """What was received as `otel_rai.records.SpanRecord`s, through protobuf's JSON mapping."""
+        from google.protobuf.json_format import MessageToDict
+
+        from otel_rai import otlpjson
+
+        with self._lock:
+            requests = list(self.requests)
+        return [r for request in requests for r in otlpjson.decode(MessageToDict(request))]
+
     def wait_for_spans(self, n: int, timeout: float = 30.0) -> list[tuple[dict[str, Any], Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -91,6 +111,37 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 return got
             time.sleep(0.05)
         raise TimeoutError(f"received {len(self.spans())} spans, expected {n}")
+
+
+class HangingListener:
+    """Accepts TCP connections on `port` and never answers; `stop` closes them all and frees the port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._socket = socket.socket()
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", port))
+        self._socket.listen(64)
+        self._socket.settimeout(0.2)
+        self._accepted: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._socket.accept()
+            except (socket.timeout, OSError):
+                continue
+            self._accepted.append(conn)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        for conn in self._accepted:
+            conn.close()
+        self._socket.close()
 
 
 def any_value(value: Any) -> Any:
@@ -103,6 +154,11 @@ def any_value(value: Any) -> Any:
 
 def attributes(span: Any) -> dict[str, Any]:
     return {kv.key: any_value(kv.value) for kv in span.attributes}
+
+
+def decision_spans(received: list[tuple[dict[str, Any], Any]]) -> list[tuple[dict[str, Any], Any]]:
+    """The (resource, span) pairs that carry decisions (not checkpoints, alerts or chunked parents)."""
+    return [(resource, span) for resource, span in received if "ml.decision.ids" in attributes(span)]
 
 
 def rotel_binary() -> Path:

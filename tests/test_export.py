@@ -16,7 +16,7 @@ import otel_rai
 from otel_rai import semconv
 
 from conftest import KEY
-from servers import attributes
+from servers import attributes, decision_spans
 
 X, y = make_classification(400, 6, random_state=0)
 
@@ -41,6 +41,7 @@ def test_decisions_reach_a_real_collector(receiver, rotel, protocol):
     assert a[semconv.DECISION_IDS] == ("A-1", "A-2", "A-3")
     assert list(a[semconv.OUTPUTS]) == out.tolist()
     assert list(a[semconv.INPUT_HASHES]) == [otel_rai.hash_input(r, KEY) for r in X[:3]]
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_standard_environment_variables(receiver, monkeypatch):
@@ -57,6 +58,7 @@ def test_standard_environment_variables(receiver, monkeypatch):
     assert resource["deployment.environment"] == "prod" and resource["team"] == "risk"
     assert receiver.metadata[0]["x-tenant"] == "bank-7"
     assert receiver.metadata[0]["authorization"] == "Bearer t0k"
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
@@ -70,6 +72,7 @@ def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
     assert len(chunks) == 20
     assert [o for c in chunks for o in c[semconv.OUTPUTS]] == out.tolist()
     assert len({i for c in chunks for i in c[semconv.DECISION_IDS]}) == len(big)
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_bad_export_configuration_is_a_clear_error():
@@ -109,7 +112,7 @@ def test_a_ratio_sampler_in_the_app_does_not_drop_decisions(receiver, rotel, tmp
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     trace_id, span_id = result.stdout.split()
-    ((resource, span),) = receiver.wait_for_spans(1)
+    ((resource, span),) = decision_spans(receiver.wait_for_spans(2))  # and the closing checkpoint
     assert span.trace_id.hex() == trace_id  # the decision joins the (unsampled) request trace
     assert span.parent_span_id.hex() == span_id
     assert resource["service.name"] == "loan-api"  # under the application's service
@@ -141,7 +144,7 @@ def test_opentelemetry_instrument_picks_it_up_without_code_changes(receiver, rot
     result = subprocess.run([instrument, sys.executable, str(app)], env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    ((resource, span),) = receiver.wait_for_spans(1)
+    ((resource, span),) = decision_spans(receiver.wait_for_spans(2))
     assert resource["service.name"] == "auto-svc"
     assert attributes(span)[semconv.MODEL_VERSION] == "auto-1"
     assert attributes(span)[semconv.BATCH_SIZE] == 4

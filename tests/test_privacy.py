@@ -91,6 +91,7 @@ def test_nothing_raw_on_the_wire(receiver, rotel):
         assert _leaks(span.SerializeToString().decode("latin-1")) == []
     assert KEY not in "".join(r.SerializeToString().decode("latin-1") for r in receiver.requests)
     assert all(semconv.INPUT_HASHES in attributes(s) for _, s in received)
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_numpy_input_with_capture_allowlist_by_model_feature_names():
@@ -105,3 +106,31 @@ def test_numpy_input_with_capture_allowlist_by_model_feature_names():
     (span,) = audit.spans()
     assert span.attributes[semconv.INPUT_VALUE_PREFIX + "b"] == (8.25,)
     assert semconv.INPUT_VALUE_PREFIX + "a" not in span.attributes
+
+
+def _bytes_of(directory) -> str:
+    return "".join(p.read_bytes().decode("latin-1") for p in sorted(directory.rglob("*")) if p.is_file())
+
+
+def test_default_configurations_keep_raw_values_out_of_the_store_the_spool_and_the_wire(receiver, tmp_path,
+                                                                                      monkeypatch):
+    """instrument() as most will call it: no store option, the key from the environment; with and
+    without an endpoint. Every span the audit tracer makes is included: decisions, failures, checkpoints."""
+    monkeypatch.setenv("OTEL_RAI_HASH_KEY", KEY)
+    monkeypatch.setenv("OTEL_RAI_CHECKPOINT_KEY", "checkpoint-" + KEY)
+    home = tmp_path / "otel-rai-home"
+    otel_rai.instrument()  # the local store in the data directory
+    _run_decisions(_model())
+    otel_rai.uninstrument()
+    otel_rai.instrument(endpoint=receiver.endpoint)  # a spool in the data directory, then OTLP
+    _run_decisions(_model())
+    during = _bytes_of(home)
+    otel_rai.uninstrument()
+    files = sorted(p.name for p in home.iterdir())
+    assert any(n.startswith("audit.db") for n in files) and any(n.startswith("spool-") for n in files), files
+    received = receiver.spans()
+    assert len(received) == 4 and {attributes(s).get(semconv.AUDIT_SEQ) for _, s in received} == {1, 2, 3, 4}
+    wire = "".join(r.SerializeToString().decode("latin-1") for r in receiver.requests)
+    for where, text in (("files", during + _bytes_of(home)), ("wire", wire)):
+        assert _leaks(text) == [], where
+        assert KEY not in text, where

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from otel_rai.query import find_decisions
+from otel_rai import chaincheck, semconv
+from otel_rai.query import Query, connect, find_decisions
 from otel_rai.query._time import parse_time
 
 from recorded import record
@@ -91,3 +92,24 @@ def test_the_cli_finds_exactly_one_versions_decisions_in_phoenix(phoenix, tmp_pa
     service = cli("query", "--backend", "phoenix", "--url", url, "--service", "credit-scoring", "--since", "1h")
     assert service.returncode == 2 and "cannot filter by service" in service.stderr
     assert "Traceback" not in service.stderr
+
+
+def test_the_chain_verifies_from_phoenixs_answers(phoenix, tmp_path):
+    """Phoenix keeps float seconds and no resource: the canonical form leaves out what it loses."""
+    url, grpc = phoenix
+    rec = record(tmp_path / "audit.db", {"chain-1": 30, "chain-2": 1500}, endpoint=grpc, checkpoint_key="phoenix-ckpt-key")
+    stream = rec.spans()[0].attributes[semconv.AUDIT_STREAM]
+    query = Query(start_ns=min(s.start_ns for s in rec.spans()) - 10**9, end_ns=time.time_ns() + 10**9)
+    deadline = time.monotonic() + 60
+    while True:
+        got = [(p, r) for p, r in chaincheck.records(connect('phoenix', url), query, [])
+               if r.attributes.get(semconv.AUDIT_STREAM) == stream]
+        if len(got) >= len(rec.spans()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(got) == len(rec.spans()) == 1 + 2 + 1 + 1  # two calls, one chunked in two, and the checkpoint
+    report = chaincheck.check(got, chaincheck.read_keys(["phoenix-ckpt-key"], [], []), require_signed=True)
+    assert report.ok, report.ordered_problems()[:3]
+    edited = next(r for _, r in got if semconv.OUTPUTS in r.attributes).attributes
+    edited[semconv.OUTPUTS] = [1 - edited[semconv.OUTPUTS][0], *edited[semconv.OUTPUTS][1:]]
+    assert chaincheck.check(got).counts() == {"edited": 1}

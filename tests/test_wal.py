@@ -53,6 +53,7 @@ def test_endpoint_only_exports_and_keeps_no_store(receiver):
     assert otel_rai.flush(30).complete
     assert received_ids(receiver) == ["a", "b", "c"]
     assert not store.default_path().exists()
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_endpoint_and_store_write_locally_first_then_export(receiver, tmp_path):
@@ -64,6 +65,7 @@ def test_endpoint_and_store_write_locally_first_then_export(receiver, tmp_path):
     assert outbox(path) == 0
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 30
+    otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
 def test_an_outage_spools_decisions_and_delivers_them_in_order_afterwards(tmp_path):

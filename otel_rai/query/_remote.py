@@ -4,6 +4,7 @@ split until no search result was cut off."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import socket
 import ssl
@@ -83,7 +84,8 @@ class Http:
                 payload = None
             text = raw.decode("utf-8", "replace").strip().replace("\n", " ")[:200]
             raise HttpError(f"{where} answered HTTP {exc.code} to {path}: {text}", exc.code, payload) from None
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, ssl.SSLError,
+                http.client.HTTPException) as exc:  # the last: a cut-off answer, or a URL we refuse to send
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, (socket.timeout, TimeoutError)):
                 detail = f"no answer within {TIMEOUT_S:g} s"

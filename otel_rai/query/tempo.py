@@ -9,6 +9,7 @@ time window that returns that many is halved and searched again, down to Tempo's
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Iterator
 
 from otel_rai import otlpjson, semconv
@@ -19,6 +20,7 @@ from otel_rai.records import SpanRecord
 DEFAULT_URL = "http://localhost:3200"
 SEARCH_LIMIT = 500
 _SECOND = 1_000_000_000
+_TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def traceql(query: Query) -> str:
@@ -65,7 +67,10 @@ class Tempo:
         ]
         traces = self.http.get("/api/search", params).get("traces") or []
         # Search results drop leading zeros from trace ids.
-        found = [r for t in traces for r in self.trace(str(t["traceID"]).rjust(32, "0"))]
+        ids = [str(t["traceID"]).rjust(32, "0") for t in traces]
+        if not all(_TRACE_ID.fullmatch(i) for i in ids):
+            raise ValueError("a search result's traceID is not a hex trace id")
+        found = [r for i in ids for r in self.trace(i)]
         return found, len(traces) >= self.search_limit
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:

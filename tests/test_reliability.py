@@ -1,0 +1,407 @@
+"""No decision lost: outages (refused and hanging), SIGKILL, bursts, SIGTERM, exit, fork, fail-closed.
+
+Every test exports to a real OTLP/gRPC receiver (tests/servers.py) that it stops, restarts or slows."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from sklearn.linear_model import LogisticRegression
+
+import otel_rai
+from otel_rai import chaincheck, semconv
+
+from conftest import KEY
+from servers import HangingListener, OtlpReceiver, attributes, free_port
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+X = np.random.default_rng(0).normal(size=(64, 4))
+MODEL = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+
+
+def received_ids(receiver: OtlpReceiver) -> list[str]:
+    return [i for _, span in receiver.spans() for i in attributes(span).get(semconv.DECISION_IDS, ())]
+
+
+def decide(ids) -> None:
+    for decision_id in ids:
+        with otel_rai.decisions(ids=[decision_id]):
+            MODEL.predict(X[hash(decision_id) % 64 :][:1])
+
+
+def chain_intact(receiver: OtlpReceiver) -> chaincheck.Report:
+    report = chaincheck.check((None, r) for r in receiver.records())
+    assert report.ok, report.ordered_problems()[:3]
+    return report
+
+
+def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env={**ENV, **kwargs.pop("env", {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def metrics(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    return {m.name: m.data.data_points[0].value for rm in data.resource_metrics for sm in rm.scope_metrics
+            for m in sm.metrics if m.name.startswith("ml.audit.")}
+
+
+# --- outage ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("failure", ["refused", "hanging"])
+def test_a_60_second_outage_during_100k_decisions_loses_none(tmp_path, failure):
+    port = free_port()
+    hung = HangingListener(port) if failure == "hanging" else None
+    started = time.monotonic()
+    otel_rai.instrument(endpoint=f"http://127.0.0.1:{port}", hash_key=KEY, spool=tmp_path / "spool.db")
+    ids = [f"o{i}" for i in range(100_000)]
+    decide(ids)
+    during = otel_rai.flush(1)
+    assert not during.complete and during.pending > 0 and during.dropped == 0
+    time.sleep(max(0.0, 60 - (time.monotonic() - started)))
+    if hung is not None:
+        hung.stop()
+    receiver = OtlpReceiver(port).start()
+    try:
+        after = otel_rai.flush(300)
+        assert after.complete and after.pending == 0 and after.dropped == 0, after
+        assert received_ids(receiver) == ids  # every decision, once, in order
+        otel_rai.uninstrument()
+        assert chain_intact(receiver).records == 100_001  # and the closing checkpoint
+        assert sqlite3.connect(tmp_path / "spool.db").execute("SELECT count(*) FROM spans").fetchone() == (0,)
+    finally:
+        receiver.stop()
+
+
+def test_a_hanging_backend_that_comes_back_gets_everything(tmp_path, monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "1")
+    port = free_port()
+    hung = HangingListener(port)
+    otel_rai.instrument(endpoint=f"http://127.0.0.1:{port}", hash_key=KEY, spool=tmp_path / "spool.db")
+    ids = [f"h{i}" for i in range(300)]
+    decide(ids)
+    assert not otel_rai.flush(2).complete
+    hung.stop()
+    receiver = OtlpReceiver(port).start()
+    try:
+        assert otel_rai.flush(60).complete
+        assert received_ids(receiver) == ids
+    finally:
+        otel_rai.uninstrument()
+        receiver.stop()
+
+
+# --- restart -----------------------------------------------------------------------------------
+
+SPOOLER = """
+import sys, time, numpy as np, otel_rai
+from sklearn.linear_model import LogisticRegression
+X = np.random.default_rng(0).normal(size=(20, 3)); model = LogisticRegression().fit(X, X[:, 0] > 0)
+otel_rai.instrument(spool=sys.argv[1], endpoint=sys.argv[2], hash_key="spooler-key-0123456789abcdef")
+for i in range(int(sys.argv[3])):
+    with otel_rai.decisions(ids=[f"k{i}"]):
+        model.predict(X[i % 20:i % 20 + 1])
+from otel_rai import instrumentor
+assert instrumentor._session.worker.flush(60)  # every call is in the spool (not yet exported)
+print("spooled", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_process_killed_mid_export_leaves_the_rest_to_the_next(tmp_path):
+    spool = tmp_path / "spool.db"
+    slow = OtlpReceiver(delay=0.3).start()  # slow enough that the export is still going on when it dies
+    proc = python(SPOOLER, str(spool), slow.endpoint, "5000")
+    try:
+        assert proc.stdout.readline().strip() == "spooled"
+        slow.wait_for_spans(1)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        slow.stop()
+    first = received_ids(slow)
+    assert 0 < len(first) < 5000
+    receiver = OtlpReceiver().start()
+    try:
+        otel_rai.instrument(endpoint=receiver.endpoint, spool=spool, hash_key=KEY)  # the next process
+        assert otel_rai.flush(60).complete
+        rest = received_ids(receiver)
+    finally:
+        otel_rai.uninstrument()
+        receiver.stop()
+    expected = [f"k{i}" for i in range(5000)]
+    assert sorted(set(first + rest), key=lambda i: int(i[1:])) == expected  # at least once
+    assert rest == expected[expected.index(rest[0]):]  # the rest, in order, from where the export stood
+    assert len(first) + len(rest) - 5000 <= 512  # a copy at most of the batch in flight
+    assert sqlite3.connect(spool).execute("SELECT count(*) FROM spans").fetchone() == (0,)
+
+
+# --- bursts --------------------------------------------------------------------------------------
+
+
+def test_a_burst_faster_than_export_is_spooled_and_counted(tmp_path):
+    reader = InMemoryMetricReader()
+    slow = OtlpReceiver(delay=0.05).start()
+    try:
+        otel_rai.instrument(endpoint=slow.endpoint, hash_key=KEY, spool=tmp_path / "spool.db",
+                            meter_provider=MeterProvider(metric_readers=[reader]))
+        ids = [f"b{i}" for i in range(5000)]
+        decide(ids)
+        assert metrics(reader)[semconv.METRIC_AUDIT_PENDING] > 0
+        result = otel_rai.flush(120)
+        assert result.complete and result.dropped == 0
+        assert received_ids(slow) == ids
+        assert metrics(reader) == {semconv.METRIC_AUDIT_PENDING: 0, semconv.METRIC_AUDIT_EXPORTED: 5000,
+                                   semconv.METRIC_AUDIT_DROPPED: 0}
+    finally:
+        otel_rai.uninstrument()
+        slow.stop()
+
+
+def test_without_a_spool_a_burst_blocks_callers_instead_of_dropping(tmp_path):
+    reader = InMemoryMetricReader()
+    slow = OtlpReceiver(delay=0.05).start()
+    peak = [0]
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], metrics(reader).get(semconv.METRIC_AUDIT_PENDING, 0))
+            time.sleep(0.005)
+
+    try:
+        otel_rai.instrument(endpoint=slow.endpoint, hash_key=KEY, spool=False, max_export_backlog=50,
+                            max_pending_calls=100, meter_provider=MeterProvider(metric_readers=[reader]))
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        ids = [f"m{i}" for i in range(5000)]
+        decide(ids)
+        result = otel_rai.flush(120)
+        stop.set()
+        watcher.join()
+        assert result.complete and result.dropped == 0
+        assert received_ids(slow) == ids
+        # held: the calls queue (100), one worker cycle (1024 calls) and the memory backlog (50 + a cycle)
+        assert 0 < peak[0] <= 100 + 1 + 1024 + 50 + 1024
+    finally:
+        otel_rai.uninstrument()
+        slow.stop()
+
+
+def test_large_batches_wait_for_room_by_rows(tmp_path):
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY, max_pending_rows=1000)
+    big = np.tile(X, (10, 1))[:600]
+    MODEL.predict(big)
+    assert otel_rai.flush(10).complete
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the store: the worker waits in its commit
+    done = []
+    calls = [threading.Thread(target=lambda: done.append(MODEL.predict(big).shape)) for _ in range(3)]
+    try:
+        for call in calls:
+            call.start()
+            time.sleep(0.3)
+        assert len(done) == 2  # the worker holds one, one waits in the queue, the third waits for room
+    finally:
+        blocker.execute("ROLLBACK")
+        for call in calls:
+            call.join(60)
+    assert len(done) == 3 and otel_rai.flush(30).complete
+    otel_rai.uninstrument()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM decisions").fetchone() == (2400,)
+
+
+# --- the end of the process ----------------------------------------------------------------------
+
+APP = """
+import os, signal, sys, time, numpy as np, otel_rai
+from sklearn.linear_model import LogisticRegression
+X = np.random.default_rng(0).normal(size=(20, 3)); model = LogisticRegression().fit(X, X[:, 0] > 0)
+if sys.argv[2] == "own-handler":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+otel_rai.instrument(endpoint=sys.argv[1], spool=False, hash_key="app-key-0123456789abcdef")
+print(signal.getsignal(signal.SIGTERM).__qualname__ if callable(signal.getsignal(signal.SIGTERM)) else "default")
+for i in range(2000):
+    with otel_rai.decisions(ids=[f"t{i}"]):
+        model.predict(X[i % 20:i % 20 + 1])
+print("decided", flush=True)
+if sys.argv[2] != "exit":
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "own-handler", "exit"])
+def test_sigterm_and_exit_deliver_what_was_held_in_memory(ending):
+    slow = OtlpReceiver(delay=0.2).start()
+    try:
+        proc = python(APP, slow.endpoint, ending)
+        handler = proc.stdout.readline().strip()
+        assert proc.stdout.readline().strip() == "decided"
+        if ending != "exit":
+            proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        expected = {"sigterm": (-signal.SIGTERM, "flush_on_sigterm.<locals>.on_sigterm"),
+                    "own-handler": (0, "<lambda>"), "exit": (0, "flush_on_sigterm.<locals>.on_sigterm")}
+        assert (proc.returncode, handler) == expected[ending], err
+        assert received_ids(slow) == [f"t{i}" for i in range(2000)]
+        report = chain_intact(slow)
+        (stream,) = report.streams.values()
+        assert stream.checkpoints == 1  # the closing checkpoint went out too
+    finally:
+        slow.stop()
+
+
+def _mp_child(n: int) -> None:
+    decide([f"c{n}-{i}" for i in range(50)])  # and return: multiprocessing ends the child with os._exit
+
+
+def test_multiprocessing_children_each_export_their_decisions(receiver):
+    otel_rai.instrument(endpoint=receiver.endpoint, hash_key=KEY, spool=False)
+    decide(["parent-0"])
+    ctx = multiprocessing.get_context("fork")
+    children = [ctx.Process(target=_mp_child, args=(n,)) for n in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+        assert child.exitcode == 0
+    decide(["parent-1"])
+    otel_rai.uninstrument()
+    got = received_ids(receiver)
+    assert sorted(got) == sorted(["parent-0", "parent-1", *(f"c{n}-{i}" for n in range(3) for i in range(50))])
+    report = chain_intact(receiver)
+    assert sorted(s.decisions for s in report.streams.values()) == [2, 50, 50, 50]
+    assert all(s.checkpoints == 1 for s in report.streams.values())
+
+
+FORKING_SERVER = """
+import json, os, sys, numpy as np, otel_rai
+from sklearn.linear_model import LogisticRegression
+X = np.random.default_rng(0).normal(size=(20, 3)); model = LogisticRegression().fit(X, X[:, 0] > 0)
+otel_rai.instrument(endpoint=sys.argv[1], spool=sys.argv[2], hash_key="fork-key-0123456789abcdef")
+def decide(tag, n):
+    for i in range(n):
+        with otel_rai.decisions(ids=[f"{tag}-{i}"]):
+            model.predict(X[:1])
+decide("master", 5)
+assert otel_rai.flush(30).decisions == 5
+workers = []
+for w in range(2):
+    pid = os.fork()
+    if pid == 0:  # a worker: serve, then leave the way gunicorn's workers do (sys.exit runs atexit)
+        decide(f"worker{w}", 7)
+        print(json.dumps({"worker": w, "decisions": otel_rai.flush(30).decisions}), flush=True)
+        sys.exit(0)
+    workers.append(pid)
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in workers]
+print(json.dumps({"codes": codes, "decisions": otel_rai.flush(30).decisions}), flush=True)
+"""
+
+
+def test_forked_workers_count_and_export_their_own_decisions(receiver, tmp_path):
+    """gunicorn's way: os.fork after instrument(), then each worker exits with sys.exit."""
+    proc = python(FORKING_SERVER, receiver.endpoint, str(tmp_path / "spool.db"))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    # Each worker counts its own 7 decisions (the 5 of the master were the master's); every exit code 0.
+    assert sorted(line["decisions"] for line in lines) == [5, 7, 7]
+    assert [line for line in lines if "codes" in line][0]["codes"] == [0, 0]
+    expected = [f"master-{i}" for i in range(5)] + [f"worker{w}-{i}" for w in range(2) for i in range(7)]
+    assert sorted(received_ids(receiver)) == sorted(expected)
+    report = chain_intact(receiver)
+    assert sorted(s.decisions for s in report.streams.values()) == [5, 7, 7]
+
+
+# --- fail-closed ---------------------------------------------------------------------------------
+
+DISK_FULL = """
+import json, os, resource, signal, sys, numpy as np, otel_rai
+from sklearn.linear_model import LogisticRegression
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+X = np.random.default_rng(0).normal(size=(20, 3)); model = LogisticRegression().fit(X, X[:, 0] > 0)
+path = sys.argv[1]
+otel_rai.instrument(store=path, hash_key="full-key-0123456789abcdef", on_audit_failure=sys.argv[2])
+def attempt(i):
+    try:
+        with otel_rai.decisions(ids=[f"f{i}"]):
+            model.predict(X[:1])
+        return "returned"
+    except otel_rai.AuditUnavailableError as exc:
+        return "withheld: " + str(exc)
+out = [attempt(i) for i in range(3)]
+otel_rai.flush(10)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+# The disk is full from here on: no file may grow (the WAL grows with each commit).
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path + "-wal"), hard))
+out += [attempt(i) for i in range(3, 6)]
+during = otel_rai.flush(1)  # the worker tries, and fails, to write them
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # and has room again
+result = otel_rai.flush(30)
+print(json.dumps({"calls": out, "failures": result.failures, "complete": result.complete,
+                  "pending_while_full": during.pending, "complete_while_full": during.complete}))
+"""
+
+
+def _disk_full(tmp_path: Path, mode: str) -> tuple[dict, list[str]]:
+    path = tmp_path / "audit.db"
+    proc = python(DISK_FULL, str(path), mode)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    stored = [r[0] for r in sqlite3.connect(path).execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
+    return json.loads(out), stored
+
+
+def test_fail_closed_withholds_the_decision_when_the_record_cannot_be_written(tmp_path):
+    result, stored = _disk_full(tmp_path, "raise")
+    assert result["calls"][:3] == ["returned"] * 3
+    assert all(c.startswith("withheld: otel-rai: the audit record could not be written durably") for c in result["calls"][3:])
+    assert "the write to the local store failed" in result["calls"][3]
+    # Records of withheld calls are retried once there is room: the model was called, and that is true.
+    assert stored == [f"f{i}" for i in range(6)]
+
+
+def test_fail_open_returns_counts_and_writes_later(tmp_path):
+    result, stored = _disk_full(tmp_path, "log")
+    assert result["calls"] == ["returned"] * 6
+    assert not result["complete_while_full"] and result["pending_while_full"] == 3
+    assert result["failures"].get("commit", 0) >= 1 and result["complete"]
+    assert stored == [f"f{i}" for i in range(6)]
+
+
+def test_fail_closed_returns_only_after_the_record_is_committed(tmp_path):
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY, on_audit_failure="raise")
+    reader = sqlite3.connect(path)
+    for i in range(20):
+        with otel_rai.decisions(ids=[f"s{i}"]):
+            MODEL.predict(X[:1])
+        assert reader.execute("SELECT count(*) FROM decisions WHERE decision_id = ?", (f"s{i}",)).fetchone() == (1,)
+    with pytest.raises(ValueError):  # the model's own error is raised as before, and recorded
+        MODEL.predict(X[:1, :2])
+    otel_rai.uninstrument()
+
+
+def test_fail_closed_needs_a_local_store():
+    with pytest.raises(ValueError, match="needs a local store or spool"):
+        otel_rai.instrument(endpoint="http://127.0.0.1:4317", spool=False, hash_key=KEY, on_audit_failure="raise")
+    with pytest.raises(ValueError, match="on_audit_failure must be one of"):
+        otel_rai.instrument(store=False, hash_key=KEY, on_audit_failure="ignore")
