@@ -17,6 +17,7 @@ from typing import Any, Collection, Iterable, Mapping, Sequence
 from opentelemetry import metrics, trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from otel_rai import chain, config, export, groups, models, reliability, semconv
@@ -27,6 +28,7 @@ from otel_rai.monitor import FairnessConfig, FairnessMonitor
 from otel_rai.outcomes import store_lookup
 from otel_rai.patching import Patcher
 from otel_rai.store import StoreSink
+from otel_rai.tracer import AuditTracer
 from otel_rai.version import __version__
 from otel_rai.worker import AuditWorker, Counters
 
@@ -122,8 +124,12 @@ class _Session:
         self.provider = tracer_provider
         self.counters = Counters()
         key = chain.signer(checkpoint_key if checkpoint_key is not None else os.environ.get(chain.KEY_ENV) or None)
-        tracer = chain.ChainedTracer(tracer_provider.get_tracer(semconv.SCOPE, __version__),
-                                     chain.Chain(key, checkpoint_interval))
+        audit_tracer = (
+            AuditTracer(tracer_provider, self.sinks, InstrumentationScope(semconv.SCOPE, __version__))
+            if self.own_provider
+            else tracer_provider.get_tracer(semconv.SCOPE, __version__)
+        )
+        tracer = chain.ChainedTracer(audit_tracer, chain.Chain(key, checkpoint_interval))
         self.tracer = tracer
         sensitive = config.env_list("OTEL_RAI_SENSITIVE_FEATURES") if sensitive_features is None else sensitive_features
         local = next((s for s in self.sinks if isinstance(s, StoreSink) and s.keep), None)  # not a spool
