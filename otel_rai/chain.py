@@ -43,6 +43,8 @@ KEY_ENV = "OTEL_RAI_CHECKPOINT_KEY"
 TIME_TOLERANCE_US = 1
 
 _UNHASHED = frozenset({semconv.AUDIT_RECORD_HASH, semconv.CHECKPOINT_SIGNATURE})
+#: Compact, key-sorted, ASCII JSON; one encoder, reused (json.dumps would build one per call).
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"))
 _HASHED: dict[str, bool] = {}  # attribute name -> hashed_attribute(name)
 
 
@@ -56,13 +58,14 @@ def hashed_attribute(name: str) -> bool:
 
 def _array(values: Sequence[Any]) -> Sequence[Any]:
     """Arrays are homogeneous (OTel requires it), so the first entry says how to treat them all."""
-    first = values[0] if values else None
-    kind = type(first)
+    kind = type(values[0]) if values else None
     if kind is str or kind is bool:
         return values  # JSON writes a tuple as an array
     if kind is int or kind is float:
-        with contextlib.suppress(TypeError, ValueError):
+        try:
             return list(map(float, values))  # one C loop
+        except (TypeError, ValueError):
+            pass
     return [_value(v, nested=True) for v in values]
 
 
@@ -106,10 +109,19 @@ def canonical_body(
             hashed = _HASHED[k] = hashed_attribute(k)
         if hashed:
             kind = type(v)
-            covered[k] = v if kind is float or (kind is str and not v.startswith("[")) else _value(v)
+            if kind is str:
+                covered[k] = v if v[:1] != "[" else _value(v)
+            elif kind is int:
+                covered[k] = float(v)
+            elif kind is float:
+                covered[k] = v
+            elif kind is list or kind is tuple:
+                covered[k] = _array(v)
+            else:
+                covered[k] = _value(v)
     fields = [name, trace_id.lower(), span_id.lower(), (parent_span_id or "").lower(), int(status_code),
               status_message or "", covered]
-    return json.dumps(fields, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return _CANONICAL_JSON.encode(fields).encode("ascii")
 
 
 def digest(body: bytes, start_us: int, end_us: int) -> str:

@@ -20,6 +20,7 @@ uses its own connection; a forked child opens new ones.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -60,6 +61,9 @@ INDEX_EVERY = 65_536
 _SQLITE_HEADER = b"SQLite format 3\x00"
 _MAX_UNWRITTEN = 100_000
 _EXPORT_POLL_S = 1.0
+#: Spans written by this process that the outbox keeps in memory for export: about a second of
+#: single-row decisions, a few MB. A longer backlog is read back from the file.
+_RECENT_SPANS = 4096
 _FLUSH_POLL_S = 0.05
 
 _SCHEMA = """
@@ -458,6 +462,11 @@ class Store:
         cursor.close()
         return batch
 
+    def outbox_seqs(self, max_spans: int) -> list[int]:
+        """The seqs of the oldest spans waiting for export (the outbox's own index, no span read)."""
+        rows = self._connection().execute("SELECT seq FROM outbox ORDER BY seq LIMIT ?", (max_spans,))
+        return [seq for (seq,) in rows]
+
     def outbox_done(self, first: int, last: int, *, forget: bool = False) -> None:
         """Spans `first` to `last` were exported. Spans are written in seq order under the write lock,
         so every queued span in that range was in the batch. With `forget` (a spool), the spans and
@@ -647,10 +656,21 @@ class StoreOutbox:
         self._taken: tuple[int, int] | None = None
         self._through: int | None = None
         self._to_spans = ReadableSpans()
+        # The spans this process just wrote, by seq: exported from memory while the export keeps up,
+        # which spares reading, decoding and rebuilding them. The outbox stays the truth: a span not
+        # held here (written by another process, or before a restart, or dropped from here during an
+        # outage) is read back from the file, and the order is always the outbox's.
+        self._recent: collections.OrderedDict[int, ReadableSpan] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
 
-    def written(self, seq: int) -> None:
-        """This process wrote spans up to `seq`: its flushes wait for them."""
-        self._through = max(self._through or 0, seq)
+    def written(self, last_seq: int, spans: Sequence[ReadableSpan] = ()) -> None:
+        """This process wrote spans up to `last_seq` (the last of them `spans`): its flushes wait for them."""
+        self._through = max(self._through or 0, last_seq)
+        with self._recent_lock:
+            for seq, span in zip(range(last_seq - len(spans) + 1, last_seq + 1), spans):
+                self._recent[seq] = span
+            while len(self._recent) > _RECENT_SPANS:
+                self._recent.popitem(last=False)
 
     def _hold(self) -> bool:
         if self._holding:
@@ -667,15 +687,40 @@ class StoreOutbox:
     def take(self, max_spans: int, max_rows: int) -> list[ReadableSpan]:
         if not self._hold():
             return []
+        held = self._held(max_spans, max_rows)
+        if held:
+            self._taken = (held[0][0], held[-1][0])
+            return [span for _, span in held]
         batch = self._store.outbox_batch(max_spans, max_rows)
         if not batch:
             return []
         self._taken = (batch[0][0], batch[-1][0])
         return [self._to_spans(record) for _, record in batch]
 
+    def _held(self, max_spans: int, max_rows: int) -> list[tuple[int, ReadableSpan]]:
+        """The head of the outbox, in order, as far as this process still holds those spans."""
+        if not self._recent:
+            return []
+        batch, rows = [], 0
+        seqs = self._store.outbox_seqs(max_spans)
+        with self._recent_lock:
+            for seq in seqs:
+                span = self._recent.get(seq)
+                if span is None:
+                    break
+                rows += len((span.attributes or {}).get(semconv.DECISION_IDS) or ())
+                if batch and rows > max_rows:
+                    break
+                batch.append((seq, span))
+        return batch
+
     def done(self) -> None:
         if self._taken is not None:
-            self._store.outbox_done(*self._taken, forget=self._forget)
+            first, last = self._taken
+            self._store.outbox_done(first, last, forget=self._forget)
+            with self._recent_lock:
+                while self._recent and next(iter(self._recent)) <= last:
+                    self._recent.popitem(last=False)
             self._taken = None
 
     def pending(self) -> int:
@@ -728,6 +773,7 @@ class StoreSink(export.Sink):
     def _reset(self) -> None:
         self._received: list[ReadableSpan] = []
         self._unwritten: list[SpanRecord] = []
+        self._unwritten_spans: list[ReadableSpan] = []  # the same spans, for the outbox's memory
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
         self._unindexed = 0
@@ -758,6 +804,7 @@ class StoreSink(export.Sink):
         spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
         if self._received:
             self._unwritten += [from_readable(span) for span in self._received]
+            self._unwritten_spans += self._received
             self._received = []
         delay = 0.1
         while self._unwritten or self._groups or self._outcomes:
@@ -772,11 +819,11 @@ class StoreSink(export.Sink):
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            self._unwritten, self._groups, self._outcomes = [], [], []
-            self._unindexed += rows
             if self._outbox is not None and spans:
-                self._outbox.written(last)
+                self._outbox.written(last, self._unwritten_spans)
                 self._exporter.wake()
+            self._unwritten, self._unwritten_spans, self._groups, self._outcomes = [], [], [], []
+            self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()

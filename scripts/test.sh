@@ -10,5 +10,5 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
 fi
 python3 -m pip install --quiet --upgrade pip
-python3 -m pip install --quiet -e '.[test]'
+python3 -m pip install --quiet -c scripts/constraints.txt -e '.[test]'
 exec python3 -m pytest "$@"

@@ -132,3 +132,46 @@ def test_processes_sharing_a_store_export_every_decision_once(tmp_path, receiver
     expected = {f"p{p}-{t}-{i}" for p in range(2) for t in range(4) for i in range(50)}
     assert len(got) == len(expected) and set(got) == expected  # one exporter at a time: no duplicates
     assert outbox(path) == 0
+
+
+def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in_order(tmp_path):
+    """Spans this process wrote are exported from memory; spans another process (or an earlier one)
+    wrote are read back; either way in the outbox's order, and the held ones equal what the file says."""
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from otel_rai.records import from_readable
+
+    ended = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span):
+            ended.append(span)
+
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(Keep())
+    tracer = provider.get_tracer(semconv.SCOPE)
+    for i in range(6):
+        tracer.start_span(f"s{i}", attributes={semconv.DECISION_IDS: [f"d{i}"]}).end()
+    path = tmp_path / "audit.db"
+    other = store.Store(path, create=True)  # another process's writes: in the file only
+    other.append([from_readable(s) for s in ended[:2]], outbox=True)
+    mine = store.Store(path)
+    queue = store.StoreOutbox(mine)
+    last, _ = mine.append([from_readable(s) for s in ended[2:5]], outbox=True)
+    queue.written(last, ended[2:5])
+    other.append([from_readable(ended[5])], outbox=True)  # after mine: the file again
+
+    taken = []
+    while batch := queue.take(max_spans=2, max_rows=100):
+        taken.append(batch)
+        queue.done()
+    assert [[s.name for s in batch] for batch in taken] == [["s0", "s1"], ["s2", "s3"], ["s4"], ["s5"]]
+    from_memory = [s for batch in taken for s in batch if any(s is e for e in ended)]
+    assert [s.name for s in from_memory] == ["s2", "s3", "s4"]  # the others were read back from the file
+    for batch in taken:
+        for span in batch:
+            rebuilt = from_readable(span)
+            assert rebuilt.attributes == from_readable(ended[int(span.name[1:])]).attributes
+    assert mine.outbox_pending() == 0
+    queue.release()
