@@ -360,15 +360,16 @@ class Exporter:
             backoff = min(backoff * 2, self._max_backoff)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
-        try:
-            if self._exporter is None:
-                self._exporter = self._factory()
-            if self._exporter.export(batch) == SpanExportResult.SUCCESS:
-                return True
-        except Exception:
-            _log.warning("otel-rai: OTLP export failed; retrying", exc_info=True)
-        self._discard_exporter()
-        return False
+        with _fork.quiet:
+            try:
+                if self._exporter is None:
+                    self._exporter = self._factory()
+                if self._exporter.export(batch) == SpanExportResult.SUCCESS:
+                    return True
+            except Exception:
+                _log.warning("otel-rai: OTLP export failed; retrying", exc_info=True)
+            self._discard_exporter()
+            return False
 
     def _discard_exporter(self) -> None:
         exporter, self._exporter = self._exporter, None
@@ -402,7 +403,8 @@ class Exporter:
             thread.join(timeout)
         if thread is not None and thread.is_alive():
             return False
-        self._discard_exporter()
+        with _fork.quiet:
+            self._discard_exporter()
         return True
 
 

@@ -3,6 +3,8 @@
 * `OtlpReceiver`: an OTLP/gRPC trace receiver (the real opentelemetry-proto service) that keeps what
   it receives, and can be stopped and restarted on the same port to stage an outage; optionally over
   TLS (with client certificates), and slow (each request takes `delay` seconds).
+* `OtlpReceiverProcess`: the same receiver in a process of its own, for tests whose process forks (a gRPC
+  server in the forking process would make gRPC skip its fork handlers, which no application does).
 * `HangingListener`: a TCP port that accepts connections and never answers (a hung backend).
 * `Rotel`: the rotel collector (``pip install rotel``) on OTLP gRPC and HTTP, forwarding to a receiver.
 """
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
@@ -82,11 +86,13 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def spans(self) -> list[tuple[dict[str, Any], Any]]:
+    def received(self) -> list[trace_service_pb2.ExportTraceServiceRequest]:
         with self._lock:
-            requests = list(self.requests)
+            return list(self.requests)
+
+    def spans(self) -> list[tuple[dict[str, Any], Any]]:
         out = []
-        for request in requests:
+        for request in self.received():
             for rs in request.resource_spans:
                 resource = {kv.key: any_value(kv.value) for kv in rs.resource.attributes}
                 for ss in rs.scope_spans:
@@ -99,9 +105,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
 
         from otel_rai import otlpjson
 
-        with self._lock:
-            requests = list(self.requests)
-        return [r for request in requests for r in otlpjson.decode(MessageToDict(request))]
+        return [r for request in self.received() for r in otlpjson.decode(MessageToDict(request))]
 
     def wait_for_spans(self, n: int, timeout: float = 30.0) -> list[tuple[dict[str, Any], Any]]:
         deadline = time.monotonic() + timeout
@@ -111,6 +115,54 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 return got
             time.sleep(0.05)
         raise TimeoutError(f"received {len(self.spans())} spans, expected {n}")
+
+
+class _AppendingReceiver(OtlpReceiver):
+    """Appends each request, length-prefixed, to a file (the server side of `OtlpReceiverProcess`)."""
+
+    def __init__(self, port: int, path: Path, delay: float) -> None:
+        super().__init__(port, delay=delay)
+        self._file = open(path, "ab")
+
+    def Export(self, request: Any, context: Any) -> Any:  # noqa: N802 (gRPC method name)
+        if self.delay:
+            time.sleep(self.delay)
+        data = request.SerializeToString()
+        with self._lock:
+            self._file.write(struct.pack(">I", len(data)) + data)
+            self._file.flush()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class OtlpReceiverProcess(OtlpReceiver):
+    """An `OtlpReceiver` running in a child process; `received()` reads what it has written so far."""
+
+    def __init__(self, workdir: Path, *, delay: float = 0.0) -> None:
+        super().__init__(delay=delay)
+        self._path = workdir / f"otlp-{self.port}.bin"
+        self._process: subprocess.Popen | None = None
+
+    def start(self) -> OtlpReceiverProcess:
+        self._path.touch()
+        self._process = subprocess.Popen([sys.executable, __file__, str(self.port), str(self._path), str(self.delay)])
+        wait_for_port(self.port, process=self._process)
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(10)
+            self._process = None
+
+    def received(self) -> list[trace_service_pb2.ExportTraceServiceRequest]:
+        data, out, at = self._path.read_bytes(), [], 0
+        while at + 4 <= len(data):
+            (size,) = struct.unpack_from(">I", data, at)
+            if at + 4 + size > len(data):
+                break  # a request still being written
+            out.append(trace_service_pb2.ExportTraceServiceRequest.FromString(data[at + 4 : at + 4 + size]))
+            at += 4 + size
+        return out
 
 
 class HangingListener:
@@ -213,3 +265,8 @@ class Rotel:
     @property
     def http_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+
+if __name__ == "__main__":  # OtlpReceiverProcess: port, file, delay; serves until terminated
+    server = _AppendingReceiver(int(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])).start()
+    server._server.wait_for_termination()

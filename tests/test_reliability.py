@@ -26,7 +26,7 @@ import otel_rai
 from otel_rai import chaincheck, semconv
 
 from conftest import KEY
-from servers import HangingListener, OtlpReceiver, attributes, free_port
+from servers import HangingListener, OtlpReceiver, OtlpReceiverProcess, attributes, free_port
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
@@ -273,9 +273,21 @@ def _mp_child(n: int) -> None:
     decide([f"c{n}-{i}" for i in range(50)])  # and return: multiprocessing ends the child with os._exit
 
 
-def test_multiprocessing_children_each_export_their_decisions(receiver):
+@pytest.fixture
+def slow_receiver_apart(tmp_path):
+    """A receiver in its own process, as a backend would be, taking 1 s per request."""
+    server = OtlpReceiverProcess(tmp_path, delay=1.0).start()
+    yield server
+    server.stop()
+
+
+def test_multiprocessing_children_each_export_their_decisions(slow_receiver_apart, capfd):
+    # The children fork while the parent's request is in flight, which gRPC's fork handlers cannot
+    # handle: fork must wait for it.
+    receiver = slow_receiver_apart
     otel_rai.instrument(endpoint=receiver.endpoint, hash_key=KEY, spool=False)
     decide(["parent-0"])
+    time.sleep(0.2)
     ctx = multiprocessing.get_context("fork")
     children = [ctx.Process(target=_mp_child, args=(n,)) for n in range(3)]
     for child in children:
@@ -287,6 +299,7 @@ def test_multiprocessing_children_each_export_their_decisions(receiver):
     otel_rai.uninstrument()
     got = received_ids(receiver)
     assert sorted(got) == sorted(["parent-0", "parent-1", *(f"c{n}-{i}" for n in range(3) for i in range(50))])
+    assert "skipping fork() handlers" not in capfd.readouterr().err  # gRPC's words when a request was in flight
     report = chain_intact(receiver)
     assert sorted(s.decisions for s in report.streams.values()) == [2, 50, 50, 50]
     assert all(s.checkpoints == 1 for s in report.streams.values())
