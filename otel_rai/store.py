@@ -58,7 +58,6 @@ DEFAULT_NAME = "audit.db"
 BUSY_TIMEOUT_S = 60.0
 #: Rows written between two bulk fills of ``input_index``.
 INDEX_EVERY = 65_536
-_SQLITE_HEADER = b"SQLite format 3\x00"
 _MAX_UNWRITTEN = 100_000
 _EXPORT_POLL_S = 1.0
 #: Spans written by this process that the outbox keeps in memory for export: about a second of
@@ -163,21 +162,19 @@ def location(store: str | os.PathLike[str] | bool | None, *, default: bool) -> P
 
 
 def _create_file(path: Path) -> None:
-    """Create the store file (and its directory) readable by its owner only."""
+    """Create the store file (and its directory) readable by its owner only, unless it exists.
+
+    Never open and close an existing store file outside SQLite: closing any descriptor of a file
+    drops every POSIX lock this process holds on it, including those of its open SQLite connections,
+    and another process could then checkpoint and truncate the write-ahead log under them.
+    """
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # SQLite gives its -wal and -shm files the permissions of the database file.
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-
-
-def _check_header(path: Path) -> None:
     try:
-        with open(path, "rb") as f:
-            header = f.read(len(_SQLITE_HEADER))
-    except OSError as exc:
-        raise StoreError(f"cannot read the audit store {path}: {exc.strerror or exc}") from None
-    if header and header != _SQLITE_HEADER[: len(header)]:
-        raise StoreError(f"{path} is not an otel-rai audit store (not an SQLite database)")
+        # SQLite gives its -wal and -shm files the permissions of the database file.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def _meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -246,7 +243,6 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
             raise StoreError(f"cannot create the audit store {path}: {exc.strerror or exc}") from None
     elif not path.exists():
         raise StoreError(f"no audit store at {path}")
-    _check_header(path)
     try:
         uri = f"file:{urllib.parse.quote(str(path))}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S,
@@ -267,6 +263,8 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size = -16384")
     except sqlite3.DatabaseError as exc:
         conn.close()
+        if str(exc) == "file is not a database":  # SQLite read the header and wrote nothing
+            raise StoreError(f"{path} is not an otel-rai audit store (not an SQLite database)") from None
         raise StoreError(f"{path} is not a usable otel-rai audit store ({exc})") from None
     except StoreError:
         conn.close()
@@ -667,10 +665,10 @@ class StoreOutbox:
         """This process wrote spans up to `last_seq` (the last of them `spans`): its flushes wait for them."""
         self._through = max(self._through or 0, last_seq)
         with self._recent_lock:
-            for seq, span in zip(range(last_seq - len(spans) + 1, last_seq + 1), spans):
+            # Full, it keeps the oldest: the head of the outbox is what the export needs next.
+            room = max(0, _RECENT_SPANS - len(self._recent))
+            for seq, span in zip(range(last_seq - len(spans) + 1, last_seq + 1), spans[:room]):
                 self._recent[seq] = span
-            while len(self._recent) > _RECENT_SPANS:
-                self._recent.popitem(last=False)
 
     def _hold(self) -> bool:
         if self._holding:

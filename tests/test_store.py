@@ -315,3 +315,20 @@ def test_odd_paths_work_and_an_impossible_one_is_a_clear_error(tmp_path):
     blocked.write_text("")
     with pytest.raises(store.StoreError, match="cannot create the audit store"):
         otel_rai.instrument(store=blocked / "audit.db", hash_key=KEY)
+
+
+def test_opening_a_store_again_keeps_the_locks_of_this_process_s_open_connections(tmp_path):
+    """POSIX drops all of a process's locks on a file when any descriptor of it is closed. Opening a
+    second connection must not do that: another process, seeing no lock, would take the database for
+    unused, checkpoint and delete its write-ahead log, and this process's next connection would fail."""
+    path = tmp_path / "audit.db"
+    first = store.Store(path, create=True)
+    first.append([], outbox=True)  # the connection is open (in WAL mode it holds a shared lock)
+    second = store.Store(path, create=True)  # e.g. the export thread's connection, or a query
+    second.outbox_pending()
+    # Another process opens and closes the store: its close checkpoints and deletes the write-ahead
+    # log only if it can lock the file exclusively, i.e. if no connection here still holds its lock.
+    subprocess.run([sys.executable, "-c", "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute("
+                    "'SELECT count(*) FROM spans').fetchone()", str(path)], check=True, timeout=60)
+    assert path.with_name(path.name + "-wal").exists()
+    assert first.outbox_pending() == second.outbox_pending() == 0
