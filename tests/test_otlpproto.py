@@ -1,0 +1,131 @@
+"""`otlpproto.encode_spans` writes the very bytes of the SDK's OTLP encoder (the oracle), faster."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from sklearn.linear_model import LogisticRegression
+
+import otel_rai
+from otel_rai import otlpproto, semconv
+
+from conftest import KEY
+
+RESOURCE = Resource.create({"service.name": "svc", "deployment.environment": "test"})
+OTHER_RESOURCE = Resource({"service.name": "other"}, schema_url="https://opentelemetry.io/schemas/1.21.0")
+SCOPE = InstrumentationScope("otel-rai", "0.1.0", schema_url="https://example.test/schema",
+                             attributes={"scope.attr": 1})
+
+
+def context(span_id: int, *, remote: bool = False, state: TraceState | None = None) -> SpanContext:
+    return SpanContext(0x0123456789ABCDEF0123456789ABCDEF, span_id, is_remote=remote,
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED), trace_state=state)
+
+
+def span(span_id: int, attributes=None, **kwargs) -> ReadableSpan:
+    return ReadableSpan(
+        name=kwargs.pop("name", "predict_proba LogisticRegression"),
+        context=kwargs.pop("context", context(span_id)),
+        attributes=attributes,
+        resource=kwargs.pop("resource", RESOURCE),
+        instrumentation_scope=kwargs.pop("scope", SCOPE),
+        start_time=kwargs.pop("start_time", 1_700_000_000_000_000_000 + span_id),
+        end_time=kwargs.pop("end_time", 1_700_000_000_000_050_000 + span_id),
+        **kwargs,
+    )
+
+
+EVERY_VALUE = {
+    "s": "text", "empty": "", "unicode": "Zürich ✓", "t": True, "f": False, "zero": 0, "neg": -5,
+    "big": 2**63 - 1, "small": -(2**63), "pi": 3.25, "nan": math.nan, "inf": -math.inf, "negzero": -0.0,
+    "bytes": b"\x00\xff", "strs": ["a", "", "b"], "ints": (1, -2, 300), "floats": [0.5, -1e300],
+    "bools": [True, False], "mixed": [1, "a", 2.5, None], "nested": [[1, 2], ["x"]], "none": None,
+    "empty_list": [], "map": {"k": 1, "n": {"deep": [1, "z"]}}, "f32": np.float64(0.1), "long": "x" * 300,
+}
+
+
+CASES = {
+    "every kind of value": [span(1, EVERY_VALUE)],
+    "no attributes": [span(2, None, name="")],
+    "every kind of span": [
+        span(3, {"a": 1}, kind=SpanKind.SERVER, parent=context(9, remote=True),
+             status=Status(StatusCode.ERROR, "ValueError: bad input"),
+             events=[Event("exception", {"exception.type": "ValueError", "n": [1, 2]}, timestamp=17),
+                     Event("", None, timestamp=0)],
+             links=[Link(context(11, remote=True), {"link": "x"}), Link(context(12), None)],
+             context=context(3, state=TraceState([("vendor", "a1"), ("other", "b2")]))),
+        span(4, {"b": "2"}, kind=SpanKind.CLIENT, parent=context(3), status=Status(StatusCode.OK)),
+        span(5, {"c": 3.0}, kind=SpanKind.CONSUMER, start_time=None, end_time=None),
+    ],
+    "resources and scopes, in order of first appearance": [
+        span(6, {"a": 1}), span(7, {"a": 2}, resource=OTHER_RESOURCE), span(8, {"a": 3}, scope=None),
+        span(9, {"a": 4}), span(10, {"a": 5}, resource=OTHER_RESOURCE, scope=InstrumentationScope("x")),
+    ],
+    "a large span (multi-byte lengths)": [span(11, {semconv.DECISION_IDS: [f"{i:032x}" for i in range(5000)],
+                                                    semconv.OUTPUTS: list(range(5000))})],
+}
+
+
+@pytest.mark.parametrize("spans", CASES.values(), ids=CASES.keys())
+def test_the_same_bytes_as_the_sdk_encoder(spans):
+    assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
+    # Twice: the second time, string attributes come from the cache.
+    assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
+
+
+@pytest.mark.parametrize("bad", [np.int64(3), 2**63, -(2**63) - 1, "\ud800", object()],
+                         ids=["numpy-int", "over-int64", "under-int64", "lone-surrogate", "object"])
+def test_a_value_that_cannot_be_encoded_is_left_out_as_the_sdk_leaves_it_out(bad, caplog):
+    spans = [span(20, {"before": 1, "bad": bad, "after": [bad] if isinstance(bad, str) else 2})]
+    with caplog.at_level(logging.ERROR, logger="opentelemetry"):
+        expected = sdk_encode_spans(spans).SerializeToString()
+    with caplog.at_level(logging.WARNING, logger="otel_rai"):
+        caplog.clear()
+        assert otlpproto.encode_spans(spans) == expected
+    assert "bad" in caplog.text
+    assert repr(bad) not in caplog.text or isinstance(bad, int)  # the value itself is never logged
+
+
+def test_the_cache_stays_bounded_and_correct_with_ever_new_strings():
+    spans = [span(100 + i, {"hash": f"{i:064x}", "model": "credit"}) for i in range(otlpproto._MAX_CACHED + 50)]
+    assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
+    assert len(otlpproto._STRING_ATTRIBUTES) <= otlpproto._MAX_CACHED
+
+
+def test_what_the_grpc_exporter_sends_of_real_audit_spans_is_the_sdk_encoding(receiver, monkeypatch):
+    """Through the whole path: audit spans of the audit tracer (decisions, an exception, a chunked
+    call, checkpoints), encoded by the exporter that `instrument(endpoint=...)` builds."""
+    calls = []
+    encode = otlpproto.encode_spans
+
+    def checked(spans):
+        calls.append((list(spans), encode(spans)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(otlpproto, "encode_spans", checked)
+    X = np.random.default_rng(0).normal(size=(300, 4))
+    model = LogisticRegression().fit(X, X[:, 0] > 0)
+    otel_rai.instrument(endpoint=receiver.endpoint, hash_key=KEY, spool=False, max_rows_per_span=100,
+                        explain=False)
+    try:
+        model.predict_proba(X[:1])
+        model.predict(X)  # three chunks under one parent
+        with pytest.raises(ValueError):
+            model.predict(X[:, :2])
+        assert otel_rai.flush(30).complete
+    finally:
+        otel_rai.uninstrument()
+    sent = [s for spans, _ in calls for s in spans]
+    assert sum(semconv.DECISION_IDS in (s.attributes or {}) for s in sent) >= 4
+    assert any(s.events for s in sent)
+    for spans, encoded in calls:
+        assert encoded == sdk_encode_spans(spans).SerializeToString()
+    assert len(receiver.spans()) == len(sent)
