@@ -39,7 +39,7 @@ _log = logging.getLogger(__name__)
 PROTOCOLS = ("grpc", "http/protobuf")
 
 #: Limits of one export request: spans, and decisions (a decision is about 150 bytes of OTLP).
-MAX_BATCH_SPANS = 512
+MAX_BATCH_SPANS = 1024
 MAX_BATCH_ROWS = 4096
 _MIN_BACKOFF = 0.5
 #: The longest wait between two export attempts while the backend is down.

@@ -387,36 +387,39 @@ class Store:
         conn = self._connection()
         new_origins: dict = {}
         seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
-        n_decisions = 0
+        # The rows are built before the write lock is taken (other writers, the exporter deleting
+        # exported spans, wait for it); only the seqs and origin ids are filled in under it.
+        spans, decisions = [], []
+        for r in records:
+            a = r.attributes
+            ids = a.get(semconv.DECISION_IDS) or ()
+            n = len(ids)
+            spans.append((
+                r.trace_id, r.span_id, r.parent_span_id, r.name, r.kind, r.start_ns, r.end_ns, r.status_code,
+                r.status_message, a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
+                a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, _json(a), _extra(r),
+            ))
+            if n:
+                hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
+                decisions.append((n, ids, hashes, _per_row(a.get(semconv.OUTPUTS), n), list(map(_input_key, hashes))))
+            else:
+                decisions.append(None)
         with _writing(conn):
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spans'").fetchone()
-            seq = row[0] if row else 0
-            first = seq + 1
-            spans, decisions = [], []
-            for r in records:
-                seq += 1
-                a = r.attributes
-                ids = a.get(semconv.DECISION_IDS) or ()
-                n = len(ids)
-                spans.append((
-                    seq, self._origin(conn, r, new_origins, seen), r.trace_id, r.span_id, r.parent_span_id,
-                    r.name, r.kind, r.start_ns, r.end_ns, r.status_code, r.status_message,
-                    a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION), a.get(semconv.MODEL_FINGERPRINT),
-                    a.get(semconv.OPERATION), n, _json(a), _extra(r),
-                ))
-                if n:
-                    n_decisions += n
-                    hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
-                    outputs = _per_row(a.get(semconv.OUTPUTS), n)
-                    decisions.append(zip(repeat(seq, n), range(n), ids, hashes, outputs, map(_input_key, hashes)))
-            conn.executemany(f"INSERT INTO spans VALUES ({', '.join('?' * 18)})", spans)
-            conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(decisions))
+            first = (row[0] if row else 0) + 1
+            seqs = range(first, first + len(records))
+            conn.executemany(
+                f"INSERT INTO spans VALUES ({', '.join('?' * 18)})",
+                [(seq, self._origin(conn, r, new_origins, seen), *span) for seq, r, span in zip(seqs, records, spans)],
+            )
+            conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(
+                zip(repeat(seq, d[0]), range(d[0]), *d[1:]) for seq, d in zip(seqs, decisions) if d is not None))
             if outbox:
-                conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((s,) for s in range(first, seq + 1)))
+                conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((seq,) for seq in seqs))
             conn.executemany("INSERT OR REPLACE INTO decision_groups VALUES (?, ?, ?)", groups)
             conn.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?)", outcomes)
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
-        return seq, n_decisions
+        return first + len(records) - 1, sum(d[0] for d in decisions if d is not None)
 
     def index_inputs(self, max_rows: int = 1 << 20) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
@@ -685,22 +688,24 @@ class StoreOutbox:
     def take(self, max_spans: int, max_rows: int) -> list[ReadableSpan]:
         if not self._hold():
             return []
-        held = self._held(max_spans, max_rows)
-        if held:
-            self._taken = (held[0][0], held[-1][0])
-            return [span for _, span in held]
+        if self._recent:
+            seqs = self._store.outbox_seqs(max_spans)
+            held = self._held(seqs, max_rows)
+            if held:
+                self._taken = (held[0][0], held[-1][0])
+                return [span for _, span in held]
+            with self._recent_lock:  # read back only the spans before the next one held here
+                max_spans = next((i for i, seq in enumerate(seqs) if seq in self._recent), max_spans)
         batch = self._store.outbox_batch(max_spans, max_rows)
         if not batch:
             return []
         self._taken = (batch[0][0], batch[-1][0])
         return [self._to_spans(record) for _, record in batch]
 
-    def _held(self, max_spans: int, max_rows: int) -> list[tuple[int, ReadableSpan]]:
-        """The head of the outbox, in order, as far as this process still holds those spans."""
-        if not self._recent:
-            return []
+    def _held(self, seqs: Sequence[int], max_rows: int) -> list[tuple[int, ReadableSpan]]:
+        """The spans of `seqs` (the head of the outbox) that this process still holds, up to the first
+        one it does not."""
         batch, rows = [], 0
-        seqs = self._store.outbox_seqs(max_spans)
         with self._recent_lock:
             for seq in seqs:
                 span = self._recent.get(seq)

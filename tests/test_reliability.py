@@ -23,7 +23,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import chaincheck, semconv
+from otel_rai import chaincheck, export, semconv
 
 from conftest import KEY
 from servers import HangingListener, OtlpReceiver, OtlpReceiverProcess, attributes, free_port
@@ -149,7 +149,7 @@ def test_a_process_killed_mid_export_leaves_the_rest_to_the_next(tmp_path):
     expected = [f"k{i}" for i in range(5000)]
     assert sorted(set(first + rest), key=lambda i: int(i[1:])) == expected  # at least once
     assert rest == expected[expected.index(rest[0]):]  # the rest, in order, from where the export stood
-    assert len(first) + len(rest) - 5000 <= 512  # a copy at most of the batch in flight
+    assert len(first) + len(rest) - 5000 <= export.MAX_BATCH_SPANS  # a copy at most of the batch in flight
     assert sqlite3.connect(spool).execute("SELECT count(*) FROM spans").fetchone() == (0,)
 
 

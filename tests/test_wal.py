@@ -175,3 +175,38 @@ def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in
             assert rebuilt.attributes == from_readable(ended[int(span.name[1:])]).attributes
     assert mine.outbox_pending() == 0
     queue.release()
+
+
+def test_a_full_outbox_memory_keeps_the_head_and_the_rest_is_read_back_in_order(tmp_path, monkeypatch):
+    """When the export falls behind, the oldest spans (the next to go) stay in memory."""
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    from otel_rai.records import from_readable
+
+    monkeypatch.setattr(store, "_RECENT_SPANS", 2)
+    ended = []
+
+    class Keep(SpanProcessor):
+        def on_end(self, span):
+            ended.append(span)
+
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    provider.add_span_processor(Keep())
+    for i in range(5):
+        provider.get_tracer(semconv.SCOPE).start_span(f"s{i}", attributes={semconv.DECISION_IDS: [f"d{i}"]}).end()
+    mine = store.Store(tmp_path / "audit.db", create=True)
+    queue = store.StoreOutbox(mine)
+    last, _ = mine.append([from_readable(s) for s in ended[:3]], outbox=True)
+    queue.written(last, ended[:3])
+    first = queue.take(max_spans=10, max_rows=100)
+    assert [s.name for s in first] == ["s0", "s1"] and all(a is b for a, b in zip(first, ended))
+    queue.done()
+    last, _ = mine.append([from_readable(s) for s in ended[3:]], outbox=True)
+    queue.written(last, ended[3:])  # room again: s3 and s4 are held, s2 is in the file only
+    taken = []
+    while batch := queue.take(max_spans=10, max_rows=100):
+        taken.append([(s.name, any(s is e for e in ended)) for s in batch])
+        queue.done()
+    assert taken == [[("s2", False)], [("s3", True), ("s4", True)]]
+    queue.release()
