@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import semconv, store
+from otel_rai.records import from_readable
 
 from conftest import KEY
 from recorded import data
@@ -134,13 +135,10 @@ def test_processes_sharing_a_store_export_every_decision_once(tmp_path, receiver
     assert outbox(path) == 0
 
 
-def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in_order(tmp_path):
-    """Spans this process wrote are exported from memory; spans another process (or an earlier one)
-    wrote are read back; either way in the outbox's order, and the held ones equal what the file says."""
+def ended_spans(n: int) -> list:
+    """`n` ended SDK spans ``s0``, ``s1``, ... with one decision each."""
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
-    from otel_rai.records import from_readable
 
     ended = []
 
@@ -150,9 +148,15 @@ def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in
 
     provider = TracerProvider(sampler=ALWAYS_ON)
     provider.add_span_processor(Keep())
-    tracer = provider.get_tracer(semconv.SCOPE)
-    for i in range(6):
-        tracer.start_span(f"s{i}", attributes={semconv.DECISION_IDS: [f"d{i}"]}).end()
+    for i in range(n):
+        provider.get_tracer(semconv.SCOPE).start_span(f"s{i}", attributes={semconv.DECISION_IDS: [f"d{i}"]}).end()
+    return ended
+
+
+def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in_order(tmp_path):
+    """Spans this process wrote are exported from memory; spans another process (or an earlier one)
+    wrote are read back; either way in the outbox's order, and the held ones equal what the file says."""
+    ended = ended_spans(6)
     path = tmp_path / "audit.db"
     other = store.Store(path, create=True)  # another process's writes: in the file only
     other.append([from_readable(s) for s in ended[:2]], outbox=True)
@@ -179,22 +183,8 @@ def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in
 
 def test_a_full_outbox_memory_keeps_the_head_and_the_rest_is_read_back_in_order(tmp_path, monkeypatch):
     """When the export falls behind, the oldest spans (the next to go) stay in memory."""
-    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
-    from otel_rai.records import from_readable
-
     monkeypatch.setattr(store, "_RECENT_SPANS", 2)
-    ended = []
-
-    class Keep(SpanProcessor):
-        def on_end(self, span):
-            ended.append(span)
-
-    provider = TracerProvider(sampler=ALWAYS_ON)
-    provider.add_span_processor(Keep())
-    for i in range(5):
-        provider.get_tracer(semconv.SCOPE).start_span(f"s{i}", attributes={semconv.DECISION_IDS: [f"d{i}"]}).end()
+    ended = ended_spans(5)
     mine = store.Store(tmp_path / "audit.db", create=True)
     queue = store.StoreOutbox(mine)
     last, _ = mine.append([from_readable(s) for s in ended[:3]], outbox=True)
