@@ -122,7 +122,7 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
             continue
         try:
             parts.append(_len(tag, _key_value(key, value)))
-        except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        except (TypeError, ValueError) as exc:  # ValueError: out of range, or not UTF-8
             _log.warning("otel-rai: attribute %s (%s) cannot be exported: %s", key, type(value).__name__,
                          type(exc).__name__)
     return b"".join(parts)
