@@ -173,3 +173,24 @@ def test_small_and_large_frames_take_different_paths_to_the_same_hashes():
     assert hash_rows(frame, K) == expected  # per-column path
     assert hash_rows(frame.head(5), K) == expected[:5]  # one object conversion
     assert hash_rows(frame.drop(columns="score").head(5), K) == [spec_hash(r[:3], KEY) for r in rows[:5]]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint64, np.int8, bool])
+def test_a_single_row_hashes_as_the_same_row_in_a_batch(dtype):
+    """A row hashes the same alone as in a batch, and as the spec says, at the edges of each dtype."""
+    rng = np.random.default_rng(7)
+    if dtype is np.float64:
+        batch = rng.normal(size=(6, 7)) * 1e6
+        batch[0, :4] = [np.nan, -0.0, np.inf, -np.inf]
+        batch[1, :3] = [2.0**53 + 2, 5e-324, -1.7976931348623157e308]
+    elif dtype is bool:
+        batch = rng.integers(0, 2, size=(6, 7)).astype(bool)
+    else:
+        info = np.iinfo(dtype)
+        batch = rng.integers(info.min, info.max, size=(6, 7), dtype=dtype, endpoint=True)
+        batch[0, :2] = [info.min, info.max]
+    batch = batch.astype(dtype)
+    expected = hash_rows(batch, K)
+    assert expected == [spec_hash(row, KEY) for row in batch.tolist()]
+    assert [hash_rows(batch[i : i + 1], K)[0] for i in range(len(batch))] == expected
+    assert len(set(expected)) == len(expected)
