@@ -17,14 +17,13 @@ What this proves and what it does not: ``docs/audit-trail.md``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
 import secrets
 import threading
 import time
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -32,6 +31,7 @@ from opentelemetry.trace import SpanKind
 
 from otel_rai import _fork, semconv
 from otel_rai.records import SpanRecord
+from otel_rai.tracer import CurrentSpanTracer
 
 VERSION = b"otel-rai.chain.v1"
 GENESIS = "0" * 64
@@ -349,7 +349,7 @@ class _Sealing(trace.Span):
         self._span.record_exception(exception, attributes, timestamp, escaped)
 
 
-class ChainedTracer(trace.Tracer):
+class ChainedTracer(CurrentSpanTracer):
     """The audit tracer, with every recording span sealed into `chain` as it ends."""
 
     def __init__(self, tracer: trace.Tracer, chain: Chain) -> None:
@@ -359,13 +359,6 @@ class ChainedTracer(trace.Tracer):
     def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any) -> Any:
         span = self.tracer.start_span(name, context, *args, **kwargs)
         return _Sealing(span, self.chain) if span.is_recording() else span
-
-    @contextlib.contextmanager
-    def start_as_current_span(self, name: str, context: otel_context.Context | None = None, *args: Any,
-                              end_on_exit: bool = True, **kwargs: Any) -> Iterator[Any]:
-        span = self.start_span(name, context, *args, **kwargs)
-        with trace.use_span(span, end_on_exit=end_on_exit) as current:
-            yield current
 
     def checkpoint(self, *, force: bool = False) -> bool:
         return self.chain.checkpoint(self.tracer, force=force)

@@ -25,7 +25,19 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 _SAMPLED = TraceFlags.SAMPLED
 
 
-class AuditTracer(trace.Tracer):
+class CurrentSpanTracer(trace.Tracer):
+    """A tracer whose `start_as_current_span` is its `start_span`, made current (the API leaves both
+    abstract)."""
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, context: otel_context.Context | None = None, *args: Any,
+                              end_on_exit: bool = True, **kwargs: Any) -> Iterator[trace.Span]:
+        span = self.start_span(name, context, *args, **kwargs)
+        with trace.use_span(span, end_on_exit=end_on_exit) as current:
+            yield current
+
+
+class AuditTracer(CurrentSpanTracer):
     """Starts `AuditSpan`\\ s whose ended form goes to `processors` (always sampled)."""
 
     def __init__(self, provider: TracerProvider, processors: Sequence[SpanProcessor], scope: InstrumentationScope):
@@ -56,13 +68,6 @@ class AuditTracer(trace.Tracer):
                           trace_state=parent.trace_state if parent is not None else None)
         return AuditSpan(self, name, ctx, parent, kind, dict(attributes or {}), tuple(links or ()),
                          start_time if start_time is not None else time_ns())
-
-    @contextlib.contextmanager
-    def start_as_current_span(self, name: str, context: otel_context.Context | None = None, *args: Any,
-                              end_on_exit: bool = True, **kwargs: Any) -> Iterator[AuditSpan]:
-        span = self.start_span(name, context, *args, **kwargs)
-        with trace.use_span(span, end_on_exit=end_on_exit) as current:
-            yield current
 
     def _end(self, span: AuditSpan, end_time: int) -> None:
         readable = ReadableSpan(
