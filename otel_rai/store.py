@@ -389,8 +389,8 @@ class Store:
         seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
         # The rows are built before the write lock is taken (other writers, the exporter deleting
         # exported spans, wait for it); only the seqs and origin ids are filled in under it.
-        spans, decisions = [], []
-        for r in records:
+        spans, decisions, n_decisions = [], [], 0  # decisions: (index of the span in `records`, its columns)
+        for i, r in enumerate(records):
             a = r.attributes
             ids = a.get(semconv.DECISION_IDS) or ()
             n = len(ids)
@@ -400,26 +400,26 @@ class Store:
                 a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, _json(a), _extra(r),
             ))
             if n:
+                n_decisions += n
                 hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
-                decisions.append((n, ids, hashes, _per_row(a.get(semconv.OUTPUTS), n), list(map(_input_key, hashes))))
-            else:
-                decisions.append(None)
+                decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
+                                  list(map(_input_key, hashes))))
         with _writing(conn):
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spans'").fetchone()
             first = (row[0] if row else 0) + 1
-            seqs = range(first, first + len(records))
             conn.executemany(
                 f"INSERT INTO spans VALUES ({', '.join('?' * 18)})",
-                [(seq, self._origin(conn, r, new_origins, seen), *span) for seq, r, span in zip(seqs, records, spans)],
+                [(first + i, self._origin(conn, r, new_origins, seen), *span)
+                 for i, (r, span) in enumerate(zip(records, spans))],
             )
             conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(
-                zip(repeat(seq, d[0]), range(d[0]), *d[1:]) for seq, d in zip(seqs, decisions) if d is not None))
+                zip(repeat(first + i, len(rows)), rows, *columns) for i, rows, *columns in decisions))
             if outbox:
-                conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((seq,) for seq in seqs))
+                conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((first + i,) for i in range(len(records))))
             conn.executemany("INSERT OR REPLACE INTO decision_groups VALUES (?, ?, ?)", groups)
             conn.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?)", outcomes)
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
-        return first + len(records) - 1, sum(d[0] for d in decisions if d is not None)
+        return first + len(records) - 1, n_decisions
 
     def index_inputs(self, max_rows: int = 1 << 20) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
@@ -659,8 +659,8 @@ class StoreOutbox:
         self._to_spans = ReadableSpans()
         # The spans this process just wrote, by seq: exported from memory while the export keeps up,
         # which spares reading, decoding and rebuilding them. The outbox stays the truth: a span not
-        # held here (written by another process, or before a restart, or dropped from here during an
-        # outage) is read back from the file, and the order is always the outbox's.
+        # held here (written by another process, or before a restart, or while this memory was full)
+        # is read back from the file, and the order is always the outbox's.
         self._recent: collections.OrderedDict[int, ReadableSpan] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
 
