@@ -178,6 +178,8 @@ class DecisionCall:
     explain: bool = True
     #: Set by the audit worker: an `otel_rai.explanations.Explanation`, or why there is none.
     explanation: Any = None
+    #: Set by the audit worker when it hashed this call's input together with others of its cycle.
+    input_hashes: list[str] | None = None
     #: From ``decisions(groups=...)``: name -> one value for every row, or a tuple with one per row.
     groups: dict[str, Any] | None = None
     #: Fail-closed mode only: settled by the audit worker once the record is committed locally.

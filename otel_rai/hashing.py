@@ -258,6 +258,30 @@ def hash_rows(X: Any, key: HashKey) -> list[str]:
     return _hash_columns([_column_cells(a[:, j]) for j in range(a.shape[1])], key)
 
 
+#: Inputs of at most this many rows are worth joining with others: a one-row input costs mostly the
+#: per-call setup of `hash_rows`, which a joined pass pays once.
+_JOIN_ROWS = 64
+
+
+def hash_rows_many(inputs: Sequence[Any], key: HashKey) -> list[list[str] | None]:
+    """`hash_rows` of each of `inputs`, where the small 2-D numeric arrays of one dtype and width are
+    hashed in one vectorised pass (the same digests: a row's hash does not depend on its neighbours).
+    None for an input left out (any other kind), for `hash_rows` to hash alone."""
+    out: list[list[str] | None] = [None] * len(inputs)
+    groups: dict[tuple[np.dtype, int], list[int]] = {}
+    for i, X in enumerate(inputs):
+        if type(X) is np.ndarray and X.ndim == 2 and X.shape[0] <= _JOIN_ROWS and X.dtype.kind in "biuf":
+            groups.setdefault((X.dtype, X.shape[1]), []).append(i)
+    for members in groups.values():
+        digests = _hash_numeric(np.concatenate([inputs[i] for i in members]), key)
+        offset = 0
+        for i in members:
+            n = inputs[i].shape[0]
+            out[i] = digests[offset : offset + n]
+            offset += n
+    return out
+
+
 def hash_input(
     row: Any,
     key: str | bytes | HashKey | None = None,

@@ -32,9 +32,11 @@ _IS_REMOTE = 0x200
 # SDK SpanKind (INTERNAL = 0, ...) to OTLP's (SPAN_KIND_INTERNAL = 1, ...).
 _KINDS = {kind: kind.value + 1 for kind in SpanKind}
 
-#: Encoded string attributes, by (field tag, key, value); emptied when full, so that strings which
-#: vary (hashes, ids) cannot grow it.
+#: Encoded string attributes, by (field tag, key, value), and the ones seen once so far; each is
+#: emptied when full.
 _STRING_ATTRIBUTES: dict[tuple[int, str, str], bytes] = {}
+_SEEN_ONCE: set[tuple[int, str, str]] = set()
+_KEYS: dict[str, bytes] = {}
 _MAX_CACHED = 4096
 
 
@@ -68,7 +70,7 @@ def _any_value(value: Any) -> bytes:
     if kind is int and value in _INT64:
         return b"\x18" + _varint(value)
     if kind is list or kind is tuple:
-        return _len(0x2A, b"".join([_len(0x0A, _any_value(v)) for v in value]))
+        return _array_value(value)
     return _other_value(value)
 
 
@@ -89,7 +91,7 @@ def _other_value(value: Any) -> bytes:
     if isinstance(value, bytes):
         return _len(0x3A, value)
     if isinstance(value, Sequence):
-        return _len(0x2A, b"".join([_len(0x0A, _any_value(v)) for v in value]))
+        return _array_value(value)
     if isinstance(value, Mapping):
         return _len(0x32, b"".join([_len(0x0A, _key_value(str(k), v)) for k, v in value.items()]))
     raise TypeError(f"a value of type {type(value).__name__} cannot be an attribute")
@@ -100,30 +102,79 @@ def _key_value(key: str, value: Any) -> bytes:
     return (_len(0x0A, key.encode()) if key else b"") + _len(0x12, _any_value(value))
 
 
+def _string_element(v: str) -> bytes:
+    return _len(0x0A, _len(0x0A, v.encode()))
+
+
+def _float_element(v: float) -> bytes:
+    return b"\x0a\x09\x21" + _DOUBLE(v)
+
+
+#: ArrayValue.values entries of the exact types audit spans carry, skipping `_any_value`'s dispatch.
+_ELEMENTS = {str: _string_element, float: _float_element}
+
+
+def _array_value(values: Sequence[Any]) -> bytes:
+    elements = _ELEMENTS
+    return _len(0x2A, b"".join([
+        (elements[type(v)] if type(v) in elements else _element)(v) for v in values
+    ]))
+
+
+def _element(v: Any) -> bytes:
+    return _len(0x0A, _any_value(v))
+
+
+def _key_field(key: str) -> bytes:
+    """KeyValue.key, remembered per key (attribute names are few)."""
+    encoded = _KEYS.get(key)
+    if encoded is None:
+        if len(_KEYS) >= _MAX_CACHED:
+            _KEYS.clear()
+        encoded = _KEYS[key] = _len(0x0A, key.encode()) if key else b""
+    return encoded
+
+
+def _cached_string(tag: int, key: str, value: str) -> bytes:
+    """A string attribute, remembered from its second sighting on: strings that repeat (the model's
+    name, version, fingerprint) are encoded once, while those that never repeat (hashes, ids) neither
+    evict them nor grow the cache."""
+    cache_key = (tag, key, value)
+    encoded = _STRING_ATTRIBUTES.get(cache_key)
+    if encoded is None:
+        encoded = _len(tag, _key_value(key, value))
+        if cache_key in _SEEN_ONCE:
+            if len(_STRING_ATTRIBUTES) >= _MAX_CACHED:
+                _STRING_ATTRIBUTES.clear()
+            _STRING_ATTRIBUTES[cache_key] = encoded
+        else:
+            if len(_SEEN_ONCE) >= _MAX_CACHED:
+                _SEEN_ONCE.clear()
+            _SEEN_ONCE.add(cache_key)
+    return encoded
+
+
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated KeyValue field `tag`. An attribute that cannot be encoded is left out and logged, as
     the SDK encoder does (by key and type: the value could be a raw input)."""
     if not attributes:
         return b""
-    cache = _STRING_ATTRIBUTES
+    cached = _STRING_ATTRIBUTES
     parts = []
     for key, value in attributes.items():
-        if type(value) is str:
-            encoded = cache.get((tag, key, value))
-            if encoded is None:
-                if len(cache) >= _MAX_CACHED:
-                    cache.clear()
-                try:
-                    encoded = cache[tag, key, value] = _len(tag, _key_value(key, value))
-                except UnicodeEncodeError:
-                    _log.warning("otel-rai: attribute %s is not valid UTF-8; left out of the export", key)
-                    continue
-            parts.append(encoded)
-            continue
+        kind = type(value)
         try:
-            parts.append(_len(tag, _key_value(key, value)))
-        except (TypeError, ValueError) as exc:  # ValueError: out of range, or not UTF-8
-            _log.warning("otel-rai: attribute %s (%s) cannot be exported: %s", key, type(value).__name__,
+            if kind is str:
+                encoded = cached.get((tag, key, value))
+                parts.append(encoded if encoded is not None else _cached_string(tag, key, value))
+            elif kind is tuple or kind is list:
+                parts.append(_len(tag, _key_field(key) + _len(0x12, _array_value(value))))
+            else:
+                parts.append(_len(tag, _key_field(key) + _len(0x12, _any_value(value))))
+        except UnicodeEncodeError:
+            _log.warning("otel-rai: attribute %s is not valid UTF-8; left out of the export", key)
+        except (TypeError, ValueError) as exc:  # ValueError: out of range
+            _log.warning("otel-rai: attribute %s (%s) cannot be exported: %s", key, kind.__name__,
                          type(exc).__name__)
     return b"".join(parts)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from opentelemetry import trace
@@ -19,7 +19,7 @@ from otel_rai import groups, outputs, semconv
 from otel_rai.capture import DecisionCall
 from otel_rai.config import Settings
 from otel_rai.explanations import reasons
-from otel_rai.hashing import SCHEME, hash_rows
+from otel_rai.hashing import SCHEME, hash_rows, hash_rows_many
 
 #: Called with (stage, exception) when part of the audit record could not be built.
 FailureHook = Callable[[str, BaseException], None]
@@ -75,7 +75,8 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         on_failure("features", exc)
         errors.append(f"features: {type(exc).__name__}")
     try:
-        rows[semconv.INPUT_HASHES] = hash_rows(call.X, settings.hash_key)
+        hashes = call.input_hashes
+        rows[semconv.INPUT_HASHES] = hash_rows(call.X, settings.hash_key) if hashes is None else hashes
     except Exception as exc:
         if call.error is None:  # input the model itself rejected need not be hashable
             on_failure("hash", exc)
@@ -106,6 +107,18 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         # Only exception types and counts: an exception message could quote a raw feature value.
         common[semconv.AUDIT_ERROR] = "; ".join(errors)
     return common, rows
+
+
+def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
+    """Hash the inputs of a worker batch's calls where joining them saves work (`hash_rows_many`);
+    the rest are hashed one call at a time by `attributes`."""
+    calls = [c for c in batch if isinstance(c, DecisionCall)]
+    try:
+        hashed = hash_rows_many([c.X for c in calls], settings.hash_key)
+    except Exception:  # each call is then hashed alone, and fails (and is counted) alone
+        return
+    for call, hashes in zip(calls, hashed):
+        call.input_hashes = hashes
 
 
 _QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")

@@ -64,6 +64,8 @@ _EXPORT_POLL_S = 1.0
 #: single-row decisions, a few MB. A longer backlog is read back from the file.
 _RECENT_SPANS = 4096
 _FLUSH_POLL_S = 0.05
+#: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
+_DELETE_EVERY_S = 1.0
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -307,6 +309,25 @@ def _per_row(values: Any, n: int) -> Sequence[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
+#: Rows per INSERT statement. sqlite3 lets go of the interpreter lock for every step of a statement;
+#: a writer that steps once per row must win the lock back once per row from the application's threads,
+#: which can stretch a commit (and the write lock it holds) to many times its CPU time.
+_ROWS_PER_INSERT = 32
+
+
+def _insert(conn: sqlite3.Connection, head: str, width: int, rows: Iterable[Sequence[Any]]) -> None:
+    """``head VALUES (...), (...), ...`` for `rows` of `width` columns, `_ROWS_PER_INSERT` rows a statement."""
+    rows = list(rows)
+    n = len(rows)
+    one = f"({', '.join('?' * width)})"
+    full = n - n % _ROWS_PER_INSERT
+    if full:
+        conn.executemany(f"{head} VALUES {', '.join([one] * _ROWS_PER_INSERT)}",
+                         [tuple(chain.from_iterable(rows[i : i + _ROWS_PER_INSERT])) for i in range(0, full, _ROWS_PER_INSERT)])
+    if full < n:
+        conn.execute(f"{head} VALUES {', '.join([one] * (n - full))}", tuple(chain.from_iterable(rows[full:])))
+
+
 _SPAN_COLUMNS = (
     "s.seq, s.origin, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, "
     "s.status_code, s.status_message, s.attributes, s.extra"
@@ -407,17 +428,16 @@ class Store:
         with _writing(conn):
             row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spans'").fetchone()
             first = (row[0] if row else 0) + 1
-            conn.executemany(
-                f"INSERT INTO spans VALUES ({', '.join('?' * 18)})",
-                [(first + i, self._origin(conn, r, new_origins, seen), *span)
-                 for i, (r, span) in enumerate(zip(records, spans))],
-            )
-            conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", chain.from_iterable(
+            _insert(conn, "INSERT INTO spans", 18, [
+                (first + i, self._origin(conn, r, new_origins, seen), *span)
+                for i, (r, span) in enumerate(zip(records, spans))
+            ])
+            _insert(conn, "INSERT INTO decisions", 6, chain.from_iterable(
                 zip(repeat(first + i, len(rows)), rows, *columns) for i, rows, *columns in decisions))
             if outbox:
-                conn.executemany("INSERT INTO outbox (seq) VALUES (?)", ((first + i,) for i in range(len(records))))
-            conn.executemany("INSERT OR REPLACE INTO decision_groups VALUES (?, ?, ?)", groups)
-            conn.executemany("INSERT OR IGNORE INTO outcomes VALUES (?, ?, ?)", outcomes)
+                _insert(conn, "INSERT INTO outbox (seq)", 1, ((first + i,) for i in range(len(records))))
+            _insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
+            _insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + len(records) - 1, n_decisions
 
@@ -447,13 +467,13 @@ class Store:
 
     # --- the outbox: spans waiting for export ---
 
-    def outbox_batch(self, max_spans: int, max_rows: int) -> list[tuple[int, SpanRecord]]:
-        """The oldest spans waiting for export, within the limits (at least one)."""
+    def outbox_batch(self, max_spans: int, max_rows: int, after: int = 0) -> list[tuple[int, SpanRecord]]:
+        """The oldest spans waiting for export past seq `after`, within the limits (at least one)."""
         batch, rows = [], 0
         cursor = self._connection().execute(
             f"SELECT {_SPAN_COLUMNS}, s.n_decisions FROM outbox o JOIN spans s ON s.seq = o.seq"
-            " ORDER BY o.seq LIMIT ?",
-            (max_spans,),
+            " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+            (after, max_spans),
         )
         for row in cursor:
             rows += row[-1]
@@ -463,21 +483,26 @@ class Store:
         cursor.close()
         return batch
 
-    def outbox_seqs(self, max_spans: int) -> list[int]:
-        """The seqs of the oldest spans waiting for export (the outbox's own index, no span read)."""
-        rows = self._connection().execute("SELECT seq FROM outbox ORDER BY seq LIMIT ?", (max_spans,))
-        return [seq for (seq,) in rows]
+    def outbox_seqs(self, max_spans: int, after: int = 0) -> list[int]:
+        """The seqs of the oldest spans waiting for export past seq `after` (the outbox's own index,
+        no span read)."""
+        # One row (one step of the statement, see `_ROWS_PER_INSERT`) rather than one per seq.
+        (seqs,) = self._connection().execute(
+            "SELECT group_concat(seq) FROM (SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
+            (after, max_spans),
+        ).fetchone()
+        return sorted(map(int, seqs.split(","))) if seqs else []
 
-    def outbox_done(self, first: int, last: int, *, forget: bool = False) -> None:
-        """Spans `first` to `last` were exported. Spans are written in seq order under the write lock,
-        so every queued span in that range was in the batch. With `forget` (a spool), the spans and
-        their decisions are deleted too."""
+    def outbox_done(self, last: int, *, forget: bool = False) -> None:
+        """The queued spans up to seq `last` were exported. Spans are written in seq order under the
+        write lock, so every queued span up to `last` was in an exported batch. With `forget` (a spool),
+        the spans and their decisions are deleted too."""
         conn = self._connection()
         with _writing(conn):
-            conn.execute("DELETE FROM outbox WHERE seq BETWEEN ? AND ?", (first, last))
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (last,))
             if forget:
-                conn.execute("DELETE FROM decisions WHERE span BETWEEN ? AND ?", (first, last))
-                conn.execute("DELETE FROM spans WHERE seq BETWEEN ? AND ?", (first, last))
+                conn.execute("DELETE FROM decisions WHERE span <= ?", (last,))
+                conn.execute("DELETE FROM spans WHERE seq <= ?", (last,))
 
     def outbox_pending(self, through: int | None = None) -> int:
         """Spans waiting for export (those up to seq `through`, if given)."""
@@ -654,7 +679,11 @@ class StoreOutbox:
         self._lock_path = store.path.with_name(store.path.name + "-export.lock")
         self._lock_fd: int | None = None
         self._holding = fcntl is None
-        self._taken: tuple[int, int] | None = None
+        self._taken: int | None = None  # the last seq of the batch out for export
+        #: Exported up to this seq; up to `_deleted`, also gone from the file (see `done`).
+        self._exported = self._deleted = 0
+        self._deleted_at = time.monotonic()
+        self._counted = False
         self._through: int | None = None
         self._to_spans = ReadableSpans()
         # The spans this process just wrote, by seq: exported from memory while the export keeps up,
@@ -689,17 +718,19 @@ class StoreOutbox:
         if not self._hold():
             return []
         if self._recent:
-            seqs = self._store.outbox_seqs(max_spans)
+            seqs = self._store.outbox_seqs(max_spans, after=self._exported)
             held = self._held(seqs, max_rows)
             if held:
-                self._taken = (held[0][0], held[-1][0])
+                self._taken = held[-1][0]
                 return [span for _, span in held]
             with self._recent_lock:  # read back only the spans before the next one held here
                 max_spans = next((i for i, seq in enumerate(seqs) if seq in self._recent), max_spans)
-        batch = self._store.outbox_batch(max_spans, max_rows)
+        batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
         if not batch:
+            if self._counted or time.monotonic() - self._deleted_at >= _DELETE_EVERY_S:
+                self._delete()
             return []
-        self._taken = (batch[0][0], batch[-1][0])
+        self._taken = batch[-1][0]
         return [self._to_spans(record) for _, record in batch]
 
     def _held(self, seqs: Sequence[int], max_rows: int) -> list[tuple[int, ReadableSpan]]:
@@ -718,22 +749,46 @@ class StoreOutbox:
         return batch
 
     def done(self) -> None:
+        """The batch was delivered. It leaves the outbox with later ones, at most `_DELETE_EVERY_S`
+        later or as soon as the export has caught up: a write transaction per batch would keep the
+        export waiting for the worker's write lock. Meanwhile `take` skips it, and `pending` still
+        counts it (so that a flush returns with the outbox as delivered); a crash in between only
+        sends it again (at least once)."""
         if self._taken is not None:
-            first, last = self._taken
-            self._store.outbox_done(first, last, forget=self._forget)
+            self._exported = last = self._taken
             with self._recent_lock:
                 while self._recent and next(iter(self._recent)) <= last:
                     self._recent.popitem(last=False)
             self._taken = None
+            if time.monotonic() - self._deleted_at >= _DELETE_EVERY_S:
+                self._delete()
+
+    def _delete(self) -> None:
+        """Delete what was exported from the outbox (with a spool, from the file)."""
+        self._counted = False
+        if self._exported > self._deleted:
+            self._store.outbox_done(self._exported, forget=self._forget)
+            self._deleted = self._exported
+        self._deleted_at = time.monotonic()
 
     def pending(self) -> int:
+        """Spans still in the outbox, exported or not: somebody counting them (a flush waiting for
+        them to go) has the export delete the exported ones as soon as it has caught up."""
         if self._through is None:  # first look: what earlier processes left is ours to wait for too
             self._through = self._store.last_seq()
+        self._counted = True
         return self._store.outbox_pending(self._through)
 
     def release(self, *, unlock: bool = True) -> None:
-        """Give up the export lock. A forked child closes its inherited descriptor without `unlock`:
-        the lock belongs to the open file the parent shares, and stays the parent's."""
+        """Give up the export lock, once what was exported is deleted (else the next exporter would
+        send it again). A forked child closes its inherited descriptor without `unlock`: the lock
+        belongs to the open file the parent shares, and stays the parent's."""
+        if self._holding and unlock:
+            try:
+                self._delete()
+            except (sqlite3.Error, StoreError):
+                _log.warning("otel-rai: could not mark exported spans in %s; they will be sent again",
+                             self._store.path)
         if self._lock_fd is not None:
             if self._holding and unlock:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)

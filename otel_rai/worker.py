@@ -169,6 +169,7 @@ class AuditWorker:
             explanations.attach(batch, self._settings, counters.fail)
         except Exception as exc:
             counters.fail("explain", exc)
+        spans.hash_inputs(batch, self._settings)
         for call in batch:
             if not isinstance(call, DecisionCall):
                 try:

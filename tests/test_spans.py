@@ -290,6 +290,7 @@ def test_failure_inside_the_audit_never_breaks_the_prediction(audit, data, monke
         raise RuntimeError("hash exploded")
 
     monkeypatch.setattr(spans, "hash_rows", broken)  # a fault that real input cannot provoke
+    monkeypatch.setattr(spans, "hash_rows_many", broken)
     out = model.predict(X[:2])
     assert out.tolist() == bare(model.predict, X[:2]).tolist()
     (span,) = audit.spans()

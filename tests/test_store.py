@@ -131,6 +131,7 @@ def test_a_decision_whose_audit_record_is_incomplete_is_stored_whole(tmp_path, m
         raise RuntimeError("hash exploded")
 
     monkeypatch.setattr(spans, "hash_rows", broken)  # a fault that real input cannot provoke
+    monkeypatch.setattr(spans, "hash_rows_many", broken)
     rec = record(tmp_path / "audit.db", {"1": 7})
     found = list(find_decisions(url=str(rec.path)))
     assert [d.decision_id for d in found] == rec.ids["1"]
