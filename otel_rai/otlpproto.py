@@ -3,8 +3,8 @@
 The SDK's encoder builds a protobuf object for every attribute and value, about 60 µs for an audit
 span, which made encoding the largest cost of sustained export. Most attributes of an audit span are
 the same strings in every span of a model (name, class, version, fingerprint, operation), so here the
-wire format is written directly and each string attribute's encoding is remembered; a span then costs
-little more than its own ids, hashes and outputs. `tests/test_otlpproto.py` compares the bytes with
+wire format is written directly and the encoding of each string attribute that repeats is remembered;
+a span then costs little more than its own ids, hashes and outputs. `tests/test_otlpproto.py` compares the bytes with
 the SDK's encoder. Field numbers are those of opentelemetry-proto's ``trace/v1/trace.proto`` and
 ``common/v1/common.proto``.
 """
@@ -29,8 +29,8 @@ _INT64 = range(-(1 << 63), 1 << 63)
 # Span.flags: bit 8 says whether bit 9 is known; bit 9 says the parent is remote.
 _HAS_IS_REMOTE = 0x100
 _IS_REMOTE = 0x200
-# SDK SpanKind (INTERNAL = 0, ...) to OTLP's (SPAN_KIND_INTERNAL = 1, ...).
-_KINDS = {kind: kind.value + 1 for kind in SpanKind}
+# Span.kind fields: SDK SpanKind (INTERNAL = 0, ...) as OTLP's (SPAN_KIND_INTERNAL = 1, ...).
+_KIND_FIELDS = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}
 
 #: Encoded string attributes, by (field tag, key, value), and the ones seen once so far; each is
 #: emptied when full.
@@ -103,15 +103,29 @@ def _key_value(key: str, value: Any) -> bytes:
 
 
 def _string_element(v: str) -> bytes:
-    return _len(0x0A, _len(0x0A, v.encode()))
+    e = v.encode()
+    n = len(e)
+    if n < 126:  # both lengths fit in one byte
+        return bytes((0x0A, n + 2, 0x0A, n)) + e
+    return _len(0x0A, _len(0x0A, e))
 
 
 def _float_element(v: float) -> bytes:
     return b"\x0a\x09\x21" + _DOUBLE(v)
 
 
+def _int_element(v: int) -> bytes:
+    if 0 <= v < 0x80:
+        return bytes((0x0A, 2, 0x18, v))
+    return _len(0x0A, _any_value(v))
+
+
+def _element(v: Any) -> bytes:
+    return _len(0x0A, _any_value(v))
+
+
 #: ArrayValue.values entries of the exact types audit spans carry, skipping `_any_value`'s dispatch.
-_ELEMENTS = {str: _string_element, float: _float_element}
+_ELEMENTS = {str: _string_element, float: _float_element, int: _int_element}
 
 
 def _array_value(values: Sequence[Any]) -> bytes:
@@ -119,10 +133,6 @@ def _array_value(values: Sequence[Any]) -> bytes:
     return _len(0x2A, b"".join([
         (elements[type(v)] if type(v) in elements else _element)(v) for v in values
     ]))
-
-
-def _element(v: Any) -> bytes:
-    return _len(0x0A, _any_value(v))
 
 
 def _key_field(key: str) -> bytes:
@@ -159,7 +169,7 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     the SDK encoder does (by key and type: the value could be a raw input)."""
     if not attributes:
         return b""
-    cached = _STRING_ATTRIBUTES
+    cached, keys = _STRING_ATTRIBUTES, _KEYS
     parts = []
     for key, value in attributes.items():
         kind = type(value)
@@ -167,10 +177,19 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
             if kind is str:
                 encoded = cached.get((tag, key, value))
                 parts.append(encoded if encoded is not None else _cached_string(tag, key, value))
-            elif kind is tuple or kind is list:
-                parts.append(_len(tag, _key_field(key) + _len(0x12, _array_value(value))))
+                continue
+            # KeyValue{key, value: AnyValue}, lengths written inline: this loop is the encoder's hot spot.
+            if kind is tuple or kind is list:
+                value_field = _array_value(value)
+            elif kind is float:
+                value_field = b"\x21" + _DOUBLE(value)
             else:
-                parts.append(_len(tag, _key_field(key) + _len(0x12, _any_value(value))))
+                value_field = _any_value(value)
+            n = len(value_field)
+            key_value = (keys.get(key) or _key_field(key)) + (
+                bytes((0x12, n)) if n < 0x80 else b"\x12" + _varint(n)) + value_field
+            n = len(key_value)
+            parts.append((bytes((tag, n)) if n < 0x80 else bytes((tag,)) + _varint(n)) + key_value)
         except UnicodeEncodeError:
             _log.warning("otel-rai: attribute %s is not valid UTF-8; left out of the export", key)
         except (TypeError, ValueError) as exc:  # ValueError: out of range
@@ -197,7 +216,7 @@ def _span(span: ReadableSpan) -> bytes:
         parts.append(b"\x22\x08" + span.parent.span_id.to_bytes(8, "big"))
     if span.name:
         parts.append(_len(0x2A, span.name.encode()))
-    parts.append(b"\x30" + _varint(_KINDS[span.kind]))
+    parts.append(_KIND_FIELDS[span.kind])
     if span.start_time:
         parts.append(b"\x39" + _FIXED64(span.start_time))
     if span.end_time:
@@ -252,9 +271,15 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
     group in order of first appearance (ResourceSpans: resource 1, scope_spans 2, schema_url 3;
     ScopeSpans: scope 1, spans 2, schema_url 3)."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
+    # Grouped by equality, as the SDK does; looked up by identity first, because hashing a Resource
+    # encodes its attributes as JSON every time.
+    by_id: dict[tuple[int, int], list[bytes]] = {}
     for span in spans:
-        groups.setdefault(span.resource, {}).setdefault(span.instrumentation_scope or None, []).append(
-            _len(0x12, _span(span)))
+        resource, scope = span.resource, span.instrumentation_scope or None
+        group = by_id.get((id(resource), id(scope)))
+        if group is None:
+            group = by_id[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
+        group.append(_len(0x12, _span(span)))
     out = []
     for resource, scopes in groups.items():
         scope_spans = [

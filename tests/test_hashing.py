@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import semconv
+from otel_rai import hashing, semconv
 from otel_rai.hashing import HashKey, hash_rows, resolve_key
 
 from conftest import KEY
@@ -194,3 +194,21 @@ def test_a_single_row_hashes_as_the_same_row_in_a_batch(dtype):
     assert expected == [spec_hash(row, KEY) for row in batch.tolist()]
     assert [hash_rows(batch[i : i + 1], K)[0] for i in range(len(batch))] == expected
     assert len(set(expected)) == len(expected)
+
+
+def test_inputs_hashed_together_hash_as_each_alone():
+    """The audit worker hashes a cycle's small numeric inputs in one pass (`hash_rows_many`): by dtype
+    and width, so that float32 keeps its own rounding rule, and never what it cannot join."""
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(200, 5))
+    inputs = [
+        wide[:1], wide[1:4], wide[4:5].astype(np.float32), wide[5:7, :3], wide[7:8].astype(np.int64),
+        wide[8:9].astype(np.float32), np.asfortranarray(wide[9:12]), wide[12:13, ::2], wide[13:13],
+        wide[13:13 + 65],  # more rows than are worth joining
+        pd.DataFrame(wide[:2]), [[1.0, 2.0]], np.array([["a", "b"]], dtype=object), wide[0],
+    ]
+    joined = hashing.hash_rows_many(inputs, K)
+    assert all(h is not None for h in joined[:9]) and joined[8] == []
+    assert joined[9:] == [None] * 5  # left to hash_rows, one input at a time
+    for X, hashes in zip(inputs[:9], joined):
+        assert hashes == hash_rows(X, K)

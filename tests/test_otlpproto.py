@@ -94,10 +94,13 @@ def test_a_value_that_cannot_be_encoded_is_left_out_as_the_sdk_leaves_it_out(bad
     assert repr(bad) not in caplog.text or isinstance(bad, int)  # the value itself is never logged
 
 
-def test_the_cache_stays_bounded_and_correct_with_ever_new_strings():
+def test_the_cache_keeps_repeated_strings_stays_bounded_and_correct_with_ever_new_strings():
     spans = [span(100 + i, {"hash": f"{i:064x}", "model": "credit"}) for i in range(otlpproto._MAX_CACHED + 50)]
     assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
     assert len(otlpproto._STRING_ATTRIBUTES) <= otlpproto._MAX_CACHED
+    assert len(otlpproto._SEEN_ONCE) <= otlpproto._MAX_CACHED
+    assert (0x4A, "model", "credit") in otlpproto._STRING_ATTRIBUTES  # seen again and again: kept
+    assert not any(key == "hash" for _, key, _ in otlpproto._STRING_ATTRIBUTES)  # each seen once
 
 
 def test_what_the_grpc_exporter_sends_of_real_audit_spans_is_the_sdk_encoding(receiver, monkeypatch):
