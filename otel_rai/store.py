@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -309,23 +310,34 @@ def _per_row(values: Any, n: int) -> Sequence[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
-#: Rows per INSERT statement. sqlite3 lets go of the interpreter lock for every step of a statement;
-#: a writer that steps once per row must win the lock back once per row from the application's threads,
-#: which can stretch a commit (and the write lock it holds) to many times its CPU time.
-_ROWS_PER_INSERT = 32
+#: Rows per INSERT statement, at most. sqlite3 lets go of the interpreter lock for every step of a
+#: statement, and getting it back from the application's threads can take a whole switch interval
+#: (5 ms): a writer stepping once per row would hold the write lock for seconds. So rows go in a few
+#: statements of power-of-two sizes (a handful of distinct statements to prepare, all cached).
+_MAX_ROWS_PER_INSERT = 512
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(head: str, width: int, rows: int) -> str:
+    one = f"({', '.join('?' * width)})"
+    return f"{head} VALUES {', '.join([one] * rows)}"
 
 
 def _insert(conn: sqlite3.Connection, head: str, width: int, rows: Iterable[Sequence[Any]]) -> None:
-    """``head VALUES (...), (...), ...`` for `rows` of `width` columns, `_ROWS_PER_INSERT` rows a statement."""
+    """``head VALUES (...), (...), ...`` for `rows` of `width` columns, in as few statements as the
+    connection's limit on bound values allows."""
     rows = list(rows)
-    n = len(rows)
-    one = f"({', '.join('?' * width)})"
-    full = n - n % _ROWS_PER_INSERT
-    if full:
-        conn.executemany(f"{head} VALUES {', '.join([one] * _ROWS_PER_INSERT)}",
-                         [tuple(chain.from_iterable(rows[i : i + _ROWS_PER_INSERT])) for i in range(0, full, _ROWS_PER_INSERT)])
-    if full < n:
-        conn.execute(f"{head} VALUES {', '.join([one] * (n - full))}", tuple(chain.from_iterable(rows[full:])))
+    # sqlite3.Connection.getlimit is Python 3.11+; 999 is SQLite's smallest default.
+    limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(conn, "getlimit") else 999
+    size = _MAX_ROWS_PER_INSERT
+    while size > 1 and size * width > limit:
+        size //= 2
+    start = 0
+    while start < len(rows):
+        while size > len(rows) - start:
+            size //= 2
+        conn.execute(_insert_sql(head, width, size), tuple(chain.from_iterable(rows[start : start + size])))
+        start += size
 
 
 _SPAN_COLUMNS = (
@@ -718,8 +730,16 @@ class StoreOutbox:
         if not self._hold():
             return []
         if self._recent:
-            seqs = self._store.outbox_seqs(max_spans, after=self._exported)
-            held = self._held(seqs, max_rows)
+            # Once this process exported from the outbox's head (nothing past `_exported` went out
+            # through an earlier exporter), the spans held here that follow it without a gap are the
+            # head: seqs are handed out in commit order, so no other process's span can be among them,
+            # and the file need not be asked.
+            held = []
+            if self._exported:
+                held = self._held(range(self._exported + 1, self._exported + 1 + max_spans), max_rows)
+            if not held:
+                seqs = self._store.outbox_seqs(max_spans, after=self._exported)
+                held = self._held(seqs, max_rows)
             if held:
                 self._taken = held[-1][0]
                 return [span for _, span in held]
@@ -733,7 +753,7 @@ class StoreOutbox:
         self._taken = batch[-1][0]
         return [self._to_spans(record) for _, record in batch]
 
-    def _held(self, seqs: Sequence[int], max_rows: int) -> list[tuple[int, ReadableSpan]]:
+    def _held(self, seqs: Iterable[int], max_rows: int) -> list[tuple[int, ReadableSpan]]:
         """The spans of `seqs` (the head of the outbox) that this process still holds, up to the first
         one it does not."""
         batch, rows = [], 0

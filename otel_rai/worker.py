@@ -156,6 +156,9 @@ class AuditWorker:
                 batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
                 if self._max_pending_rows is not None:
                     self._pending_rows -= sum(r for r in (getattr(c, "n_rows", None) or 0 for c in batch) if r > 1)
+                # Room now, not once the batch is done: callers waiting for it then run while this
+                # thread waits on the disk, instead of leaving the interpreter idle.
+                self._cond.notify_all()
             try:
                 self._process(batch)
             finally:

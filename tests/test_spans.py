@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -165,6 +166,33 @@ def test_generated_ids_come_back(audit, data):
     (span,) = audit.spans()
     assert d.ids == list(span.attributes[semconv.DECISION_IDS])
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in d.ids)
+
+
+def test_generated_ids_are_unique_across_threads_and_a_forked_child():
+    """Ids draw on a per-thread block of random bytes: a thread, or a child forked mid-block, must
+    never repeat another's."""
+    from otel_rai.capture import new_ids
+
+    ids = new_ids(3)  # this thread now holds a partly used block
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.write(write, " ".join(new_ids(50)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    threads = [[] for _ in range(4)]
+    workers = [threading.Thread(target=lambda out=out: out.extend(new_ids(1)[0] for _ in range(500)))
+               for out in threads]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    ids += new_ids(50) + child + [i for out in threads for i in out]
+    assert len(child) == 50 and len(ids) == 3 + 50 + 50 + 2000
+    assert len({i[12:] for i in ids}) == len(ids)  # the random parts, time stamps aside
 
 
 def test_decisions_rejects_bad_arguments(audit, data):

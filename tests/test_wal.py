@@ -203,3 +203,27 @@ def test_a_full_outbox_memory_keeps_the_head_and_the_rest_is_read_back_in_order(
         queue.done()
     assert taken == [[("s2", False)], [("s3", True), ("s4", True)]]
     queue.release()
+
+
+def test_spans_another_exporter_delivered_are_not_sent_again_from_memory(tmp_path):
+    """A process's spans can go out through another process that held the export lock first: once
+    this process takes over, it must start from the outbox, not from what it still holds."""
+    ended = ended_spans(5)
+    path = tmp_path / "audit.db"
+    mine = store.Store(path, create=True)
+    queue = store.StoreOutbox(mine)
+    last, _ = mine.append([from_readable(s) for s in ended[:3]], outbox=True)
+    queue.written(last, ended[:3])
+    other = store.StoreOutbox(store.Store(path))  # the other process: it holds the lock first
+    assert other.take(max_spans=10, max_rows=100) and queue.take(max_spans=10, max_rows=100) == []
+    other.done()
+    other.release()  # exits: s0-s2 delivered and deleted
+    last, _ = mine.append([from_readable(s) for s in ended[3:]], outbox=True)
+    queue.written(last, ended[3:])
+    taken = []
+    while batch := queue.take(max_spans=2, max_rows=100):
+        taken.append([s.name for s in batch])
+        queue.done()
+    assert taken == [["s3", "s4"]]
+    queue.release()
+    assert mine.outbox_pending() == 0
