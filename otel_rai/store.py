@@ -278,8 +278,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
 # --- rows ---------------------------------------------------------------------------------------
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder, not one a call
 
 
 def _extra(r: SpanRecord) -> str | None:
