@@ -4,9 +4,9 @@ The SDK's encoder builds a protobuf object for every attribute and value, about 
 span, which made encoding the largest cost of sustained export. Most attributes of an audit span are
 the same strings in every span of a model (name, class, version, fingerprint, operation), so here the
 wire format is written directly and the encoding of each string attribute that repeats is remembered;
-a span then costs little more than its own ids, hashes and outputs. `tests/test_otlpproto.py` compares the bytes with
-the SDK's encoder. Field numbers are those of opentelemetry-proto's ``trace/v1/trace.proto`` and
-``common/v1/common.proto``.
+a span then costs little more than its own ids, hashes and outputs. `tests/test_otlpproto.py` compares
+the bytes with the SDK's encoder. Field numbers are those of opentelemetry-proto's
+``trace/v1/trace.proto`` and ``common/v1/common.proto``.
 """
 
 from __future__ import annotations

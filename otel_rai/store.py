@@ -497,7 +497,7 @@ class Store:
     def outbox_seqs(self, max_spans: int, after: int = 0) -> list[int]:
         """The seqs of the oldest spans waiting for export past seq `after` (the outbox's own index,
         no span read)."""
-        # One row (one step of the statement, see `_ROWS_PER_INSERT`) rather than one per seq.
+        # One row (one step of the statement, see `_MAX_ROWS_PER_INSERT`) rather than one per seq.
         (seqs,) = self._connection().execute(
             "SELECT group_concat(seq) FROM (SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
             (after, max_spans),
@@ -769,10 +769,10 @@ class StoreOutbox:
 
     def done(self) -> None:
         """The batch was delivered. It leaves the outbox with later ones, at most `_DELETE_EVERY_S`
-        later or as soon as the export has caught up: a write transaction per batch would keep the
-        export waiting for the worker's write lock. Meanwhile `take` skips it, and `pending` still
-        counts it (so that a flush returns with the outbox as delivered); a crash in between only
-        sends it again (at least once)."""
+        later, or once the export has caught up while a flush waits: a write transaction per batch
+        would keep the export waiting for the worker's write lock. Meanwhile `take` skips it, and
+        `pending` still counts it (so that a flush returns with the outbox as delivered); a crash in
+        between only sends it again (at least once)."""
         if self._taken is not None:
             self._exported = last = self._taken
             with self._recent_lock:
