@@ -14,7 +14,6 @@ import functools
 import logging
 import os
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 
-from otel_rai import _fork, models, semconv
+from otel_rai import models, semconv
 from otel_rai.models import ModelInfo
 from otel_rai.reliability import Receipt, unavailable
 
@@ -147,41 +146,13 @@ def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-class _Noise(threading.local):
-    """Random bytes from `os.urandom`, a block at a time per thread. `os.urandom` lets go of the
-    interpreter lock for its system call; once per single-row decision, that handed the lock to the
-    audit threads and made the caller queue to get it back. A forked child draws a fresh block."""
-
-    _BLOCK = 4096
-
-    def __init__(self) -> None:
-        self._reset()
-        _fork.reset_in_child(self)
-
-    def _reset(self) -> None:
-        self._block = b""
-        self._at = 0
-
-    def take(self, n: int) -> bytes:
-        at = self._at
-        if at + n > len(self._block):
-            if n > self._BLOCK:
-                return os.urandom(n)
-            self._block, at = os.urandom(self._BLOCK), 0
-        self._at = at + n
-        return self._block[at : at + n]
-
-
-_noise = _Noise()
-
-
 def new_ids(n: int) -> list[str]:
     """`n` decision ids: 32 hex digits, a 48-bit Unix millisecond time then 80 random bits.
 
     Time-ordered like UUIDv7, so ids sort by decision time and append to the store's index.
     """
     stamp = f"{time.time_ns() // 1_000_000:012x}"
-    noise = _noise.take(10 * n).hex()
+    noise = os.urandom(10 * n).hex()
     return [stamp + noise[i : i + 20] for i in range(0, 20 * n, 20)]
 
 

@@ -169,11 +169,11 @@ def test_generated_ids_come_back(audit, data):
 
 
 def test_generated_ids_are_unique_across_threads_and_a_forked_child():
-    """Ids draw on a per-thread block of random bytes: a thread, or a child forked mid-block, must
-    never repeat another's."""
+    """No thread, and no forked child, repeats another's ids (a child inherits its parent's state,
+    so any buffering of randomness would have to be redrawn after fork)."""
     from otel_rai.capture import new_ids
 
-    ids = new_ids(3)  # this thread now holds a partly used block
+    ids = new_ids(3)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: its next ids, to the parent
