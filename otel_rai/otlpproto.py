@@ -99,7 +99,7 @@ def _other_value(value: Any) -> bytes:
 
 def _key_value(key: str, value: Any) -> bytes:
     """KeyValue: key 1, value 2."""
-    return (_len(0x0A, key.encode()) if key else b"") + _len(0x12, _any_value(value))
+    return _key_field(key) + _len(0x12, _any_value(value))
 
 
 def _string_element(v: str) -> bytes:
@@ -117,7 +117,7 @@ def _float_element(v: float) -> bytes:
 def _int_element(v: int) -> bytes:
     if 0 <= v < 0x80:
         return bytes((0x0A, 2, 0x18, v))
-    return _len(0x0A, _any_value(v))
+    return _element(v)
 
 
 def _element(v: Any) -> bytes:
