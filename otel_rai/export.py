@@ -51,6 +51,8 @@ _OFF = frozenset({"0", "false", "off", "no"})
 _FLUSH_POLL = 0.05
 #: How long closing waits for an export attempt in flight.
 CLOSE_TIMEOUT = 5.0
+#: How long a sink's `shutdown` may take when a provider shuts it down (the SDK's processor default).
+SHUTDOWN_TIMEOUT = 30.0
 
 #: Audit spans must never be truncated: a cut hash or id array would misattribute decisions.
 UNLIMITED = SpanLimits(
@@ -78,6 +80,13 @@ class Sink(SpanProcessor):
     def dropped(self) -> int:
         """Spans given up: they will never be delivered (only at shutdown, and never by default)."""
         return 0
+
+    def close(self, timeout: float) -> None:
+        """Stop within about `timeout` seconds; later calls do nothing. Spans not delivered by then stay
+        spooled, or are counted in `dropped` when they were held in memory only."""
+
+    def shutdown(self) -> None:
+        self.close(SHUTDOWN_TIMEOUT)
 
 
 def otlp_configured(endpoint: str | None = None) -> bool:
@@ -468,10 +477,13 @@ class ExportSink(Sink):
         """Wait until every committed span is exported (the audit worker commits; we only wait)."""
         return self._exporter.flush(timeout_millis / 1000)
 
-    def shutdown(self) -> None:
-        self.force_flush()
+    def close(self, timeout: float) -> None:
+        if self._queue.closed:
+            return
+        deadline = time.monotonic() + timeout
+        self._exporter.flush(timeout)
         self._queue.close()
-        self._exporter.close(CLOSE_TIMEOUT)
+        self._exporter.close(min(CLOSE_TIMEOUT, max(0.0, deadline - time.monotonic())))
         self._dropped = self.pending()  # held in memory only: they end with the process
         if self._dropped:
             _log.error("otel-rai: %d audit spans were not exported and are lost (spool=False keeps them in "

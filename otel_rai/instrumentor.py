@@ -196,6 +196,7 @@ class _Session:
         uninstrument, SIGTERM, a multiprocessing finalizer) return the first result."""
         if self._closed is not None:
             return self._closed
+        deadline = time.monotonic() + timeout
         atexit.unregister(self._at_exit)
         self._remove_sigterm()
         self.patcher.remove()
@@ -204,11 +205,12 @@ class _Session:
         self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
         self.worker.shutdown(0)
         self.monitor.close()
+        # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
+        # In an application's provider, our sinks are inert from here on.
+        for sink in self.sinks:
+            sink.close(max(0.0, deadline - time.monotonic()))
         if self.own_provider and isinstance(self.provider, TracerProvider):
             self.provider.shutdown()
-        else:  # our sinks in an application's provider: closed now, inert from here on
-            for sink in self.sinks:
-                sink.shutdown()
         models.clear_cache()
         return result
 

@@ -925,14 +925,14 @@ class StoreSink(export.Sink):
             return not self._unwritten
         return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unwritten
 
-    def shutdown(self) -> None:
+    def close(self, timeout: float) -> None:
         """Stop exporting (queued spans stay queued for the next process), index, close."""
         if self._closed:
             return
         self._closed = True
         stopped = True
         if self._exporter is not None:
-            stopped = self._exporter.close(export.CLOSE_TIMEOUT)
+            stopped = self._exporter.close(min(export.CLOSE_TIMEOUT, timeout))
             left = self._outbox.pending()
             if left:
                 _log.warning(

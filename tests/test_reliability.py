@@ -23,13 +23,15 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import chaincheck, export, semconv
+from otel_rai import chaincheck, export, instrumentor, semconv
 
 from conftest import KEY
 from servers import HangingListener, OtlpReceiver, OtlpReceiverProcess, attributes, free_port
 
 HERE = Path(__file__).parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+# faulthandler: a child that hangs prints its threads' stacks on SIGABRT (see `communicate`).
+ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+       "PYTHONFAULTHANDLER": "1"}
 X = np.random.default_rng(0).normal(size=(64, 4))
 MODEL = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
 
@@ -53,6 +55,16 @@ def chain_intact(receiver: OtlpReceiver) -> chaincheck.Report:
 def python(code: str, *args: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env={**ENV, **kwargs.pop("env", {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The child's (stdout, stderr); a child still running after `timeout` fails the test with its stacks."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        _, err = proc.communicate(timeout=30)
+        pytest.fail(f"the child still ran after {timeout} s; its stacks:\n{err[-20_000:]}")
 
 
 def metrics(reader: InMemoryMetricReader) -> dict[str, float]:
@@ -237,7 +249,8 @@ from sklearn.linear_model import LogisticRegression
 X = np.random.default_rng(0).normal(size=(20, 3)); model = LogisticRegression().fit(X, X[:, 0] > 0)
 if sys.argv[2] == "own-handler":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-otel_rai.instrument(endpoint=sys.argv[1], spool=False, hash_key="app-key-0123456789abcdef")
+otel_rai.instrument(endpoint=sys.argv[1], spool=sys.argv[3] if len(sys.argv) > 3 else False,
+                   hash_key="app-key-0123456789abcdef")
 print(signal.getsignal(signal.SIGTERM).__qualname__ if callable(signal.getsignal(signal.SIGTERM)) else "default")
 for i in range(2000):
     with otel_rai.decisions(ids=[f"t{i}"]):
@@ -257,7 +270,7 @@ def test_sigterm_and_exit_deliver_what_was_held_in_memory(ending):
         assert proc.stdout.readline().strip() == "decided"
         if ending != "exit":
             proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        _, err = communicate(proc, 60)
         expected = {"sigterm": (-signal.SIGTERM, "flush_on_sigterm.<locals>.on_sigterm"),
                     "own-handler": (0, "<lambda>"), "exit": (0, "flush_on_sigterm.<locals>.on_sigterm")}
         assert (proc.returncode, handler) == expected[ending], err
@@ -267,6 +280,30 @@ def test_sigterm_and_exit_deliver_what_was_held_in_memory(ending):
         assert stream.checkpoints == 1  # the closing checkpoint went out too
     finally:
         slow.stop()
+
+
+@pytest.mark.parametrize("spool", [False, True], ids=["memory", "spool"])
+def test_exit_with_a_hanging_backend_ends_within_the_exit_timeout(tmp_path, spool):
+    port = free_port()
+    hung = HangingListener(port)
+    spool_file = tmp_path / "spool.db"
+    try:
+        proc = python(APP, f"http://127.0.0.1:{port}", "exit", *([str(spool_file)] if spool else []))
+        proc.stdout.readline()
+        assert proc.stdout.readline().strip() == "decided"
+        started = time.monotonic()
+        _, err = communicate(proc, 60)
+        took = time.monotonic() - started
+    finally:
+        hung.stop()
+    assert proc.returncode == 0, err
+    assert took < instrumentor.EXIT_TIMEOUT_S + 5, (took, err)  # one budget for the whole shutdown
+    assert "2001 audit records were still pending at exit" in err  # 2,000 decisions and the checkpoint
+    if spool:
+        assert "2001 audit spans are spooled" in err  # for the next process to send
+        assert sqlite3.connect(spool_file).execute("SELECT count(*) FROM outbox").fetchone() == (2001,)
+    else:
+        assert "2001 audit spans were not exported and are lost" in err
 
 
 def _mp_child(n: int) -> None:
@@ -332,7 +369,7 @@ print(json.dumps({"codes": codes, "decisions": otel_rai.flush(30).decisions}), f
 def test_forked_workers_count_and_export_their_own_decisions(receiver, tmp_path):
     """gunicorn's way: os.fork after instrument(), then each worker exits with sys.exit."""
     proc = python(FORKING_SERVER, receiver.endpoint, str(tmp_path / "spool.db"))
-    out, err = proc.communicate(timeout=120)
+    out, err = communicate(proc, 120)
     assert proc.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     # Each worker counts its own 7 decisions (the 5 of the master were the master's); every exit code 0.
@@ -377,7 +414,7 @@ print(json.dumps({"calls": out, "failures": result.failures, "complete": result.
 def _disk_full(tmp_path: Path, mode: str) -> tuple[dict, list[str]]:
     path = tmp_path / "audit.db"
     proc = python(DISK_FULL, str(path), mode)
-    out, err = proc.communicate(timeout=120)
+    out, err = communicate(proc, 120)
     assert proc.returncode == 0, err
     stored = [r[0] for r in sqlite3.connect(path).execute("SELECT decision_id FROM decisions ORDER BY decision_id")]
     return json.loads(out), stored
