@@ -256,8 +256,10 @@ for i in range(2000):
     with otel_rai.decisions(ids=[f"t{i}"]):
         model.predict(X[i % 20:i % 20 + 1])
 print("decided", flush=True)
-if sys.argv[2] != "exit":
-    time.sleep(600)
+# A server's loop, not one long sleep: CPython runs a Python signal handler between bytecodes, so a
+# signal that lands after the print and before the sleep's system call would wait for the sleep to end.
+while sys.argv[2] != "exit":
+    time.sleep(0.05)
 """
 
 
