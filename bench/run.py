@@ -19,7 +19,9 @@ import gc
 import json
 import os
 import platform
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -89,11 +91,11 @@ def rotel_sink(**options: Any) -> Iterator[Callable[[], None]]:
     """A real local OTLP receiver: rotel over gRPC, exporting to its blackhole."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="otel-rai-bench-"))
-    process = __import__("subprocess").Popen(
+    process = subprocess.Popen(
         [str(rotel_binary()), "start", "--otlp-grpc-endpoint", f"127.0.0.1:{port}",
          "--otlp-http-endpoint", f"127.0.0.1:{free_port()}", "--exporter", "blackhole",
          "--pid-file", str(workdir / "rotel.pid"), "--log-file", str(workdir / "rotel.log")],
-        stdout=open(workdir / "out.log", "wb"), stderr=__import__("subprocess").STDOUT,
+        stdout=open(workdir / "out.log", "wb"), stderr=subprocess.STDOUT,
     )
     wait_for_port(port, process=process)
     otel_rai.instrument(endpoint=f"http://127.0.0.1:{port}", hash_key=KEY, **options)
@@ -103,6 +105,7 @@ def rotel_sink(**options: Any) -> Iterator[Callable[[], None]]:
         otel_rai.uninstrument()
         process.terminate()
         process.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 SINKS = {"memory": memory_sink, "rotel": rotel_sink}

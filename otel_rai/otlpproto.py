@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Optional
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 _log = logging.getLogger(__name__)
 
@@ -266,20 +268,19 @@ def _scope(scope: Any) -> bytes:
             + _attributes(0x1A, scope.attributes))
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest: spans grouped by resource, then by instrumentation scope, each
-    group in order of first appearance (ResourceSpans: resource 1, scope_spans 2, schema_url 3;
-    ScopeSpans: scope 1, spans 2, schema_url 3)."""
-    groups: dict[Any, dict[Any, list[bytes]]] = {}
-    # Grouped by equality, as the SDK does; looked up by identity first, because hashing a Resource
-    # encodes its attributes as JSON every time.
-    by_id: dict[tuple[int, int], list[bytes]] = {}
-    for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
-        group = by_id.get((id(resource), id(scope)))
-        if group is None:
-            group = by_id[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
-        group.append(_len(0x12, _span(span)))
+#: Spans grouped for a request: {resource: {scope: [encoded Span messages]}}, each level in order of
+#: first appearance.
+Groups = Mapping[Resource, Mapping[Optional[InstrumentationScope], Sequence[bytes]]]
+
+
+def encode_span(span: ReadableSpan) -> bytes:
+    """One Span message, as it appears (length-delimited) in a request."""
+    return _len(0x12, _span(span))
+
+
+def request(groups: Groups) -> bytes:
+    """An ExportTraceServiceRequest of spans already encoded (ResourceSpans: resource 1, scope_spans 2,
+    schema_url 3; ScopeSpans: scope 1, spans 2, schema_url 3)."""
     out = []
     for resource, scopes in groups.items():
         scope_spans = [
@@ -291,3 +292,108 @@ def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
                 + (_len(0x1A, resource.schema_url.encode()) if resource.schema_url else b""))
         out.append(_len(0x0A, body))
     return b"".join(out)
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest of `spans`, grouped by resource, then by instrumentation scope."""
+    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    # Grouped by equality, as the SDK does; looked up by identity first, because hashing a Resource
+    # encodes its attributes as JSON every time.
+    by_id: dict[tuple[int, int], list[bytes]] = {}
+    for span in spans:
+        resource, scope = span.resource, span.instrumentation_scope or None
+        group = by_id.get((id(resource), id(scope)))
+        if group is None:
+            group = by_id[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
+        group.append(encode_span(span))
+    return request(groups)
+
+
+class EncodedSpans(Sequence[ReadableSpan]):
+    """Spans encoded when they were written (the spool's outbox keeps them so): `request` is what an
+    export sends. As a sequence they are decoded again, for an exporter that encodes on its own (the
+    SDK's OTLP/HTTP exporter)."""
+
+    def __init__(self, groups: Groups) -> None:
+        self._groups = groups
+        self._count = sum(len(encoded) for scopes in groups.values() for encoded in scopes.values())
+        self._decoded: list[ReadableSpan] | None = None
+
+    def request(self) -> bytes:
+        return request(self._groups)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._decoded is None:
+            self._decoded = [
+                decode_span(encoded, resource, scope)
+                for resource, scopes in self._groups.items()
+                for scope, spans in scopes.items()
+                for encoded in spans
+            ]
+        return self._decoded[index]
+
+
+# --- decoding: only for EncodedSpans -------------------------------------------------------------
+
+
+def _decoded_value(value: Any) -> Any:
+    """An AnyValue message as the attribute value it encodes."""
+    which = value.WhichOneof("value")
+    if which == "array_value":
+        return [_decoded_value(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: _decoded_value(kv.value) for kv in value.kvlist_value.values}
+    return None if which is None else getattr(value, which)
+
+
+def _decoded_attributes(key_values: Any) -> dict[str, Any]:
+    return {kv.key: _decoded_value(kv.value) for kv in key_values}
+
+
+def _context(trace_id: bytes, span_id: bytes, trace_state: str = "", remote: bool = False) -> SpanContext:
+    return SpanContext(int.from_bytes(trace_id, "big"), int.from_bytes(span_id, "big"), is_remote=remote,
+                       trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                       trace_state=TraceState.from_header([trace_state]) if trace_state else None)
+
+
+def decode_span(encoded: bytes, resource: Resource, scope: InstrumentationScope | None) -> ReadableSpan:
+    """The span of `encode_span`'s output: it encodes to the same bytes again."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span  # the SDK exporter's dependency
+
+    _, start = _read_varint(encoded, 1)  # past the tag and length of `encode_span`
+    span = Span.FromString(encoded[start:])
+    parent = None
+    if span.parent_span_id:
+        parent = _context(span.trace_id, span.parent_span_id, remote=bool(span.flags & _IS_REMOTE))
+    code = StatusCode(span.status.code)
+    return ReadableSpan(
+        name=span.name,
+        context=_context(span.trace_id, span.span_id, span.trace_state),
+        parent=parent,
+        resource=resource,
+        attributes=_decoded_attributes(span.attributes),
+        events=[Event(e.name, _decoded_attributes(e.attributes), e.time_unix_nano) for e in span.events],
+        links=[Link(_context(link.trace_id, link.span_id, link.trace_state,
+                             remote=bool(link.flags & _IS_REMOTE)), _decoded_attributes(link.attributes))
+               for link in span.links],
+        kind=SpanKind(max(span.kind - 1, 0)),
+        status=Status(code, (span.status.message or None) if code is StatusCode.ERROR else None),
+        start_time=span.start_time_unix_nano,
+        end_time=span.end_time_unix_nano,
+        instrumentation_scope=scope,
+    )
+
+
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """(the varint at offset `at`, the offset after it)."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            return value, at
+        shift += 7

@@ -1,6 +1,6 @@
 """`SpanRecord`: one finished span as plain data, the hub between every place a span is kept.
 
-The store writes records, the write-ahead log turns them back into SDK spans for the OTLP exporter,
+The store writes records, ``otel-rai export`` turns them back into SDK spans for an OTLP exporter,
 `otlpjson` reads and writes them as OTLP JSON, and every query backend yields them. Attribute values
 keep their OTel types: str, bool, int, float, or a list of one of those.
 """
@@ -60,7 +60,8 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 _resources: dict[int, tuple[Resource, dict[str, Any]]] = {}
 
 
-def _resource(resource: Resource) -> dict[str, Any]:
+def resource_attributes(resource: Resource) -> dict[str, Any]:
+    """The attributes of `resource` as a plain dict, one per resource (see `_resources`)."""
     found = _resources.get(id(resource))
     if found is None or found[0] is not resource:
         if len(_resources) > 64:
@@ -99,7 +100,7 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
             }
             for link in span.links
         ],
-        resource=_resource(span.resource),
+        resource=resource_attributes(span.resource),
         resource_schema_url=span.resource.schema_url or "",
         scope_name=scope.name if scope else "",
         scope_version=(scope.version or "") if scope else "",
@@ -116,6 +117,11 @@ def _context(trace_id: str, span_id: str, trace_state: str = "", remote: bool = 
     )
 
 
+def to_resource(attributes: Mapping[str, Any], schema_url: str) -> Resource:
+    """The SDK `Resource` of a record's resource attributes (arrays as tuples, as the SDK keeps them)."""
+    return Resource({k: tuple(v) if isinstance(v, list) else v for k, v in attributes.items()}, schema_url or None)
+
+
 class ReadableSpans:
     """Turns records back into SDK spans, sharing one `Resource` per distinct resource so that the
     OTLP encoder groups the spans of one process under one resource, as the original export did."""
@@ -128,11 +134,7 @@ class ReadableSpans:
         key = (id(record.resource), record.resource_schema_url)
         found = self._resources.get(key)
         if found is None or found[0] is not record.resource:
-            resource = Resource(
-                {k: tuple(v) if isinstance(v, list) else v for k, v in record.resource.items()},
-                record.resource_schema_url or None,
-            )
-            found = self._resources[key] = (record.resource, resource)
+            found = self._resources[key] = (record.resource, to_resource(record.resource, record.resource_schema_url))
         return found[1]
 
     def __call__(self, record: SpanRecord) -> ReadableSpan:

@@ -1,6 +1,6 @@
 """The local audit store: every decision span in one SQLite file, one row per decision.
 
-Tables (schema version 1; ``docs/store.md`` describes them for readers with plain SQL):
+Tables (schema version 2; ``docs/store.md`` describes them for readers with plain SQL):
 
 * ``spans``: one row per span in the order written (``seq``), with its full record (enough to send it
   again as OTLP) and its model columns. Indexed by model version + time, and by time.
@@ -10,7 +10,8 @@ Tables (schema version 1; ``docs/store.md`` describes them for readers with plai
   Filled in bulk every `INDEX_EVERY` rows (`Store.index_inputs`), because a random key inserted a few
   rows at a time costs ten times more than an append; lookups also scan the rows past its watermark.
 * ``origins``: the resource and instrumentation scope the spans came from.
-* ``outbox``: spans written but not yet exported, when the store is the write-ahead log for OTLP.
+* ``outbox``: spans written but not yet exported, when the store is the write-ahead log for OTLP, each
+  as its OTLP/protobuf encoding, which is what the export sends. A spool keeps nothing else of a span.
 * ``meta``: marks the file as an otel-rai store, with its schema version.
 
 Concurrency: WAL journal, a busy timeout, and ``BEGIN IMMEDIATE`` for every write, so threads and
@@ -20,7 +21,6 @@ uses its own connection; a forked child opens new ones.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import json
@@ -35,11 +35,13 @@ from itertools import chain, repeat
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from otel_rai import _fork, config, export, semconv
-from otel_rai.records import ReadableSpans, SpanRecord, from_readable
+from otel_rai import _fork, config, export, otlpproto, semconv
+from otel_rai.records import ReadableSpans, SpanRecord, from_readable, resource_attributes, to_resource
 from otel_rai.version import __version__
 
 try:
@@ -51,7 +53,7 @@ _log = logging.getLogger(__name__)
 
 #: ``PRAGMA application_id`` of our files: "ORAI".
 APPLICATION_ID = 0x4F524149
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT = "otel-rai audit store"
 ENV = "OTEL_RAI_STORE"
 DEFAULT_NAME = "audit.db"
@@ -61,14 +63,19 @@ BUSY_TIMEOUT_S = 60.0
 INDEX_EVERY = 65_536
 _MAX_UNWRITTEN = 100_000
 _EXPORT_POLL_S = 1.0
-#: Spans written by this process that the outbox keeps in memory for export: about a second of
-#: single-row decisions, a few MB. A longer backlog is read back from the file.
-_RECENT_SPANS = 4096
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
 
-_SCHEMA = """
+# AUTOINCREMENT: a spool deletes what was exported, and a seq must never come back while an exporter
+# counts on it. In a store, a span's outbox seq is its seq in ``spans``.
+_OUTBOX = """CREATE TABLE outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    origin INTEGER NOT NULL REFERENCES origins (id),
+    n_decisions INTEGER NOT NULL,
+    span BLOB NOT NULL
+)"""
+_SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE origins (
     id INTEGER PRIMARY KEY,
@@ -117,7 +124,7 @@ CREATE TABLE input_index (
     idx INTEGER NOT NULL,
     PRIMARY KEY (input_key, span, idx)
 ) WITHOUT ROWID;
-CREATE TABLE outbox (seq INTEGER PRIMARY KEY);
+{_OUTBOX};
 -- Local only, never part of a span and never exported: the group of each decision for every sensitive
 -- attribute (otel_rai.groups), and the ground truth recorded later (record_outcome), for the report.
 CREATE TABLE decision_groups (
@@ -309,6 +316,31 @@ def _per_row(values: Any, n: int) -> Sequence[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
+#: A span's resource attributes, resource schema URL, scope name and scope version (an ``origins`` row).
+Origin = tuple[dict[str, Any], str, str, str]
+#: A span queued for export: its origin, its number of decisions, and its OTLP encoding.
+Queued = tuple[Origin, int, bytes]
+
+
+def _origin(r: SpanRecord) -> Origin:
+    return r.resource, r.resource_schema_url, r.scope_name, r.scope_version
+
+
+def queued(span: ReadableSpan) -> Queued:
+    """A span as the outbox keeps it."""
+    scope = span.instrumentation_scope
+    origin = (resource_attributes(span.resource), span.resource.schema_url or "",
+              scope.name if scope else "", (scope.version or "") if scope else "")
+    return origin, len((span.attributes or {}).get(semconv.DECISION_IDS) or ()), otlpproto.encode_span(span)
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    """The last seq handed out: a store's spans and a spool's queued spans share one sequence."""
+    (last,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name IN ('spans', 'outbox')").fetchone()
+    return last
+
+
 #: Rows per INSERT statement, at most. sqlite3 lets go of the interpreter lock for every step of a
 #: statement, and getting it back from the application's threads can take a whole switch interval
 #: (5 ms): a writer stepping once per row would hold the write lock for seconds. So rows go in a few
@@ -355,6 +387,8 @@ class Store:
         self._origin_records: dict[int, tuple[dict[str, Any], str, str, str]] = {}
         self._reset()
         self._connection()  # open now: a bad path or a foreign file fails here, clearly
+        if create:
+            self._upgrade()
         _fork.reset_in_child(self)
 
     def _reset(self) -> None:
@@ -380,42 +414,67 @@ class Store:
             conn.close()
         self._local = threading.local()
 
+    def _upgrade(self) -> None:
+        """Bring a schema 1 file up to date: its outbox held seqs only, so the spans it queued are
+        encoded from their records now, and go out as they would have."""
+        conn = self._connection()
+        if int(_meta(conn)["schema_version"]) >= SCHEMA_VERSION:
+            return
+        with _writing(conn):
+            if int(_meta(conn)["schema_version"]) >= SCHEMA_VERSION:  # another process was first
+                return
+            rows = conn.execute(f"SELECT {_SPAN_COLUMNS}, s.n_decisions FROM outbox o JOIN spans s"
+                                " ON s.seq = o.seq ORDER BY o.seq").fetchall()
+            to_span = ReadableSpans()
+            conn.execute("DROP TABLE outbox")
+            conn.execute(_OUTBOX)
+            _insert(conn, "INSERT INTO outbox", 4, [
+                (row[0], row[1], row[-1], otlpproto.encode_span(to_span(self._record(row[:-1])))) for row in rows
+            ])
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
     # --- writing ---
 
-    def _origin(self, conn: sqlite3.Connection, r: SpanRecord, new: dict, seen: dict) -> int:
-        """The ``origins`` id of the record's resource and scope, added if new. `seen` spares encoding
-        the resource again for records that share one dict (all the spans of a process)."""
-        resource = seen.get(id(r.resource))
+    def _origin(self, conn: sqlite3.Connection, origin: Origin, new: dict, seen: dict) -> int:
+        """The ``origins`` id of a resource and scope, added if new. `seen` spares encoding the resource
+        again for spans that share one dict (all the spans of a process)."""
+        attributes, schema_url, scope_name, scope_version = origin
+        resource = seen.get(id(attributes))
         if resource is None:
-            resource = seen[id(r.resource)] = _json(r.resource)
-        key = (resource, r.resource_schema_url, r.scope_name, r.scope_version)
-        origin = self._origins.get(key) or new.get(key)
-        if origin is None:
+            resource = seen[id(attributes)] = _json(attributes)
+        key = (resource, schema_url, scope_name, scope_version)
+        found = self._origins.get(key) or new.get(key)
+        if found is None:
+            service = attributes.get(SERVICE_NAME)
             conn.execute(
                 "INSERT OR IGNORE INTO origins"
                 " (service, resource, resource_schema_url, scope_name, scope_version) VALUES (?, ?, ?, ?, ?)",
-                (r.service, *key),
+                (None if service is None else str(service), *key),
             )
-            (origin,) = conn.execute(
+            (found,) = conn.execute(
                 "SELECT id FROM origins WHERE resource = ? AND resource_schema_url = ? AND scope_name = ?"
                 " AND scope_version = ?",
                 key,
             ).fetchone()
-            new[key] = origin
-        return origin
+            new[key] = found
+        return found
 
     def append(
         self,
-        records: Sequence[SpanRecord],
+        records: Sequence[SpanRecord] = (),
         *,
-        outbox: bool = False,
+        queued: Sequence[Queued] = (),
         groups: Iterable[tuple[str, str, str]] = (),
         outcomes: Iterable[tuple[str, str, int]] = (),
     ) -> tuple[int, int]:
-        """Write `records` in one transaction; with `outbox`, also queue them for export. `groups`
-        (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON, time) go to the
-        local-only tables; a decision's first outcome is the one kept.
-        Returns (the seq of the last span, the number of decisions written)."""
+        """Write `records` and queue `queued` for export, in one transaction. Both given, they are the
+        same spans in the same order (a store that is the write-ahead log of an export); a spool queues
+        only. `groups` (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON,
+        time) go to the local-only tables; a decision's first outcome is the one kept.
+        Returns (the seq of the last span, the number of decisions written to ``decisions``)."""
+        if records and queued and len(records) != len(queued):
+            raise ValueError("otel-rai: the records and the queued spans of a write must be the same spans")
         conn = self._connection()
         new_origins: dict = {}
         seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
@@ -437,20 +496,21 @@ class Store:
                 decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
                                   list(map(_input_key, hashes))))
         with _writing(conn):
-            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spans'").fetchone()
-            first = (row[0] if row else 0) + 1
+            first = _last_seq(conn) + 1
             _insert(conn, "INSERT INTO spans", 18, [
-                (first + i, self._origin(conn, r, new_origins, seen), *span)
+                (first + i, self._origin(conn, _origin(r), new_origins, seen), *span)
                 for i, (r, span) in enumerate(zip(records, spans))
             ])
             _insert(conn, "INSERT INTO decisions", 6, chain.from_iterable(
                 zip(repeat(first + i, len(rows)), rows, *columns) for i, rows, *columns in decisions))
-            if outbox:
-                _insert(conn, "INSERT INTO outbox (seq)", 1, ((first + i,) for i in range(len(records))))
+            _insert(conn, "INSERT INTO outbox", 4, [
+                (first + i, self._origin(conn, origin, new_origins, seen), n, encoded)
+                for i, (origin, n, encoded) in enumerate(queued)
+            ])
             _insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
             _insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
-        return first + len(records) - 1, n_decisions
+        return first + max(len(records), len(queued)) - 1, n_decisions
 
     def index_inputs(self, max_rows: int = 1 << 20) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
@@ -478,31 +538,19 @@ class Store:
 
     # --- the outbox: spans waiting for export ---
 
-    def outbox_batch(self, max_spans: int, max_rows: int, after: int = 0) -> list[tuple[int, SpanRecord]]:
-        """The oldest spans waiting for export past seq `after`, within the limits (at least one)."""
+    def outbox_batch(self, max_spans: int, max_rows: int, after: int = 0) -> list[tuple[int, int, bytes]]:
+        """The oldest spans waiting for export past seq `after`, within the limits (at least one), as
+        (seq, origin id, encoded span)."""
         batch, rows = [], 0
-        cursor = self._connection().execute(
-            f"SELECT {_SPAN_COLUMNS}, s.n_decisions FROM outbox o JOIN spans s ON s.seq = o.seq"
-            " WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
+        for seq, origin, n, encoded in self._connection().execute(
+            "SELECT seq, origin, n_decisions, span FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, max_spans),
-        )
-        for row in cursor:
-            rows += row[-1]
+        ).fetchall():
+            rows += n
             if batch and rows > max_rows:
                 break
-            batch.append((row[0], self._record(row[:-1])))
-        cursor.close()
+            batch.append((seq, origin, encoded))
         return batch
-
-    def outbox_seqs(self, max_spans: int, after: int = 0) -> list[int]:
-        """The seqs of the oldest spans waiting for export past seq `after` (the outbox's own index,
-        no span read)."""
-        # One row (one step of the statement, see `_MAX_ROWS_PER_INSERT`) rather than one per seq.
-        (seqs,) = self._connection().execute(
-            "SELECT group_concat(seq) FROM (SELECT seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?)",
-            (after, max_spans),
-        ).fetchone()
-        return sorted(map(int, seqs.split(","))) if seqs else []
 
     def outbox_done(self, last: int, *, forget: bool = False) -> None:
         """The queued spans up to seq `last` were exported. Spans are written in seq order under the
@@ -523,12 +571,11 @@ class Store:
         return self._connection().execute(sql, args).fetchone()[0]
 
     def last_seq(self) -> int:
-        row = self._connection().execute("SELECT seq FROM sqlite_sequence WHERE name = 'spans'").fetchone()
-        return row[0] if row else 0
+        return _last_seq(self._connection())
 
     # --- reading ---
 
-    def _origin_of(self, origin: int) -> tuple[dict[str, Any], str, str, str]:
+    def origin_of(self, origin: int) -> Origin:
         found = self._origin_records.get(origin)
         if found is None:
             row = self._connection().execute(
@@ -540,7 +587,7 @@ class Store:
 
     def _record(self, row: Sequence[Any]) -> SpanRecord:
         (_, origin, trace_id, span_id, parent, name, kind, start, end, code, message, attributes, extra) = row
-        resource, schema_url, scope_name, scope_version = self._origin_of(origin)
+        resource, schema_url, scope_name, scope_version = self.origin_of(origin)
         more = json.loads(extra) if extra else {}
         return SpanRecord(
             trace_id=trace_id, span_id=span_id, name=name, start_ns=start, end_ns=end,
@@ -677,7 +724,8 @@ _inherited: list[sqlite3.Connection] = []
 
 
 class StoreOutbox:
-    """The store's ``outbox`` as an `export.SpanQueue`.
+    """The store's ``outbox`` as an `export.SpanQueue`. A batch is `otlpproto.EncodedSpans`: what was
+    encoded when the spans were written goes out as it is.
 
     One process at a time exports a store: whichever holds an exclusive ``flock`` on the file
     ``<store>-export.lock``. The lock dies with its process, so after a crash, SIGKILL or a normal exit
@@ -696,22 +744,11 @@ class StoreOutbox:
         self._deleted_at = time.monotonic()
         self._counted = False
         self._through: int | None = None
-        self._to_spans = ReadableSpans()
-        # The spans this process just wrote, by seq: exported from memory while the export keeps up,
-        # which spares reading, decoding and rebuilding them. The outbox stays the truth: a span not
-        # held here (written by another process, or before a restart, or while this memory was full)
-        # is read back from the file, and the order is always the outbox's.
-        self._recent: collections.OrderedDict[int, ReadableSpan] = collections.OrderedDict()
-        self._recent_lock = threading.Lock()
+        self._origins: dict[int, tuple[Resource, InstrumentationScope]] = {}
 
-    def written(self, last_seq: int, spans: Sequence[ReadableSpan] = ()) -> None:
-        """This process wrote spans up to `last_seq` (the last of them `spans`): its flushes wait for them."""
+    def written(self, last_seq: int) -> None:
+        """This process wrote spans up to `last_seq`: its flushes wait for them."""
         self._through = max(self._through or 0, last_seq)
-        with self._recent_lock:
-            # Full, it keeps the oldest: the head of the outbox is what the export needs next.
-            room = max(0, _RECENT_SPANS - len(self._recent))
-            for seq, span in zip(range(last_seq - len(spans) + 1, last_seq + 1), spans[:room]):
-                self._recent[seq] = span
 
     def _hold(self) -> bool:
         if self._holding:
@@ -725,47 +762,31 @@ class StoreOutbox:
         self._holding = True
         return True
 
-    def take(self, max_spans: int, max_rows: int) -> list[ReadableSpan]:
+    def _origin(self, origin: int) -> tuple[Resource, InstrumentationScope]:
+        found = self._origins.get(origin)
+        if found is None:
+            attributes, schema_url, scope_name, scope_version = self._store.origin_of(origin)
+            found = self._origins[origin] = (to_resource(attributes, schema_url),
+                                             InstrumentationScope(scope_name, scope_version or None))
+        return found
+
+    def take(self, max_spans: int, max_rows: int) -> otlpproto.EncodedSpans | list[ReadableSpan]:
         if not self._hold():
             return []
-        if self._recent:
-            # Once this process exported from the outbox's head (nothing past `_exported` went out
-            # through an earlier exporter), the spans held here that follow it without a gap are the
-            # head: seqs are handed out in commit order, so no other process's span can be among them,
-            # and the file need not be asked.
-            held = []
-            if self._exported:
-                held = self._held(range(self._exported + 1, self._exported + 1 + max_spans), max_rows)
-            if not held:
-                seqs = self._store.outbox_seqs(max_spans, after=self._exported)
-                held = self._held(seqs, max_rows)
-            if held:
-                self._taken = held[-1][0]
-                return [span for _, span in held]
-            with self._recent_lock:  # read back only the spans before the next one held here
-                max_spans = next((i for i, seq in enumerate(seqs) if seq in self._recent), max_spans)
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
         if not batch:
             if self._counted or time.monotonic() - self._deleted_at >= _DELETE_EVERY_S:
                 self._delete()
             return []
         self._taken = batch[-1][0]
-        return [self._to_spans(record) for _, record in batch]
-
-    def _held(self, seqs: Iterable[int], max_rows: int) -> list[tuple[int, ReadableSpan]]:
-        """The spans of `seqs` (the head of the outbox) that this process still holds, up to the first
-        one it does not."""
-        batch, rows = [], 0
-        with self._recent_lock:
-            for seq in seqs:
-                span = self._recent.get(seq)
-                if span is None:
-                    break
-                rows += len((span.attributes or {}).get(semconv.DECISION_IDS) or ())
-                if batch and rows > max_rows:
-                    break
-                batch.append((seq, span))
-        return batch
+        by_origin: dict[int, list[bytes]] = {}
+        for _, origin, encoded in batch:
+            by_origin.setdefault(origin, []).append(encoded)
+        groups: dict[Resource, dict[InstrumentationScope, list[bytes]]] = {}
+        for origin, spans in by_origin.items():
+            resource, scope = self._origin(origin)
+            groups.setdefault(resource, {}).setdefault(scope, []).extend(spans)
+        return otlpproto.EncodedSpans(groups)
 
     def done(self) -> None:
         """The batch was delivered. It leaves the outbox with later ones, at most `_DELETE_EVERY_S`
@@ -774,10 +795,7 @@ class StoreOutbox:
         `pending` still counts it (so that a flush returns with the outbox as delivered); a crash in
         between only sends it again (at least once)."""
         if self._taken is not None:
-            self._exported = last = self._taken
-            with self._recent_lock:
-                while self._recent and next(iter(self._recent)) <= last:
-                    self._recent.popitem(last=False)
+            self._exported = self._taken
             self._taken = None
             if time.monotonic() - self._deleted_at >= _DELETE_EVERY_S:
                 self._delete()
@@ -825,7 +843,8 @@ class StoreSink(export.Sink):
     With an `exporter_factory`, the store is the write-ahead log for OTLP: each span is also queued
     in the outbox, and an `export.Exporter` sends queued spans in order and deletes them from the outbox
     once the backend took them (at least once). Spans left queued by an earlier process are sent too.
-    Without `keep`, the file is a spool: exported spans are deleted, and no input index is kept.
+    Without `keep`, the file is a spool: spans are only queued (encoded, as they will be sent), and
+    leave the file once exported.
     """
 
     def __init__(
@@ -836,6 +855,8 @@ class StoreSink(export.Sink):
         keep: bool = True,
         **exporter_options: Any,
     ) -> None:
+        if not keep and exporter_factory is None:
+            raise ValueError("otel-rai: a spool (keep=False) needs an exporter")
         self.store = Store(path, create=True)
         self.keep = keep
         self._factory = exporter_factory
@@ -849,8 +870,9 @@ class StoreSink(export.Sink):
 
     def _reset(self) -> None:
         self._received: list[ReadableSpan] = []
+        # The spans of the cycles not yet written: as records for a store, encoded for the outbox.
         self._unwritten: list[SpanRecord] = []
-        self._unwritten_spans: list[ReadableSpan] = []  # the same spans, for the outbox's memory
+        self._unqueued: list[Queued] = []
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
         self._unindexed = 0
@@ -880,50 +902,54 @@ class StoreSink(export.Sink):
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
         spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
         if self._received:
-            self._unwritten += [from_readable(span) for span in self._received]
-            self._unwritten_spans += self._received
+            if self.keep:
+                self._unwritten += [from_readable(span) for span in self._received]
+            if self._outbox is not None:
+                self._unqueued += [queued(span) for span in self._received]
             self._received = []
         delay = 0.1
-        while self._unwritten or self._groups or self._outcomes:
-            spans = bool(self._unwritten)
+        while self._unwritten or self._unqueued or self._groups or self._outcomes:
             try:
-                last, rows = self.store.append(self._unwritten, outbox=self._outbox is not None,
+                last, rows = self.store.append(self._unwritten, queued=self._unqueued,
                                                groups=self._groups, outcomes=self._outcomes)
             except (sqlite3.Error, OSError, StoreError):
-                if len(self._unwritten) < _MAX_UNWRITTEN or self._closed:
+                if self._unsaved() < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if self._outbox is not None and spans:
-                self._outbox.written(last, self._unwritten_spans)
+            if self._unqueued:
+                self._outbox.written(last)
                 self._exporter.wake()
-            self._unwritten, self._unwritten_spans, self._groups, self._outcomes = [], [], [], []
+            self._unwritten, self._unqueued, self._groups, self._outcomes = [], [], [], []
             self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()
 
     def pending(self) -> int:
-        unwritten = len(self._received) + len(self._unwritten)
+        unwritten = len(self._received) + self._unsaved()
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
+
+    def _unsaved(self) -> int:
+        return max(len(self._unwritten), len(self._unqueued))
 
     def exported(self) -> int:
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
-        return len(self._unwritten) if self._closed else 0
+        return self._unsaved() if self._closed else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until the committed spans are written (the worker retries a failed write) and exported
         (without an endpoint they are done once written)."""
         deadline = time.monotonic() + timeout_millis / 1000
-        while self._unwritten and not self._closed and time.monotonic() < deadline:
+        while self._unsaved() and not self._closed and time.monotonic() < deadline:
             time.sleep(_FLUSH_POLL_S)
         if self._exporter is None:
-            return not self._unwritten
-        return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unwritten
+            return not self._unsaved()
+        return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unsaved()
 
     def close(self, timeout: float) -> None:
         """Stop exporting (queued spans stay queued for the next process), index, close."""
@@ -940,9 +966,8 @@ class StoreSink(export.Sink):
                     "that opens this store with an OTLP endpoint exports them", left, self.store.path
                 )
             self._outbox.release()
-        if self._unwritten:
-            _log.error("otel-rai: %d audit spans could not be written to %s",
-                       len(self._unwritten), self.store.path)
+        if self._unsaved():
+            _log.error("otel-rai: %d audit spans could not be written to %s", self._unsaved(), self.store.path)
         with contextlib.suppress(sqlite3.Error, StoreError):
             while self.keep and self.store.index_inputs():
                 pass

@@ -81,6 +81,21 @@ def test_the_same_bytes_as_the_sdk_encoder(spans):
     assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
 
 
+@pytest.mark.parametrize("spans", CASES.values(), ids=CASES.keys())
+def test_spans_encoded_one_by_one_make_the_same_request_and_decode_to_spans_that_encode_the_same(spans):
+    """What the spool's outbox keeps: each span encoded when it was written, sent as it is over gRPC,
+    and decoded again for an exporter that encodes on its own (the SDK's OTLP/HTTP exporter)."""
+    groups = {}
+    for s in spans:
+        groups.setdefault(s.resource, {}).setdefault(s.instrumentation_scope, []).append(otlpproto.encode_span(s))
+    encoded = otlpproto.EncodedSpans(groups)
+    expected = sdk_encode_spans(spans).SerializeToString()
+    assert len(encoded) == len(spans) and encoded.request() == expected
+    decoded = list(encoded)
+    assert [s.name for s in decoded] == [s.name for s in spans]
+    assert sdk_encode_spans(decoded).SerializeToString() == expected
+
+
 @pytest.mark.parametrize("bad", [np.int64(3), 2**63, -(2**63) - 1, "\ud800", object()],
                          ids=["numpy-int", "over-int64", "under-int64", "lone-surrogate", "object"])
 def test_a_value_that_cannot_be_encoded_is_left_out_as_the_sdk_leaves_it_out(bad, caplog):

@@ -324,7 +324,7 @@ def test_opening_a_store_again_keeps_the_locks_of_this_process_s_open_connection
     unused, checkpoint and delete its write-ahead log, and this process's next connection would fail."""
     path = tmp_path / "audit.db"
     first = store.Store(path, create=True)
-    first.append([], outbox=True)  # the connection is open (in WAL mode it holds a shared lock)
+    first.append([])  # the connection is open (in WAL mode it holds a shared lock)
     second = store.Store(path, create=True)  # e.g. the export thread's connection, or a query
     second.outbox_pending()
     # Another process opens and closes the store: its close checkpoints and deletes the write-ahead

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
@@ -153,77 +154,99 @@ def ended_spans(n: int) -> list:
     return ended
 
 
-def test_the_outbox_exports_held_spans_from_memory_and_the_rest_from_the_file_in_order(tmp_path):
-    """Spans this process wrote are exported from memory; spans another process (or an earlier one)
-    wrote are read back; either way in the outbox's order, and the held ones equal what the file says."""
+def queue(spans) -> list:
+    """`spans` as `Store.append` queues them."""
+    return [store.queued(s) for s in spans]
+
+
+def test_the_outbox_exports_what_every_process_queued_in_order_as_it_was_encoded(tmp_path):
+    """Spans queued by two processes go out in the outbox's order; each request is what the SDK's
+    encoder makes of the original spans, and delivered spans leave the file once the lock is released."""
     ended = ended_spans(6)
     path = tmp_path / "audit.db"
-    other = store.Store(path, create=True)  # another process's writes: in the file only
-    other.append([from_readable(s) for s in ended[:2]], outbox=True)
+    other = store.Store(path, create=True)  # another process's writes
+    other.append(queued=queue(ended[:2]))
     mine = store.Store(path)
-    queue = store.StoreOutbox(mine)
-    last, _ = mine.append([from_readable(s) for s in ended[2:5]], outbox=True)
-    queue.written(last, ended[2:5])
-    other.append([from_readable(ended[5])], outbox=True)  # after mine: the file again
+    outbox_queue = store.StoreOutbox(mine)
+    last, _ = mine.append(queued=queue(ended[2:5]))
+    outbox_queue.written(last)
+    other.append(queued=queue(ended[5:]))
 
     taken = []
-    while batch := queue.take(max_spans=2, max_rows=100):
+    while batch := outbox_queue.take(max_spans=2, max_rows=100):
         taken.append(batch)
-        queue.done()
-    assert [[s.name for s in batch] for batch in taken] == [["s0", "s1"], ["s2", "s3"], ["s4"], ["s5"]]
-    from_memory = [s for batch in taken for s in batch if any(s is e for e in ended)]
-    assert [s.name for s in from_memory] == ["s2", "s3", "s4"]  # the others were read back from the file
-    for batch in taken:
-        for span in batch:
-            rebuilt = from_readable(span)
-            assert rebuilt.attributes == from_readable(ended[int(span.name[1:])]).attributes
+        outbox_queue.done()
+    assert [[s.name for s in batch] for batch in taken] == [["s0", "s1"], ["s2", "s3"], ["s4", "s5"]]
+    for batch, originals in zip(taken, (ended[:2], ended[2:4], ended[4:])):
+        assert batch.request() == sdk_encode_spans(originals).SerializeToString()
     # Delivered spans leave the file a batch of batches later (see `StoreOutbox.done`), and never
     # come out again meanwhile; releasing the export lock deletes them for the next exporter.
-    assert mine.outbox_pending() == 6 and queue.take(max_spans=10, max_rows=100) == []
-    queue.release()
+    assert mine.outbox_pending() == 6 and outbox_queue.take(max_spans=10, max_rows=100) == []
+    outbox_queue.release()
     assert mine.outbox_pending() == 0
 
 
-def test_a_full_outbox_memory_keeps_the_head_and_the_rest_is_read_back_in_order(tmp_path, monkeypatch):
-    """When the export falls behind, the oldest spans (the next to go) stay in memory."""
-    monkeypatch.setattr(store, "_RECENT_SPANS", 2)
-    ended = ended_spans(5)
+def test_a_batch_keeps_to_the_decision_limit_and_a_span_over_it_goes_alone(tmp_path):
+    ended = ended_spans(3)
     mine = store.Store(tmp_path / "audit.db", create=True)
-    queue = store.StoreOutbox(mine)
-    last, _ = mine.append([from_readable(s) for s in ended[:3]], outbox=True)
-    queue.written(last, ended[:3])
-    first = queue.take(max_spans=10, max_rows=100)
-    assert [s.name for s in first] == ["s0", "s1"] and all(a is b for a, b in zip(first, ended))
-    queue.done()
-    last, _ = mine.append([from_readable(s) for s in ended[3:]], outbox=True)
-    queue.written(last, ended[3:])  # room again: s3 and s4 are held, s2 is in the file only
+    queued = queue(ended)
+    queued[1] = (queued[1][0], 150, queued[1][2])  # a span of 150 decisions
+    mine.append(queued=queued)
+    outbox_queue = store.StoreOutbox(mine)
     taken = []
-    while batch := queue.take(max_spans=10, max_rows=100):
-        taken.append([(s.name, any(s is e for e in ended)) for s in batch])
-        queue.done()
-    assert taken == [[("s2", False)], [("s3", True), ("s4", True)]]
-    queue.release()
+    while batch := outbox_queue.take(max_spans=10, max_rows=100):
+        taken.append([s.name for s in batch])
+        outbox_queue.done()
+    assert taken == [["s0"], ["s1"], ["s2"]]
+    outbox_queue.release()
 
 
-def test_spans_another_exporter_delivered_are_not_sent_again_from_memory(tmp_path):
+def test_spans_another_exporter_delivered_are_not_sent_again(tmp_path):
     """A process's spans can go out through another process that held the export lock first: once
-    this process takes over, it must start from the outbox, not from what it still holds."""
+    this process takes over, it starts where the outbox is."""
     ended = ended_spans(5)
     path = tmp_path / "audit.db"
     mine = store.Store(path, create=True)
-    queue = store.StoreOutbox(mine)
-    last, _ = mine.append([from_readable(s) for s in ended[:3]], outbox=True)
-    queue.written(last, ended[:3])
+    outbox_queue = store.StoreOutbox(mine)
+    last, _ = mine.append(queued=queue(ended[:3]))
+    outbox_queue.written(last)
     other = store.StoreOutbox(store.Store(path))  # the other process: it holds the lock first
-    assert other.take(max_spans=10, max_rows=100) and queue.take(max_spans=10, max_rows=100) == []
+    assert other.take(max_spans=10, max_rows=100) and outbox_queue.take(max_spans=10, max_rows=100) == []
     other.done()
     other.release()  # exits: s0-s2 delivered and deleted
-    last, _ = mine.append([from_readable(s) for s in ended[3:]], outbox=True)
-    queue.written(last, ended[3:])
+    last, _ = mine.append(queued=queue(ended[3:]))
+    outbox_queue.written(last)
     taken = []
-    while batch := queue.take(max_spans=2, max_rows=100):
+    while batch := outbox_queue.take(max_spans=2, max_rows=100):
         taken.append([s.name for s in batch])
-        queue.done()
+        outbox_queue.done()
     assert taken == [["s3", "s4"]]
-    queue.release()
+    outbox_queue.release()
     assert mine.outbox_pending() == 0
+
+
+def test_a_schema_1_store_sends_what_its_outbox_held_as_the_spans_it_recorded(tmp_path):
+    """Schema 1 queued seqs only: opening such a file to write encodes the queued spans from their records."""
+    ended = ended_spans(4)
+    path = tmp_path / "audit.db"
+    old = store.Store(path, create=True)
+    old.append([from_readable(s) for s in ended])
+    old.close()
+    with sqlite3.connect(path) as conn:  # what schema 1 left: s1 and s3 not yet exported
+        conn.execute("DROP TABLE outbox")
+        conn.execute("CREATE TABLE outbox (seq INTEGER PRIMARY KEY)")
+        conn.executemany("INSERT INTO outbox (seq) VALUES (?)", [(2,), (4,)])
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    assert store.Store(path).outbox_pending() == 2  # a reader changes nothing
+    upgraded = store.Store(path, create=True)
+    outbox_queue = store.StoreOutbox(upgraded)
+    batch = outbox_queue.take(max_spans=10, max_rows=100)
+    assert [s.name for s in batch] == ["s1", "s3"]
+    assert batch.request() == sdk_encode_spans([ended[1], ended[3]]).SerializeToString()
+    outbox_queue.done()
+    outbox_queue.release()
+    assert upgraded.outbox_pending() == 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    last, _ = upgraded.append([from_readable(ended[0])], queued=queue(ended[:1]))
+    assert last == 5  # seqs go on after the old ones
