@@ -18,12 +18,13 @@ import collections
 import functools
 import hashlib
 import logging
+import operator
 import os
 import random
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 from opentelemetry import trace
@@ -31,6 +32,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import _fork, config, otlpproto, semconv
 
@@ -233,17 +235,21 @@ def sinks(
     return [ExportSink(factory, max_backlog=max_backlog)]
 
 
+T = TypeVar("T")
+
+
 def _rows(span: ReadableSpan) -> int:
     return len((span.attributes or {}).get(semconv.DECISION_IDS) or ())
 
 
-def batches(spans: Iterable[ReadableSpan], max_spans: int, max_rows: int) -> Iterator[list[ReadableSpan]]:
+def batches(spans: Iterable[T], max_spans: int, max_rows: int,
+            rows_of: Callable[[T], int] = _rows) -> Iterator[list[T]]:
     """`spans` cut into export requests of at most `max_spans` spans and about `max_rows` decisions
     (a span with more rows than that goes alone)."""
-    batch: list[ReadableSpan] = []
+    batch: list[T] = []
     rows = 0
     for span in spans:
-        n = _rows(span)
+        n = rows_of(span)
         if batch and (len(batch) >= max_spans or rows + n > max_rows):
             yield batch
             batch, rows = [], 0
@@ -267,26 +273,35 @@ class SpanQueue(Protocol):
         """Spans not yet delivered."""
 
 
+#: A span encoded for the export (`otlpproto.encode_span`), with its resource, scope and decisions.
+Encoded = tuple[Resource, Optional[InstrumentationScope], bytes, int]
+
+
+def encoded(span: ReadableSpan) -> Encoded:
+    return span.resource, span.instrumentation_scope or None, otlpproto.encode_span(span), _rows(span)
+
+
 class MemoryQueue:
-    """An in-memory `SpanQueue`. `put` blocks while `max_backlog` spans wait: back-pressure, never a drop."""
+    """An in-memory `SpanQueue` of spans encoded as they were put. `put` blocks while `max_backlog` spans
+    wait: back-pressure, never a drop."""
 
     def __init__(self, max_backlog: int) -> None:
         self._max_backlog = max_backlog
-        self._spans: collections.deque[ReadableSpan] = collections.deque()
+        self._spans: collections.deque[Encoded] = collections.deque()
         self._taken = 0
         self._cond = threading.Condition()
         self.closed = False
 
-    def put(self, spans: list[ReadableSpan]) -> None:
+    def put(self, spans: list[Encoded]) -> None:
         with self._cond:
             self._cond.wait_for(lambda: len(self._spans) < self._max_backlog or self.closed)
             self._spans.extend(spans)
 
-    def take(self, max_spans: int, max_rows: int) -> list[ReadableSpan]:
+    def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
         with self._cond:
-            batch = next(batches(self._spans, max_spans, max_rows), [])
+            batch = next(batches(self._spans, max_spans, max_rows, operator.itemgetter(3)), [])
             self._taken = len(batch)
-            return batch
+        return otlpproto.EncodedSpans(otlpproto.grouped(entry[:3] for entry in batch)) if batch else []
 
     def done(self) -> None:
         with self._cond:
@@ -463,7 +478,7 @@ class ExportSink(Sink):
         if not self._received:
             return
         received, self._received = self._received, []
-        self._queue.put(received)
+        self._queue.put([encoded(span) for span in received])
         self._exporter.wake()
 
     def pending(self) -> int:

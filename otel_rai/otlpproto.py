@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Optional
 
 from opentelemetry.sdk.resources import Resource
@@ -294,19 +294,23 @@ def request(groups: Groups) -> bytes:
     return b"".join(out)
 
 
-def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
-    """An ExportTraceServiceRequest of `spans`, grouped by resource, then by instrumentation scope."""
+def grouped(encoded: Iterable[tuple[Resource, Optional[InstrumentationScope], bytes]]) -> Groups:
+    """Encoded spans (with their resource and scope) grouped for `request`."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     # Grouped by equality, as the SDK does; looked up by identity first, because hashing a Resource
     # encodes its attributes as JSON every time.
     by_id: dict[tuple[int, int], list[bytes]] = {}
-    for span in spans:
-        resource, scope = span.resource, span.instrumentation_scope or None
+    for resource, scope, span in encoded:
         group = by_id.get((id(resource), id(scope)))
         if group is None:
             group = by_id[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
-        group.append(encode_span(span))
-    return request(groups)
+        group.append(span)
+    return groups
+
+
+def encode_spans(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest of `spans`, grouped by resource, then by instrumentation scope."""
+    return request(grouped((s.resource, s.instrumentation_scope or None, encode_span(s)) for s in spans))
 
 
 class EncodedSpans(Sequence[ReadableSpan]):

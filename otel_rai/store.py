@@ -770,7 +770,7 @@ class StoreOutbox:
                                              InstrumentationScope(scope_name, scope_version or None))
         return found
 
-    def take(self, max_spans: int, max_rows: int) -> otlpproto.EncodedSpans | list[ReadableSpan]:
+    def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
         if not self._hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
@@ -779,14 +779,7 @@ class StoreOutbox:
                 self._delete()
             return []
         self._taken = batch[-1][0]
-        by_origin: dict[int, list[bytes]] = {}
-        for _, origin, encoded in batch:
-            by_origin.setdefault(origin, []).append(encoded)
-        groups: dict[Resource, dict[InstrumentationScope, list[bytes]]] = {}
-        for origin, spans in by_origin.items():
-            resource, scope = self._origin(origin)
-            groups.setdefault(resource, {}).setdefault(scope, []).extend(spans)
-        return otlpproto.EncodedSpans(groups)
+        return otlpproto.EncodedSpans(otlpproto.grouped((*self._origin(origin), span) for _, origin, span in batch))
 
     def done(self) -> None:
         """The batch was delivered. It leaves the outbox with later ones, at most `_DELETE_EVERY_S`

@@ -118,21 +118,29 @@ def test_the_cache_keeps_repeated_strings_stays_bounded_and_correct_with_ever_ne
     assert not any(key == "hash" for _, key, _ in otlpproto._STRING_ATTRIBUTES)  # each seen once
 
 
-def test_what_the_grpc_exporter_sends_of_real_audit_spans_is_the_sdk_encoding(receiver, monkeypatch):
+@pytest.mark.parametrize("spool", [True, False], ids=["spool", "memory"])
+def test_what_the_grpc_exporter_sends_of_real_audit_spans_is_the_sdk_encoding(receiver, monkeypatch, tmp_path,
+                                                                              spool):
     """Through the whole path: audit spans of the audit tracer (decisions, an exception, a chunked
-    call, checkpoints), encoded by the exporter that `instrument(endpoint=...)` builds."""
-    calls = []
-    encode = otlpproto.encode_spans
+    call, checkpoints), encoded by the audit worker as it queues them, and sent by the exporter that
+    `instrument(endpoint=...)` builds, in order."""
+    ended, requests = [], []
+    encode_span, request = otlpproto.encode_span, otlpproto.EncodedSpans.request
 
-    def checked(spans):
-        calls.append((list(spans), encode(spans)))
-        return calls[-1][1]
+    def encoding(span):
+        ended.append(span)
+        return encode_span(span)
 
-    monkeypatch.setattr(otlpproto, "encode_spans", checked)
+    def sending(batch):
+        requests.append((len(batch), request(batch)))
+        return requests[-1][1]
+
+    monkeypatch.setattr(otlpproto, "encode_span", encoding)
+    monkeypatch.setattr(otlpproto.EncodedSpans, "request", sending)
     X = np.random.default_rng(0).normal(size=(300, 4))
     model = LogisticRegression().fit(X, X[:, 0] > 0)
-    otel_rai.instrument(endpoint=receiver.endpoint, hash_key=KEY, spool=False, max_rows_per_span=100,
-                        explain=False)
+    otel_rai.instrument(endpoint=receiver.endpoint, hash_key=KEY, spool=tmp_path / "spool.db" if spool else False,
+                        max_rows_per_span=100, explain=False)
     try:
         model.predict_proba(X[:1])
         model.predict(X)  # three chunks under one parent
@@ -141,9 +149,10 @@ def test_what_the_grpc_exporter_sends_of_real_audit_spans_is_the_sdk_encoding(re
         assert otel_rai.flush(30).complete
     finally:
         otel_rai.uninstrument()
-    sent = [s for spans, _ in calls for s in spans]
-    assert sum(semconv.DECISION_IDS in (s.attributes or {}) for s in sent) >= 4
-    assert any(s.events for s in sent)
-    for spans, encoded in calls:
-        assert encoded == sdk_encode_spans(spans).SerializeToString()
-    assert len(receiver.spans()) == len(sent)
+    assert sum(semconv.DECISION_IDS in (s.attributes or {}) for s in ended) >= 4
+    assert any(s.events for s in ended)
+    sent = 0
+    for n, encoded in requests:
+        assert encoded == sdk_encode_spans(ended[sent:sent + n]).SerializeToString()
+        sent += n
+    assert sent == len(ended) == len(receiver.spans())
