@@ -7,6 +7,9 @@ wire format is written directly and the encoding of each string attribute that r
 a span then costs little more than its own ids, hashes and outputs. `tests/test_otlpproto.py` compares
 the bytes with the SDK's encoder. Field numbers are those of opentelemetry-proto's
 ``trace/v1/trace.proto`` and ``common/v1/common.proto``.
+
+The audit worker encodes each span once, as it queues it for export (`encode_span`); a batch of such
+spans is `EncodedSpans`, whose `request` the gRPC exporter sends as it is.
 """
 
 from __future__ import annotations
@@ -340,7 +343,7 @@ class EncodedSpans(Sequence[ReadableSpan]):
         return self._decoded[index]
 
 
-# --- decoding: only for EncodedSpans -------------------------------------------------------------
+# --- decoding: EncodedSpans for an exporter that encodes on its own ---------------------------------
 
 
 def _decoded_value(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """`SpanRecord`: one finished span as plain data, the hub between every place a span is kept.
 
-The store writes records, ``otel-rai export`` turns them back into SDK spans for an OTLP exporter,
+The store writes records, ``otel-rai replay`` turns them back into SDK spans for an OTLP exporter,
 `otlpjson` reads and writes them as OTLP JSON, and every query backend yields them. Attribute values
 keep their OTel types: str, bool, int, float, or a list of one of those.
 """
