@@ -327,11 +327,11 @@ def _origin(r: SpanRecord) -> Origin:
 
 
 def queued(span: ReadableSpan) -> Queued:
-    """A span as the outbox keeps it."""
-    scope = span.instrumentation_scope
-    origin = (resource_attributes(span.resource), span.resource.schema_url or "",
+    """A span as the outbox keeps it: `export.encoded`, with its resource and scope as an origin."""
+    resource, scope, encoded, rows = export.encoded(span)
+    origin = (resource_attributes(resource), resource.schema_url or "",
               scope.name if scope else "", (scope.version or "") if scope else "")
-    return origin, len((span.attributes or {}).get(semconv.DECISION_IDS) or ()), otlpproto.encode_span(span)
+    return origin, rows, encoded
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
