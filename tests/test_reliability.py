@@ -360,7 +360,9 @@ for w in range(2):
     pid = os.fork()
     if pid == 0:  # a worker: serve, then leave the way gunicorn's workers do (sys.exit runs atexit)
         decide(f"worker{w}", 7)
-        print(json.dumps({"worker": w, "decisions": otel_rai.flush(30).decisions}), flush=True)
+        # One write(2) per line: two workers share the pipe, and print() under PYTHONUNBUFFERED writes
+        # the text and its newline apart, so their lines could interleave.
+        os.write(1, (json.dumps({"worker": w, "decisions": otel_rai.flush(30).decisions}) + "\\n").encode())
         sys.exit(0)
     workers.append(pid)
 codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in workers]
