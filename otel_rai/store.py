@@ -244,6 +244,20 @@ def _writing(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _journal_mode_wal(conn: sqlite3.Connection) -> str:
+    """Switch to the write-ahead log; returns the journal mode SQLite ended in. While another connection
+    writes to a file still in rollback mode (processes creating one store together), SQLite refuses the
+    switch at once, without calling its busy handler: so wait here, as long as a writer would."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to the store at `path`, created (owner-only) if `create` and it does not exist."""
     if create:
@@ -266,7 +280,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
                 if app_id == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                     _initialise(conn)
         _verify(conn, path)  # before anything changes a file that is not ours
-        if create and conn.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+        if create and _journal_mode_wal(conn).lower() != "wal":
             raise StoreError(f"{path}: SQLite cannot use a write-ahead log here (a network file system?)")
         # FULL: a committed decision survives a power cut, not only a crash of the process.
         conn.execute("PRAGMA synchronous = FULL")

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +282,25 @@ def test_four_processes_of_eight_threads_lose_and_duplicate_nothing(tmp_path):
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     report = chaincheck.verify(local.connect(str(path)))  # each process its own intact chain
     assert report.ok and sorted(s.decisions for s in report.streams.values()) == [threads * calls] * 4
+
+
+def test_switching_a_new_store_to_the_write_ahead_log_waits_for_a_writer(tmp_path):
+    """Processes creating one store together: while one writes the new file (still in rollback mode),
+    SQLite refuses another's switch to WAL at once, without its busy handler. The switch must wait."""
+    path = tmp_path / "new.db"
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO t VALUES (1)")
+    modes: list[str] = []
+    switcher = threading.Thread(target=lambda: modes.append(store._journal_mode_wal(sqlite3.connect(path))))
+    switcher.start()
+    switcher.join(0.5)
+    assert switcher.is_alive() and not modes  # waiting for the writer, not failing
+    writer.execute("COMMIT")
+    switcher.join(30)
+    assert modes == ["wal"]
+    assert rows(path, "SELECT x FROM t") == [(1,)]
 
 
 def _child_predicts(path: str) -> None:
