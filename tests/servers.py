@@ -26,10 +26,20 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: each socket stays bound until all are chosen, so no two are the same."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
@@ -223,7 +233,7 @@ class Rotel:
     """rotel-agent receiving OTLP on gRPC and HTTP, forwarding over gRPC to `forward_to`."""
 
     def __init__(self, forward_to: str, workdir: Path) -> None:
-        self.grpc_port, self.http_port = free_port(), free_port()
+        self.grpc_port, self.http_port = free_ports(2)
         self._forward_to = forward_to
         self._workdir = workdir
         self._process: subprocess.Popen | None = None

@@ -124,12 +124,12 @@ def test_the_hash_changes_with_any_covered_part_and_ignores_the_rest():
         {**attrs, "ml.output.scores.1": "[0.25,0.5]", "ml.outputs": "[1,0]"},  # Jaeger v1 storage
         {**attrs, semconv.AUDIT_RECORD_HASH: "f" * 64, semconv.CHECKPOINT_SIGNATURE: "00"},
     ]
-    for attributes in same:
-        assert chain.canonical_body(base.name, base.trace_id, base.span_id, None, 0, "", attributes) == body
+    for variant in same:
+        assert chain.canonical_body(base.name, base.trace_id, base.span_id, None, 0, "", variant) == body
     different = [{**attrs, "ml.outputs": [0, 0]}, {**attrs, "ml.output.scores.1": [0.25, 0.5000001]},
                  {**attrs, "ml.batch.size": 3}, {**attrs, semconv.AUDIT_SEQ: 2}, {**attrs, "ml.extra": True}]
-    for attributes in different:
-        assert chain.canonical_body(base.name, base.trace_id, base.span_id, None, 0, "", attributes) != body
+    for variant in different:
+        assert chain.canonical_body(base.name, base.trace_id, base.span_id, None, 0, "", variant) != body
     assert chain.canonical_body("predict n", base.trace_id, base.span_id, None, 0, "", attrs) != body
     assert chain.canonical_body(base.name, base.trace_id, base.span_id, "c" * 16, 0, "", attrs) != body
     assert chain.canonical_body(base.name, base.trace_id, base.span_id, None, 2, "boom", attrs) != body
@@ -471,11 +471,13 @@ def test_checkpoints_come_periodically_even_when_idle(tmp_path):
     import time
 
     path = tmp_path / "audit.db"
+    model = _model()  # fitted first, so that both decisions come well inside the first interval
     otel_rai.instrument(store=path, hash_key=KEY, checkpoint_interval=0.3)
-    _decide(_model(), 2)
-    time.sleep(1.5)  # idle: the worker still cycles once a second
-    assert otel_rai.flush(10).complete
-    names = [r.name for _, r in store.Store(path).spans_in_write_order()]
+    _decide(model, 2)
+    deadline = time.monotonic() + 30  # idle: the worker still cycles once a second
+    while len(names := [r.name for _, r in store.Store(path).spans_in_write_order()]) < 3:
+        assert time.monotonic() < deadline, names
+        time.sleep(0.1)
     assert names == ["predict_proba LogisticRegression"] * 2 + [semconv.CHECKPOINT_SPAN]
     time.sleep(1.5)  # nothing new: no new checkpoint
     otel_rai.uninstrument()

@@ -92,7 +92,7 @@ class Prometheus:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=5):
                     break
-            except urllib.error.HTTPError:
+            except OSError:  # 503 while loading, or a reset or timeout while it starts
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)

@@ -18,7 +18,7 @@ from otel_rai.query import Query, connect, find_decisions
 from otel_rai.query._time import parse_time
 
 from recorded import record
-from servers import free_port, wait_for_port
+from servers import free_ports, wait_for_port
 
 pytestmark = pytest.mark.stack
 HERE = Path(__file__).parent
@@ -29,7 +29,7 @@ def phoenix(tmp_path_factory):
     if shutil.which("phoenix") is None:
         pytest.skip("Phoenix is not installed (pip install 'otel-rai[phoenix]')")
     workdir = tmp_path_factory.mktemp("phoenix")
-    http_port, grpc_port = free_port(), free_port()
+    http_port, grpc_port = free_ports(2)
     env = {**os.environ, "PHOENIX_PORT": str(http_port), "PHOENIX_GRPC_PORT": str(grpc_port),
            "PHOENIX_HOST": "127.0.0.1", "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_TELEMETRY_ENABLED": "false"}
     log = open(workdir / "phoenix.log", "wb")

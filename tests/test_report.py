@@ -18,7 +18,7 @@ import otel_rai
 from otel_rai import cli, report, semconv, store
 from otel_rai.alerts import FairnessAlert
 
-from conftest import KEY, instrumented
+from conftest import KEY
 
 SVG = "{http://www.w3.org/2000/svg}"
 

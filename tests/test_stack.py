@@ -27,7 +27,6 @@ from otel_rai.stack import Ports, Process, Stack, StackError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import KEY  # noqa: E402
-from servers import free_port  # noqa: E402
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -168,14 +167,18 @@ def test_decisions_reach_phoenix_through_rotel_and_prometheus_scrapes_the_app(tm
     from prometheus_client import start_http_server
 
     directory = tmp_path / "stack"
-    metrics_port = free_port()
-    running = stack.up(directory, ports=Ports(0, 0, 0, 0, 0), scrape=[f"127.0.0.1:{metrics_port}"],
-                       scrape_interval="1s", timeout=300)
-    metrics_server = None
+    # The application's metrics, the way docs/deploy.md tells users to expose them; bound before the stack
+    # starts, so that no server of the stack can take its port.
+    metrics_server, _ = start_http_server(0, addr="127.0.0.1")
+    metrics_port = metrics_server.server_port
+    try:
+        running = stack.up(directory, ports=Ports(0, 0, 0, 0, 0), scrape=[f"127.0.0.1:{metrics_port}"],
+                           scrape_interval="1s", timeout=300)
+    except BaseException:
+        metrics_server.shutdown()
+        raise
     try:
         assert stack.status(directory).running
-        # The application's metrics, the way docs/deploy.md tells users to expose them.
-        metrics_server, _ = start_http_server(metrics_port, addr="127.0.0.1")
         meter = MeterProvider(metric_readers=[PrometheusMetricReader()]).get_meter("stack-e2e")
         predictions = meter.create_counter("stack_e2e_predictions", description="rows predicted in this test")
 
@@ -232,8 +235,7 @@ def test_decisions_reach_phoenix_through_rotel_and_prometheus_scrapes_the_app(tm
         assert all(s["metric"]["instance"] == f"127.0.0.1:{metrics_port}" for s in series)
     finally:
         otel_rai.uninstrument()
-        if metrics_server is not None:
-            metrics_server.shutdown()
+        metrics_server.shutdown()
         outcomes = stack.down(directory)
     assert sorted(o.split(" (")[0] for o in outcomes) == ["stopped phoenix", "stopped prometheus", "stopped rotel"]
     after = stack.status(directory)

@@ -97,7 +97,8 @@ otel_rai.instrument(store=sys.argv[1], endpoint=sys.argv[2], hash_key="spooler-k
 for i in range(25):
     with otel_rai.decisions(ids=[f"killed-{i}"]):
         model.predict(X[i % 20:i % 20 + 1])
-otel_rai.flush(0.5)  # written to the store; the endpoint is down, so not exported
+from otel_rai import instrumentor
+assert instrumentor._session.worker.flush(60)  # written to the store; the endpoint is down, so not exported
 print("spooled", flush=True)
 time.sleep(600)
 """

@@ -269,8 +269,9 @@ def _hist_gradient_boosting(model: Any) -> Forest:
     """HistGradientBoosting*: baseline + sum of leaf values (shrinkage is already in the leaves)."""
     n_outputs = model.n_trees_per_iteration_
     known = f_idx_map = feature_map = None
-    prepare = _matrix(model, np.float64)
-    if model._preprocessor is not None:  # HGB's own encoder puts the categorical columns first
+    if model._preprocessor is None:
+        prepare = _matrix(model, np.float64)
+    else:  # HGB's own encoder puts the categorical columns first
         known, f_idx_map = model._bin_mapper.make_known_categories_bitsets()
         known = _decode_bitsets(known)
         feature_map = np.concatenate([np.flatnonzero(model.is_categorical_), np.flatnonzero(~model.is_categorical_)])
