@@ -22,7 +22,9 @@ from typing import Any, Optional
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from otel_rai.records import span_context
 
 _log = logging.getLogger(__name__)
 
@@ -361,9 +363,7 @@ def _decoded_attributes(key_values: Any) -> dict[str, Any]:
 
 
 def _context(trace_id: bytes, span_id: bytes, trace_state: str = "", remote: bool = False) -> SpanContext:
-    return SpanContext(int.from_bytes(trace_id, "big"), int.from_bytes(span_id, "big"), is_remote=remote,
-                       trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                       trace_state=TraceState.from_header([trace_state]) if trace_state else None)
+    return span_context(int.from_bytes(trace_id, "big"), int.from_bytes(span_id, "big"), trace_state, remote)
 
 
 def decode_span(encoded: bytes, resource: Resource, scope: InstrumentationScope | None) -> ReadableSpan:

@@ -107,10 +107,11 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
     )
 
 
-def _context(trace_id: str, span_id: str, trace_state: str = "", remote: bool = False) -> SpanContext:
+def span_context(trace_id: int, span_id: int, trace_state: str = "", remote: bool = False) -> SpanContext:
+    """The context of a sampled span rebuilt from what was kept of it (`trace_state` as its header)."""
     return SpanContext(
-        int(trace_id, 16),
-        int(span_id, 16),
+        trace_id,
+        span_id,
         is_remote=remote,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
         trace_state=TraceState.from_header([trace_state]) if trace_state else TraceState(),
@@ -140,16 +141,18 @@ class ReadableSpans:
     def __call__(self, record: SpanRecord) -> ReadableSpan:
         parent = None
         if record.parent_span_id:
-            parent = _context(record.trace_id, record.parent_span_id, remote=record.parent_is_remote)
+            parent = span_context(int(record.trace_id, 16), int(record.parent_span_id, 16),
+                                  remote=record.parent_is_remote)
         return ReadableSpan(
             name=record.name,
-            context=_context(record.trace_id, record.span_id, record.trace_state),
+            context=span_context(int(record.trace_id, 16), int(record.span_id, 16), record.trace_state),
             parent=parent,
             resource=self._resource(record),
             attributes=record.attributes,
             events=[Event(e["name"], e["attributes"], e["time_ns"]) for e in record.events],
             links=[
-                Link(_context(link["trace_id"], link["span_id"], link["trace_state"]), link["attributes"])
+                Link(span_context(int(link["trace_id"], 16), int(link["span_id"], 16), link["trace_state"]),
+                     link["attributes"])
                 for link in record.links
             ],
             kind=SpanKind(record.kind - _KIND_OFFSET if record.kind > 0 else 0),
