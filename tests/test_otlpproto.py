@@ -85,10 +85,8 @@ def test_the_same_bytes_as_the_sdk_encoder(spans):
 def test_spans_encoded_one_by_one_make_the_same_request_and_decode_to_spans_that_encode_the_same(spans):
     """What the spool's outbox keeps: each span encoded when it was written, sent as it is over gRPC,
     and decoded again for an exporter that encodes on its own (the SDK's OTLP/HTTP exporter)."""
-    groups = {}
-    for s in spans:
-        groups.setdefault(s.resource, {}).setdefault(s.instrumentation_scope, []).append(otlpproto.encode_span(s))
-    encoded = otlpproto.EncodedSpans(groups)
+    encoded = otlpproto.EncodedSpans(otlpproto.grouped(
+        (s.resource, s.instrumentation_scope or None, otlpproto.encode_span(s)) for s in spans))
     expected = sdk_encode_spans(spans).SerializeToString()
     assert len(encoded) == len(spans) and encoded.request() == expected
     decoded = list(encoded)
