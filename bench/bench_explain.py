@@ -25,19 +25,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import shap  # noqa: E402
+from opentelemetry import context as otel_context  # noqa: E402
 from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 import otel_rai  # noqa: E402
-from opentelemetry import context as otel_context  # noqa: E402
-from otel_rai import models  # noqa: E402
-from otel_rai.capture import DecisionCall  # noqa: E402
-from otel_rai.config import Settings  # noqa: E402
-from otel_rai.explanations import engine, reasons, record, trees, treeshap  # noqa: E402
+from otel_rai.audit import spans  # noqa: E402
+from otel_rai.audit.hashing import HashKey  # noqa: E402
+from otel_rai.capture import models  # noqa: E402
+from otel_rai.capture.fingerprint import fingerprint  # noqa: E402
+from otel_rai.capture.recorder import DecisionCall  # noqa: E402
+from otel_rai.explanations import engine, record, trees, treeshap  # noqa: E402
 from otel_rai.explanations.forest import extract  # noqa: E402
-from otel_rai.hashing import HashKey  # noqa: E402
-from otel_rai.fingerprint import fingerprint  # noqa: E402
+from otel_rai.settings import Settings  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -112,7 +113,7 @@ def linear_single_row(repeat: int) -> list[dict]:
     def audit(calls: list[DecisionCall]) -> None:
         record.attach(calls, settings, lambda stage, exc: None)
         for call in calls:
-            reasons.span_attributes(call.explanation, settings.explain_top_k)
+            spans.explanation_attributes(call.explanation, settings.explain_top_k)
 
     isolated = [[decision(i)] for i in range(2000)]
     batched = [[decision(i) for i in range(j, j + 256)] for j in range(0, 2048, 256)]
@@ -199,7 +200,7 @@ def cost_model(repeat: int) -> dict:
         try:
             engine_ = treeshap.TreeShap(forest, paths)
             n = len(rows) if kind != "per_row_steps" else 10
-            total = best(lambda: engine_.explain(rows[:n], lambda s: np.zeros(len(s), np.int64)), n)
+            total = best(lambda e=engine_, n=n: e.explain(rows[:n], lambda s: np.zeros(len(s), np.int64)), n)
             units = treeshap.Plan.of(paths.width).work(paths.width)[kind]
             measured[kind] = (total - nodes_ns) / units
         finally:

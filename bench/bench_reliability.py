@@ -40,9 +40,11 @@ from sklearn.linear_model import LogisticRegression
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import otel_rai  # noqa: E402
-from otel_rai import instrumentor, semconv  # noqa: E402
 from servers import HangingListener, OtlpReceiver, attributes, free_port  # noqa: E402
+
+import otel_rai  # noqa: E402
+from otel_rai import semconv  # noqa: E402
+from otel_rai.session import instrumentor  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef0123456789"
 X = np.random.default_rng(0).normal(size=(256, 8))
@@ -103,7 +105,7 @@ def outage(tmp: Path, n: int, seconds: float, failure: str) -> dict[str, object]
 KILLED = """
 import sys, numpy as np, otel_rai, time
 from sklearn.linear_model import LogisticRegression
-from otel_rai import instrumentor
+from otel_rai.session import instrumentor
 X = np.random.default_rng(0).normal(size=(256, 8)); model = LogisticRegression().fit(X, X[:, 0] > 0)
 otel_rai.instrument(spool=sys.argv[1], endpoint=sys.argv[2], hash_key="k" * 32)
 for i in range(int(sys.argv[3])):

@@ -19,8 +19,8 @@ import json
 import os
 import platform
 import random
-import statistics
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import otel_rai  # noqa: E402
 from otel_rai import semconv, store  # noqa: E402
+from otel_rai.codec.records import SpanRecord  # noqa: E402
 from otel_rai.query import find_decisions  # noqa: E402
-from otel_rai.records import SpanRecord  # noqa: E402
 
 DAY = 86_400 * 10**9
 #: One resource dict shared by every span, as in a real process (see `records.from_readable`).

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from opentelemetry import context, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry
@@ -25,10 +26,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 import otel_rai
-from otel_rai import groups, monitor
-from otel_rai.capture import DecisionCall, new_ids, snapshot
-from otel_rai.models import model_info
-from opentelemetry import context, trace
+from otel_rai.capture.models import model_info
+from otel_rai.capture.recorder import DecisionCall, snapshot
+from otel_rai.capture.scope import new_ids
+from otel_rai.fairness import groups, monitor
 
 
 def data(n: int) -> tuple[pd.DataFrame, np.ndarray]:

@@ -205,7 +205,7 @@ def batch(quick: bool) -> list[Row]:
     with memory_sink(explain=False) as clear:
         for size in sizes:
             data = np.tile(X, (size // len(X) + 1, 1))[:size]
-            instrumented = lambda: model.predict_proba(data)  # noqa: E731
+            instrumented = lambda data=data: model.predict_proba(data)  # noqa: E731
             bare = _bare(instrumented)
             reps = 7 if size <= 100_000 else 3
             over, total, bare_cpu = [], [], []
@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in r.extra.items():
             print(f"{'':<13}{k} = {v:.3f}" if isinstance(v, float) else f"{'':<13}{k} = {v}")
     machine = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-               "processor": _cpu_model(), "quick": args.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+               "processor": _cpu_model(), "quick": args.quick,
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=2, default=float))

@@ -117,7 +117,8 @@ def pipeline_errors(config: dict, name: str) -> list[str]:
                 errors.append(f"{name}: {kind[:-1]} {component!r} is declared but not used")
     for connector, ends in connector_ends.items():
         if ends and ends != {"receivers", "exporters"}:
-            errors.append(f"{name}: connector {connector!r} must be an exporter of one pipeline and a receiver of another")
+            errors.append(f"{name}: connector {connector!r} must be an exporter of one pipeline and a receiver "
+                          "of another")
     return errors
 
 
@@ -187,7 +188,8 @@ def delivery_errors(config: dict, name: str) -> list[str]:
         errors.append(f"{name}: no traces pipeline carries decision spans (scope {semconv.SCOPE!r})")
     for processor_id, processor in processors.items():
         if component_type(processor_id) == "tail_sampling" and not _keeps_model_versions(processor):
-            errors.append(f"{name}: {processor_id!r} has no policy that always keeps spans with {semconv.MODEL_VERSION}")
+            errors.append(f"{name}: {processor_id!r} has no policy that always keeps spans with "
+                          f"{semconv.MODEL_VERSION}")
     return errors
 
 
@@ -308,7 +310,8 @@ def jaeger_errors(config: dict, name: str) -> list[str]:
             errors.append(f"{name}: badger backend {backend!r} needs directories.keys and directories.values")
         try:
             if _hours((badger.get("ttl") or {}).get("spans", "72h")) < SIX_MONTHS_HOURS:
-                errors.append(f"{name}: badger backend {backend!r} keeps spans less than six months ({SIX_MONTHS_HOURS}h)")
+                errors.append(f"{name}: badger backend {backend!r} keeps spans less than six months "
+                              f"({SIX_MONTHS_HOURS}h)")
         except ValueError as exc:
             errors.append(f"{name}: badger backend {backend!r}: {exc}")
     for where, server in _servers(config):
@@ -391,7 +394,7 @@ def port_errors(stack: Stack) -> list[str]:
         if service not in services:
             errors.append(f"compose.yaml: no service {service!r}")
     for service_name, service in services.items():
-        for host_port, container_port in _published(service):
+        for _host_port, container_port in _published(service):
             if service_name in listens and container_port not in listens[service_name]:
                 errors.append(f"compose.yaml: {service_name} publishes {container_port}, where nothing listens")
     for exporter_id, exporter in _declared(stack.collector, "exporters").items():

@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
-from otel_rai.explanations.reasons import format_reasons
+from otel_rai.explanations import format_reasons
 from otel_rai.query import find_decisions
 
 NUMERIC = ["income", "debt_ratio", "years_employed"]
@@ -79,7 +79,8 @@ def main() -> None:
 
     print("read back from the audit store: credit 1.4.2, this run")
     for d in find_decisions(model_version="1.4.2", start=started, limit=3):
-        print(f"  {d.timestamp}  {d.decision_id:<12} output={d.output} p(repaid)={d.scores['1']:.3f} input={d.input_hash[:12]}…")
+        print(f"  {d.timestamp}  {d.decision_id:<12} output={d.output} p(repaid)={d.scores['1']:.3f} "
+              f"input={d.input_hash[:12]}…")
     declined = next(find_decisions(model_version="1.4.1", decision_id="A-1092/1.4.1", start=started))
     print("why was A-1092 declined by credit 1.4.1?")
     for line in format_reasons({**declined.attributes, **declined.values}):

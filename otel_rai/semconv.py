@@ -8,6 +8,8 @@ from typing import Final
 
 #: Instrumentation scope of every span this package creates.
 SCOPE: Final = "otel_rai"
+#: OpenTelemetry's resource attribute naming the service (the store and the queries read it).
+SERVICE_NAME: Final = "service.name"
 
 # --- the model that decided ---------------------------------------------------------------------
 MODEL_NAME: Final = "ml.model.name"

@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
-# Runs the whole test suite on a fresh Debian machine: installs what it needs, then runs pytest.
+# Runs the whole test suite on a fresh Debian machine: installs what it needs, lints, then runs pytest.
 # Pass pytest arguments through, e.g. `scripts/test.sh -m "not stack"` to skip the server tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+# Debian packages: Prometheus with promtool (the metrics tests), Chromium and its driver (pages a person looks at).
+missing=()
+{ command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
+{ command -v chromium && command -v chromedriver; } >/dev/null || missing+=(chromium chromium-driver)
+if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo "sudo")
     $SUDO apt-get update
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 fi
+
 python3 -m pip install --quiet --upgrade pip
 python3 -m pip install --quiet -c scripts/constraints.txt -e '.[test]'
+
+# Arize Phoenix gets a virtualenv of its own: it needs graphql-core 3.3, mlflow needs < 3.3.
+phoenix_venv="${OTEL_RAI_TEST_VENVS:-$HOME/.cache/otel-rai-test}/phoenix"
+if [ ! -x "$phoenix_venv/bin/phoenix" ]; then
+    python3 -m venv "$phoenix_venv"
+    "$phoenix_venv/bin/python" -m pip install --quiet --upgrade pip
+    "$phoenix_venv/bin/python" -m pip install --quiet -c scripts/constraints-phoenix.txt arize-phoenix
+fi
+export OTEL_RAI_PHOENIX="$phoenix_venv/bin/phoenix"
+# A test whose server or browser is missing fails here instead of skipping.
+export OTEL_RAI_TEST_STRICT=1
+
+ruff check .
+lint-imports
 exec python3 -m pytest "$@"

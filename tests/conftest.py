@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -15,7 +16,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 import otel_rai
 from otel_rai import semconv
-from otel_rai.instrumentor import RaiInstrumentor
+from otel_rai.session.instrumentor import RaiInstrumentor
 
 sys.path.insert(0, str(Path(__file__).parent))
 from servers import OtlpReceiver, Rotel  # noqa: E402
@@ -52,6 +53,24 @@ def _isolated(tmp_path, monkeypatch) -> Iterator[None]:
     yield
     if RaiInstrumentor().is_instrumented_by_opentelemetry:
         otel_rai.uninstrument()
+
+
+def need(what: str, available: bool) -> None:
+    """Skip a test whose program is not installed; under scripts/test.sh (CI, which installs every one) fail
+    instead, so that a missing install step cannot pass as a skip."""
+    if available:
+        return
+    if os.environ.get("OTEL_RAI_TEST_STRICT"):
+        pytest.fail(f"{what} is not installed, although scripts/test.sh should have installed it")
+    pytest.skip(f"{what} is not installed (scripts/test.sh installs it)")
+
+
+@pytest.fixture
+def prometheus_installed() -> None:
+    """Prometheus and promtool, from Debian's prometheus package."""
+    import shutil
+
+    need("Prometheus", bool(shutil.which("promtool") and shutil.which("prometheus")))
 
 
 def bare(method, *args, **kwargs):

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from otel_rai import otlpjson
-from otel_rai.records import SpanRecord
+from otel_rai.codec import otlpjson
+from otel_rai.codec.records import SpanRecord
 
 Route = Callable[[str, dict[str, list[str]]], "tuple[int, Any]"]
 
@@ -115,7 +115,8 @@ def otlp_to_legacy(otlp: dict[str, Any]) -> list[dict[str, Any]]:
             refs = ([{"refType": "CHILD_OF", "traceID": trace_id, "spanID": s.parent_span_id}]
                     if s.parent_span_id else [])
             logs = [{"timestamp": e["time_ns"] // 1000,
-                     "fields": [_jaeger_tag("event", e["name"])] + [_jaeger_tag(k, v) for k, v in e["attributes"].items()]}
+                     "fields": [_jaeger_tag("event", e["name"])]
+                     + [_jaeger_tag(k, v) for k, v in e["attributes"].items()]}
                     for e in s.events]
             rendered.append({
                 "traceID": trace_id, "spanID": s.span_id, "operationName": s.name, "references": refs,

@@ -6,14 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from conftest import KEY
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import store
-from otel_rai.records import SpanRecord
-
-from conftest import KEY
+from otel_rai.codec.records import SpanRecord
 
 
 def data(n: int = 300) -> tuple[np.ndarray, np.ndarray]:

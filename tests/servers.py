@@ -113,7 +113,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         """What was received as `otel_rai.records.SpanRecord`s, through protobuf's JSON mapping."""
         from google.protobuf.json_format import MessageToDict
 
-        from otel_rai import otlpjson
+        from otel_rai.codec import otlpjson
 
         return [r for request in self.received() for r in otlpjson.decode(MessageToDict(request))]
 

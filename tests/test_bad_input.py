@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import bare
 from opentelemetry.trace import StatusCode
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -18,10 +19,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import otel_rai
-from otel_rai import chaincheck, semconv
-from otel_rai.query import local
-
-from conftest import bare
+from otel_rai import semconv
+from otel_rai.query import local, trail
 
 rng = np.random.RandomState(0)
 X = rng.randn(60, 4)
@@ -160,5 +159,5 @@ def test_eight_threads_of_single_row_decisions_are_each_recorded_once(tmp_path):
         ids = [r[0] for r in conn.execute("SELECT decision_id FROM decisions")]
     assert len(ids) == len(set(ids)) == 40_000
     assert set(ids) == {f"t{t}-{i}" for t in range(8) for i in range(5000)}
-    report = chaincheck.verify(local.connect(str(path)))
+    report = trail.verify(local.connect(str(path)))
     assert report.ok and [s.decisions for s in report.streams.values()] == [40_000]

@@ -12,19 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KEY, instrumented
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from sklearn.linear_model import LogisticRegression
-
-import otel_rai
-from otel_rai import chain, chaincheck, cli, otlpjson, semconv, store
-from otel_rai.query import Query, jaeger, local, tempo
-from otel_rai.records import SpanRecord
-
-from conftest import KEY, instrumented
 from fake_backends import FakeJaeger, FakeTempo
 from recorded import data
 from servers import attributes
+from sklearn.linear_model import LogisticRegression
+
+import otel_rai
+from otel_rai import cli, semconv, store
+from otel_rai.chain import canonical as chain
+from otel_rai.chain import keys as chain_keys
+from otel_rai.chain import verify as chaincheck
+from otel_rai.codec import otlpjson
+from otel_rai.codec.records import SpanRecord
+from otel_rai.query import Query, jaeger, local, tempo
+from otel_rai.query import trail as trail_reading
 
 CHECKPOINT_KEY = "checkpoint-key-0123456789abcdef"
 
@@ -55,7 +59,7 @@ def _trail(path: Path, **options) -> Path:
 
 
 def _check(path: Path, **options) -> chaincheck.Report:
-    return chaincheck.verify(local.connect(str(path)), Query(), chaincheck.read_keys([CHECKPOINT_KEY], [], []),
+    return trail_reading.verify(local.connect(str(path)), Query(), chain_keys.read_keys([CHECKPOINT_KEY], [], []),
                              **options)
 
 
@@ -106,7 +110,7 @@ def test_every_span_is_sealed_in_order_and_the_last_is_a_signed_checkpoint(tmp_p
     assert checkpoint.name == semconv.CHECKPOINT_SPAN
     assert checkpoint.attributes[semconv.CHECKPOINT_DECISIONS] == 6 * 2 + 250 + 2
     assert checkpoint.attributes[semconv.CHECKPOINT_ALGORITHM] == "hmac-sha256"
-    assert checkpoint.attributes[semconv.CHECKPOINT_KEY_ID] == chain.HmacKey(CHECKPOINT_KEY).key_id
+    assert checkpoint.attributes[semconv.CHECKPOINT_KEY_ID] == chain_keys.HmacKey(CHECKPOINT_KEY).key_id
     report = _check(path)
     assert report.ok, report.problems
     (stream,) = report.streams.values()
@@ -212,7 +216,8 @@ def test_deleting_the_first_records_is_found_unless_the_view_is_a_window(trail):
 
 def test_reordered_records_are_found_in_the_store(trail):
     with sqlite3.connect(trail) as conn:  # swap the content of two rows: each record is intact
-        columns = "trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, attributes"
+        columns = ("trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, "
+                   "attributes")
         two = conn.execute(f"SELECT seq, {columns} FROM spans WHERE seq IN (2, 3) ORDER BY seq").fetchall()
         for (seq, *_), (_, *content) in zip(two, reversed(two)):
             conn.execute(f"UPDATE spans SET ({columns}) = ({', '.join('?' * 10)}) WHERE seq = ?", (*content, seq))
@@ -306,15 +311,15 @@ def test_rotated_checkpoint_keys_each_verify_their_own_checkpoints(tmp_path):
         otel_rai.uninstrument()
     keys_file = tmp_path / "keys"
     keys_file.write_text("old-checkpoint-key-0123456789\nnew-checkpoint-key-0123456789\n")
-    both = chaincheck.read_keys([], [str(keys_file)], [])
-    report = chaincheck.check(chaincheck.records(local.connect(str(path)), Query(), []), both)
+    both = chain_keys.read_keys([], [str(keys_file)], [])
+    report = chaincheck.check(trail_reading.records(local.connect(str(path)), Query(), []), both)
     assert report.ok and report.unverified_checkpoints == 0
     assert [s.signed for s in report.streams.values()] == [1, 1]
-    only_new = chaincheck.read_keys(["new-checkpoint-key-0123456789"], [], [])
-    report = chaincheck.check(chaincheck.records(local.connect(str(path)), Query(), []), only_new)
+    only_new = chain_keys.read_keys(["new-checkpoint-key-0123456789"], [], [])
+    report = chaincheck.check(trail_reading.records(local.connect(str(path)), Query(), []), only_new)
     assert report.ok and report.unverified_checkpoints == 1
-    wrong = {chain.HmacKey("old-checkpoint-key-0123456789").key_id: chain.HmacKey("a guess")}
-    report = chaincheck.check(chaincheck.records(local.connect(str(path)), Query(), []), wrong)
+    wrong = {chain_keys.HmacKey("old-checkpoint-key-0123456789").key_id: chain_keys.HmacKey("a guess")}
+    report = chaincheck.check(trail_reading.records(local.connect(str(path)), Query(), []), wrong)
     assert report.counts() == {"bad-signature": 1}
 
 
@@ -347,7 +352,7 @@ def test_the_chain_survives_otlp_to_a_real_receiver(receiver, tmp_path):
     otel_rai.uninstrument()
     received = receiver.records()
     assert len(received) == 4 + 3 + 1
-    report = chaincheck.check(((None, r) for r in received), chaincheck.read_keys([CHECKPOINT_KEY], [], []))
+    report = chaincheck.check(((None, r) for r in received), chain_keys.read_keys([CHECKPOINT_KEY], [], []))
     assert report.ok and [s.signed_through for s in report.streams.values()] == [8]
     received[2].attributes[semconv.OUTPUTS] = [2, 2]
     assert chaincheck.check(((None, r) for r in received)).counts() == {"edited": 1}
@@ -363,13 +368,14 @@ def test_the_chain_survives_jaeger_and_tempo(trail, variant):
         server = FakeJaeger(spans, legacy_only=variant == "legacy", stringified_arrays="stringified" in variant)
         backend = jaeger.connect(server.url)
     try:
-        query = Query(start_ns=min(s.start_ns for s in spans) // 1000 * 1000, end_ns=max(s.start_ns for s in spans) + 1000)
+        query = Query(start_ns=min(s.start_ns for s in spans) // 1000 * 1000,
+                      end_ns=max(s.start_ns for s in spans) + 1000)
         if variant.startswith("tempo"):  # Tempo finds spans by attributes: decision and checkpoint spans alike
             query = Query(model_name="LogisticRegression", start_ns=query.start_ns, end_ns=query.end_ns)
-        got = list(chaincheck.records(backend, query, []))
+        got = list(trail_reading.records(backend, query, []))
     finally:
         server.stop()
-    report = chaincheck.check(got, chaincheck.read_keys([CHECKPOINT_KEY], [], []), anchored=True)
+    report = chaincheck.check(got, chain_keys.read_keys([CHECKPOINT_KEY], [], []), anchored=True)
     assert report.ok, report.problems
     assert report.records == (12 if not variant.startswith("tempo") else 11)
 

@@ -14,6 +14,9 @@ import types
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KEY
+from recorded import record
+from servers import attributes, free_port
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -21,11 +24,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
 from otel_rai import cli, semconv
-from otel_rai.hashing import hash_rows, HashKey
-
-from conftest import KEY
-from recorded import record
-from servers import attributes, free_port
+from otel_rai.audit.hashing import HashKey, hash_rows
+from otel_rai.cli import show
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$")
 
@@ -80,7 +80,7 @@ def test_filters_by_time_id_and_hash(capsys, rec):
     code, out, _ = run(capsys, "query", "--store", str(rec.path), "--format", "json",
                        "--start", f"{start // 10**9}", "--since", "1h")
     assert code == 2  # --since and --start exclude each other
-    from otel_rai.query._time import rfc3339
+    from otel_rai._time import rfc3339
 
     code, out, _ = run(capsys, "query", "--store", str(rec.path), "--format", "json", "--start", rfc3339(start))
     assert [json.loads(x)["decision_id"] for x in out.splitlines()] == rec.ids["1.4.2"]
@@ -166,8 +166,8 @@ def test_show_everything_about_one_decision(capsys, rec):
     assert code == 1 and "no decision 'A-nope'" in err
 
 
-def test_extensions_add_subcommands_and_show_sections(capsys, rec, monkeypatch):
-    module = types.ModuleType("otel_rai_test_extension")
+def test_a_command_module_adds_a_subcommand_and_show_takes_its_sections(capsys, rec, monkeypatch):
+    module = types.ModuleType("otel_rai.cli.hello")
 
     def add_parser(subparsers):
         p = subparsers.add_parser("hello", help="say hello")
@@ -175,9 +175,9 @@ def test_extensions_add_subcommands_and_show_sections(capsys, rec, monkeypatch):
         p.set_defaults(func=lambda args: print(f"hello {args.name}") or 0)
 
     module.add_parser = add_parser
-    module.show_section = lambda d: f"explanation\n  why {d.decision_id}: because"
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setattr(cli, "EXTENSIONS", (module.__name__,))
+    monkeypatch.setattr(cli, "COMMANDS", (*cli.COMMANDS, "hello"))
+    monkeypatch.setattr(show, "SECTIONS", (lambda d: f"explanation\n  why {d.decision_id}: because",))
     assert run(capsys, "hello", "auditor")[:2] == (0, "hello auditor\n")
     code, out, _ = run(capsys, "show", rec.ids["1.4.2"][0], "--store", str(rec.path))
     assert out.rstrip().endswith(f"explanation\n  why {rec.ids['1.4.2'][0]}: because")
@@ -247,14 +247,16 @@ def test_verify_needs_a_key_and_never_invents_one(capsys, applicants, tmp_path):
 def test_export_jsonl_csv_and_otlp_json_with_a_progress_bar(capsys, rec, tmp_path):
     for fmt, name in (("jsonl", "a.jsonl"), ("csv", "a.csv"), ("otlp-json", "a.otlp.jsonl")):
         target = tmp_path / name
-        code, out, err = run(capsys, "export", "--store", str(rec.path), "--format", fmt, "-o", str(target), "--progress")
+        code, out, err = run(capsys, "export", "--store", str(rec.path), "--format", fmt, "-o", str(target),
+                             "--progress")
         assert code == 0 and out == ""
         assert "100%  507/507 decisions" in err and "exported 507 decisions" in err
         assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 507
     assert len(list(csv.DictReader(open(tmp_path / "a.csv")))) == 507
     lines = [json.loads(line) for line in (tmp_path / "a.otlp.jsonl").read_text().splitlines()]
-    span_ids = [s["spanId"] for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    span_ids = [s["spanId"] for line in lines for rs in line["resourceSpans"] for ss in rs["scopeSpans"]
+                for s in ss["spans"]]
     assert span_ids == [s.span_id for s in rec.spans()]
 
 

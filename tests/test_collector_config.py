@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +53,7 @@ def test_check_script_exits_zero_on_the_shipped_files():
     assert "consistent" in run.stdout
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool comes with Debian's prometheus package")
+@pytest.mark.usefixtures("prometheus_installed")
 def test_promtool_accepts_the_prometheus_config():
     run = subprocess.run(["promtool", "check", "config", "prometheus.yml"], cwd=ROOT / "collector/prometheus",
                          capture_output=True, text=True)
@@ -145,7 +144,8 @@ def test_an_in_memory_batch_on_the_decision_path_fails(stack):
 
 
 def test_a_wrong_scope_name_sends_decisions_through_the_tail_sampler(stack):
-    stack.collector["processors"]["filter/no_decisions"]["traces"]["span"] = ['instrumentation_scope.name == "otel-rai"']
+    wrong = ['instrumentation_scope.name == "otel-rai"']
+    stack.collector["processors"]["filter/no_decisions"]["traces"]["span"] = wrong
     assert problems_with(stack, "pipeline 'traces/app' exports decision spans after 'tail_sampling'")
 
 

@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import bare, instrumented
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
@@ -18,11 +19,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
 from otel_rai import semconv
+from otel_rai.codec.reasons import encode_top
 from otel_rai.explanations import format_reasons, parse_top
 from otel_rai.explanations.explanation import Explanation
-from otel_rai.explanations.reasons import encode_top
-
-from conftest import bare, instrumented
 
 EXPLANATION_KEYS = {
     semconv.EXPLANATION_METHOD,
@@ -228,7 +227,7 @@ def test_top_encoding_round_trips_awkward_names():
     names = ["debt, ratio", "a=b", "100%", "tab\there", "naïve"]
     values = np.array([[0.5, -2.0, 1e-9, 0.0, -0.25]])
     explanation = Explanation(values, np.zeros(1), names, "raw", "linear", values.sum(1))
-    (entry,) = encode_top(explanation, 5)
+    (entry,) = encode_top(explanation.feature_names, explanation.values, 5)
     assert parse_top(entry) == [("a=b", -2.0), ("debt, ratio", 0.5), ("naïve", -0.25), ("100%", 1e-9)]
 
 
@@ -262,11 +261,11 @@ def test_explanations_are_computed_on_the_audit_worker_not_the_caller(audit, dat
 def test_a_model_refitted_before_its_explanation_is_not_explained_with_the_new_fit(audit, data):
     from opentelemetry import context
 
-    from otel_rai import models
-    from otel_rai.capture import DecisionCall
-    from otel_rai.config import Settings
+    from otel_rai.audit.hashing import HashKey
+    from otel_rai.capture import models
+    from otel_rai.capture.recorder import DecisionCall
     from otel_rai.explanations import record
-    from otel_rai.hashing import HashKey
+    from otel_rai.settings import Settings
 
     X, y = data
     model = HistGradientBoostingClassifier(max_iter=5).fit(X, y)
@@ -278,9 +277,9 @@ def test_a_model_refitted_before_its_explanation_is_not_explained_with_the_new_f
 
 
 def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, capsys):
-    from otel_rai import cli
-
     from conftest import KEY
+
+    from otel_rai import cli
 
     X, y = data
     path = tmp_path / "audit.db"
@@ -290,7 +289,6 @@ def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, 
         model.predict(X[:3])
     assert otel_rai.flush(30).complete
     otel_rai.uninstrument()
-    assert "otel_rai.explanations.reasons" in cli.EXTENSIONS
     assert cli.main(["show", "A-2", "--store", str(path)]) == 0
     out = capsys.readouterr().out
     reasons = out[out.index("Reasons ("):].splitlines()

@@ -8,14 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import KEY
+from servers import attributes, decision_spans
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import semconv
-
-from conftest import KEY
-from servers import attributes, decision_spans
 
 X, y = make_classification(400, 6, random_state=0)
 

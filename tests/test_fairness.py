@@ -13,6 +13,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import bare, instrumented
 from fairlearn import metrics as flm
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -26,11 +27,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import otel_rai
-from otel_rai import fairness, instrumentor, semconv
-from otel_rai.alerts import Alerter, Rule
-from otel_rai.outcomes import KnownDecision
-
-from conftest import bare, instrumented
+from otel_rai import semconv
+from otel_rai.fairness import metrics as fairness
+from otel_rai.fairness.alerts import Alerter, Rule
+from otel_rai.fairness.outcomes import KnownDecision
+from otel_rai.session import instrumentor
 
 TOL = 1e-9
 

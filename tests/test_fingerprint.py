@@ -15,9 +15,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from otel_rai import fingerprint as fingerprint_module
 from otel_rai import semconv
-from otel_rai.fingerprint import fingerprint
+from otel_rai.capture import fingerprint as fingerprint_module
+from otel_rai.capture.fingerprint import fingerprint
 
 X, y = make_classification(200, 5, random_state=0)
 X2, y2 = make_classification(200, 5, random_state=1)
@@ -42,7 +42,8 @@ MODELS = dict(_models())
 
 
 def _fingerprint_in_a_new_process(model) -> str:
-    code = "import pickle, sys; from otel_rai.fingerprint import fingerprint; print(fingerprint(pickle.load(sys.stdin.buffer)))"
+    code = ("import pickle, sys; from otel_rai.capture.fingerprint import fingerprint; "
+            "print(fingerprint(pickle.load(sys.stdin.buffer)))")
     result = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(model), capture_output=True, check=True)
     return result.stdout.decode().strip()
 
@@ -76,7 +77,7 @@ def test_runtime_only_parameters_do_not_count():
 
 
 def test_computed_once_per_fitted_model_and_refreshed_by_fit(audit, monkeypatch):
-    from otel_rai import models
+    from otel_rai.capture import models
 
     calls = []
     real = models.fingerprint

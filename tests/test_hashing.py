@@ -12,13 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from conftest import KEY
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import hashing, semconv
-from otel_rai.hashing import HashKey, hash_rows, resolve_key
-
-from conftest import KEY
+from otel_rai import semconv
+from otel_rai.audit import hashing
+from otel_rai.audit.hashing import HashKey, hash_rows, resolve_key
 
 
 def spec_hash(cells, key: str) -> str:
@@ -131,7 +131,7 @@ def test_key_from_environment(monkeypatch):
 
 
 def test_generated_key_is_persisted_private_and_warned_once(tmp_path, caplog, monkeypatch):
-    from otel_rai import hashing
+    from otel_rai.audit import hashing
 
     monkeypatch.setattr(hashing, "_warned_generated", False)
     with caplog.at_level(logging.WARNING, logger="otel_rai.hashing"):

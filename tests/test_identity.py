@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import bare
 from sklearn.base import RegressorMixin, clone
 from sklearn.datasets import make_classification, make_regression
 from sklearn.ensemble import BaggingClassifier, StackingClassifier, VotingRegressor
@@ -22,9 +23,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 import otel_rai
 from otel_rai import semconv
-from otel_rai.patching import DECISION_METHODS
-
-from conftest import bare
+from otel_rai.capture.patching import DECISION_METHODS
 
 Xc, yc = make_classification(120, 5, n_informative=3, random_state=0)
 Xc = np.abs(Xc)  # some estimators (e.g. naive Bayes variants) need non-negative input
@@ -44,7 +43,8 @@ def _build(name, cls, kind):
         except TypeError:
             continue
     try:
-        return cls([("a", _INNER.get(kind, LogisticRegression())), ("b", DecisionTreeClassifier() if kind == "classifier" else LinearRegression())])
+        final = DecisionTreeClassifier() if kind == "classifier" else LinearRegression()
+        return cls([("a", _INNER.get(kind, LogisticRegression())), ("b", final)])
     except Exception:
         return None
 

@@ -10,15 +10,15 @@ import math
 from pathlib import Path
 
 import pytest
+from fake_backends import base64_ids
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-from otel_rai import otlpjson
-from otel_rai.records import ReadableSpans, SpanRecord
-
-from fake_backends import base64_ids
 from recorded import record
+
+from otel_rai.codec import otlpjson
+from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.sdk import ReadableSpans
 
 FIXTURES = Path("/work/shared/fixtures/jaeger")
 

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import KEY
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -15,9 +16,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import otlpproto, semconv
-
-from conftest import KEY
+from otel_rai import semconv
+from otel_rai.codec import otlpproto
 
 RESOURCE = Resource.create({"service.name": "svc", "deployment.environment": "test"})
 OTHER_RESOURCE = Resource({"service.name": "other"}, schema_url="https://opentelemetry.io/schemas/1.21.0")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KEY, instrumented
+from servers import attributes
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
@@ -12,9 +14,6 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
 from otel_rai import semconv
-
-from conftest import KEY, instrumented
-from servers import attributes
 
 # Distinctive raw values: if any of these shows up anywhere in what we export, it leaked.
 INCOMES = [123457.25, 98765.125, 55555.5]

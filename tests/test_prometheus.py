@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,16 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fairlearn import metrics as flm
-
 from servers import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES_DIR = ROOT / "collector" / "prometheus"
 
-needs_prometheus = pytest.mark.skipif(
-    shutil.which("promtool") is None or shutil.which("prometheus") is None,
-    reason="Prometheus is not installed (scripts/test.sh installs it)",
-)
+needs_prometheus = pytest.mark.usefixtures("prometheus_installed")
 
 
 @needs_prometheus

@@ -6,13 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from otel_rai import otlpjson
-from otel_rai.query import BackendError, Query, find_decisions, jaeger
-
 from fake_backends import FakeJaeger, FakeServer, otlp_to_legacy
 from recorded import record
 from servers import free_port
+
+from otel_rai.codec import otlpjson
+from otel_rai.query import BackendError, Query, find_decisions, jaeger
 
 FIXTURES = Path("/work/shared/fixtures/jaeger")
 
@@ -25,7 +24,8 @@ def fixture(name: str):
 
 
 def test_the_fake_renders_legacy_json_exactly_as_jaeger_does():
-    assert otlp_to_legacy(fixture("legacy_api/otlp2jaeger-in.json")) == fixture("legacy_api/otlp2jaeger-out.json")["data"]
+    expected = fixture("legacy_api/otlp2jaeger-out.json")["data"]
+    assert otlp_to_legacy(fixture("legacy_api/otlp2jaeger-in.json")) == expected
 
 
 def test_legacy_json_reads_back_into_the_otlp_it_came_from():
@@ -105,7 +105,8 @@ def test_decision_id_and_input_hash_are_matched_client_side(recorded):
         wanted = recorded.ids["1.4.1"][123]
         (d,) = find_decisions(decision_id=wanted, backend="jaeger", url=server.url, **recorded.window())
         assert d.row == 123 and d.output == recorded.outputs[wanted]
-        same_input = list(find_decisions(input_hash=d.input_hash, backend="jaeger", url=server.url, **recorded.window()))
+        same_input = list(find_decisions(input_hash=d.input_hash, backend="jaeger", url=server.url,
+                                         **recorded.window()))
         assert wanted in [x.decision_id for x in same_input]
         assert all(x.input_hash == d.input_hash for x in same_input)
     finally:

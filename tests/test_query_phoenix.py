@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -12,13 +11,16 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from otel_rai import chaincheck, semconv
-from otel_rai.query import Query, connect, find_decisions
-from otel_rai.query._time import parse_time
-
+from conftest import need
 from recorded import record
 from servers import free_ports, wait_for_port
+
+from otel_rai import semconv
+from otel_rai._time import parse_time
+from otel_rai.chain import keys as chain_keys
+from otel_rai.chain import verify as chaincheck
+from otel_rai.query import Query, connect, find_decisions, trail
+from otel_rai.stack.processes import phoenix_command
 
 pytestmark = pytest.mark.stack
 HERE = Path(__file__).parent
@@ -26,14 +28,14 @@ HERE = Path(__file__).parent
 
 @pytest.fixture(scope="module")
 def phoenix(tmp_path_factory):
-    if shutil.which("phoenix") is None:
-        pytest.skip("Phoenix is not installed (pip install 'otel-rai[phoenix]')")
+    command = phoenix_command()
+    need("Phoenix", command is not None)
     workdir = tmp_path_factory.mktemp("phoenix")
     http_port, grpc_port = free_ports(2)
     env = {**os.environ, "PHOENIX_PORT": str(http_port), "PHOENIX_GRPC_PORT": str(grpc_port),
            "PHOENIX_HOST": "127.0.0.1", "PHOENIX_WORKING_DIR": str(workdir), "PHOENIX_TELEMETRY_ENABLED": "false"}
     log = open(workdir / "phoenix.log", "wb")
-    process = subprocess.Popen(["phoenix", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_for_port(http_port, timeout=180, process=process)
@@ -59,7 +61,8 @@ def phoenix(tmp_path_factory):
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "otel_rai", *args], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "otel_rai", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_the_cli_finds_exactly_one_versions_decisions_in_phoenix(phoenix, tmp_path):
@@ -97,18 +100,19 @@ def test_the_cli_finds_exactly_one_versions_decisions_in_phoenix(phoenix, tmp_pa
 def test_the_chain_verifies_from_phoenixs_answers(phoenix, tmp_path):
     """Phoenix keeps float seconds and no resource: the canonical form leaves out what it loses."""
     url, grpc = phoenix
-    rec = record(tmp_path / "audit.db", {"chain-1": 30, "chain-2": 1500}, endpoint=grpc, checkpoint_key="phoenix-ckpt-key")
+    rec = record(tmp_path / "audit.db", {"chain-1": 30, "chain-2": 1500}, endpoint=grpc,
+                 checkpoint_key="phoenix-ckpt-key")
     stream = rec.spans()[0].attributes[semconv.AUDIT_STREAM]
     query = Query(start_ns=min(s.start_ns for s in rec.spans()) - 10**9, end_ns=time.time_ns() + 10**9)
     deadline = time.monotonic() + 60
     while True:
-        got = [(p, r) for p, r in chaincheck.records(connect('phoenix', url), query, [])
+        got = [(p, r) for p, r in trail.records(connect('phoenix', url), query, [])
                if r.attributes.get(semconv.AUDIT_STREAM) == stream]
         if len(got) >= len(rec.spans()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert len(got) == len(rec.spans()) == 1 + 2 + 1 + 1  # two calls, one chunked in two, and the checkpoint
-    report = chaincheck.check(got, chaincheck.read_keys(["phoenix-ckpt-key"], [], []), require_signed=True)
+    report = chaincheck.check(got, chain_keys.read_keys(["phoenix-ckpt-key"], [], []), require_signed=True)
     assert report.ok, report.ordered_problems()[:3]
     edited = next(r for _, r in got if semconv.OUTPUTS in r.attributes).attributes
     edited[semconv.OUTPUTS] = [1 - edited[semconv.OUTPUTS][0], *edited[semconv.OUTPUTS][1:]]

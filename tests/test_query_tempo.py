@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from otel_rai.query import BackendError, Query, find_decisions, tempo
-
 from fake_backends import FakeServer, FakeTempo
 from recorded import record
+
+from otel_rai.query import BackendError, Query, find_decisions, tempo
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,8 @@ def test_more_traces_than_the_search_limit_are_all_found_by_splitting_the_window
     server = FakeTempo(spans)
     try:
         start = min(s.start_ns for s in spans)
-        found = list(find_decisions(backend=tempo.Tempo(server.url, search_limit=3), start=start, end=start + 20 * second))
+        backend = tempo.Tempo(server.url, search_limit=3)
+        found = list(find_decisions(backend=backend, start=start, end=start + 20 * second))
         assert len(found) == 519
         assert [d.time_ns for d in found] == sorted(d.time_ns for d in found)
         assert sum(path == "/api/search" for path, _ in server.requests) > 3

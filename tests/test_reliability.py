@@ -18,15 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KEY
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from servers import HangingListener, OtlpReceiver, OtlpReceiverProcess, attributes, free_port
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import chaincheck, export, instrumentor, semconv
-
-from conftest import KEY
-from servers import HangingListener, OtlpReceiver, OtlpReceiverProcess, attributes, free_port
+from otel_rai import semconv
+from otel_rai.chain import verify as chaincheck
+from otel_rai.session import instrumentor
+from otel_rai.sinks import otlp as export
 
 HERE = Path(__file__).parent
 # faulthandler: a child that hangs prints its threads' stacks on SIGABRT (see `communicate`).
@@ -132,7 +134,7 @@ otel_rai.instrument(spool=sys.argv[1], endpoint=sys.argv[2], hash_key="spooler-k
 for i in range(int(sys.argv[3])):
     with otel_rai.decisions(ids=[f"k{i}"]):
         model.predict(X[i % 20:i % 20 + 1])
-from otel_rai import instrumentor
+from otel_rai.session import instrumentor
 assert instrumentor._session.worker.flush(60)  # every call is in the spool (not yet exported)
 print("spooled", flush=True)
 time.sleep(600)
@@ -433,7 +435,8 @@ def _disk_full(tmp_path: Path, mode: str) -> tuple[dict, list[str]]:
 def test_fail_closed_withholds_the_decision_when_the_record_cannot_be_written(tmp_path):
     result, stored = _disk_full(tmp_path, "raise")
     assert result["calls"][:3] == ["returned"] * 3
-    assert all(c.startswith("withheld: otel-rai: the audit record could not be written durably") for c in result["calls"][3:])
+    withheld = "withheld: otel-rai: the audit record could not be written durably"
+    assert all(c.startswith(withheld) for c in result["calls"][3:])
     assert "the write to the local store failed" in result["calls"][3]
     # Records of withheld calls are retried once there is room: the model was called, and that is true.
     assert stored == [f"f{i}" for i in range(6)]

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KEY
 from fairlearn import metrics as flm
 from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
@@ -15,21 +16,23 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import otel_rai
-from otel_rai import cli, report, semconv, store
-from otel_rai.alerts import FairnessAlert
-
-from conftest import KEY
+from otel_rai import cli, semconv, store
+from otel_rai.fairness.alerts import FairnessAlert
+from otel_rai.report import figures as report_figures
+from otel_rai.report import html as report
+from otel_rai.settings import FairnessConfig
 
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def make_records(n: int = 400, seed: int = 0, explained: bool = True) -> tuple[list[report.DecisionRecord], dict]:
+def make_records(n: int = 400, seed: int = 0,
+                 explained: bool = True) -> tuple[list[report_figures.DecisionRecord], dict]:
     rng = np.random.default_rng(seed)
     sex = rng.choice(["f", "m", "<x&y>"], n, p=[0.45, 0.45, 0.1])
     y_pred = (rng.random(n) < np.where(sex == "f", 0.35, 0.6)).astype(int)
     y_true = rng.integers(0, 2, n)
     records = [
-        report.DecisionRecord(
+        report_figures.DecisionRecord(
             decision_id=f"D{i}", model="credit", version="1.4.2", timestamp=1.7e9 + i, output=int(y_pred[i]),
             groups={"sex": str(sex[i])}, outcome=int(y_true[i]) if i % 2 == 0 else None,
             attributions={"income": float(rng.normal(0, 2)), "debt": float(rng.normal(0, 1))} if explained else {},
@@ -54,7 +57,7 @@ def test_report_figures_equal_fairlearn():
     records, truth = make_records()
     alert = FairnessAlert("credit", "1.4.2", "sex", semconv.METRIC_DEMOGRAPHIC_PARITY_RATIO, 0.61, 0.8, True,
                           1_700_000_100 * 10**9)
-    root = parse(report.render(records, alerts=[alert], min_group_size=1))
+    root = parse(report.render(records, alerts=[alert], config=FairnessConfig(min_group_size=1)))
     sex, y_pred, y_true = truth["sex"], truth["y_pred"], truth["y_true"]
 
     assert root.find(".//td[@id='decisions']").text == "400"
@@ -88,9 +91,9 @@ def test_report_figures_equal_fairlearn():
 
 def test_report_without_explanations_alerts_or_outcomes():
     records, _ = make_records(60, explained=False)
-    records = [report.DecisionRecord(r.decision_id, r.model, r.version, r.timestamp, r.output, r.groups)
+    records = [report_figures.DecisionRecord(r.decision_id, r.model, r.version, r.timestamp, r.output, r.groups)
                for r in records]
-    root = parse(report.render(records))  # min_group_size 30: only f and m qualify
+    root = parse(report.render(records, config=FairnessConfig(min_group_size=30)))  # only f and m qualify
     text = "".join(root.itertext())
     assert "No explanations were recorded" in text and "No alert was raised" in text
     assert len(list(root.iter(SVG + "svg"))) == 1

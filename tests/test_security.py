@@ -16,20 +16,19 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from conftest import KEY
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from fake_backends import FakeServer
+from servers import OtlpReceiver, attributes
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import cli, semconv, store
-from otel_rai.instrumentor import RaiInstrumentor
 from otel_rai.query import BackendError, find_decisions
-
-from conftest import KEY
-from fake_backends import FakeServer
-from servers import OtlpReceiver, attributes
+from otel_rai.session.instrumentor import RaiInstrumentor
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "Bearer tok-5ecret-0123456789"
@@ -184,7 +183,8 @@ def test_old_decisions_stay_verifiable_with_the_old_key(tmp_path, capsys):
 
     def verify(*key_args: str) -> tuple[int, list]:
         code = cli.main(["verify", "--input", str(rows), "--store", str(path), "--format", "json", *key_args])
-        found = [[d["decision_id"] for d in json.loads(line)["decisions"]] for line in capsys.readouterr().out.splitlines()]
+        lines = capsys.readouterr().out.splitlines()
+        found = [[d["decision_id"] for d in json.loads(line)["decisions"]] for line in lines]
         return code, found
 
     everything = [[f"k{i}-{j}"] for i in range(2) for j in range(3)]
@@ -248,7 +248,7 @@ def _edited_variants(good: Path, tmp_path: Path):
 
 def test_damaged_store_files_give_a_clear_error_never_a_traceback(good_store, tmp_path, capsys):
     variants = [(name, tmp_path / f"{name}.db") for name, _ in _damaged_variants(good_store, tmp_path)]
-    for (name, path), (_, data) in zip(variants, _damaged_variants(good_store, tmp_path)):
+    for (_, path), (_, data) in zip(variants, _damaged_variants(good_store, tmp_path)):
         path.write_bytes(data)
     variants += list(_edited_variants(good_store, tmp_path))
     outcomes = {}

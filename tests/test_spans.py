@@ -8,6 +8,7 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import KEY, bare, instrumented
 from opentelemetry import trace
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.trace import StatusCode
@@ -23,9 +24,7 @@ from sklearn.tree import DecisionTreeClassifier
 
 import otel_rai
 from otel_rai import semconv
-from otel_rai.fingerprint import fingerprint
-
-from conftest import KEY, bare, instrumented
+from otel_rai.capture.fingerprint import fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +170,7 @@ def test_generated_ids_come_back(audit, data):
 def test_generated_ids_are_unique_across_threads_and_a_forked_child():
     """No thread, and no forked child, repeats another's ids (a child inherits its parent's state,
     so any buffering of randomness would have to be redrawn after fork)."""
-    from otel_rai.capture import new_ids
+    from otel_rai.capture.scope import new_ids
 
     ids = new_ids(3)
     read, write = os.pipe()
@@ -312,7 +311,7 @@ def test_caller_mutating_input_or_output_after_the_call_does_not_change_the_reco
 def test_failure_inside_the_audit_never_breaks_the_prediction(audit, data, monkeypatch):
     X, y = data
     model = LogisticRegression().fit(X, y)
-    from otel_rai import spans
+    from otel_rai.audit import spans
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("hash exploded")
@@ -378,7 +377,7 @@ def test_column_transformer_pipeline_on_dataframe(audit):
 
 def test_no_tracer_provider_means_the_audit_provider_not_the_global_one(data):
     otel_rai.instrument(hash_key=KEY)
-    from otel_rai import instrumentor
+    from otel_rai.session import instrumentor
 
     assert instrumentor._session.provider is not trace.get_tracer_provider()
     assert instrumentor._session.provider.sampler.get_description() == "AlwaysOnSampler"

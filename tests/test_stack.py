@@ -22,15 +22,16 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import semconv, stack
+from otel_rai import cli, semconv
 from otel_rai.stack import Ports, Process, Stack, StackError
+from otel_rai.stack import processes as stack
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import KEY  # noqa: E402
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    code = stack.main(list(argv))
+    code = cli.main(["stack", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -52,16 +53,14 @@ def test_down_without_a_stack_stops_nothing(tmp_path, capsys):
 def test_each_missing_component_gets_one_message_with_its_install_command(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(stack, "_rotel_binary", lambda: None)
     monkeypatch.setattr(stack, "_prometheus_binary", lambda: None)
-    real_find_spec = stack.importlib.util.find_spec
-    monkeypatch.setattr(stack.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "phoenix" else real_find_spec(name, *a))
+    monkeypatch.setattr(stack, "phoenix_command", lambda: None)
     code, out, err = run_cli(capsys, "up", "--dir", str(tmp_path))
     assert code == 1 and out == ""
     lines = err.splitlines()
-    assert lines[0] == "otel-rai stack: cannot start the stack:"
+    assert lines[0] == "otel-rai: cannot start the stack:"
     assert [line.split(":")[0].strip() for line in lines[1:]] == [
         "rotel is not installed", "phoenix is not installed", "prometheus is not installed"]
-    assert "pip install rotel" in lines[1] and "pip install arize-phoenix" in lines[2]
+    assert "pip install rotel" in lines[1] and "install arize-phoenix" in lines[2]
     assert "apt-get install prometheus" in lines[3]
     assert "Traceback" not in err and not (tmp_path / stack.STATE_FILE).exists()
 
@@ -202,7 +201,7 @@ def test_decisions_reach_phoenix_through_rotel_and_prometheus_scrapes_the_app(tm
         assert otel_rai.flush(60).complete
 
         for version, ids in expected_ids.items():
-            spans = wait_for(lambda: phoenix_spans(running.phoenix_url, version), lambda s: len(s) >= 3)
+            spans = wait_for(lambda v=version: phoenix_spans(running.phoenix_url, v), lambda s: len(s) >= 3)
             assert len(spans) == 3, [s["name"] for s in spans]
             got_ids = set()
             for span in spans:

@@ -13,20 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import KEY
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from recorded import data, record
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
-from otel_rai import chaincheck, semconv, store
-from otel_rai.query import find_decisions, local
-from otel_rai.records import ReadableSpans, SpanRecord
-
-from conftest import KEY
-from recorded import data, record
+from otel_rai import semconv, store
+from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.sdk import ReadableSpans
+from otel_rai.query import find_decisions, local, trail
+from otel_rai.sinks import local as local_sink
+from otel_rai.store import connection as store_connection
 
 HERE = Path(__file__).parent
 
@@ -59,7 +61,7 @@ def test_store_argument_then_environment_then_default(tmp_path, monkeypatch):
     assert store.location(None, default=False) is None
     assert store.location(None, default=True) == Path(os.environ["OTEL_RAI_HOME"]) / "audit.db"
     assert store.location(False, default=True) is None
-    monkeypatch.setenv(store.ENV, str(tmp_path / "env.db"))
+    monkeypatch.setenv("OTEL_RAI_STORE", str(tmp_path / "env.db"))
     assert store.location(None, default=False) == tmp_path / "env.db"  # asking by environment is asking
     assert store.location(True, default=False) == tmp_path / "env.db"
     assert store.location(tmp_path / "a.db", default=True) == tmp_path / "a.db"
@@ -95,7 +97,8 @@ def test_one_row_per_decision_with_the_issue_columns(tmp_path):
     )
     assert [r[0] for r in got] == rec.ids["1.4.1"] + rec.ids["1.4.2"]
     for decision_id, _, service, name, version, fingerprint, operation, input_hash, output, trace, span, _ in got:
-        assert (service, name, version, operation) == ("credit-scoring", "credit", decision_id.split("-")[0], "predict_proba")
+        expected = ("credit-scoring", "credit", decision_id.split("-")[0], "predict_proba")
+        assert (service, name, version, operation) == expected
         assert input_hash == otel_rai.hash_input(rec.inputs[decision_id], KEY)
         assert output == rec.outputs[decision_id]
         assert len(fingerprint) == 32 and len(trace) == 32 and len(span) == 16
@@ -126,7 +129,7 @@ def test_a_failed_call_is_a_decision_with_its_error(tmp_path):
 
 
 def test_a_decision_whose_audit_record_is_incomplete_is_stored_whole(tmp_path, monkeypatch):
-    from otel_rai import spans
+    from otel_rai.audit import spans
 
     def broken(*_args, **_kwargs):
         raise RuntimeError("hash exploded")
@@ -252,7 +255,7 @@ def test_input_hash_lookup_before_and_after_the_bulk_index(tmp_path):
 
 
 def test_the_sink_fills_the_input_index_in_bulk(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "INDEX_EVERY", 100)
+    monkeypatch.setattr(local_sink, "INDEX_EVERY", 100)
     rec = record(tmp_path / "audit.db", {"a": 60, "b": 60, "c": 10})
     # After 120 rows the sink indexed them; closing the store indexed the rest.
     assert rows(rec.path, "SELECT count(*) FROM input_index") == [(130,)]
@@ -280,7 +283,7 @@ def test_four_processes_of_eight_threads_lose_and_duplicate_nothing(tmp_path):
     assert rows(path, "SELECT count(*) FROM spans WHERE name != 'ml.audit.checkpoint'") == [(len(expected),)]
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
-    report = chaincheck.verify(local.connect(str(path)))  # each process its own intact chain
+    report = trail.verify(local.connect(str(path)))  # each process its own intact chain
     assert report.ok and sorted(s.decisions for s in report.streams.values()) == [threads * calls] * 4
 
 
@@ -293,7 +296,7 @@ def test_switching_a_new_store_to_the_write_ahead_log_waits_for_a_writer(tmp_pat
     writer.execute("BEGIN IMMEDIATE")
     writer.execute("INSERT INTO t VALUES (1)")
     modes: list[str] = []
-    switcher = threading.Thread(target=lambda: modes.append(store._journal_mode_wal(sqlite3.connect(path))))
+    switcher = threading.Thread(target=lambda: modes.append(store_connection.journal_mode_wal(sqlite3.connect(path))))
     switcher.start()
     switcher.join(0.5)
     assert switcher.is_alive() and not modes  # waiting for the writer, not failing

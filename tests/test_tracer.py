@@ -5,18 +5,20 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from conftest import KEY
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from sklearn.linear_model import LogisticRegression
 
-from otel_rai import capture, models, semconv, spans
-from otel_rai.config import Settings
-from otel_rai.hashing import resolve_key
-from otel_rai.tracer import AuditTracer
-
-from conftest import KEY
+from otel_rai import semconv
+from otel_rai.audit import spans
+from otel_rai.audit.hashing import resolve_key
+from otel_rai.audit.tracer import AuditTracer
+from otel_rai.capture import models
+from otel_rai.capture import recorder as capture
+from otel_rai.settings import Settings
 
 
 class Keep(SpanProcessor):

@@ -12,16 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import KEY
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as sdk_encode_spans
+from recorded import data
+from servers import OtlpReceiver, attributes, free_port
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import semconv, store
-from otel_rai.records import from_readable
-
-from conftest import KEY
-from recorded import data
-from servers import OtlpReceiver, attributes, free_port
+from otel_rai.codec.sdk import from_readable
+from otel_rai.sinks import local as local_sink
 
 HERE = Path(__file__).parent
 
@@ -97,7 +97,7 @@ otel_rai.instrument(store=sys.argv[1], endpoint=sys.argv[2], hash_key="spooler-k
 for i in range(25):
     with otel_rai.decisions(ids=[f"killed-{i}"]):
         model.predict(X[i % 20:i % 20 + 1])
-from otel_rai import instrumentor
+from otel_rai.session import instrumentor
 assert instrumentor._session.worker.flush(60)  # written to the store; the endpoint is down, so not exported
 print("spooled", flush=True)
 time.sleep(600)
@@ -157,7 +157,7 @@ def ended_spans(n: int) -> list:
 
 def queue(spans) -> list:
     """`spans` as `Store.append` queues them."""
-    return [store.queued(s) for s in spans]
+    return [local_sink.queued(s) for s in spans]
 
 
 def test_the_outbox_exports_what_every_process_queued_in_order_as_it_was_encoded(tmp_path):
@@ -168,7 +168,7 @@ def test_the_outbox_exports_what_every_process_queued_in_order_as_it_was_encoded
     other = store.Store(path, create=True)  # another process's writes
     other.append(queued=queue(ended[:2]))
     mine = store.Store(path)
-    outbox_queue = store.StoreOutbox(mine)
+    outbox_queue = local_sink.StoreOutbox(mine)
     last, _ = mine.append(queued=queue(ended[2:5]))
     outbox_queue.written(last)
     other.append(queued=queue(ended[5:]))
@@ -193,7 +193,7 @@ def test_a_batch_keeps_to_the_decision_limit_and_a_span_over_it_goes_alone(tmp_p
     queued = queue(ended)
     queued[1] = (queued[1][0], 150, queued[1][2])  # a span of 150 decisions
     mine.append(queued=queued)
-    outbox_queue = store.StoreOutbox(mine)
+    outbox_queue = local_sink.StoreOutbox(mine)
     taken = []
     while batch := outbox_queue.take(max_spans=10, max_rows=100):
         taken.append([s.name for s in batch])
@@ -208,10 +208,10 @@ def test_spans_another_exporter_delivered_are_not_sent_again(tmp_path):
     ended = ended_spans(5)
     path = tmp_path / "audit.db"
     mine = store.Store(path, create=True)
-    outbox_queue = store.StoreOutbox(mine)
+    outbox_queue = local_sink.StoreOutbox(mine)
     last, _ = mine.append(queued=queue(ended[:3]))
     outbox_queue.written(last)
-    other = store.StoreOutbox(store.Store(path))  # the other process: it holds the lock first
+    other = local_sink.StoreOutbox(store.Store(path))  # the other process: it holds the lock first
     assert other.take(max_spans=10, max_rows=100) and outbox_queue.take(max_spans=10, max_rows=100) == []
     other.done()
     other.release()  # exits: s0-s2 delivered and deleted
@@ -240,7 +240,7 @@ def test_a_schema_1_store_sends_what_its_outbox_held_as_the_spans_it_recorded(tm
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     assert store.Store(path).outbox_pending() == 2  # a reader changes nothing
     upgraded = store.Store(path, create=True)
-    outbox_queue = store.StoreOutbox(upgraded)
+    outbox_queue = local_sink.StoreOutbox(upgraded)
     batch = outbox_queue.take(max_spans=10, max_rows=100)
     assert [s.name for s in batch] == ["s1", "s3"]
     assert batch.request() == sdk_encode_spans([ended[1], ended[3]]).SerializeToString()

@@ -5,20 +5,20 @@
 
 One module per method: `linear`, `treeshap` (exact, with the tree representation in `forest`),
 `saabas` (budget fallback for trees), `sampling` (model-agnostic), `pipeline` (raw columns).
-`engine` picks and caches; `record` and `reasons` put explanations on decision spans.
+`engine` picks and caches; `record` explains each worker batch (the span format is `codec.reasons`).
+Imports `capture` (models and quiet calls) and the foundation modules, nothing above.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from otel_rai import models
-from otel_rai.capture import run_quietly
+from otel_rai.capture import models
+from otel_rai.capture.recorder import run_quietly
+from otel_rai.codec.reasons import format_reasons, parse_top
 from otel_rai.explanations.engine import METHODS, Options, cache
 from otel_rai.explanations.errors import ExplanationError, MissingBackground, ModelChanged, UnsupportedModel
 from otel_rai.explanations.explanation import OUTPUTS, Explanation
-from otel_rai.explanations.reasons import format_reasons, parse_top
-from otel_rai.fingerprint import fingerprint
 
 __all__ = [
     "METHODS",
@@ -64,18 +64,8 @@ def explain(
     )
 
     def run() -> Explanation:
-        explainer = cache.get(model, _fingerprint(model), background, method, options)
+        explainer = cache.get(model, models.fingerprint_of(model), background, method, options)
         return explainer.explain(X)
 
     return run_quietly(run)
 
-
-def _fingerprint(model: Any) -> str:
-    """The model's fingerprint: cached per fitted model while instrumented (every fit is seen then),
-    otherwise hashed now (milliseconds for large ensembles), since a refit could have happened."""
-    from otel_rai import instrumentor  # imports the worker, which imports this package
-
-    session = instrumentor._session
-    if session is None:
-        return fingerprint(model)
-    return models.model_info(model, session.settings.model_version).fingerprint

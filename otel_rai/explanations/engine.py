@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from otel_rai import _fork, config
+from otel_rai import _fork, settings
 from otel_rai.explanations import linear, pipeline, saabas, sampling, trees
 from otel_rai.explanations.errors import UnsupportedModel
 from otel_rai.explanations.forest import is_tree_model
@@ -33,8 +33,8 @@ _CACHE_BYTES = 256 << 20
 class Options:
     """Limits of the explanation methods (`otel_rai.instrument(explain_*=...)`)."""
 
-    budget_us: float = config.DEFAULT_EXPLAIN_BUDGET_US  # per row, exact TreeSHAP, estimated from the model
-    max_evals: int = config.DEFAULT_EXPLAIN_MAX_EVALS  # model evaluations per row, model-agnostic method
+    budget_us: float = settings.default("explain_budget_us")  # per row, exact TreeSHAP, estimated from the model
+    max_evals: int = settings.default("explain_max_evals")  # model evaluations per row, model-agnostic method
 
 
 def build(model: Any, background: Any, method: str | None = None, options: Options = Options()) -> Any:

@@ -1,8 +1,8 @@
 """Why an explanation could not be computed. On a span only the class name is recorded."""
 
+from otel_rai.errors import ExplanationError
 
-class ExplanationError(Exception):
-    """Base class of the explanation errors."""
+__all__ = ["ExplanationError", "MissingBackground", "ModelChanged", "UnsupportedModel"]
 
 
 class UnsupportedModel(ExplanationError):

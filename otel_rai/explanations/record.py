@@ -14,12 +14,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from otel_rai import models
-from otel_rai.capture import DecisionCall, run_quietly
-from otel_rai.config import Settings
+from otel_rai.capture import models
+from otel_rai.capture.fingerprint import fingerprint
+from otel_rai.capture.recorder import DecisionCall, run_quietly
 from otel_rai.explanations import engine
 from otel_rai.explanations.errors import ExplanationError, ModelChanged
-from otel_rai.fingerprint import fingerprint
+from otel_rai.settings import Settings
 
 _log = logging.getLogger(__name__)
 _warned: set[tuple[str, str]] = set()

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from otel_rai.config import DEFAULT_EXPLAIN_MAX_EVALS
+from otel_rai import settings
 from otel_rai.explanations.errors import MissingBackground, UnsupportedModel
 from otel_rai.explanations.explanation import Explanation, choose_class, explained_classes, feature_names
 
@@ -97,7 +97,8 @@ class _Rows:
 
 class AgnosticExplainer:
     def __init__(
-        self, model: Any, background: Any, *, max_evals: int = DEFAULT_EXPLAIN_MAX_EVALS, method: str | None = None
+        self, model: Any, background: Any, *, max_evals: int = settings.default("explain_max_evals"),
+        method: str | None = None,
     ) -> None:
         if background is None:
             raise MissingBackground("the model-agnostic method needs background data")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from otel_rai.config import DEFAULT_EXPLAIN_BUDGET_US
+from otel_rai import settings
 from otel_rai.explanations import saabas, treeshap
 from otel_rai.explanations.errors import UnsupportedModel
 from otel_rai.explanations.explanation import Explanation, choose_class, explained_classes, feature_names
@@ -35,7 +35,8 @@ def estimate_us(n_nodes: int, paths: treeshap.Paths) -> float:
 
 
 class TreeExplainer:
-    def __init__(self, model: Any, *, method: str | None = None, budget_us: float = DEFAULT_EXPLAIN_BUDGET_US) -> None:
+    def __init__(self, model: Any, *, method: str | None = None,
+                 budget_us: float = settings.default("explain_budget_us")) -> None:
         self.forest = forest = extract(model)
         paths = treeshap.walk(forest)
         self.estimated_us = estimate_us(len(forest.feature), paths)

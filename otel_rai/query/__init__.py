@@ -7,25 +7,24 @@
 Backends share one small interface, `Backend`: ``spans(query)`` yields the spans that may hold
 matching decisions, in time order. This module filters again (exactly, so a backend may over-match) and
 expands each span into its `Decision`\\ s. Each backend is one module in this package: ``local`` (the
-SQLite audit store), ``jaeger``, ``tempo``, ``phoenix``. A module here whose name does not start with an
-underscore and that defines ``DEFAULT_URL`` and ``connect(url) -> Backend`` is a backend; adding one (for
-example ClickHouse) is adding one module.
+SQLite audit store), ``jaeger``, ``tempo``, ``phoenix``, listed in `BACKENDS`; each defines ``DEFAULT_URL``
+and ``connect(url) -> Backend``, so adding one (for example ClickHouse) is adding one module and its name.
+`inputs` matches input rows to decisions (``otel-rai verify``) and `trail` reads a trail for the chain's
+verification. Imports `store`, `chain`, `audit.hashing`, `codec` and the foundation modules.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterable, Iterator, Protocol, runtime_checkable
 
 from otel_rai import semconv
+from otel_rai._time import window
+from otel_rai.codec.records import SpanRecord
+from otel_rai.errors import BackendError, StoreError
 from otel_rai.query._decision import Decision, decisions_of
-from otel_rai.query._remote import BackendError
-from otel_rai.query._time import window
-from otel_rai.records import SpanRecord
-from otel_rai.store import StoreError
 
 __all__ = [
     "Backend",
@@ -93,9 +92,13 @@ class Countable(Protocol):
         ...
 
 
+#: The backends, one module of this package each.
+BACKENDS = ("jaeger", "local", "phoenix", "tempo")
+
+
 def backends() -> tuple[str, ...]:
     """The names of the available backends."""
-    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+    return BACKENDS
 
 
 def connect(backend: str = "local", url: str | None = None) -> Backend:

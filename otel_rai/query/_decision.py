@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
 
 from otel_rai import semconv
-from otel_rai.query._time import rfc3339
-from otel_rai.records import ERROR, SpanRecord
+from otel_rai._time import rfc3339
+from otel_rai.codec.records import ERROR, SpanRecord
 
 #: Array attributes that do not hold one entry per row.
 _CALL_ARRAYS = (semconv.INPUT_FEATURES, semconv.OUTPUT_CLASSES)

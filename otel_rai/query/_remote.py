@@ -15,15 +15,12 @@ import urllib.request
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
-from otel_rai.records import SpanRecord
+from otel_rai.codec.records import SpanRecord
+from otel_rai.errors import BackendError
 
 #: How far back a remote search looks when no time window is given.
 DEFAULT_LOOKBACK_NS = 7 * 86_400 * 1_000_000_000
 TIMEOUT_S = 30.0
-
-
-class BackendError(Exception):
-    """A backend that cannot be reached, or that answered something unexpected."""
 
 
 class HttpError(BackendError):

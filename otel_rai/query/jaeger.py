@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
-from otel_rai import otlpjson, semconv
+from otel_rai import semconv
+from otel_rai._time import rfc3339
+from otel_rai.codec import otlpjson
+from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, unexpected, windows
-from otel_rai.query._time import rfc3339
-from otel_rai.records import SpanRecord
 
 DEFAULT_URL = "http://localhost:16686"
 SEARCH_DEPTH = 1000

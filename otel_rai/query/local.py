@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from otel_rai import store
+from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query
-from otel_rai.records import SpanRecord
 
 #: None: ``OTEL_RAI_STORE``, else ``audit.db`` in the otel-rai data directory.
 DEFAULT_URL = None

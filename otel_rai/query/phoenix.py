@@ -9,15 +9,14 @@ as a bearer token. Phoenix keeps times to the microsecond.
 from __future__ import annotations
 
 import json
-import os
 import urllib.parse
 from typing import Any, Iterator
 
-from otel_rai import semconv
+from otel_rai import semconv, settings
+from otel_rai._time import parse_time, rfc3339
+from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, time_order, unexpected
-from otel_rai.query._time import parse_time, rfc3339
-from otel_rai.records import SpanRecord
 
 DEFAULT_URL = "http://localhost:6006"
 PAGE = 1000
@@ -47,9 +46,9 @@ def record(span: dict[str, Any]) -> SpanRecord:
 
 class Phoenix:
     def __init__(self, url: str, project: str | None = None) -> None:
-        key = os.environ.get("PHOENIX_API_KEY")
+        key = settings.env("PHOENIX_API_KEY")
         self.http = Http(url, "phoenix", {"Authorization": f"Bearer {key}"} if key else None)
-        self.project = project or os.environ.get("PHOENIX_PROJECT_NAME") or "default"
+        self.project = project or settings.env("PHOENIX_PROJECT_NAME") or "default"
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
         if query.service is not None:

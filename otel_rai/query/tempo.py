@@ -12,10 +12,11 @@ import json
 import re
 from typing import Any, Iterator
 
-from otel_rai import otlpjson, semconv
+from otel_rai import semconv
+from otel_rai.codec import otlpjson
+from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, unexpected, windows
-from otel_rai.records import SpanRecord
 
 DEFAULT_URL = "http://localhost:3200"
 SEARCH_LIMIT = 500

@@ -1,0 +1,210 @@
+"""Build the decision span(s) of one captured call and end them through the audit tracer.
+
+A call of up to ``max_rows_per_span`` rows is one span. A larger call is a parent span carrying the
+model and batch attributes plus one child span per chunk; each chunk carries the model attributes too
+(so an attribute search finds it), its ``ml.batch.offset``, and the per-row arrays of its rows.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import Any, Callable, Collection, Sequence
+
+import numpy as np
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from otel_rai import semconv
+from otel_rai.audit import outputs
+from otel_rai.audit.hashing import SCHEME, hash_rows, hash_rows_many
+from otel_rai.capture.recorder import DecisionCall
+from otel_rai.capture.scope import given_labels
+from otel_rai.codec.reasons import encode_top
+from otel_rai.explanations.explanation import Explanation
+from otel_rai.settings import Settings
+
+#: Called with (stage, exception) when part of the audit record could not be built.
+FailureHook = Callable[[str, BaseException], None]
+
+
+def _feature_names(call: DecisionCall) -> list[str] | None:
+    columns = getattr(call.X, "columns", None)
+    if columns is not None:
+        return [str(c) for c in columns]
+    return list(call.info.feature_names) if call.info.feature_names is not None else None
+
+
+def _captured_values(call: DecisionCall, names: list[str] | None, allow: frozenset[str]) -> dict[str, list]:
+    """Allowlisted raw feature values, ``ml.input.value.<name>``: numbers as floats, the rest as str."""
+    if not allow or names is None:
+        return {}
+    captured = {}
+    for name in sorted(allow.intersection(names)):
+        j = names.index(name)
+        column = call.X.iloc[:, j] if hasattr(call.X, "iloc") else np.asarray(call.X)[:, j]
+        values = np.asarray(column)
+        if values.dtype.kind in "biuf":
+            captured[semconv.INPUT_VALUE_PREFIX + name] = values.astype(np.float64).tolist()
+        else:
+            captured[semconv.INPUT_VALUE_PREFIX + name] = ["" if v is None else str(v) for v in values]
+    return captured
+
+
+def _allowlisted_groups(call: DecisionCall, allow: Collection[str], present: Collection[str]) -> dict[str, list[str]]:
+    """``ml.input.value.<name>`` arrays of allowlisted ``decisions(groups=...)`` values not already in `present`."""
+    out = {}
+    for name in sorted(allow.intersection(call.groups or ())):
+        key = semconv.INPUT_VALUE_PREFIX + name
+        if key not in present:
+            out[key] = given_labels(call, name)
+    return out
+
+
+def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) -> tuple[dict, dict]:
+    """(call-level attributes, per-row arrays) of one call. Failures become ``ml.audit.error``."""
+    info = call.info
+    common: dict[str, Any] = {
+        **call.attributes,
+        semconv.MODEL_NAME: info.name,
+        semconv.MODEL_CLASS: info.qualified_class,
+        semconv.MODEL_VERSION: info.version,
+        semconv.MODEL_FINGERPRINT: info.fingerprint,
+        semconv.OPERATION: call.operation,
+        semconv.BATCH_SIZE: len(call.ids),
+        semconv.INPUT_HASH_KEY_ID: settings.hash_key.key_id,
+        semconv.INPUT_HASH_SCHEME: SCHEME,
+    }
+    rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
+    errors = []
+    names = None
+    try:
+        names = _feature_names(call)
+        if names is not None:
+            common[semconv.INPUT_FEATURES] = names
+        rows.update(_captured_values(call, names, settings.capture_features))
+        rows.update(_allowlisted_groups(call, settings.capture_features, present=rows))
+    except Exception as exc:
+        on_failure("features", exc)
+        errors.append(f"features: {type(exc).__name__}")
+    try:
+        hashes = call.input_hashes
+        rows[semconv.INPUT_HASHES] = hash_rows(call.X, settings.hash_key) if hashes is None else hashes
+    except Exception as exc:
+        if call.error is None:  # input the model itself rejected need not be hashable
+            on_failure("hash", exc)
+            errors.append(f"hash: {type(exc).__name__}")
+    if call.error is None:
+        try:
+            values, scores = outputs.encode(call.operation, call.output, info.classes)
+            rows[semconv.OUTPUTS] = values
+            for label, column in (scores or {}).items():
+                rows[semconv.OUTPUT_SCORES_PREFIX + label] = column
+            if info.classes is not None:
+                common[semconv.OUTPUT_CLASSES] = outputs.attribute_values(info.classes)
+        except Exception as exc:
+            on_failure("outputs", exc)
+            errors.append(f"outputs: {type(exc).__name__}")
+    try:
+        explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k)
+        common.update(explained)
+        rows.update(explained_rows)
+    except Exception as exc:
+        on_failure("explain", exc)
+        errors.append(f"explain: {type(exc).__name__}")
+    for key, values in list(rows.items()):
+        if len(values) != len(call.ids):  # a partial array would misattribute rows: drop it
+            del rows[key]
+            errors.append(f"{key}: {len(values)} entries for {len(call.ids)} rows")
+    if errors:
+        # Only exception types and counts: an exception message could quote a raw feature value.
+        common[semconv.AUDIT_ERROR] = "; ".join(errors)
+    return common, rows
+
+
+def explanation_attributes(result: Explanation | BaseException | None, k: int) -> tuple[dict, dict]:
+    """(call-level attributes, per-row arrays) of one call's explanation, or of why it failed."""
+    if result is None:
+        return {}, {}
+    if isinstance(result, BaseException):  # the type only: a message could quote an input value
+        return {semconv.EXPLANATION_ERROR: type(result).__name__}, {}
+    common: dict[str, Any] = {
+        semconv.EXPLANATION_METHOD: result.method,
+        semconv.EXPLANATION_OUTPUT: result.output,
+    }
+    classes = result.classes
+    if classes is not None and len(classes) and (len(classes) == 1 or (classes == classes[0]).all()):
+        common[semconv.EXPLANATION_CLASS] = str(classes[0])
+    rows = {
+        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k),
+        semconv.EXPLANATION_BASE_VALUES: result.base_values.tolist(),
+    }
+    return common, rows
+
+
+
+def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
+    """Hash the inputs of a worker batch's calls where joining them saves work (`hash_rows_many`);
+    the rest are hashed one call at a time by `attributes`."""
+    calls = [c for c in batch if isinstance(c, DecisionCall)]
+    try:
+        hashed = hash_rows_many([c.X for c in calls], settings.hash_key)
+    except Exception:  # each call is then hashed alone, and fails (and is counted) alone
+        return
+    for call, hashes in zip(calls, hashed):
+        call.input_hashes = hashes
+
+
+_QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")
+
+
+def scrubbed(text: str) -> str:
+    """`text` with quoted literals masked: sklearn and pandas quote offending input values."""
+    return _QUOTED.sub(r"\1…\1", text)
+
+
+def _end(span: Span, call: DecisionCall) -> None:
+    error = call.error
+    if error is not None:
+        message = scrubbed(str(error))
+        # The traceback repeats the message (and those of chained exceptions): scrub it all.
+        stacktrace = scrubbed("".join(traceback.format_exception(type(error), error, error.__traceback__)))
+        span.record_exception(
+            error,
+            {"exception.message": message, "exception.stacktrace": stacktrace},
+            timestamp=call.end_ns,
+            escaped=True,
+        )
+        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+    span.end(end_time=call.end_ns)
+
+
+def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:
+    """Create and end the span(s) of `call`; returns how many spans were ended."""
+    name = semconv.span_name(call.operation, call.info.name)
+    span = tracer.start_span(name, context=call.parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
+    if not span.is_recording():
+        span.end(end_time=call.end_ns)
+        return 1
+    common, rows = attributes(call, settings, on_failure)
+    n, size = len(call.ids), settings.max_rows_per_span
+    if n <= size:
+        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows})
+        _end(span, call)
+        return 1
+    chunks = range(0, n, size)
+    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks)})
+    parent = trace.set_span_in_context(span, call.parent)
+    for offset in chunks:
+        child = tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
+        child.set_attributes(
+            {
+                **common,
+                semconv.BATCH_SIZE: min(size, n - offset),
+                semconv.BATCH_OFFSET: offset,
+                **{key: values[offset : offset + size] for key, values in rows.items()},
+            }
+        )
+        _end(child, call)
+    _end(span, call)
+    return 1 + len(chunks)

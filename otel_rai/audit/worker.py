@@ -1,0 +1,236 @@
+"""The audit worker: a background thread that turns captured calls into spans.
+
+Callers append to a deque (no lock on the hot path) and wake the worker only when a batch has built up;
+otherwise it wakes on its own every ``_INTERVAL`` seconds. Each cycle builds the spans of up to
+``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
+than ``max_pending_calls`` calls, or calls of more than ``max_pending_rows`` rows in all, wait, callers
+block until there is room: back-pressure, never a drop. (Single-row calls are bounded by the call count
+alone, which keeps their path free of locks; a call larger than the row bound still goes in alone.)
+A task (a plain callable, e.g. a recorded outcome) queued with `submit` runs in order with the calls.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence, Union
+
+from opentelemetry import trace
+
+from otel_rai import _fork
+from otel_rai.audit import spans
+from otel_rai.capture.recorder import DecisionCall
+from otel_rai.explanations import record as explanations
+from otel_rai.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+_INTERVAL = 0.02
+#: An idle worker still runs a cycle this often (for timed checkpoints), and after a failed commit
+#: this often (to retry it).
+_IDLE_CYCLE_S = 1.0
+_RETRY_S = 0.1
+_WAKE_AT = 256
+_BATCH = 1024
+_LOGGED_PER_STAGE = 5
+
+#: What the worker runs: a captured call, or a task to run on the audit thread after the calls before it.
+Work = Union[DecisionCall, Callable[[], None]]
+
+
+@dataclass(eq=False)
+class Counters:
+    """What the audit path did, for `otel_rai.flush()` and the ``ml.audit.*`` metrics."""
+
+    decisions: int = 0
+    spans: int = 0
+    #: Audit records that will never be delivered (a call whose span could not be built).
+    dropped: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """A forked child counts its own work: what it inherited was the parent's."""
+        self.decisions = self.spans = self.dropped = 0
+        self.failures = {}
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        n = self.failures[stage] = self.failures.get(stage, 0) + 1
+        if n <= _LOGGED_PER_STAGE or n % 1000 == 0:
+            # The type only: a message could quote a raw input value.
+            _log.warning("otel-rai: %s failed (%s), failure %d; the prediction was not affected",
+                         stage, type(exc).__name__, n)
+
+
+class AuditWorker:
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        settings: Settings,
+        counters: Counters,
+        cycle_hooks: Sequence[Callable[[], None]] = (),
+        call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
+        commits: Sequence[Callable[[], None]] = (),
+        max_pending_rows: int | None = None,
+    ) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        self._counters = counters
+        self._cycle_hooks = list(cycle_hooks)
+        self._call_hooks = list(call_hooks)
+        self._commits = list(commits)  # after the cycle hooks; a failure fails the cycle's receipts
+        self._max_pending_rows = max_pending_rows
+        self._reset()
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """Fresh state; also in a forked child, whose parent still owns the calls queued before fork."""
+        self._pending: collections.deque[Work] = collections.deque()
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._pending_rows = 0  # rows of the multi-row calls queued, under _cond
+        self._last_cycle = time.monotonic()
+        self._commit_failed = False
+
+    def submit(self, call: Work) -> None:
+        if self._thread is None:
+            self._start()
+        pending = self._pending
+        if len(pending) >= self._settings.max_pending_calls:
+            self._wait_for_room()
+        rows = getattr(call, "n_rows", None) or 0
+        if rows > 1 and self._max_pending_rows is not None:
+            self._admit_rows(rows)
+        pending.append(call)
+        if len(pending) >= _WAKE_AT:
+            self._wake.set()
+
+    def _admit_rows(self, rows: int) -> None:
+        limit = self._max_pending_rows
+        with self._cond:
+            if self._pending_rows and self._pending_rows + rows > limit:
+                self._wake.set()
+                self._cond.wait_for(lambda: not self._pending_rows or self._pending_rows + rows <= limit)
+            self._pending_rows += rows
+
+    def wake(self) -> None:
+        """Have the worker start a cycle now (a caller is waiting for its record)."""
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otel-rai-audit", daemon=True)
+                self._thread.start()
+
+    def _wait_for_room(self) -> None:
+        self._wake.set()
+        with self._cond:
+            self._cond.wait_for(lambda: len(self._pending) < self._settings.max_pending_calls)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(_INTERVAL)
+            self._wake.clear()
+            idle = time.monotonic() - self._last_cycle
+            if not self._drain() and idle >= (_RETRY_S if self._commit_failed else _IDLE_CYCLE_S):
+                self._process([])
+        self._drain()
+
+    def _drain(self) -> bool:
+        """Process what is queued; False if nothing was."""
+        drained = False
+        while True:
+            with self._cond:
+                if not self._pending:
+                    return drained
+                drained = True
+                self._busy = True
+                batch = [self._pending.popleft() for _ in range(min(_BATCH, len(self._pending)))]
+                if self._max_pending_rows is not None:
+                    self._pending_rows -= sum(r for r in (getattr(c, "n_rows", None) or 0 for c in batch) if r > 1)
+                # Room now, not once the batch is done: callers waiting for it then run while this
+                # thread waits on the disk, instead of leaving the interpreter idle.
+                self._cond.notify_all()
+            try:
+                self._process(batch)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _process(self, batch: list[Work]) -> None:
+        counters = self._counters
+        try:
+            explanations.attach(batch, self._settings, counters.fail)
+        except Exception as exc:
+            counters.fail("explain", exc)
+        spans.hash_inputs(batch, self._settings)
+        for call in batch:
+            if not isinstance(call, DecisionCall):
+                try:
+                    call()
+                except Exception as exc:
+                    counters.fail("task", exc)
+                continue
+            try:
+                counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
+                counters.decisions += len(call.ids)
+            except Exception as exc:
+                counters.fail("span", exc)
+                counters.dropped += 1
+                if call.receipt is not None:
+                    call.receipt.settle(False)
+            for observe in self._call_hooks:
+                try:
+                    observe(call)
+                except Exception as exc:
+                    counters.fail("observe", exc)
+        for hook in self._cycle_hooks:
+            try:
+                hook()
+            except Exception as exc:
+                counters.fail("cycle", exc)
+        committed = True
+        for commit in self._commits:
+            try:
+                commit()
+            except Exception as exc:
+                counters.fail("commit", exc)
+                committed = False
+        self._commit_failed = not committed
+        self._last_cycle = time.monotonic()
+        for call in batch:
+            receipt = getattr(call, "receipt", None)
+            if receipt is not None:
+                receipt.settle(committed)
+
+    def pending(self) -> int:
+        return len(self._pending) + (1 if self._busy else 0)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every call submitted so far has its spans ended; False on timeout."""
+        if self._thread is None:
+            return not self._pending
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not self._pending and not self._busy, max(0.0, deadline - time.monotonic())
+            )
+
+    def shutdown(self, timeout: float) -> bool:
+        drained = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return drained

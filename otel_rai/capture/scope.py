@@ -1,0 +1,153 @@
+"""``otel_rai.decisions()``: ids, attributes and groups a caller gives to the decisions of a block.
+
+The scope lives in a context variable, so it follows the caller's thread or task; the recorder reads it
+on the hot path (`current`). Decision ids are made here too (`new_ids`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from otel_rai import semconv
+
+_SCOPE: contextvars.ContextVar[DecisionScope | None] = contextvars.ContextVar("otel_rai_scope", default=None)
+_OTEL_TYPES = (str, bool, int, float)
+
+#: The scope of the current context, if any (the recorder's hot path).
+current = _SCOPE.get
+
+
+class DecisionScope:
+    """What `decisions()` yields. After the calls in the block, `ids` holds every decision id."""
+
+    def __init__(
+        self,
+        ids: Sequence[Any] | None,
+        attributes: Mapping[str, Any] | None,
+        groups: Mapping[str, Any] | None = None,
+        explain: bool = True,
+    ) -> None:
+        self.explain = bool(explain)
+        self._given_ids = None if ids is None else [str(i) for i in ids]
+        if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
+            raise ValueError("otel_rai.decisions: ids must be unique")
+        self.attributes = _checked_attributes(attributes or {})
+        self.groups = _checked_groups(groups or {})
+        self.ids: list[str] = []
+
+    def _take_ids(self, n_rows: int | None) -> list[str]:
+        given, self._given_ids = self._given_ids, None  # given ids name one call, the next one
+        if given is None:
+            return new_ids(n_rows or 0)
+        if n_rows is not None and len(given) != n_rows:
+            raise ValueError(
+                f"otel_rai.decisions: {len(given)} ids given for a call with {n_rows} rows"
+            )
+        return given
+
+    def _checked_group_rows(self, n_rows: int | None) -> dict[str, Any] | None:
+        for name, values in self.groups.items():
+            if isinstance(values, tuple) and n_rows is not None and len(values) != n_rows:
+                raise ValueError(
+                    f"otel_rai.decisions: {len(values)} values of group {name!r} for a call with {n_rows} rows"
+                )
+        return self.groups or None
+
+
+@contextmanager
+def decisions(
+    ids: Sequence[Any] | None = None,
+    attributes: Mapping[str, Any] | None = None,
+    groups: Mapping[str, Any] | None = None,
+    *,
+    explain: bool = True,
+) -> Iterator[DecisionScope]:
+    """Name the decisions of the next instrumented call, and add span attributes to calls in the block.
+
+    >>> with otel_rai.decisions(ids=["A-1093", "A-1094"]) as d:
+    ...     model.predict(X)          # X has two rows
+    >>> d.ids
+    ['A-1093', 'A-1094']
+
+    `ids` (one per row, unique) apply to the next call only; later calls in the block get generated
+    ids. `attributes` go on every decision span in the block; names under ``ml.`` are reserved.
+    `groups` gives the sensitive attributes of the calls in the block, for the fairness metrics:
+    ``{"sex": ["f", "m"]}`` (one value per row) or ``{"sex": "f"}`` (every row). They are never put
+    on spans unless allowlisted with ``capture_features``.
+    `explain=False` leaves the decisions of the block unexplained.
+    """
+    scope = DecisionScope(ids, attributes, groups, explain)
+    token = _SCOPE.set(scope)
+    try:
+        yield scope
+    finally:
+        _SCOPE.reset(token)
+
+
+def _checked_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in attributes.items():
+        if not isinstance(key, str) or key.startswith(semconv.RESERVED_PREFIX):
+            raise ValueError(f"otel_rai.decisions: attribute name {key!r} is reserved or not a string")
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, _OTEL_TYPES) for v in items) or len({type(v) for v in items}) > 1:
+            raise ValueError(
+                f"otel_rai.decisions: attribute {key!r} must be a str, bool, int or float, "
+                "or a list of one of those"
+            )
+    return dict(attributes)
+
+
+def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
+    """Group values, snapshotted: a scalar, or a tuple with one value per row."""
+    checked = {}
+    for name, values in groups.items():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"otel_rai.decisions: group name {name!r} is not a non-empty string")
+        if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+            checked[name] = values
+        elif hasattr(values, "__len__") and not isinstance(values, (Mapping, set, frozenset)):
+            checked[name] = tuple(values)
+        else:
+            raise ValueError(f"otel_rai.decisions: group {name!r} must be one value or a sequence of values")
+    return checked
+
+
+def new_ids(n: int) -> list[str]:
+    """`n` decision ids: 32 hex digits, a 48-bit Unix millisecond time then 80 random bits.
+
+    Time-ordered like UUIDv7, so ids sort by decision time and append to the store's index.
+    """
+    stamp = f"{time.time_ns() // 1_000_000:012x}"
+    noise = os.urandom(10 * n).hex()
+    return [stamp + noise[i : i + 20] for i in range(0, 20 * n, 20)]
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN and NaT are not equal to themselves
+    except TypeError:  # pandas.NA refuses to be a bool
+        return True
+
+
+def labels(values: Iterable[Any]) -> list[str]:
+    """Group values as metric attribute strings."""
+    return [semconv.MISSING_GROUP if _is_missing(v) else str(v) for v in values]
+
+
+def given_labels(call: Any, name: str) -> list[str] | None:
+    """Labels of `name` from ``decisions(groups=...)``: one per row, a scalar applying to every row."""
+    if not call.groups or name not in call.groups:
+        return None
+    value = call.groups[name]
+    n = len(call.ids)
+    if not isinstance(value, tuple):
+        return labels([value]) * n
+    if len(value) != n:
+        raise ValueError(f"otel_rai.decisions: {len(value)} values of group {name!r} for a call with {n} rows")
+    return labels(value)

@@ -1,0 +1,255 @@
+"""Verification: walk the records of a trail and report what breaks its chain (`check`).
+
+Each record is recomputed and each stream walked in sequence order. What is reported:
+
+* **edited**: a record whose content no longer matches its record hash, or one rewritten with a new
+  hash (the next record committed to another one);
+* **deleted**: records missing from a stream (a gap in the sequence, or its first records);
+* **reordered**: records stored out of chain order (the local store only: backends keep no order);
+* **foreign**: a record that is in no chain (an ``ml.*`` span without chain attributes), that claims the
+  place of another record, or that links to neither neighbour;
+* **bad-signature**: a checkpoint whose signature does not verify with the key of its key id;
+* **unsigned** (with ``--require-signed``): records that no verified signed checkpoint covers.
+
+Copies of one record (at-least-once delivery) are counted, not reported. With a time window, or a
+remote backend (which is always searched in a window), each stream's first record in view is taken as
+its anchor.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from otel_rai import semconv
+from otel_rai._time import rfc3339
+from otel_rai.chain import canonical
+from otel_rai.codec.records import SpanRecord
+
+KINDS = ("edited", "deleted", "reordered", "foreign", "bad-signature", "unsigned")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the trail, at `record` (for a deletion: the record after the gap)."""
+
+    kind: str
+    detail: str
+    record: SpanRecord
+    stream: str | None = None
+    seq: int | None = None
+    position: int | None = None  # the local store's write order
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.record
+        ids = r.attributes.get(semconv.DECISION_IDS)
+        return {"kind": self.kind, "detail": self.detail, "stream": self.stream, "seq": self.seq,
+                "trace_id": r.trace_id, "span_id": r.span_id, "name": r.name, "time": rfc3339(r.start_ns),
+                "first_decision_id": ids[0] if isinstance(ids, (list, tuple)) and ids else None}
+
+
+@dataclass
+class Stream:
+    """What was seen of one stream."""
+
+    stream: str
+    first: int
+    last: int
+    records: int = 0
+    decisions: int = 0
+    checkpoints: int = 0
+    #: Checkpoints whose signature verified, and the last sequence number they cover.
+    signed: int = 0
+    signed_through: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Report:
+    records: int = 0
+    duplicates: int = 0
+    #: Signed checkpoints whose key was not given.
+    unverified_checkpoints: int = 0
+    streams: dict[str, Stream] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def ordered_problems(self) -> list[Problem]:
+        """Problems in the order of the trail: write order where known, else time."""
+        return sorted(self.problems, key=lambda p: (p.position if p.position is not None else 0,
+                                                   p.record.start_ns, p.stream or "", p.seq or 0))
+
+    def counts(self) -> dict[str, int]:
+        return {kind: n for kind in KINDS if (n := sum(p.kind == kind for p in self.problems))}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "records": self.records, "duplicates": self.duplicates,
+                "unverified_checkpoints": self.unverified_checkpoints, "problems_by_kind": self.counts(),
+                "streams": [s.to_dict() for s in self.streams.values()],
+                "problems": [p.to_dict() for p in self.ordered_problems()]}
+
+
+@dataclass
+class _Entry:
+    record: SpanRecord
+    position: int | None
+    seq: int
+    prev: str
+    claimed: str
+    intact: bool
+
+
+def seq_of(value: Any) -> int | None:
+    """A record's ``ml.audit.seq`` as a positive int (backends may give a float or a string), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _chained(record: SpanRecord) -> tuple[str, int, str, str] | None:
+    a = record.attributes
+    stream, seq = a.get(semconv.AUDIT_STREAM), seq_of(a.get(semconv.AUDIT_SEQ))
+    prev, claimed = a.get(semconv.AUDIT_PREV_HASH), a.get(semconv.AUDIT_RECORD_HASH)
+    if not isinstance(stream, str) or not stream or seq is None:
+        return None
+    if not (isinstance(prev, str) and _HEX64.match(prev) and isinstance(claimed, str) and _HEX64.match(claimed)):
+        return None
+    return stream, seq, prev, claimed
+
+
+def _is_audit_record(record: SpanRecord) -> bool:
+    return record.scope_name == semconv.SCOPE or any(k.startswith("ml.") for k in record.attributes)
+
+
+def check(
+    items: Iterable[tuple[int | None, SpanRecord]],
+    keys: Mapping[str, Any] = {},  # noqa: B006 - read only
+    *,
+    anchored: bool = False,
+    require_signed: bool = False,
+) -> Report:
+    """Check the (write position or None, record) pairs of a trail. `keys` maps checkpoint key ids to
+    `keys.HmacKey` / `keys.Ed25519Key`; `anchored`: the view starts mid-stream (a time window)."""
+    report = Report()
+    streams: dict[str, list[_Entry]] = {}
+    for position, record in items:
+        if not _is_audit_record(record):
+            continue
+        report.records += 1
+        fields = _chained(record)
+        if fields is None:
+            report.problems.append(Problem("foreign", "carries no (valid) chain attributes", record,
+                                           position=position))
+            continue
+        stream, seq, prev, claimed = fields
+        streams.setdefault(stream, []).append(_Entry(record, position, seq, prev, claimed, canonical.matches(record)))
+    for name, entries in streams.items():
+        _walk(name, entries, keys, anchored, require_signed, report)
+    return report
+
+
+def _slots(entries: list[_Entry], report: Report) -> list[list[_Entry]]:
+    """The entries grouped by sequence number, copies of one record merged."""
+    entries.sort(key=lambda e: (e.seq, e.position or 0))
+    slots: list[list[_Entry]] = []
+    for e in entries:
+        if slots and slots[-1][0].seq == e.seq:
+            if any(o.claimed == e.claimed and o.intact == e.intact for o in slots[-1]):
+                report.duplicates += 1
+                continue
+            slots[-1].append(e)
+        else:
+            slots.append([e])
+    return slots
+
+
+def _walk(name: str, entries: list[_Entry], keys: Mapping[str, Any], anchored: bool, require_signed: bool,
+          report: Report) -> None:
+    slots = _slots(entries, report)
+    info = report.streams[name] = Stream(name, slots[0][0].seq, slots[-1][0].seq)
+
+    def problem(kind: str, detail: str, e: _Entry) -> None:
+        report.problems.append(Problem(kind, detail, e.record, name, e.seq, e.position))
+
+    previous: _Entry | None = None
+    furthest = None  # the latest write position so far
+    for i, candidates in enumerate(slots):
+        chosen = _choose(candidates, previous)
+        for other in candidates:
+            if other is chosen:
+                continue
+            if other.claimed == chosen.claimed:
+                problem("edited", "a copy of this record whose content no longer matches its hash", other)
+            else:
+                problem("foreign", f"claims seq {other.seq}, which another record of the stream holds", other)
+        seq = chosen.seq
+        if previous is None:
+            if seq != 1 and not anchored:
+                problem("deleted", f"the stream's first {seq - 1} record(s) are missing", chosen)
+            elif seq == 1 and chosen.prev != canonical.GENESIS:
+                problem("foreign", "claims to start the stream but links to a previous record", chosen)
+        elif seq > previous.seq + 1:
+            problem("deleted", f"{seq - previous.seq - 1} record(s) before it are missing "
+                               f"(seq {previous.seq + 1}-{seq - 1})", chosen)
+        elif chosen.prev != previous.claimed:
+            following = slots[i + 1] if i + 1 < len(slots) and slots[i + 1][0].seq == seq + 1 else []
+            if any(f.prev == chosen.claimed for f in following):
+                problem("edited", "rewritten with a new record hash: the next record committed to another",
+                        previous)
+            else:
+                problem("foreign", f"does not link to record seq {previous.seq}, and nothing links to it", chosen)
+        if not chosen.intact:
+            problem("edited", "its content no longer matches its record hash", chosen)
+        if chosen.position is not None:
+            if furthest is not None and chosen.position < furthest:
+                problem("reordered", "stored before records that precede it in the chain", chosen)
+            furthest = chosen.position if furthest is None else max(furthest, chosen.position)
+        info.records += 1
+        info.decisions += len(chosen.record.attributes.get(semconv.DECISION_IDS) or ())
+        if semconv.CHECKPOINT_DECISIONS in chosen.record.attributes:
+            _checkpoint(chosen, info, keys, report, problem)
+        previous = chosen
+    if require_signed and info.signed_through < info.last:
+        first_uncovered = next(s[0] for s in slots if s[0].seq > info.signed_through)
+        problem("unsigned", f"records from seq {first_uncovered.seq} on are covered by no verified signed "
+                            "checkpoint", first_uncovered)
+
+
+def _choose(candidates: list[_Entry], previous: _Entry | None) -> _Entry:
+    """Of several records claiming one place, the intact one that links to the previous record."""
+    def rank(e: _Entry) -> tuple[bool, bool]:
+        links = previous.claimed == e.prev if previous is not None else e.prev == canonical.GENESIS
+        return (not (e.intact and links), not e.intact)
+
+    return min(candidates, key=rank)
+
+
+def _checkpoint(e: _Entry, info: Stream, keys: Mapping[str, Any], report: Report, problem: Any) -> None:
+    info.checkpoints += 1
+    a = e.record.attributes
+    algorithm, key_id, signature = (a.get(semconv.CHECKPOINT_ALGORITHM), a.get(semconv.CHECKPOINT_KEY_ID),
+                                    a.get(semconv.CHECKPOINT_SIGNATURE))
+    if signature is None and algorithm is None:
+        return
+    key = keys.get(key_id) if isinstance(key_id, str) else None
+    if key is None:
+        report.unverified_checkpoints += 1
+        return
+    if key.algorithm != algorithm or not isinstance(signature, str) or not key.verify(
+            bytes.fromhex(e.claimed), signature):
+        problem("bad-signature", f"its {algorithm} signature does not verify with key {key_id}", e)
+        return
+    if e.intact:
+        info.signed += 1
+        info.signed_through = e.seq

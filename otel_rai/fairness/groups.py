@@ -1,0 +1,149 @@
+"""Which group each decision belongs to, for every sensitive attribute.
+
+Group values come from the columns of the input named by ``instrument(sensitive_features=[...])``
+(the model may ignore those columns: the captured input still has them), or from
+``otel_rai.decisions(groups={...})``, which wins when both name the same attribute. An intersection,
+given as a tuple such as ``("sex", "race")``, is one combined attribute ``sex&race`` whose groups are
+``female&black`` and so on.
+
+Group values become strings; a missing value (None, NaN, NA) is the group ``(missing)``. They are
+metric attributes only: they reach spans only for names allowlisted with ``capture_features``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from otel_rai import semconv
+from otel_rai.capture.recorder import DecisionCall
+from otel_rai.capture.scope import given_labels, labels
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SensitiveAttribute:
+    """One sensitive attribute: a single column, or the intersection of several."""
+
+    parts: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return semconv.INTERSECTION.join(self.parts)
+
+
+def parse(specs: Iterable[str | Sequence[str]]) -> tuple[SensitiveAttribute, ...]:
+    """``["sex", ("sex", "race")]`` (or ``"sex&race"``, the environment-variable form) as attributes."""
+    attributes: list[SensitiveAttribute] = []
+    for spec in specs:
+        parts = tuple(spec.split(semconv.INTERSECTION)) if isinstance(spec, str) else tuple(spec)
+        if not parts or not all(isinstance(p, str) and p for p in parts) or len(set(parts)) != len(parts):
+            raise ValueError(f"otel-rai: sensitive feature {spec!r} must be a name or a tuple of distinct names")
+        attribute = SensitiveAttribute(parts)
+        if attribute not in attributes:
+            attributes.append(attribute)
+    return tuple(attributes)
+
+
+#: Up to this many rows, reading cells one by one beats building a pandas column (a Series costs ~10 µs).
+_FEW_ROWS = 8
+
+
+def _input_values(call: DecisionCall, name: str) -> list[Any] | None:
+    """Column `name` of the captured input: a DataFrame column, else by the model's feature names."""
+    X = call.X
+    columns = getattr(X, "columns", None)
+    if columns is not None:
+        j = columns.get_loc(name) if name in columns else None
+        if not isinstance(j, int):  # absent, or a duplicated name that names no single column
+            return None
+        n = len(X)
+        return [X.iat[i, j] for i in range(n)] if n <= _FEW_ROWS else X.iloc[:, j].tolist()
+    names = call.info.feature_names
+    if names is not None and name in names and getattr(X, "ndim", 0) == 2:
+        return np.asarray(X)[:, names.index(name)].tolist()
+    return None
+
+
+class GroupResolver:
+    """Per call, the group label of every row for every sensitive attribute that the call can answer.
+
+    At most `max_groups` distinct groups per attribute: later ones become ``(other)``, because every
+    group is a metric series (a continuous column named as sensitive would otherwise flood the backend).
+    """
+
+    def __init__(self, attributes: Sequence[SensitiveAttribute], max_groups: int) -> None:
+        self._attributes = tuple(attributes)
+        self._max_groups = max_groups
+        self._seen: dict[str, set[str]] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._attributes)
+
+    def _attributes_of(self, names: Iterable[str]) -> list[SensitiveAttribute]:
+        """The configured attributes, plus a single attribute for each name only given per call."""
+        extra = [SensitiveAttribute((n,)) for n in names if SensitiveAttribute((n,)) not in self._attributes]
+        return [*self._attributes, *extra]
+
+    def resolve(self, call: DecisionCall) -> dict[str, list[str]]:
+        """{attribute name: one group label per row}."""
+        columns: dict[str, list[str] | None] = {}
+        out = {}
+        for attribute in self._attributes_of(call.groups or ()):
+            parts = []
+            for part in attribute.parts:
+                if part not in columns:
+                    given = given_labels(call, part)
+                    column = _input_values(call, part) if given is None else None
+                    columns[part] = given if column is None else labels(column)
+                parts.append(columns[part])
+            if any(p is None for p in parts):
+                self._warn_missing(call.info.name, attribute.name)
+                continue
+            joined = parts[0] if len(parts) == 1 else [semconv.INTERSECTION.join(t) for t in zip(*parts)]
+            out[attribute.name] = self._capped(attribute.name, joined)
+        return out
+
+    def from_mapping(self, groups: Mapping[str, Any]) -> dict[str, str]:
+        """{attribute name: group label} of one decision whose group values are given by name."""
+        values = dict(zip(groups, labels(groups.values())))
+        out = {}
+        for attribute in self._attributes_of(groups):
+            if all(p in values for p in attribute.parts):
+                label = semconv.INTERSECTION.join(values[p] for p in attribute.parts)
+                out[attribute.name] = self._capped(attribute.name, [label])[0]
+        return out
+
+    def _capped(self, attribute: str, values: list[str]) -> list[str]:
+        seen = self._seen.setdefault(attribute, set())
+        if seen.issuperset(values):
+            return values
+        capped = []
+        for value in values:
+            if value not in seen:
+                if len(seen) >= self._max_groups:
+                    self._warn_cap(attribute)
+                    value = semconv.OTHER_GROUP
+                seen.add(value)
+            capped.append(value)
+        return capped
+
+    def _warn_missing(self, model: str, attribute: str) -> None:
+        if (model, attribute) not in self._warned:
+            self._warned.add((model, attribute))
+            _log.warning(
+                "otel-rai: the input of model %s has no column %r and no decisions(groups=...) gives it; "
+                "its decisions are not counted for that sensitive attribute", model, attribute,
+            )
+
+    def _warn_cap(self, attribute: str) -> None:
+        if ("", attribute) not in self._warned:
+            self._warned.add(("", attribute))
+            _log.warning("otel-rai: sensitive attribute %r has more than %d groups; further ones count as %s",
+                         attribute, self._max_groups, semconv.OTHER_GROUP)

@@ -1,0 +1,183 @@
+"""Positive and negative outcomes, and what a delayed ground-truth label needs to be counted.
+
+`OutcomeRule` turns a call's output into one positive/negative flag per row:
+
+* ``predict`` of a classifier, and the scored operations (``predict_proba``, ``predict_log_proba``,
+  ``decision_function``) without a threshold: positive when the predicted label (the label of
+  ``ml.outputs``) is the positive label;
+* with ``score_threshold``: positive when the score of the positive class is at or above it (for
+  ``predict`` of a regressor and for ``score_samples``: when the value is);
+* the positive label is ``positive_label``, else the second of two ``classes_`` (scikit-learn's
+  positive class), else ``1``. A multi-class model needs ``positive_label``.
+
+`DecisionBook` is the bounded map from decision id to what `otel_rai.record_outcome` needs. When it
+does not know an id, an `OutcomeLookup` (the session's: the local audit store) is asked. A
+`DecisionJournal` (the local audit store's sink) keeps every decision's groups and outcome for the
+audit report, beyond the book's memory.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from numbers import Real
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import numpy as np
+from sklearn.base import is_regressor
+
+from otel_rai.audit.outputs import SCORED
+from otel_rai.capture.recorder import DecisionCall
+from otel_rai.errors import UnknownDecision
+
+
+def _is_regressor(model: Any) -> bool:
+    try:
+        return bool(is_regressor(model))
+    except Exception:  # an estimator-like object without scikit-learn tags
+        return False
+
+
+@dataclass(frozen=True)
+class Positive:
+    """What makes a ground-truth value positive: equal to `label`, or (no label) at least `threshold`."""
+
+    label: Any = None
+    threshold: float | None = None
+
+    def __call__(self, value: Any) -> bool:
+        if self.label is None:
+            return bool(value >= self.threshold)
+        return bool(value == self.label)
+
+
+@dataclass(frozen=True)
+class OutcomeRule:
+    positive_label: Any = None
+    score_threshold: float | None = None
+
+    def label_for(self, classes: np.ndarray | None) -> Any | None:
+        """The positive label of a model with these classes; None when it cannot be told."""
+        if self.positive_label is not None:
+            return self.positive_label
+        if classes is None:
+            return 1
+        return classes.tolist()[1] if len(classes) == 2 else None
+
+    def predicted(self, call: DecisionCall) -> list[bool] | None:
+        """One flag per row: was the decision positive? None when the rule does not apply."""
+        out = call.output
+        if isinstance(out, list) and out and isinstance(out[0], np.ndarray):
+            return None  # multi-output
+        out = np.asarray(out)
+        classes = call.info.classes
+        label = self.label_for(classes)
+        threshold = self.score_threshold
+        if out.ndim == 2 and call.operation in SCORED:
+            matching = classes is not None and len(classes) == out.shape[1]
+            names = (classes if matching else np.arange(out.shape[1])).tolist()
+            if label not in names:
+                return None
+            column = names.index(label)
+            if threshold is None:
+                return (out.argmax(axis=1) == column).tolist()
+            return (out[:, column] >= threshold).tolist()
+        if out.ndim != 1:
+            return None
+        if call.operation == "decision_function" and classes is not None and len(classes) == 2:
+            if threshold is None:
+                return (classes[(out > 0).astype(int)] == label).tolist()
+            # The binary score is the second class's: a threshold only applies when it is the positive one.
+            return (out >= threshold).tolist() if label == classes.tolist()[1] else None
+        if call.operation == "predict" and classes is not None:
+            return None if label is None else (out == label).tolist()
+        if threshold is not None and out.dtype.kind in "biuf":
+            return (out >= threshold).tolist()
+        if _is_regressor(call.model):
+            return None  # a value is neither positive nor negative without a threshold
+        if call.operation == "predict" and label is not None:
+            return (out == label).tolist()
+        return None
+
+    def truth_for(self, call: DecisionCall) -> Positive:
+        """How the ground truth of this call's decisions is read."""
+        if call.info.classes is None and self.score_threshold is not None and self.positive_label is None:
+            return Positive(threshold=self.score_threshold)  # a regressor's value against the threshold
+        return Positive(label=self.label_for(call.info.classes))
+
+    def predicted_from_value(self, prediction: Any, classes: Sequence[Any] | None = None) -> bool | None:
+        """Whether a prediction passed to `record_outcome` (a label, or a score with a threshold) is positive."""
+        is_score = isinstance(prediction, Real) and not isinstance(prediction, (bool, int, np.integer))
+        if self.score_threshold is not None and is_score:
+            return bool(prediction >= self.score_threshold)
+        label = self.label_for(None if classes is None else np.asarray(classes))
+        return None if label is None else bool(prediction == label)
+
+    def default_truth(self, classes: Sequence[Any] | None = None) -> Positive:
+        label = self.label_for(None if classes is None else np.asarray(classes))
+        if label is None:
+            raise UnknownDecision("no positive label: set FairnessConfig(positive_label=...)")
+        return Positive(label=label)
+
+
+@dataclass(frozen=True)
+class KnownDecision:
+    """What an outcome needs to know about its decision. `OutcomeLookup` returns one.
+
+    prediction: the predicted label (``ml.outputs``), or a score when ``score_threshold`` is set.
+    classes: the model's ``classes_`` (``ml.output.classes``), to find its positive label.
+    groups: {sensitive attribute: group value}; empty when the source does not know them.
+    """
+
+    model: str
+    version: str
+    prediction: Any
+    classes: Sequence[Any] | None = None
+    groups: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: The fallback for ids the `DecisionBook` no longer (or never) held: the local audit store provides it.
+OutcomeLookup = Callable[[str], "KnownDecision | None"]
+
+
+class DecisionJournal(Protocol):
+    """Keeps the groups and outcomes of decisions for the audit report (the local audit store)."""
+
+    def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None: ...
+
+    def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A decision as the monitor saw it: enough to count its outcome later."""
+
+    model: str
+    version: str
+    groups: dict[str, str]
+    predicted: bool
+    truth: Positive
+
+
+class DecisionBook:
+    """Decision id → `Remembered`, for the newest `capacity` decisions that had groups."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._entries: collections.OrderedDict[str, Remembered] = collections.OrderedDict()
+
+    def remember(self, ids: Sequence[str], model: str, version: str, groups: Mapping[str, list[str]],
+                 predicted: Sequence[bool], truth: Positive) -> None:
+        entries = self._entries
+        names = tuple(groups)
+        for decision_id, labels, flag in zip(ids, zip(*groups.values()), predicted):
+            entries[decision_id] = Remembered(model, version, dict(zip(names, labels)), flag, truth)
+        while len(entries) > self._capacity:
+            entries.popitem(last=False)
+
+    def pop(self, decision_id: str) -> Remembered | None:
+        """The decision, forgotten: a decision's first outcome is the one that counts."""
+        return self._entries.pop(decision_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,291 @@
+"""The store sink: each worker cycle's spans go to the local audit store in one transaction, and, when
+the store is the write-ahead log of an OTLP export (or a spool), into its outbox, which `StoreOutbox`
+hands to an `otlp.Exporter`. One process at a time exports a store (an exclusive lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import time
+from itertools import repeat
+from typing import Any, Callable, Mapping, Sequence
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from otel_rai import _fork, semconv
+from otel_rai.codec import otlpproto
+from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.sdk import from_readable, resource_attributes, to_resource
+from otel_rai.errors import StoreError
+from otel_rai.sinks import base, otlp
+from otel_rai.store import Store
+from otel_rai.store.store import INDEX_EVERY, Queued, json_text
+
+try:
+    import fcntl
+except ImportError:  # Windows: one exporting process per store is assumed
+    fcntl = None  # type: ignore[assignment]
+
+_log = logging.getLogger(__name__)
+
+_MAX_UNWRITTEN = 100_000
+_EXPORT_POLL_S = 1.0
+_FLUSH_POLL_S = 0.05
+#: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
+_DELETE_EVERY_S = 1.0
+
+
+def queued(span: ReadableSpan) -> Queued:
+    """A span as the outbox keeps it: `base.encoded`, with its resource and scope as an origin."""
+    resource, scope, encoded, rows = base.encoded(span)
+    origin = (resource_attributes(resource), resource.schema_url or "",
+              scope.name if scope else "", (scope.version or "") if scope else "")
+    return origin, rows, encoded
+
+
+class StoreOutbox:
+    """The store's ``outbox`` as an `base.SpanQueue`. A batch is `otlpproto.EncodedSpans`: what was
+    encoded when the spans were written goes out as it is.
+
+    One process at a time exports a store: whichever holds an exclusive ``flock`` on the file
+    ``<store>-export.lock``. The lock dies with its process, so after a crash, SIGKILL or a normal exit
+    the next process that opens the store with an endpoint takes over and exports what is left, in order.
+    """
+
+    def __init__(self, store: Store, *, forget: bool = False) -> None:
+        self._store = store
+        self._forget = forget
+        self._lock_path = store.path.with_name(store.path.name + "-export.lock")
+        self._lock_fd: int | None = None
+        self._holding = fcntl is None
+        self._taken: int | None = None  # the last seq of the batch out for export
+        #: Exported up to this seq; up to `_deleted`, also gone from the file (see `done`).
+        self._exported = self._deleted = 0
+        self._deleted_at = time.monotonic()
+        self._counted = False
+        self._through: int | None = None
+        self._origins: dict[int, tuple[Resource, InstrumentationScope]] = {}
+
+    def written(self, last_seq: int) -> None:
+        """This process wrote spans up to `last_seq`: its flushes wait for them."""
+        self._through = max(self._through or 0, last_seq)
+
+    def _hold(self) -> bool:
+        if self._holding:
+            return True
+        if self._lock_fd is None:
+            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._holding = True
+        return True
+
+    def _origin(self, origin: int) -> tuple[Resource, InstrumentationScope]:
+        found = self._origins.get(origin)
+        if found is None:
+            attributes, schema_url, scope_name, scope_version = self._store.origin_of(origin)
+            found = self._origins[origin] = (to_resource(attributes, schema_url),
+                                             InstrumentationScope(scope_name, scope_version or None))
+        return found
+
+    def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
+        if not self._hold():
+            return []
+        batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
+        if not batch:
+            if self._counted or time.monotonic() - self._deleted_at >= _DELETE_EVERY_S:
+                self._delete()
+            return []
+        self._taken = batch[-1][0]
+        return otlpproto.EncodedSpans(otlpproto.grouped((*self._origin(origin), span) for _, origin, span in batch))
+
+    def done(self) -> None:
+        """The batch was delivered. It leaves the outbox with later ones, at most `_DELETE_EVERY_S`
+        later, or once the export has caught up while a flush waits: a write transaction per batch
+        would keep the export waiting for the worker's write lock. Meanwhile `take` skips it, and
+        `pending` still counts it (so that a flush returns with the outbox as delivered); a crash in
+        between only sends it again (at least once)."""
+        if self._taken is not None:
+            self._exported = self._taken
+            self._taken = None
+            if time.monotonic() - self._deleted_at >= _DELETE_EVERY_S:
+                self._delete()
+
+    def _delete(self) -> None:
+        """Delete what was exported from the outbox (with a spool, from the file)."""
+        self._counted = False
+        if self._exported > self._deleted:
+            self._store.outbox_done(self._exported, forget=self._forget)
+            self._deleted = self._exported
+        self._deleted_at = time.monotonic()
+
+    def pending(self) -> int:
+        """Spans still in the outbox, exported or not: somebody counting them (a flush waiting for
+        them to go) has the export delete the exported ones as soon as it has caught up."""
+        if self._through is None:  # first look: what earlier processes left is ours to wait for too
+            self._through = self._store.last_seq()
+        self._counted = True
+        return self._store.outbox_pending(self._through)
+
+    def release(self, *, unlock: bool = True) -> None:
+        """Give up the export lock, once what was exported is deleted (else the next exporter would
+        send it again). A forked child closes its inherited descriptor without `unlock`: the lock
+        belongs to the open file the parent shares, and stays the parent's."""
+        if self._holding and unlock:
+            try:
+                self._delete()
+            except (sqlite3.Error, StoreError):
+                _log.warning("otel-rai: could not mark exported spans in %s; they will be sent again",
+                             self._store.path)
+        if self._lock_fd is not None:
+            if self._holding and unlock:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self._holding = fcntl is None
+
+
+class StoreSink(base.Sink):
+    """Writes the audit spans of each worker cycle to the store in one transaction.
+
+    With an `exporter_factory`, the store is the write-ahead log for OTLP: each span is also queued
+    in the outbox, and an `otlp.Exporter` sends queued spans in order and deletes them from the outbox
+    once the backend took them (at least once). Spans left queued by an earlier process are sent too.
+    Without `keep`, the file is a spool: spans are only queued (encoded, as they will be sent), and
+    leave the file once exported.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        exporter_factory: Callable[[], SpanExporter] | None = None,
+        *,
+        keep: bool = True,
+        **exporter_options: Any,
+    ) -> None:
+        if not keep and exporter_factory is None:
+            raise ValueError("otel-rai: a spool (keep=False) needs an exporter")
+        self.store = Store(path, create=True)
+        self.keep = keep
+        self._factory = exporter_factory
+        self._options = exporter_options
+        self._outbox: StoreOutbox | None = None
+        self._closed = False
+        self._reset()
+        _fork.reset_in_child(self)
+        if self._exporter is not None:
+            self._exporter.wake()  # export what an earlier process left queued
+
+    def _reset(self) -> None:
+        self._received: list[ReadableSpan] = []
+        # The spans of the cycles not yet written: as records for a store, encoded for the outbox.
+        self._unwritten: list[SpanRecord] = []
+        self._unqueued: list[Queued] = []
+        self._groups: list[tuple[str, str, str]] = []
+        self._outcomes: list[tuple[str, str, int]] = []
+        self._unindexed = 0
+        if self._outbox is not None:  # a forked child: the export lock stays with the parent
+            self._outbox.release(unlock=False)
+        self._outbox = None if self._factory is None else StoreOutbox(self.store, forget=not self.keep)
+        self._exporter = None
+        if self._outbox is not None:
+            self._exporter = otlp.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        scope = span.instrumentation_scope
+        if scope is not None and scope.name == semconv.SCOPE and not self._closed:
+            self._received.append(span)
+
+    def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None:
+        """The sensitive groups of a call's decisions ({attribute: one group per row}), for the report."""
+        for attribute, labels in groups.items():
+            self._groups += zip(ids, repeat(attribute), labels)
+
+    def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None:
+        """A decision's ground truth, recorded by `record_outcome`. Encoded now, so that a value JSON
+        cannot hold fails this outcome alone, not the commit of the cycle's spans."""
+        self._outcomes.append((decision_id, json_text(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
+
+    def commit(self) -> None:
+        """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
+        spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
+        if self._received:
+            if self.keep:
+                self._unwritten += [from_readable(span) for span in self._received]
+            if self._outbox is not None:
+                self._unqueued += [queued(span) for span in self._received]
+            self._received = []
+        delay = 0.1
+        while self._unwritten or self._unqueued or self._groups or self._outcomes:
+            try:
+                last, rows = self.store.append(self._unwritten, queued=self._unqueued,
+                                               groups=self._groups, outcomes=self._outcomes)
+            except (sqlite3.Error, OSError, StoreError):
+                if self._unsaved() < _MAX_UNWRITTEN or self._closed:
+                    raise  # counted and logged by the worker
+                _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if self._unqueued:
+                self._outbox.written(last)
+                self._exporter.wake()
+            self._unwritten, self._unqueued, self._groups, self._outcomes = [], [], [], []
+            self._unindexed += rows
+        if self._unindexed >= INDEX_EVERY and self.keep:
+            self._unindexed = 0
+            self.store.index_inputs()
+
+    def pending(self) -> int:
+        unwritten = len(self._received) + self._unsaved()
+        return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
+
+    def _unsaved(self) -> int:
+        return max(len(self._unwritten), len(self._unqueued))
+
+    def exported(self) -> int:
+        return self._exporter.exported if self._exporter is not None else 0
+
+    def dropped(self) -> int:
+        return self._unsaved() if self._closed else 0
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        """Wait until the committed spans are written (the worker retries a failed write) and exported
+        (without an endpoint they are done once written)."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        while self._unsaved() and not self._closed and time.monotonic() < deadline:
+            time.sleep(_FLUSH_POLL_S)
+        if self._exporter is None:
+            return not self._unsaved()
+        return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unsaved()
+
+    def close(self, timeout: float) -> None:
+        """Stop exporting (queued spans stay queued for the next process), index, close."""
+        if self._closed:
+            return
+        self._closed = True
+        stopped = True
+        if self._exporter is not None:
+            stopped = self._exporter.close(min(otlp.CLOSE_TIMEOUT, timeout))
+            left = self._outbox.pending()
+            if left:
+                _log.warning(
+                    "otel-rai: %d audit spans are spooled in %s but not yet exported; the next process "
+                    "that opens this store with an OTLP endpoint exports them", left, self.store.path
+                )
+            self._outbox.release()
+        if self._unsaved():
+            _log.error("otel-rai: %d audit spans could not be written to %s", self._unsaved(), self.store.path)
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            while self.keep and self.store.index_inputs():
+                pass
+        if stopped:  # else the export thread, still in a hanging attempt, will use its connection again
+            self.store.close()

@@ -1,0 +1,452 @@
+"""`Store`: one audit store file, written by the store sink and read by the query tooling.
+
+Safe to share between threads (each thread gets its own connection) and between processes (see
+`connection`); a forked child opens new connections. The schema is in `schema`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from itertools import chain, repeat
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from otel_rai import _fork, semconv, settings
+from otel_rai.codec.records import SpanRecord
+from otel_rai.errors import StoreError
+from otel_rai.store import schema
+from otel_rai.store.connection import connect, insert, writing
+
+DEFAULT_NAME = "audit.db"
+#: Rows written between two bulk fills of ``input_index``.
+INDEX_EVERY = 65_536
+
+
+def default_path() -> Path:
+    """``OTEL_RAI_STORE`` (when a path), else ``audit.db`` in the otel-rai data directory."""
+    configured = settings.from_env("store")
+    if isinstance(configured, str):
+        return Path(configured).expanduser()
+    return settings.data_dir() / DEFAULT_NAME
+
+
+def location(store: str | os.PathLike[str] | bool | None, *, default: bool) -> Path | None:
+    """Where the store of a session lives, or None for no store.
+
+    `store` is a path, True (the default path), False (no store), or None: the default path if
+    ``OTEL_RAI_STORE`` is set or `default` is true, else no store.
+    """
+    if store is None:
+        store = settings.from_env("store")
+    if store is None:
+        store = default
+    if store is False:
+        return None
+    if store is True:
+        return default_path()
+    return Path(store).expanduser()
+
+
+#: The JSON of every stored value: one encoder, not one a call.
+json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _extra(r: SpanRecord) -> str | None:
+    """The rarely used parts of a record, as JSON; None when there are none."""
+    extra = {
+        key: value
+        for key, value in (
+            ("parent_is_remote", r.parent_is_remote),
+            ("trace_state", r.trace_state),
+            ("events", r.events),
+            ("links", r.links),
+        )
+        if value
+    }
+    return json_text(extra) if extra else None
+
+
+def _input_key(input_hash: Any) -> int | None:
+    """The ``input_index`` key: the hash's first 64 bits as a signed integer (SQLite's INTEGER)."""
+    try:
+        return int(input_hash[:16], 16) - (1 << 63)
+    except (TypeError, ValueError):  # missing, or not one of our hex hashes
+        return None
+
+
+def _per_row(values: Any, n: int) -> Sequence[Any]:
+    """A per-row array of `n` entries, or `n` Nones where the span has none (e.g. hashing failed)."""
+    return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
+
+
+#: A span's resource attributes, resource schema URL, scope name and scope version (an ``origins`` row).
+Origin = tuple[dict[str, Any], str, str, str]
+#: A span queued for export: its origin, its number of decisions, and its OTLP encoding.
+Queued = tuple[Origin, int, bytes]
+
+
+def _origin(r: SpanRecord) -> Origin:
+    return r.resource, r.resource_schema_url, r.scope_name, r.scope_version
+
+
+def _last_seq(conn: sqlite3.Connection) -> int:
+    """The last seq handed out: a store's spans and a spool's queued spans share one sequence."""
+    (last,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name IN ('spans', 'outbox')").fetchone()
+    return last
+
+
+_SPAN_COLUMNS = (
+    "s.seq, s.origin, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, "
+    "s.status_code, s.status_message, s.attributes, s.extra"
+)
+
+
+class Store:
+    """One audit store file. Safe to share between threads; each thread gets its own connection."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = Path(path).expanduser()
+        self._create = create
+        self._origins: dict[tuple[str, str, str, str], int] = {}
+        self._origin_records: dict[int, tuple[dict[str, Any], str, str, str]] = {}
+        self._reset()
+        self._connection()  # open now: a bad path or a foreign file fails here, clearly
+        if create:
+            self._upgrade()
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        """Fresh connections; a forked child keeps (never closes) the ones it inherited."""
+        if getattr(self, "_connections", None):
+            _inherited.extend(self._connections)
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, create=self._create)
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    def _upgrade(self) -> None:
+        """Bring a schema 1 file up to date: its outbox held seqs only, so the spans it queued are
+        encoded from their records now, and go out as they would have."""
+        conn = self._connection()
+        if int(schema.meta(conn)["schema_version"]) >= schema.SCHEMA_VERSION:
+            return
+        from otel_rai.codec import otlpproto  # the OTel SDK: only for this one-off upgrade
+        from otel_rai.codec.sdk import ReadableSpans
+
+        with writing(conn):
+            if int(schema.meta(conn)["schema_version"]) >= schema.SCHEMA_VERSION:  # another process was first
+                return
+            rows = conn.execute(f"SELECT {_SPAN_COLUMNS}, s.n_decisions FROM outbox o JOIN spans s"
+                                " ON s.seq = o.seq ORDER BY o.seq").fetchall()
+            to_span = ReadableSpans()
+            conn.execute("DROP TABLE outbox")
+            conn.execute(schema.OUTBOX)
+            insert(conn, "INSERT INTO outbox", 4, [
+                (row[0], row[1], row[-1], otlpproto.encode_span(to_span(self._record(row[:-1])))) for row in rows
+            ])
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(schema.SCHEMA_VERSION),))
+            conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+
+    # --- writing ---
+
+    def _origin(self, conn: sqlite3.Connection, origin: Origin, new: dict, seen: dict) -> int:
+        """The ``origins`` id of a resource and scope, added if new. `seen` spares encoding the resource
+        again for spans that share one dict (all the spans of a process)."""
+        attributes, schema_url, scope_name, scope_version = origin
+        resource = seen.get(id(attributes))
+        if resource is None:
+            resource = seen[id(attributes)] = json_text(attributes)
+        key = (resource, schema_url, scope_name, scope_version)
+        found = self._origins.get(key) or new.get(key)
+        if found is None:
+            service = attributes.get(semconv.SERVICE_NAME)
+            conn.execute(
+                "INSERT OR IGNORE INTO origins"
+                " (service, resource, resource_schema_url, scope_name, scope_version) VALUES (?, ?, ?, ?, ?)",
+                (None if service is None else str(service), *key),
+            )
+            (found,) = conn.execute(
+                "SELECT id FROM origins WHERE resource = ? AND resource_schema_url = ? AND scope_name = ?"
+                " AND scope_version = ?",
+                key,
+            ).fetchone()
+            new[key] = found
+        return found
+
+    def append(
+        self,
+        records: Sequence[SpanRecord] = (),
+        *,
+        queued: Sequence[Queued] = (),
+        groups: Iterable[tuple[str, str, str]] = (),
+        outcomes: Iterable[tuple[str, str, int]] = (),
+    ) -> tuple[int, int]:
+        """Write `records` and queue `queued` for export, in one transaction. Both given, they are the
+        same spans in the same order (a store that is the write-ahead log of an export); a spool queues
+        only. `groups` (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON,
+        time) go to the local-only tables; a decision's first outcome is the one kept.
+        Returns (the seq of the last span, the number of decisions written to ``decisions``)."""
+        if records and queued and len(records) != len(queued):
+            raise ValueError("otel-rai: the records and the queued spans of a write must be the same spans")
+        conn = self._connection()
+        new_origins: dict = {}
+        seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
+        # The rows are built before the write lock is taken (other writers, the exporter deleting
+        # exported spans, wait for it); only the seqs and origin ids are filled in under it.
+        spans, decisions, n_decisions = [], [], 0  # decisions: (index of the span in `records`, its columns)
+        for i, r in enumerate(records):
+            a = r.attributes
+            ids = a.get(semconv.DECISION_IDS) or ()
+            n = len(ids)
+            spans.append((
+                r.trace_id, r.span_id, r.parent_span_id, r.name, r.kind, r.start_ns, r.end_ns, r.status_code,
+                r.status_message, a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
+                a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, json_text(a), _extra(r),
+            ))
+            if n:
+                n_decisions += n
+                hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
+                decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
+                                  list(map(_input_key, hashes))))
+        with writing(conn):
+            first = _last_seq(conn) + 1
+            insert(conn, "INSERT INTO spans", 18, [
+                (first + i, self._origin(conn, _origin(r), new_origins, seen), *span)
+                for i, (r, span) in enumerate(zip(records, spans))
+            ])
+            insert(conn, "INSERT INTO decisions", 6, chain.from_iterable(
+                zip(repeat(first + i, len(rows)), rows, *columns) for i, rows, *columns in decisions))
+            insert(conn, "INSERT INTO outbox", 4, [
+                (first + i, self._origin(conn, origin, new_origins, seen), n, encoded)
+                for i, (origin, n, encoded) in enumerate(queued)
+            ])
+            insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
+            insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
+        self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
+        return first + max(len(records), len(queued)) - 1, n_decisions
+
+    def index_inputs(self, max_rows: int = 1 << 20) -> int:
+        """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
+        sorted bulk transaction; returns how many rows were indexed."""
+        conn = self._connection()
+        with writing(conn):
+            through = int(schema.meta(conn)["input_index_through"])
+            bound, rows = through, 0
+            for seq, n in conn.execute(
+                "SELECT seq, n_decisions FROM spans WHERE seq > ? ORDER BY seq", (through,)
+            ):
+                if rows and rows + n > max_rows:
+                    break
+                bound, rows = seq, rows + n
+            if bound == through:
+                return 0
+            # Sorted, the inserts walk the index once instead of jumping around it.
+            conn.execute(
+                "INSERT OR IGNORE INTO input_index SELECT input_key, span, idx FROM decisions"
+                " WHERE span > ? AND span <= ? AND input_key IS NOT NULL ORDER BY input_key",
+                (through, bound),
+            )
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'input_index_through'", (str(bound),))
+        return rows
+
+    # --- the outbox: spans waiting for export ---
+
+    def outbox_batch(self, max_spans: int, max_rows: int, after: int = 0) -> list[tuple[int, int, bytes]]:
+        """The oldest spans waiting for export past seq `after`, within the limits (at least one), as
+        (seq, origin id, encoded span)."""
+        batch, rows = [], 0
+        for seq, origin, n, encoded in self._connection().execute(
+            "SELECT seq, origin, n_decisions, span FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, max_spans),
+        ).fetchall():
+            rows += n
+            if batch and rows > max_rows:
+                break
+            batch.append((seq, origin, encoded))
+        return batch
+
+    def outbox_done(self, last: int, *, forget: bool = False) -> None:
+        """The queued spans up to seq `last` were exported. Spans are written in seq order under the
+        write lock, so every queued span up to `last` was in an exported batch. With `forget` (a spool),
+        the spans and their decisions are deleted too."""
+        conn = self._connection()
+        with writing(conn):
+            conn.execute("DELETE FROM outbox WHERE seq <= ?", (last,))
+            if forget:
+                conn.execute("DELETE FROM decisions WHERE span <= ?", (last,))
+                conn.execute("DELETE FROM spans WHERE seq <= ?", (last,))
+
+    def outbox_pending(self, through: int | None = None) -> int:
+        """Spans waiting for export (those up to seq `through`, if given)."""
+        sql, args = "SELECT count(*) FROM outbox", ()
+        if through is not None:
+            sql, args = sql + " WHERE seq <= ?", (through,)
+        return self._connection().execute(sql, args).fetchone()[0]
+
+    def last_seq(self) -> int:
+        return _last_seq(self._connection())
+
+    # --- reading ---
+
+    def origin_of(self, origin: int) -> Origin:
+        found = self._origin_records.get(origin)
+        if found is None:
+            row = self._connection().execute(
+                "SELECT resource, resource_schema_url, scope_name, scope_version FROM origins WHERE id = ?",
+                (origin,),
+            ).fetchone()
+            found = self._origin_records[origin] = (json.loads(row[0]), row[1], row[2], row[3])
+        return found
+
+    def _record(self, row: Sequence[Any]) -> SpanRecord:
+        (_, origin, trace_id, span_id, parent, name, kind, start, end, code, message, attributes, extra) = row
+        resource, schema_url, scope_name, scope_version = self.origin_of(origin)
+        more = json.loads(extra) if extra else {}
+        return SpanRecord(
+            trace_id=trace_id, span_id=span_id, name=name, start_ns=start, end_ns=end,
+            attributes=json.loads(attributes), parent_span_id=parent,
+            parent_is_remote=more.get("parent_is_remote", False), kind=kind, status_code=code,
+            status_message=message, trace_state=more.get("trace_state", ""), events=more.get("events", []),
+            links=more.get("links", []), resource=resource, resource_schema_url=schema_url,
+            scope_name=scope_name, scope_version=scope_version,
+        )
+
+    @staticmethod
+    def _where(
+        *,
+        model_version: str | None = None,
+        model_name: str | None = None,
+        service: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        decision_ids: Iterable[str] | None = None,
+        input_hashes: Iterable[str] | None = None,
+    ) -> tuple[str, list[Any]]:
+        """The WHERE clause of `spans` for these filters (None matches all); the window is [start, end)."""
+        clauses, args = [], []
+        for clause, value in (
+            ("s.model_version = ?", model_version),
+            ("s.model_name = ?", model_name),
+            ("s.origin IN (SELECT id FROM origins WHERE service = ?)", service),
+            ("s.start_ns >= ?", start_ns),
+            ("s.start_ns < ?", end_ns),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        if decision_ids is not None:
+            clauses.append(
+                "s.seq IN (SELECT span FROM decisions WHERE decision_id IN (SELECT value FROM json_each(?)))"
+            )
+            args.append(json_text(sorted(decision_ids)))
+        if input_hashes is not None:
+            hashes = sorted(input_hashes)
+            keys = [k for k in map(_input_key, hashes) if k is not None]
+            # Indexed rows by key (a key collision is filtered out by the caller's exact match), plus
+            # the rows past the watermark, which are not indexed yet.
+            clauses.append(
+                "s.seq IN (SELECT span FROM input_index WHERE input_key IN (SELECT value FROM json_each(?))"
+                " UNION SELECT span FROM decisions"
+                " WHERE span > CAST((SELECT value FROM meta WHERE key = 'input_index_through') AS INTEGER)"
+                " AND input_hash IN (SELECT value FROM json_each(?)))"
+            )
+            args += [json_text(keys), json_text(hashes)]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+    def _select(self, **query: Any) -> tuple[str, list[Any]]:
+        where, args = self._where(**query)
+        return f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.start_ns, s.seq", args
+
+    def spans(self, **query: Any) -> Iterator[SpanRecord]:
+        """Spans matching the filters (see `_where`), in time order (ties in write order)."""
+        with self._reading():
+            for row in self._connection().execute(*self._select(**query)):
+                yield self._record(row)
+
+    def spans_in_write_order(self, **query: Any) -> Iterator[tuple[int, SpanRecord]]:
+        """(seq, span) for the spans matching the filters, in the order they were written."""
+        where, args = self._where(**query)
+        with self._reading():
+            for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
+                yield row[0], self._record(row)
+
+    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any]]]]:
+        """(seq, [(decision id, input hash, output) in row order]) of the spans matching the filters
+        that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
+        where, args = self._where(**query)
+        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output FROM decisions d"
+               f" WHERE d.span IN (SELECT s.seq FROM spans s{where}) ORDER BY d.span, d.idx")
+        with self._reading():
+            span, rows = None, []
+            for seq, *row in self._connection().execute(sql, args):
+                if seq != span and rows:
+                    yield span, rows
+                    rows = []
+                span = seq
+                rows.append(tuple(row))
+            if rows:
+                yield span, rows
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A damaged file or row is a `StoreError` naming the file, not a crash."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is damaged ({exc})") from None
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise StoreError(f"{self.path} holds a record otel-rai cannot read ({type(exc).__name__})") from None
+
+    def groups(self, decision_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """{decision id: {sensitive attribute: group}} of the decisions that have groups."""
+        out: dict[str, dict[str, str]] = {}
+        for decision_id, attribute, group in self._connection().execute(
+            "SELECT decision_id, attribute, grp FROM decision_groups"
+            " WHERE decision_id IN (SELECT value FROM json_each(?))",
+            (json_text(sorted(set(decision_ids))),),
+        ):
+            out.setdefault(decision_id, {})[attribute] = group
+        return out
+
+    def outcomes(self, decision_ids: Iterable[str]) -> dict[str, Any]:
+        """{decision id: ground truth} of the decisions with a recorded outcome."""
+        rows = self._connection().execute(
+            "SELECT decision_id, y_true FROM outcomes WHERE decision_id IN (SELECT value FROM json_each(?))",
+            (json_text(sorted(set(decision_ids))),),
+        )
+        return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
+
+    def count_decisions(self, **query: Any) -> int:
+        """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
+        where, args = self._where(**query)
+        sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
+        with self._reading():
+            return self._connection().execute(sql, args).fetchone()[0]
+
+    def query_plan(self, **query: Any) -> str:
+        """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
+        sql, args = self._select(**query)
+        return "\n".join(row[-1] for row in self._connection().execute("EXPLAIN QUERY PLAN " + sql, args))
+
+
+#: Connections a forked child inherited: closing them there could disturb the parent's locks.
+_inherited: list[sqlite3.Connection] = []
