@@ -9,16 +9,21 @@ sklearn's duck typing (``hasattr(pipe, "predict_proba")``) depends on it.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
+import logging
+import time
 import types
 import weakref
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from sklearn.base import BaseEstimator
 
 from otel_rai.capture import models
 from otel_rai.capture.recorder import quiet, run_quietly
+
+_log = logging.getLogger(__name__)
 
 #: Methods whose outermost call is a decision.
 DECISION_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function", "score_samples")
@@ -27,27 +32,57 @@ QUIET_METHODS = ("fit", "partial_fit", "fit_transform", "fit_predict", "score")
 #: Methods after which the cached model metadata (fingerprint) may be stale.
 STATE_METHODS = ("fit", "partial_fit", "fit_transform", "fit_predict", "set_params")
 
+#: Methods that fit a model: their outermost successful call is reported to the fit observers.
+FIT_METHODS = ("fit", "partial_fit", "fit_transform", "fit_predict")
+
 _TRAINING_METHODS = tuple(dict.fromkeys(QUIET_METHODS + STATE_METHODS))
 _MARK = "__otel_rai_original__"
+# True inside an outermost fit: the fits a Pipeline or a meta-estimator makes of its parts are not reported.
+_FITTING: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_rai_fitting", default=False)
 
 WrapperFactory = Callable[[Callable[..., Any], str], Callable[..., Any]]
+#: Called on the fitting thread after each outermost successful fit: (the estimator, the method name, the
+#: positional and keyword arguments of the call, its duration in nanoseconds). A failure is logged, not raised.
+FitObserver = Callable[[Any, str, tuple, dict, int], None]
 
 
-def _training_wrapper(original: Callable[..., Any], name: str) -> Callable[..., Any]:
-    is_quiet = name in QUIET_METHODS
-    changes_state = name in STATE_METHODS
+def _training_factory(observers: Sequence[FitObserver]) -> WrapperFactory:
+    """The wrapper of training methods: quiet (no decisions inside), stale metadata afterwards, and the
+    outermost successful fit reported to `observers`."""
 
-    @functools.wraps(original)
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            if is_quiet:
-                return run_quietly(original, self, *args, **kwargs)
-            return original(self, *args, **kwargs)
-        finally:
-            if changes_state:
-                models.bump_generation()
+    def factory(original: Callable[..., Any], name: str) -> Callable[..., Any]:
+        is_quiet = name in QUIET_METHODS
+        changes_state = name in STATE_METHODS
+        observed = bool(observers) and name in FIT_METHODS
 
-    return wrapper
+        @functools.wraps(original)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            outermost = observed and not _FITTING.get()
+            token = _FITTING.set(True) if outermost else None
+            started = time.perf_counter_ns()
+            try:
+                if is_quiet:
+                    result = run_quietly(original, self, *args, **kwargs)
+                else:
+                    result = original(self, *args, **kwargs)
+            finally:
+                if token is not None:
+                    _FITTING.reset(token)
+                if changes_state:
+                    models.bump_generation()
+            if outermost:
+                elapsed = time.perf_counter_ns() - started
+                for observe in observers:
+                    try:
+                        observe(self, name, args, kwargs, elapsed)
+                    except Exception as exc:  # the audit never breaks training; the type only (privacy)
+                        _log.warning("otel-rai: a fit observer failed (%s); the fit was not affected",
+                                     type(exc).__name__)
+            return result
+
+        return wrapper
+
+    return factory
 
 
 class _WrappedDescriptor:
@@ -77,8 +112,9 @@ class _WrappedDescriptor:
 class Patcher:
     """Installs and removes every wrapper; `remove()` restores the exact original objects."""
 
-    def __init__(self, decision_factory: WrapperFactory) -> None:
+    def __init__(self, decision_factory: WrapperFactory, fit_observers: Sequence[FitObserver] = ()) -> None:
         self._decision_factory = decision_factory
+        self._training_factory = _training_factory(tuple(fit_observers))
         self._patched: list[tuple[weakref.ref, str, Any]] = []
         self._restores: list[Callable[[], None]] = []
 
@@ -111,7 +147,7 @@ class Patcher:
             for name in DECISION_METHODS:
                 self._patch(owner, name, self._decision_factory)
             for name in _TRAINING_METHODS:
-                self._patch(owner, name, _training_wrapper)
+                self._patch(owner, name, self._training_factory)
 
     def _patch(self, cls: type, name: str, factory: WrapperFactory) -> None:
         original = cls.__dict__.get(name)
