@@ -1,6 +1,7 @@
 """Every setting of otel-rai, declared once: name, type, default, environment variable and doc.
 
-`Settings` holds the options of `otel_rai.instrument()`; `FairnessConfig` those of its ``fairness=``.
+`Settings` holds the options of `otel_rai.instrument()`; `FairnessConfig` those of its ``fairness=``,
+`MonitoringConfig` those of its ``monitoring=``.
 `instrument()`'s signature, ``opentelemetry-instrument`` (environment only) and the table in
 ``docs/settings.md`` (``python -m otel_rai.settings``) all come from these declarations. Environment
 variables are read here and nowhere else (`env`). This module imports nothing of otel-rai.
@@ -141,6 +142,64 @@ class FairnessConfig:
                              "max_remembered >= 0 and alert_hysteresis >= 0")
 
 
+# --- monitoring: quality and drift (docs/monitoring.md) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """How model quality and input drift are monitored: ``otel_rai.instrument(monitoring=...)``, and the
+    defaults of ``otel-rai monitor``."""
+
+    enabled: bool = _option(True, "monitor quality (from `record_outcome`) and drift (against a reference "
+                            "profile); False turns both off")
+    window: int | timedelta | None = _option(None, "the window of the gauges: the newest N decisions (an int) "
+                                             "or those of the last `timedelta`, per model version; None: "
+                                             "`FairnessConfig.window`")
+    max_window_rows: int = _option(100_000, "a time window keeps at most this many decisions (the newest)")
+    numeric_bins: int = _option(10, "quantile bins of a numeric feature in the reference profile (deciles)")
+    top_k: int = _option(10, "categories of a categorical feature kept by name; the rest count as other")
+    edge_digits: int | None = _option(3, "significant digits of the quantile edges (coarser edges reveal "
+                                      "less of the reference data); None keeps them exact")
+    max_reference_rows: int = _option(100_000, "rows sampled from the reference data to build a profile")
+    capture_at_fit: bool = _option(True, "build the reference profile of a model from the data of its "
+                                   "outermost fit, unless `register_model(reference=...)` gives one")
+    max_features: int = _option(500, "features profiled per model version (the first ones)")
+    min_rows: int = _option(200, "decisions in the window (labelled ones, for quality) before a drift or "
+                            "quality alert may fire")
+    psi_max: float | None = _option(0.2, "alert when a feature's population stability index exceeds this; "
+                                    "None: no drift alert")
+    accuracy_drop_max: float | None = _option(0.05, "alert when accuracy falls more than this below the "
+                                              "baseline; None: no alert")
+    roc_auc_drop_max: float | None = _option(0.05, "alert when ROC AUC falls more than this below the "
+                                             "baseline; None: no alert")
+    alert_hysteresis: float = _option(0.02, "how far back beyond its threshold a value must come before its "
+                                      "alert resolves")
+    on_alert: Callable[[Any], None] | None = _option(None, "called on the audit worker thread with each "
+                                                     "`MonitoringAlert`, firing and resolved")
+    snapshot_interval: float = _option(60.0, "seconds between ``ml.drift.snapshot`` spans of a model version "
+                                       "whose window changed (what ``otel-rai monitor`` reads drift from)")
+    max_remembered: int = _option(100_000, "decisions remembered for their labels, oldest forgotten first")
+
+    def __post_init__(self) -> None:
+        window = self.window.total_seconds() if isinstance(self.window, timedelta) else self.window
+        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0):
+            raise ValueError(f"otel-rai: MonitoringConfig.window must be a positive int or timedelta, not {window!r}")
+        for name in ("max_window_rows", "numeric_bins", "top_k", "max_reference_rows", "max_features",
+                     "min_rows", "max_remembered"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"otel-rai: MonitoringConfig.{name} must be a whole number of at least 1, "
+                                 f"not {value!r}")
+        if self.numeric_bins < 2 or (self.edge_digits is not None and self.edge_digits < 1):
+            raise ValueError("otel-rai: MonitoringConfig needs numeric_bins >= 2 and edge_digits >= 1 (or None)")
+        for name in ("psi_max", "accuracy_drop_max", "roc_auc_drop_max"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"otel-rai: MonitoringConfig.{name} must be >= 0 or None, not {value!r}")
+        if not self.alert_hysteresis >= 0 or not self.snapshot_interval > 0:
+            raise ValueError("otel-rai: MonitoringConfig needs alert_hysteresis >= 0 and snapshot_interval > 0")
+
+
 # --- instrument() ----------------------------------------------------------------------------------
 
 FAILURE_MODES = ("log", "raise")
@@ -168,6 +227,8 @@ class Settings:
                                                   parse=_names)
     fairness: FairnessConfig = _option(None, "windows, positive label, alert thresholds and callback "
                                        "(`FairnessConfig`)", factory=FairnessConfig)
+    monitoring: MonitoringConfig = _option(None, "quality and drift monitoring: windows, bins, thresholds "
+                                           "and callback (`MonitoringConfig`)", factory=MonitoringConfig)
     tracer_provider: Any = _option(None, "send decision spans through this provider instead of the "
                                    "always-on audit provider (its sampler then decides what is kept)")
     meter_provider: Any = _option(None, "where the metrics go (default: the global meter provider)")
@@ -234,6 +295,8 @@ class Settings:
                              f"{', '.join(PROTOCOLS)}")
         if not isinstance(self.fairness, FairnessConfig):
             raise TypeError(f"otel-rai: fairness must be a FairnessConfig, not {type(self.fairness).__name__}")
+        if not isinstance(self.monitoring, MonitoringConfig):
+            raise TypeError(f"otel-rai: monitoring must be a MonitoringConfig, not {type(self.monitoring).__name__}")
 
     @classmethod
     def resolve(cls, **options: Any) -> Settings:
@@ -339,6 +402,9 @@ def markdown_table() -> str:
         rows.append(f"| `{f.name}` | {variable} | `{_default_text(f)}` | {f.metadata['doc']} |")
     rows += ["", "`fairness=FairnessConfig(...)`:", "", "| field | default | what it does |", "|---|---|---|"]
     for f in dataclasses.fields(FairnessConfig):
+        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {f.metadata['doc']} |")
+    rows += ["", "`monitoring=MonitoringConfig(...)`:", "", "| field | default | what it does |", "|---|---|---|"]
+    for f in dataclasses.fields(MonitoringConfig):
         rows.append(f"| `{f.name}` | `{_default_text(f)}` | {f.metadata['doc']} |")
     rows += ["", "Other variables:", "", "| variable | what it means |", "|---|---|"]
     rows += [f"| `{name}` | {doc} |" for name, doc in OTHER_VARIABLES.items()]

@@ -32,6 +32,7 @@ from otel_rai.chain.seal import Chain, ChainedTracer
 from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
+from otel_rai.monitoring.monitor import QualityDriftMonitor
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
 from otel_rai.session import lifecycle
@@ -104,18 +105,22 @@ class _Session:
             lookup=None if local is None else store_lookup(local.store),
             journal=local,
         )
+        self.quality = QualityDriftMonitor(config.monitoring, config.fairness, groups.parse(config.sensitive_features),
+                                           meter_provider, tracer, self.counters.fail,
+                                           allowlist=config.capture_features)
         self.worker = AuditWorker(
             tracer,
             config,
             self.counters,
-            [self.monitor.end_cycle, tracer.checkpoint],  # alert and checkpoint spans commit in the same cycle
-            [self.monitor.observe],
+            # alert, snapshot and checkpoint spans commit in the same cycle
+            [self.monitor.end_cycle, self.quality.end_cycle, tracer.checkpoint],
+            [self.monitor.observe, self.quality.observe],
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
-        self.patcher = Patcher(recorder.wrapper_factory)
+        self.patcher = Patcher(recorder.wrapper_factory, fit_observers=[self.quality.fit_observer])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
@@ -162,11 +167,13 @@ class _Session:
         atexit.unregister(self._at_exit)
         self._remove_sigterm()
         self.patcher.remove()
+        self.worker.submit(self.quality.final)
         self.worker.submit(lambda: self.tracer.checkpoint(force=True))
         result = self._closed = self.flush(timeout)
         self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
         self.worker.shutdown(0)
         self.monitor.close()
+        self.quality.close()
         # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
         # In an application's provider, our sinks are inert from here on.
         for sink in self.sinks:
@@ -240,7 +247,8 @@ def record_outcome(
     model: str | None = None,
     version: str | None = None,
 ) -> bool:
-    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics.
+    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics and the quality
+    metrics (docs/monitoring.md).
 
     The decision is looked up by id among the recent decisions of this process (then in the local
     audit store). For a decision made elsewhere, pass what it was: `group` ({attribute: value}),
@@ -255,6 +263,7 @@ def record_outcome(
         return False
     given = {"group": group, "prediction": prediction, "model": model, "version": version}
     session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
+    session.worker.submit(session.quality.label_task(decision_id, y_true, time.time_ns()))
     return True
 
 
