@@ -97,7 +97,8 @@ MONITORING_BASELINE: Final = "ml.monitoring.baseline"
 #: STATE_FIRING or STATE_RESOLVED.
 MONITORING_STATE: Final = "ml.monitoring.state"
 
-# --- drift snapshot spans: concatenated per-feature arrays, in the order of DRIFT_FEATURES ----------
+# --- drift snapshots (the local store's drift_snapshots table, never a span): the keys of one, holding
+# concatenated per-feature arrays in the order of DRIFT_FEATURES ---------------------------------
 DRIFT_FEATURES: Final = "ml.drift.features"
 #: Per feature: DRIFT_KIND_NUMERIC or DRIFT_KIND_CATEGORICAL.
 DRIFT_KINDS: Final = "ml.drift.kinds"
@@ -150,21 +151,13 @@ SPAN_ATTRIBUTES: Final = (
     CHECKPOINT_ALGORITHM,
     CHECKPOINT_KEY_ID,
     CHECKPOINT_SIGNATURE,
-    # monitoring alerts and drift snapshots (docs/monitoring.md)
+    # quality and drift alerts (docs/monitoring.md)
     MONITORING_METRIC,
     MONITORING_VALUE,
     MONITORING_THRESHOLD,
     MONITORING_BASELINE,
     MONITORING_STATE,
     DRIFT_FEATURE,
-    DRIFT_FEATURES,
-    DRIFT_KINDS,
-    DRIFT_BINS,
-    DRIFT_EDGES,
-    DRIFT_POSITIONS,
-    DRIFT_REFERENCE_COUNTS,
-    DRIFT_CURRENT_COUNTS,
-    DRIFT_REFERENCE_SOURCE,
 )
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
@@ -270,8 +263,6 @@ METRIC_DRIFT_MISSING_RATE: Final = "ml.drift.missing_rate"
 #: Counter and span: a feature's PSI crossed above the threshold (or back).
 METRIC_DRIFT_ALERT: Final = "ml.drift.alert"
 DRIFT_ALERT_SPAN: Final = METRIC_DRIFT_ALERT
-#: Span: the reference and window histograms of a model version, for ``otel-rai monitor``.
-DRIFT_SNAPSHOT_SPAN: Final = "ml.drift.snapshot"
 
 #: The window a quality gauge describes: WINDOW_CURRENT (the sliding window) or WINDOW_BASELINE.
 MONITORING_WINDOW: Final = "ml.monitoring.window"
@@ -285,9 +276,8 @@ QUALITY_CORRECT: Final = "ml.quality.correct"
 DRIFT_PREDICTION: Final = "(prediction)"
 DRIFT_SCORE: Final = "(score)"
 
-#: Every attribute of the monitoring spans (alerts and snapshots), for allowlists.
+#: Every attribute of the quality and drift alert spans, for allowlists (the group only when allowlisted).
 MONITORING_SPAN_ATTRIBUTES: Final = (
     MODEL_NAME, MODEL_VERSION, MONITORING_METRIC, MONITORING_VALUE, MONITORING_THRESHOLD, MONITORING_BASELINE,
-    MONITORING_STATE, DRIFT_FEATURE, FAIRNESS_ATTRIBUTE, FAIRNESS_GROUP, DRIFT_FEATURES, DRIFT_KINDS, DRIFT_BINS,
-    DRIFT_EDGES, DRIFT_POSITIONS, DRIFT_REFERENCE_COUNTS, DRIFT_CURRENT_COUNTS, DRIFT_REFERENCE_SOURCE,
+    MONITORING_STATE, DRIFT_FEATURE, FAIRNESS_ATTRIBUTE, FAIRNESS_GROUP,
 )

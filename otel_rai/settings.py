@@ -176,8 +176,9 @@ class MonitoringConfig:
                                       "alert resolves")
     on_alert: Callable[[Any], None] | None = _option(None, "called on the audit worker thread with each "
                                                      "`MonitoringAlert`, firing and resolved")
-    snapshot_interval: float = _option(60.0, "seconds between ``ml.drift.snapshot`` spans of a model version "
-                                       "whose window changed (what ``otel-rai monitor`` reads drift from)")
+    snapshot_interval: float = _option(300.0, "seconds between drift snapshots of a model version whose window "
+                                       "changed, written to the local audit store (what ``otel-rai monitor`` and "
+                                       "the report read drift from)")
     max_remembered: int = _option(100_000, "decisions remembered for their labels, oldest forgotten first")
 
     def __post_init__(self) -> None:

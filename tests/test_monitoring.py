@@ -22,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 import otel_rai
-from otel_rai import semconv
+from otel_rai import semconv, store
 from otel_rai.monitoring import profile, snapshot
 from otel_rai.settings import MonitoringConfig
 
@@ -118,7 +118,8 @@ def meter() -> Metrics:
 
 
 def session(meter: Metrics, **monitoring):
-    return instrumented(meter_provider=meter.provider, sensitive_features=["sex"],
+    """An instrumented session with the local store (drift snapshots go there), its spans in memory."""
+    return instrumented(meter_provider=meter.provider, sensitive_features=["sex"], store=True,
                         monitoring=MonitoringConfig(**monitoring))
 
 
@@ -297,6 +298,11 @@ def test_drift_gauges_equal_scipy_on_the_windows_histograms(meter):
         assert meter.value(semconv.METRIC_DRIFT_PSI, **at(window=None, feature=subject)) is not None
 
 
+def drift_snapshots(version: str) -> list[dict]:
+    """The drift snapshots the session wrote to its local store (the default one), oldest first."""
+    return [histograms for _, _, histograms in store.Store(store.default_path()).drift_snapshots(version)]
+
+
 def alert_spans(audit, name: str) -> list:
     return [s for s in audit.spans() if s.name == name]
 
@@ -324,12 +330,14 @@ def test_planted_drift_fires_one_psi_alert_for_that_feature_only(meter, caplog):
     counted = {(a[semconv.DRIFT_FEATURE], p.value) for a, p in meter.points(semconv.METRIC_DRIFT_ALERT)}
     assert ("income", 1) in counted and not {f for f, _ in counted} & (set(X.columns) - {"income"})
     assert any("feature income" in r.getMessage() for r in caplog.records)
-    # The snapshot holds the same histograms the alert judged; no category names leave the process.
-    snaps = [s for s in audit.spans() if s.name == semconv.DRIFT_SNAPSHOT_SPAN]
-    assert snaps and snaps[-1].attributes[semconv.DRIFT_REFERENCE_SOURCE] == "fit"
-    values = {str(v) for s in snaps for v in s.attributes.values() if isinstance(v, str)}
-    values |= {str(v) for s in snaps for a in s.attributes.values() if isinstance(a, tuple) for v in a}
-    assert not values & {"north", "south", "east", "west", "f", "m"}
+    # The drift snapshots stay in the local store, and hold no category names; no span carries them.
+    otel_rai.uninstrument()  # the last snapshot is written at close
+    snaps = drift_snapshots("1")
+    assert snaps and snaps[-1][semconv.DRIFT_REFERENCE_SOURCE] == "fit"
+    text = repr(snaps)
+    assert not [v for v in ("north", "south", "east", "west", "'f'", "'m'") if v in text]
+    income = next(h for h in snapshot.read(snaps[-1]) if h.feature == "income")
+    assert income.drift().psi == pytest.approx(span.attributes[semconv.MONITORING_VALUE], rel=0.5)
 
 
 def test_planted_quality_decay_fires_the_quality_alert_for_that_group(meter, caplog):
@@ -390,18 +398,18 @@ def test_allowlisted_group_values_reach_the_alert_span(meter):
 def test_where_the_reference_comes_from(meter, source):
     X, y = applicants(2000, seed=26)
     if source == "fit":
-        audit = session(meter, window=200)
+        session(meter, window=200)
         model = pipeline().fit(X[:1000], y[:1000])  # under instrument(): the fit data is the reference
     else:
         model = pipeline().fit(X[:1000], y[:1000])  # fitted before instrument(): no fit data
-        audit = session(meter, window=200)
+        session(meter, window=200)
     kwargs = {"reference": X[1000:1500]} if source == "reference" else {"background": X[1500:1600]}
     otel_rai.register_model(model, name="credit", version="1", **({} if source == "fit" else kwargs))
     model.predict(X[1600:1800])
     otel_rai.uninstrument()  # the last snapshot is written at close
-    snaps = [s for s in audit.exporter.get_finished_spans() if s.name == semconv.DRIFT_SNAPSHOT_SPAN]
-    assert snaps and {s.attributes[semconv.DRIFT_REFERENCE_SOURCE] for s in snaps} == {source}
-    histograms = snapshot.read(snaps[-1].attributes)
+    snaps = drift_snapshots("1")
+    assert snaps and {s[semconv.DRIFT_REFERENCE_SOURCE] for s in snaps} == {source}
+    histograms = snapshot.read(snaps[-1])
     rows = {"fit": 1000, "reference": 500, "background": 100}[source]
     income = next(h for h in histograms if h.feature == "income")
     assert sum(income.reference) == rows and sum(income.current) == 200

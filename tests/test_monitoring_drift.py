@@ -140,11 +140,11 @@ def test_snapshot_attributes_round_trip():
                 profile.categorical("c", rng.choice(list("xyz"), 300), 5),
                 profile.numeric("b", rng.normal(size=300), 3, None))
     current = [np.arange(s.bins) for s in subjects]
-    read = snapshot.read(snapshot.attributes("m", "1", "fit", subjects, current))
+    read = snapshot.read(snapshot.record("m", "1", "fit", subjects, current))
     assert [h.feature for h in read] == ["a", "c", "b"]
     for h, s, c in zip(read, subjects, current):
         assert h.reference == s.counts and h.current == tuple(c) and h.edges == s.edges and h.positions == s.positions
-    broken = snapshot.attributes("m", "1", "fit", subjects, current)
+    broken = snapshot.record("m", "1", "fit", subjects, current)
     broken["ml.drift.bins"] = [1, 2, 3]
     with pytest.raises(ValueError):
         snapshot.read(broken)
@@ -195,3 +195,39 @@ def test_psi_equals_evidently_on_the_same_bins_and_categories():
     assert run.returncode == 0, run.stderr[-2000:]
     theirs = json.loads(run.stdout)
     assert ours == pytest.approx(theirs, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_reading_a_frames_blocks_equals_reading_its_columns(seed):
+    """The fast path (pandas' block layout) and the public API read the same values from frames of
+    every kind of column, in any order, with missing values."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([1, 2, 5, 300]))
+    makers = {
+        "float": lambda: rng.normal(size=n),
+        "int": lambda: rng.integers(-5, 5, n),
+        "nullable": lambda: pd.array(np.where(rng.random(n) < 0.3, None, rng.integers(0, 9, n)), dtype="Int64"),
+        "float32": lambda: rng.normal(size=n).astype(np.float32),
+        "str": lambda: pd.Series(rng.choice(["a", "b", None], n), dtype="str"),
+        "object": lambda: np.array(rng.choice(["x", "y", None], n), dtype=object),
+        "category": lambda: pd.Categorical(rng.choice(["u", "v"], n)),
+        "bool": lambda: rng.random(n) < 0.5,
+        "numbers_as_objects": lambda: np.array([None if v < 0.2 else v for v in rng.random(n)], dtype=object),
+    }
+    names = list(rng.permutation(list(makers)))[: int(rng.integers(2, len(makers) + 1))]
+    frame = pd.DataFrame({name: makers[name]() for name in names})
+    if rng.random() < 0.5:
+        frame["float_2"] = rng.normal(size=n)  # a second float column: one block holds two
+    names = list(frame.columns)
+    kinds = profile.kinds(frame, names)
+    numeric_at = [j for j, k in enumerate(kinds) if k == profile.NUMERIC]
+    categorical_at = [j for j, k in enumerate(kinds) if k == profile.CATEGORICAL]
+    fast = profile._block_matrices(frame, numeric_at, categorical_at)
+    assert fast is not None
+    slow = profile._column_matrices(frame, numeric_at, categorical_at)
+    np.testing.assert_array_equal(fast[0], slow[0])
+
+    def text(matrix):
+        return [[None if profile.is_missing(v) else profile.label(v) for v in row] for row in matrix]
+
+    assert text(fast[1]) == text(slow[1])

@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from otel_rai import settings
+from otel_rai import semconv, settings
 from otel_rai.cli._common import (
     OK,
     CliError,
@@ -26,14 +26,18 @@ from otel_rai.settings import FairnessConfig
 def run(args: argparse.Namespace) -> int:
     """Write the report; one-line errors for what cannot be reported."""
     from otel_rai.report import html, load
+    from otel_rai.report import monitoring as quality_and_drift
 
     if args.model_version is None:
         raise UsageError("give the model version to report on: --model-version V")
+    snapshots, monitoring_alerts = [], []
     if args.records is not None:
         records, alerts = load.read_records(args.records), []
     else:
         sensitive = args.sensitive_feature or [n for n in settings.from_env("sensitive_features") or ()]
-        records, alerts = load.load(backend_of(args), query_of(args), sensitive)
+        backend = backend_of(args)
+        records, alerts = load.load(backend, query_of(args), sensitive)
+        snapshots, monitoring_alerts = load.monitoring(backend, query_of(args))
     chosen = [r for r in records if r.version == args.model_version and args.model_name in (None, r.model)]
     if not chosen:
         raise CliError(f"no decisions of model version {args.model_version!r}"
@@ -43,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     alerts = [a for a in alerts if a.version == args.model_version and a.model == chosen[0].model]
     config = FairnessConfig(min_group_size=args.min_group_size, demographic_parity_ratio_min=args.dp_ratio_min,
                             equalized_odds_difference_max=args.eo_difference_max)
-    page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config)
+    model = chosen[0].model
+    monitoring = quality_and_drift.figures(
+        chosen, [s for s in snapshots if s[1].get(semconv.MODEL_NAME) == model],
+        [a for a in monitoring_alerts if a.version == args.model_version and a.model == model],
+        positive_label=args.positive_label)
+    page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config,
+                       monitoring=monitoring)
     try:
         args.out.write_text(page, encoding="utf-8")
     except OSError as exc:

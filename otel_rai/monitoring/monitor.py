@@ -31,12 +31,11 @@ import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import repeat
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
-from opentelemetry.trace import SpanKind
 from sklearn.base import is_regressor
 
 from otel_rai import _fork, semconv
@@ -50,8 +49,8 @@ from otel_rai.monitoring import reference as references
 from otel_rai.monitoring.alerts import Alerter
 from otel_rai.monitoring.drift import figures as drift_figures
 from otel_rai.monitoring.profile import Binner, Profile
-from otel_rai.monitoring.quality import ClassificationCounts, RegressionCounts
-from otel_rai.monitoring.reference import Classes, FitSamples, Layout, Outputs
+from otel_rai.monitoring.quality import Classes, ClassificationCounts, RegressionCounts
+from otel_rai.monitoring.reference import FitSamples, Layout, Outputs
 from otel_rai.settings import FairnessConfig, MonitoringConfig
 from otel_rai.version import __version__
 
@@ -70,6 +69,12 @@ MAX_TRACKS = 64
 #: Buckets of the label delay histogram, in seconds: a minute to a quarter.
 LABEL_DELAY_BUCKETS = (60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 90 * 86400.0)
 _NOT_BINNED = np.iinfo(np.uint16).max
+
+
+class SnapshotJournal(Protocol):
+    """Keeps drift snapshots for ``otel-rai monitor`` and the report (the local audit store's sink)."""
+
+    def note_snapshot(self, model: str, version: str, time_ns: int, histograms: Mapping[str, Any]) -> None: ...
 
 
 # --- instruments -------------------------------------------------------------------------------------
@@ -308,8 +313,10 @@ class QualityDriftMonitor:
         tracer: trace.Tracer,
         on_failure: FailureHook,
         allowlist: Iterable[str] = (),
+        journal: SnapshotJournal | None = None,
     ) -> None:
         self.config = config
+        self._journal = journal
         self._window = config.window if config.window is not None else fairness.window
         self._positive_label = fairness.positive_label
         self._attributes = tuple(attributes)
@@ -566,58 +573,60 @@ class QualityDriftMonitor:
     # --- reading calls --------------------------------------------------------------------------------
 
     def _batch(self, track: _Track, calls: list[DecisionCall]) -> _Batch | None:
-        """The rows of `calls` (one model version's, this cycle), read in one pass."""
-        times, predicted, values, proba, scored, bins, ids = [], [], [], [], [], [], []
-        groups: list[tuple[int, str, np.ndarray]] = []  # (offset, attribute, group index per row)
-        k = len(track.classes) if track.classes is not None else 0
-        inputs: list[tuple[int, DecisionCall, Layout]] = []
+        """The rows of `calls` (one model version's, this cycle), read in one pass: outputs of one kind
+        decoded together, inputs of one column layout binned together."""
+        accepted: list[tuple[DecisionCall, str | None, Layout | None]] = []
         for call in calls:
-            n = len(call.ids)
-            outputs = references.decode(call.operation, call.output, track.classes, track.regressor)
-            if outputs is not None and len(outputs.values if outputs.values is not None else outputs.predicted) != n:
-                outputs = None
+            kind = references.output_kind(call.operation, call.output, track.classes, track.regressor, len(call.ids))
             layout = self._layout(track, call) if track.binner is not None else None
-            if outputs is None and layout is None:
-                continue  # nothing to count for this call
-            offset = len(ids)
-            times.append(np.full(n, call.end_ns, np.int64))
-            ids.extend(call.ids)
-            has_proba = outputs is not None and outputs.proba is not None
-            scored.append(np.full(n, has_proba))
-            if k:
-                predicted.append(outputs.predicted if outputs is not None else np.full(n, -1, np.int64))
-                proba.append(outputs.proba if has_proba else np.full((n, k), np.nan))
-            elif track.regressor:
-                values.append(outputs.values if outputs is not None else np.full(n, np.nan))
-            if track.binner is not None:
-                bins.append(self._output_bins(track, outputs, n))
-                if layout is not None:
-                    inputs.append((offset, call, layout))
-            if self._groups.active or call.groups:
-                for attribute, labels in self._groups.resolve(call).items():
-                    groups.append((offset, attribute, track.group_of(attribute, labels)))
-        if not ids:
+            if kind is not None or layout is not None:  # else nothing to count for this call
+                accepted.append((call, kind, layout))
+        if not accepted:
             return None
-        m = len(ids)
-        all_bins = np.concatenate(bins) if bins else None
-        if all_bins is not None and inputs:
-            self._input_bins(track, inputs, all_bins)
+        sizes = np.fromiter((len(c.ids) for c, _, _ in accepted), np.int64, len(accepted))
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        m = int(sizes.sum())
+        k = len(track.classes) if track.classes is not None else 0
+        ids = [i for c, _, _ in accepted for i in c.ids]
+        times = np.repeat(np.fromiter((c.end_ns for c, _, _ in accepted), np.int64, len(accepted)), sizes)
+        predicted = np.full(m, -1, np.int64) if k else None
+        proba = np.full((m, k), np.nan) if k else None
+        values = np.full(m, np.nan) if track.regressor else None
+        scored = np.zeros(m, bool)
+        by_kind: dict[str, list[int]] = {}
+        for i, (_, kind, _) in enumerate(accepted):
+            if kind is not None:
+                by_kind.setdefault(kind, []).append(i)
+        for kind, members in by_kind.items():
+            output = np.concatenate([np.asarray(accepted[i][0].output) for i in members])
+            outputs = references.decode(kind, output, track.classes, track.regressor)
+            rows = _rows(offsets, sizes, members)
+            if outputs.predicted is not None:
+                predicted[rows] = outputs.predicted
+            if outputs.values is not None:
+                values[rows] = outputs.values
+            if outputs.proba is not None:
+                proba[rows] = outputs.proba
+                scored[rows] = True
+        bins = None
+        if track.binner is not None:
+            bins = self._output_bins(track, predicted, values, proba, scored, m)
+            by_layout: dict[Layout, list[int]] = {}
+            for i, (_, _, layout) in enumerate(accepted):
+                if layout is not None:
+                    by_layout.setdefault(layout, []).append(i)
+            for layout, members in by_layout.items():
+                self._input_bins(track, layout, [accepted[i][0] for i in members], _rows(offsets, sizes, members), bins)
         columns: dict[str, np.ndarray] = {}
-        for offset, attribute, index in groups:
-            column = columns.get(attribute)
-            if column is None:
-                column = columns[attribute] = np.full(m, -1, np.int32)
-            column[offset : offset + len(index)] = index
-        return _Batch(
-            time=np.concatenate(times),
-            predicted=np.concatenate(predicted) if predicted else None,
-            values=np.concatenate(values) if values else None,
-            proba=np.concatenate(proba) if proba else None,
-            scored=np.concatenate(scored),
-            bins=all_bins,
-            groups=columns,
-            ids=ids,
-        )
+        if self._groups.active or any(c.groups for c, _, _ in accepted):
+            for (call, _, _), offset in zip(accepted, offsets.tolist()):
+                for attribute, labels in self._groups.resolve(call).items():
+                    column = columns.get(attribute)
+                    if column is None:
+                        column = columns[attribute] = np.full(m, -1, np.int32)
+                    column[offset : offset + len(labels)] = track.group_of(attribute, labels)
+        return _Batch(time=times, predicted=predicted, values=values, proba=proba, scored=scored, bins=bins,
+                      groups=columns, ids=ids)
 
     def _layout(self, track: _Track, call: DecisionCall) -> Layout | None:
         """Where the profiled features are in this call's input (cached per column layout)."""
@@ -632,43 +641,44 @@ class QualityDriftMonitor:
             track.layouts[key] = found
         return track.layouts[key]
 
-    def _output_bins(self, track: _Track, outputs: Outputs | None, n: int) -> np.ndarray:
+    def _output_bins(self, track: _Track, predicted: np.ndarray | None, values: np.ndarray | None,
+                     proba: np.ndarray | None, scored: np.ndarray, m: int) -> np.ndarray:
         """Rows × subjects local bins, with the prediction and score bins filled in (inputs: later)."""
-        out = np.full((n, track.subjects), _NOT_BINNED, np.uint16)
+        out = np.full((m, track.subjects), _NOT_BINNED, np.uint16)
         profile = track.profile
         column = len(profile.features)
         if profile.prediction is not None:
-            if outputs is not None and outputs.predicted is not None:
-                predicted = outputs.predicted
-                out[:, column] = np.where(predicted >= 0, predicted, profile.prediction.bins - 2)
-            elif outputs is not None and outputs.values is not None:
-                out[:, column] = _numeric_bins(outputs.values, profile.prediction.edges)
+            if predicted is not None:
+                known = predicted >= 0
+                out[known, column] = predicted[known]
+            elif values is not None:
+                known = ~np.isnan(values)
+                out[known, column] = _numeric_bins(values[known], profile.prediction.edges)
             column += 1
-        if profile.score is not None and outputs is not None and outputs.proba is not None:
-            out[:, column] = _numeric_bins(references.score_of(outputs.proba, track.positive), profile.score.edges)
+        if profile.score is not None and proba is not None and scored.any():
+            out[scored, column] = _numeric_bins(references.score_of(proba[scored], track.positive), profile.score.edges)
         return out
 
-    def _input_bins(self, track: _Track, inputs: list[tuple[int, DecisionCall, Layout]], bins: np.ndarray) -> None:
-        """Bin the inputs of the calls, those of one layout in one pass, into `bins`' feature columns."""
-        by_layout: dict[Layout, list[tuple[int, DecisionCall]]] = {}
-        for offset, call, layout in inputs:
-            by_layout.setdefault(layout, []).append((offset, call))
-        features = len(track.profile.features)
-        for layout, members in by_layout.items():
-            numeric, categorical, rows = [], [], []
-            for offset, call in members:
-                try:
-                    num, cat = profiles.matrices(call.X, layout.numeric_at, layout.categorical_at)
-                except (TypeError, ValueError) as exc:
-                    self._on_failure("drift", exc)
-                    continue
+    def _input_bins(self, track: _Track, layout: Layout, calls: list[DecisionCall], rows: np.ndarray,
+                    bins: np.ndarray) -> None:
+        """Bin the inputs of `calls` (one column layout) in one pass into `bins`' feature columns at `rows`."""
+        numeric, categorical, read = [], [], []
+        at = 0
+        for call in calls:
+            n = len(call.ids)
+            try:
+                num, cat = profiles.matrices(call.X, layout.numeric_at, layout.categorical_at)
+            except (TypeError, ValueError) as exc:
+                self._on_failure("drift", exc)
+            else:
                 numeric.append(num)
                 categorical.append(cat)
-                rows.append(np.arange(offset, offset + len(num)))
-            if not rows:
-                continue
-            local = track.binner.bin(np.concatenate(numeric), np.concatenate(categorical)) - track.binner.offsets
-            bins[np.concatenate(rows), :features] = local
+                read.append(rows[at : at + n])
+            at += n
+        if not read:
+            return
+        local = track.binner.bin(np.concatenate(numeric), np.concatenate(categorical)) - track.binner.offsets
+        bins[np.concatenate(read), : len(track.profile.features)] = local
 
     # --- labels -------------------------------------------------------------------------------------
 
@@ -857,15 +867,13 @@ class QualityDriftMonitor:
         return {semconv.FAIRNESS_ATTRIBUTE: attribute, semconv.FAIRNESS_GROUP: group}
 
     def _snapshot(self, track: _Track) -> None:
-        """An ``ml.drift.snapshot`` span of the track's reference and window histograms."""
+        """A drift snapshot of the track's reference and window histograms, to the local store."""
         track.snapshot_due = False
-        subjects = track.profile.subjects()
+        if self._journal is None:
+            return
         current = np.split(track.drift, track.offsets[1:])
-        attributes = snapshot.attributes(*track.key, track.profile.source, subjects, current)
-        now = time.time_ns()
-        span = self._tracer.start_span(semconv.DRIFT_SNAPSHOT_SPAN, kind=SpanKind.INTERNAL, attributes=attributes,
-                                       start_time=now)
-        span.end(end_time=now)
+        record = snapshot.record(*track.key, track.profile.source, track.profile.subjects(), current)
+        self._journal.note_snapshot(*track.key, time.time_ns(), record)
 
     # --- a metric reader's thread -------------------------------------------------------------------
 
@@ -898,6 +906,14 @@ class QualityDriftMonitor:
 
 #: Memory of one remembered decision id (a 32-character id, a 4-tuple, its dict slot), measured.
 _BOOK_ENTRY_BYTES = 200
+
+
+def _rows(offsets: np.ndarray, sizes: np.ndarray, members: list[int]) -> np.ndarray:
+    """The batch rows of the calls at indices `members` (each call's rows are contiguous)."""
+    index = np.asarray(members)
+    counts = sizes[index]
+    starts = np.repeat(offsets[index] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return starts + np.arange(int(counts.sum()))
 
 
 def _numeric_bins(values: np.ndarray, edges: Sequence[float]) -> np.ndarray:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,43 @@ def auc_from_histograms(positive: np.ndarray, negative: np.ndarray) -> tuple[flo
     tied = float(pos @ neg)
     wins = float(pos @ below) + 0.5 * tied
     return wins / (p * n), 0.5 * tied / (p * n)
+
+
+class Classes:
+    """A classifier's ``classes_`` as indices: predicted labels and ground truths map to positions."""
+
+    def __init__(self, classes: np.ndarray) -> None:
+        self.classes = classes
+        self.labels = classes.tolist()
+        self._index = {c: i for i, c in enumerate(self.labels)}
+        self._printed = {_printed(c): i for i, c in enumerate(self.labels)}
+        self._sorted_numbers = classes.dtype.kind in "iuf" and bool(np.all(classes[:-1] < classes[1:]))
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def index(self, value: Any) -> int:
+        """The index of one label (also given as text, ``1.0`` for ``1``, ...); -1 if not a class."""
+        if hasattr(value, "item"):
+            value = value.item()
+        try:
+            found = self._index.get(value)
+        except TypeError:  # unhashable
+            return -1
+        return found if found is not None else self._printed.get(_printed(value), -1)
+
+    def indices(self, values: np.ndarray) -> np.ndarray:
+        """The index of each predicted label."""
+        if self._sorted_numbers and values.dtype.kind in "iuf":
+            at = np.minimum(np.searchsorted(self.classes, values), len(self.labels) - 1)
+            return np.where(self.classes[at] == values, at, -1)
+        return np.array([self.index(v) for v in values.tolist()], np.int64)
+
+
+def _printed(value: Any) -> str:
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    return str(value)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from otel_rai.capture.models import ModelInfo
 from otel_rai.capture.recorder import run_quietly
 from otel_rai.monitoring import profile as profiles
 from otel_rai.monitoring.profile import FeatureProfile, Profile
+from otel_rai.monitoring.quality import Classes
 from otel_rai.settings import MonitoringConfig
 
 _log = logging.getLogger(__name__)
@@ -47,41 +48,23 @@ class Outputs:
     proba: np.ndarray | None  # rows × classes
 
 
-class Classes:
-    """A classifier's ``classes_`` as indices: predicted labels and ground truths map to positions."""
-
-    def __init__(self, classes: np.ndarray) -> None:
-        self.classes = classes
-        self.labels = classes.tolist()
-        self._index = {c: i for i, c in enumerate(self.labels)}
-        self._printed = {_printed(c): i for i, c in enumerate(self.labels)}
-        self._sorted_numbers = classes.dtype.kind in "iuf" and bool(np.all(classes[:-1] < classes[1:]))
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def index(self, value: Any) -> int:
-        """The index of one label (also given as text, ``1.0`` for ``1``, ...); -1 if not a class."""
-        if hasattr(value, "item"):
-            value = value.item()
-        try:
-            found = self._index.get(value)
-        except TypeError:  # unhashable
-            return -1
-        return found if found is not None else self._printed.get(_printed(value), -1)
-
-    def indices(self, values: np.ndarray) -> np.ndarray:
-        """The index of each predicted label."""
-        if self._sorted_numbers and values.dtype.kind in "iuf":
-            at = np.minimum(np.searchsorted(self.classes, values), len(self.labels) - 1)
-            return np.where(self.classes[at] == values, at, -1)
-        return np.array([self.index(v) for v in values.tolist()], np.int64)
-
-
-def _printed(value: Any) -> str:
-    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
-        value = int(value)
-    return str(value)
+def output_kind(operation: str, output: Any, classes: Classes | None, regressor: bool, rows: int) -> str | None:
+    """The operation whose output `decode` reads, when this call's output has the shape it expects for
+    `rows` decisions; None for outputs the monitor does not count (multi-output, ``score_samples``, a
+    model that is neither classifier nor regressor, a length that does not match)."""
+    shape = getattr(output, "shape", None)
+    if shape is None or not shape or shape[0] != rows:
+        return None
+    if classes is not None:
+        k = len(classes)
+        if operation in ("predict_proba", "predict_log_proba", "decision_function") and shape[1:] == (k,):
+            return operation
+        if operation == "decision_function" and len(shape) == 1 and k == 2:
+            return operation
+        return operation if operation == "predict" and len(shape) == 1 else None
+    if regressor and operation == "predict" and len(shape) == 1 and output.dtype.kind in "biuf":
+        return operation
+    return None
 
 
 def decode(operation: str, output: Any, classes: Classes | None, regressor: bool) -> Outputs | None:

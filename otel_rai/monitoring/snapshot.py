@@ -1,11 +1,13 @@
-"""``ml.drift.snapshot`` spans: the reference and window histograms of a model version, written down.
+"""Drift snapshots: the reference and window histograms of a model version, written down.
 
-The live monitor emits one per model version every ``snapshot_interval`` seconds in which its window
-changed, and when the session closes, through the audit tracer: so they reach the local store and any
-OTLP backend, and ``otel-rai monitor`` recomputes the drift table from them with the same functions
-(`otel_rai.monitoring.drift`). A snapshot holds bin counts, and the edges and positions of numeric
-features (aggregates of the reference data, see `otel_rai.monitoring.profile`); no category names and
-no rows. The per-feature arrays are concatenated in the order of ``ml.drift.features``.
+The live monitor writes one per model version every ``snapshot_interval`` seconds in which its window
+changed, and when the session closes, to the local audit store's ``drift_snapshots`` table (local only,
+like the ground truths: never a span, never exported). ``otel-rai monitor`` and the report recompute the
+drift table from them with the live monitor's functions (`otel_rai.monitoring.drift`). A snapshot holds
+bin counts, and the edges and positions of numeric features (aggregates of the reference data, see
+`otel_rai.monitoring.profile`); no category names and no rows. It is a JSON object whose keys are the
+``ml.drift.*`` names of `otel_rai.semconv`; the per-feature arrays are concatenated in the order of
+``ml.drift.features``.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ class Histogram:
         return drift.figures(self.feature, self.kind, self.reference, self.current, self.positions)
 
 
-def attributes(model: str, version: str, source: str, subjects: Sequence[FeatureProfile],
-               current: Sequence[np.ndarray]) -> dict[str, Any]:
-    """The attributes of the snapshot of `subjects` (the profile) with the window's `current` counts."""
+def record(model: str, version: str, source: str, subjects: Sequence[FeatureProfile],
+           current: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The snapshot of `subjects` (the profile) with the window's `current` counts."""
     numeric = [s for s in subjects if s.kind == NUMERIC]
     return {
         semconv.MODEL_NAME: model,
@@ -55,7 +57,7 @@ def attributes(model: str, version: str, source: str, subjects: Sequence[Feature
 
 
 def read(a: Mapping[str, Any]) -> list[Histogram]:
-    """The histograms a snapshot span's attributes hold; `InputError` if they do not add up."""
+    """The histograms a snapshot holds; `InputError` if they do not add up."""
     names = list(a[semconv.DRIFT_FEATURES])
     kinds = list(a[semconv.DRIFT_KINDS])
     bins = [int(b) for b in a[semconv.DRIFT_BINS]]

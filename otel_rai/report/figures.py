@@ -8,7 +8,7 @@ import collections
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from otel_rai.errors import InputError
 from otel_rai.fairness import metrics as fairness
@@ -23,7 +23,8 @@ class DecisionRecord:
 
     output: the predicted label (``ml.outputs``). groups: {sensitive attribute: group}, when known.
     outcome: the ground truth, when recorded. attributions: {feature: attribution} of the decision's
-    explanation (``ml.explanation.*``), when there is one. timestamp: Unix seconds.
+    explanation (``ml.explanation.*``), when there is one. timestamp: Unix seconds. classes, proba: see
+    below.
     """
 
     decision_id: str
@@ -34,6 +35,10 @@ class DecisionRecord:
     groups: Mapping[str, str] = field(default_factory=dict)
     outcome: Any = None
     attributions: Mapping[str, float] = field(default_factory=dict)
+    #: For the quality section (docs/monitoring.md): the model's classes, and the decision's probability
+    #: of each (from predict_proba or predict_log_proba), when known.
+    classes: Sequence[Any] | None = None
+    proba: Sequence[float] | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DecisionRecord:
@@ -51,6 +56,8 @@ class DecisionRecord:
                 groups={str(k): str(v) for k, v in (data.get("groups") or {}).items()},
                 outcome=data.get("outcome"),
                 attributions={str(k): float(v) for k, v in (data.get("attributions") or {}).items()},
+                classes=data.get("classes"),
+                proba=None if data.get("proba") is None else [float(v) for v in data["proba"]],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"bad decision record {dict(data)!r:.200}: {type(exc).__name__}: {exc}") from None

@@ -16,6 +16,8 @@ from otel_rai import semconv
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.report.figures import AttributeFigures, DecisionRecord, figures
+from otel_rai.report.monitoring import MonitoringFigures
+from otel_rai.report.monitoring import sections as monitoring_sections
 from otel_rai.settings import FairnessConfig
 from otel_rai.version import __version__
 
@@ -151,9 +153,11 @@ def render(
     alerts: Iterable[FairnessAlert] = (),
     positive_label: Any = 1,
     config: FairnessConfig | None = None,
+    monitoring: MonitoringFigures | None = None,
 ) -> str:
     """The HTML report of `records` (one model version) and the `alerts` raised over the same period, judged by
-    `config`'s minimum group size and thresholds (default: `FairnessConfig`'s)."""
+    `config`'s minimum group size and thresholds (default: `FairnessConfig`'s); with `monitoring`, the quality
+    and drift sections too."""
     config = config or FairnessConfig()
     f = figures(records, positive_label, config.min_group_size)
     title = f"Fairness audit: {f.model} {f.version}"
@@ -202,5 +206,7 @@ def render(
         out.append("</tbody></table>")
     else:
         out.append('<p class="na">No alert was raised over this period.</p>')
+    if monitoring is not None:  # quality and drift (docs/monitoring.md)
+        out += monitoring_sections(monitoring)
     out.append("</body></html>\n")
     return "\n".join(out)

@@ -107,7 +107,7 @@ class _Session:
         )
         self.quality = QualityDriftMonitor(config.monitoring, config.fairness, groups.parse(config.sensitive_features),
                                            meter_provider, tracer, self.counters.fail,
-                                           allowlist=config.capture_features)
+                                           allowlist=config.capture_features, journal=local)
         self.worker = AuditWorker(
             tracer,
             config,

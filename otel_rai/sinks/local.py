@@ -191,6 +191,7 @@ class StoreSink(base.Sink):
         self._unqueued: list[Queued] = []
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
+        self._snapshots: list[tuple[str, str, int, str]] = []
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
@@ -214,6 +215,10 @@ class StoreSink(base.Sink):
         cannot hold fails this outcome alone, not the commit of the cycle's spans."""
         self._outcomes.append((decision_id, json_text(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
 
+    def note_snapshot(self, model: str, version: str, time_ns: int, histograms: Mapping[str, Any]) -> None:
+        """The drift monitor's histograms of a model version (docs/monitoring.md): local only, like outcomes."""
+        self._snapshots.append((version, model, time_ns, json_text(histograms)))
+
     def commit(self) -> None:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
         spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
@@ -224,10 +229,10 @@ class StoreSink(base.Sink):
                 self._unqueued += [queued(span) for span in self._received]
             self._received = []
         delay = 0.1
-        while self._unwritten or self._unqueued or self._groups or self._outcomes:
+        while self._unwritten or self._unqueued or self._groups or self._outcomes or self._snapshots:
             try:
-                last, rows = self.store.append(self._unwritten, queued=self._unqueued,
-                                               groups=self._groups, outcomes=self._outcomes)
+                last, rows = self.store.append(self._unwritten, queued=self._unqueued, groups=self._groups,
+                                               outcomes=self._outcomes, snapshots=self._snapshots)
             except (sqlite3.Error, OSError, StoreError):
                 if self._unsaved() < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
@@ -239,6 +244,7 @@ class StoreSink(base.Sink):
                 self._outbox.written(last)
                 self._exporter.wake()
             self._unwritten, self._unqueued, self._groups, self._outcomes = [], [], [], []
+            self._snapshots = []
             self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0

@@ -118,6 +118,7 @@ class Store:
         self._connection()  # open now: a bad path or a foreign file fails here, clearly
         if create:
             self._upgrade()
+            self._connection().execute(schema.DRIFT_SNAPSHOTS)  # a file from before the table
         _fork.reset_in_child(self)
 
     def _reset(self) -> None:
@@ -199,11 +200,13 @@ class Store:
         queued: Sequence[Queued] = (),
         groups: Iterable[tuple[str, str, str]] = (),
         outcomes: Iterable[tuple[str, str, int]] = (),
+        snapshots: Iterable[tuple[str, str, int, str]] = (),
     ) -> tuple[int, int]:
         """Write `records` and queue `queued` for export, in one transaction. Both given, they are the
         same spans in the same order (a store that is the write-ahead log of an export); a spool queues
         only. `groups` (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON,
-        time) go to the local-only tables; a decision's first outcome is the one kept.
+        time) go to the local-only tables; a decision's first outcome is the one kept; `snapshots` (model
+        version, model name, time, histograms as JSON) too.
         Returns (the seq of the last span, the number of decisions written to ``decisions``)."""
         if records and queued and len(records) != len(queued):
             raise ValueError("otel-rai: the records and the queued spans of a write must be the same spans")
@@ -241,6 +244,7 @@ class Store:
             ])
             insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
             insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
+            insert(conn, "INSERT OR REPLACE INTO drift_snapshots", 4, snapshots)
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + max(len(records), len(queued)) - 1, n_decisions
 
@@ -434,6 +438,25 @@ class Store:
             (json_text(sorted(set(decision_ids))),),
         )
         return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
+
+    def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """(time, model name, histograms) of the drift monitor's snapshots of a model version in [start, end),
+        oldest first (docs/monitoring.md); none from a store written before the table existed."""
+        sql = "SELECT time_ns, model_name, histograms FROM drift_snapshots WHERE model_version = ?"
+        args: list[Any] = [model_version]
+        for clause, value in (("model_name = ?", model_name), ("time_ns >= ?", start_ns), ("time_ns < ?", end_ns)):
+            if value is not None:
+                sql += " AND " + clause
+                args.append(value)
+        with self._reading():
+            try:
+                rows = self._connection().execute(sql + " ORDER BY time_ns", args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+            return [(time_ns, name, json.loads(histograms)) for time_ns, name, histograms in rows]
 
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
