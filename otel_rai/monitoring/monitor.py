@@ -264,16 +264,13 @@ class _Track:
         self.window = _Rows(self.window.capacity, k, self.regressor, self.subjects)
 
     def group_of(self, attribute: str, labels: Sequence[str]) -> np.ndarray:
+        """The index of each group label (new labels get the next index)."""
         index = self.group_index.setdefault(attribute, {})
         names = self.group_label.setdefault(attribute, [])
-        out = np.empty(len(labels), np.int32)
-        for i, value in enumerate(labels):
-            found = index.get(value)
-            if found is None:
-                found = index[value] = len(names)
-                names.append(value)
-            out[i] = found
-        return out
+        for value in set(labels) - index.keys():
+            index[value] = len(names)
+            names.append(value)
+        return np.fromiter(map(index.__getitem__, labels), np.int32, len(labels))
 
     def nbytes(self) -> int:
         counts = [*self.current.values(), *self.baseline.values()]
@@ -619,12 +616,23 @@ class QualityDriftMonitor:
                 self._input_bins(track, layout, [accepted[i][0] for i in members], _rows(offsets, sizes, members), bins)
         columns: dict[str, np.ndarray] = {}
         if self._groups.active or any(c.groups for c, _, _ in accepted):
+            found: dict[str, tuple[list[int], list[str]]] = {}  # attribute -> (calls' offsets, labels)
             for (call, _, _), offset in zip(accepted, offsets.tolist()):
                 for attribute, labels in self._groups.resolve(call).items():
-                    column = columns.get(attribute)
-                    if column is None:
-                        column = columns[attribute] = np.full(m, -1, np.int32)
-                    column[offset : offset + len(labels)] = track.group_of(attribute, labels)
+                    starts, names = found.setdefault(attribute, ([], []))
+                    starts.append(offset)
+                    names.extend(labels)
+            for attribute, (starts, names) in found.items():
+                index = track.group_of(attribute, names)
+                if len(index) == m:
+                    columns[attribute] = index
+                else:  # some calls could not be grouped by this attribute: their rows have no group
+                    column = columns[attribute] = np.full(m, -1, np.int32)
+                    at = 0
+                    for offset in starts:
+                        n = int(sizes[np.searchsorted(offsets, offset)])
+                        column[offset : offset + n] = index[at : at + n]
+                        at += n
         return _Batch(time=times, predicted=predicted, values=values, proba=proba, scored=scored, bins=bins,
                       groups=columns, ids=ids)
 
@@ -662,6 +670,12 @@ class QualityDriftMonitor:
     def _input_bins(self, track: _Track, layout: Layout, calls: list[DecisionCall], rows: np.ndarray,
                     bins: np.ndarray) -> None:
         """Bin the inputs of `calls` (one column layout) in one pass into `bins`' feature columns at `rows`."""
+        arrays = [call.X for call in calls]
+        if len(arrays) > 1 and all(type(a) is np.ndarray and a.ndim == 2 and a.dtype.kind in "iuf" for a in arrays):
+            num, cat = profiles.matrices(np.concatenate(arrays), layout.numeric_at, layout.categorical_at)
+            local = track.binner.bin(num, cat) - track.binner.offsets  # small numeric arrays: read together
+            bins[rows, : len(track.profile.features)] = local
+            return
         numeric, categorical, read = [], [], []
         at = 0
         for call in calls:
