@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from otel_rai.errors import AuditUnavailableError, OtelRaiError
     from otel_rai.explanations import Explanation, explain
     from otel_rai.fairness.alerts import FairnessAlert
+    from otel_rai.monitoring.alerts import MonitoringAlert
     from otel_rai.session.instrumentor import (
         FlushResult,
         RaiInstrumentor,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
         record_outcome,
         uninstrument,
     )
-    from otel_rai.settings import FairnessConfig, Settings
+    from otel_rai.settings import FairnessConfig, MonitoringConfig, Settings
 
 #: Public name -> the module that defines it.
 _HOMES = {
@@ -46,6 +47,8 @@ _HOMES = {
     "FairnessConfig": "otel_rai.settings",
     "FlushResult": "otel_rai.session.instrumentor",
     "HashKey": "otel_rai.audit.hashing",
+    "MonitoringAlert": "otel_rai.monitoring.alerts",
+    "MonitoringConfig": "otel_rai.settings",
     "OtelRaiError": "otel_rai.errors",
     "RaiInstrumentor": "otel_rai.session.instrumentor",
     "Settings": "otel_rai.settings",
