@@ -222,7 +222,7 @@ def test_a_label_counts_in_the_window_of_its_decision(meter):
 
 
 def test_time_window_expires(meter):
-    session(meter, window=timedelta(seconds=1))
+    session(meter, window=timedelta(seconds=3))  # long enough for a loaded worker to publish once
     X, y = applicants(400, seed=9)
     model = otel_rai.register_model(pipeline().fit(X, y), name="credit", version="1")
     model.predict(X[:50])

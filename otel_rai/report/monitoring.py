@@ -268,9 +268,9 @@ def drift_section(f: MonitoringFigures) -> list[str]:
                "<th>Wasserstein</th><th>χ² p-value</th><th>missing (reference)</th><th>missing (window)</th>"
                "<th>rows</th></tr></thead><tbody>")
     for d in ranked:
-        mark = ' class="fail"' if d.psi is not None and d.psi > PSI_MARK else ""
+        mark = " fail" if d.psi is not None and d.psi > PSI_MARK else ""
         out.append(f'<tr data-feature="{_e(d.feature)}"><td>{_e(d.feature)}</td><td>{d.kind}</td>'
-                   f'<td class="num"{mark} data-metric="psi">{_num(d.psi)}</td>'
+                   f'<td class="num{mark}" data-metric="psi">{_num(d.psi)}</td>'
                    f'<td class="num">{_num(d.js_distance)}</td><td class="num">{_num(d.wasserstein)}</td>'
                    f'<td class="num">{_num(d.chi2_pvalue)}</td><td class="num">{_num(d.missing_rate_reference)}</td>'
                    f'<td class="num">{_num(d.missing_rate_current)}</td><td class="num">{d.rows}</td></tr>')
