@@ -160,7 +160,8 @@ class MonitoringConfig:
     top_k: int = _option(10, "categories of a categorical feature kept by name; the rest count as other")
     edge_digits: int | None = _option(3, "significant digits of the quantile edges (coarser edges reveal "
                                       "less of the reference data); None keeps them exact")
-    max_reference_rows: int = _option(100_000, "rows sampled from the reference data to build a profile")
+    max_reference_rows: int = _option(20_000, "rows sampled from the reference data to build a profile (and "
+                                      "kept from a fit until the model's first decision)")
     capture_at_fit: bool = _option(True, "build the reference profile of a model from the data of its "
                                    "outermost fit, unless `register_model(reference=...)` gives one")
     max_features: int = _option(500, "features profiled per model version (the first ones)")

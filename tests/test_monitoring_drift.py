@@ -231,3 +231,22 @@ def test_reading_a_frames_blocks_equals_reading_its_columns(seed):
         return [[None if profile.is_missing(v) else profile.label(v) for v in row] for row in matrix]
 
     assert text(fast[1]) == text(slow[1])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_reading_frames_together_equals_reading_each(seed):
+    rng = np.random.default_rng(500 + seed)
+    frames = []
+    for _ in range(int(rng.integers(2, 30))):
+        n = int(rng.choice([1, 1, 3, 9]))
+        frames.append(pd.DataFrame({"a": rng.normal(size=n), "s": pd.Series(rng.choice(["x", None], n), dtype="str"),
+                                    "i": rng.integers(0, 5, n), "c": pd.Categorical(rng.choice(["u", "v"], n)),
+                                    "o": np.array([None if v < 0.3 else v for v in rng.random(n)], dtype=object)}))
+    numeric_at, categorical_at = [0, 2, 4], [1, 3]
+    joined = profile.read_frames(frames, numeric_at, categorical_at)
+    one_by_one = [profile._column_matrices(f, numeric_at, categorical_at) for f in frames]
+    np.testing.assert_array_equal(joined[0], np.concatenate([m[0] for m in one_by_one]))
+    text = lambda m: [[None if profile.is_missing(v) else profile.label(v) for v in row] for row in m]  # noqa: E731
+    assert text(joined[1]) == text(np.concatenate([m[1] for m in one_by_one]))
+    # frames whose columns are laid out differently are not joined
+    assert profile.read_frames([frames[0], frames[0][["s", "a", "i", "c", "o"]]], numeric_at, categorical_at) is None

@@ -69,6 +69,8 @@ MAX_TRACKS = 64
 #: Buckets of the label delay histogram, in seconds: a minute to a quarter.
 LABEL_DELAY_BUCKETS = (60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 90 * 86400.0)
 _NOT_BINNED = np.iinfo(np.uint16).max
+#: Column index objects remembered per model version (a service reuses a few; the cache starts over beyond).
+_MAX_INDEXES = 64
 
 
 class SnapshotJournal(Protocol):
@@ -225,6 +227,9 @@ class _Track:
         self.profile: Profile | None = None
         self.binner: Binner | None = None
         self.layouts: dict[tuple, Layout | None] = {}
+        self.indexes: dict[int, tuple[Any, Layout | None]] = {}  # id(column index) -> (index, layout)
+        self.sensitive_columns: dict[str, int] | None = None  # see QualityDriftMonitor._sensitive_read
+        self.arrow_names: tuple[Any, Layout | None] | None = None  # the last Arrow column names, their layout
         self.subjects = 0
         self.offsets = np.zeros(0, np.int64)
         self.drift = np.zeros(0, np.int64)
@@ -415,6 +420,9 @@ class QualityDriftMonitor:
         source = "reference"
         if reference is None:
             reference, labels, source = self.fit_samples.take(call.model), None, "fit"
+            if isinstance(reference, Profile):  # built for another version of the same fit
+                track.use_profile(reference)
+                return
         if reference is None:
             reference, labels, source = registration.background, None, "background"
         if reference is None:
@@ -426,6 +434,8 @@ class QualityDriftMonitor:
             self._on_failure("reference", exc)
             return
         track.use_profile(profile)
+        if source == "fit":
+            self.fit_samples.built(call.model, reference, profile)
         if labels is not None and outputs is not None and track.measurable:
             self._reference_baseline(track, call, reference, labels, outputs)
 
@@ -605,19 +615,23 @@ class QualityDriftMonitor:
             if outputs.proba is not None:
                 proba[rows] = outputs.proba
                 scored[rows] = True
-        bins = None
+        bins = raw = None
         if track.binner is not None:
             bins = self._output_bins(track, predicted, values, proba, scored, m)
+            raw = np.empty((m, len(track.binner.categorical)), object) if self._sensitive_read(track) else None
             by_layout: dict[Layout, list[int]] = {}
             for i, (_, _, layout) in enumerate(accepted):
                 if layout is not None:
                     by_layout.setdefault(layout, []).append(i)
             for layout, members in by_layout.items():
-                self._input_bins(track, layout, [accepted[i][0] for i in members], _rows(offsets, sizes, members), bins)
+                self._input_bins(track, layout, [accepted[i][0] for i in members], _rows(offsets, sizes, members),
+                                 bins, raw)
         columns: dict[str, np.ndarray] = {}
         if self._groups.active or any(c.groups for c, _, _ in accepted):
             found: dict[str, tuple[list[int], list[str]]] = {}  # attribute -> (calls' offsets, labels)
-            for (call, _, _), offset in zip(accepted, offsets.tolist()):
+            for (call, _, layout), offset in zip(accepted, offsets.tolist()):
+                if raw is not None and layout is not None and bins[offset, 0] != _NOT_BINNED:
+                    call = self._with_read_groups(track, call, raw[offset : offset + len(call.ids)])
                 for attribute, labels in self._groups.resolve(call).items():
                     starts, names = found.setdefault(attribute, ([], []))
                     starts.append(offset)
@@ -640,13 +654,36 @@ class QualityDriftMonitor:
         """Where the profiled features are in this call's input (cached per column layout)."""
         X = call.X
         columns = getattr(X, "columns", None)
-        key = ("frame", tuple(columns)) if columns is not None else ("array", getattr(X, "shape", (0, 0))[1:])
+        arrow = None
+        if columns is not None:
+            # Calls on slices of one frame share its column index: known by identity, it costs no
+            # walk over the column names (the index object is held, so its id is not reused).
+            seen = track.indexes.get(id(columns))
+            if seen is not None and seen[0] is columns:
+                return seen[1]
+            # Frames built per request have an index each; Arrow-backed names (pandas 3) compare with
+            # the last ones seen in C, at a third of the cost of reading them.
+            values = getattr(columns, "array", None)
+            if hasattr(values, "__arrow_array__"):
+                arrow = values.__arrow_array__()
+                last = track.arrow_names
+                if last is not None and last[0].equals(arrow):
+                    return last[1]
+            key: tuple = ("frame", tuple(_names(columns)))
+        else:
+            key = ("array", getattr(X, "shape", (0, 0))[1:])
         if key not in track.layouts:
             found = references.layout(track.profile, profiles.feature_names(X, call.info.feature_names))
             if found is None:
                 self._warn_once(("layout", *track.key), "otel-rai: the input of model %s %s lacks features of its "
                                 "reference profile; its calls are not counted for input drift", *track.key)
             track.layouts[key] = found
+        if columns is not None:
+            if len(track.indexes) >= _MAX_INDEXES:
+                track.indexes.clear()
+            track.indexes[id(columns)] = (columns, track.layouts[key])
+        if arrow is not None:
+            track.arrow_names = (arrow, track.layouts[key])
         return track.layouts[key]
 
     def _output_bins(self, track: _Track, predicted: np.ndarray | None, values: np.ndarray | None,
@@ -667,14 +704,47 @@ class QualityDriftMonitor:
             out[scored, column] = _numeric_bins(references.score_of(proba[scored], track.positive), profile.score.edges)
         return out
 
+    def _sensitive_read(self, track: _Track) -> dict[str, int] | None:
+        """{sensitive column: its column among the categorical features read}, when every configured
+        sensitive column is a categorical feature of the profile; else None."""
+        if track.sensitive_columns is None:
+            features = track.profile.features
+            at = {features[i].name: k for k, i in enumerate(track.binner.categorical)}
+            parts = {p for a in self._attributes for p in a.parts}
+            track.sensitive_columns = {p: at[p] for p in parts} if parts and parts <= at.keys() else {}
+        return track.sensitive_columns or None
+
+    def _with_read_groups(self, track: _Track, call: DecisionCall, raw: np.ndarray) -> DecisionCall:
+        """The call, its sensitive columns given as the values the drift pass read, so that the group
+        resolver applies its rules without reading the input again (about 5 µs a column for a small
+        DataFrame). Values given with ``decisions(groups=...)`` still win."""
+        given = call.groups or {}
+        read = {name: tuple(raw[:, k]) for name, k in track.sensitive_columns.items() if name not in given}
+        if not read:
+            return call
+        proxy = object.__new__(DecisionCall)
+        proxy.__dict__.update(call.__dict__)
+        proxy.groups = {**read, **given}
+        return proxy
+
     def _input_bins(self, track: _Track, layout: Layout, calls: list[DecisionCall], rows: np.ndarray,
-                    bins: np.ndarray) -> None:
-        """Bin the inputs of `calls` (one column layout) in one pass into `bins`' feature columns at `rows`."""
+                    bins: np.ndarray, raw: np.ndarray | None) -> None:
+        """Bin the inputs of `calls` (one column layout) in one pass into `bins`' feature columns at `rows`;
+        keep the categorical values read in `raw` (for the groups)."""
         arrays = [call.X for call in calls]
-        if len(arrays) > 1 and all(type(a) is np.ndarray and a.ndim == 2 and a.dtype.kind in "iuf" for a in arrays):
-            num, cat = profiles.matrices(np.concatenate(arrays), layout.numeric_at, layout.categorical_at)
-            local = track.binner.bin(num, cat) - track.binner.offsets  # small numeric arrays: read together
-            bins[rows, : len(track.profile.features)] = local
+        joined = None
+        if len(arrays) > 1:  # inputs of one layout read together: per-call overheads paid once
+            try:
+                if all(type(a) is np.ndarray and a.ndim == 2 and a.dtype.kind in "iuf" for a in arrays):
+                    joined = profiles.matrices(np.concatenate(arrays), layout.numeric_at, layout.categorical_at)
+                elif all(hasattr(a, "iloc") and hasattr(a, "columns") for a in arrays):
+                    joined = profiles.read_frames(arrays, layout.numeric_at, layout.categorical_at)
+            except (TypeError, ValueError):
+                joined = None  # one bad input: read them one by one, to count only that one's failure
+        if joined is not None:
+            bins[rows, : len(track.profile.features)] = track.binner.bin(*joined) - track.binner.offsets
+            if raw is not None:
+                raw[rows] = joined[1]
             return
         numeric, categorical, read = [], [], []
         at = 0
@@ -691,8 +761,11 @@ class QualityDriftMonitor:
             at += n
         if not read:
             return
-        local = track.binner.bin(np.concatenate(numeric), np.concatenate(categorical)) - track.binner.offsets
+        cat = np.concatenate(categorical)
+        local = track.binner.bin(np.concatenate(numeric), cat) - track.binner.offsets
         bins[np.concatenate(read), : len(track.profile.features)] = local
+        if raw is not None:
+            raw[np.concatenate(read)] = cat
 
     # --- labels -------------------------------------------------------------------------------------
 
@@ -920,6 +993,15 @@ class QualityDriftMonitor:
 
 #: Memory of one remembered decision id (a 32-character id, a 4-tuple, its dict slot), measured.
 _BOOK_ENTRY_BYTES = 200
+
+
+def _names(columns: Any) -> list[Any]:
+    """A DataFrame's column names as a list: from Arrow-backed names (pandas 3) through the Arrow
+    protocol, a quarter of what iterating the index costs."""
+    values = getattr(columns, "array", None)
+    if hasattr(values, "__arrow_array__"):
+        return values.__arrow_array__().to_pylist()
+    return columns.tolist() if hasattr(columns, "tolist") else list(columns)
 
 
 def _rows(offsets: np.ndarray, sizes: np.ndarray, members: list[int]) -> np.ndarray:

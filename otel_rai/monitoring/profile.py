@@ -22,6 +22,7 @@ drift snapshots only (never on a span or a metric); coarsen them with fewer `num
 from __future__ import annotations
 
 import collections
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
@@ -34,6 +35,8 @@ NUMERIC = semconv.DRIFT_KIND_NUMERIC
 CATEGORICAL = semconv.DRIFT_KIND_CATEGORICAL
 #: Up to this many cells, a DataFrame's values are read in one conversion to objects rather than per column.
 _SMALL_FRAME_CELLS = 4096
+#: Up to this many rows, an Arrow-backed column is read as a Python list (its array conversion costs more).
+_FEW_ROWS = 8
 #: Up to this many rows, numeric bins are found by one comparison against every edge at once.
 _BROADCAST_ROWS = 256
 
@@ -270,6 +273,32 @@ def _column_matrices(df: Any, numeric_at: Sequence[int],
     return num, cat
 
 
+Columns = slice | np.ndarray
+
+
+def _span(index: np.ndarray) -> Columns:
+    """`index` as a slice when it is a run of consecutive positions (views instead of copies)."""
+    if len(index) and np.array_equal(index, np.arange(index[0], index[0] + len(index))):
+        return slice(int(index[0]), int(index[0]) + len(index))
+    return index
+
+
+@functools.lru_cache(maxsize=1024)
+def _block_plan(width: int, numeric_at: tuple[int, ...], categorical_at: tuple[int, ...],
+                placement: bytes) -> tuple[tuple[Columns, Columns] | None, tuple[Columns, Columns] | None]:
+    """For a block holding the input columns `placement` (int64 bytes): which of its rows go to which
+    numeric and categorical matrix columns, as (source, destination), or None."""
+    locs = np.frombuffer(placement, np.int64)
+    plans = []
+    for wanted in (numeric_at, categorical_at):
+        destination = np.full(width, -1, np.int64)
+        destination[list(wanted)] = np.arange(len(wanted))
+        to = destination[locs]
+        chosen = np.flatnonzero(to >= 0)
+        plans.append((_span(chosen), _span(to[chosen])) if len(chosen) else None)
+    return plans[0], plans[1]
+
+
 def _block_matrices(df: Any, numeric_at: Sequence[int],
                     categorical_at: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
     """The matrices read from the DataFrame's blocks (its columns grouped by dtype) without building a Series
@@ -281,31 +310,78 @@ def _block_matrices(df: Any, numeric_at: Sequence[int],
     except AttributeError:
         return None
     n, width = df.shape
-    want_numeric = np.full(width, -1, np.int64)
-    want_numeric[list(numeric_at)] = np.arange(len(numeric_at))
-    want_categorical = np.full(width, -1, np.int64)
-    want_categorical[list(categorical_at)] = np.arange(len(categorical_at))
+    numeric_at, categorical_at = tuple(numeric_at), tuple(categorical_at)
     num = np.empty((n, len(numeric_at)))
     cat = np.empty((n, len(categorical_at)), object)
     for locs, values in blocks:
+        numeric, categorical = _block_plan(width, numeric_at, categorical_at, locs.astype(np.int64).tobytes())
         if not isinstance(values, np.ndarray) and getattr(values, "ndim", 1) == 2:
             values = np.asarray(values, dtype=object)  # a 2-D extension block (datetimes)
         if isinstance(values, np.ndarray) and values.ndim == 2:
-            to_numeric, to_categorical = want_numeric[locs], want_categorical[locs]
-            chosen = to_numeric >= 0
-            if chosen.any():
-                part = values[chosen]
-                part = part.astype(np.float64) if part.dtype.kind in "iuf" else np.array([as_float(c) for c in part])
-                num[:, to_numeric[chosen]] = part.T
-            chosen = to_categorical >= 0
-            if chosen.any():
-                cat[:, to_categorical[chosen]] = values[chosen].T.astype(object)
+            if numeric is not None:
+                part = values[numeric[0]]
+                num[:, numeric[1]] = (part if part.dtype.kind in "iuf" else
+                                      np.array([as_float(c) for c in part]).reshape(part.shape)).T
+            if categorical is not None:
+                cat[:, categorical[1]] = values[categorical[0]].T
         elif len(locs) == 1:  # an extension array: one column
-            j = int(locs[0])
-            if want_numeric[j] >= 0:
-                num[:, want_numeric[j]] = values.to_numpy(dtype=np.float64, na_value=np.nan)
-            if want_categorical[j] >= 0:
-                cat[:, want_categorical[j]] = np.asarray(values, dtype=object)
+            if numeric is not None:
+                num[:, numeric[1]] = values.to_numpy(dtype=np.float64, na_value=np.nan)[:, None]
+            if categorical is not None:
+                if n <= _FEW_ROWS and hasattr(values, "__arrow_array__"):  # Arrow strings: a list is cheaper
+                    cat[:, categorical[1]] = np.array(values.__arrow_array__().to_pylist(), dtype=object)[:, None]
+                else:
+                    cat[:, categorical[1]] = np.asarray(values, dtype=object)[:, None]
+        else:
+            return None
+    return num, cat
+
+
+def read_frames(frames: Sequence[Any], numeric_at: Sequence[int],
+                categorical_at: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The matrices of several DataFrames with the same columns, their rows in order, read block by block
+    across frames: the work per frame is a look at its blocks (about a µs); the copies and conversions
+    happen once for all of them. None when their blocks are not laid out alike (then read them one by
+    one, with `matrices`). Internal pandas layout, as in `_block_matrices`."""
+    try:
+        layouts = [[(b.mgr_locs.as_array, b.values) for b in f._mgr.blocks] for f in frames]
+    except AttributeError:
+        return None
+    keys = [np.asarray(locs, np.int64).tobytes() for locs, _ in layouts[0]]
+    for blocks in layouts[1:]:
+        if len(blocks) != len(keys) or any(np.asarray(locs, np.int64).tobytes() != key
+                                           for (locs, _), key in zip(blocks, keys)):
+            return None
+    width = frames[0].shape[1]
+    numeric_at, categorical_at = tuple(numeric_at), tuple(categorical_at)
+    n = sum(len(f) for f in frames)
+    num = np.empty((n, len(numeric_at)))
+    cat = np.empty((n, len(categorical_at)), object)
+    for b, key in enumerate(keys):
+        numeric, categorical = _block_plan(width, numeric_at, categorical_at, key)
+        if numeric is None and categorical is None:
+            continue
+        parts = [blocks[b][1] for blocks in layouts]
+        if all(isinstance(v, np.ndarray) and v.ndim == 2 for v in parts):
+            values = np.concatenate(parts, axis=1)
+            if numeric is not None:
+                part = values[numeric[0]]
+                num[:, numeric[1]] = (part if part.dtype.kind in "iuf" else
+                                      np.array([as_float(c) for c in part]).reshape(part.shape)).T
+            if categorical is not None:
+                cat[:, categorical[1]] = values[categorical[0]].T
+        elif all(getattr(v, "ndim", 0) == 1 for v in parts):  # extension arrays: one column each
+            if numeric is not None:
+                num[:, numeric[1]] = np.concatenate(
+                    [v.to_numpy(dtype=np.float64, na_value=np.nan) for v in parts])[:, None]
+            if categorical is not None:
+                if all(hasattr(v, "__arrow_array__") for v in parts) and n <= _FEW_ROWS * len(parts):
+                    items = [x for v in parts for x in v.__arrow_array__().to_pylist()]
+                    column = np.empty(n, object)
+                    column[:] = items
+                else:
+                    column = np.concatenate([np.asarray(v, dtype=object) for v in parts])
+                cat[:, categorical[1]] = column[:, None]
         else:
             return None
     return num, cat

@@ -6,8 +6,8 @@ In order of preference:
    with labels, its quality is also the baseline of the quality alerts;
 2. the data of the model's outermost fit under ``instrument()`` (`MonitoringConfig.capture_at_fit`): the
    fit observer keeps a sample of at most ``max_reference_rows`` rows, tied to the estimator (dropped
-   with it) until its first decision. The training labels are not used as a baseline: a model scores
-   better on its own training data than it ever will live;
+   with it), until its first decision turns it into a profile (kept instead). The training labels are
+   not used as a baseline: a model scores better on its own training data than it ever will live;
 3. ``register_model(model, background=X)``, the explainers' reference rows.
 
 The profile is built on the audit worker at the model version's first decision: quantiles over the
@@ -146,12 +146,21 @@ class FitSamples:
         samples[key] = (ref, kept)
 
     def take(self, estimator: Any) -> Any:
-        """The sample of `estimator`'s latest fit, or None."""
+        """The sample of `estimator`'s latest fit (or, once built, its `Profile`), or None."""
         entry = self._samples.get(id(estimator))
         return entry[1] if entry is not None and entry[0]() is estimator else None
 
+    def built(self, estimator: Any, sample: Any, profile: Profile) -> None:
+        """Keep the profile built from `sample` instead of the sample (kilobytes instead of megabytes),
+        unless a later fit has replaced the sample meanwhile."""
+        entry = self._samples.get(id(estimator))
+        if entry is not None and entry[0]() is estimator and entry[1] is sample:
+            self._samples[id(estimator)] = (entry[0], profile)
+
     def nbytes(self) -> int:
-        return sum(int(getattr(s, "nbytes", 0) or 0) for _, s in self._samples.values())
+        """Approximate memory of the samples and profiles held."""
+        return sum(s.nbytes() if isinstance(s, Profile) else int(getattr(s, "nbytes", 0) or 0)
+                   for _, s in self._samples.values())
 
 
 @dataclass(frozen=True)
