@@ -450,3 +450,41 @@ def test_monitoring_failures_never_reach_the_caller(meter):
         model.predict(renamed)
     assert np.array_equal(model.predict(X[:30]), bare(model.predict, X[:30]))
     meter.wait(semconv.METRIC_QUALITY_DECISIONS, 30, **at(window=None, labelled="false"))
+
+
+def test_multiclass_model_with_predict_and_predict_proba_calls(meter):
+    """Calls of predict (labels only: no score figures) and predict_proba mixed in one window."""
+    session(meter, window=10_000)
+    rng = np.random.default_rng(30)
+    X = pd.DataFrame({"a": rng.normal(size=3000), "b": rng.normal(size=3000)})
+    y = np.digitize(X.a + 0.5 * X.b + rng.normal(0, 0.7, 3000), [-0.7, 0.7])  # three classes
+    model = otel_rai.register_model(LogisticRegression().fit(X[:1500], y[:1500]), name="credit", version="m")
+    live, truth = X[1500:], y[1500:]
+    predicted, proba, ids = [], [], []
+    for start in range(0, 1500, 50):
+        chunk = live.iloc[start:start + 50]
+        with otel_rai.decisions() as d:
+            if start % 100:
+                p = model.predict_proba(chunk)
+                proba.append(p)
+                predicted.append(p.argmax(axis=1))
+            else:
+                predicted.append(model.predict(chunk))
+                proba.append(np.full((50, 3), np.nan))
+        ids += d.ids
+    predicted, proba = np.concatenate(predicted), np.concatenate(proba)
+    for decision_id, t in zip(ids, truth):
+        otel_rai.record_outcome(decision_id, int(t))
+    meter.wait(semconv.METRIC_QUALITY_DECISIONS, 1500, **at("m", window=None, labelled="true"))
+    assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at("m")) == pytest.approx(
+        skm.accuracy_score(truth, predicted), abs=TOL)
+    macro = {**at("m"), semconv.QUALITY_AVERAGE: "macro"}
+    assert meter.value(semconv.METRIC_QUALITY_F1, **macro) == pytest.approx(
+        skm.f1_score(truth, predicted, average="macro"), abs=TOL)
+    binary = {**at("m"), semconv.QUALITY_AVERAGE: "binary"}
+    assert meter.value(semconv.METRIC_QUALITY_F1, **binary) is None  # no positive class among three
+    scored = ~np.isnan(proba[:, 0])
+    assert meter.value(semconv.METRIC_QUALITY_LOG_LOSS, **at("m")) == pytest.approx(
+        skm.log_loss(truth[scored], proba[scored], labels=[0, 1, 2]), rel=TOL)
+    assert meter.value(semconv.METRIC_QUALITY_ROC_AUC, **at("m")) == pytest.approx(
+        skm.roc_auc_score(truth[scored], proba[scored], multi_class="ovr"), abs=2e-3)

@@ -406,7 +406,7 @@ class QualityDriftMonitor:
             if len(self._tracks) >= MAX_TRACKS:
                 oldest = min(self._tracks.values(), key=lambda t: t.active_at)
                 del self._tracks[oldest.key]
-                self._published.pop(oldest.key, None)
+                self._published = {k: v for k, v in self._published.items() if k != oldest.key}
             track = _Track(key, call.info, call.model, self._window, self.config, self._positive_label)
             self._tracks[key] = track
             self._attach_reference(track, call)
@@ -893,7 +893,8 @@ class QualityDriftMonitor:
                 if value is not None:
                     out[metric].append(Observation(value, base))
         drift = self._drift(track, base, out)
-        self._published[track.key] = dict(out)
+        # A new dict, never one changed in place: a metric reader's thread may be reading the old one.
+        self._published = {**self._published, track.key: dict(out)}
         self._alert(track, figures, drift, rows)
 
     def _drift(self, track: _Track, base: dict, out: dict) -> dict[str, Any]:
@@ -966,7 +967,7 @@ class QualityDriftMonitor:
 
     def _observations(self, metric: str) -> list[Observation]:
         out: list[Observation] = []
-        for observations in list(self._published.values()):
+        for observations in self._published.values():
             out.extend(observations.get(metric, ()))
         return out
 
