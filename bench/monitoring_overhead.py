@@ -11,6 +11,8 @@
    usual serving case) and as a NumPy array.
 2. Publication alone: recomputing every gauge of one model version (forced), per publication.
 3. Memory: the profile, the window at the default size and at 100,000 decisions, and the label book.
+4. The whole audit path, instrumented end to end (spans to an in-memory exporter, explanations off), with
+   monitoring on and off, interleaved: process CPU per decision including the flush.
 Times are CPU time of the process (all threads), best of 5 runs: the machine is shared, and CPU time with
 the minimum of several runs is the least disturbed by other work.
 """
@@ -146,6 +148,60 @@ def memory(model: Any, X: pd.DataFrame, sex: np.ndarray) -> dict[str, int]:
     return out
 
 
+def session_cost(X: pd.DataFrame, y: np.ndarray, enabled: bool, frame: bool, single: int,
+                 batches: int) -> tuple[float, float]:
+    """CPU seconds per decision that the audit adds to the model's own (instrumented minus bare, in the same
+    session), (1-row calls, 1000-row calls), with monitoring `enabled` or not."""
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    import otel_rai
+
+    provider = TracerProvider(sampler=ALWAYS_ON)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    meters = MeterProvider(metric_readers=[PrometheusMetricReader(registry=CollectorRegistry())])
+    otel_rai.instrument(hash_key="bench-key-0123456789abcdef", tracer_provider=provider, meter_provider=meters,
+                        explain=False, sensitive_features=["sex"], monitoring=MonitoringConfig(enabled=enabled))
+    if frame:
+        prep = ColumnTransformer([("n", "passthrough", NUMERIC), ("c", OneHotEncoder(), ["region"])])
+        model, data = make_pipeline(prep, LogisticRegression()).fit(X.iloc[:5000], y[:5000]), X
+        groups = None
+    else:
+        data = X[NUMERIC].to_numpy()
+        model = LogisticRegression().fit(data[:5000], y[:5000])
+        groups = {"sex": "f"}
+    rows = [data[i : i + 1] if not frame else data.iloc[[i]] for i in range(single)]
+
+    def cpu(calls: list, per: int) -> float:
+        otel_rai.flush()
+        start = time.process_time()
+        with otel_rai.decisions(groups=groups):
+            for rows_ in calls:
+                model.predict_proba(rows_)
+        otel_rai.flush()
+        return (time.process_time() - start) / (len(calls) * per)
+
+    def bare(calls: list, per: int) -> float:
+        start = time.process_time()
+        with suppress_instrumentation():
+            for rows_ in calls:
+                model.predict_proba(rows_)
+        return (time.process_time() - start) / (len(calls) * per)
+
+    chunks = [data[i * 1000 : (i + 1) * 1000] if not frame else data.iloc[i * 1000 : (i + 1) * 1000]
+              for i in range(batches)]
+    cpu(rows[:50], 1)  # warm: the first decision builds the profile
+    one = cpu(rows, 1) - bare(rows, 1)
+    many = cpu(chunks, 1000) - bare(chunks, 1000)
+    otel_rai.uninstrument()
+    exporter.clear()
+    return one, many
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer calls and runs")
@@ -171,6 +227,19 @@ def main() -> None:
     big = calls(fm, X, 1000, 2, sex)
     print(f"publication of one version's gauges (22 inputs, 2 groups, forced): "
           f"{publication_cost(big, runs) * 1e3:.2f} ms (at most once a second per version)")
+    print("the whole audit path: CPU per decision added to the model's (instrumented - bare, flush included, "
+          "best of %d):" % runs)
+    for frame in (True, False):
+        best: dict[bool, list[float]] = {True: [float("inf")] * 2, False: [float("inf")] * 2}
+        for _ in range(runs):  # interleaved, so that other load affects both alike
+            for enabled in (False, True):
+                costs = session_cost(X, y, enabled, frame, 500 if quick else 2000, 5 if quick else 20)
+                best[enabled] = [min(a, b) for a, b in zip(best[enabled], costs)]
+        for enabled in (False, True):
+            one, many = best[enabled]
+            what = "Pipeline, DataFrame" if frame else "LR, ndarray"
+            print(f"  {what:20s} monitoring {'on ' if enabled else 'off'}  "
+                  f"1-row calls {one * 1e6:7.1f} µs   1000-row calls {many * 1e6:6.2f} µs")
     print("memory:")
     for what, n in memory(fm, X, sex).items():
         print(f"  {what:52s} {n / 1024:10.1f} KiB")
