@@ -20,6 +20,9 @@ from the store group decisions by decision time, so there a late label lands in 
 **The baseline** of the quality alerts is the quality of the reference data when it came with labels
 (`register_model(..., reference_labels=y)`), else the quality of the model version's first window of
 decisions (its first N, or those of its first T seconds), whose labels keep counting as they arrive.
+
+**Drift snapshots** (the reference and window histograms) go to the session's local store through a
+`SnapshotJournal`, every ``snapshot_interval`` seconds in which the window changed and at close.
 """
 
 from __future__ import annotations
@@ -380,9 +383,7 @@ class QualityDriftMonitor:
             for call in calls:
                 by_track.setdefault((call.info.name, call.info.version), []).append(call)
             for key, group in by_track.items():
-                track = self._track(key, group[0])
-                if track is not None:
-                    self._add_rows(track, group)
+                self._add_rows(self._track(key, group[0]), group)
             if labels:
                 self._add_labels(labels)
             now = time.time_ns()
@@ -400,7 +401,7 @@ class QualityDriftMonitor:
         except Exception as exc:
             self._on_failure("monitoring", exc)
 
-    def _track(self, key: Key, call: DecisionCall) -> _Track | None:
+    def _track(self, key: Key, call: DecisionCall) -> _Track:
         track = self._tracks.get(key)
         if track is None:
             if len(self._tracks) >= MAX_TRACKS:
@@ -441,11 +442,9 @@ class QualityDriftMonitor:
 
     def _reference_baseline(self, track: _Track, call: DecisionCall, X: Any, y: Any, outputs: Outputs) -> None:
         """The baseline from labelled reference rows: their quality, overall and per group."""
+        # The same seeded sample of rows as the profile's (it depends on the number of rows only).
         X = references.sample(X, self.config.max_reference_rows)
-        y = np.asarray(y)
-        if len(y) != len(outputs.proba if outputs.proba is not None else
-                         outputs.values if outputs.values is not None else outputs.predicted):
-            y = references.sample(y.reshape(-1, 1), self.config.max_reference_rows).ravel()
+        y = references.sample(np.asarray(y).reshape(-1, 1), self.config.max_reference_rows).ravel()
         n = len(y)
         rows = _Rows(n, len(track.classes) if track.classes is not None else 0, track.regressor, 0)
         rows.seq[:] = np.arange(n)
@@ -895,7 +894,7 @@ class QualityDriftMonitor:
         drift = self._drift(track, base, out)
         # A new dict, never one changed in place: a metric reader's thread may be reading the old one.
         self._published = {**self._published, track.key: dict(out)}
-        self._alert(track, figures, drift, rows)
+        self._alert(track, figures, drift)
 
     def _drift(self, track: _Track, base: dict, out: dict) -> dict[str, Any]:
         if track.profile is None:
@@ -917,7 +916,8 @@ class QualityDriftMonitor:
                         Observation(rate, {**attributes, semconv.MONITORING_WINDOW: window}))
         return found
 
-    def _alert(self, track: _Track, figures: dict, drift: dict, rows: int) -> None:
+    def _alert(self, track: _Track, figures: dict, drift: dict) -> None:
+        """Compare the figures just published with the alert rules."""
         config = self.config
         name, version = track.key
         if config.psi_max is not None:
@@ -992,8 +992,9 @@ class QualityDriftMonitor:
             _log.warning(message, *args)
 
 
-#: Memory of one remembered decision id (a 32-character id, a 4-tuple, its dict slot), measured.
-_BOOK_ENTRY_BYTES = 200
+#: Memory of one remembered decision id (a 32-character id, a 4-tuple, its dict slot), as measured by
+#: bench/monitoring_overhead.py.
+_BOOK_ENTRY_BYTES = 173
 
 
 def _names(columns: Any) -> list[Any]:
