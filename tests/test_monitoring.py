@@ -488,3 +488,19 @@ def test_multiclass_model_with_predict_and_predict_proba_calls(meter):
         skm.log_loss(truth[scored], proba[scored], labels=[0, 1, 2]), rel=TOL)
     assert meter.value(semconv.METRIC_QUALITY_ROC_AUC, **at("m")) == pytest.approx(
         skm.roc_auc_score(truth[scored], proba[scored], multi_class="ovr"), abs=2e-3)
+
+
+@pytest.mark.parametrize("options", [
+    {"window": 0}, {"window": timedelta(0)}, {"window": True}, {"numeric_bins": 1}, {"top_k": 0},
+    {"edge_digits": 0}, {"max_reference_rows": 0}, {"min_rows": 1.5}, {"psi_max": -0.1},
+    {"accuracy_drop_max": float("nan")}, {"alert_hysteresis": -1}, {"snapshot_interval": 0}, {"max_remembered": 0},
+])
+def test_bad_settings_are_refused_with_the_value_named(options):
+    with pytest.raises(ValueError, match="otel-rai: MonitoringConfig") as error:
+        MonitoringConfig(**options)
+    assert "\n" not in str(error.value)
+
+
+def test_monitoring_must_be_a_monitoring_config():
+    with pytest.raises(TypeError, match="monitoring must be a MonitoringConfig, not dict"):
+        otel_rai.instrument(hash_key="k" * 32, store=False, monitoring={"window": 10})

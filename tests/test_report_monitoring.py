@@ -214,3 +214,26 @@ def test_report_command_has_the_quality_and_drift_sections(stored, tmp_path, cap
     assert quality_cell(root, "all decisions", "accuracy") == pytest.approx(
         skm.accuracy_score(t["y"][lab], pred[lab]), abs=5e-5)
     assert root.find(".//table[@id='drift']") is not None
+
+
+def test_monitor_command_from_a_remote_backend_gives_the_estimates_only(stored, capsys):
+    """Jaeger's API (a local server speaking it) holds the decisions but neither outcomes nor snapshots."""
+    from fake_backends import FakeJaeger
+
+    from otel_rai import store
+
+    path, t = stored
+    server = FakeJaeger(list(store.Store(path).spans()))
+    try:
+        code, out, err = run(["monitor", "--model-version", "5", "--backend", "jaeger", "--url", server.url,
+                              "--format", "json"], capsys)
+    finally:
+        server.stop()
+    assert code == 0, err
+    assert "holds no outcomes and no drift snapshots" in err
+    got = {(f["section"], f["subject"], f["metric"]): f["value"] for f in json.loads(out)["figures"]}
+    assert got[("quality", "all decisions", "decisions")] == 600
+    assert got[("quality", "all decisions", "labelled")] == 0
+    assert got[("quality", "all decisions", "estimated_accuracy")] == pytest.approx(t["proba"].max(axis=1).mean(),
+                                                                                    rel=1e-12)
+    assert not [k for k in got if k[0] == "drift"]
