@@ -628,10 +628,21 @@ class QualityDriftMonitor:
         columns: dict[str, np.ndarray] = {}
         if self._groups.active or any(c.groups for c, _, _ in accepted):
             found: dict[str, tuple[list[int], list[str]]] = {}  # attribute -> (calls' offsets, labels)
+            resolved: dict[tuple, dict[str, list[str]]] = {}  # single rows: groups by (values read, given)
             for (call, _, layout), offset in zip(accepted, offsets.tolist()):
+                key = None
                 if raw is not None and layout is not None and bins[offset, 0] != _NOT_BINNED:
-                    call = self._with_read_groups(track, call, raw[offset : offset + len(call.ids)])
-                for attribute, labels in self._groups.resolve(call).items():
+                    n = len(call.ids)
+                    if n == 1:
+                        key = _single_row_key(raw[offset], call.groups)
+                    groups = resolved.get(key) if key is not None else None
+                    if groups is None:
+                        groups = self._groups.resolve(self._with_read_groups(track, call, raw[offset : offset + n]))
+                        if key is not None:
+                            resolved[key] = groups
+                else:
+                    groups = self._groups.resolve(call)
+                for attribute, labels in groups.items():
                     starts, names = found.setdefault(attribute, ([], []))
                     starts.append(offset)
                     names.extend(labels)
@@ -995,6 +1006,18 @@ class QualityDriftMonitor:
 #: Memory of one remembered decision id (a 32-character id, a 4-tuple, its dict slot), as measured by
 #: bench/monitoring_overhead.py.
 _BOOK_ENTRY_BYTES = 173
+
+
+def _single_row_key(values: np.ndarray, given: Mapping[str, Any] | None) -> tuple | None:
+    """What decides the groups of a single-row call whose sensitive values were read: those values and the
+    groups given with ``decisions(groups=...)``. Within a cycle, calls with the same key get the same
+    groups, so the resolver runs once per key. None when a value cannot be a key (unhashable)."""
+    key = (tuple(values.tolist()), tuple(sorted(given.items())) if given else ())
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def _names(columns: Any) -> list[Any]:
