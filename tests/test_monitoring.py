@@ -504,3 +504,32 @@ def test_bad_settings_are_refused_with_the_value_named(options):
 def test_monitoring_must_be_a_monitoring_config():
     with pytest.raises(TypeError, match="monitoring must be a MonitoringConfig, not dict"):
         otel_rai.instrument(hash_key="k" * 32, store=False, monitoring={"window": 10})
+
+
+def test_groups_given_per_call_win_over_the_input_column_for_single_rows(meter):
+    """Single-row calls whose sensitive values come from the input, some with decisions(groups=...) given:
+    each row counts in the group the fairness rules give it (the given value wins)."""
+    session(meter, window=10_000)
+    X, y = applicants(900, seed=31)
+    model = otel_rai.register_model(pipeline().fit(X[:500], y[:500]), name="credit", version="1")
+    live, truth = X[500:].reset_index(drop=True), y[500:]
+    rng = np.random.default_rng(32)
+    override = rng.random(len(live)) < 0.3
+    predicted, ids = [], []
+    for i in range(len(live)):
+        with otel_rai.decisions(groups={"sex": "x"} if override[i] else None) as d:
+            predicted.append(int(model.predict(live.iloc[[i]])[0]))
+        ids += d.ids
+    for decision_id, t in zip(ids, truth):
+        otel_rai.record_outcome(decision_id, int(t))
+    meter.wait(semconv.METRIC_QUALITY_DECISIONS, len(live), **at(window=None, labelled="true"))
+    group = np.where(override, "x", live.sex.to_numpy())
+    predicted = np.asarray(predicted)
+    for g in ("f", "m", "x"):
+        rows = group == g
+        deadline = time.monotonic() + WAIT_S
+        while meter.value(semconv.METRIC_QUALITY_ACCURACY, **at(attribute="sex", group=g)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at(attribute="sex", group=g)) == pytest.approx(
+            skm.accuracy_score(truth[rows], predicted[rows]), abs=TOL), g
