@@ -57,6 +57,8 @@ class HashKey:
 
     @classmethod
     def from_material(cls, material: str | bytes) -> HashKey:
+        """The key for a secret (str as UTF-8, or bytes; ValueError when empty); a secret over 64 bytes is first
+        hashed to 64 (BLAKE2b's longest key)."""
         raw = material.encode("utf-8") if isinstance(material, str) else bytes(material)
         if not raw:
             raise ValueError("otel-rai: the hash key is empty")

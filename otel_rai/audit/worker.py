@@ -60,6 +60,8 @@ class Counters:
         self.failures = {}
 
     def fail(self, stage: str, exc: BaseException) -> None:
+        """Count a failure of `stage`; log its exception type (never its message) the first few times, then
+        every thousandth."""
         n = self.failures[stage] = self.failures.get(stage, 0) + 1
         if n <= _LOGGED_PER_STAGE or n % 1000 == 0:
             # The type only: a message could quote a raw input value.
@@ -68,6 +70,9 @@ class Counters:
 
 
 class AuditWorker:
+    """The background thread of the audit path: builds the spans of captured calls in batches, runs the
+    hooks and queued tasks, and commits the sinks once per cycle (see the module docstring)."""
+
     def __init__(
         self,
         tracer: trace.Tracer,
@@ -101,6 +106,7 @@ class AuditWorker:
         self._commit_failed = False
 
     def submit(self, call: Work) -> None:
+        """Queue a captured call or a task; blocks while the queue is full (back-pressure, never a drop)."""
         if self._thread is None:
             self._start()
         pending = self._pending
@@ -214,6 +220,7 @@ class AuditWorker:
                 receipt.settle(committed)
 
     def pending(self) -> int:
+        """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""
         return len(self._pending) + (1 if self._busy else 0)
 
     def flush(self, timeout: float) -> bool:
@@ -228,6 +235,7 @@ class AuditWorker:
             )
 
     def shutdown(self, timeout: float) -> bool:
+        """Flush within `timeout` seconds, then stop the thread; False if calls were still waiting."""
         drained = self.flush(timeout)
         self._stopping = True
         self._wake.set()

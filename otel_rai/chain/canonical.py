@@ -107,6 +107,7 @@ def digest(body: bytes, start_us: int, end_us: int) -> str:
 
 
 def record_body(record: SpanRecord) -> bytes:
+    """`canonical_body` of a stored or fetched record."""
     return canonical_body(record.name, record.trace_id, record.span_id, record.parent_span_id,
                           record.status_code, record.status_message, record.attributes)
 

@@ -31,6 +31,7 @@ class Parser(argparse.ArgumentParser):
     """One-line usage errors: the message and where help is, not the whole usage."""
 
     def error(self, message: str) -> None:
+        """Print one line (the message and where help is) and exit with status 2."""
         self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 

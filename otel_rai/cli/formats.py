@@ -36,6 +36,7 @@ def _json_value(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
+    """`value` as one line of JSON; NaN and infinities as strings."""
     return json.dumps(_json_value(value), ensure_ascii=False, allow_nan=False)
 
 
@@ -47,6 +48,7 @@ def write_json_lines(decisions: Iterable[Decision], out: IO[str], *, full: bool 
 
 
 def write_csv(decisions: Iterable[Decision], out: IO[str]) -> Iterator[int]:
+    """A header line of `CSV_FIELDS`, then one row per decision; yields after each decision (for progress)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for d in decisions:
@@ -151,6 +153,7 @@ class Progress:
         self._drawn_at: float | None = None
 
     def advance(self, n: int) -> None:
+        """Count `n` more done, and redraw if it is time."""
         self.done += n
         now = time.monotonic()
         due = self._drawn_at is None or now - self._drawn_at >= 0.1
@@ -170,6 +173,7 @@ class Progress:
         self._drawn_at = now
 
     def close(self) -> None:
+        """Draw the final state and end the line, if the bar was ever drawn."""
         if self._drawn_at is not None:
             self._draw(time.monotonic())
             self._stream.write("\n")

@@ -329,6 +329,7 @@ class EncodedSpans(Sequence[ReadableSpan]):
         self._decoded: list[ReadableSpan] | None = None
 
     def request(self) -> bytes:
+        """The ExportTraceServiceRequest of these spans, as bytes."""
         return request(self._groups)
 
     def __len__(self) -> int:

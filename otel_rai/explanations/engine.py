@@ -116,6 +116,7 @@ class Cache:
         return sum(getattr(explainer, "nbytes", 0) for explainer, _ in self._items.values())
 
     def clear(self) -> None:
+        """Forget every cached explainer and build failure."""
         with self._lock:
             self._items.clear()
 

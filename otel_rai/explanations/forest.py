@@ -49,6 +49,7 @@ class Forest:
 
     @property
     def n_outputs(self) -> int:
+        """The number of output columns (1, or one per class)."""
         return self.value.shape[1]
 
     def goes_left(self, X: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -502,6 +503,7 @@ _EXTRACTORS: dict[str, Callable[[Any], Forest]] = {
 
 
 def is_tree_model(model: Any) -> bool:
+    """Whether `extract` knows the class of `model`."""
     return _qualified(type(model)) in _EXTRACTORS
 
 

@@ -26,6 +26,7 @@ _CHECK_ROWS = 64
 
 
 def is_linear(model: Any) -> bool:
+    """Whether `model` is a scikit-learn linear model (or linear SVM) with ``coef_`` and ``intercept_``."""
     cls = type(model)
     linear_module = cls.__module__.startswith("sklearn.linear_model") or cls.__name__ in _LINEAR_SVM
     return linear_module and hasattr(model, "coef_") and hasattr(model, "intercept_")
@@ -39,6 +40,8 @@ def matrix(X: Any) -> np.ndarray:
 
 
 class LinearExplainer:
+    """Exact interventional SHAP values of a linear model against the mean of `background`."""
+
     method = METHOD
 
     def __init__(self, model: Any, background: Any) -> None:
@@ -79,6 +82,7 @@ class LinearExplainer:
         raise UnsupportedModel("predict is neither coef · x + intercept nor its exponential")
 
     def explain(self, X: Any) -> Explanation:
+        """The attributions of every row of `X` to the linear score (for several classes: the chosen one's)."""
         x = matrix(X)
         n = len(x)
         if self.coef.shape[0] == 1:  # binary or regression: one score column, nothing to choose

@@ -68,6 +68,7 @@ class Paths:
 
     @property
     def leaves(self) -> np.ndarray:
+        """The node index of each leaf."""
         return self.order[self.leaf_position]
 
 
@@ -329,6 +330,8 @@ class Plan:
 
     @classmethod
     def of(cls, width: np.ndarray, relevant: np.ndarray | None = None, column_entries: int | None = None) -> Plan:
+        """The plan for leaves of these path widths: `relevant` ones only (default all) get column tables,
+        within `column_entries` (default `MAX_COLUMN_ENTRIES`)."""
         relevant = np.ones(len(width), bool) if relevant is None else relevant
         column_entries = MAX_COLUMN_ENTRIES if column_entries is None else column_entries
         g = _narrowest(width, MAX_G_BITS, MAX_G_ENTRIES, np.ones(len(width), bool))

@@ -354,5 +354,6 @@ class FairnessMonitor:
         return lambda: self.apply_outcome(decision_id, y_true, given, now)
 
     def close(self) -> None:
+        """Stop publishing this monitor's gauges (unless another session has taken them over)."""
         if self._instruments.source == self._observations:
             self._instruments.source = None

@@ -53,6 +53,7 @@ class Query:
     input_hashes: frozenset[str] | None = None
 
     def span_matches(self, span: SpanRecord) -> bool:
+        """Whether `span` passes the model, service and time filters."""
         a = span.attributes
         return (
             (self.model_version is None or a.get(semconv.MODEL_VERSION) == self.model_version)
@@ -63,6 +64,7 @@ class Query:
         )
 
     def decision_matches(self, d: Decision) -> bool:
+        """Whether `d` passes the decision id and input hash filters."""
         return (self.decision_ids is None or d.decision_id in self.decision_ids) and (
             self.input_hashes is None or d.input_hash in self.input_hashes
         )

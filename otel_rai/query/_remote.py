@@ -24,6 +24,8 @@ TIMEOUT_S = 30.0
 
 
 class HttpError(BackendError):
+    """An HTTP error status from a backend, with the status and the JSON body (if any)."""
+
     def __init__(self, message: str, status: int, body: Any) -> None:
         super().__init__(message)
         self.status = status

@@ -140,6 +140,7 @@ class Jaeger:
         return [r for t in traces for r in legacy_records(t)], len(traces) >= self.search_depth
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Search every service (or the query's), window by window, with the model filters as tags."""
         start, end = lookback(query.start_ns, query.end_ns)
         tags = {k: v for k, v in ((semconv.MODEL_VERSION, query.model_version),
                                   (semconv.MODEL_NAME, query.model_name)) if v is not None}
@@ -162,4 +163,5 @@ class Jaeger:
 
 
 def connect(url: str | None) -> Jaeger:
+    """Jaeger at `url`, else at `DEFAULT_URL`."""
     return Jaeger(url or DEFAULT_URL)

@@ -45,12 +45,15 @@ def record(span: dict[str, Any]) -> SpanRecord:
 
 
 class Phoenix:
+    """Phoenix's REST API at `url`, reading the spans of `project` (default ``PHOENIX_PROJECT_NAME``)."""
+
     def __init__(self, url: str, project: str | None = None) -> None:
         key = settings.env("PHOENIX_API_KEY")
         self.http = Http(url, "phoenix", {"Authorization": f"Bearer {key}"} if key else None)
         self.project = project or settings.env("PHOENIX_PROJECT_NAME") or "default"
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Every page of the project's spans in the window, sorted by start time; none for an unknown project."""
         if query.service is not None:
             raise ValueError("phoenix keeps no resource attributes, so it cannot filter by service; leave out "
                              "--service (spans are grouped by project: PHOENIX_PROJECT_NAME)")
@@ -86,4 +89,5 @@ class Phoenix:
 
 
 def connect(url: str | None) -> Phoenix:
+    """Phoenix at `url`, else at `DEFAULT_URL`."""
     return Phoenix(url or DEFAULT_URL)

@@ -39,6 +39,8 @@ def traceql(query: Query) -> str:
 
 
 class Tempo:
+    """Tempo's HTTP API at `url`, `search_limit` traces per search."""
+
     def __init__(self, url: str, *, search_limit: int = SEARCH_LIMIT) -> None:
         self.http = Http(url, "tempo")
         self.search_limit = search_limit
@@ -75,6 +77,7 @@ class Tempo:
         return found, len(traces) >= self.search_limit
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Search with TraceQL, window by window, and fetch each trace found."""
         start, end = lookback(query.start_ns, query.end_ns)
         text = traceql(query)
         try:
@@ -86,4 +89,5 @@ class Tempo:
 
 
 def connect(url: str | None) -> Tempo:
+    """Tempo at `url`, else at `DEFAULT_URL`."""
     return Tempo(url or DEFAULT_URL)

@@ -215,6 +215,7 @@ class RaiInstrumentor(BaseInstrumentor):
     `otel_rai.instrument`); ``opentelemetry-instrument`` gives none, so they come from the environment."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
+        """The scikit-learn versions this instrumentation supports."""
         return ("scikit-learn >= 1.3",)
 
     def _instrument(self, **kwargs: Any) -> None:

@@ -97,6 +97,8 @@ class StoreOutbox:
         return found
 
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
+        """The oldest spans after the last delivered, as encoded when written; empty while another process
+        holds the export lock."""
         if not self._hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
@@ -200,6 +202,7 @@ class StoreSink(base.Sink):
             self._exporter = otlp.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Keep `span` for the next commit, if it is an audit span and the sink is open."""
         scope = span.instrumentation_scope
         if scope is not None and scope.name == semconv.SCOPE and not self._closed:
             self._received.append(span)
@@ -245,6 +248,7 @@ class StoreSink(base.Sink):
             self.store.index_inputs()
 
     def pending(self) -> int:
+        """Spans not yet written, plus those in the outbox."""
         unwritten = len(self._received) + self._unsaved()
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
 
@@ -252,9 +256,11 @@ class StoreSink(base.Sink):
         return max(len(self._unwritten), len(self._unqueued))
 
     def exported(self) -> int:
+        """Spans this process exported from the outbox."""
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
+        """After close, the spans that could not be written; before it, 0."""
         return self._unsaved() if self._closed else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

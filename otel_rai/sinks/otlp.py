@@ -99,17 +99,20 @@ class MemoryQueue:
         self.closed = False
 
     def put(self, spans: list[Encoded]) -> None:
+        """Queue encoded spans; blocks while `max_backlog` spans wait, until closed."""
         with self._cond:
             self._cond.wait_for(lambda: len(self._spans) < self._max_backlog or self.closed)
             self._spans.extend(spans)
 
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
+        """The oldest spans within the limits (see `SpanQueue.take`)."""
         with self._cond:
             batch = next(batches(self._spans, max_spans, max_rows, operator.itemgetter(3)), [])
             self._taken = len(batch)
         return otlpproto.EncodedSpans(otlpproto.grouped(entry[:3] for entry in batch)) if batch else []
 
     def done(self) -> None:
+        """Drop the spans of the last `take`, and wake a blocked `put`."""
         with self._cond:
             for _ in range(self._taken):
                 self._spans.popleft()
@@ -117,9 +120,11 @@ class MemoryQueue:
             self._cond.notify_all()
 
     def pending(self) -> int:
+        """Spans queued, taken or not."""
         return len(self._spans)
 
     def close(self) -> None:
+        """Stop blocking `put`: from now on it queues without waiting."""
         with self._cond:
             self.closed = True
             self._cond.notify_all()
@@ -278,9 +283,11 @@ class ExportSink(Sink):
         self._dropped = 0
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Keep `span` for the next commit."""
         self._received.append(span)
 
     def commit(self) -> None:
+        """Encode the spans of this cycle, queue them (blocking while the queue is full) and wake the export."""
         if not self._received:
             return
         received, self._received = self._received, []
@@ -288,12 +295,15 @@ class ExportSink(Sink):
         self._exporter.wake()
 
     def pending(self) -> int:
+        """Spans received and not yet exported."""
         return len(self._received) + self._queue.pending()
 
     def exported(self) -> int:
+        """Spans exported so far."""
         return self._exporter.exported
 
     def dropped(self) -> int:
+        """After close, the spans that were not exported (lost with the process); before it, 0."""
         return self._dropped
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -301,6 +311,7 @@ class ExportSink(Sink):
         return self._exporter.flush(timeout_millis / 1000)
 
     def close(self, timeout: float) -> None:
+        """Export what waits within `timeout` seconds, then stop; what is left is counted in `dropped`."""
         if self._queue.closed:
             return
         deadline = time.monotonic() + timeout

@@ -92,21 +92,26 @@ class Stack:
 
     @property
     def otlp_grpc_endpoint(self) -> str:
+        """Where rotel receives OTLP over gRPC, as a URL."""
         return f"http://{self.host}:{self.ports.otlp_grpc}"
 
     @property
     def otlp_http_endpoint(self) -> str:
+        """Where rotel receives OTLP over HTTP, as a URL."""
         return f"http://{self.host}:{self.ports.otlp_http}"
 
     @property
     def phoenix_url(self) -> str:
+        """Phoenix's UI and REST API."""
         return f"http://{self.host}:{self.ports.phoenix}"
 
     @property
     def prometheus_url(self) -> str:
+        """Prometheus's UI and API."""
         return f"http://{self.host}:{self.ports.prometheus}"
 
     def save(self) -> None:
+        """Write the state file, replacing the old one at once (a reader never sees half of it)."""
         state = {
             "host": self.host,
             "ports": asdict(self.ports),
@@ -119,6 +124,7 @@ class Stack:
 
     @classmethod
     def load(cls, directory: Path) -> Stack | None:
+        """The stack recorded in `directory`, or None; `StackError` for a state file this version cannot read."""
         path = directory / STATE_FILE
         if not path.exists():
             return None
@@ -503,15 +509,19 @@ def down(directory: Path | None = None, *, timeout: float = 20.0) -> list[str]:
 
 @dataclass
 class Status:
+    """What `status` found: the stack recorded in `directory`, and the state of each server."""
+
     directory: Path
     stack: Stack | None
     states: dict[str, str]
 
     @property
     def running(self) -> bool:
+        """Whether all three servers run."""
         return bool(self.states) and set(self.states) == set(COMPONENTS) and set(self.states.values()) == {"running"}
 
     def as_dict(self) -> dict:
+        """The status as JSON-ready values (``stack status --json``)."""
         processes = {}
         for name, state in self.states.items():
             process = self.stack.processes[name]

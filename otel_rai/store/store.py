@@ -137,6 +137,7 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Close every thread's connection; a later use opens a new one."""
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
@@ -303,11 +304,13 @@ class Store:
         return self._connection().execute(sql, args).fetchone()[0]
 
     def last_seq(self) -> int:
+        """The last sequence number given to a span (written or queued)."""
         return _last_seq(self._connection())
 
     # --- reading ---
 
     def origin_of(self, origin: int) -> Origin:
+        """The resource and scope of origin `origin` (cached)."""
         found = self._origin_records.get(origin)
         if found is None:
             row = self._connection().execute(
