@@ -249,7 +249,7 @@ def hash_rows(X: Any, key: HashKey) -> list[str]:
     if a.ndim == 1:
         a = a.reshape(-1, 1)
     if a.ndim != 2:
-        raise ValueError(f"cannot hash a {a.ndim}-D input; rows must be 1-D")
+        raise ValueError(f"otel-rai: cannot hash a {a.ndim}-D input; rows must be 1-D")
     if a.dtype.kind in "biuf":
         return _hash_numeric(a, key)
     return _hash_columns([_column_cells(a[:, j]) for j in range(a.shape[1])], key)
@@ -294,18 +294,18 @@ def hash_input(
     k = resolve_key(key)
     if isinstance(row, Mapping):
         if feature_names is None:
-            raise ValueError("hash_input: a mapping row needs feature_names= (the column order)")
+            raise ValueError("otel-rai: hash_input(): a mapping row needs feature_names= (the column order)")
         missing = [f for f in feature_names if f not in row]
         if missing:
-            raise ValueError(f"hash_input: the row has no value for {missing}")
+            raise ValueError(f"otel-rai: hash_input(): the row has no value for {missing}")
         row = [row[f] for f in feature_names]
     if hasattr(row, "iloc") and not hasattr(row, "columns"):  # a Series is one row
         row = row.to_numpy(dtype=object)
     if hasattr(row, "shape") and len(row.shape) == 2:
         if row.shape[0] != 1:
-            raise ValueError(f"hash_input takes one row, got {row.shape[0]}")
+            raise ValueError(f"otel-rai: hash_input() takes one row, got {row.shape[0]}")
         return hash_rows(row, k)[0]
     values = np.asarray(row) if isinstance(row, np.ndarray) else np.array(list(row), dtype=object)
     if values.ndim != 1:
-        raise ValueError("hash_input takes one row (a 1-D sequence of cells)")
+        raise ValueError(f"otel-rai: hash_input() takes one row (a 1-D sequence of cells), got a {values.ndim}-D input")
     return hash_rows(values.reshape(1, -1), k)[0]

@@ -91,7 +91,7 @@ def _other_value(value: Any) -> bytes:
         return _len(0x0A, value.encode())
     if isinstance(value, int):
         if value not in _INT64:
-            raise ValueError(f"{value} is out of the int64 range")
+            raise ValueError(f"otel-rai: {value} is out of the int64 range")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _DOUBLE(value)
@@ -101,7 +101,7 @@ def _other_value(value: Any) -> bytes:
         return _array_value(value)
     if isinstance(value, Mapping):
         return _len(0x32, b"".join([_len(0x0A, _key_value(str(k), v)) for k, v in value.items()]))
-    raise TypeError(f"a value of type {type(value).__name__} cannot be an attribute")
+    raise TypeError(f"otel-rai: a value of type {type(value).__name__} cannot be an attribute")
 
 
 def _key_value(key: str, value: Any) -> bytes:

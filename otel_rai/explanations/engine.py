@@ -40,7 +40,7 @@ class Options:
 def build(model: Any, background: Any, method: str | None = None, options: Options = Options()) -> Any:
     """An explainer for `model`: an object with ``method``, ``output`` and ``explain(X)``."""
     if method is not None and method not in METHODS:
-        raise ValueError(f"otel_rai.explain: method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise ValueError(f"otel-rai: explain(): method must be one of {', '.join(METHODS)}, not {method!r}")
     if method in _AGNOSTIC:
         return _agnostic(model, background, options, method)
     if pipeline.is_pipeline(model):

@@ -15,7 +15,7 @@ class Window:
 
     def __init__(self, kinds: int, *, size: int | None = None, seconds: float | None = None) -> None:
         if (size is None) == (seconds is None):
-            raise ValueError("a window has either a size or a duration")
+            raise ValueError("otel-rai: a window has either a size or a duration")
         self._kinds = kinds
         self._size = size
         self._span_ns = None if seconds is None else int(seconds * 1e9)

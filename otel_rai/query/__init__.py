@@ -106,7 +106,7 @@ def backends() -> tuple[str, ...]:
 def connect(backend: str = "local", url: str | None = None) -> Backend:
     """The backend `backend` at `url` (a store path for ``local``; each backend has a default)."""
     if backend not in backends():
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(backends())}")
+        raise ValueError(f"otel-rai: unknown backend {backend!r}; choose one of {', '.join(backends())}")
     module = importlib.import_module(f"{__name__}.{backend}")
     return module.connect(url)
 

@@ -55,8 +55,8 @@ class Phoenix:
     def spans(self, query: Query) -> Iterator[SpanRecord]:
         """Every page of the project's spans in the window, sorted by start time; none for an unknown project."""
         if query.service is not None:
-            raise ValueError("phoenix keeps no resource attributes, so it cannot filter by service; leave out "
-                             "--service (spans are grouped by project: PHOENIX_PROJECT_NAME)")
+            raise ValueError("otel-rai: phoenix keeps no resource attributes, so it cannot filter by service; leave "
+                             "out --service (spans are grouped by project: PHOENIX_PROJECT_NAME)")
         start, end = lookback(query.start_ns, query.end_ns)
         params: list[tuple[str, str]] = [
             ("start_time", rfc3339(start // 1000 * 1000)),

@@ -40,10 +40,10 @@ DEFAULT_SCRAPE = "127.0.0.1:9464"
 RETENTION = "184d"
 
 INSTALL = {
-    "rotel": "pip install 'otel-rai[stack]'   (or: pip install rotel)",
+    "rotel": "pip install 'otel-rai[stack]' (or: pip install rotel)",
     "phoenix": "pipx install arize-phoenix, or set OTEL_RAI_PHOENIX to its `phoenix` command (it cannot share an "
                "environment with mlflow: their graphql-core versions conflict)",
-    "prometheus": "sudo apt-get install prometheus   (Debian/Ubuntu; elsewhere put a prometheus binary on PATH)",
+    "prometheus": "sudo apt-get install prometheus on Debian/Ubuntu, or put a prometheus binary on PATH",
 }
 
 
@@ -304,7 +304,7 @@ def resolve_ports(host: str, ports: Ports) -> Ports:
     if len(set(chosen.values())) != len(chosen):
         taken.append(f"two servers cannot share a port: {chosen}")
     if taken:
-        raise StackError("\n".join(taken))
+        raise StackError("; ".join(taken))
     return Ports(**chosen)
 
 
@@ -422,11 +422,13 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def _last_line(path: str) -> str:
+    """The last non-empty line of a server's log (where a failing server says why), for a one-line error."""
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
+    return lines[-1] if lines else ""
 
 
 def _wait_ready(stack: Stack, checks: list[tuple[str, Callable[[], bool]]], timeout: float) -> None:
@@ -436,13 +438,14 @@ def _wait_ready(stack: Stack, checks: list[tuple[str, Callable[[], bool]]], time
         for name in list(pending):
             process = stack.processes[name]
             if state_of(process) != "running":
-                raise StackError(f"{name} exited while starting; last lines of {process.log}:\n{_tail(process.log)}")
+                raise StackError(f"{name} exited while starting; see {process.log}, which ends: "
+                                 f"{_last_line(process.log)!r}")
             if pending[name]():
                 del pending[name]
         if pending and time.monotonic() > deadline:
             name = next(iter(pending))
             log = stack.processes[name].log
-            raise StackError(f"{name} was not ready after {timeout:.0f} s; last lines of {log}:\n{_tail(log)}")
+            raise StackError(f"{name} was not ready after {timeout:.0f} s; see {log}, which ends: {_last_line(log)!r}")
         if pending:
             time.sleep(0.25)
 
@@ -463,12 +466,12 @@ def up(
     """Start rotel, Phoenix and Prometheus and wait until each answers; return where they listen.
 
     An already running stack in `directory` is returned as it is. If a server fails to start, the ones already
-    started are stopped again and `StackError` says why (with the end of that server's log).
+    started are stopped again and `StackError` says why (with the last line of that server's log).
     """
     directory = (directory or default_dir()).resolve()
     problems = missing()
     if problems:
-        raise StackError("cannot start the stack:\n  " + "\n  ".join(problems))
+        raise StackError("cannot start the stack: " + "; ".join(problems))
     for rule_file in rule_files:
         if not Path(rule_file).is_file():
             raise StackError(f"rule file {rule_file} does not exist")
