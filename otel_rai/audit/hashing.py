@@ -44,8 +44,14 @@ _DIGEST_SIZE = 16
 _CELL = np.dtype([("tag", "u1"), ("value", "<f8")])  # packed: 9 bytes a cell
 _MISSING_CELL = b"m" + bytes(8)
 _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bool_})
+#: Sparse input is made dense this many rows at a time (bounds the memory of one dense chunk).
 _SPARSE_CHUNK = 4096
+#: A DataFrame of at most this many cells is converted to objects in one go (see `_hash_frame`).
 _SMALL_FRAME_CELLS = 4096
+#: A configured key shorter than this (in bytes) is warned about: a short key can be guessed.
+_MIN_KEY_BYTES = 16
+#: Random bytes of a generated key (written to the key file as hex).
+_GENERATED_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,8 @@ def resolve_key(hash_key: str | bytes | HashKey | None = None) -> HashKey:
                 path,
             )
     key = HashKey.from_material(material)
-    if len(key.secret) < 16:
-        _log.warning("otel-rai: the hash key is shorter than 16 bytes; a short key can be guessed")
+    if len(key.secret) < _MIN_KEY_BYTES:
+        _log.warning("otel-rai: the hash key is shorter than %d bytes; a short key can be guessed", _MIN_KEY_BYTES)
     return key
 
 
@@ -105,7 +111,7 @@ def _generated_key_file() -> tuple[Path, bool]:
     except FileExistsError:
         return path, False
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(secrets.token_hex(_GENERATED_KEY_BYTES) + "\n")
     return path, True
 
 

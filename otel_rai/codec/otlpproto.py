@@ -44,6 +44,7 @@ _KIND_FIELDS = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}
 _STRING_ATTRIBUTES: dict[tuple[int, str, str], bytes] = {}
 _SEEN_ONCE: set[tuple[int, str, str]] = set()
 _KEYS: dict[str, bytes] = {}
+#: Entries each of those caches holds before it is emptied.
 _MAX_CACHED = 4096
 
 

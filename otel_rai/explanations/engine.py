@@ -24,6 +24,7 @@ from otel_rai.explanations.forest import is_tree_model
 
 METHODS = (linear.METHOD, trees.METHOD, saabas.METHOD, sampling.EXACT, sampling.PERMUTATION)
 _AGNOSTIC = (sampling.EXACT, sampling.PERMUTATION)
+#: Explainers kept (one per model fingerprint, background, method and options), the oldest dropped first.
 _CACHE_SIZE = 32
 #: Memory the cached explainers' tables may hold before the oldest are dropped.
 _CACHE_BYTES = 256 << 20

@@ -37,6 +37,7 @@ PERMUTATION = "permutation"
 MAX_EXACT_FEATURES = 16
 #: Synthetic rows per model call.
 _CALL_ROWS = 1 << 16
+#: Orders and background rows are drawn with this seed: the same row always gets the same explanation.
 _SEED = 0
 
 

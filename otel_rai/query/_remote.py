@@ -20,6 +20,7 @@ from otel_rai.errors import PREFIX, BackendError
 
 #: How far back a remote search looks when no time window is given.
 DEFAULT_LOOKBACK_NS = 7 * 86_400 * 1_000_000_000
+#: How long one HTTP request to a backend may take.
 TIMEOUT_S = 30.0
 
 

@@ -21,6 +21,7 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, unexpected, windows
 
 DEFAULT_URL = "http://localhost:16686"
+#: Traces one Jaeger search asks for; a window that returns this many is split and searched again.
 SEARCH_DEPTH = 1000
 #: A search's spans, and whether the search may have been cut off at the search depth.
 Found = tuple[list[SpanRecord], bool]

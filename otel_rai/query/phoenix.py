@@ -19,6 +19,7 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, time_order, unexpected
 
 DEFAULT_URL = "http://localhost:6006"
+#: Spans per page of Phoenix's REST API.
 PAGE = 1000
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 

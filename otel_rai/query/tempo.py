@@ -19,6 +19,7 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, unexpected, windows
 
 DEFAULT_URL = "http://localhost:3200"
+#: Traces one Tempo search asks for; a window that returns this many is split and searched again.
 SEARCH_LIMIT = 500
 _SECOND = 1_000_000_000
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")

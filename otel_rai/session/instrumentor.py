@@ -46,6 +46,8 @@ _log = logging.getLogger(__name__)
 
 #: How long interpreter exit waits for the audit worker and the exporters.
 EXIT_TIMEOUT_S = 10.0
+#: How long `flush` waits unless told otherwise.
+FLUSH_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,7 @@ def record_outcome(
     return True
 
 
-def flush(timeout: float = 30.0) -> FlushResult:
+def flush(timeout: float = FLUSH_TIMEOUT_S) -> FlushResult:
     """Wait until every decision so far has its span ended and exported, or `timeout` seconds pass."""
     session = _session
     if session is None:

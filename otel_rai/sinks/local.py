@@ -34,8 +34,15 @@ except ImportError:  # Windows: one exporting process per store is assumed
 
 _log = logging.getLogger(__name__)
 
+#: Spans that may wait unwritten after a failed write (retried next cycle); beyond them `commit` retries in
+#: place, which holds up the worker: back-pressure, never a drop.
 _MAX_UNWRITTEN = 100_000
+#: Those in-place retries wait this long at first, doubling up to `_RETRY_MAX_S`.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
+#: How often the export looks at the outbox unwoken: other processes may fill it.
 _EXPORT_POLL_S = 1.0
+#: How often `force_flush` looks whether the worker's retries have written everything.
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
@@ -226,7 +233,7 @@ class StoreSink(base.Sink):
             if self._outbox is not None:
                 self._unqueued += [queued(span) for span in self._received]
             self._received = []
-        delay = 0.1
+        delay = _RETRY_FIRST_S
         while self._unwritten or self._unqueued or self._groups or self._outcomes:
             try:
                 last, rows = self.store.append(self._unwritten, queued=self._unqueued,
@@ -236,7 +243,7 @@ class StoreSink(base.Sink):
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             if self._unqueued:
                 self._outbox.written(last)

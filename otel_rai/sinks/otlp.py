@@ -28,9 +28,13 @@ PROTOCOLS = settings.PROTOCOLS
 #: Limits of one export request: spans, and decisions (a decision is about 150 bytes of OTLP).
 MAX_BATCH_SPANS = 1024
 MAX_BATCH_ROWS = 4096
+#: The wait after the first failed attempt; it doubles with each failure, up to `max_backoff`.
 _MIN_BACKOFF = 0.5
+#: Each wait is a random fraction of the backoff, at least this one (jitter).
+_JITTER_MIN = 0.5
 #: The longest wait between two export attempts while the backend is down.
 MAX_BACKOFF = 10.0
+#: How often `Exporter.flush` looks at a queue that other processes may share, between deliveries.
 _FLUSH_POLL = 0.05
 #: How long closing waits for an export attempt in flight.
 CLOSE_TIMEOUT = 5.0
@@ -208,7 +212,7 @@ class Exporter:
             if self._closed:  # shutdown gave up waiting: the spans stay unexported, and say so
                 _log.error("otel-rai: %d audit spans were not exported before shutdown", self.queue.pending())
                 return
-            self._sleep(backoff * random.uniform(0.5, 1.0))
+            self._sleep(backoff * random.uniform(_JITTER_MIN, 1.0))
             backoff = min(backoff * 2, self._max_backoff)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:

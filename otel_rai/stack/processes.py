@@ -38,6 +38,20 @@ COMPONENTS = ("rotel", "phoenix", "prometheus")
 DEFAULT_SCRAPE = "127.0.0.1:9464"
 #: The EU AI Act's six months, as in collector/jaeger.yaml.
 RETENTION = "184d"
+#: How often Prometheus scrapes the application unless told otherwise.
+SCRAPE_INTERVAL = "15s"
+#: How long `up` waits for every server to answer, and `down` for each to exit after SIGTERM (then SIGKILL).
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20.0
+#: How long `up` gives the servers it started to exit when another failed to start.
+_ABORT_TIMEOUT_S = 10.0
+#: How often `up` asks the servers whether they are ready, and the readiness probes' own timeouts.
+_READY_POLL_S = 0.25
+_HTTP_PROBE_S = 2.0
+_TCP_PROBE_S = 0.5
+#: How often `down` looks whether a server has exited, after SIGTERM and after SIGKILL.
+_EXIT_POLL_S = 0.1
+_KILLED_POLL_S = 0.05
 
 INSTALL = {
     "rotel": "pip install 'otel-rai[stack]' (or: pip install rotel)",
@@ -210,12 +224,12 @@ def _terminate(process: Process, timeout: float) -> str:
         os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and state_of(process) == "running":
-        time.sleep(0.1)
+        time.sleep(_EXIT_POLL_S)
     if state_of(process) == "running":
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         while state_of(process) == "running":
-            time.sleep(0.05)
+            time.sleep(_KILLED_POLL_S)
         return f"killed {process.name} (pid {process.pid}) after {timeout:.0f} s"
     return f"stopped {process.name} (pid {process.pid})"
 
@@ -408,7 +422,7 @@ def _launch_all(stack: Stack, rule_files: Sequence[Path], scrape_interval: str) 
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=_HTTP_PROBE_S) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -416,7 +430,7 @@ def _http_ok(url: str) -> bool:
 
 def _listening(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=_TCP_PROBE_S):
             return True
     except OSError:
         return False
@@ -447,7 +461,7 @@ def _wait_ready(stack: Stack, checks: list[tuple[str, Callable[[], bool]]], time
             log = stack.processes[name].log
             raise StackError(f"{name} was not ready after {timeout:.0f} s; see {log}, which ends: {_last_line(log)!r}")
         if pending:
-            time.sleep(0.25)
+            time.sleep(_READY_POLL_S)
 
 
 # --- up, down, status ----------------------------------------------------------------------------------
@@ -460,8 +474,8 @@ def up(
     host: str = "127.0.0.1",
     scrape: Sequence[str] = (DEFAULT_SCRAPE,),
     rule_files: Sequence[Path] = (),
-    scrape_interval: str = "15s",
-    timeout: float = 180.0,
+    scrape_interval: str = SCRAPE_INTERVAL,
+    timeout: float = START_TIMEOUT_S,
 ) -> Stack:
     """Start rotel, Phoenix and Prometheus and wait until each answers; return where they listen.
 
@@ -489,7 +503,7 @@ def up(
         try:
             _wait_ready(stack, _launch_all(stack, rule_files, scrape_interval), timeout)
         except BaseException:
-            _stop(stack, timeout=10)
+            _stop(stack, timeout=_ABORT_TIMEOUT_S)
             raise
         return stack
 
@@ -500,7 +514,7 @@ def _stop(stack: Stack, timeout: float) -> list[str]:
     return outcomes
 
 
-def down(directory: Path | None = None, *, timeout: float = 20.0) -> list[str]:
+def down(directory: Path | None = None, *, timeout: float = STOP_TIMEOUT_S) -> list[str]:
     """Stop what ``up`` started in `directory` (and nothing else); the data stays. Returns one line per server."""
     directory = (directory or default_dir()).resolve()
     with _locked(directory):

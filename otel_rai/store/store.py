@@ -24,6 +24,8 @@ from otel_rai.store.connection import connect, insert, writing
 DEFAULT_NAME = "audit.db"
 #: Rows written between two bulk fills of ``input_index``.
 INDEX_EVERY = 65_536
+#: Rows `Store.index_inputs` adds in one sorted bulk transaction, at most.
+_INDEX_BATCH_ROWS = 1 << 20
 
 
 def default_path() -> Path:
@@ -245,7 +247,7 @@ class Store:
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + max(len(records), len(queued)) - 1, n_decisions
 
-    def index_inputs(self, max_rows: int = 1 << 20) -> int:
+    def index_inputs(self, max_rows: int = _INDEX_BATCH_ROWS) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
         sorted bulk transaction; returns how many rows were indexed."""
         conn = self._connection()
