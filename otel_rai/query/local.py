@@ -46,10 +46,6 @@ class Local:
         """The number of decisions the store holds for `query`."""
         return self.store.count_decisions(**self._filters(query))
 
-    def plan(self, query: Query) -> str:
-        """SQLite's query plan for `query`."""
-        return self.store.query_plan(**self._filters(query))
-
 
 def connect(url: str | None) -> Local:
     """The store file at `url` (a path), else the default store."""
