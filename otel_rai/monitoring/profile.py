@@ -35,6 +35,10 @@ NUMERIC = semconv.DRIFT_KIND_NUMERIC
 CATEGORICAL = semconv.DRIFT_KIND_CATEGORICAL
 #: Up to this many cells, a DataFrame's values are read in one conversion to objects rather than per column.
 _SMALL_FRAME_CELLS = 4096
+#: An object column is numeric when its first this-many present values are all numbers.
+_KIND_SAMPLE = 1000
+#: Block layouts remembered (a service sees a few DataFrame layouts; each plan is a handful of slices).
+_BLOCK_PLANS = 1024
 #: Up to this many rows, an Arrow-backed column is read as a Python list (its array conversion costs more).
 _FEW_ROWS = 8
 #: Up to this many rows, numeric bins are found by one comparison against every edge at once.
@@ -225,7 +229,7 @@ def kinds(X: Any, names: Sequence[str]) -> list[str]:
 def _kind_of_values(column: np.ndarray) -> str:
     if is_numeric_dtype(column.dtype):
         return NUMERIC
-    present = [v for v in column[:1000] if not is_missing(v)]
+    present = [v for v in column[:_KIND_SAMPLE] if not is_missing(v)]
     numbers = present and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)) for v in present)
     return NUMERIC if numbers else CATEGORICAL
@@ -283,7 +287,7 @@ def _span(index: np.ndarray) -> Columns:
     return index
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=_BLOCK_PLANS)
 def _block_plan(width: int, numeric_at: tuple[int, ...], categorical_at: tuple[int, ...],
                 placement: bytes) -> tuple[tuple[Columns, Columns] | None, tuple[Columns, Columns] | None]:
     """For a block holding the input columns `placement` (int64 bytes): which of its rows go to which

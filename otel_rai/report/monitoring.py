@@ -164,8 +164,14 @@ def figures(
 
 # --- HTML ----------------------------------------------------------------------------------------------
 
+#: The over-time chart, in pixels: plot width, height, and the margin around the plot.
 _W, _H, _PAD = 640, 220, 40
+#: The legend column right of the over-time chart, in pixels.
+_LEGEND_W = 160
+#: One colour per line of the over-time chart, cycled beyond; each line is also named in the legend.
 _COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#4b5563")
+#: The PSI chart, in pixels: bar height, gap, label column, plot width, number column.
+_BAR_H, _GAP, _LABEL_W, _PLOT_W, _NUM_W = 20, 6, 160, 420, 70
 
 
 def _e(value: Any) -> str:
@@ -249,7 +255,7 @@ def over_time_chart(f: MonitoringFigures, metric: str, label: str) -> str:
             body.append(f'<polyline class="series" data-series="{_e(name)}" fill="none" stroke="{colour}" '
                         f'stroke-width="2"{dash} points="{" ".join(coords)}"/>')
         body.append(f'<text x="{_W - _PAD + 4}" y="{_PAD + 12 * j}" font-size="10" fill="{colour}">{_e(name)}</text>')
-    width = _W + 160
+    width = _W + _LEGEND_W
     return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{_H}" '
             f'viewBox="0 0 {width} {_H}"><title>{_e(label)} over time</title>{"".join(body)}</svg>')
 
@@ -280,8 +286,8 @@ def drift_section(f: MonitoringFigures) -> list[str]:
 
 def psi_chart(drift: Sequence[Drift]) -> str:
     """Horizontal bars of the PSI of the given features, with the threshold as a line."""
-    bar, gap, label_w, plot_w = 20, 6, 160, 420
-    top = max([PSI_MARK * 1.25, *[d.psi or 0.0 for d in drift]])
+    bar, gap, label_w, plot_w = _BAR_H, _GAP, _LABEL_W, _PLOT_W
+    top = max([PSI_MARK * 1.25, *[d.psi or 0.0 for d in drift]])  # the threshold line stays inside the plot
     height = len(drift) * (bar + gap) + 24
     x = lambda v: label_w + v / top * plot_w  # noqa: E731
     body = []
@@ -296,7 +302,7 @@ def psi_chart(drift: Sequence[Drift]) -> str:
     body.append(f'<line x1="{x(PSI_MARK):.1f}" y1="0" x2="{x(PSI_MARK):.1f}" y2="{height - 20}" stroke="#b45309" '
                 f'stroke-dasharray="4 3"/><text x="{x(PSI_MARK):.1f}" y="{height - 6}" font-size="10" '
                 f'text-anchor="middle">PSI {PSI_MARK}</text>')
-    width = label_w + plot_w + 70
+    width = label_w + plot_w + _NUM_W
     return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{height}" '
             f'viewBox="0 0 {width} {height}"><title>PSI of the most drifted features</title>{"".join(body)}</svg>')
 
