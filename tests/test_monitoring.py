@@ -533,3 +533,27 @@ def test_groups_given_per_call_win_over_the_input_column_for_single_rows(meter):
             time.sleep(0.2)
         assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at(attribute="sex", group=g)) == pytest.approx(
             skm.accuracy_score(truth[rows], predicted[rows]), abs=TOL), g
+
+
+@pytest.mark.parametrize("window", [3000, timedelta(hours=1)])
+def test_windows_grow_their_storage_and_keep_exact_figures(meter, window):
+    """A window larger than the storage it starts with (1,024 slots) grows as decisions come: the
+    figures stay those of the window's decisions, and the baseline those of the first window."""
+    config = {"window": window} if isinstance(window, int) else {"window": window, "max_window_rows": 3000}
+    session(meter, **config)
+    X, y = applicants(8000, seed=33)
+    model = otel_rai.register_model(pipeline().fit(X[:1000], y[:1000]), name="credit", version="1")
+    ids, proba = stream(model, X[1000:], seed=34)
+    for decision_id, truth in zip(ids, y[1000:]):
+        otel_rai.record_outcome(decision_id, int(truth))
+    meter.wait(semconv.METRIC_QUALITY_DECISIONS, 3000, **at(window=None, labelled="true"))
+    truth, pred = y[1000:], proba.argmax(axis=1)
+    assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at()) == pytest.approx(
+        skm.accuracy_score(truth[-3000:], pred[-3000:]), abs=TOL)
+    assert meter.value(semconv.METRIC_QUALITY_LOG_LOSS, **at()) == pytest.approx(
+        skm.log_loss(truth[-3000:], proba[-3000:]), rel=1e-9)
+    # The baseline: the first 3,000 (a time window's first hour, capped at max_window_rows decisions).
+    assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at(window="baseline")) == pytest.approx(
+        skm.accuracy_score(truth[:3000], pred[:3000]), abs=TOL)
+    assert meter.value(semconv.METRIC_QUALITY_ESTIMATED_ACCURACY, **at(window=None)) == pytest.approx(
+        proba[-3000:].max(axis=1).mean(), rel=1e-9)

@@ -72,6 +72,8 @@ MAX_TRACKS = 64
 #: Buckets of the label delay histogram, in seconds: a minute to a quarter.
 LABEL_DELAY_BUCKETS = (60.0, 600.0, 3600.0, 6 * 3600.0, 86400.0, 7 * 86400.0, 30 * 86400.0, 90 * 86400.0)
 _NOT_BINNED = np.iinfo(np.uint16).max
+#: Slots a window and a baseline start with; they double as decisions come, up to the window's limit.
+_FIRST_ROWS = 1024
 #: Column index objects remembered per model version (a service reuses a few; the cache starts over beyond).
 _MAX_INDEXES = 64
 
@@ -162,6 +164,7 @@ class _Rows:
 
     def __init__(self, capacity: int, classes: int, regressor: bool, subjects: int) -> None:
         self.capacity = capacity
+        self._shape = (classes, regressor, subjects)
         self.seq = np.full(capacity, -1, np.int64)
         self.time = np.zeros(capacity, np.int64)
         self.predicted = np.full(capacity, -1, np.int64)
@@ -187,6 +190,19 @@ class _Rows:
         self.binned[slots] = False
         for column in self.groups.values():
             column[slots] = -1
+
+    def resized(self, capacity: int, seqs: np.ndarray) -> _Rows:
+        """The same rows in `capacity` slots: those holding `seqs` move from seq % the old capacity to
+        seq % the new one (for the baseline's identity slots, seq stays seq)."""
+        grown = _Rows(capacity, *self._shape)
+        old, new = seqs % self.capacity, seqs % capacity
+        for name in ("seq", "time", "predicted", "values", "proba", "scored", "truth", "labelled", "bins", "binned"):
+            source = getattr(self, name)
+            if source is not None:
+                getattr(grown, name)[new] = source[old]
+        for attribute, column in self.groups.items():
+            grown.group_column(attribute)[new] = column[old]
+        return grown
 
     def nbytes(self) -> int:
         arrays = [self.seq, self.time, self.predicted, self.values, self.proba, self.scored, self.truth,
@@ -226,7 +242,9 @@ class _Track:
             self.positive = found if found >= 0 else 1
         k = len(self.classes) if self.classes is not None else 0
         self.seconds = window.total_seconds() if isinstance(window, timedelta) else None
-        capacity = config.max_window_rows if self.seconds is not None else int(window)
+        #: The most decisions the window (and the baseline's first window) holds; storage grows up to it.
+        self.limit = config.max_window_rows if self.seconds is not None else int(window)
+        capacity = min(self.limit, _FIRST_ROWS)
         self.profile: Profile | None = None
         self.binner: Binner | None = None
         self.layouts: dict[tuple, Layout | None] = {}
@@ -238,7 +256,7 @@ class _Track:
         self.drift = np.zeros(0, np.int64)
         self.window = _Rows(capacity, k, self.regressor, 0)
         self.base: _Rows | None = _Rows(capacity, k, self.regressor, 0)
-        self.base_end: int | None = capacity if self.seconds is None else None
+        self.base_end: int | None = self.limit if self.seconds is None else None
         self.lo = self.hi = 0
         self.current: dict[Slice, Counts] = {}
         self.baseline: dict[Slice, Counts] = {}
@@ -479,9 +497,12 @@ class QualityDriftMonitor:
         if track.base is not None:
             self._fill_baseline(track, batch, seqs)
         window = track.window
-        new_lo = max(track.lo, start + n - window.capacity)
+        new_lo = max(track.lo, start + n - track.limit)
         if new_lo > track.lo:
             self._evict(track, min(new_lo, start))
+        if start + n - new_lo > window.capacity:  # more decisions than slots: grow, up to the limit
+            capacity = min(track.limit, max(start + n - new_lo, 2 * window.capacity))
+            track.window = window = window.resized(capacity, np.arange(track.lo, start))
         keep = seqs >= new_lo
         slots = seqs[keep] % window.capacity
         self._write(window, slots, seqs[keep], batch, keep)
@@ -520,12 +541,16 @@ class QualityDriftMonitor:
             later = np.flatnonzero(batch.time > first + int(track.seconds * 1e9))
             if len(later):
                 track.base_end = int(seqs[later[0]])
-        end = min(base.capacity, track.base_end if track.base_end is not None else base.capacity)
+        end = min(track.limit, track.base_end if track.base_end is not None else track.limit)
         keep = seqs < end
         if keep.any():
+            needed = int(seqs[keep][-1]) + 1
+            if needed > base.capacity:
+                capacity = min(track.limit, max(needed, 2 * base.capacity))
+                track.base = base = base.resized(capacity, np.arange(min(track.hi, base.capacity)))
             self._write(base, seqs[keep], seqs[keep], batch, keep)
-        if track.base_end is None and track.hi + len(seqs) >= base.capacity:
-            track.base_end = base.capacity
+        if track.base_end is None and track.hi + len(seqs) >= track.limit:
+            track.base_end = track.limit
 
     def _evict(self, track: _Track, upto: int) -> None:
         """Take the decisions with seq in [lo, upto) out of the window."""
