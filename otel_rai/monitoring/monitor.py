@@ -434,8 +434,7 @@ class QualityDriftMonitor:
 
     def _attach_reference(self, track: _Track, call: DecisionCall) -> None:
         registration = call.info.registration
-        reference = getattr(registration, "reference", None)
-        labels = getattr(registration, "reference_labels", None)
+        reference, labels = registration.reference, registration.reference_labels
         source = "reference"
         if reference is None:
             reference, labels, source = self.fit_samples.take(call.model), None, "fit"
