@@ -204,7 +204,7 @@ def quality_section(f: MonitoringFigures) -> list[str]:
                "decision with probabilities and are as good as the model's calibration.</p>")
     head = "".join(f"<th>{label}</th>" for _, label in columns)
     estimated = "<th>est. accuracy</th><th>est. ROC AUC</th>" if f.kind == "classification" else ""
-    out.append(f"<table id=\"quality\"><thead><tr><th></th><th>decisions</th><th>labelled</th>{head}{estimated}"
+    out.append(f"<div class=\"wide\" style=\"overflow-x: auto\"><table id=\"quality\"><thead><tr><th></th><th>decisions</th><th>labelled</th>{head}{estimated}"
                "</tr></thead><tbody>")
     for s in f.slices:
         cells = "".join(f'<td class="num" data-metric="{name}">{_num(getattr(s.quality, name))}</td>'
@@ -214,7 +214,7 @@ def quality_section(f: MonitoringFigures) -> list[str]:
                       f'<td class="num">{_num(s.estimated_roc_auc)}</td>')
         out.append(f'<tr data-slice="{_e(s.name)}"><td>{_e(s.name)}</td><td class="num">{s.decisions}</td>'
                    f'<td class="num">{s.quality.labelled}</td>{cells}</tr>')
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")  # a wide table scrolls on its own, the page does not
     metric, label = ("accuracy", "accuracy") if f.kind == "classification" else ("mae", "MAE")
     if len(f.periods) > 1:
         out.append(f"<h3>{label.capitalize()} over time</h3>")
