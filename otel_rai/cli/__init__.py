@@ -8,6 +8,7 @@ worker, the capture path or the session, and imports heavy modules only inside t
     otel-rai verify --input applicants.csv
     otel-rai export --format otlp-json --output audit.jsonl
     otel-rai replay audit.jsonl --endpoint http://localhost:4317
+    otel-rai spool status
 
 Errors are one line on stderr (``--debug`` adds the traceback). Exit status: 0 success (an empty result
 is a success), 1 failure (an unreachable backend, an unusable store or file), 2 bad usage, 3 ``verify``
@@ -29,7 +30,7 @@ from otel_rai.errors import PREFIX, OtelRaiError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules of this package, in the order ``--help`` lists them.
-COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "stack")
+COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "stack", "spool")
 
 
 def build_parser() -> Parser:

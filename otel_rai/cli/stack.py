@@ -89,7 +89,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the servers (180)")
     start.set_defaults(stack_func=_up)
 
-    stop = commands.add_parser("down", parents=[common], help="stop what `up` started (the data stays)")
+    stop = commands.add_parser("down", parents=[common], help="stop what up started (the data stays)")
     stop.set_defaults(stack_func=_down)
 
     show = commands.add_parser("status", parents=[common], help="what runs, and where; exit status 3 if not running")

@@ -47,7 +47,8 @@ def record(span: dict[str, Any]) -> SpanRecord:
 class Phoenix:
     def __init__(self, url: str, project: str | None = None) -> None:
         key = settings.env("PHOENIX_API_KEY")
-        self.http = Http(url, "phoenix", {"Authorization": f"Bearer {key}"} if key else None)
+        self.http = Http(url, "phoenix", {"Authorization": f"Bearer {key}"} if key else None,
+                         example=DEFAULT_URL)
         self.project = project or settings.env("PHOENIX_PROJECT_NAME") or "default"
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:

@@ -40,7 +40,7 @@ def traceql(query: Query) -> str:
 
 class Tempo:
     def __init__(self, url: str, *, search_limit: int = SEARCH_LIMIT) -> None:
-        self.http = Http(url, "tempo")
+        self.http = Http(url, "tempo", example=DEFAULT_URL)
         self.search_limit = search_limit
         self._trace_paths = ["/api/v2/traces/", "/api/traces/"]  # v2 since Tempo 2.5
 

@@ -18,9 +18,13 @@ from otel_rai.report.figures import DecisionRecord, printed
 def read_records(path: Path) -> list[DecisionRecord]:
     """Decision records from a JSON-lines file (the keys of `DecisionRecord`)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path} is empty: no decision records")
     records = []
     for number, line in enumerate(lines, 1):
         if line.strip():
@@ -28,6 +32,8 @@ def read_records(path: Path) -> list[DecisionRecord]:
                 records.append(DecisionRecord.from_dict(json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            except InputError as exc:
+                raise InputError(f"{path}:{number}: {exc}") from None
     return records
 
 
