@@ -43,6 +43,8 @@ TEST_VARIABLES: dict[str, str] = {
                             "of being skipped",
     "OTEL_RAI_TEST_VENVS": "where ``scripts/test.sh`` keeps the virtualenvs it makes (Arize Phoenix's; default "
                            "``~/.cache/otel-rai-test``)",
+    "OTEL_RAI_TEST_ARTIFACTS": "where tests keep screenshots of the pages they render in Chromium (default "
+                               "``build/test-artifacts``)",
 }
 
 

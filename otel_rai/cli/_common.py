@@ -79,10 +79,14 @@ def add_time_options(g: Any) -> None:
     g.add_argument("--end", metavar="T", type=checked(parse_time), help="exclusive; default now")
 
 
-def add_filter_options(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
-    """Which decisions: model, service, time window and, with `rows`, decision ids and input hashes."""
+def add_filter_options(p: argparse.ArgumentParser, *, rows: bool = True, several_versions: bool = False) -> None:
+    """Which decisions: model, service, time window and, with `rows`, decision ids and input hashes. With
+    `several_versions`, ``--model-version`` is repeatable (a list)."""
     g = p.add_argument_group("which decisions")
-    g.add_argument("--model-version", metavar="V")
+    if several_versions:
+        g.add_argument("--model-version", metavar="V", action="append", help="repeatable: compare versions")
+    else:
+        g.add_argument("--model-version", metavar="V")
     g.add_argument("--model-name", metavar="N")
     g.add_argument("--service", metavar="S")
     add_time_options(g)

@@ -117,7 +117,7 @@ def write_table(decisions: Iterable[Decision], out: IO[str]) -> int:
         ("MODEL", lambda d: d.model_name, 16),
         ("VERSION", lambda d: d.model_version, 12),
         ("OUTPUT", lambda d: "ERROR" if d.error else d.output, 12),
-        (score_column(found), output_score, 6),
+        (score_column(found), output_score, 10),
         ("INPUT HASH", lambda d: d.input_hash, 32),
     ]
     rows = [[_cell(get(d), width) for _, get, width in columns] for d in found]

@@ -1,9 +1,4 @@
-"""``otel-rai replay``: send an otlp-json export (or an audit store) to an OTLP endpoint.
-
-The file must be OTLP JSON lines (``otel-rai export --format otlp-json``, or the OTel Collector's file
-exporter) or an audit store; anything else is refused, naming what was found. A file without a span, or
-an endpoint that does not take the spans, is a failure.
-"""
+"""``otel-rai replay``: send an otlp-json export (or an audit store) to an OTLP endpoint."""
 
 from __future__ import annotations
 
@@ -20,6 +15,12 @@ from otel_rai.codec import otlpjson
 from otel_rai.codec.records import SpanRecord
 from otel_rai.store import Store
 
+DESCRIPTION = (
+    "Send the spans of FILE, in order, to an OTLP endpoint. FILE must be OTLP JSON lines (otel-rai export "
+    "--format otlp-json, or what the OTel Collector's file exporter writes) or an audit store; anything else "
+    "is refused, naming what was found. A file without a span, or an endpoint that does not take the spans, "
+    "is a failure (exit status 1)."
+)
 #: What replay reads, for messages.
 NEEDED = "OTLP JSON lines (otel-rai export --format otlp-json) or an audit store"
 #: Keys of the objects `otel-rai export --format jsonl` writes, one decision a line.
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: Any) -> None:
     """Register ``replay``."""
     p = sub.add_parser("replay", help="send an otlp-json export (or an audit store) to an OTLP endpoint",
-                       description=__doc__.split("\n\n", 1)[1].replace("\n", " ").strip())
+                       description=DESCRIPTION)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--endpoint", metavar="URL",
                    help="e.g. http://localhost:4317 (default: $OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, else "

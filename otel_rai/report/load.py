@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 from otel_rai import semconv
+from otel_rai.codec.reasons import parse_top
 from otel_rai.errors import InputError
 from otel_rai.fairness.alerts import FairnessAlert
-from otel_rai.query import Backend, Query, decisions, find_spans
+from otel_rai.query import Backend, Decision, Query, decisions, find_spans
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
 
@@ -61,8 +62,25 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
             groups=stored_groups.get(d.decision_id)
             or {name: printed(d.features[name]) for name in sensitive if name in d.features},
             outcome=outcomes.get(d.decision_id),
+            attributions=_attributions(d),
+            explained_output=_explained_output(d) if semconv.EXPLANATION_TOP in d.values else None,
         )
         for d in found
         if d.error is None
     ]
     return records, alerts
+
+
+def _attributions(d: Decision) -> dict[str, float]:
+    """The decision's largest attributions (``ml.explanation.top``), by feature."""
+    top = d.values.get(semconv.EXPLANATION_TOP)
+    return dict(parse_top(top)) if isinstance(top, str) else {}
+
+
+def _explained_output(d: Decision) -> str | None:
+    """What the decision's attributions add up to, e.g. ``log-odds of class 1``."""
+    output = d.attributes.get(semconv.EXPLANATION_OUTPUT)
+    label = d.attributes.get(semconv.EXPLANATION_CLASS)
+    if output is None:
+        return None
+    return f"{output} of class {label}" if label is not None else str(output)
