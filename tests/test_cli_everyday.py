@@ -201,19 +201,22 @@ def test_verify_help_describes_only_options_that_exist(capsys):
 # --- unusable input files ---------------------------------------------------------------------------
 
 
-BAD_CONTENTS = {"empty": b"", "blank": b"  \n\n", "not UTF-8": b"\xff\xfe\x00\x9c\x81", "latin-1": "né".encode("latin-1")}
+BAD_CONTENTS = {"empty": b"", "blank": b"  \n\n", "not UTF-8": b"\xff\xfe\x00\x9c\x81",
+                "latin-1": "né".encode("latin-1")}
 
 
 def test_every_file_a_command_reads_fails_in_one_line_naming_it(capsys, rec, tmp_path):
+    store = ["--store", rec.path]
     commands = {
-        "verify --input (.json)": lambda f: ["verify", "--input", f, "--key", KEY, "--store", rec.path],
-        "verify --input (.csv)": lambda f: ["verify", "--input", f, "--key", KEY, "--store", rec.path],
-        "verify --input (.jsonl)": lambda f: ["verify", "--input", f, "--key", KEY, "--store", rec.path],
-        "verify --key-file": lambda f: ["verify", "--input", tmp_path / "ok.json", "--key-file", f, "--store", rec.path],
-        "verify-chain --checkpoint-key-file": lambda f: ["verify-chain", "--store", rec.path, "--checkpoint-key-file", f],
-        "verify-chain --public-key": lambda f: ["verify-chain", "--store", rec.path, "--public-key", f],
+        "verify --input (.json)": lambda f: ["verify", "--input", f, "--key", KEY, *store],
+        "verify --input (.csv)": lambda f: ["verify", "--input", f, "--key", KEY, *store],
+        "verify --input (.jsonl)": lambda f: ["verify", "--input", f, "--key", KEY, *store],
+        "verify --key-file": lambda f: ["verify", "--input", tmp_path / "ok.json", "--key-file", f, *store],
+        "verify-chain --checkpoint-key-file": lambda f: ["verify-chain", *store, "--checkpoint-key-file", f],
+        "verify-chain --public-key": lambda f: ["verify-chain", *store, "--public-key", f],
         "replay": lambda f: ["replay", f, "--endpoint", "http://127.0.0.1:9"],
-        "report --records": lambda f: ["report", "--model-version", "1.4.1", "--records", f, "--out", tmp_path / "r.html"],
+        "report --records": lambda f: ["report", "--model-version", "1.4.1", "--records", f, "--out",
+                                       tmp_path / "r.html"],
     }
     suffixes = {"(.csv)": ".csv", "(.jsonl)": ".jsonl"}
     (tmp_path / "ok.json").write_text(json.dumps([[0.0] * 6]))

@@ -151,8 +151,10 @@ def show(d: Decision, sections: Sequence[str] = ()) -> str:
         lines.append(("raw inputs", "  ".join(f"{k}={v}" for k, v in d.features.items())))
     lines.append(("trace", f"{d.trace_id}  span {d.span_id}"))
     text = [f"{k:<12} {'' if v is None else v}" for k, v in lines]
+    # Shown above, or the trace-UI view of what is (its input and output repeat the lines above).
     shown = {semconv.MODEL_CLASS, semconv.INPUT_HASH_KEY_ID, semconv.INPUT_HASH_SCHEME, semconv.MODEL_NAME,
-             semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION, semconv.BATCH_OFFSET}
+             semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION, semconv.BATCH_OFFSET,
+             *semconv.UI_SPAN_ATTRIBUTES}
     others = {k: v for k, v in a.items() if k not in shown}
     others.update({k: v for k, v in d.values.items() if not k.startswith(semconv.PER_ROW_PREFIXES)})
     if others:

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
-from otel_rai import settings, store
+from otel_rai import semconv, settings, store
 from otel_rai.sinks import destination
 from otel_rai.sinks.base import Sink
 from otel_rai.sinks.local import StoreSink
@@ -58,10 +58,14 @@ def _endpoint(endpoint: str | None) -> str:
 
 def resource(service_name: str | None) -> Resource:
     """The application's resource when it runs an SDK provider (so decisions sit under its service in
-    Jaeger), else one from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``; `service_name` wins."""
+    Jaeger), else one from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``; `service_name` wins.
+    The service is also the Phoenix project (``openinference.project.name``), unless one is set."""
     app = trace.get_tracer_provider()
     base = app.resource if isinstance(app, TracerProvider) else Resource.create()
-    return base.merge(Resource({SERVICE_NAME: service_name})) if service_name else base
+    merged = base.merge(Resource({SERVICE_NAME: service_name})) if service_name else base
+    if semconv.UI_PROJECT_NAME in merged.attributes or SERVICE_NAME not in merged.attributes:
+        return merged
+    return merged.merge(Resource({semconv.UI_PROJECT_NAME: merged.attributes[SERVICE_NAME]}))
 
 
 def audit_provider(service_name: str | None, sinks: Sequence[Sink]) -> TracerProvider:
