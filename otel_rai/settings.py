@@ -223,6 +223,12 @@ class Settings:
     max_pending_rows: int = _option(1_000_000, "rows of multi-row calls waiting for the audit worker before "
                                     "a new one blocks (one larger call still goes in alone)",
                                     env="OTEL_RAI_MAX_PENDING_ROWS", parse=_integer)
+    trace_ui: bool | None = _option(None, "OpenInference-style attributes on decision spans for trace UIs "
+                                    "(Phoenix, MLflow): span kind, input and output as JSON (docs/"
+                                    "semantic-conventions.md). Default: on when spans leave the process (an OTLP "
+                                    "endpoint or a ``tracer_provider``), off for the local store alone, which no "
+                                    "UI reads (``otel-rai replay`` adds them)", env="OTEL_RAI_TRACE_UI",
+                                    parse=_flag)
     max_export_backlog: int = _option(100_000, "spans held in memory for export without a spool "
                                       "(``spool=False``) before the worker waits",
                                       env="OTEL_RAI_MAX_EXPORT_BACKLOG", parse=_integer)

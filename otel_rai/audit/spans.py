@@ -183,7 +183,7 @@ def _view(common: dict, rows: dict, call: DecisionCall, on_failure: FailureHook,
           stop: int | None = None) -> dict[str, str]:
     """The trace-UI attributes of rows `start:stop` (`ui`); none if they cannot be built (the record stands)."""
     try:
-        return ui.decision_view(common, rows, call.error, start, stop)
+        return ui.decision_view(common, rows, None if call.error is None else type(call.error).__name__, start, stop)
     except Exception as exc:
         on_failure("ui", exc)
         return {}
@@ -198,12 +198,15 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
         return 1
     common, rows = attributes(call, settings, on_failure)
     n, size = len(call.ids), settings.max_rows_per_span
+    view = settings.trace_ui
     if n <= size:
-        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows, **_view(common, rows, call, on_failure)})
+        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows,
+                             **(_view(common, rows, call, on_failure) if view else {})})
         _end(span, call)
         return 1
     chunks = range(0, n, size)
-    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks), **ui.parent_view(common, n, len(chunks))})
+    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks),
+                         **(ui.parent_view(common, n, len(chunks)) if view else {})})
     parent = trace.set_span_in_context(span, call.parent)
     for offset in chunks:
         child = tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
@@ -213,7 +216,7 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
                 semconv.BATCH_SIZE: min(size, n - offset),
                 semconv.BATCH_OFFSET: offset,
                 **{key: values[offset : offset + size] for key, values in rows.items()},
-                **_view(common, rows, call, on_failure, offset, min(n, offset + size)),
+                **(_view(common, rows, call, on_failure, offset, min(n, offset + size)) if view else {}),
             }
         )
         _end(child, call)

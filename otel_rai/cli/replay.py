@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
 from typing import Any, Iterator
 
-from otel_rai import settings
+from otel_rai import semconv, settings
+from otel_rai.audit import ui
 from otel_rai.cli import formats
 from otel_rai.cli._common import OK, CliError, UsageError, note
 from otel_rai.codec import otlpjson
-from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.records import ERROR, SpanRecord
 from otel_rai.store import Store
 
 DESCRIPTION = (
     "Send the spans of FILE, in order, to an OTLP endpoint. FILE must be OTLP JSON lines (otel-rai export "
     "--format otlp-json, or what the OTel Collector's file exporter writes) or an audit store; anything else "
     "is refused, naming what was found. A file without a span, or an endpoint that does not take the spans, "
-    "is a failure (exit status 1)."
+    "is a failure (exit status 1). Decision spans get the trace-UI attributes (span kind, input, output) a "
+    "local store leaves out."
 )
 #: What replay reads, for messages.
 NEEDED = "OTLP JSON lines (otel-rai export --format otlp-json) or an audit store"
@@ -80,6 +83,20 @@ def _records(path: str) -> Iterator[SpanRecord]:
     return itertools.chain([first], spans)
 
 
+def for_trace_uis(r: SpanRecord) -> SpanRecord:
+    """The record with the trace-UI view a local store leaves out (`otel_rai.audit.ui`): its kind, input
+    and output, and the service as the Phoenix project. Derived from the ``ml.*`` attributes, which the
+    chain covers; the view is not hashed, so the chain still verifies."""
+    error = r.status_message.partition(":")[0] if r.status_code == ERROR else None
+    view = ui.view_of(r.attributes, error)
+    resource = r.resource
+    if semconv.UI_PROJECT_NAME not in resource and semconv.SERVICE_NAME in resource:
+        resource = {**resource, semconv.UI_PROJECT_NAME: resource[semconv.SERVICE_NAME]}
+    if not view and resource is r.resource:
+        return r
+    return dataclasses.replace(r, attributes={**r.attributes, **view}, resource=resource)
+
+
 def _endpoint(args: argparse.Namespace) -> str:
     endpoint = (args.endpoint or settings.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
                 or settings.env("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -105,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     sent = 0
     progress = formats.Progress(None, enabled=sys.stderr.isatty(), verb="replaying", noun="spans")
     try:
-        readable = (to_span(r) for r in spans)
+        readable = (to_span(for_trace_uis(r)) for r in spans)
         for batch in base.batches(readable, otlp.MAX_BATCH_SPANS, otlp.MAX_BATCH_ROWS):
             if exporter.export(batch) != SpanExportResult.SUCCESS:
                 raise CliError(f"{endpoint} did not take the spans (unreachable?); {sent} spans were replayed")
