@@ -34,7 +34,8 @@ OTHER_VARIABLES: dict[str, str] = {
     "OTEL_RAI_PHOENIX": "the ``phoenix`` command ``otel-rai stack up`` runs (default: this interpreter's "
                         "Phoenix, else ``phoenix`` on PATH)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
-    "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads (default ``default``)",
+    "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads when no ``--service`` "
+                            "names one (otel-rai makes the service the project; default: every project)",
 }
 
 #: Variables of the test suite (``scripts/test.sh``, ``tests/``), not of the package: name -> what it means.
