@@ -251,3 +251,24 @@ def test_a_decision_in_phoenixs_ui(ui_decisions):
         detail = driver.find_element(By.TAG_NAME, "body").text
         assert single["attributes"][semconv.INPUT_HASHES][0] in detail and "reasons" in detail
         driver.save_screenshot(str(artifact_dir() / "phoenix-decision.png"))
+
+
+def test_the_example_exports_through_rotel_to_phoenix_and_reads_back_from_it(phoenix, tmp_path):
+    """The docs/deploy.md recipe: OTEL_EXPORTER_OTLP_ENDPOINT to rotel, forwarding to Phoenix, and the example
+    reading its decisions back from Phoenix."""
+    from servers import Rotel
+    from test_example import run_example
+
+    url, grpc = phoenix
+    collector = Rotel(grpc, tmp_path).start()
+    try:
+        out = run_example(tmp_path, "--backend", "phoenix", "--url", url,
+                          OTEL_EXPORTER_OTLP_ENDPOINT=collector.grpc_endpoint).stdout
+    finally:
+        collector.stop()
+    assert "read back from phoenix: credit 1.4.2, this run" in out
+    lines = out.splitlines()
+    start = lines.index("read back from phoenix: credit 1.4.2, this run")
+    assert all("/1.4.2 output=" in line for line in lines[start + 1 : start + 4])
+    assert "its lowest score" in out and "Reasons (log-odds of class 1, linear" in out
+    assert "--backend phoenix --url" in lines[-1]  # what to run next, against the same backend
