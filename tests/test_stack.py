@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -135,8 +136,13 @@ def phoenix_spans(base_url: str, version: str, project: str = "stack-e2e") -> li
         if cursor:
             query["cursor"] = cursor
         url = f"{base_url}/v1/projects/{project}/spans?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            page = json.load(response)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                page = json.load(response)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # the project is made with its first span: not there yet
+                return spans
+            raise
         spans.extend(page["data"])
         cursor = page.get("next_cursor")
         if not cursor:

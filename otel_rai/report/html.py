@@ -360,7 +360,7 @@ svg.chart .chart-title { font-size: 15px; font-weight: 600; }
 svg.chart .tick { font-size: 11px; fill: #374151; } svg.chart .axis-label { fill: #374151; }
 .pair { display: grid; grid-template-columns: repeat(auto-fit, minmax(30em, 1fr)); gap: 0.5em 2em;
         align-items: start; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(40em, 1fr)); gap: 0.5em 2em; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(30em, 1fr)); gap: 0.5em 2em; }
 ol.top-features { margin: 2.5em 0 0; }
 section.version { border-top: 3px solid #e5e7eb; margin-top: 2em; }
 @media print { figure, table { break-inside: avoid; } body { max-width: none; } }
