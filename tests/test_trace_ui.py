@@ -167,3 +167,33 @@ def test_stored_trails_with_the_view_verify_and_the_view_is_not_covered(tmp_path
     target.attributes[semconv.OUTPUTS] = [9, 9]
     assert chaincheck.check(records).counts() == {"edited": 1}
     capsys.readouterr()
+
+
+def test_reasons_are_the_explanation_entry_as_json_for_any_name_and_number():
+    """Generated names (every printable character, others, percent signs, quotes) and numbers (zeros, tiny,
+    huge, infinite, NaN): the view's reasons are the entry's pairs (`parse_top`, the reader's oracle), in
+    order, as valid JSON, whether written fast (most entries) or carefully."""
+    import random
+    import string
+
+    from otel_rai.codec.reasons import encode_top
+
+    rng = random.Random(5)
+    alphabet = string.printable + "éß漢\x00\x7f\u2028%"
+    numbers = [0.0, 1e-9, -3.5, 2.0**70, -1e-300, math.inf, -math.inf, math.nan]
+    paths = {"fast": 0, "careful": 0}
+    for _ in range(3000):
+        names = list(dict.fromkeys("".join(rng.choice(alphabet if rng.random() < 0.5 else string.ascii_lowercase)
+                                           for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 6))))
+        values = np.array([[rng.choice(numbers + [rng.uniform(-5, 5)] * 4) for _ in names]])
+        (entry,) = encode_top(names, values, 4)
+        paths["careful" if ui._SLOW.search(entry) else "fast"] += 1
+        got = json.loads(ui._reasons(entry))
+        want = parse_top(entry)
+        assert list(got) == [name for name, _ in want], entry
+        for name, value in want:
+            if math.isfinite(value):
+                assert got[name] == value, entry
+            else:
+                assert got[name].lstrip("+-") in ("inf", "nan"), entry
+    assert min(paths.values()) > 300, paths  # both ways were tried

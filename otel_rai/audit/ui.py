@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Mapping, Sequence
 from urllib.parse import unquote
 
@@ -78,6 +79,10 @@ def _scalar(value: Any) -> str:
     return _json(value)
 
 
+#: What needs the careful path of `_reasons`: a percent-encoded name, a character JSON must escape in a name
+#: (names hold no other: `codec.reasons` percent-encodes ``,``, ``=``, ``%`` and non-printables), or a
+#: number JSON has no literal for.
+_SLOW = re.compile(r'[%"\\]|inf|nan')
 #: Feature names as JSON keys, as `_reasons` met them (names repeat in every row of a model); bounded.
 _KEYS: dict[str, str] = {}
 _MAX_KEYS = 10_000
@@ -88,6 +93,8 @@ def _reasons(entry: str) -> str:
     straight from the entry's text (its numbers are ``%+.6g``: JSON needs the plus signs gone)."""
     if not entry:
         return "{}"
+    if not _SLOW.search(entry):  # the usual entry: its text, with the names quoted and the plus signs gone
+        return '{"' + entry.replace("=+", '":').replace("=-", '":-').replace(",", ',"') + "}"
     parts = []
     for item in entry.split(","):
         name, _, value = item.rpartition("=")
