@@ -292,8 +292,9 @@ def from_env(name: str) -> Any:
     try:
         return f.metadata["parse"](raw)
     except ValueError as exc:
-        shown = "(a secret, not shown)" if f.metadata["secret"] else repr(raw)
-        raise ValueError(f"otel-rai: {variable}={shown} is not valid: {exc}") from None
+        if f.metadata["secret"]:  # the parser's message could quote the secret
+            raise ValueError(f"otel-rai: {variable} (a secret, not shown) is not valid") from None
+        raise ValueError(f"otel-rai: {variable}={raw!r} is not valid: {exc}") from None
 
 
 def _normalised(name: str, value: Any) -> Any:

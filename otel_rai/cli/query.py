@@ -21,6 +21,7 @@ from otel_rai.cli._common import (
 )
 from otel_rai.query import Decision
 
+#: Decisions ``query`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 1000
 
 

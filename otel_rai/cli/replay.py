@@ -15,6 +15,7 @@ from otel_rai.cli import formats
 from otel_rai.cli._common import OK, CliError, UsageError, note
 from otel_rai.codec import otlpjson
 from otel_rai.codec.records import ERROR, SpanRecord
+from otel_rai.errors import PREFIX
 from otel_rai.store import Store
 
 DESCRIPTION = (
@@ -61,7 +62,8 @@ def _otlp_lines(path: str) -> Iterator[SpanRecord]:
                 try:
                     yield from otlpjson.decode(data)
                 except ValueError as exc:
-                    raise CliError(f"{path}, line {number}: not OTLP JSON trace data ({exc})") from None
+                    reason = str(exc).removeprefix(PREFIX)
+                    raise CliError(f"{path}, line {number}: not OTLP JSON trace data ({reason})") from None
     except UnicodeDecodeError:
         raise CliError(f"{path} is not UTF-8 text (a binary file?); replay needs {NEEDED}") from None
     except OSError as exc:

@@ -42,7 +42,7 @@ def _keys(args: argparse.Namespace) -> list[Any]:
             raise CliError(f"no hash key: {hint} ({path}: no such file)")
         materials += [line.strip() for line in read_text(path, "hash keys, one a line").splitlines() if line.strip()]
     if not materials or not all(materials):
-        raise CliError("the hash key is empty")
+        raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
     return [HashKey.from_material(m) for m in materials]
 
 

@@ -22,7 +22,10 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, time_order, unexpected
 
 DEFAULT_URL = "http://localhost:6006"
+#: Spans per page of Phoenix's REST API.
 PAGE = 1000
+#: Projects per page of its project list.
+PROJECTS_PAGE = 100
 #: The project of spans that name none: it says nothing about their service.
 DEFAULT_PROJECT = "default"
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
@@ -52,6 +55,9 @@ def record(span: dict[str, Any], project: str | None = None) -> SpanRecord:
 
 
 class Phoenix:
+    """Phoenix's REST API at `url`, reading the spans of `project` (default: the query's service, else
+    ``PHOENIX_PROJECT_NAME``, else every project)."""
+
     def __init__(self, url: str, project: str | None = None) -> None:
         key = settings.env("PHOENIX_API_KEY")
         self.http = Http(url, "phoenix", {"Authorization": f"Bearer {key}"} if key else None,
@@ -63,7 +69,8 @@ class Phoenix:
         names, cursor = [], None
         try:
             while True:
-                page = self.http.get("/v1/projects", [("limit", "100")] + ([("cursor", cursor)] if cursor else []))
+                page = self.http.get("/v1/projects", [("limit", str(PROJECTS_PAGE))]
+                                     + ([("cursor", cursor)] if cursor else []))
                 names += [str(p["name"]) for p in page.get("data") or ()]
                 cursor = page.get("next_cursor")
                 if not cursor:
@@ -72,6 +79,7 @@ class Phoenix:
             raise unexpected("phoenix", exc) from None
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """The spans of the query's projects in the window, sorted by start time; none of an unknown project."""
         projects = [query.service] if query.service is not None else (
             [self.project] if self.project else self.projects())
         found: list[SpanRecord] = []
@@ -111,4 +119,5 @@ class Phoenix:
 
 
 def connect(url: str | None) -> Phoenix:
+    """The Phoenix at `url`, else at `DEFAULT_URL`."""
     return Phoenix(url or DEFAULT_URL)

@@ -69,6 +69,8 @@ def printed(value: Any) -> str:
 
 @dataclass(frozen=True)
 class AttributeFigures:
+    """The figures of one sensitive attribute: the counts of each group, and their fairness summary."""
+
     attribute: str
     counts: dict[str, fairness.GroupCounts]
     summary: fairness.Summary
@@ -76,6 +78,9 @@ class AttributeFigures:
 
 @dataclass(frozen=True)
 class Figures:
+    """Everything the report shows of one model version: decisions, selections, labelled outcomes, the
+    time span, each attribute's figures, and the mean absolute attribution of the top features."""
+
     model: str
     version: str
     decisions: int
@@ -179,6 +184,7 @@ class Timeline:
     selected: dict[str, list[int]]
 
     def starts(self) -> list[float]:
+        """The start of each bucket, Unix seconds."""
         n = len(next(iter(self.decisions.values()), []))
         return [self.start + i * self.width for i in range(n)]
 

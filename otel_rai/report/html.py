@@ -152,6 +152,7 @@ def _time_charts(tl: Timeline, title: str, positive_label: Any) -> list[str]:
 
 
 def counts_section(page: Page) -> list[str]:
+    """Decisions, positive decisions, and those with an outcome and with an explanation."""
     f, a = page.figures, page.anchor
     return [
         "<h2>Counts</h2>",
@@ -200,6 +201,8 @@ def _attribute_section(a: AttributeFigures, config: FairnessConfig) -> list[str]
 
 
 def fairness_section(page: Page) -> list[str]:
+    """Per sensitive attribute: selection rates by group (chart and table), the differences and ratios
+    with their definitions and checks."""
     config = page.config
     out = [
         "<h2>Fairness by sensitive attribute</h2>",
@@ -217,6 +220,8 @@ def fairness_section(page: Page) -> list[str]:
 
 
 def timeline_section(page: Page) -> list[str]:
+    """Decisions and selection rate per time bucket, by group of each sensitive attribute (or of all
+    decisions when there is none)."""
     attributes = [a.attribute for a in page.figures.attributes] or [None]
     out = ["<h2>Over time</h2>",
            "<p>Decisions and selection rate per time bucket"
@@ -232,6 +237,7 @@ def timeline_section(page: Page) -> list[str]:
 
 
 def explanation_section(page: Page) -> list[str]:
+    """The most attributed features: chart, ranked list, and mean signed attribution by group."""
     f = page.figures
     out = ["<h2>Most attributed features</h2>"]
     if not f.top_features:
@@ -261,6 +267,7 @@ def explanation_section(page: Page) -> list[str]:
 
 
 def alerts_section(page: Page) -> list[str]:
+    """The alerts raised over the period, oldest first."""
     out = ["<h2>Alerts</h2>"]
     alerts = sorted(page.alerts, key=lambda a: a.time_ns)
     if not alerts:
