@@ -44,6 +44,7 @@ def one_line_error(err: str) -> str:
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
+    assert lines[0].startswith("otel-rai: ") and lines[0].count("otel-rai: ") == 1, err
     return lines[0]
 
 

@@ -9,7 +9,7 @@ from typing import Sequence
 
 from otel_rai import semconv
 from otel_rai.codec.reasons import parse_top
-from otel_rai.errors import InputError
+from otel_rai.errors import PREFIX, InputError
 from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.query import Backend, Decision, Query, decisions, find_spans
 from otel_rai.query.local import Local
@@ -34,7 +34,7 @@ def read_records(path: Path) -> list[DecisionRecord]:
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
             except InputError as exc:
-                raise InputError(f"{path}:{number}: {exc}") from None
+                raise InputError(f"{path}:{number}: {str(exc).removeprefix(PREFIX)}") from None
     return records
 
 
