@@ -113,6 +113,36 @@ DRIFT_REFERENCE_COUNTS: Final = "ml.drift.reference_counts"
 DRIFT_CURRENT_COUNTS: Final = "ml.drift.current_counts"
 #: Where the reference profile came from: "fit", "reference" or "background".
 DRIFT_REFERENCE_SOURCE: Final = "ml.drift.reference_source"
+# --- trace UIs: OpenInference-style attributes (docs/semantic-conventions.md, "In trace UIs") ---------
+# Phoenix and MLflow show a span's kind, input and output from these names. They are a view, derived from
+# the ml.* attributes above (which stay the record, and which the chain covers), never raw feature values
+# beyond the allowlisted ones. Mapping to OTel's ML inference proposal (semantic-conventions issue 3420)
+# and the GenAI conventions: docs/semantic-conventions.md.
+#: Resource attribute: the Phoenix project of the spans; otel-rai sets it to ``service.name``.
+UI_PROJECT_NAME: Final = "openinference.project.name"
+#: What a span is: UI_KIND_DECISION on decision spans, UI_KIND_EVALUATOR on fairness alert spans;
+#: checkpoint spans have none (a UI shows them as unknown, and a kind filter hides them).
+UI_SPAN_KIND: Final = "openinference.span.kind"
+UI_KIND_DECISION: Final = "DECISION"
+UI_KIND_EVALUATOR: Final = "EVALUATOR"
+#: JSON text: the decision ids, input hashes and allowlisted raw values of the span's rows.
+UI_INPUT_VALUE: Final = "input.value"
+UI_INPUT_MIME_TYPE: Final = "input.mime_type"
+#: JSON text: each row's label or value, its scores and its top reasons.
+UI_OUTPUT_VALUE: Final = "output.value"
+UI_OUTPUT_MIME_TYPE: Final = "output.mime_type"
+UI_MIME_JSON: Final = "application/json"
+#: Required on OpenInference DECISION spans: the API the call speaks (UI_DECISION_SYSTEM_SKLEARN).
+UI_DECISION_SYSTEM: Final = "decision.system"
+UI_DECISION_SYSTEM_SKLEARN: Final = "scikit-learn"
+#: ``<ml.model.name> <ml.model.version>``.
+UI_DECISION_MODEL_NAME: Final = "decision.model_name"
+#: The key, inside UI_INPUT_VALUE's JSON, of a row's allowlisted raw values (a collector that deletes raw
+#: values deletes UI_INPUT_VALUE where it holds this key).
+UI_ALLOWLISTED_KEY: Final = "allowlisted"
+#: The span attributes above, for allowlists.
+UI_SPAN_ATTRIBUTES: Final = (UI_SPAN_KIND, UI_INPUT_VALUE, UI_INPUT_MIME_TYPE, UI_OUTPUT_VALUE, UI_OUTPUT_MIME_TYPE,
+                             UI_DECISION_SYSTEM, UI_DECISION_MODEL_NAME)
 
 #: Every attribute name above, for allowlists (the collector's and the tests').
 SPAN_ATTRIBUTES: Final = (
@@ -158,6 +188,7 @@ SPAN_ATTRIBUTES: Final = (
     MONITORING_BASELINE,
     MONITORING_STATE,
     DRIFT_FEATURE,
+    *UI_SPAN_ATTRIBUTES,
 )
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query

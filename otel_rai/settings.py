@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +35,18 @@ OTHER_VARIABLES: dict[str, str] = {
     "OTEL_RAI_PHOENIX": "the ``phoenix`` command ``otel-rai stack up`` runs (default: this interpreter's "
                         "Phoenix, else ``phoenix`` on PATH)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
-    "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads (default ``default``)",
+    "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads when no ``--service`` "
+                            "names one (otel-rai makes the service the project; default: every project)",
+}
+
+#: Variables of the test suite (``scripts/test.sh``, ``tests/``), not of the package: name -> what it means.
+TEST_VARIABLES: dict[str, str] = {
+    "OTEL_RAI_TEST_STRICT": "set by ``scripts/test.sh``: a test whose server or browser is missing fails instead "
+                            "of being skipped",
+    "OTEL_RAI_TEST_VENVS": "where ``scripts/test.sh`` keeps the virtualenvs it makes (Arize Phoenix's; default "
+                           "``~/.cache/otel-rai-test``)",
+    "OTEL_RAI_TEST_ARTIFACTS": "where tests keep screenshots of the pages they render in Chromium (default "
+                               "``build/test-artifacts``)",
 }
 
 
@@ -275,6 +287,12 @@ class Settings:
     max_pending_rows: int = _option(1_000_000, "rows of multi-row calls waiting for the audit worker before "
                                     "a new one blocks (one larger call still goes in alone)",
                                     env="OTEL_RAI_MAX_PENDING_ROWS", parse=_integer)
+    trace_ui: bool | None = _option(None, "OpenInference-style attributes on decision spans for trace UIs "
+                                    "(Phoenix, MLflow): span kind, input and output as JSON (docs/"
+                                    "semantic-conventions.md). Default: on when spans leave the process (an OTLP "
+                                    "endpoint or a ``tracer_provider``), off for the local store alone, which no "
+                                    "UI reads (``otel-rai replay`` adds them)", env="OTEL_RAI_TRACE_UI",
+                                    parse=_flag)
     max_export_backlog: int = _option(100_000, "spans held in memory for export without a spool "
                                       "(``spool=False``) before the worker waits",
                                       env="OTEL_RAI_MAX_EXPORT_BACKLOG", parse=_integer)
@@ -397,22 +415,49 @@ def option_docs(fields: Iterable[dataclasses.Field] | None = None) -> str:
     return "\n".join(lines)
 
 
+_LITERAL = re.compile(r"``(.+?)``")
+
+
+def _markdown(doc: str) -> str:
+    """`doc` with its double-backtick literals as Markdown code spans."""
+    return _LITERAL.sub(r"`\1`", doc)
+
+
 def markdown_table() -> str:
-    """The settings table of ``docs/settings.md``."""
+    """The tables of ``docs/settings.md``: every option with its variable, ``FairnessConfig``'s fields, and
+    every other variable otel-rai (or its test suite) reads."""
     rows = ["| option | variable | default | what it does |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
         variable = f"`{f.metadata['env']}`" if f.metadata["env"] else ""
-        rows.append(f"| `{f.name}` | {variable} | `{_default_text(f)}` | {f.metadata['doc']} |")
+        rows.append(f"| `{f.name}` | {variable} | `{_default_text(f)}` | {_markdown(f.metadata['doc'])} |")
     rows += ["", "`fairness=FairnessConfig(...)`:", "", "| field | default | what it does |", "|---|---|---|"]
     for f in dataclasses.fields(FairnessConfig):
-        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {f.metadata['doc']} |")
+        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {_markdown(f.metadata['doc'])} |")
     rows += ["", "`monitoring=MonitoringConfig(...)`:", "", "| field | default | what it does |", "|---|---|---|"]
     for f in dataclasses.fields(MonitoringConfig):
-        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {f.metadata['doc']} |")
-    rows += ["", "Other variables:", "", "| variable | what it means |", "|---|---|"]
-    rows += [f"| `{name}` | {doc} |" for name, doc in OTHER_VARIABLES.items()]
+        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {_markdown(f.metadata['doc'])} |")
+    for title, variables in (("Other variables:", OTHER_VARIABLES),
+                             ("Variables of the test suite, not read by the package:", TEST_VARIABLES)):
+        rows += ["", title, "", "| variable | what it means |", "|---|---|"]
+        rows += [f"| `{name}` | {_markdown(doc)} |" for name, doc in variables.items()]
     return "\n".join(rows) + "\n"
 
 
+PAGE_HEADER = """# Settings
+
+Every option of `otel_rai.instrument()` and every environment variable otel-rai reads, generated from
+their single definition in `otel_rai/settings.py` (`python -m otel_rai.settings > docs/settings.md`; a
+test checks that this page is up to date). An argument of `instrument()` wins over its variable, which
+wins over the default. The standard `OTEL_*` variables (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_*`,
+`OTEL_RESOURCE_ATTRIBUTES`) keep their OpenTelemetry meaning.
+
+"""
+
+
+def markdown_page() -> str:
+    """``docs/settings.md``: a short introduction, then `markdown_table`."""
+    return PAGE_HEADER + markdown_table()
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    print(markdown_page(), end="")

@@ -74,24 +74,18 @@ class HashKey:
         return cls(raw, key_id)
 
 
-_warned_generated = False
-
-
 def resolve_key(hash_key: str | bytes | HashKey | None = None) -> HashKey:
     """The key from `hash_key`, else ``OTEL_RAI_HASH_KEY``, else the generated key file."""
-    global _warned_generated
     if isinstance(hash_key, HashKey):
         return hash_key
     material = hash_key if hash_key is not None else settings.from_env("hash_key")
     if material is None:
         path, created = _generated_key_file()
         material = path.read_text().strip()
-        if not _warned_generated:
-            _warned_generated = True
+        if created:  # said once, by the process that made it: every later process reads the same key
             _log.warning(
-                "otel-rai: no hash key configured (hash_key= or OTEL_RAI_HASH_KEY); %s the key file %s. "
+                "otel-rai: no hash key configured (hash_key= or OTEL_RAI_HASH_KEY); generated the key file %s. "
                 "Keep it: without it no input hash can be verified.",
-                "generated" if created else "using",
                 path,
             )
     key = HashKey.from_material(material)

@@ -8,7 +8,16 @@ from typing import Any
 
 from otel_rai import query
 from otel_rai.cli import formats
-from otel_rai.cli._common import OK, CliError, add_filter_options, add_source_options, backend_of, query_of, where
+from otel_rai.cli._common import (
+    OK,
+    CliError,
+    absent_model,
+    add_filter_options,
+    add_source_options,
+    backend_of,
+    query_of,
+    where,
+)
 from otel_rai.codec.reasons import format_reasons
 from otel_rai.query import Decision
 
@@ -25,10 +34,11 @@ SECTIONS = (_reasons,)
 
 def run(args: argparse.Namespace) -> int:
     """Print one decision."""
-    q = query_of(args, decision_ids=frozenset([args.decision_id]))
-    found = list(query.decisions(q, backend_of(args)))
+    q, backend = query_of(args, decision_ids=frozenset([args.decision_id])), backend_of(args)
+    found = list(query.decisions(q, backend))
     if not found:
-        raise CliError(f"no decision {args.decision_id!r} in {where(args)}")
+        absent = absent_model(args, q, backend)
+        raise CliError(f"no decision {args.decision_id!r} in {where(args)}" + (f"; {absent}" if absent else ""))
     if args.format == "json":
         for _ in formats.write_json_lines(found, sys.stdout, full=True):
             pass

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
-from otel_rai import query, semconv, settings
+from otel_rai import settings
 from otel_rai.cli import formats
 from otel_rai.cli._common import (
     OK,
     UNMATCHED,
     CliError,
+    absent_model,
     add_filter_options,
     add_source_options,
     backend_of,
     note,
     query_of,
+    read_text,
 )
 
 
@@ -34,13 +37,10 @@ def _keys(args: argparse.Namespace) -> list[Any]:
         else:
             paths.append(str(settings.hash_key_file()))
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                materials += [line.strip() for line in f if line.strip()]
-        except OSError as exc:
-            reason = f"{path}: {exc.strerror or exc}"
+        if not os.path.exists(path):
             hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
-            raise CliError(f"no hash key: {hint} ({reason})") from None
+            raise CliError(f"no hash key: {hint} ({path}: no such file)")
+        materials += [line.strip() for line in read_text(path, "hash keys, one a line").splitlines() if line.strip()]
     if not materials or not all(materials):
         raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
     return [HashKey.from_material(m) for m in materials]
@@ -48,16 +48,15 @@ def _keys(args: argparse.Namespace) -> list[Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Hash each input row and print the decisions it matches."""
-    from otel_rai.query import inputs
+    from otel_rai.query import catalog, inputs
 
     q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
     keys = _keys(args)
-    features = None
-    if args.model_version or args.model_name:  # put named columns in the order that model recorded
-        first = next(query.decisions(q, backend, 1), None)
-        if first is not None:
-            features = first.attributes.get(semconv.INPUT_FEATURES)
-    matches = inputs.match(inputs.read_rows(args.input, features), keys, q, backend)
+    rows = inputs.read_rows(args.input)
+    orders = []
+    if any(isinstance(r, dict) for r in rows):  # named columns go in the order each model recorded
+        orders = [v.features for v in catalog.versions(q, backend) if v.features]
+    matches = inputs.match(rows, keys, q, backend, orders)
     if args.format == "json":
         for m in matches:
             sys.stdout.write(formats.dumps({"row": m.row, "input_hash": m.input_hash,
@@ -75,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
     matched = sum(1 for m in matches if m.decisions)
     ids = ", ".join(k.key_id for k in keys)
     note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(keys) > 1 else ''} {ids})")
+    absent = absent_model(args, q, backend) if matched < len(matches) else None
+    if absent:
+        note(absent)
     return OK if matched == len(matches) else UNMATCHED
 
 
@@ -82,8 +84,10 @@ DESCRIPTION = """Hash each input row with the key and report the decisions it ma
 
 Input files: .json (an array of rows, or JSON lines: one row a line), .jsonl, or .csv (a header row of
 feature names). A row is an object of feature name -> value, or an array of values in column order.
-CSV cells are typed per column as pandas.read_csv does by default; JSON keeps its own types, so it is
-the exact choice."""
+Objects and CSV rows are matched by feature name: whatever the order of their keys, they are put in the
+column order each model version recorded (--model-version or --model-name narrows which); keys that are
+no model's column are left out. CSV cells are typed per column as pandas.read_csv does by default; JSON
+keeps its own types, so it is the exact choice."""
 
 
 def add_parser(sub: Any) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Sequence
 
 from otel_rai import semconv
-from otel_rai.errors import InputError
+from otel_rai.codec.reasons import parse_top
+from otel_rai.errors import PREFIX, InputError
 from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.monitoring.alerts import MonitoringAlert
 from otel_rai.query import Backend, Decision, Query, decisions, find_spans
@@ -20,9 +21,13 @@ from otel_rai.report.figures import DecisionRecord, printed
 def read_records(path: Path) -> list[DecisionRecord]:
     """Decision records from a JSON-lines file (the keys of `DecisionRecord`)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path} is empty: no decision records")
     records = []
     for number, line in enumerate(lines, 1):
         if line.strip():
@@ -30,6 +35,8 @@ def read_records(path: Path) -> list[DecisionRecord]:
                 records.append(DecisionRecord.from_dict(json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            except InputError as exc:
+                raise InputError(f"{path}:{number}: {str(exc).removeprefix(PREFIX)}") from None
     return records
 
 
@@ -59,6 +66,8 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
             outcome=outcomes.get(d.decision_id),
             classes=d.attributes.get(semconv.OUTPUT_CLASSES),
             proba=probabilities(d),
+            attributions=_attributions(d),
+            explained_output=_explained_output(d) if semconv.EXPLANATION_TOP in d.values else None,
         )
         for d in found
         if d.error is None
@@ -92,3 +101,16 @@ def monitoring(backend: Backend, q: Query) -> tuple[list[tuple[int, dict]], list
     alerts = [MonitoringAlert.from_span(span.name, dict(span.attributes), span.start_ns)
               for span in find_spans(q, backend) if span.name in (semconv.DRIFT_ALERT_SPAN, semconv.QUALITY_ALERT_SPAN)]
     return snapshots, alerts
+def _attributions(d: Decision) -> dict[str, float]:
+    """The decision's largest attributions (``ml.explanation.top``), by feature."""
+    top = d.values.get(semconv.EXPLANATION_TOP)
+    return dict(parse_top(top)) if isinstance(top, str) else {}
+
+
+def _explained_output(d: Decision) -> str | None:
+    """What the decision's attributions add up to, e.g. ``log-odds of class 1``."""
+    output = d.attributes.get(semconv.EXPLANATION_OUTPUT)
+    label = d.attributes.get(semconv.EXPLANATION_CLASS)
+    if output is None:
+        return None
+    return f"{output} of class {label}" if label is not None else str(output)

@@ -204,8 +204,8 @@ def quality_section(f: MonitoringFigures) -> list[str]:
                "decision with probabilities and are as good as the model's calibration.</p>")
     head = "".join(f"<th>{label}</th>" for _, label in columns)
     estimated = "<th>est. accuracy</th><th>est. ROC AUC</th>" if f.kind == "classification" else ""
-    out.append(f"<div class=\"wide\" style=\"overflow-x: auto\"><table id=\"quality\"><thead><tr><th></th><th>decisions</th><th>labelled</th>{head}{estimated}"
-               "</tr></thead><tbody>")
+    out.append('<div class="wide" style="overflow-x: auto"><table id="quality"><thead><tr><th></th>'
+               f"<th>decisions</th><th>labelled</th>{head}{estimated}</tr></thead><tbody>")
     for s in f.slices:
         cells = "".join(f'<td class="num" data-metric="{name}">{_num(getattr(s.quality, name))}</td>'
                         for name, _ in columns)

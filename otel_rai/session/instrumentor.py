@@ -75,6 +75,10 @@ class _Session:
         config = replace(config, hash_key=resolve_key(config.hash_key))
         self.settings = config
         self.own_provider = config.tracer_provider is None
+        if config.trace_ui is None:  # the UI view goes where a UI may read the spans: out of the process
+            leaves = not self.own_provider or settings.otlp_endpoint_configured(config.endpoint)
+            config = replace(config, trace_ui=leaves)
+        self.settings = config
         self.sinks = provider.choose(config, own_provider=self.own_provider)
         fail_closed = config.on_audit_failure == "raise"
         if fail_closed and not any(isinstance(s, StoreSink) for s in self.sinks):

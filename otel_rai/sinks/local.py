@@ -83,7 +83,8 @@ class StoreOutbox:
         """This process wrote spans up to `last_seq`: its flushes wait for them."""
         self._through = max(self._through or 0, last_seq)
 
-    def _hold(self) -> bool:
+    def hold(self) -> bool:
+        """Take the export lock if no other process holds it; whether this one holds it now."""
         if self._holding:
             return True
         if self._lock_fd is None:
@@ -106,7 +107,7 @@ class StoreOutbox:
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
         """The oldest spans after the last delivered, as encoded when written; empty while another process
         holds the export lock."""
-        if not self._hold():
+        if not self.hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
         if not batch:
@@ -143,6 +144,13 @@ class StoreOutbox:
             self._through = self._store.last_seq()
         self._counted = True
         return self._store.outbox_pending(self._through)
+
+    def exported_elsewhere(self) -> bool:
+        """Whether another process holds the export lock now, that is, is exporting this store."""
+        if self.hold():
+            self.release()
+            return False
+        return True
 
     def release(self, *, unlock: bool = True) -> None:
         """Give up the export lock, once what was exported is deleted (else the next exporter would

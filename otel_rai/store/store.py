@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec.records import SpanRecord
@@ -309,6 +309,22 @@ class Store:
             sql, args = sql + " WHERE seq <= ?", (through,)
         return self._connection().execute(sql, args).fetchone()[0]
 
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table: the format and schema version, and what a writer noted (`set_meta`)."""
+        with self._reading():
+            return schema.meta(self._connection())
+
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        """Note `values` in the ``meta`` table (a spool's destination, for example)."""
+        conn = self._connection()
+        with writing(conn):
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
+    def outbox_totals(self) -> tuple[int, int]:
+        """(spans, decisions) waiting for export."""
+        return tuple(self._connection().execute(
+            "SELECT count(*), coalesce(sum(n_decisions), 0) FROM outbox").fetchone())
+
     def last_seq(self) -> int:
         """The last sequence number given to a span (written or queued)."""
         return _last_seq(self._connection())
@@ -469,6 +485,23 @@ class Store:
         sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
         with self._reading():
             return self._connection().execute(sql, args).fetchone()[0]
+
+    def model_versions(self, **query: Any) -> list[tuple[Any, ...]]:
+        """(model name, model version, decisions, first start_ns, last start_ns, input features or None) of
+        every model version with decisions among the spans `spans(**query)` yields, oldest first; the
+        features are those its newest span recorded (``ml.input.features``)."""
+        where, args = self._where(**query)
+        where = (where + " AND" if where else " WHERE") + " s.n_decisions > 0"
+        sql = (f"SELECT s.model_name, s.model_version, sum(s.n_decisions), min(s.start_ns), max(s.start_ns),"
+               f" max(s.seq) FROM spans s{where} GROUP BY s.model_name, s.model_version ORDER BY min(s.start_ns)")
+        features = "SELECT json_extract(attributes, '$.\"' || ? || '\"') FROM spans WHERE seq = ?"
+        with self._reading():
+            conn = self._connection()
+            out = []
+            for name, version, n, first, last, newest in conn.execute(sql, args).fetchall():
+                (names,) = conn.execute(features, (semconv.INPUT_FEATURES, newest)).fetchone()
+                out.append((name, version, n, first, last, json.loads(names) if names else None))
+            return out
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
