@@ -29,6 +29,7 @@ EXPECTED = {
     "replay": ["replayed"],
     "verify-chain": ["chain intact"],
     "report": ["wrote report.html (3000 decisions of version 2.0)"],
+    "monitor": ["QUALITY", "sex = f", "DRIFT", "income"],
     "spool": ["no spool files"],
 }
 
