@@ -30,9 +30,11 @@ def test_prometheus_scrapes_quality_and_drift_and_raises_the_alerts(tmp_path):
         proba = np.concatenate([p["proba"] for p in parts])
 
         # The labels counters, summed over both replicas by the recording rules: sklearn's accuracy.
-        result = prometheus.wait_for('ml_quality:accuracy{ml_quality_window="cumulative"}', lambda r: len(r) == 1)
-        assert float(result[0]["value"][1]) == pytest.approx(
-            skm.accuracy_score(y[rows], (proba >= 0.5).astype(int)), abs=1e-9)
+        # Until both replicas' counters are scraped, the sum covers one: wait for the value, not for a value.
+        expected = skm.accuracy_score(y[rows], (proba >= 0.5).astype(int))
+        result = prometheus.wait_for('ml_quality:accuracy{ml_quality_window="cumulative"}',
+                                     lambda r: len(r) == 1 and abs(float(r[0]["value"][1]) - expected) <= 1e-9)
+        assert float(result[0]["value"][1]) == pytest.approx(expected, abs=1e-9)
 
         config = MonitoringConfig()
         reference, _ = data(4000, 0)
