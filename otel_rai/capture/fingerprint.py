@@ -30,6 +30,11 @@ def fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
+def feed(h: Any, obj: Any) -> None:
+    """Write `obj`'s canonical byte stream (the one the fingerprint hashes) into the hash object `h`."""
+    _Feeder(h).feed(obj)
+
+
 class _Feeder:
     """Writes a canonical, tagged byte stream of an object graph into a hash."""
 

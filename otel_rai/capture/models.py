@@ -32,6 +32,8 @@ class Registration:
     version: str | None = None
     background: Any = field(default=None, compare=False)  # reference rows for the explainers that need them
     explain: bool = True
+    #: Where the model came from (an MLflow run or registry URI, a file path), for its model record.
+    source_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,15 @@ def register_model(
     *,
     background: Any = None,
     explain: bool = True,
+    source_uri: str | None = None,
 ) -> M:
     """Name and version `model` for its decision spans, and return the same object.
 
     background: reference rows (the model's input format) for the explanations that need them:
         linear models, model-agnostic methods. A copy is kept.
     explain: False turns explanations off for this model.
+    source_uri: where the model came from (an MLflow run or registry URI, a file path); its model record
+        carries it (docs/model-records.md).
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
@@ -135,6 +140,7 @@ def register_model(
             version=None if version is None else str(version),
             background=None if background is None else background.copy(),
             explain=bool(explain),
+            source_uri=None if source_uri is None else str(source_uri),
         ),
     )
     bump_generation()

@@ -43,7 +43,14 @@ def run(args: argparse.Namespace) -> int:
     alerts = [a for a in alerts if a.version == args.model_version and a.model == chosen[0].model]
     config = FairnessConfig(min_group_size=args.min_group_size, demographic_parity_ratio_min=args.dp_ratio_min,
                             equalized_odds_difference_max=args.eo_difference_max)
-    page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config)
+    model_records = None
+    if args.records is None:
+        from otel_rai.provenance import lookup
+
+        q = query_of(args, model_name=chosen[0].model, model_version=args.model_version)
+        model_records = list(lookup.latest(list(lookup.records(backend_of(args), q))).values())
+    page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config,
+                       model_records=model_records)
     try:
         args.out.write_text(page, encoding="utf-8")
     except OSError as exc:

@@ -42,6 +42,10 @@ class Local:
     def count(self, query: Query) -> int:
         return self.store.count_decisions(**self._filters(query))
 
+    def model_summaries(self, query: Query, record_span: str) -> list[tuple[Any, ...]]:
+        """What `Store.model_summaries` says for `query` (``otel-rai model list``, in SQL)."""
+        return self.store.model_summaries(record_span, **self._filters(query))
+
     def plan(self, query: Query) -> str:
         """SQLite's query plan for `query`."""
         return self.store.query_plan(**self._filters(query))

@@ -15,7 +15,9 @@ from typing import Any, Callable, Iterable, Sequence
 from otel_rai import semconv
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import FairnessAlert
+from otel_rai.provenance.record import ModelRecord
 from otel_rai.report.figures import AttributeFigures, DecisionRecord, figures
+from otel_rai.report.model import model_section
 from otel_rai.settings import FairnessConfig
 from otel_rai.version import __version__
 
@@ -151,9 +153,11 @@ def render(
     alerts: Iterable[FairnessAlert] = (),
     positive_label: Any = 1,
     config: FairnessConfig | None = None,
+    model_records: Sequence[ModelRecord] | None = None,
 ) -> str:
     """The HTML report of `records` (one model version) and the `alerts` raised over the same period, judged by
-    `config`'s minimum group size and thresholds (default: `FairnessConfig`'s)."""
+    `config`'s minimum group size and thresholds (default: `FairnessConfig`'s). `model_records`: the version's
+    model records, for the model section (None: no such section)."""
     config = config or FairnessConfig()
     f = figures(records, positive_label, config.min_group_size)
     title = f"Fairness audit: {f.model} {f.version}"
@@ -170,6 +174,7 @@ def render(
         f'<tr><th>with a recorded outcome</th><td class="num" id="labelled">{f.labelled}</td></tr>',
         f'<tr><th>with an explanation</th><td class="num" id="explained">{f.explained}</td></tr>',
         "</tbody></table>",
+        *(model_section(model_records) if model_records is not None else []),
         "<h2>Fairness by sensitive attribute</h2>",
         f"<p>Groups with fewer than {config.min_group_size} decisions (for TPR and FPR: actual positives or "
         "negatives) take no part in differences and ratios. The shaded band runs from "

@@ -32,6 +32,8 @@ from otel_rai.chain.seal import Chain, ChainedTracer
 from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
+from otel_rai.provenance import artifacts
+from otel_rai.provenance.emitter import ModelRecords
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
 from otel_rai.session import lifecycle
@@ -104,18 +106,24 @@ class _Session:
             lookup=None if local is None else store_lookup(local.store),
             journal=local,
         )
+        self.records = None
+        if config.model_records:
+            store_path = next((s.store.path for s in self.sinks if isinstance(s, StoreSink)), None)
+            self.records = ModelRecords(tracer, config, artifacts.resolve(config.artifacts, store_path),
+                                        lambda task: self.worker.submit(task), self.counters.fail)
         self.worker = AuditWorker(
             tracer,
             config,
             self.counters,
             [self.monitor.end_cycle, tracer.checkpoint],  # alert and checkpoint spans commit in the same cycle
-            [self.monitor.observe],
+            [self.monitor.observe] + ([self.records.observe] if self.records else []),
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
-        self.patcher = Patcher(recorder.wrapper_factory)
+        self.patcher = Patcher(recorder.wrapper_factory,
+                               fit_observers=[self.records.training.observe] if self.records else [])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
@@ -128,12 +136,16 @@ class _Session:
     def _numbers(self) -> tuple[int, int, int]:
         """(pending, exported, dropped) audit records: the ``ml.audit.*`` metrics."""
         pending = self.worker.pending() + sum(s.pending() for s in self.sinks)
+        pending += self.records.pending() if self.records is not None else 0
         return (pending, sum(s.exported() for s in self.sinks),
                 self.counters.dropped + sum(s.dropped() for s in self.sinks))
 
     def flush(self, timeout: float) -> FlushResult:
         deadline = time.monotonic() + timeout
         drained = self.worker.flush(timeout)
+        if self.records is not None:  # its saved artifacts hand their records back to the worker
+            drained = (self.records.flush(max(0.0, deadline - time.monotonic()))
+                       and self.worker.flush(max(0.0, deadline - time.monotonic())) and drained)
         remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
         flush_provider = getattr(self.provider, "force_flush", None)
         delivered = bool(flush_provider(remaining_ms)) if flush_provider is not None else True
@@ -162,8 +174,11 @@ class _Session:
         atexit.unregister(self._at_exit)
         self._remove_sigterm()
         self.patcher.remove()
+        if self.records is not None:  # the records join the stream before its last checkpoint
+            self.worker.flush(timeout)
+            self.records.close(max(0.0, deadline - time.monotonic()))
         self.worker.submit(lambda: self.tracer.checkpoint(force=True))
-        result = self._closed = self.flush(timeout)
+        result = self._closed = self.flush(max(0.0, deadline - time.monotonic()))
         self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
         self.worker.shutdown(0)
         self.monitor.close()

@@ -1,0 +1,149 @@
+"""`ModelRecords`: one model record span per fitted model (fingerprint) and process, and its artifact.
+
+The audit worker calls `observe` with every decision call, after the call's span (a set lookup when the
+fingerprint was seen). At the first call of a fingerprint it builds the record's attributes there, on the
+worker, never on the caller's thread. With an artifact store, a saver thread then saves the model (see
+`artifacts`) and hands the record back to the worker with the artifact's digest; without one, the worker
+ends the record at once. Either way the record is a span of the audit tracer, ended on the worker
+thread, so it is sealed into the chain and committed and exported like the decisions.
+
+A forked child forgets what it saw: its stream is new, and gets its own records.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from otel_rai import _fork, semconv
+from otel_rai.capture import models
+from otel_rai.capture.fingerprint import fingerprint
+from otel_rai.capture.recorder import DecisionCall
+from otel_rai.provenance import build
+from otel_rai.provenance.artifacts import ArtifactStore
+from otel_rai.provenance.training import TrainingLog
+from otel_rai.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+#: Queues a task for the audit worker thread (`AuditWorker.submit`).
+Submit = Callable[[Callable[[], None]], None]
+FailureHook = Callable[[str, BaseException], None]
+
+
+class ModelRecords:
+    """The model records of one session. `training.observe` is its fit observer, `observe` its call hook."""
+
+    def __init__(self, tracer: trace.Tracer, settings: Settings, artifacts: ArtifactStore | None, submit: Submit,
+                 on_failure: FailureHook) -> None:
+        self._tracer = tracer
+        self._settings = settings
+        self.artifacts = artifacts
+        self._submit = submit
+        self._fail = on_failure
+        version = settings.model_version
+        self.training = TrainingLog(settings.hash_key, lambda m: models.model_info(m, version).fingerprint)
+        self._reset()
+        _fork.reset_in_child(self)
+
+    def _reset(self) -> None:
+        self._seen: set[str] = set()
+        self._jobs: collections.deque[tuple[DecisionCall, dict[str, Any]]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def observe(self, call: DecisionCall) -> None:
+        """The call hook (audit worker): the first call of a fingerprint starts its record."""
+        fp = call.info.fingerprint
+        if fp in self._seen:
+            return
+        self._seen.add(fp)
+        if not _unchanged(call):  # refitted since: its parameters now are another model's
+            attributes = build.model_attributes(call)
+            attributes[semconv.AUDIT_ERROR] = "record: ModelChanged"
+            self._end(attributes, call.start_ns)
+            return
+        attributes = build.attributes(call, self._settings, self.training.get(fp), self._fail)
+        if self.artifacts is None:
+            self._end(attributes, call.start_ns)
+            return
+        with self._cond:
+            self._jobs.append((call, attributes))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otel-rai-artifacts", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def _end(self, attributes: dict[str, Any], start_ns: int) -> None:
+        """End the record span (on the audit worker thread)."""
+        span = self._tracer.start_span(semconv.MODEL_RECORD_SPAN, context=otel_context.Context(),
+                                       kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_ns)
+        span.end(end_time=max(time.time_ns(), start_ns))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._jobs or self._closed)
+                if not self._jobs:
+                    return
+                call, attributes = self._jobs.popleft()
+                self._busy = True
+            try:
+                self._save(call, attributes)
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
+
+    def _save(self, call: DecisionCall, attributes: dict[str, Any]) -> None:
+        """Save the model (saver thread), then have the worker end its record with the artifact's digest."""
+        assert self.artifacts is not None
+        try:
+            saved = self.artifacts.save(call.info.fingerprint, call.model, fingerprint,
+                                        call.info.registration.background)
+            attributes[semconv.ARTIFACT_SHA256] = saved.sha256
+            attributes[semconv.ARTIFACT_FORMAT] = saved.format
+            attributes[semconv.ARTIFACT_URI] = saved.uri
+            if saved.background_sha256 is not None:
+                attributes[semconv.ARTIFACT_BACKGROUND_SHA256] = saved.background_sha256
+        except Exception as exc:  # the type only: a message could quote a value
+            attributes[semconv.ARTIFACT_ERROR] = type(exc).__name__
+            self._fail("artifact", exc)
+        start = call.start_ns
+        try:
+            self._submit(lambda: self._end(attributes, start))
+        except Exception as exc:
+            self._fail("record", exc)
+
+    def pending(self) -> int:
+        """Artifacts being saved or waiting to be."""
+        return len(self._jobs) + (1 if self._busy else 0)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every artifact so far is saved and its record handed to the worker."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._jobs and not self._busy, timeout)
+
+    def close(self, timeout: float) -> bool:
+        """Finish the artifacts queued (within `timeout`), then stop the saver thread."""
+        done = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        return done
+
+
+def _unchanged(call: DecisionCall) -> bool:
+    """Whether `call`'s model still is the fit that decided (hashed again only after a fit somewhere)."""
+    if models.current_info(call.model) is call.info:
+        return True
+    return fingerprint(call.model) == call.info.fingerprint
