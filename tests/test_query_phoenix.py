@@ -111,9 +111,31 @@ def test_the_chain_verifies_from_phoenixs_answers(phoenix, tmp_path):
         if len(got) >= len(rec.spans()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(got) == len(rec.spans()) == 1 + 2 + 1 + 1  # two calls, one chunked in two, and the checkpoint
+    # two calls, one chunked in two, the model record of each version, and the checkpoint
+    assert len(got) == len(rec.spans()) == 1 + 2 + 1 + 2 + 1
     report = chaincheck.check(got, chain_keys.read_keys(["phoenix-ckpt-key"], [], []), require_signed=True)
     assert report.ok, report.ordered_problems()[:3]
     edited = next(r for _, r in got if semconv.OUTPUTS in r.attributes).attributes
     edited[semconv.OUTPUTS] = [1 - edited[semconv.OUTPUTS][0], *edited[semconv.OUTPUTS][1:]]
     assert chaincheck.check(got).counts() == {"edited": 1}
+
+
+def test_a_decision_reproduces_from_phoenix(phoenix, tmp_path):
+    """The decision and its model record come from Phoenix, the model from the artifact store."""
+    from conftest import KEY
+
+    from otel_rai.provenance.reproduce import reproduce
+
+    url, grpc = phoenix
+    rec = record(tmp_path / "audit.db", {"repro-1": 5, "repro-2": 1300}, endpoint=grpc)
+    backend = connect("phoenix", url)
+    deadline = time.monotonic() + 60
+    while len(list(find_decisions(model_version="repro-2", backend=backend, since="1h"))) < 1300:
+        assert time.monotonic() < deadline, "Phoenix did not store the spans within 60 s"
+        time.sleep(0.5)
+    for decision_id in ("repro-1-3", "repro-2-1200"):  # the second: row 1200 of a call chunked in two
+        result = reproduce(decision_id, list(rec.inputs[decision_id]), backend=backend, since="1h", key=KEY,
+                           artifacts_store=tmp_path / "artifacts")
+        assert result.reproduced and result.record is not None, (decision_id, result.notes)
+        assert result.record.version == decision_id.rsplit("-", 1)[0]
+    assert "re-run as row 1200 of 1300 rows" in " ".join(result.notes)

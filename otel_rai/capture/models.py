@@ -158,6 +158,12 @@ def current_info(model: Any) -> ModelInfo | None:
     return cached[1] if cached is not None and cached[0] == _generation else None
 
 
+def last_info(model: Any) -> ModelInfo | None:
+    """The metadata last computed for `model` (its last decision's, typically), even if a fit happened since."""
+    cached = _cache.get(model)
+    return cached[1] if cached is not None else None
+
+
 def model_info(model: Any, default_version: str | None) -> ModelInfo:
     """Cached metadata of `model`, recomputed after any fit or registration."""
     cached = _cache.get(model)

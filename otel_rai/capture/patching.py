@@ -44,20 +44,30 @@ WrapperFactory = Callable[[Callable[..., Any], str], Callable[..., Any]]
 #: Called on the fitting thread after each outermost successful fit: (the estimator, the method name, the
 #: positional and keyword arguments of the call, its duration in nanoseconds). A failure is logged, not raised.
 FitObserver = Callable[[Any, str, tuple, dict, int], None]
+#: Called on the fitting thread before each outermost fit starts: (the estimator, the method name). A failure
+#: is logged, not raised.
+BeforeFit = Callable[[Any, str], None]
 
 
-def _training_factory(observers: Sequence[FitObserver]) -> WrapperFactory:
+def _training_factory(observers: Sequence[FitObserver], before: Sequence[BeforeFit] = ()) -> WrapperFactory:
     """The wrapper of training methods: quiet (no decisions inside), stale metadata afterwards, and the
-    outermost successful fit reported to `observers`."""
+    outermost fit announced to `before` and, when it succeeded, reported to `observers`."""
 
     def factory(original: Callable[..., Any], name: str) -> Callable[..., Any]:
         is_quiet = name in QUIET_METHODS
         changes_state = name in STATE_METHODS
-        observed = bool(observers) and name in FIT_METHODS
+        observed = bool(observers or before) and name in FIT_METHODS
 
         @functools.wraps(original)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
             outermost = observed and not _FITTING.get()
+            if outermost:
+                for announce in before:
+                    try:
+                        announce(self, name)
+                    except Exception as exc:  # the audit never breaks training; the type only (privacy)
+                        _log.warning("otel-rai: a before-fit hook failed (%s); the fit goes ahead",
+                                     type(exc).__name__)
             token = _FITTING.set(True) if outermost else None
             started = time.perf_counter_ns()
             try:
@@ -70,7 +80,7 @@ def _training_factory(observers: Sequence[FitObserver]) -> WrapperFactory:
                     _FITTING.reset(token)
                 if changes_state:
                     models.bump_generation()
-            if outermost:
+            if outermost and observers:
                 elapsed = time.perf_counter_ns() - started
                 for observe in observers:
                     try:
@@ -112,9 +122,10 @@ class _WrappedDescriptor:
 class Patcher:
     """Installs and removes every wrapper; `remove()` restores the exact original objects."""
 
-    def __init__(self, decision_factory: WrapperFactory, fit_observers: Sequence[FitObserver] = ()) -> None:
+    def __init__(self, decision_factory: WrapperFactory, fit_observers: Sequence[FitObserver] = (),
+                 before_fit: Sequence[BeforeFit] = ()) -> None:
         self._decision_factory = decision_factory
-        self._training_factory = _training_factory(tuple(fit_observers))
+        self._training_factory = _training_factory(tuple(fit_observers), tuple(before_fit))
         self._patched: list[tuple[weakref.ref, str, Any]] = []
         self._restores: list[Callable[[], None]] = []
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(formats.dumps({**d.to_dict(full=True), "model_record": linked}) + "\n")
         return OK
     for i, (d, record) in enumerate(zip(found, records)):
-        sections = [s for s in (make(d) for make in SECTIONS) if s] + [_model_record(record)]
+        sections = [_model_record(record)] + [s for s in (make(d) for make in SECTIONS) if s]
         sys.stdout.write(("\n" if i else "") + formats.show(d, sections))
     return OK
 

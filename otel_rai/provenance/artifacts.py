@@ -366,9 +366,9 @@ class ArtifactStore:
         """Whether the artifact of `fingerprint` is there and has its digest (the record's `sha`, else
         the manifest's). Reads and hashes the bytes; deserialises nothing."""
         try:
-            if self._path is not None:
-                self.check_trusted(fingerprint)
             entry, _ = self._find(fingerprint, sha)
+            if self._path is not None:
+                self.check_trusted(fingerprint, [MANIFEST, entry["file"]])
             data = self._read(fingerprint, entry["file"])
         except ArtifactError as exc:
             text = str(exc).removeprefix("otel-rai: ")

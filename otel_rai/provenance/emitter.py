@@ -1,11 +1,20 @@
 """`ModelRecords`: one model record span per fitted model (fingerprint) and process, and its artifact.
 
+A fitted model registered under several names or versions (the same fingerprint promoted from one
+version to another) gets a record for each, since the record carries its registration; the artifact is
+saved once per fingerprint.
+
 The audit worker calls `observe` with every decision call, after the call's span (a set lookup when the
-fingerprint was seen). At the first call of a fingerprint it builds the record's attributes there, on the
+model was seen). At the first call of a model it builds the record's attributes there, on the
 worker, never on the caller's thread. With an artifact store, a saver thread then saves the model (see
 `artifacts`) and hands the record back to the worker with the artifact's digest; without one, the worker
 ends the record at once. Either way the record is a span of the audit tracer, ended on the worker
 thread, so it is sealed into the chain and committed and exported like the decisions.
+
+A model refitted in place right after deciding must not lose its record: the record and the artifact
+are built from the live model, after the decisions, on other threads. So `before_fit` (a before-fit hook
+of the patcher) holds an outermost fit of a model whose last fingerprint has no record yet until the
+worker and the saver have captured it (`MAX_FIT_WAIT_S` at most); the fits of other models never wait.
 
 A forked child forgets what it saw: its stream is new, and gets its own records.
 """
@@ -35,6 +44,12 @@ _log = logging.getLogger(__name__)
 
 #: Queues a task for the audit worker thread (`AuditWorker.submit`).
 Submit = Callable[[Callable[[], None]], None]
+#: Waits until the audit worker has processed every call so far (`AuditWorker.flush`).
+Drain = Callable[[float], bool]
+#: The longest a refit waits for the record of the model's last fingerprint.
+MAX_FIT_WAIT_S = 30.0
+#: Threads that must never wait for themselves: the audit worker's and the saver's.
+_OWN_THREADS = ("otel-rai-audit", "otel-rai-artifacts")
 FailureHook = Callable[[str, BaseException], None]
 
 
@@ -42,19 +57,24 @@ class ModelRecords:
     """The model records of one session. `training.observe` is its fit observer, `observe` its call hook."""
 
     def __init__(self, tracer: trace.Tracer, settings: Settings, artifacts: ArtifactStore | None, submit: Submit,
-                 on_failure: FailureHook) -> None:
+                 on_failure: FailureHook, drain: Drain | None = None) -> None:
         self._tracer = tracer
         self._settings = settings
         self.artifacts = artifacts
         self._submit = submit
+        self._drain = drain
         self._fail = on_failure
         version = settings.model_version
         self.training = TrainingLog(settings.hash_key, lambda m: models.model_info(m, version).fingerprint)
         self._reset()
         _fork.reset_in_child(self)
+        if artifacts is not None:
+            self._start()  # now: it imports skops (about a second) while the application starts, not later
 
     def _reset(self) -> None:
-        self._seen: set[str] = set()
+        self._seen: set[tuple[str, str, str]] = set()
+        self._saved: dict[str, Any] = {}  # fingerprint -> its `Saved`, for a second registration of it
+        self._captured: set[tuple[str, str, str]] = set()  # models whose record and artifact no longer need them
         self._jobs: collections.deque[tuple[DecisionCall, dict[str, Any]]] = collections.deque()
         self._cond = threading.Condition()
         self._busy = False
@@ -63,24 +83,26 @@ class ModelRecords:
 
     def observe(self, call: DecisionCall) -> None:
         """The call hook (audit worker): the first call of a fingerprint starts its record."""
-        fp = call.info.fingerprint
-        if fp in self._seen:
+        info = call.info
+        seen = (info.fingerprint, info.name, info.version)
+        if seen in self._seen:
             return
-        self._seen.add(fp)
+        self._seen.add(seen)
+        fp = info.fingerprint
         if not _unchanged(call):  # refitted since: its parameters now are another model's
+            self._captured.add(seen)
             attributes = build.model_attributes(call)
             attributes[semconv.AUDIT_ERROR] = "record: ModelChanged"
             self._end(attributes, call.start_ns)
             return
         attributes = build.attributes(call, self._settings, self.training.get(fp), self._fail)
         if self.artifacts is None:
+            self._captured.add(seen)
             self._end(attributes, call.start_ns)
             return
+        self._start()
         with self._cond:
             self._jobs.append((call, attributes))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="otel-rai-artifacts", daemon=True)
-                self._thread.start()
             self._cond.notify_all()
 
     def _end(self, attributes: dict[str, Any], start_ns: int) -> None:
@@ -89,7 +111,14 @@ class ModelRecords:
                                        kind=SpanKind.INTERNAL, attributes=attributes, start_time=start_ns)
         span.end(end_time=max(time.time_ns(), start_ns))
 
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="otel-rai-artifacts", daemon=True)
+                self._thread.start()
+
     def _run(self) -> None:
+        _warm()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._jobs or self._closed)
@@ -108,8 +137,11 @@ class ModelRecords:
         """Save the model (saver thread), then have the worker end its record with the artifact's digest."""
         assert self.artifacts is not None
         try:
-            saved = self.artifacts.save(call.info.fingerprint, call.model, fingerprint,
-                                        call.info.registration.background)
+            saved = self._saved.get(call.info.fingerprint)
+            if saved is None:
+                saved = self.artifacts.save(call.info.fingerprint, call.model, fingerprint,
+                                            call.info.registration.background)
+                self._saved[call.info.fingerprint] = saved
             attributes[semconv.ARTIFACT_SHA256] = saved.sha256
             attributes[semconv.ARTIFACT_FORMAT] = saved.format
             attributes[semconv.ARTIFACT_URI] = saved.uri
@@ -118,11 +150,24 @@ class ModelRecords:
         except Exception as exc:  # the type only: a message could quote a value
             attributes[semconv.ARTIFACT_ERROR] = type(exc).__name__
             self._fail("artifact", exc)
+        self._captured.add((call.info.fingerprint, call.info.name, call.info.version))
         start = call.start_ns
         try:
             self._submit(lambda: self._end(attributes, start))
         except Exception as exc:
             self._fail("record", exc)
+
+    def before_fit(self, model: Any, method: str) -> None:
+        """The before-fit hook: let the last decisions' model be recorded and saved before a refit changes it."""
+        info = models.last_info(model)
+        if info is None or (info.fingerprint, info.name, info.version) in self._captured:
+            return
+        if self._drain is None or threading.current_thread().name in _OWN_THREADS:
+            return
+        deadline = time.monotonic() + MAX_FIT_WAIT_S
+        if not (self._drain(MAX_FIT_WAIT_S) and self.flush(max(0.0, deadline - time.monotonic()))):
+            _log.warning("otel-rai: a model was refitted before its record was written; the record may say "
+                         "ModelChanged")
 
     def pending(self) -> int:
         """Artifacts being saved or waiting to be."""
@@ -140,6 +185,15 @@ class ModelRecords:
             self._closed = True
             self._cond.notify_all()
         return done
+
+
+def _warm() -> None:
+    """Import the serializers on the saver thread before the first model needs them: skops lists every
+    scikit-learn estimator when imported, which takes about a second."""
+    try:
+        import skops.io  # noqa: F401
+    except ImportError:  # joblib then
+        pass
 
 
 def _unchanged(call: DecisionCall) -> bool:

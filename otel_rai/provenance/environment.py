@@ -17,27 +17,20 @@ _DISTRIBUTIONS = {"sklearn": "scikit-learn"}
 _NOT_LIBRARIES = frozenset({"__main__", "builtins", "abc", "collections", "functools", "typing"})
 
 
-@functools.lru_cache(maxsize=None)
-def _packages() -> dict[str, list[str]]:
-    return importlib.metadata.packages_distributions()
+def distribution(module: str) -> str:
+    """The distribution name of top-level module `module` (``sklearn`` is ``scikit-learn``)."""
+    return _DISTRIBUTIONS.get(module, module)
 
 
 @functools.lru_cache(maxsize=256)
-def distribution(module: str) -> str | None:
-    """The installed distribution that provides top-level module `module`, if any."""
-    if module in _DISTRIBUTIONS:
-        return _DISTRIBUTIONS[module]
-    found = _packages().get(module)
-    return found[0] if found else None
-
-
 def version_of(name: str) -> str | None:
-    """The installed version of distribution `name` (``python`` for the interpreter), or None."""
+    """The installed version of distribution `name` (``python`` for the interpreter), or None. Cached: the
+    audit worker asks once per library, and a library's version does not change under a running process."""
     if name == "python":
         return platform.python_version()
     try:
         return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
+    except (importlib.metadata.PackageNotFoundError, ValueError):
         return None
 
 
@@ -53,8 +46,8 @@ def libraries(class_names: Iterable[str], *, pandas: bool = False) -> dict[str, 
         if root in _NOT_LIBRARIES or root in sys.stdlib_module_names:
             continue
         name = distribution(root)
-        found = version_of(name) if name else None
-        if name and found:
+        found = version_of(name)
+        if found:
             out[name] = found
     return out
 
@@ -63,6 +56,7 @@ def differences(recorded: dict[str, str]) -> list[tuple[str, str, str | None]]:
     """(library, recorded version, installed version or None) for every library whose version changed."""
     out = []
     for name, then in sorted(recorded.items()):
+        version_of.cache_clear()  # a reader asks once, about what is installed now
         now = version_of(name)
         if now != then:
             out.append((name, then, now))

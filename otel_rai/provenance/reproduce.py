@@ -7,9 +7,12 @@ came out the same, bit for bit.
 2. The model is loaded from the artifact store by the decision's fingerprint, with every check of
    `artifacts` (trusted store, the record's SHA-256, the loaded model's fingerprint), else `ArtifactError`.
 3. Library versions are compared with the record's; each difference is a warning.
-4. The recorded operation runs on the row. The label and every class score are compared bit for bit
-   (the largest difference is stated), and so is the explanation (its top attributions as recorded,
-   and its base value), recomputed with the recorded method.
+4. The recorded operation runs on the row, as the decision ran it: a decision that was row r of an
+   n-row call is re-run as row r of n rows (copies of the input), because a batch's floating-point
+   operations depend on its shape (a linear model's matrix product on 20 rows rounds some rows
+   differently than on one). The label and every class score are compared bit for bit (the largest
+   difference is stated), and so is the explanation (its top attributions as recorded, and its base
+   value), recomputed with the recorded method.
 
 The verdict is REPRODUCED when everything compared is identical, else DIFFERS. What this proves and
 what it does not: ``docs/audit-trail.md``.
@@ -17,6 +20,7 @@ what it does not: ``docs/audit-trail.md``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
@@ -37,10 +41,14 @@ from otel_rai.errors import InputError, InputMismatchError, UnknownDecision
 from otel_rai.explanations import engine
 from otel_rai.provenance import artifacts, environment, lookup
 from otel_rai.provenance.record import ModelRecord
-from otel_rai.query import Backend, Decision, Query, connect, decisions
+from otel_rai.query import Backend, Decision, Query, connect, decisions, find_spans
 from otel_rai.query import inputs as input_files
 
 REPRODUCED, DIFFERS = "REPRODUCED", "DIFFERS"
+#: The largest call re-run whole; a decision from a larger call is re-run alone (and says so).
+MAX_CALL_ROWS = 100_000
+#: How far apart a backend may place the start of a call's spans (Phoenix keeps float seconds).
+_TIME_SLACK_NS = 2_000
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,15 @@ def _the_key(keys: list[HashKey], decision: Decision) -> HashKey:
 def _row(given: Any, features: Sequence[str] | None) -> list[Any]:
     """The input row: a file (one row), a mapping of feature name to value, or the values in order."""
     if isinstance(given, (str, os.PathLike)):
-        rows = input_files.read_rows(Path(given), features)
+        path = Path(given)
+        if path.suffix.lower() == ".json":
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = None  # read_rows says what is wrong with the file
+            if isinstance(data, list) and data and not any(isinstance(v, (list, dict)) for v in data):
+                return data  # one row as an array of values
+        rows = input_files.read_rows(path, features)
         if len(rows) != 1:
             raise InputError(f"{given}: give the one input row of the decision, not {len(rows)}")
         return list(rows[0])
@@ -201,14 +217,40 @@ def _classes(model: Any) -> np.ndarray | None:
     return classes if isinstance(classes, np.ndarray) else None
 
 
-def _outputs(decision: Decision, model: Any, X: Any) -> list[Comparison]:
+def call_rows(decision: Decision, backend: Backend) -> int:
+    """How many rows the decision's call had: its span's, or, for a chunk of a larger call, its parent's."""
+    size = decision.attributes.get(semconv.BATCH_SIZE)
+    rows = int(size) if isinstance(size, (int, float)) else 1
+    q = Query(model_version=decision.model_version, model_name=decision.model_name,
+              start_ns=decision.time_ns - _TIME_SLACK_NS, end_ns=decision.time_ns + _TIME_SLACK_NS)
+    spans = [s for s in find_spans(q, backend) if s.trace_id == decision.trace_id]
+    mine = next((s for s in spans if s.span_id == decision.span_id), None)
+    parent = next((s for s in spans if mine is not None and s.span_id == mine.parent_span_id
+                   and semconv.BATCH_CHUNKS in s.attributes), None)
+    if parent is not None and isinstance(parent.attributes.get(semconv.BATCH_SIZE), (int, float)):
+        rows = int(parent.attributes[semconv.BATCH_SIZE])
+    return max(rows, decision.row + 1)
+
+
+def _repeated(X: Any, n: int) -> Any:
+    """`n` copies of the one-row input `X`, in its container."""
+    if n == 1:
+        return X
+    if hasattr(X, "iloc"):
+        import pandas as pd
+
+        return pd.concat([X] * n, ignore_index=True)
+    return np.repeat(X, n, axis=0)
+
+
+def _outputs(decision: Decision, model: Any, X: Any, row: int) -> list[Comparison]:
     operation = str(decision.operation)
     result = run_quietly(getattr(model, operation), X)
     values, scores = outputs.encode(operation, result, _classes(model))
-    equal, difference = _same(decision.output, values[0])
-    out = [Comparison("output", decision.output, values[0], equal, difference)]
+    equal, difference = _same(decision.output, values[row])
+    out = [Comparison("output", decision.output, values[row], equal, difference)]
     recorded = decision.scores
-    now = {label: column[0] for label, column in (scores or {}).items()}
+    now = {label: column[row] for label, column in (scores or {}).items()}
     for label in list(recorded) + [x for x in now if x not in recorded]:
         a, b = recorded.get(label), now.get(label)
         if a is None or b is None:
@@ -316,12 +358,16 @@ def reproduce(
     if record is not None:
         for name, then, now in environment.differences(record.libraries):
             warnings.append(f"{name} is {now or 'not installed'} here, {then} when the model was recorded")
-    comparisons = _outputs(found, loaded.model, X)
+    n_rows = call_rows(found, source)
+    if n_rows > MAX_CALL_ROWS:
+        notes.append(f"the decision was row {found.row} of a {n_rows}-row call, more than {MAX_CALL_ROWS} rows: "
+                     "re-run alone, which can change the last bits of a batch computation")
+        comparisons = _outputs(found, loaded.model, X, 0)
+    else:
+        if n_rows > 1:
+            notes.append(f"re-run as row {found.row} of {n_rows} rows (copies of the input), as the call ran it")
+        comparisons = _outputs(found, loaded.model, _repeated(X, n_rows), found.row if n_rows > 1 else 0)
     explained, explanation_notes = _explanation(found, loaded.model, loaded.background, X)
-    n_rows = found.attributes.get(semconv.BATCH_SIZE)
-    if isinstance(n_rows, int) and n_rows > 1 and not all(c.equal for c in comparisons + explained):
-        notes.append(f"the decision was one of {n_rows} rows of its call; some models compute a batch with other "
-                     "floating-point operations than a single row (vectorised BLAS), which changes the last bits")
     return Reproduction(found, record, found.input_hash, loaded.uri, loaded.format,
                         tuple(comparisons + explained), tuple(warnings), tuple(notes + explanation_notes))
 

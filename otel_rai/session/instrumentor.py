@@ -110,7 +110,8 @@ class _Session:
         if config.model_records:
             store_path = next((s.store.path for s in self.sinks if isinstance(s, StoreSink)), None)
             self.records = ModelRecords(tracer, config, artifacts.resolve(config.artifacts, store_path),
-                                        lambda task: self.worker.submit(task), self.counters.fail)
+                                        lambda task: self.worker.submit(task), self.counters.fail,
+                                        lambda timeout: self.worker.flush(timeout))
         self.worker = AuditWorker(
             tracer,
             config,
@@ -123,7 +124,8 @@ class _Session:
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
         self.patcher = Patcher(recorder.wrapper_factory,
-                               fit_observers=[self.records.training.observe] if self.records else [])
+                               fit_observers=[self.records.training.observe] if self.records else [],
+                               before_fit=[self.records.before_fit] if self.records else [])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
