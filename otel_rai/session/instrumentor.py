@@ -178,7 +178,7 @@ class _Session:
         self.patcher.remove()
         if self.records is not None:  # the records join the stream before its last checkpoint
             self.worker.flush(timeout)
-            self.records.close(max(0.0, deadline - time.monotonic()))
+            self.records.close(max(0.0, deadline - time.monotonic()))  # hands the last records to the worker
         self.worker.submit(lambda: self.tracer.checkpoint(force=True))
         result = self._closed = self.flush(max(0.0, deadline - time.monotonic()))
         self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
