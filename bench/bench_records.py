@@ -12,7 +12,7 @@ Per estimator kind (the kinds of tests/test_reproduce.py):
 * reproduce: `otel_rai.reproduce` of one single-row decision from the local store, wall time (median).
 
 And the training-data hash per row, for numeric arrays and for a DataFrame of mixed columns, and the fit
-observer's whole cost (hash + the fingerprint it computes for the first decision) on a 100-tree forest.
+observer's whole cost (the hash, and the fingerprint it files it under) on a 100-tree forest.
 """
 
 from __future__ import annotations
@@ -69,30 +69,30 @@ def _median_cpu(func, repeat: int) -> tuple[float, float]:
     return statistics.median(cpu), statistics.median(wall)
 
 
+def _one_kind(kind: str, model, data, operation: str, background, root: Path, repeat: int) -> dict:
+    """Record size and cost, and artifact save cost, of one fitted model."""
+    settings = Settings(hash_key=HashKey.from_material(KEY))
+    fp = fingerprint(model)
+    call = DecisionCall(model, models.model_info(model, None), operation, data[:1], 1, ["a"], {}, None,
+                        time.time_ns())
+    record_cpu, _ = _median_cpu(lambda: build.attributes(call, settings, None, lambda *a: None), repeat)
+    attributes = build.attributes(call, settings, None, lambda *a: None)
+    save_cpu, save_wall = _median_cpu(
+        lambda: ArtifactStore(root / f"a-{kind}-{time.perf_counter_ns()}").save(fp, model, fingerprint, background),
+        repeat)
+    saved = ArtifactStore(root / f"final-{kind}").save(fp, model, fingerprint, background)
+    size = sum(p.stat().st_size for p in (root / f"final-{kind}" / fp).glob("model.*"))
+    return {"kind": kind, "record_json_bytes": len(json.dumps(attributes)), "record_cpu_ms": record_cpu,
+            "artifact_format": saved.format, "artifact_bytes": size, "save_cpu_ms": save_cpu,
+            "save_wall_ms": save_wall}
+
+
 def per_kind(repeat: int) -> list[dict]:
     out = []
-    settings = Settings(hash_key=HashKey.from_material(KEY))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for kind, (make, data, operation, background) in _kinds().items():
-            model = make()
-            fp = fingerprint(model)
-            info = models.model_info(model, None)
-            call = DecisionCall(model, info, operation, data[:1], 1, ["a"], {}, None, time.time_ns())
-            record_cpu, _ = _median_cpu(lambda: build.attributes(call, settings, None, lambda *a: None), repeat)
-            attributes = build.attributes(call, settings, None, lambda *a: None)
-
-            def save() -> None:
-                store = ArtifactStore(root / f"a-{kind}-{time.perf_counter_ns()}")
-                store.save(fp, model, fingerprint, background)
-
-            save_cpu, save_wall = _median_cpu(save, repeat)
-            store = ArtifactStore(root / f"final-{kind}")
-            saved = store.save(fp, model, fingerprint, background)
-            size = sum(p.stat().st_size for p in (root / f"final-{kind}" / fp).glob("model.*"))
-            out.append({"kind": kind, "record_json_bytes": len(json.dumps(attributes)),
-                        "record_cpu_ms": record_cpu, "artifact_format": saved.format, "artifact_bytes": size,
-                        "save_cpu_ms": save_cpu, "save_wall_ms": save_wall})
+            out.append(_one_kind(kind, make(), data, operation, background, root, repeat))
         # reproduce, end to end from a store written by an instrumented session
         path = root / "audit.db"
         otel_rai.instrument(store=path, hash_key=KEY, artifacts=root / "artifacts")

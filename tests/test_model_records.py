@@ -440,3 +440,22 @@ def test_a_failing_record_part_is_named_and_the_rest_kept(tmp_path):
     (record,) = _records(audit)
     assert record.error == "params: RuntimeError" and record.params is None and record.libraries
     assert "123" not in json.dumps(dict(audit.records()[0].attributes))
+
+
+def test_a_refit_right_after_deciding_waits_for_the_record_of_the_model_it_replaces(tmp_path):
+    """The record and artifact are made from the live model after its decisions; a refit of the same object
+    holds until they are, so the record describes the model that decided, not the refitted one."""
+    audit = instrumented(artifacts=tmp_path / "artifacts")
+    model = LogisticRegression(C=0.5).fit(X, y)
+    model.predict_proba(X[:4])
+    model.set_params(C=2.0).fit(X[:200], y[:200])  # at once: the worker has most likely not seen the decision
+    model.predict(X[:1])
+    old, new = _records(audit)
+    assert old.error is None and old.params["C"] == 0.5 and old.artifact["sha256"]
+    assert new.params["C"] == 2.0 and new.fingerprint != old.fingerprint
+    from otel_rai.capture.fingerprint import fingerprint
+    from otel_rai.provenance.artifacts import ArtifactStore
+
+    loaded = ArtifactStore(tmp_path / "artifacts").load(old.fingerprint, fingerprint_of=fingerprint,
+                                                        sha=old.artifact["sha256"])
+    assert loaded.model.C == 0.5 and fingerprint(loaded.model) == old.fingerprint

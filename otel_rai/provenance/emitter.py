@@ -11,10 +11,11 @@ worker, never on the caller's thread. With an artifact store, a saver thread the
 ends the record at once. Either way the record is a span of the audit tracer, ended on the worker
 thread, so it is sealed into the chain and committed and exported like the decisions.
 
-A model refitted in place right after deciding must not lose its record: the record and the artifact
-are built from the live model, after the decisions, on other threads. So `before_fit` (a before-fit hook
-of the patcher) holds an outermost fit of a model whose last fingerprint has no record yet until the
-worker and the saver have captured it (`MAX_FIT_WAIT_S` at most); the fits of other models never wait.
+A model refitted (or reconfigured with ``set_params``) in place right after deciding must not lose its
+record: the record and the artifact are built from the live model, after the decisions, on other
+threads. So `before_change` (a before-change hook of the patcher) holds an outermost fit or
+``set_params`` of a model whose last fingerprint has no record yet until the worker and the saver have
+captured it (`MAX_FIT_WAIT_S` at most); other models' fits never wait.
 
 A forked child forgets what it saw: its stream is new, and gets its own records.
 """
@@ -64,8 +65,8 @@ class ModelRecords:
         self._submit = submit
         self._drain = drain
         self._fail = on_failure
-        version = settings.model_version
-        self.training = TrainingLog(settings.hash_key, lambda m: models.model_info(m, version).fingerprint)
+        # Not models.model_info: its cache would then say the model decided, and a refit would wait (before_change).
+        self.training = TrainingLog(settings.hash_key, fingerprint)
         self._reset()
         _fork.reset_in_child(self)
         if artifacts is not None:
@@ -157,8 +158,9 @@ class ModelRecords:
         except Exception as exc:
             self._fail("record", exc)
 
-    def before_fit(self, model: Any, method: str) -> None:
-        """The before-fit hook: let the last decisions' model be recorded and saved before a refit changes it."""
+    def before_change(self, model: Any, method: str) -> None:
+        """The before-change hook: let the last decisions' model be recorded and saved before a fit or
+        ``set_params`` changes it."""
         info = models.last_info(model)
         if info is None or (info.fingerprint, info.name, info.version) in self._captured:
             return

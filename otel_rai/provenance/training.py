@@ -149,9 +149,7 @@ def _third_is_sample_weight(cls: type, method: str) -> bool:
 
 class TrainingLog:
     """The fit observer that hashes training data; `get(fingerprint)` answers for the model record.
-
-    `fingerprint_of` computes (and caches, for the first decision) the fitted model's fingerprint.
-    """
+    `fingerprint_of` computes the fitted model's fingerprint."""
 
     def __init__(self, key: HashKey, fingerprint_of: Callable[[Any], str],
                  max_remembered: int = MAX_REMEMBERED) -> None:

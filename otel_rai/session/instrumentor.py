@@ -125,7 +125,7 @@ class _Session:
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
         self.patcher = Patcher(recorder.wrapper_factory,
                                fit_observers=[self.records.training.observe] if self.records else [],
-                               before_fit=[self.records.before_fit] if self.records else [])
+                               before_change=[self.records.before_change] if self.records else [])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
