@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from otel_rai.errors import ArtifactError, AuditUnavailableError, InputMismatchError, OtelRaiError
     from otel_rai.explanations import Explanation, explain
     from otel_rai.fairness.alerts import FairnessAlert
+    from otel_rai.monitoring.alerts import MonitoringAlert
     from otel_rai.provenance.reproduce import Reproduction, reproduce
     from otel_rai.provenance.training import hash_training
     from otel_rai.session.instrumentor import (
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
         record_outcome,
         uninstrument,
     )
-    from otel_rai.settings import FairnessConfig, Settings
+    from otel_rai.settings import FairnessConfig, MonitoringConfig, Settings
 
 #: Public name -> the module that defines it.
 _HOMES = {
@@ -50,6 +51,8 @@ _HOMES = {
     "FlushResult": "otel_rai.session.instrumentor",
     "HashKey": "otel_rai.audit.hashing",
     "InputMismatchError": "otel_rai.errors",
+    "MonitoringAlert": "otel_rai.monitoring.alerts",
+    "MonitoringConfig": "otel_rai.settings",
     "OtelRaiError": "otel_rai.errors",
     "RaiInstrumentor": "otel_rai.session.instrumentor",
     "Reproduction": "otel_rai.provenance.reproduce",

@@ -73,6 +73,14 @@ def need(what: str, available: bool) -> None:
     pytest.skip(f"{what} is not installed (scripts/test.sh installs it)")
 
 
+def venv_python(name: str) -> str | None:
+    """The interpreter of an oracle installed in a virtualenv of its own by scripts/test.sh (nannyml and
+    evidently pin versions the project's environment cannot have); None when it is not there."""
+    root = Path(os.environ.get("OTEL_RAI_TEST_VENVS") or Path.home() / ".cache" / "otel-rai-test")
+    python = root / name / "bin" / "python"
+    return str(python) if python.exists() else None
+
+
 @pytest.fixture
 def prometheus_installed() -> None:
     """Prometheus and promtool, from Debian's prometheus package."""

@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -32,7 +33,8 @@ class Parser(argparse.ArgumentParser):
     """One-line usage errors: the message and where help is, not the whole usage."""
 
     def error(self, message: str) -> None:
-        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        """Print one line (the message and where help is) and exit with status 2."""
+        self.exit(USAGE, f"{PREFIX}{message} (see {self.prog} --help)\n")
 
 
 def checked(parse: Any) -> Any:
@@ -42,7 +44,7 @@ def checked(parse: Any) -> Any:
         try:
             parse(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(PREFIX)) from None
         return text
 
     return check
@@ -94,15 +96,12 @@ def hash_keys(args: argparse.Namespace) -> list[Any]:
         else:
             paths.append(str(settings.hash_key_file()))
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as f:
-                materials += [line.strip() for line in f if line.strip()]
-        except OSError as exc:
-            reason = f"{path}: {exc.strerror or exc}"
+        if not os.path.exists(path):
             hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
-            raise CliError(f"no hash key: {hint} ({reason})") from None
+            raise CliError(f"no hash key: {hint} ({path}: no such file)")
+        materials += [line.strip() for line in read_text(path, "hash keys, one a line").splitlines() if line.strip()]
     if not materials or not all(materials):
-        raise CliError("the hash key is empty")
+        raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
     return [HashKey.from_material(m) for m in materials]
 
 
@@ -134,10 +133,14 @@ def add_time_options(g: Any) -> None:
     g.add_argument("--end", metavar="T", type=checked(parse_time), help="exclusive; default now")
 
 
-def add_filter_options(p: argparse.ArgumentParser, *, rows: bool = True) -> None:
-    """Which decisions: model, service, time window and, with `rows`, decision ids and input hashes."""
+def add_filter_options(p: argparse.ArgumentParser, *, rows: bool = True, several_versions: bool = False) -> None:
+    """Which decisions: model, service, time window and, with `rows`, decision ids and input hashes. With
+    `several_versions`, ``--model-version`` is repeatable (a list)."""
     g = p.add_argument_group("which decisions")
-    g.add_argument("--model-version", metavar="V")
+    if several_versions:
+        g.add_argument("--model-version", metavar="V", action="append", help="repeatable: compare versions")
+    else:
+        g.add_argument("--model-version", metavar="V")
     g.add_argument("--model-name", metavar="N")
     g.add_argument("--service", metavar="S")
     add_time_options(g)
@@ -172,12 +175,50 @@ def query_of(args: argparse.Namespace, **fixed: Any) -> Query:
     return Query(**{**filters, **fixed})
 
 
+def absent_model(args: argparse.Namespace, q: Query, backend: query.Backend) -> str | None:
+    """When the options name a model version or name that `backend` holds no decision of in the window:
+    which, and the versions it does hold there (for messages about an empty result)."""
+    from otel_rai.query import catalog
+
+    version, name = getattr(args, "model_version", None), getattr(args, "model_name", None)
+    if version is None and name is None:
+        return None
+    held = catalog.versions(replace(q, model_version=None, model_name=None), backend)
+    if any(version in (None, v.model_version) and name in (None, v.model_name) for v in held):
+        return None
+    asked = " ".join(f"{label} {value!r}" for label, value in (("model", name), ("version", version)) if value)
+    return f"no decisions of {asked} there; versions there: {catalog.described(held)}"
+
+
+def nothing_found(args: argparse.Namespace, q: Query, backend: query.Backend) -> str:
+    """The message of an empty result: where was looked, and what model versions are there instead."""
+    absent = absent_model(args, q, backend)
+    return f"no decisions match in {where(args)}" + (f"; {absent}" if absent else "")
+
+
 def where(args: argparse.Namespace) -> str:
     """The source the options name, for messages."""
     if args.backend == "local":
         return str(store.default_path() if not (args.store or args.url) else (args.store or args.url))
     default = importlib.import_module(f"otel_rai.query.{args.backend}").DEFAULT_URL
     return f"{args.backend} at {args.url or default}"
+
+
+def read_text(path: str, what: str) -> str:
+    """The UTF-8 text of the file `path` (`what` it should hold, for messages); a one-line `CliError`
+    naming the file when it cannot be read, is not UTF-8, or holds nothing."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); expected {what}") from None
+    if not text.strip():
+        raise CliError(f"{path} is empty; expected {what}")
+    return text
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""``otel-rai show``: everything recorded about one decision, with its ranked reasons."""
+"""``otel-rai show``: everything recorded about one decision, with its model record and ranked reasons."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from typing import Any
 
 from otel_rai import query
 from otel_rai.cli import formats
-from otel_rai.cli._common import OK, CliError, add_filter_options, add_source_options, backend_of, query_of, where
+from otel_rai.cli._common import (
+    OK,
+    CliError,
+    absent_model,
+    add_filter_options,
+    add_source_options,
+    backend_of,
+    query_of,
+    where,
+)
 from otel_rai.codec.reasons import format_reasons
 from otel_rai.query import Decision
 
@@ -41,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     """Print one decision."""
     from otel_rai.provenance import lookup
 
-    q = query_of(args, decision_ids=frozenset([args.decision_id]))
-    backend = backend_of(args)
+    q, backend = query_of(args, decision_ids=frozenset([args.decision_id])), backend_of(args)
     found = list(query.decisions(q, backend))
     if not found:
-        raise CliError(f"no decision {args.decision_id!r} in {where(args)}")
+        absent = absent_model(args, q, backend)
+        raise CliError(f"no decision {args.decision_id!r} in {where(args)}" + (f"; {absent}" if absent else ""))
     records = [lookup.record_of(d, backend, q.start_ns) for d in found]
     if args.format == "json":
         for d, record in zip(found, records):

@@ -6,11 +6,11 @@ import argparse
 import sys
 from typing import Any
 
-from otel_rai import query, semconv
 from otel_rai.cli import formats
 from otel_rai.cli._common import (
     OK,
     UNMATCHED,
+    absent_model,
     add_filter_options,
     add_key_options,
     add_source_options,
@@ -23,16 +23,15 @@ from otel_rai.cli._common import (
 
 def run(args: argparse.Namespace) -> int:
     """Hash each input row and print the decisions it matches."""
-    from otel_rai.query import inputs
+    from otel_rai.query import catalog, inputs
 
     q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
     keys = hash_keys(args)
-    features = None
-    if args.model_version or args.model_name:  # put named columns in the order that model recorded
-        first = next(query.decisions(q, backend, 1), None)
-        if first is not None:
-            features = first.attributes.get(semconv.INPUT_FEATURES)
-    matches = inputs.match(inputs.read_rows(args.input, features), keys, q, backend)
+    rows = inputs.read_rows(args.input)
+    orders = []
+    if any(isinstance(r, dict) for r in rows):  # named columns go in the order each model recorded
+        orders = [v.features for v in catalog.versions(q, backend) if v.features]
+    matches = inputs.match(rows, keys, q, backend, orders)
     if args.format == "json":
         for m in matches:
             sys.stdout.write(formats.dumps({"row": m.row, "input_hash": m.input_hash,
@@ -50,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
     matched = sum(1 for m in matches if m.decisions)
     ids = ", ".join(k.key_id for k in keys)
     note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(keys) > 1 else ''} {ids})")
+    absent = absent_model(args, q, backend) if matched < len(matches) else None
+    if absent:
+        note(absent)
     return OK if matched == len(matches) else UNMATCHED
 
 
@@ -57,8 +59,10 @@ DESCRIPTION = """Hash each input row with the key and report the decisions it ma
 
 Input files: .json (an array of rows, or JSON lines: one row a line), .jsonl, or .csv (a header row of
 feature names). A row is an object of feature name -> value, or an array of values in column order.
-CSV cells are typed per column as pandas.read_csv does by default; JSON keeps its own types, so it is
-the exact choice."""
+Objects and CSV rows are matched by feature name: whatever the order of their keys, they are put in the
+column order each model version recorded (--model-version or --model-name narrows which); keys that are
+no model's column are left out. CSV cells are typed per column as pandas.read_csv does by default; JSON
+keeps its own types, so it is the exact choice."""
 
 
 def add_parser(sub: Any) -> None:

@@ -25,6 +25,7 @@ from otel_rai.cli._common import (
     add_time_options,
     backend_of,
     note,
+    read_text,
     where,
 )
 from otel_rai.query import Query
@@ -46,19 +47,29 @@ def _write_text(report: Report, out: Any) -> None:
                   f"span {d['span_id']}  {d['time']}  {p.detail}\n")
 
 
+def _keys_of(path: str, key_files: list[str], public_keys: list[str]) -> dict[str, Any]:
+    """The keys of the file `path` (given as one of the two lists), or a one-line error naming it."""
+    try:
+        return read_keys([], key_files, public_keys)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ImportError:
+        raise CliError("--public-key needs the cryptography package (pip install 'otel-rai[signing]')") from None
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{path} holds no usable key ({type(exc).__name__})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Verify the chain of the selected records; exit status 3 when something is wrong."""
     start, end = window(args.since, args.start, args.end)
     backend = backend_of(args)
-    try:
-        keys = read_keys(args.checkpoint_key or [settings.from_env("checkpoint_key") or ""],
-                         args.checkpoint_key_file or [], args.public_key or [])
-    except OSError as exc:
-        raise CliError(f"cannot read a key file: {exc.strerror or exc}") from None
-    except ImportError:
-        raise CliError("--public-key needs the cryptography package (pip install 'otel-rai[signing]')") from None
-    except (ValueError, TypeError) as exc:
-        raise CliError(f"a key file holds no usable key ({type(exc).__name__})") from None
+    keys = read_keys(args.checkpoint_key or [settings.from_env("checkpoint_key") or ""], [], [])
+    for path in args.checkpoint_key_file or []:  # one file at a time, so that an error names its file
+        read_text(path, "checkpoint keys, one a line")
+        keys.update(_keys_of(path, [path], []))
+    for path in args.public_key or []:
+        read_text(path, "an Ed25519 key in PEM")
+        keys.update(_keys_of(path, [], [path]))
     anchored = start is not None or end is not None or args.backend != "local"
     query = Query(service=args.service, start_ns=start, end_ns=end)
     report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed)

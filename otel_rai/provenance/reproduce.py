@@ -150,10 +150,10 @@ def _row(given: Any, features: Sequence[str] | None) -> list[Any]:
                 data = None  # read_rows says what is wrong with the file
             if isinstance(data, list) and data and not any(isinstance(v, (list, dict)) for v in data):
                 return data  # one row as an array of values
-        rows = input_files.read_rows(path, features)
+        rows = input_files.read_rows(path)
         if len(rows) != 1:
             raise InputError(f"{given}: give the one input row of the decision, not {len(rows)}")
-        return list(rows[0])
+        given = rows[0]
     if isinstance(given, Mapping):
         if not features:
             raise InputError("the decision recorded no feature names: give the row as a list of values in order")
@@ -165,8 +165,7 @@ def _row(given: Any, features: Sequence[str] | None) -> list[Any]:
         if len(given) != 1:
             raise InputError(f"give the one input row of the decision, not {len(given)}")
         return list(given.iloc[0]) if not features else [given.iloc[0][f] for f in features]
-    values = list(np.asarray(given, dtype=object).reshape(-1)) if hasattr(given, "shape") else list(given)
-    return values
+    return list(np.asarray(given, dtype=object).reshape(-1)) if hasattr(given, "shape") else list(given)
 
 
 def model_input(row: Sequence[Any], features: Sequence[str] | None, schema: Mapping[str, Any] | None) -> Any:

@@ -34,8 +34,15 @@ except ImportError:  # Windows: one exporting process per store is assumed
 
 _log = logging.getLogger(__name__)
 
+#: Spans that may wait unwritten after a failed write (retried next cycle); beyond them `commit` retries in
+#: place, which holds up the worker: back-pressure, never a drop.
 _MAX_UNWRITTEN = 100_000
+#: Those in-place retries wait this long at first, doubling up to `_RETRY_MAX_S`.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
+#: How often the export looks at the outbox unwoken: other processes may fill it.
 _EXPORT_POLL_S = 1.0
+#: How often `force_flush` looks whether the worker's retries have written everything.
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
@@ -76,7 +83,8 @@ class StoreOutbox:
         """This process wrote spans up to `last_seq`: its flushes wait for them."""
         self._through = max(self._through or 0, last_seq)
 
-    def _hold(self) -> bool:
+    def hold(self) -> bool:
+        """Take the export lock if no other process holds it; whether this one holds it now."""
         if self._holding:
             return True
         if self._lock_fd is None:
@@ -97,7 +105,9 @@ class StoreOutbox:
         return found
 
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
-        if not self._hold():
+        """The oldest spans after the last delivered, as encoded when written; empty while another process
+        holds the export lock."""
+        if not self.hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
         if not batch:
@@ -134,6 +144,13 @@ class StoreOutbox:
             self._through = self._store.last_seq()
         self._counted = True
         return self._store.outbox_pending(self._through)
+
+    def exported_elsewhere(self) -> bool:
+        """Whether another process holds the export lock now, that is, is exporting this store."""
+        if self.hold():
+            self.release()
+            return False
+        return True
 
     def release(self, *, unlock: bool = True) -> None:
         """Give up the export lock, once what was exported is deleted (else the next exporter would
@@ -191,6 +208,7 @@ class StoreSink(base.Sink):
         self._unqueued: list[Queued] = []
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
+        self._snapshots: list[tuple[str, str, int, str]] = []
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
@@ -200,6 +218,7 @@ class StoreSink(base.Sink):
             self._exporter = otlp.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Keep `span` for the next commit, if it is an audit span and the sink is open."""
         scope = span.instrumentation_scope
         if scope is not None and scope.name == semconv.SCOPE and not self._closed:
             self._received.append(span)
@@ -214,6 +233,10 @@ class StoreSink(base.Sink):
         cannot hold fails this outcome alone, not the commit of the cycle's spans."""
         self._outcomes.append((decision_id, json_text(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
 
+    def note_snapshot(self, model: str, version: str, time_ns: int, histograms: Mapping[str, Any]) -> None:
+        """The drift monitor's histograms of a model version (docs/monitoring.md): local only, like outcomes."""
+        self._snapshots.append((version, model, time_ns, json_text(histograms)))
+
     def commit(self) -> None:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
         spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
@@ -223,28 +246,30 @@ class StoreSink(base.Sink):
             if self._outbox is not None:
                 self._unqueued += [queued(span) for span in self._received]
             self._received = []
-        delay = 0.1
-        while self._unwritten or self._unqueued or self._groups or self._outcomes:
+        delay = _RETRY_FIRST_S
+        while self._unwritten or self._unqueued or self._groups or self._outcomes or self._snapshots:
             try:
-                last, rows = self.store.append(self._unwritten, queued=self._unqueued,
-                                               groups=self._groups, outcomes=self._outcomes)
+                last, rows = self.store.append(self._unwritten, queued=self._unqueued, groups=self._groups,
+                                               outcomes=self._outcomes, snapshots=self._snapshots)
             except (sqlite3.Error, OSError, StoreError):
                 if self._unsaved() < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             if self._unqueued:
                 self._outbox.written(last)
                 self._exporter.wake()
             self._unwritten, self._unqueued, self._groups, self._outcomes = [], [], [], []
+            self._snapshots = []
             self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()
 
     def pending(self) -> int:
+        """Spans not yet written, plus those in the outbox."""
         unwritten = len(self._received) + self._unsaved()
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
 
@@ -252,9 +277,11 @@ class StoreSink(base.Sink):
         return max(len(self._unwritten), len(self._unqueued))
 
     def exported(self) -> int:
+        """Spans this process exported from the outbox."""
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
+        """After close, the spans that could not be written; before it, 0."""
         return self._unsaved() if self._closed else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
