@@ -82,7 +82,7 @@ def test_quality_section_equals_sklearn_overall_per_group_and_over_time():
     root = parse(report.render(recs, monitoring=f))
     assert quality_cell(root, "sex = m", "accuracy") == pytest.approx(
         f.slices[2].quality.accuracy, abs=5e-5)
-    charts = [svg for svg in root.iter(SVG + "svg") if "over time" in (svg.findtext(SVG + "title") or "")]
+    charts = [svg for svg in root.iter(SVG + "svg") if svg.findtext(SVG + "title") == "accuracy over time"]
     (chart,) = charts
     series = {p.get("data-series") for p in chart.iter(SVG + "polyline")}
     assert series == {"all decisions", "sex = f", "sex = m", "estimated (all decisions)"}
