@@ -66,6 +66,7 @@ def _when(ns: int | None) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """Print one line per fitted model."""
     from otel_rai.provenance import lookup
 
     found = lookup.summaries(backend_of(args), query_of(args, model_name=args.name))
@@ -97,6 +98,7 @@ def _artifact_line(args: argparse.Namespace, record: Any) -> tuple[str, dict[str
 
 
 def run_show(args: argparse.Namespace) -> int:
+    """Print the record of each fitted model of a version, with its artifact's status."""
     found = _records(args, args.version, args.fingerprint)
     for i, record in enumerate(found):
         artifact_text, artifact = _artifact_line(args, record)
@@ -142,6 +144,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_diff(args: argparse.Namespace) -> int:
+    """Print what differs between the records of two versions."""
     from otel_rai.provenance.record import diff
 
     left = _one(args, args.version1, args.fingerprint1)
@@ -163,6 +166,7 @@ def run_diff(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Write a version's record as a CycloneDX 1.6 BOM."""
     from otel_rai.provenance import cyclonedx
 
     record = _one(args, args.version, args.fingerprint)
@@ -172,8 +176,9 @@ def run_export(args: argparse.Namespace) -> int:
     return OK
 
 
-def _common(p: argparse.ArgumentParser, *, artifacts: bool = False,
-            formats_: tuple[str, ...] = ("text", "json")) -> None:
+def _record_options(p: argparse.ArgumentParser, *, artifacts: bool = False,
+                    formats_: tuple[str, ...] = ("text", "json")) -> None:
+    """The options every ``model`` subcommand shares: window, service, source, artifacts, format."""
     g = p.add_argument_group("which records")
     add_time_options(g)
     g.add_argument("--service", metavar="S")
@@ -192,14 +197,14 @@ def add_parser(sub: Any) -> None:
 
     q = models.add_parser("list", help="every fitted model: name, version, fingerprint, decisions")
     q.add_argument("name", nargs="?", metavar="NAME", help="only this model")
-    _common(q, formats_=("table", "json"))
+    _record_options(q, formats_=("table", "json"))
     q.set_defaults(func=run_list)
 
     q = models.add_parser("show", help="a model's record: parameters, libraries, schema, training data, artifact")
     q.add_argument("name", metavar="NAME")
     q.add_argument("version", metavar="VERSION")
     q.add_argument("--fingerprint", metavar="FP", help="one fitted model of the version (a prefix will do)")
-    _common(q, artifacts=True)
+    _record_options(q, artifacts=True)
     q.set_defaults(func=run_show)
 
     q = models.add_parser("diff", help="parameter, schema and library differences between two versions")
@@ -208,13 +213,13 @@ def add_parser(sub: Any) -> None:
     q.add_argument("version2", metavar="V2")
     q.add_argument("--fingerprint1", metavar="FP")
     q.add_argument("--fingerprint2", metavar="FP")
-    _common(q, formats_=("table", "json"))
+    _record_options(q, formats_=("table", "json"))
     q.set_defaults(func=run_diff)
 
     q = models.add_parser("export", help="a model record as a CycloneDX 1.6 ML-BOM (modelCard)")
     q.add_argument("name", metavar="NAME")
     q.add_argument("version", metavar="VERSION")
     q.add_argument("--fingerprint", metavar="FP")
-    _common(q, formats_=("cyclonedx",))
+    _record_options(q, formats_=("cyclonedx",))
     q.add_argument("--output", "-o", metavar="FILE", help="default: stdout")
     q.set_defaults(func=run_export)

@@ -62,6 +62,7 @@ def _print(result: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Reproduce one decision; the exit status says the verdict or the refusal."""
     from otel_rai.provenance.reproduce import reproduce
 
     backend, keys, store = backend_of(args), hash_keys(args), artifact_store(args)

@@ -79,6 +79,7 @@ def resolve(artifacts: str | os.PathLike[str] | bool | None, store_path: Path | 
 
 
 def sha256(data: bytes) -> str:
+    """Hex SHA-256 of `data`: what the manifest and the model record name."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -95,6 +96,7 @@ def _version(module: str) -> str:
 
 
 def dumps(obj: Any, serializer: str) -> bytes:
+    """`obj` written by `serializer` (``skops`` or ``joblib``)."""
     if serializer == "skops":
         import skops.io as sio
 
@@ -185,6 +187,8 @@ class Status:
 
 @dataclass(frozen=True)
 class Loaded:
+    """A model that passed every check of `ArtifactStore.load`, with its background rows (or None)."""
+
     model: Any
     background: Any
     sha256: str
@@ -208,6 +212,7 @@ class ArtifactStore:
 
     @property
     def remote(self) -> bool:
+        """Whether the store is an fsspec URL (never trusted implicitly) rather than a local directory."""
         return self._path is None
 
     def _filesystem(self) -> tuple[Any, str]:

@@ -50,6 +50,7 @@ def schema(call: DecisionCall, training: Training | None) -> dict[str, Any]:
 
 
 def training_attributes(training: Training) -> dict[str, Any]:
+    """The ``ml.model.training.*`` attributes of a fit that was seen."""
     return {
         semconv.TRAINING_HASH: training.hash,
         semconv.TRAINING_HASH_KEY_ID: training.key_id,

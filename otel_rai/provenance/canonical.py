@@ -75,6 +75,7 @@ _DIGEST_SIZE = 16
 
 
 def is_estimator(value: Any) -> bool:
+    """Whether `value` is an estimator instance (it has ``get_params``; a class is not one)."""
     return hasattr(value, "get_params") and not isinstance(value, type)
 
 
@@ -89,6 +90,7 @@ class _Canonical:
         self._visiting: set[int] = set()
 
     def estimator(self, model: Any) -> dict[str, Any]:
+        """``{"class", "params"}`` of an estimator, its parameters in canonical form."""
         if id(model) in self._visiting:  # a parameter that points back at its owner
             return {"type": qualname(type(model)), "repr": "<cycle>"}
         self._visiting.add(id(model))
@@ -100,6 +102,7 @@ class _Canonical:
             self._visiting.discard(id(model))
 
     def value(self, v: Any, data: bool = False) -> Any:
+        """The canonical form of one parameter value; `data`: the parameter is one of `DATA_PARAMETERS`."""
         if v is None or isinstance(v, (bool, np.bool_)):
             return None if v is None else bool(v)
         if is_estimator(v):

@@ -45,6 +45,7 @@ class ModelSummary:
     records: int
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``otel-rai model list --format json``)."""
         return {
             "name": self.name, "version": self.version, "fingerprint": self.fingerprint,
             "first_decision": None if self.first_ns is None else rfc3339(self.first_ns),

@@ -12,6 +12,7 @@ _PASSTHROUGH = ("drop", "passthrough")
 
 
 def qualname(cls: type) -> str:
+    """``module.Qualname`` of a class."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

@@ -76,6 +76,7 @@ class ModelRecord:
 
     @classmethod
     def from_span(cls, span: SpanRecord) -> ModelRecord:
+        """The record a ``ml.model.record`` span holds; a JSON attribute that does not parse reads as None."""
         a = span.attributes
         training = {k: a[attribute] for k, attribute in (
             ("hash", semconv.TRAINING_HASH), ("key_id", semconv.TRAINING_HASH_KEY_ID),
@@ -111,6 +112,7 @@ class ModelRecord:
 
     @property
     def timestamp(self) -> str:
+        """When the record's model first decided in its process, RFC 3339 UTC."""
         return rfc3339(self.time_ns)
 
     def flat_params(self) -> dict[str, Any]:

@@ -79,10 +79,12 @@ class Reproduction:
 
     @property
     def reproduced(self) -> bool:
+        """Whether everything compared is identical."""
         return all(c.equal for c in self.comparisons)
 
     @property
     def verdict(self) -> str:
+        """REPRODUCED or DIFFERS."""
         return REPRODUCED if self.reproduced else DIFFERS
 
     @property
@@ -92,6 +94,7 @@ class Reproduction:
         return max(found) if found else None
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``otel-rai reproduce --format json``)."""
         return {
             "verdict": self.verdict,
             "decision_id": self.decision.decision_id,

@@ -65,6 +65,7 @@ class TrainingHash:
         self.batches = 0
 
     def update(self, X: Any, y: Any = None, sample_weight: Any = None) -> None:
+        """Hash one fit's (or one ``partial_fit`` batch's) data, continuing the stream."""
         parts = {"X": X, "y": y, "sample_weight": sample_weight}
         rows = None
         for tag, name in _PARTS:
@@ -80,11 +81,13 @@ class TrainingHash:
         self.batches += 1
 
     def copy(self) -> TrainingHash:
+        """An independent copy of the stream so far."""
         other = TrainingHash.__new__(TrainingHash)
         other._h, other.key_id, other.rows, other.batches = self._h.copy(), self.key_id, self.rows, self.batches
         return other
 
     def hexdigest(self) -> str:
+        """The hash of everything fed so far: 32 hex digits."""
         return self._h.hexdigest()
 
 
@@ -118,6 +121,7 @@ class Training:
 
 
 def container_of(X: Any) -> str:
+    """``library.Type`` of an input: ``pandas.DataFrame``, ``numpy.ndarray``, ``builtins.list``..."""
     cls = type(X)
     return f"{cls.__module__.split('.')[0]}.{cls.__name__}"
 
@@ -161,6 +165,7 @@ class TrainingLog:
         self._streams: dict[int, tuple[weakref.ref, TrainingHash]] = {}  # partial_fit: per model object
 
     def observe(self, model: Any, method: str, args: tuple, kwargs: dict, elapsed_ns: int) -> None:
+        """The fit observer: hash the fit's X, y and sample weights, and file the result by fingerprint."""
         X = args[0] if args else kwargs.get("X")
         if X is None:
             return
@@ -186,6 +191,7 @@ class TrainingLog:
                 self._by_fingerprint.popitem(last=False)
 
     def get(self, fingerprint: str) -> Training | None:
+        """What the fit that produced `fingerprint` trained on, if it was seen."""
         with self._lock:
             return self._by_fingerprint.get(fingerprint)
 
