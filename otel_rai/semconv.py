@@ -144,6 +144,59 @@ UI_ALLOWLISTED_KEY: Final = "allowlisted"
 UI_SPAN_ATTRIBUTES: Final = (UI_SPAN_KIND, UI_INPUT_VALUE, UI_INPUT_MIME_TYPE, UI_OUTPUT_VALUE, UI_OUTPUT_MIME_TYPE,
                              UI_DECISION_SYSTEM, UI_DECISION_MODEL_NAME)
 
+# --- the model record (docs/model-records.md): one span per fitted model and process ---------------
+#: Name of the model record span. It carries MODEL_NAME, MODEL_CLASS, MODEL_VERSION and MODEL_FINGERPRINT
+#: too: a decision links to its record by MODEL_FINGERPRINT.
+MODEL_RECORD_SPAN: Final = "ml.model.record"
+#: Canonical JSON of the model's parameters (``get_params(deep=True)`` as a tree; training-derived values
+#: are replaced by keyed digests).
+MODEL_PARAMS: Final = "ml.model.params"
+#: JSON object: library -> version (python, numpy, scipy, scikit-learn, and those the model's classes use).
+MODEL_LIBRARIES: Final = "ml.model.libraries"
+#: JSON object: the feature schema (names, dtypes at fit time and at the first call, n_features_in_, classes).
+MODEL_SCHEMA: Final = "ml.model.schema"
+#: Where the model came from: an MLflow run or registry URI, a file path (``register_model(source_uri=)``).
+MODEL_SOURCE_URI: Final = "ml.model.source_uri"
+#: Keyed hash of the training data (X, y, sample weights) of the fit under ``instrument()`` (docs/hashing.md).
+TRAINING_HASH: Final = "ml.model.training.hash"
+TRAINING_HASH_KEY_ID: Final = "ml.model.training.hash.key_id"
+TRAINING_HASH_SCHEME: Final = "ml.model.training.hash.scheme"
+TRAINING_ROWS: Final = "ml.model.training.rows"
+#: ``fit``, ``partial_fit`` (then TRAINING_BATCHES counts the batches), ``fit_transform`` or ``fit_predict``.
+TRAINING_METHOD: Final = "ml.model.training.method"
+TRAINING_BATCHES: Final = "ml.model.training.batches"
+#: When the (last) fit ended, RFC 3339 UTC; and how long it took.
+TRAINING_TIME: Final = "ml.model.training.time"
+TRAINING_DURATION_MS: Final = "ml.model.training.duration_ms"
+#: The saved model (docs/model-records.md): SHA-256 of its bytes, serializer, and where it was saved.
+ARTIFACT_SHA256: Final = "ml.model.artifact.sha256"
+ARTIFACT_FORMAT: Final = "ml.model.artifact.format"
+ARTIFACT_URI: Final = "ml.model.artifact.uri"
+#: SHA-256 of the saved ``register_model(background=)`` rows, which some explanations need.
+ARTIFACT_BACKGROUND_SHA256: Final = "ml.model.artifact.background_sha256"
+#: Why no artifact was saved: the exception type only.
+ARTIFACT_ERROR: Final = "ml.model.artifact.error"
+#: Every attribute a model record adds to the model attributes.
+MODEL_RECORD_ATTRIBUTES: Final = (
+    MODEL_PARAMS,
+    MODEL_LIBRARIES,
+    MODEL_SCHEMA,
+    MODEL_SOURCE_URI,
+    TRAINING_HASH,
+    TRAINING_HASH_KEY_ID,
+    TRAINING_HASH_SCHEME,
+    TRAINING_ROWS,
+    TRAINING_METHOD,
+    TRAINING_BATCHES,
+    TRAINING_TIME,
+    TRAINING_DURATION_MS,
+    ARTIFACT_SHA256,
+    ARTIFACT_FORMAT,
+    ARTIFACT_URI,
+    ARTIFACT_BACKGROUND_SHA256,
+    ARTIFACT_ERROR,
+)
+
 #: Every attribute name above, for allowlists (the collector's and the tests').
 SPAN_ATTRIBUTES: Final = (
     MODEL_NAME,
@@ -189,6 +242,7 @@ SPAN_ATTRIBUTES: Final = (
     MONITORING_STATE,
     DRIFT_FEATURE,
     *UI_SPAN_ATTRIBUTES,
+    *MODEL_RECORD_ATTRIBUTES,
 )
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query

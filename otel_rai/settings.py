@@ -296,6 +296,14 @@ class Settings:
     max_export_backlog: int = _option(100_000, "spans held in memory for export without a spool "
                                       "(``spool=False``) before the worker waits",
                                       env="OTEL_RAI_MAX_EXPORT_BACKLOG", parse=_integer)
+    # --- model records and artifacts (docs/model-records.md) ---
+    model_records: bool = _option(True, "one model record span per fitted model and process: parameters, "
+                                  "library versions, feature schema, training-data hash",
+                                  env="OTEL_RAI_MODEL_RECORDS", parse=_flag)
+    artifacts: str | os.PathLike[str] | bool | None = _option(
+        None, "where each fitted model that decides is saved once, by fingerprint, for ``otel-rai reproduce``: "
+        "a directory or an fsspec URL; true for the default (``artifacts`` beside the audit store, else in the "
+        "data directory), false for none. Default: true", env="OTEL_RAI_ARTIFACTS", parse=_path_or_flag)
 
     def __post_init__(self) -> None:
         for name in ("max_rows_per_span", "max_pending_calls", "max_pending_rows", "max_export_backlog",

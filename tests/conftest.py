@@ -30,9 +30,17 @@ class Audit:
     def __init__(self, exporter: InMemorySpanExporter) -> None:
         self.exporter = exporter
 
-    def spans(self) -> list[ReadableSpan]:
+    def all_spans(self) -> list[ReadableSpan]:
         assert otel_rai.flush(30).complete
         return [s for s in self.exporter.get_finished_spans() if s.instrumentation_scope.name == semconv.SCOPE]
+
+    def spans(self) -> list[ReadableSpan]:
+        """The audit spans but the model records (one per fitted model, tested in test_model_records)."""
+        return [s for s in self.all_spans() if s.name != semconv.MODEL_RECORD_SPAN]
+
+    def records(self) -> list[ReadableSpan]:
+        """The model record spans."""
+        return [s for s in self.all_spans() if s.name == semconv.MODEL_RECORD_SPAN]
 
     def decision_spans(self) -> list[ReadableSpan]:
         """Spans that carry decisions (a chunked call's parent carries none)."""

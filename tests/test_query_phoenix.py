@@ -118,7 +118,8 @@ def test_the_chain_verifies_from_phoenixs_answers(phoenix, tmp_path):
         if len(got) >= len(rec.spans()) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert len(got) == len(rec.spans()) == 1 + 2 + 1 + 1  # two calls, one chunked in two, and the checkpoint
+    # two calls, one chunked in two, the model record of each version, and the checkpoint
+    assert len(got) == len(rec.spans()) == 1 + 2 + 1 + 2 + 1
     report = chaincheck.check(got, chain_keys.read_keys(["phoenix-ckpt-key"], [], []), require_signed=True)
     assert report.ok, report.ordered_problems()[:3]
     edited = next(r for _, r in got if semconv.OUTPUTS in r.attributes).attributes
@@ -189,7 +190,7 @@ def ui_decisions(phoenix, tmp_path_factory):
         patch.undo()
     local = {}  # what was sent, read back from Phoenix's REST API
     deadline = time.monotonic() + 60
-    while len(local) < 3:  # two decision spans and the checkpoint
+    while len(local) < 4:  # two decision spans, the model's record and the checkpoint
         assert time.monotonic() < deadline, "Phoenix did not store the spans within 60 s"
         local = {s["context"]["span_id"]: s for s in _rest(url, f"/v1/projects/{service}/spans", limit="100")["data"]}
         time.sleep(0.5)
@@ -200,7 +201,9 @@ def test_phoenix_returns_the_kind_input_and_output_of_each_decision(ui_decisions
     url, service, spans, frame = ui_decisions
     decisions = [s for s in spans if s["span_kind"] == "DECISION"]
     others = [s for s in spans if s["span_kind"] != "DECISION"]
-    assert len(decisions) == 2 and [s["name"] for s in others] == [semconv.CHECKPOINT_SPAN]
+    # a record and a checkpoint are no decisions: Phoenix shows them without a kind
+    assert len(decisions) == 2 and sorted(s["name"] for s in others) == [semconv.CHECKPOINT_SPAN,
+                                                                         semconv.MODEL_RECORD_SPAN]
     single = next(s for s in decisions if len(s["attributes"][semconv.DECISION_IDS]) == 1)
     a = single["attributes"]
     shown_in, shown_out = json.loads(a[semconv.UI_INPUT_VALUE]), json.loads(a[semconv.UI_OUTPUT_VALUE])
@@ -272,3 +275,24 @@ def test_the_example_exports_through_rotel_to_phoenix_and_reads_back_from_it(pho
     assert all("/1.4.2 output=" in line for line in lines[start + 1 : start + 4])
     assert "its lowest score" in out and "Reasons (log-odds of class 1, linear" in out
     assert "--backend phoenix --url" in lines[-1]  # what to run next, against the same backend
+
+
+def test_a_decision_reproduces_from_phoenix(phoenix, tmp_path):
+    """The decision and its model record come from Phoenix, the model from the artifact store."""
+    from conftest import KEY
+
+    from otel_rai.provenance.reproduce import reproduce
+
+    url, grpc = phoenix
+    rec = record(tmp_path / "audit.db", {"repro-1": 5, "repro-2": 1300}, endpoint=grpc)
+    backend = connect("phoenix", url)
+    deadline = time.monotonic() + 60
+    while len(list(find_decisions(model_version="repro-2", backend=backend, since="1h"))) < 1300:
+        assert time.monotonic() < deadline, "Phoenix did not store the spans within 60 s"
+        time.sleep(0.5)
+    for decision_id in ("repro-1-3", "repro-2-1200"):  # the second: row 1200 of a call chunked in two
+        result = reproduce(decision_id, list(rec.inputs[decision_id]), backend=backend, since="1h", key=KEY,
+                           artifacts_store=tmp_path / "artifacts")
+        assert result.reproduced and result.record is not None, (decision_id, result.notes)
+        assert result.record.version == decision_id.rsplit("-", 1)[0]
+    assert "re-run as row 1200 of 1300 rows" in " ".join(result.notes)

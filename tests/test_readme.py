@@ -31,6 +31,8 @@ EXPECTED = {
     "report": ["wrote report.html (3000 decisions of version 2.0)"],
     "monitor": ["QUALITY", "sex = f", "DRIFT", "income"],
     "spool": ["no spool files"],
+    "model": ["credit 1.4.1  (sklearn.pipeline.Pipeline)", "clf__max_iter = 500", "training       5000 rows, fit"],
+    "reproduce": ["re-run as row 3 of 6 rows", "REPRODUCED"],
 }
 
 

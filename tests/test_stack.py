@@ -209,10 +209,11 @@ def test_decisions_reach_phoenix_through_rotel_and_prometheus_scrapes_the_app(tm
         assert otel_rai.flush(60).complete
 
         for version, ids in expected_ids.items():
-            spans = wait_for(lambda v=version: phoenix_spans(running.phoenix_url, v), lambda s: len(s) >= 3)
-            assert len(spans) == 3, [s["name"] for s in spans]
+            # three decision spans and the model's record
+            spans = wait_for(lambda v=version: phoenix_spans(running.phoenix_url, v), lambda s: len(s) >= 4)
+            assert sorted(s["name"] for s in spans) == [semconv.MODEL_RECORD_SPAN] + ["predict credit"] * 3
             got_ids = set()
-            for span in spans:
+            for span in (s for s in spans if s["name"] != semconv.MODEL_RECORD_SPAN):
                 attributes = span["attributes"]
                 assert span["name"] == "predict credit" and span["span_kind"] == "DECISION"
                 assert attributes[semconv.MODEL_VERSION] == version

@@ -309,3 +309,34 @@ def hash_input(
     if values.ndim != 1:
         raise ValueError(f"otel-rai: hash_input() takes one row (a 1-D sequence of cells), got a {values.ndim}-D input")
     return hash_rows(values.reshape(1, -1), k)[0]
+
+
+# --- many rows at once: the training data (docs/hashing.md) --------------------------------------
+
+
+def canonical_rows(X: Any) -> bytes:
+    """The bytes `hash_rows` hashes for each row of `X`, concatenated row after row: the stream that the
+    training-data hash reads a chunk of rows at a time."""
+    if hasattr(X, "iloc"):
+        frame = X if hasattr(X, "columns") else X.to_frame()
+        if all(map(_wide_number, frame.dtypes)):
+            return _numeric_cells(frame.to_numpy(dtype=np.float64)).tobytes()
+        columns = [_frame_column(column) for _, column in frame.items()]
+        return b"".join(b"".join(row) for row in zip(*(
+            _column_cells(c) if isinstance(c, np.ndarray) else c for c in columns)))
+    sparse = sys.modules.get("scipy.sparse")
+    if sparse is not None and sparse.issparse(X):
+        return _numeric_cells(X.toarray()).tobytes()
+    a = np.asarray(X) if isinstance(X, np.ndarray) else np.array(X, dtype=object)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2:
+        raise ValueError(f"cannot hash a {a.ndim}-D input; rows must be 1-D")
+    if a.dtype.kind in "biuf":
+        return _numeric_cells(a).tobytes()
+    return b"".join(b"".join(row) for row in zip(*(_column_cells(a[:, j]) for j in range(a.shape[1]))))
+
+
+def row_digest(data: bytes, key: HashKey) -> str:
+    """The ``ml.input.hashes`` digest of one row's canonical bytes (`canonical_rows` of that row)."""
+    return _digests([data], key)[0]

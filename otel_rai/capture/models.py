@@ -35,6 +35,8 @@ class Registration:
     #: Reference rows (and their labels) for drift and the quality baseline (docs/monitoring.md).
     reference: Any = field(default=None, compare=False)
     reference_labels: Any = field(default=None, compare=False)
+    #: Where the model came from (an MLflow run or registry URI, a file path), for its model record.
+    source_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def register_model(
     explain: bool = True,
     reference: Any = None,
     reference_labels: Any = None,
+    source_uri: str | None = None,
 ) -> M:
     """Name and version `model` for its decision spans, and return the same object.
 
@@ -130,6 +133,8 @@ def register_model(
         metrics (default: the data of the model's fit under ``instrument()``, else `background`); with
         `reference_labels`, their quality is the baseline of the quality alerts (docs/monitoring.md).
         Copies are kept.
+    source_uri: where the model came from (an MLflow run or registry URI, a file path); its model record
+        carries it (docs/model-records.md).
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
@@ -152,6 +157,7 @@ def register_model(
             explain=bool(explain),
             reference=None if reference is None else reference.copy(),
             reference_labels=None if reference_labels is None else reference_labels.copy(),
+            source_uri=None if source_uri is None else str(source_uri),
         ),
     )
     bump_generation()
@@ -167,6 +173,12 @@ def current_info(model: Any) -> ModelInfo | None:
     """The cached metadata of `model` if no fit or registration happened since; never computes."""
     cached = _cache.get(model)
     return cached[1] if cached is not None and cached[0] == _generation else None
+
+
+def last_info(model: Any) -> ModelInfo | None:
+    """The metadata last computed for `model` (its last decision's, typically), even if a fit happened since."""
+    cached = _cache.get(model)
+    return cached[1] if cached is not None else None
 
 
 def model_info(model: Any, default_version: str | None) -> ModelInfo:

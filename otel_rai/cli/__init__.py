@@ -11,10 +11,14 @@ heavy modules only inside the command that needs them.
     otel-rai replay audit.jsonl --endpoint http://localhost:4317
     otel-rai monitor --model-version 1.4.2 --since 24h
     otel-rai spool status
+    otel-rai model show credit 1.4.2
+    otel-rai reproduce A-1093 --input applicant.json
 
 Errors are one line on stderr (``--debug`` adds the traceback). Exit status: 0 success (an empty result
 is a success), 1 failure (an unreachable backend, an unusable store or file), 2 bad usage, 3 ``verify``
-found input rows that match no decision, or ``verify-chain`` found a broken chain.
+found input rows that match no decision, or ``verify-chain`` found a broken chain, or ``reproduce``
+found a decision that DIFFERS; ``reproduce`` refuses with 4 (not the input the model saw) and 5 (an
+artifact that must not be loaded).
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from otel_rai.errors import PREFIX, OtelRaiError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules of this package, in the order ``--help`` lists them.
-COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "monitor", "stack", "spool")
+COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "monitor", "stack", "spool",
+            "model", "reproduce")
 
 
 def build_parser() -> Parser:

@@ -9,9 +9,10 @@ import importlib
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import IO, Any, Iterator
 
-from otel_rai import query, store
+from otel_rai import query, settings, store
 from otel_rai._time import parse_duration, parse_time, window
 from otel_rai.errors import PREFIX, OtelRaiError
 from otel_rai.query import Query
@@ -69,6 +70,58 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--url", help="the backend's URL (default: localhost :16686 jaeger, :3200 tempo, :6006 phoenix)")
     g.add_argument("--store", metavar="PATH",
                    help="the local audit store (default: $OTEL_RAI_STORE, else audit.db in the data directory)")
+
+
+def add_key_options(p: argparse.ArgumentParser) -> None:
+    """``--key`` and ``--key-file``: the input hash keys."""
+    p.add_argument("--key", action="append",
+                   help="a hash key, repeatable for rotated keys (better: OTEL_RAI_HASH_KEY or --key-file; "
+                   "others see command lines)")
+    p.add_argument("--key-file", metavar="PATH", action="append",
+                   help=f"a file of hash keys, one per line (default: $OTEL_RAI_HASH_KEY, else "
+                   f"{settings.hash_key_file()})")
+
+
+def hash_keys(args: argparse.Namespace) -> list[Any]:
+    """The hash keys: every --key and every line of every --key-file; else OTEL_RAI_HASH_KEY; else the
+    generated key file. Never generated here. Several keys verify decisions across key rotations."""
+    from otel_rai.audit.hashing import HashKey
+
+    materials = list(args.key or [])
+    paths = list(args.key_file or [])
+    if not materials and not paths:
+        configured = settings.from_env("hash_key")
+        if configured:
+            materials.append(configured)
+        else:
+            paths.append(str(settings.hash_key_file()))
+    for path in paths:
+        if not os.path.exists(path):
+            hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
+            raise CliError(f"no hash key: {hint} ({path}: no such file)")
+        materials += [line.strip() for line in read_text(path, "hash keys, one a line").splitlines() if line.strip()]
+    if not materials or not all(materials):
+        raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
+    return [HashKey.from_material(m) for m in materials]
+
+
+def add_artifact_options(p: argparse.ArgumentParser) -> None:
+    """``--artifacts``: the artifact store of the saved models."""
+    p.add_argument("--artifacts", metavar="DIR|URL",
+                   help="the artifact store (default: $OTEL_RAI_ARTIFACTS, else the artifacts directory beside "
+                   "the local audit store)")
+
+
+def artifact_store(args: argparse.Namespace) -> Any:
+    """The `ArtifactStore` the options name."""
+    from otel_rai.provenance import artifacts
+
+    given = args.artifacts or settings.from_env("artifacts")
+    if isinstance(given, str):
+        return artifacts.ArtifactStore(given)
+    local = args.store or (args.url if args.backend == "local" else None)
+    path = store.default_path() if local is None else Path(local).expanduser()
+    return artifacts.ArtifactStore(artifacts.default_location(path))
 
 
 def add_time_options(g: Any) -> None:

@@ -26,6 +26,7 @@ from otel_rai.settings import FairnessConfig
 
 def run(args: argparse.Namespace) -> int:
     """Write the report; one-line errors for what cannot be reported."""
+    from otel_rai.provenance import lookup
     from otel_rai.report import html, load
     from otel_rai.report import monitoring as quality_and_drift
 
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
                             equalized_odds_difference_max=args.eo_difference_max)
     model = chosen[0].model
     monitoring = {}
+    model_records = None if backend is None else {}
     for version in sorted({r.version for r in chosen}):
         snapshots, monitoring_alerts = ([], []) if backend is None else load.monitoring(
             backend, query_of(args, model_version=version, model_name=model))
@@ -69,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
             [s for s in snapshots if s[1].get(semconv.MODEL_NAME) == model],
             [a for a in monitoring_alerts if a.version == version and a.model == model],
             positive_label=args.positive_label)
+        if model_records is not None:
+            of_version = lookup.records(backend, query_of(args, model_version=version, model_name=model))
+            model_records[version] = list(lookup.latest(list(of_version)).values())
     page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config,
-                       monitoring=monitoring)
+                       monitoring=monitoring, model_records=model_records)
     try:
         args.out.write_text(page, encoding="utf-8")
     except OSError as exc:

@@ -3,47 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
-from otel_rai import settings
 from otel_rai.cli import formats
 from otel_rai.cli._common import (
     OK,
     UNMATCHED,
-    CliError,
     absent_model,
     add_filter_options,
+    add_key_options,
     add_source_options,
     backend_of,
+    hash_keys,
     note,
     query_of,
-    read_text,
 )
-
-
-def _keys(args: argparse.Namespace) -> list[Any]:
-    """The hash keys: every --key and every line of every --key-file; else OTEL_RAI_HASH_KEY; else the
-    generated key file. Never generated here. Several keys verify decisions across key rotations."""
-    from otel_rai.audit.hashing import HashKey
-
-    materials = list(args.key or [])
-    paths = list(args.key_file or [])
-    if not materials and not paths:
-        configured = settings.from_env("hash_key")
-        if configured:
-            materials.append(configured)
-        else:
-            paths.append(str(settings.hash_key_file()))
-    for path in paths:
-        if not os.path.exists(path):
-            hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
-            raise CliError(f"no hash key: {hint} ({path}: no such file)")
-        materials += [line.strip() for line in read_text(path, "hash keys, one a line").splitlines() if line.strip()]
-    if not materials or not all(materials):
-        raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
-    return [HashKey.from_material(m) for m in materials]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from otel_rai.query import catalog, inputs
 
     q, backend = query_of(args), backend_of(args)  # arguments are checked before any I/O
-    keys = _keys(args)
+    keys = hash_keys(args)
     rows = inputs.read_rows(args.input)
     orders = []
     if any(isinstance(r, dict) for r in rows):  # named columns go in the order each model recorded
@@ -95,12 +70,7 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("verify", help="which decisions were made on these inputs?", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, metavar="FILE", help=".json, .jsonl or .csv")
-    p.add_argument("--key", action="append",
-                   help="a hash key, repeatable for rotated keys (better: OTEL_RAI_HASH_KEY or --key-file; "
-                   "others see command lines)")
-    p.add_argument("--key-file", metavar="PATH", action="append",
-                   help=f"a file of hash keys, one per line (default: $OTEL_RAI_HASH_KEY, else "
-                   f"{settings.hash_key_file()})")
+    add_key_options(p)
     add_filter_options(p, rows=False)
     add_source_options(p)
     p.add_argument("--format", choices=("table", "json"), default="table")

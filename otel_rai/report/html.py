@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from otel_rai import semconv
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import FairnessAlert
+from otel_rai.provenance.record import ModelRecord
 from otel_rai.report import charts
 from otel_rai.report.charts import Bar, Series
 from otel_rai.report.figures import (
@@ -32,6 +33,7 @@ from otel_rai.report.figures import (
     timeline,
     versions,
 )
+from otel_rai.report.model import model_section as model_records_section
 from otel_rai.report.monitoring import MonitoringFigures
 from otel_rai.report.monitoring import sections as monitoring_sections
 from otel_rai.settings import FairnessConfig
@@ -55,6 +57,8 @@ class Page:
     anchor: str = ""
     #: Quality and drift of the version (docs/monitoring.md), when known.
     monitoring: MonitoringFigures | None = None
+    #: The version's model records (docs/model-records.md); None when the report was not given them.
+    model_records: Sequence[ModelRecord] | None = None
 
 
 Section = Callable[[Page], list[str]]
@@ -294,8 +298,13 @@ def monitoring_section(page: Page) -> list[str]:
     return monitoring_sections(page.monitoring) if page.monitoring is not None else []
 
 
-SECTIONS: list[Section] = [counts_section, fairness_section, timeline_section, explanation_section, alerts_section,
-                           monitoring_section]
+def model_section(page: Page) -> list[str]:
+    """The model the version's decisions came from, from its model records, when the report was given them."""
+    return model_records_section(page.model_records) if page.model_records is not None else []
+
+
+SECTIONS: list[Section] = [counts_section, model_section, fairness_section, timeline_section, explanation_section,
+                           alerts_section, monitoring_section]
 
 
 # --- comparing versions ---------------------------------------------------------------------------------
@@ -385,10 +394,13 @@ section.version { border-top: 3px solid #e5e7eb; margin-top: 2em; }
 
 
 def _page(records: Sequence[DecisionRecord], alerts: Sequence[FairnessAlert], positive_label: Any,
-          config: FairnessConfig, anchor: str, monitoring: Mapping[str, MonitoringFigures]) -> Page:
+          config: FairnessConfig, anchor: str, monitoring: Mapping[str, MonitoringFigures],
+          model_records: Mapping[str, Sequence[ModelRecord]] | None) -> Page:
     f = figures(records, positive_label, config.min_group_size)
     mine = [a for a in alerts if (a.model, a.version) == (records[0].model, records[0].version)]
-    return Page(records, f, mine, positive_label, config, anchor, monitoring.get(records[0].version))
+    version = records[0].version
+    return Page(records, f, mine, positive_label, config, anchor, monitoring.get(version),
+                None if model_records is None else model_records.get(version, ()))
 
 
 def render(
@@ -398,11 +410,13 @@ def render(
     positive_label: Any = 1,
     config: FairnessConfig | None = None,
     monitoring: Mapping[str, MonitoringFigures] | MonitoringFigures | None = None,
+    model_records: Mapping[str, Sequence[ModelRecord]] | None = None,
 ) -> str:
     """The HTML report of `records` (one model version, or several to compare) and the `alerts` raised over
     the same period, judged by `config`'s minimum group size and thresholds (default: `FairnessConfig`'s);
     with `monitoring` ({model version: its figures}, or one version's figures when the report has one), the
-    quality and drift sections too."""
+    quality and drift sections too; with `model_records` ({model version: its model records}), the model
+    section."""
     config = config or FairnessConfig()
     alerts = list(alerts)
     by_version = versions(records)
@@ -413,7 +427,7 @@ def render(
         if several:
             raise ValueError("otel-rai: give the monitoring figures of several versions by version")
         monitoring = {next(iter(by_version.values()))[0].version: monitoring}
-    pages = [_page(rs, alerts, positive_label, config, f"v{i}-" if several else "", monitoring or {})
+    pages = [_page(rs, alerts, positive_label, config, f"v{i}-" if several else "", monitoring or {}, model_records)
              for i, rs in enumerate(by_version.values())]
     names = sorted({p.figures.model for p in pages})
     title = f"Fairness audit: {', '.join(names)} " + " and ".join(p.figures.version for p in pages)

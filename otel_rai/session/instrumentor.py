@@ -33,6 +33,8 @@ from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
 from otel_rai.monitoring.monitor import QualityDriftMonitor
+from otel_rai.provenance import artifacts
+from otel_rai.provenance.emitter import ModelRecords
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
 from otel_rai.session import lifecycle
@@ -114,19 +116,28 @@ class _Session:
         self.quality = QualityDriftMonitor(config.monitoring, config.fairness, groups.parse(config.sensitive_features),
                                            meter_provider, tracer, self.counters.fail,
                                            allowlist=config.capture_features, journal=local)
+        self.records = None
+        if config.model_records:
+            store_path = next((s.store.path for s in self.sinks if isinstance(s, StoreSink)), None)
+            self.records = ModelRecords(tracer, config, artifacts.resolve(config.artifacts, store_path),
+                                        lambda task: self.worker.submit(task), self.counters.fail,
+                                        lambda timeout: self.worker.flush(timeout))
         self.worker = AuditWorker(
             tracer,
             config,
             self.counters,
             # alert, snapshot and checkpoint spans commit in the same cycle
             [self.monitor.end_cycle, self.quality.end_cycle, tracer.checkpoint],
-            [self.monitor.observe, self.quality.observe],
+            [self.monitor.observe, self.quality.observe] + ([self.records.observe] if self.records else []),
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
-        self.patcher = Patcher(recorder.wrapper_factory, fit_observers=[self.quality.fit_observer])
+        records = self.records
+        observers = [self.quality.fit_observer] + ([records.training.observe] if records else [])
+        self.patcher = Patcher(recorder.wrapper_factory, fit_observers=observers,
+                               before_change=[records.before_change] if records else [])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
@@ -139,12 +150,16 @@ class _Session:
     def _numbers(self) -> tuple[int, int, int]:
         """(pending, exported, dropped) audit records: the ``ml.audit.*`` metrics."""
         pending = self.worker.pending() + sum(s.pending() for s in self.sinks)
+        pending += self.records.pending() if self.records is not None else 0
         return (pending, sum(s.exported() for s in self.sinks),
                 self.counters.dropped + sum(s.dropped() for s in self.sinks))
 
     def flush(self, timeout: float) -> FlushResult:
         deadline = time.monotonic() + timeout
         drained = self.worker.flush(timeout)
+        if self.records is not None:  # its saved artifacts hand their records back to the worker
+            drained = (self.records.flush(max(0.0, deadline - time.monotonic()))
+                       and self.worker.flush(max(0.0, deadline - time.monotonic())) and drained)
         remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
         flush_provider = getattr(self.provider, "force_flush", None)
         delivered = bool(flush_provider(remaining_ms)) if flush_provider is not None else True
@@ -174,8 +189,11 @@ class _Session:
         self._remove_sigterm()
         self.patcher.remove()
         self.worker.submit(self.quality.final)
+        if self.records is not None:  # the records join the stream before its last checkpoint
+            self.worker.flush(timeout)
+            self.records.close(max(0.0, deadline - time.monotonic()))  # hands the last records to the worker
         self.worker.submit(lambda: self.tracer.checkpoint(force=True))
-        result = self._closed = self.flush(timeout)
+        result = self._closed = self.flush(max(0.0, deadline - time.monotonic()))
         self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
         self.worker.shutdown(0)
         self.monitor.close()

@@ -503,6 +503,20 @@ class Store:
                 out.append((name, version, n, first, last, json.loads(names) if names else None))
             return out
 
+    def model_summaries(self, record_span: str, **query: Any) -> list[tuple[Any, ...]]:
+        """Per (model name, version, fingerprint) of the spans matching the filters: (name, version,
+        fingerprint, first and last decision time or None, decisions, spans named `record_span`), in
+        order of first appearance."""
+        where, args = self._where(**query)
+        where = (where + " AND " if where else " WHERE ") + "s.model_fingerprint IS NOT NULL"
+        sql = ("SELECT s.model_name, s.model_version, s.model_fingerprint,"
+               " min(CASE WHEN s.n_decisions > 0 THEN s.start_ns END),"
+               " max(CASE WHEN s.n_decisions > 0 THEN s.start_ns END),"
+               " coalesce(sum(s.n_decisions), 0), sum(s.name = ?)"
+               f" FROM spans s{where} GROUP BY 1, 2, 3 ORDER BY min(s.start_ns)")
+        with self._reading():
+            return [tuple(row) for row in self._connection().execute(sql, [record_span, *args])]
+
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
         sql, args = self._select(**query)
