@@ -188,3 +188,12 @@ METRIC_AUDIT_PENDING: Final = "ml.audit.pending"
 METRIC_AUDIT_EXPORTED: Final = "ml.audit.exported"
 #: Counter: audit records that will never be delivered. 0 unless something failed (see the docs).
 METRIC_AUDIT_DROPPED: Final = "ml.audit.dropped"
+
+# --- hardening (docs/audit-trail.md, threat model) -------------------------------------------------
+#: OpenTelemetry's exception event of a failed call, and its attributes: the type, and a template of the
+#: message and stack trace in which every literal is replaced (`otel_rai.audit.redaction`).
+EXCEPTION_EVENT: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+EXCEPTION_ESCAPED: Final = "exception.escaped"

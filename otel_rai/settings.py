@@ -215,6 +215,12 @@ class Settings:
     max_export_backlog: int = _option(100_000, "spans held in memory for export without a spool "
                                       "(``spool=False``) before the worker waits",
                                       env="OTEL_RAI_MAX_EXPORT_BACKLOG", parse=_integer)
+    # Hardening (docs/audit-trail.md, threat model): what may leave the process beyond the default.
+    record_exception_messages: bool = _option(False, "record the full message and stack trace (source "
+                                              "lines included) of a failed call; by default only the "
+                                              "exception type and a template of them with every literal "
+                                              "replaced, since a message can quote the input",
+                                              env="OTEL_RAI_RECORD_EXCEPTION_MESSAGES", parse=_flag)
 
     def __post_init__(self) -> None:
         for name in ("max_rows_per_span", "max_pending_calls", "max_pending_rows", "max_export_backlog",

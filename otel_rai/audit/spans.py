@@ -7,8 +7,6 @@ model and batch attributes plus one child span per chunk; each chunk carries the
 
 from __future__ import annotations
 
-import re
-import traceback
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
@@ -16,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
-from otel_rai.audit import outputs
+from otel_rai.audit import outputs, redaction
 from otel_rai.audit.hashing import SCHEME, hash_rows, hash_rows_many
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
@@ -155,27 +153,22 @@ def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
         call.input_hashes = hashes
 
 
-_QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")
-
-
-def scrubbed(text: str) -> str:
-    """`text` with quoted literals masked: sklearn and pandas quote offending input values."""
-    return _QUOTED.sub(r"\1…\1", text)
-
-
-def _end(span: Span, call: DecisionCall) -> None:
+def _end(span: Span, call: DecisionCall, settings: Settings) -> None:
     error = call.error
     if error is not None:
-        message = scrubbed(str(error))
-        # The traceback repeats the message (and those of chained exceptions): scrub it all.
-        stacktrace = scrubbed("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-        span.record_exception(
-            error,
-            {"exception.message": message, "exception.stacktrace": stacktrace},
+        # Only what `redaction` lets through: a message may quote the input (docs/audit-trail.md).
+        described = redaction.describe(error, full_messages=settings.record_exception_messages)
+        span.add_event(
+            semconv.EXCEPTION_EVENT,
+            {
+                semconv.EXCEPTION_TYPE: described.type,
+                semconv.EXCEPTION_MESSAGE: described.message,
+                semconv.EXCEPTION_STACKTRACE: described.stacktrace,
+                semconv.EXCEPTION_ESCAPED: "True",
+            },
             timestamp=call.end_ns,
-            escaped=True,
         )
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+        span.set_status(Status(StatusCode.ERROR, described.status))
     span.end(end_time=call.end_ns)
 
 
@@ -190,7 +183,7 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
     n, size = len(call.ids), settings.max_rows_per_span
     if n <= size:
         span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows})
-        _end(span, call)
+        _end(span, call, settings)
         return 1
     chunks = range(0, n, size)
     span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks)})
@@ -205,6 +198,6 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
                 **{key: values[offset : offset + size] for key, values in rows.items()},
             }
         )
-        _end(child, call)
-    _end(span, call)
+        _end(child, call, settings)
+    _end(span, call, settings)
     return 1 + len(chunks)
