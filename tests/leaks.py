@@ -18,7 +18,8 @@ from typing import Any, Iterable
 #: The kinds of run a needle is made of (`Secrets.found_in`).
 #: A digit run of more than 12 digits is a timestamp or an id, not a secret's printing: searching it would
 #: find some 8-digit needle there by chance, sooner or later.
-_RUNS = [re.compile(p) for p in (r"(?<![0-9])[0-9]{8,12}(?![0-9])", r"[A-Za-z]+", r"[^\x00-\x7f]+", r"(?:\\u[0-9a-f]{4})+")]
+_RUNS = [re.compile(p) for p in (r"(?<![0-9])[0-9]{8,12}(?![0-9])", r"[A-Za-z]+", r"[^\x00-\x7f]+",
+                                 r"(?:\\u[0-9a-f]{4})+")]
 #: Digits after the leading one that a numeric secret shares with every printing of it: numpy prints
 #: 9 significant digits in scientific notation (``1.23456789e+08``), repr and str print all of them.
 _DIGITS = 8

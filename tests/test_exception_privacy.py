@@ -168,7 +168,7 @@ def _run(calls: list[tuple[Any, Any]], errors: list[BaseException]) -> list[str]
         for i, (model, data) in enumerate(calls):
             two_d = getattr(data, "ndim", None) == 2  # others get generated ids (one per len(), as sklearn sees it)
             decision_ids = [f"fail-{i}-{j}" for j in range(len(data))] if two_d else None
-            with pytest.raises(BaseException), otel_rai.decisions(ids=decision_ids):
+            with pytest.raises(Exception, match=""), otel_rai.decisions(ids=decision_ids):
                 model.predict(data)
             ids += decision_ids or []
     return ids
@@ -207,7 +207,8 @@ def test_templates_keep_what_says_what_went_wrong():
         "X has 3 features, but LogisticRegression is expecting 4 features as input.":
             "X has … features, but LogisticRegression is expecting … features as input.",
         "could not convert string to float: 'a\\'b\"c'": "could not convert string to float: '…'",
-        "Expected 2D array, got scalar array instead:\narray=Atlantis.": "Expected … array, got scalar array instead:\narray=….",
+        "Expected 2D array, got scalar array instead:\narray=Atlantis.":
+            "Expected … array, got scalar array instead:\narray=….",
         "Input X contains infinity or a value too large for dtype('float64').":
             "Input X contains infinity or a value too large for dtype('…').",
         "the quote 'runs to the end": "the quote '…'",
@@ -274,7 +275,7 @@ def test_nothing_raw_in_the_store_the_cli_or_the_logs(tmp_path, caplog, capsys):
     texts["logs"] = "\n".join(f"{r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert "Found unknown categories […]" in texts["export --format jsonl"]
     for where, text in texts.items():
-        assert s.found_in(text) == [], (where, [text[max(0, text.find(n) - 80):text.find(n) + 40] for n in s.found_in(text)])
+        assert s.found_in(text) == [], where
 
 
 def test_nothing_raw_in_the_spool_or_on_the_wire(receiver, tmp_path):

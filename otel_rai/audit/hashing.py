@@ -10,7 +10,8 @@ The bytes hashed for a row are its cells, in column order, each encoded as
   rounded to the shortest decimal that round-trips in their own precision (``float32(0.1)`` hashes
   like ``0.1``), so the number an applicant typed matches whatever width the pipeline used.
 * missing (NaN of any payload, ``None``, ``pandas.NA``, ``NaT``): ``b"m"`` + 8 zero bytes.
-* a string: ``b"s"`` + the UTF-8 length as little-endian uint64 + the UTF-8 bytes.
+* a string: ``b"s"`` + the UTF-8 length as little-endian uint64 + the UTF-8 bytes (a lone surrogate,
+  which UTF-8 cannot encode, as its three bytes of generalised UTF-8: ``"\ud800"`` is ``ED A0 80``).
 * bytes: ``b"b"`` + length + the bytes.
 * anything else: ``b"o"`` + length + the UTF-8 of ``str(value)``.
 
@@ -46,6 +47,9 @@ _MISSING_CELL = b"m" + bytes(8)
 _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bool_})
 _SPARSE_CHUNK = 4096
 _SMALL_FRAME_CELLS = 4096
+#: How text becomes bytes: UTF-8, a lone surrogate (which UTF-8 cannot encode) as its 3-byte generalised
+#: UTF-8 form (WTF-8), so that any Python string hashes, and no valid string hashes like it.
+_WTF8 = "surrogatepass"
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,7 @@ def _tagged(tag: bytes, data: bytes) -> bytes:
 def _encode_cell(v: Any) -> bytes:
     """Canonical bytes of one cell (see the module docstring)."""
     if isinstance(v, (str, np.str_)):
-        return _tagged(b"s", str(v).encode("utf-8"))
+        return _tagged(b"s", str(v).encode("utf-8", _WTF8))
     if isinstance(v, (bytes, np.bytes_)):
         return _tagged(b"b", bytes(v))
     if _is_missing(v):
@@ -155,9 +159,9 @@ def _encode_cell(v: Any) -> bytes:
         try:
             f = float(str(v)) if isinstance(v, (np.float32, np.float16)) else float(v)
         except OverflowError:  # an int beyond float64's range
-            return _tagged(b"o", str(v).encode("utf-8"))
+            return _tagged(b"o", str(v).encode("utf-8", _WTF8))
         return b"n" + struct.pack("<d", f + 0.0)
-    return _tagged(b"o", str(v).encode("utf-8"))
+    return _tagged(b"o", str(v).encode("utf-8", _WTF8))
 
 
 # --- rows --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from otel_rai.audit.hashing import SCHEME, hash_rows, hash_rows_many
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
 from otel_rai.codec.reasons import encode_top
+from otel_rai.codec.text import text_of, texts
 from otel_rai.explanations.explanation import Explanation
 from otel_rai.settings import Settings
 
@@ -29,7 +30,7 @@ FailureHook = Callable[[str, BaseException], None]
 def _feature_names(call: DecisionCall) -> list[str] | None:
     columns = getattr(call.X, "columns", None)
     if columns is not None:
-        return [str(c) for c in columns]
+        return texts(columns)
     return list(call.info.feature_names) if call.info.feature_names is not None else None
 
 
@@ -45,7 +46,7 @@ def _captured_values(call: DecisionCall, names: list[str] | None, allow: frozens
         if values.dtype.kind in "biuf":
             captured[semconv.INPUT_VALUE_PREFIX + name] = values.astype(np.float64).tolist()
         else:
-            captured[semconv.INPUT_VALUE_PREFIX + name] = ["" if v is None else str(v) for v in values]
+            captured[semconv.INPUT_VALUE_PREFIX + name] = ["" if v is None else text_of(v) for v in values]
     return captured
 
 
@@ -132,7 +133,7 @@ def explanation_attributes(result: Explanation | BaseException | None, k: int) -
     }
     classes = result.classes
     if classes is not None and len(classes) and (len(classes) == 1 or (classes == classes[0]).all()):
-        common[semconv.EXPLANATION_CLASS] = str(classes[0])
+        common[semconv.EXPLANATION_CLASS] = text_of(classes[0])
     rows = {
         semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k),
         semconv.EXPLANATION_BASE_VALUES: result.base_values.tolist(),

@@ -75,7 +75,7 @@ class AuditWorker:
         counters: Counters,
         cycle_hooks: Sequence[Callable[[], None]] = (),
         call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
-        commits: Sequence[Callable[[], None]] = (),
+        commits: Sequence[Callable[[], set[str] | None]] = (),
         max_pending_rows: int | None = None,
     ) -> None:
         self._tracer = tracer
@@ -83,7 +83,9 @@ class AuditWorker:
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
         self._call_hooks = list(call_hooks)
-        self._commits = list(commits)  # after the cycle hooks; a failure fails the cycle's receipts
+        # After the cycle hooks; a failure fails the cycle's receipts, and each returns the decision ids
+        # whose record it set aside (which fails those calls' receipts).
+        self._commits = list(commits)
         self._max_pending_rows = max_pending_rows
         self._reset()
         _fork.reset_in_child(self)
@@ -200,18 +202,21 @@ class AuditWorker:
             except Exception as exc:
                 counters.fail("cycle", exc)
         committed = True
+        rejected: set[str] = set()  # decisions whose record a sink set aside (it could not hold it)
         for commit in self._commits:
             try:
-                commit()
+                rejected |= commit() or set()
             except Exception as exc:
                 counters.fail("commit", exc)
                 committed = False
+        if rejected:
+            counters.failures["record"] = counters.failures.get("record", 0) + len(rejected)
         self._commit_failed = not committed
         self._last_cycle = time.monotonic()
         for call in batch:
             receipt = getattr(call, "receipt", None)
             if receipt is not None:
-                receipt.settle(committed)
+                receipt.settle(committed and not (rejected and rejected.intersection(call.ids)))
 
     def pending(self) -> int:
         return len(self._pending) + (1 if self._busy else 0)

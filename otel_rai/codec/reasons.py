@@ -14,13 +14,14 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from otel_rai import semconv
+from otel_rai.codec.text import safe
 
 _RESERVED = "%,="
 
 
 @functools.lru_cache(maxsize=4096)
 def _name(name: str) -> str:
-    return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in name)
+    return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in safe(name))
 
 
 def encode_top(names: Sequence[str], values: Any, k: int) -> list[str]:

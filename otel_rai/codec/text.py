@@ -8,9 +8,11 @@ same, valid text and a crafted value can neither fail a write nor bloat every sp
 * **Invalid Unicode**: a lone UTF-16 surrogate (``"\\ud800"``, which no UTF-8 encoder accepts) becomes
   the six ASCII characters of its escape, ``\\ud800`` (Python's ``backslashreplace``). Every other
   character is kept, NUL and control characters included (JSON and protobuf carry them).
-* **Length**: a text longer than `MAX_CHARS` characters keeps its first `MAX_CHARS`, followed by
-  ``…#`` and 16 hex digits of the BLAKE2b-64 digest of the whole (escaped) text as UTF-8, so that two
-  long values that differ anywhere stay different.
+* **Length**: a text longer than `MAX_CHARS` characters becomes its first `MAX_CHARS` − 18
+  characters, ``…#`` and 16 hex digits of the BLAKE2b-64 digest of the whole (escaped) text as UTF-8:
+  `MAX_CHARS` in all, and two long values that differ anywhere stay different.
+
+Applying the rule twice changes nothing.
 * **Objects**: `text_of` is ``str(value)``; when ``__str__`` raises, ``<unprintable TYPE>``.
 
 Imports nothing of otel-rai.
@@ -41,8 +43,8 @@ def safe(text: str, limit: int = MAX_CHARS) -> str:
     text = _escaped(text)
     if len(text) <= limit:
         return text
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=_DIGEST_BYTES).hexdigest()
-    return f"{text[:limit]}…#{digest}"
+    suffix = "…#" + hashlib.blake2b(text.encode("utf-8"), digest_size=_DIGEST_BYTES).hexdigest()
+    return text[: limit - len(suffix)] + suffix
 
 
 def text_of(value: Any, limit: int = MAX_CHARS) -> str:

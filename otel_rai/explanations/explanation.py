@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from otel_rai.codec.text import texts
+
 OUTPUTS = ("log-odds", "logit", "probability", "decision-function", "raw", "log-prediction")
 
 
@@ -75,8 +77,8 @@ def feature_names(X: Any, model: Any, n_features: int) -> list[str]:
     """Column names of the input, else the model's ``feature_names_in_``, else ``x0, x1, …``."""
     columns = getattr(X, "columns", None)
     if columns is not None:
-        return [str(c) for c in columns]
+        return texts(columns)
     names = getattr(model, "feature_names_in_", None)
     if names is not None and len(names) == n_features:
-        return [str(n) for n in names]
+        return texts(names)
     return [f"x{i}" for i in range(n_features)]

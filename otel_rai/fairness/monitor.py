@@ -21,6 +21,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from otel_rai import _fork, semconv
 from otel_rai.capture.recorder import DecisionCall
+from otel_rai.codec.text import text_of
 from otel_rai.errors import UnknownDecision
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import Alerter, Rule
@@ -350,7 +351,7 @@ class FairnessMonitor:
         version = given.get("version")
         given = {**given, "group": None if group is None else dict(group),
                  "version": None if version is None else str(version)}
-        decision_id, now = str(decision_id), time.time_ns()
+        decision_id, now = text_of(decision_id), time.time_ns()
         return lambda: self.apply_outcome(decision_id, y_true, given, now)
 
     def close(self) -> None:

@@ -21,8 +21,10 @@ SHUTDOWN_TIMEOUT = 30.0
 class Sink(SpanProcessor):
     """A destination for ended audit spans. `on_end` runs on the audit worker's thread."""
 
-    def commit(self) -> None:
-        """End of an audit worker cycle: make the spans received since the last commit durable."""
+    def commit(self) -> set[str] | None:
+        """End of an audit worker cycle: make the spans received since the last commit durable. Returns
+        the decision ids of spans set aside because they could not be kept (counted as dropped)."""
+        return None
 
     def pending(self) -> int:
         """Spans received but not yet delivered."""

@@ -39,6 +39,17 @@ _EXPORT_POLL_S = 1.0
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
+#: Errors of one record's content (a value that SQLite, JSON or protobuf cannot take), as opposed to errors
+#: of the store (a full disk, a lock, a damaged or missing file): that record is set aside, the rest written.
+_RECORD_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, sqlite3.InterfaceError,
+                  sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError)
+#: A store error while writing: kept and retried.
+_STORE_ERRORS = (sqlite3.Error, OSError, StoreError)
+
+
+def _ids(attributes: Mapping[str, Any] | None) -> Sequence[str]:
+    ids = (attributes or {}).get(semconv.DECISION_IDS)
+    return ids if isinstance(ids, (list, tuple)) else ()
 
 
 def queued(span: ReadableSpan) -> Queued:
@@ -189,6 +200,8 @@ class StoreSink(base.Sink):
         # The spans of the cycles not yet written: as records for a store, encoded for the outbox.
         self._unwritten: list[SpanRecord] = []
         self._unqueued: list[Queued] = []
+        self._unsaved_ids: list[Sequence[str]] = []  # the decision ids of each unsaved span
+        self._rejected = 0
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
         self._unindexed = 0
@@ -214,35 +227,89 @@ class StoreSink(base.Sink):
         cannot hold fails this outcome alone, not the commit of the cycle's spans."""
         self._outcomes.append((decision_id, json_text(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
 
-    def commit(self) -> None:
+    def commit(self) -> set[str]:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
-        spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
+        spans it is retried here, which holds up the worker (back-pressure, never a drop).
+
+        A span that cannot be written for what it holds (not because of the store) is set aside, so
+        that one bad record never blocks the others; returns the decision ids of such spans, which
+        count as dropped."""
+        rejected: set[str] = set()
         if self._received:
-            if self.keep:
-                self._unwritten += [from_readable(span) for span in self._received]
-            if self._outbox is not None:
-                self._unqueued += [queued(span) for span in self._received]
+            for span in self._received:
+                try:
+                    record = from_readable(span) if self.keep else None
+                    encoded = queued(span) if self._outbox is not None else None
+                except Exception as exc:  # nothing downstream could hold it: set it aside
+                    self._reject(_ids(span.attributes), exc, rejected)
+                    continue
+                if record is not None:
+                    self._unwritten.append(record)
+                if encoded is not None:
+                    self._unqueued.append(encoded)
+                self._unsaved_ids.append(_ids(span.attributes))
             self._received = []
         delay = 0.1
         while self._unwritten or self._unqueued or self._groups or self._outcomes:
             try:
-                last, rows = self.store.append(self._unwritten, queued=self._unqueued,
-                                               groups=self._groups, outcomes=self._outcomes)
-            except (sqlite3.Error, OSError, StoreError):
+                try:
+                    last, rows = self.store.append(self._unwritten, queued=self._unqueued,
+                                                   groups=self._groups, outcomes=self._outcomes)
+                except _RECORD_ERRORS:
+                    last, rows = self._append_one_by_one(rejected)
+            except _STORE_ERRORS:
                 if self._unsaved() < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if self._unqueued:
+            if self._unqueued and last:
                 self._outbox.written(last)
                 self._exporter.wake()
-            self._unwritten, self._unqueued, self._groups, self._outcomes = [], [], [], []
+            self._unwritten, self._unqueued, self._unsaved_ids, self._groups, self._outcomes = [], [], [], [], []
             self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()
+        return rejected
+
+    def _append_one_by_one(self, rejected: set[str]) -> tuple[int, int]:
+        """Write the unsaved spans, groups and outcomes one at a time, setting aside those that fail for
+        what they hold. A store error stops it: what was written leaves the lists, the rest stays."""
+        last = rows = done = 0
+        n = self._unsaved()
+        failed: list[tuple[int, BaseException]] = []
+        try:
+            for i in range(n):
+                try:
+                    seq, written = self.store.append(self._unwritten[i : i + 1], queued=self._unqueued[i : i + 1])
+                    last, rows = max(last, seq), rows + written
+                except _RECORD_ERRORS as exc:
+                    failed.append((i, exc))
+                done = i + 1
+        finally:
+            everything_failed = n > 1 and len(failed) == n  # then it is not their content: keep them all
+            if not everything_failed:
+                for i, exc in failed:
+                    self._reject(self._unsaved_ids[i], exc, rejected)
+                del self._unwritten[:done], self._unqueued[:done], self._unsaved_ids[:done]
+        if everything_failed:
+            raise StoreError(f"cannot write to {self.store.path} ({type(failed[0][1]).__name__})")
+        for kind, rows_of in (("groups", self._groups), ("outcomes", self._outcomes)):
+            for row in rows_of:
+                try:
+                    self.store.append(**{kind: [row]})
+                except _RECORD_ERRORS as exc:
+                    self._reject((), exc, rejected, what=kind)
+            rows_of.clear()
+        return last, rows
+
+    def _reject(self, ids: Sequence[str], exc: BaseException, rejected: set[str], what: str = "span") -> None:
+        self._rejected += 1
+        rejected.update(ids)
+        _log.error("otel-rai: an audit %s could not be written to %s (%s) and was set aside; the other "
+                   "records were written", what, self.store.path, type(exc).__name__)
 
     def pending(self) -> int:
         unwritten = len(self._received) + self._unsaved()
@@ -255,7 +322,7 @@ class StoreSink(base.Sink):
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
-        return self._unsaved() if self._closed else 0
+        return self._rejected + (self._unsaved() if self._closed else 0)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until the committed spans are written (the worker retries a failed write) and exported

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_rai import _fork, settings
+from otel_rai import _fork, semconv, settings
 from otel_rai.codec import otlpproto
 from otel_rai.sinks.base import Encoded, Sink, SpanQueue, batches, encoded
 
@@ -280,12 +280,22 @@ class ExportSink(Sink):
     def on_end(self, span: ReadableSpan) -> None:
         self._received.append(span)
 
-    def commit(self) -> None:
+    def commit(self) -> set[str] | None:
         if not self._received:
-            return
+            return None
         received, self._received = self._received, []
-        self._queue.put([encoded(span) for span in received])
+        spans, rejected = [], set()
+        for span in received:
+            try:
+                spans.append(encoded(span))
+            except Exception as exc:  # a span the wire cannot carry: set aside, the others go on
+                self._dropped += 1
+                rejected.update((span.attributes or {}).get(semconv.DECISION_IDS) or ())
+                _log.error("otel-rai: an audit span could not be encoded for export (%s) and was set aside",
+                           type(exc).__name__)
+        self._queue.put(spans)
         self._exporter.wake()
+        return rejected
 
     def pending(self) -> int:
         return len(self._received) + self._queue.pending()
@@ -307,7 +317,7 @@ class ExportSink(Sink):
         self._exporter.flush(timeout)
         self._queue.close()
         self._exporter.close(min(CLOSE_TIMEOUT, max(0.0, deadline - time.monotonic())))
-        self._dropped = self.pending()  # held in memory only: they end with the process
+        self._dropped += self.pending()  # held in memory only: they end with the process
         if self._dropped:
             _log.error("otel-rai: %d audit spans were not exported and are lost (spool=False keeps them in "
                        "memory only)", self._dropped)

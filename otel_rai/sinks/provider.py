@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from otel_rai import settings, store
+from otel_rai.codec.text import safe
 from otel_rai.sinks.base import Sink
 from otel_rai.sinks.local import StoreSink
 from otel_rai.sinks.otlp import ExportSink, otlp_exporter_factory
@@ -55,10 +56,21 @@ def spool_path(spool: str | os.PathLike[str] | bool | None, endpoint: str | None
 
 def resource(service_name: str | None) -> Resource:
     """The application's resource when it runs an SDK provider (so decisions sit under its service in
-    Jaeger), else one from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``; `service_name` wins."""
+    Jaeger), else one from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``; `service_name` wins.
+    Its text is made `safe` (an environment variable may hold bytes that are not UTF-8)."""
     app = trace.get_tracer_provider()
     base = app.resource if isinstance(app, TracerProvider) else Resource.create()
-    return base.merge(Resource({SERVICE_NAME: service_name})) if service_name else base
+    merged = base.merge(Resource({SERVICE_NAME: service_name})) if service_name else base
+    attributes = {safe(k): _safe_value(v) for k, v in merged.attributes.items()}
+    return merged if attributes == dict(merged.attributes) else Resource(attributes, merged.schema_url)
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return safe(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(safe(v) if isinstance(v, str) else v for v in value)
+    return value
 
 
 def audit_provider(service_name: str | None, sinks: Sequence[Sink]) -> TracerProvider:

@@ -51,8 +51,9 @@ def location(store: str | os.PathLike[str] | bool | None, *, default: bool) -> P
     return Path(store).expanduser()
 
 
-#: The JSON of every stored value: one encoder, not one a call.
-json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: The JSON of every stored value: one encoder, not one a call. ASCII, so that no string can fail the
+#: write (a lone surrogate, which UTF-8 cannot encode, is written as its JSON escape).
+json_text = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 def _extra(r: SpanRecord) -> str | None:
