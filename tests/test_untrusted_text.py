@@ -233,3 +233,35 @@ def test_the_audit_goes_on_after_a_crafted_request(tmp_path, bad):
     otel_rai.uninstrument()
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM decisions").fetchone()[0] == 2 + 200 * 2
+
+
+def _span(i: int, name: str) -> Any:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    context = SpanContext(i + 1, i + 1, is_remote=False, trace_flags=TraceFlags(1))
+    return ReadableSpan(name=name, context=context, resource=Resource({}), start_time=1, end_time=2,
+                        attributes={semconv.DECISION_IDS: [f"d{i}"]},
+                        instrumentation_scope=InstrumentationScope(semconv.SCOPE))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_span_the_store_cannot_hold_is_set_aside_and_the_others_written(tmp_path, receiver, keep):
+    """Below the rule (a span built by hand): the sink isolates what it cannot write."""
+    from otel_rai.sinks.local import StoreSink
+    from otel_rai.sinks.otlp import otlp_exporter_factory
+
+    factory = None if keep else otlp_exporter_factory(receiver.endpoint, "grpc", None)
+    sink = StoreSink(tmp_path / "audit.db", factory, keep=keep)
+    for i, name in enumerate(["good", "bad \ud800", "good"]):
+        sink.on_end(_span(i, name))
+    assert sink.commit() == {"d1"}
+    assert sink.dropped() == 1 and sink.force_flush(30_000)
+    sink.close(5)
+    if keep:
+        with sqlite3.connect(tmp_path / "audit.db") as conn:
+            assert [r[0] for r in conn.execute("SELECT decision_id FROM decisions ORDER BY span")] == ["d0", "d2"]
+    else:
+        assert [s.name for _, s in receiver.spans()] == ["good", "good"]
