@@ -202,6 +202,7 @@ class StoreSink(base.Sink):
         self._unqueued: list[Queued] = []
         self._unsaved_ids: list[Sequence[str]] = []  # the decision ids of each unsaved span
         self._rejected = 0
+        self._last_error: str | None = None
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
         self._unindexed = 0
@@ -257,7 +258,10 @@ class StoreSink(base.Sink):
                                                    groups=self._groups, outcomes=self._outcomes)
                 except _RECORD_ERRORS:
                     last, rows = self._append_one_by_one(rejected)
-            except _STORE_ERRORS:
+            except _STORE_ERRORS as exc:
+                if isinstance(exc, StoreError) and str(exc) != self._last_error:  # ours: names the file
+                    self._last_error = str(exc)
+                    _log.error("%s", exc)
                 if self._unsaved() < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)

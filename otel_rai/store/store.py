@@ -71,6 +71,12 @@ def _extra(r: SpanRecord) -> str | None:
     return json_text(extra) if extra else None
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    """(device, inode) of the file at `path`."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _input_key(input_hash: Any) -> int | None:
     """The ``input_index`` key: the hash's first 64 bits as a signed integer (SQLite's INTEGER)."""
     try:
@@ -117,6 +123,10 @@ class Store:
         self._origin_records: dict[int, tuple[dict[str, Any], str, str, str]] = {}
         self._reset()
         self._connection()  # open now: a bad path or a foreign file fails here, clearly
+        # What "the store" is while open: this file and (from the first write) this write-ahead log.
+        self._file_id = _file_id(self.path)
+        self._wal_path = self.path.with_name(self.path.name + "-wal")
+        self._wal_id: tuple[int, int] | None = None
         if create:
             self._upgrade()
         _fork.reset_in_child(self)
@@ -242,8 +252,32 @@ class Store:
             ])
             insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
             insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
+            self._check_file()
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + max(len(records), len(queued)) - 1, n_decisions
+
+    def _check_file(self) -> None:
+        """Raise `StoreError` unless the file at `path` is still the one opened, with its write-ahead log.
+
+        SQLite writes on through its open descriptors when the file is deleted or replaced, and every
+        such commit is lost; so each write checks, before it commits, that the path still names the same
+        file (device and inode) and that the write-ahead log is there and is the one of the first write.
+        Two ``stat`` calls a transaction."""
+        try:
+            file_id = _file_id(self.path)
+            wal_id = _file_id(self._wal_path)
+        except FileNotFoundError as exc:
+            what = "its write-ahead log" if exc.filename == str(self._wal_path) else "the file"
+            raise StoreError(f"{self.path}: {what} is gone since it was opened; nothing more is written "
+                             "to it") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot check the file ({exc.strerror or exc})") from None
+        if self._wal_id is None:
+            self._wal_id = wal_id
+        if file_id != self._file_id or wal_id != self._wal_id:
+            what = "the file" if file_id != self._file_id else "its write-ahead log"
+            raise StoreError(f"{self.path}: {what} was replaced since it was opened; nothing more is "
+                             "written to it")
 
     def index_inputs(self, max_rows: int = 1 << 20) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
