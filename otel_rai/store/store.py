@@ -71,7 +71,7 @@ def _extra(r: SpanRecord) -> str | None:
     return json_text(extra) if extra else None
 
 
-def _file_id(path: Path) -> tuple[int, int]:
+def _file_id(path: str) -> tuple[int, int]:
     """(device, inode) of the file at `path`."""
     st = os.stat(path)
     return st.st_dev, st.st_ino
@@ -124,8 +124,9 @@ class Store:
         self._reset()
         self._connection()  # open now: a bad path or a foreign file fails here, clearly
         # What "the store" is while open: this file and (from the first write) this write-ahead log.
-        self._file_id = _file_id(self.path)
-        self._wal_path = self.path.with_name(self.path.name + "-wal")
+        self._file_path = os.fspath(self.path)
+        self._file_id = _file_id(self._file_path)
+        self._wal_path = os.fspath(self.path.with_name(self.path.name + "-wal"))
         self._wal_id: tuple[int, int] | None = None
         if create:
             self._upgrade()
@@ -264,10 +265,10 @@ class Store:
         file (device and inode) and that the write-ahead log is there and is the one of the first write.
         Two ``stat`` calls a transaction."""
         try:
-            file_id = _file_id(self.path)
+            file_id = _file_id(self._file_path)
             wal_id = _file_id(self._wal_path)
         except FileNotFoundError as exc:
-            what = "its write-ahead log" if exc.filename == str(self._wal_path) else "the file"
+            what = "its write-ahead log" if exc.filename == self._wal_path else "the file"
             raise StoreError(f"{self.path}: {what} is gone since it was opened; nothing more is written "
                              "to it") from None
         except OSError as exc:
