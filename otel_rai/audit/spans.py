@@ -15,7 +15,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
 from otel_rai.audit import outputs, redaction
-from otel_rai.audit.hashing import SCHEME, hash_rows, hash_rows_many
+from otel_rai.audit.hashing import hash_rows, hash_rows_many
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
 from otel_rai.codec.reasons import encode_top
@@ -72,7 +72,7 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         semconv.OPERATION: call.operation,
         semconv.BATCH_SIZE: len(call.ids),
         semconv.INPUT_HASH_KEY_ID: settings.hash_key.key_id,
-        semconv.INPUT_HASH_SCHEME: SCHEME,
+        semconv.INPUT_HASH_SCHEME: settings.hash_key.scheme,
     }
     rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
     errors = []

@@ -126,7 +126,8 @@ def where(args: argparse.Namespace) -> str:
 
 @contextlib.contextmanager
 def output(path: str | None) -> Iterator[IO[str]]:
-    """stdout, or a new file readable by its owner only (an audit file is sensitive)."""
+    """stdout, or a file readable by its owner only (an audit file is sensitive): created 0600, and an
+    existing file is truncated and set to 0600 before anything is written to it."""
     if path is None or path == "-":
         yield sys.stdout
         return
@@ -134,5 +135,11 @@ def output(path: str | None) -> Iterator[IO[str]]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        if hasattr(os, "fchmod"):  # not on Windows
+            os.fchmod(fd, 0o600)
+    except OSError as exc:
+        os.close(fd)
+        raise CliError(f"cannot make {path} private: {exc.strerror or exc}") from None
     with open(fd, "w", encoding="utf-8", newline="") as f:
         yield f

@@ -18,6 +18,7 @@ from otel_rai.cli._common import (
     add_filter_options,
     add_source_options,
     backend_of,
+    output,
     query_of,
 )
 from otel_rai.settings import FairnessConfig
@@ -44,10 +45,8 @@ def run(args: argparse.Namespace) -> int:
     config = FairnessConfig(min_group_size=args.min_group_size, demographic_parity_ratio_min=args.dp_ratio_min,
                             equalized_odds_difference_max=args.eo_difference_max)
     page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config)
-    try:
-        args.out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
+    with output(str(args.out)) as out:  # owner-only, like every audit file
+        out.write(page)
     print(f"wrote {args.out} ({len(chosen)} decisions)")
     return OK
 

@@ -32,7 +32,9 @@ def _keys(args: argparse.Namespace) -> list[Any]:
         if configured:
             materials.append(configured)
         else:
-            paths.append(str(settings.hash_key_file()))
+            default = settings.hash_key_file()
+            legacy = settings.legacy_hash_key_file()
+            paths.append(str(legacy if not default.exists() and legacy.exists() else default))
     for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
@@ -43,7 +45,7 @@ def _keys(args: argparse.Namespace) -> list[Any]:
             raise CliError(f"no hash key: {hint} ({reason})") from None
     if not materials or not all(materials):
         raise CliError("the hash key is empty")
-    return [HashKey.from_material(m) for m in materials]
+    return [k for m in materials for k in HashKey.variants(m)]  # decisions recorded before key stretching too
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{m.row:>5}  {m.input_hash:<32}  {d.decision_id:<34}  {model:<24}  "
                           f"{d.timestamp[:23].replace('T', ' '):<23}  {d.output}")
     matched = sum(1 for m in matches if m.decisions)
-    ids = ", ".join(k.key_id for k in keys)
-    note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(keys) > 1 else ''} {ids})")
+    current = [k.key_id for k in keys if k.scheme == keys[0].scheme]  # not the ids of the legacy variants
+    note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(current) > 1 else ''} "
+         f"{', '.join(current)})")
     return OK if matched == len(matches) else UNMATCHED
 
 

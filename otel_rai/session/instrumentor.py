@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import semconv, settings
-from otel_rai.audit.hashing import resolve_key
+from otel_rai.audit.hashing import check_strength, material_bytes, resolve_key
 from otel_rai.audit.tracer import AuditTracer
 from otel_rai.audit.worker import AuditWorker, Counters
 from otel_rai.capture import models
@@ -69,7 +69,9 @@ class _Session:
     """Everything one instrumented process owns: settings, audit tracer, worker, sinks, patches."""
 
     def __init__(self, config: Settings) -> None:
-        config = replace(config, hash_key=resolve_key(config.hash_key))
+        config = replace(config, hash_key=resolve_key(config.hash_key, recording=True))
+        if isinstance(config.checkpoint_key, (str, bytes)):
+            check_strength(material_bytes(config.checkpoint_key), "checkpoint key")
         self.settings = config
         self.own_provider = config.tracer_provider is None
         self.sinks = provider.choose(config, own_provider=self.own_provider)
