@@ -197,3 +197,8 @@ EXCEPTION_TYPE: Final = "exception.type"
 EXCEPTION_MESSAGE: Final = "exception.message"
 EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 EXCEPTION_ESCAPED: Final = "exception.escaped"
+#: Counter: instrumentation that failed (an unusable store, a bad setting), by ERROR_TYPE. The process then
+#: runs unaudited (fail-open) or refuses every decision (fail-closed); `otel_rai.flush()` says so too.
+METRIC_AUDIT_INSTRUMENTATION_FAILURES: Final = "ml.audit.instrumentation_failures"
+#: OpenTelemetry's attribute naming the class of an error: here the exception type.
+ERROR_TYPE: Final = "error.type"

@@ -109,6 +109,22 @@ def snapshot(value: Any) -> Any:
 # --- the wrapper ---------------------------------------------------------------------------------
 
 
+def refusing_factory(why: str) -> Callable[[Callable[..., Any], str], Callable[..., Any]]:
+    """Fail-closed with no audit at all (instrumenting failed): every outermost decision call raises
+    `AuditUnavailableError` before the model runs; nested and quiet calls run as they would."""
+
+    def factory(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if _QUIET.get() or not is_instrumentation_enabled():
+                return original(self, *args, **kwargs)
+            raise unavailable(why)
+
+        return wrapper
+
+    return factory
+
+
 class Recorder:
     """The hot path: turns an outermost estimator call into a `DecisionCall` for `submit`."""
 

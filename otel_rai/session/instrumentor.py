@@ -26,7 +26,7 @@ from otel_rai.audit.worker import AuditWorker, Counters
 from otel_rai.capture import models
 from otel_rai.capture.durable import FailClosed
 from otel_rai.capture.patching import Patcher
-from otel_rai.capture.recorder import Recorder
+from otel_rai.capture.recorder import Recorder, refusing_factory
 from otel_rai.chain.keys import signer
 from otel_rai.chain.seal import Chain, ChainedTracer
 from otel_rai.fairness import groups
@@ -40,6 +40,7 @@ from otel_rai.settings import Settings
 from otel_rai.sinks import provider
 from otel_rai.sinks.local import StoreSink
 from otel_rai.store import Store
+from otel_rai.codec.text import safe
 from otel_rai.version import __version__
 
 _log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ class FlushResult:
     #: Spans delivered to the OTLP backend by this process, and audit records given up (see ``ml.audit.*``).
     exported: int = 0
     dropped: int = 0
+    #: Why nothing is audited: instrumenting failed (an unusable store, a bad setting); then `failures`
+    #: has ``instrument`` and `complete` is False.
+    error: str | None = None
 
     def __bool__(self) -> bool:
         return self.complete
@@ -210,6 +214,45 @@ def _warn_if_sampled(provider: trace.TracerProvider) -> None:
 
 _session: _Session | None = None
 _lock = threading.Lock()
+#: Passed by `instrument()`: a failure to instrument is raised to its caller. Without it (the
+#: ``opentelemetry-instrument`` path, whose loader would stop at the first error) it is recorded instead.
+_EXPLICIT = "_otel_rai_explicit"
+
+
+@dataclass
+class _Failed:
+    """Why instrumenting failed, and (fail-closed) the patches that refuse every decision."""
+
+    error: str
+    refusing: Patcher | None
+
+
+_failed: _Failed | None = None
+
+
+def _fail_closed(kwargs: Mapping[str, Any]) -> bool:
+    """Whether fail-closed was asked for, read without the settings (which may be what failed)."""
+    given = kwargs.get("on_audit_failure") or settings.env("OTEL_RAI_ON_AUDIT_FAILURE") or ""
+    return str(given).strip().lower() == "raise"
+
+
+def _instrumentation_failed(exc: Exception, kwargs: Mapping[str, Any]) -> _Failed:
+    """Make a failure to instrument loud: an error log, ``ml.audit.instrumentation_failures``, `flush()`;
+    fail-closed, every decision is refused from now on."""
+    error = safe(f"{type(exc).__name__}: {exc}")
+    refusing = None
+    if _fail_closed(kwargs):
+        refusing = Patcher(refusing_factory(f"instrumentation failed: {type(exc).__name__}"))
+        refusing.install()
+    _log.error("otel-rai: instrumentation failed (%s); %s", error,
+               "every decision is refused (on_audit_failure=raise)" if refusing else
+               "decisions are NOT audited (on_audit_failure=log)")
+    try:
+        audit_metrics.instrumentation_failed(kwargs.get("meter_provider") or metrics.get_meter_provider(),
+                                             type(exc).__name__)
+    except Exception as metric_error:  # the log above says it already
+        _log.warning("otel-rai: could not count the failure (%s)", type(metric_error).__name__)
+    return _Failed(error, refusing)
 
 
 class RaiInstrumentor(BaseInstrumentor):
@@ -220,15 +263,23 @@ class RaiInstrumentor(BaseInstrumentor):
         return ("scikit-learn >= 1.3",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _session
-        config = Settings.resolve(**kwargs)
+        global _session, _failed
+        explicit = kwargs.pop(_EXPLICIT, False)
         with _lock:
-            _session = _Session(config)
+            try:
+                _session = _Session(Settings.resolve(**kwargs))
+            except Exception as exc:
+                if explicit:
+                    raise
+                _failed = _instrumentation_failed(exc, kwargs)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _session
+        global _session, _failed
         with _lock:
             session, _session = _session, None
+            failed, _failed = _failed, None
+        if failed is not None and failed.refusing is not None:
+            failed.refusing.remove()
         if session is not None:
             session.close(kwargs.get("timeout", EXIT_TIMEOUT_S))
 
@@ -264,6 +315,10 @@ def flush(timeout: float = 30.0) -> FlushResult:
     """Wait until every decision so far has its span ended and exported, or `timeout` seconds pass."""
     session = _session
     if session is None:
+        failed = _failed
+        if failed is not None:
+            return FlushResult(complete=False, pending=0, decisions=0, spans=0, failures={"instrument": 1},
+                               error=failed.error)
         return FlushResult(complete=True, pending=0, decisions=0, spans=0)
     return session.flush(timeout)
 
@@ -275,7 +330,7 @@ def instrument(**options: Any) -> None:
     (``docs/settings.md``):
 
     """
-    RaiInstrumentor().instrument(**options)
+    RaiInstrumentor().instrument(**options, **{_EXPLICIT: True})
 
 
 instrument.__signature__ = settings.signature()  # type: ignore[attr-defined]
