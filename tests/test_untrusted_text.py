@@ -8,6 +8,7 @@ never blocks another.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import warnings
 from typing import Any, Callable
@@ -121,14 +122,15 @@ def class_label(bad: Any) -> Any:
 def outcome_value(bad: Any) -> Any:
     with otel_rai.decisions() as d:
         out = LR.predict(X[:1])
-    otel_rai.record_outcome(d.ids[0] if d.ids else "bare", bad, group={"region": "north"}, prediction=int(out[0]), model="m",
-                            version="1")
+    decision = d.ids[0] if d.ids else "bare"  # a bare call records no decision
+    otel_rai.record_outcome(decision, bad, group={"region": "north"}, prediction=int(out[0]), model="m", version="1")
     return out
 
 
-ENTRY_POINTS: list[Callable[[Any], Any]] = [column_name, category_value, caller_attribute, caller_attribute_name,
-                                            model_name, model_version, group_value, decision_id, class_label,
-                                            outcome_value]
+ENTRY_POINTS: list[Callable[[Any], Any]] = [
+    column_name, category_value, caller_attribute, caller_attribute_name, model_name, model_version, group_value,
+    decision_id, class_label, outcome_value,
+]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -152,8 +154,8 @@ def _crafted_requests() -> int:
     for entry in ENTRY_POINTS:
         for bad in BAD_VALUES:
             LR.predict(X[:1])
-            expected = _outcome(lambda: bare(entry, bad))
-            got = _outcome(lambda: entry(bad))
+            expected = _outcome(functools.partial(bare, entry, bad))
+            got = _outcome(functools.partial(entry, bad))
             assert got[0] == expected[0] and _same(got[1], expected[1]), (entry.__name__, safe(repr(bad)[:40]))
             LR.predict(X[:1])
             calls += 3

@@ -29,6 +29,7 @@ from otel_rai.capture.patching import Patcher
 from otel_rai.capture.recorder import Recorder, refusing_factory
 from otel_rai.chain.keys import signer
 from otel_rai.chain.seal import Chain, ChainedTracer
+from otel_rai.codec.text import safe
 from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
@@ -40,7 +41,6 @@ from otel_rai.settings import Settings
 from otel_rai.sinks import provider
 from otel_rai.sinks.local import StoreSink
 from otel_rai.store import Store
-from otel_rai.codec.text import safe
 from otel_rai.version import __version__
 
 _log = logging.getLogger(__name__)
