@@ -139,6 +139,7 @@ class AuditWorker:
             self._cond.wait_for(lambda: len(self._pending) < self._settings.max_pending_calls)
 
     def _run(self) -> None:
+        _fork.block_sigterm()
         while not self._stopping:
             self._wake.wait(_INTERVAL)
             self._wake.clear()

@@ -128,14 +128,26 @@ class _Session:
         self._stop_metrics = audit_metrics.publish(meter_provider, self._numbers)
         # Registered now, so that it runs before the atexit shutdown of any provider created earlier.
         atexit.register(self._at_exit)
-        self._remove_sigterm = lifecycle.flush_on_sigterm(self._at_exit)
-        lifecycle.flush_multiprocessing_children(self, self._at_exit)
+        self._sigterm = lifecycle.SigtermFlush(self._at_exit)
+        lifecycle.flush_multiprocessing_children(self, self._at_exit, self._sigterm)
+        self._stop_sending_hook = lifecycle.durable_before_sending(self.durable)
 
     def _numbers(self) -> tuple[int, int, int]:
         """(pending, exported, dropped) audit records: the ``ml.audit.*`` metrics."""
         pending = self.worker.pending() + sum(s.pending() for s in self.sinks)
         return (pending, sum(s.exported() for s in self.sinks),
                 self.counters.dropped + sum(s.dropped() for s in self.sinks))
+
+    def durable(self, timeout: float) -> bool:
+        """Wait until every decision so far is committed where it outlives this process: the local
+        store or spool, else (no spool) the backend or the application's provider. Cheap when nothing
+        waits."""
+        deadline = time.monotonic() + timeout
+        if not self.worker.flush(timeout):
+            return False
+        if not self.own_provider:
+            return bool(self.provider.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)))
+        return all(sink.durable(max(0.0, deadline - time.monotonic())) for sink in self.sinks)
 
     def flush(self, timeout: float) -> FlushResult:
         deadline = time.monotonic() + timeout
@@ -165,21 +177,23 @@ class _Session:
         if self._closed is not None:
             return self._closed
         deadline = time.monotonic() + timeout
-        atexit.unregister(self._at_exit)
-        self._remove_sigterm()
-        self.patcher.remove()
-        self.worker.submit(lambda: self.tracer.checkpoint(force=True))
-        result = self._closed = self.flush(timeout)
-        self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
-        self.worker.shutdown(0)
-        self.monitor.close()
-        # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
-        # In an application's provider, our sinks are inert from here on.
-        for sink in self.sinks:
-            sink.close(max(0.0, deadline - time.monotonic()))
-        if self.own_provider and isinstance(self.provider, TracerProvider):
-            self.provider.shutdown()
-        models.stop_observing()
+        # A SIGTERM meanwhile (multiprocessing's terminate()) waits for this to finish, then kills.
+        with self._sigterm.closing():
+            atexit.unregister(self._at_exit)
+            self._stop_sending_hook()
+            self.patcher.remove()
+            self.worker.submit(lambda: self.tracer.checkpoint(force=True))
+            result = self._closed = self.flush(timeout)
+            self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
+            self.worker.shutdown(0)
+            self.monitor.close()
+            # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
+            # In an application's provider, our sinks are inert from here on.
+            for sink in self.sinks:
+                sink.close(max(0.0, deadline - time.monotonic()))
+            if self.own_provider and isinstance(self.provider, TracerProvider):
+                self.provider.shutdown()
+            models.stop_observing()
         return result
 
 

@@ -34,6 +34,11 @@ class Sink(SpanProcessor):
         """Spans this process delivered to the OTLP backend."""
         return 0
 
+    def durable(self, timeout: float) -> bool:
+        """Wait until the committed spans outlive this process (written to disk, or delivered);
+        False on timeout. By default: delivered."""
+        return self.force_flush(int(timeout * 1000))
+
     def dropped(self) -> int:
         """Spans given up: they will never be delivered (only at shutdown, and never by default)."""
         return 0

@@ -315,6 +315,14 @@ class StoreSink(base.Sink):
         _log.error("otel-rai: an audit %s could not be written to %s (%s) and was set aside; the other "
                    "records were written", what, self.store.path, type(exc).__name__)
 
+    def durable(self, timeout: float) -> bool:
+        """Written to the file (the audit worker retries a failed write); the export may follow later,
+        from this process or the next."""
+        deadline = time.monotonic() + timeout
+        while self._unsaved() and not self._closed and time.monotonic() < deadline:
+            time.sleep(_FLUSH_POLL_S)
+        return not self._unsaved()
+
     def pending(self) -> int:
         unwritten = len(self._received) + self._unsaved()
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
@@ -332,10 +340,13 @@ class StoreSink(base.Sink):
         """Wait until the committed spans are written (the worker retries a failed write) and exported
         (without an endpoint they are done once written)."""
         deadline = time.monotonic() + timeout_millis / 1000
-        while self._unsaved() and not self._closed and time.monotonic() < deadline:
-            time.sleep(_FLUSH_POLL_S)
+        if not self.durable(timeout_millis / 1000):
+            return False
         if self._exporter is None:
-            return not self._unsaved()
+            return True
+        # Whatever was written before now, by any process: export goes in seq order, so this adds only
+        # other processes' spans written since this one's last (a Pool's children, say).
+        self._outbox.written(self.store.last_seq())
         return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unsaved()
 
     def close(self, timeout: float) -> None:

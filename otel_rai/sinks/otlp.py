@@ -175,6 +175,7 @@ class Exporter:
         self._wakeup.clear()
 
     def _run(self) -> None:
+        _fork.block_sigterm()
         backoff = _MIN_BACKOFF
         while True:
             try:
