@@ -50,6 +50,8 @@ EXPLANATION_TOP: Final = "ml.explanation.top"
 EXPLANATION_BASE_VALUES: Final = "ml.explanation.base_values"
 #: Why there is no explanation: the exception type, e.g. ``MissingBackground``.
 EXPLANATION_ERROR: Final = "ml.explanation.error"
+#: The step of the grid EXPLANATION_TOP's values are rounded to (0: exact); absent when they are signs only.
+EXPLANATION_RESOLUTION: Final = "ml.explanation.resolution"
 
 # --- when the audit itself failed (the prediction still returned) ----------------------------------
 AUDIT_ERROR: Final = "ml.audit.error"
@@ -109,6 +111,7 @@ SPAN_ATTRIBUTES: Final = (
     EXPLANATION_TOP,
     EXPLANATION_BASE_VALUES,
     EXPLANATION_ERROR,
+    EXPLANATION_RESOLUTION,
     AUDIT_ERROR,
     FAIRNESS_ATTRIBUTE,
     FAIRNESS_METRIC,

@@ -252,6 +252,11 @@ class Settings:
                                               "exception type and a template of them with every literal "
                                               "replaced, since a message can quote the input",
                                               env="OTEL_RAI_RECORD_EXCEPTION_MESSAGES", parse=_flag)
+    explain_exact_values: bool = _option(False, "publish attributions exactly (6 significant digits); by "
+                                         "default they are rounded to a grid of 1/50 of the widest "
+                                         "attribution spread, so that no raw value can be recovered from them "
+                                         "to better than 2 % of its range (docs/explanations.md)",
+                                         env="OTEL_RAI_EXPLAIN_EXACT_VALUES", parse=_flag)
 
     def __post_init__(self) -> None:
         for name in ("max_rows_per_span", "max_pending_calls", "max_pending_rows", "max_export_backlog",

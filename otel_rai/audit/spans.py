@@ -105,7 +105,8 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")
     try:
-        explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k)
+        explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k,
+                                                           settings.explain_exact_values)
         common.update(explained)
         rows.update(explained_rows)
     except Exception as exc:
@@ -121,8 +122,10 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
     return common, rows
 
 
-def explanation_attributes(result: Explanation | BaseException | None, k: int) -> tuple[dict, dict]:
-    """(call-level attributes, per-row arrays) of one call's explanation, or of why it failed."""
+def explanation_attributes(result: Explanation | BaseException | None, k: int,
+                           exact: bool = False) -> tuple[dict, dict]:
+    """(call-level attributes, per-row arrays) of one call's explanation, or of why it failed. The
+    values are rounded to the explanation's resolution unless `exact` (docs/explanations.md)."""
     if result is None:
         return {}, {}
     if isinstance(result, BaseException):  # the type only: a message could quote an input value
@@ -134,8 +137,11 @@ def explanation_attributes(result: Explanation | BaseException | None, k: int) -
     classes = result.classes
     if classes is not None and len(classes) and (len(classes) == 1 or (classes == classes[0]).all()):
         common[semconv.EXPLANATION_CLASS] = text_of(classes[0])
+    resolution = 0.0 if exact else result.resolution
+    if resolution is not None:
+        common[semconv.EXPLANATION_RESOLUTION] = resolution
     rows = {
-        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k),
+        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k, resolution),
         semconv.EXPLANATION_BASE_VALUES: result.base_values.tolist(),
     }
     return common, rows

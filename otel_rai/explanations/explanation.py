@@ -38,6 +38,8 @@ class Explanation:
     method: str  # see otel_rai.explanations.METHODS
     output_values: np.ndarray  # (n_rows,) the explained model output of each row
     classes: np.ndarray | None = None  # (n_rows,) the class each row explains; None for regressors
+    #: The grid step its values may be published at (`otel_rai.explanations.resolution`); None: none known.
+    resolution: float | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -52,6 +54,7 @@ class Explanation:
             method=self.method,
             output_values=self.output_values[start:stop],
             classes=None if self.classes is None else self.classes[start:stop],
+            resolution=self.resolution,
         )
 
 
