@@ -83,8 +83,17 @@ CHECKPOINT_ALGORITHM: Final = "ml.audit.checkpoint.algorithm"
 CHECKPOINT_KEY_ID: Final = "ml.audit.checkpoint.key_id"
 #: Signature of the checkpoint's AUDIT_RECORD_HASH (hex).
 CHECKPOINT_SIGNATURE: Final = "ml.audit.checkpoint.signature"
+#: The ``service.name`` of the resource the span was sealed under (so that the chain covers it).
+AUDIT_SERVICE: Final = "ml.audit.service"
+#: Per row: a keyed digest of the decision's (attribute, group) pairs, which the local store keeps.
+GROUPS_DIGEST: Final = "ml.fairness.groups_digest"
+#: Name of the span a recorded outcome ends (`otel_rai.record_outcome`), with the two attributes below.
+OUTCOME_SPAN: Final = "ml.audit.outcome"
+OUTCOME_DECISION_ID: Final = "ml.outcome.decision_id"
+#: A keyed digest of the decision id and the ground truth as the local store keeps it (never the value).
+OUTCOME_DIGEST: Final = "ml.outcome.digest"
 #: What sealing adds to every span.
-CHAIN_ATTRIBUTES: Final = (AUDIT_STREAM, AUDIT_SEQ, AUDIT_PREV_HASH, AUDIT_RECORD_HASH)
+CHAIN_ATTRIBUTES: Final = (AUDIT_STREAM, AUDIT_SEQ, AUDIT_PREV_HASH, AUDIT_RECORD_HASH, AUDIT_SERVICE)
 CHECKPOINT_ALGORITHM_HMAC: Final = "hmac-sha256"
 CHECKPOINT_ALGORITHM_ED25519: Final = "ed25519"
 
@@ -126,11 +135,15 @@ SPAN_ATTRIBUTES: Final = (
     CHECKPOINT_ALGORITHM,
     CHECKPOINT_KEY_ID,
     CHECKPOINT_SIGNATURE,
+    AUDIT_SERVICE,
+    GROUPS_DIGEST,
+    OUTCOME_DECISION_ID,
+    OUTCOME_DIGEST,
 )
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
 #: tooling) takes entry i of each as part of decision i; every other attribute describes the whole call.
-PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS, EXPLANATION_TOP, EXPLANATION_BASE_VALUES)
+PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS, EXPLANATION_TOP, EXPLANATION_BASE_VALUES, GROUPS_DIGEST)
 PER_ROW_PREFIXES: Final = (OUTPUT_SCORES_PREFIX, INPUT_VALUE_PREFIX)
 
 #: Attribute names the caller may not set through ``decisions(attributes=...)``.

@@ -7,6 +7,7 @@ model and batch attributes plus one child span per chunk; each chunk carries the
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
@@ -15,7 +16,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
 from otel_rai.audit import outputs, redaction
-from otel_rai.audit.hashing import hash_rows, hash_rows_many
+from otel_rai.audit.hashing import HashKey, hash_rows, hash_rows_many
+from otel_rai.audit.local_rows import groups_digests, local_key
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
 from otel_rai.codec.reasons import encode_top
@@ -25,6 +27,11 @@ from otel_rai.settings import Settings
 
 #: Called with (stage, exception) when part of the audit record could not be built.
 FailureHook = Callable[[str, BaseException], None]
+
+
+@functools.lru_cache(maxsize=8)
+def _local_key(key: HashKey) -> bytes:
+    return local_key(key)
 
 
 def _feature_names(call: DecisionCall) -> list[str] | None:
@@ -104,6 +111,12 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         except Exception as exc:
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")
+    if call.group_labels and call.error is None:
+        try:  # the chain's cover for the groups the local store keeps (docs/audit-trail.md)
+            rows[semconv.GROUPS_DIGEST] = groups_digests(_local_key(settings.hash_key), call.ids, call.group_labels)
+        except Exception as exc:
+            on_failure("groups", exc)
+            errors.append(f"groups: {type(exc).__name__}")
     try:
         explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k,
                                                            settings.explain_exact_values)

@@ -77,12 +77,14 @@ class AuditWorker:
         call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
         commits: Sequence[Callable[[], set[str] | None]] = (),
         max_pending_rows: int | None = None,
+        prepare_hooks: Sequence[Callable[[DecisionCall], None]] = (),
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
         self._call_hooks = list(call_hooks)
+        self._prepare_hooks = list(prepare_hooks)  # each call, before its span is built
         # After the cycle hooks; a failure fails the cycle's receipts, and each returns the decision ids
         # whose record it set aside (which fails those calls' receipts).
         self._commits = list(commits)
@@ -184,6 +186,11 @@ class AuditWorker:
                 except Exception as exc:
                     counters.fail("task", exc)
                 continue
+            for prepare in self._prepare_hooks:
+                try:
+                    prepare(call)
+                except Exception as exc:
+                    counters.fail("prepare", exc)
             try:
                 counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
                 counters.decisions += len(call.ids)

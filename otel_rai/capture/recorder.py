@@ -74,6 +74,8 @@ class DecisionCall:
     groups: dict[str, Any] | None = None
     #: Fail-closed mode only: settled by the audit worker once the record is committed locally.
     receipt: Receipt | None = None
+    #: Set by the audit worker before the span is built: {sensitive attribute: one group per row}.
+    group_labels: dict[str, list[str]] | None = None
 
 
 def _num_rows(X: Any) -> int | None:

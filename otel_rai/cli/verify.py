@@ -21,8 +21,13 @@ from otel_rai.cli._common import (
 
 
 def _keys(args: argparse.Namespace) -> list[Any]:
+    return hash_keys(args, required=True)
+
+
+def hash_keys(args: argparse.Namespace, *, required: bool) -> list[Any]:
     """The hash keys: every --key and every line of every --key-file; else OTEL_RAI_HASH_KEY; else the
-    generated key file. Never generated here. Several keys verify decisions across key rotations."""
+    generated key file. Never generated here. Several keys verify decisions across key rotations; each
+    under both schemes. Without `required`, no key is no error (an empty list)."""
     from otel_rai.audit.hashing import HashKey
 
     materials = list(args.key or [])
@@ -40,6 +45,8 @@ def _keys(args: argparse.Namespace) -> list[Any]:
             with open(path, encoding="utf-8") as f:
                 materials += [line.strip() for line in f if line.strip()]
         except OSError as exc:
+            if not required and not args.key_file:  # only the default file, and it is not there
+                return []
             reason = f"{path}: {exc.strerror or exc}"
             hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
             raise CliError(f"no hash key: {hint} ({reason})") from None

@@ -21,6 +21,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import semconv, settings
 from otel_rai.audit.hashing import check_strength, material_bytes, resolve_key
+from otel_rai.audit.local_rows import local_key
 from otel_rai.audit.tracer import AuditTracer
 from otel_rai.audit.worker import AuditWorker, Counters
 from otel_rai.capture import models
@@ -29,7 +30,7 @@ from otel_rai.capture.patching import Patcher
 from otel_rai.capture.recorder import Recorder, refusing_factory
 from otel_rai.chain.keys import signer
 from otel_rai.chain.seal import Chain, ChainedTracer
-from otel_rai.codec.text import safe
+from otel_rai.codec.text import safe, text_of
 from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
@@ -97,7 +98,10 @@ class _Session:
             if self.own_provider
             else tracer_provider.get_tracer(semconv.SCOPE, __version__)
         )
-        tracer = ChainedTracer(audit_tracer, Chain(signer(config.checkpoint_key), config.checkpoint_interval))
+        service = tracer_provider.resource.attributes.get(semconv.SERVICE_NAME) \
+            if isinstance(tracer_provider, TracerProvider) else None
+        tracer = ChainedTracer(audit_tracer, Chain(signer(config.checkpoint_key), config.checkpoint_interval,
+                                                   service=None if service is None else text_of(service)))
         self.tracer = tracer
         local = next((s for s in self.sinks if isinstance(s, StoreSink) and s.keep), None)  # not a spool
         meter_provider = config.meter_provider or metrics.get_meter_provider()
@@ -109,6 +113,7 @@ class _Session:
             self.counters.fail,
             lookup=None if local is None else store_lookup(local.store),
             journal=local,
+            outcome_key=local_key(config.hash_key),
         )
         self.worker = AuditWorker(
             tracer,
@@ -118,6 +123,7 @@ class _Session:
             [self.monitor.observe],
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
+            prepare_hooks=[self.monitor.prepare],
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)

@@ -19,13 +19,14 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import _fork, semconv
+from otel_rai.audit.local_rows import outcome_value
 from otel_rai.codec import otlpproto
 from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.sdk import from_readable, resource_attributes, to_resource
 from otel_rai.errors import StoreError
 from otel_rai.sinks import base, otlp
 from otel_rai.store import Store
-from otel_rai.store.store import INDEX_EVERY, Queued, json_text
+from otel_rai.store.store import INDEX_EVERY, Queued
 
 try:
     import fcntl
@@ -226,7 +227,7 @@ class StoreSink(base.Sink):
     def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None:
         """A decision's ground truth, recorded by `record_outcome`. Encoded now, so that a value JSON
         cannot hold fails this outcome alone, not the commit of the cycle's spans."""
-        self._outcomes.append((decision_id, json_text(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
+        self._outcomes.append((decision_id, outcome_value(y_true), time_ns))
 
     def commit(self) -> set[str]:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`

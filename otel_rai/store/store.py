@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.text import text_of
 from otel_rai.errors import StoreError
 from otel_rai.store import schema
 from otel_rai.store.connection import connect, insert, writing
@@ -77,7 +78,7 @@ def _file_id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-def _input_key(input_hash: Any) -> int | None:
+def input_key(input_hash: Any) -> int | None:
     """The ``input_index`` key: the hash's first 64 bits as a signed integer (SQLite's INTEGER)."""
     try:
         return int(input_hash[:16], 16) - (1 << 63)
@@ -194,7 +195,7 @@ class Store:
             conn.execute(
                 "INSERT OR IGNORE INTO origins"
                 " (service, resource, resource_schema_url, scope_name, scope_version) VALUES (?, ?, ?, ?, ?)",
-                (None if service is None else str(service), *key),
+                (None if service is None else text_of(service), *key),
             )
             (found,) = conn.execute(
                 "SELECT id FROM origins WHERE resource = ? AND resource_schema_url = ? AND scope_name = ?"
@@ -238,7 +239,7 @@ class Store:
                 n_decisions += n
                 hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
                 decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
-                                  list(map(_input_key, hashes))))
+                                  list(map(input_key, hashes))))
         with writing(conn):
             first = _last_seq(conn) + 1
             insert(conn, "INSERT INTO spans", 18, [
@@ -396,7 +397,7 @@ class Store:
             args.append(json_text(sorted(decision_ids)))
         if input_hashes is not None:
             hashes = sorted(input_hashes)
-            keys = [k for k in map(_input_key, hashes) if k is not None]
+            keys = [k for k in map(input_key, hashes) if k is not None]
             # Indexed rows by key (a key collision is filtered out by the caller's exact match), plus
             # the rows past the watermark, which are not indexed yet.
             clauses.append(
@@ -425,11 +426,11 @@ class Store:
             for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
                 yield row[0], self._record(row)
 
-    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any]]]]:
-        """(seq, [(decision id, input hash, output) in row order]) of the spans matching the filters
-        that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
+    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any, Any]]]]:
+        """(seq, [(decision id, input hash, output, input key) in row order]) of the spans matching the
+        filters that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
         where, args = self._where(**query)
-        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output FROM decisions d"
+        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output, d.input_key FROM decisions d"
                f" WHERE d.span IN (SELECT s.seq FROM spans s{where}) ORDER BY d.span, d.idx")
         with self._reading():
             span, rows = None, []
@@ -441,6 +442,49 @@ class Store:
                 rows.append(tuple(row))
             if rows:
                 yield span, rows
+
+    # --- what verify-chain compares with the records: every column a reader uses ---
+
+    def span_columns(self, **query: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        """(seq, (model_name, model_version, model_fingerprint, operation, n_decisions, origin service,
+        origin resource JSON)) of the spans matching the filters, in write order."""
+        where, args = self._where(**query)
+        sql = (f"SELECT s.seq, s.model_name, s.model_version, s.model_fingerprint, s.operation, s.n_decisions,"
+               f" o.service, o.resource FROM spans s LEFT JOIN origins o ON o.id = s.origin{where} ORDER BY s.seq")
+        with self._reading():
+            for seq, *columns in self._connection().execute(sql, args):
+                yield seq, tuple(columns)
+
+    def index_mismatches(self, **query: Any) -> set[int]:
+        """The spans (of those matching the filters) whose ``input_index`` entries do not say what their
+        ``decisions`` rows say: an entry that is wrong or names no decision, or an indexed decision
+        (below the watermark) with no entry."""
+        where, args = self._where(**query)
+        spans = f"SELECT s.seq FROM spans s{where}"
+        with self._reading():
+            conn = self._connection()
+            wrong = conn.execute(
+                f"SELECT DISTINCT i.span FROM input_index i LEFT JOIN decisions d ON d.span = i.span AND d.idx = i.idx"
+                f" WHERE i.span IN ({spans}) AND (d.span IS NULL OR d.input_key IS NOT i.input_key)", args)
+            found = {row[0] for row in wrong}
+            missing = conn.execute(
+                f"SELECT DISTINCT d.span FROM decisions d WHERE d.span IN ({spans}) AND d.input_key IS NOT NULL"
+                " AND d.span <= CAST((SELECT value FROM meta WHERE key = 'input_index_through') AS INTEGER)"
+                " AND NOT EXISTS (SELECT 1 FROM input_index i"
+                " WHERE i.input_key = d.input_key AND i.span = d.span AND i.idx = d.idx)", args)
+            return found | {row[0] for row in missing}
+
+    def local_rows(self) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
+        """Every ``decision_groups`` row ({decision id: {attribute: group}}) and ``outcomes`` row
+        ({decision id: (ground truth JSON, time)})."""
+        with self._reading():
+            conn = self._connection()
+            groups: dict[str, dict[str, str]] = {}
+            rows = conn.execute("SELECT decision_id, attribute, grp FROM decision_groups")
+            for decision_id, attribute, group in rows:
+                groups.setdefault(decision_id, {})[attribute] = group
+            outcomes = {d: (y, t) for d, y, t in conn.execute("SELECT decision_id, y_true, time_ns FROM outcomes")}
+        return groups, outcomes
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
