@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "tests" / "lifecycle_app.py"
 KEY = "bench-key-0123456789abcdef0123456789"
+#: A run of a few thousand decisions takes seconds; one still going after this is counted as hung.
+HUNG_AFTER_S = 120
 #: Not ProcessPoolExecutor(max_tasks_per_child=...): CPython 3.11's hangs with it, bare (tests/test_lifecycles.py).
 LIFECYCLES = ["pool-with", "pool-close-join", "pool-terminate", "pool-maxtasksperchild", "pool-imap-unordered",
               "executor", "process-per-task", "pool-terminate-mid-flight"]
@@ -37,14 +40,17 @@ def one_run(lifecycle: str, method: str, n: int, fail_closed: bool) -> dict:
         notes.mkdir()
         env = {**os.environ, "OTEL_RAI_HASH_KEY": KEY, "OTEL_RAI_STORE": str(store), "OTEL_RAI_HOME": tmp,
                "LIFECYCLE_NOTES": str(notes), "OTEL_RAI_ON_AUDIT_FAILURE": "raise" if fail_closed else "log"}
+        process = subprocess.Popen([sys.executable, str(APP), lifecycle, method, str(n)], env=env, cwd=tmp,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         try:
-            run = subprocess.run([sys.executable, str(APP), lifecycle, method, str(n)], env=env, capture_output=True,
-                                 text=True, timeout=600, cwd=tmp)
+            out, err = process.communicate(timeout=HUNG_AFTER_S)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the app and its children (a hung pool worker)
+            process.communicate()
             return {"hung": True}
-        if run.returncode != 0:
-            return {"failed": run.stderr[-500:]}
-        result = json.loads(run.stdout.strip().splitlines()[-1])
+        if process.returncode != 0:
+            return {"failed": err[-500:]}
+        result = json.loads(out.strip().splitlines()[-1])
         with sqlite3.connect(store) as conn:
             stored = [r[0] for r in conn.execute("SELECT decision_id FROM decisions")]
     expected = set(result["decided"] if lifecycle == "pool-terminate-mid-flight" else result["returned"])

@@ -145,9 +145,14 @@ def _is_missing(value: Any) -> bool:
         return True
 
 
+#: The longest group label; a longer value keeps its start and a digest (`otel_rai.codec.text`). Every
+#: label is a metric attribute value.
+GROUP_LABEL_CHARS = 128
+
+
 def labels(values: Iterable[Any]) -> list[str]:
-    """Group values as metric attribute strings (untrusted text, made `safe`)."""
-    return [semconv.MISSING_GROUP if _is_missing(v) else text_of(v) for v in values]
+    """Group values as metric attribute strings (untrusted text, made `safe`, at most `GROUP_LABEL_CHARS`)."""
+    return [semconv.MISSING_GROUP if _is_missing(v) else text_of(v, GROUP_LABEL_CHARS) for v in values]
 
 
 def given_labels(call: Any, name: str) -> list[str] | None:
