@@ -58,6 +58,12 @@ def text_of(value: Any, limit: int = MAX_CHARS) -> str:
     return safe(text, limit)
 
 
+def printable(text: str) -> str:
+    """`text` for a log line or a terminal: as it is when printable, else with Python's escapes, so that
+    a newline or a terminal control sequence in a name cannot forge a line or drive the terminal."""
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode("ascii")
+
+
 def texts(values: Any, limit: int = MAX_CHARS) -> list[str]:
     """`text_of` of each of `values`."""
     return [text_of(v, limit) for v in values]

@@ -24,6 +24,7 @@ import numpy as np
 from otel_rai import semconv
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels, labels
+from otel_rai.codec.text import printable
 
 _log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class GroupResolver:
             self._warned.add((model, attribute))
             _log.warning(
                 "otel-rai: the input of model %s has no column %r and no decisions(groups=...) gives it; "
-                "its decisions are not counted for that sensitive attribute", model, attribute,
+                "its decisions are not counted for that sensitive attribute", printable(model), attribute,
             )
 
     def _warn_cap(self, attribute: str, *, ad_hoc: bool = False) -> None:

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 from otel_rai import _fork, semconv
 from otel_rai.audit.local_rows import outcome_digest, outcome_value
 from otel_rai.capture.recorder import DecisionCall
-from otel_rai.codec.text import text_of
+from otel_rai.codec.text import printable, text_of
 from otel_rai.errors import UnknownDecision
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import Alerter, Rule
@@ -348,7 +348,7 @@ class FairnessMonitor:
             _log.warning(
                 "otel-rai: cannot tell positive from negative decisions of model %s (%s); set "
                 "FairnessConfig(positive_label=...) or score_threshold. Its decisions are not counted "
-                "for fairness", model, operation,
+                "for fairness", printable(model), operation,
             )
 
     # --- a metric reader's thread ----------------------------------------------------------------
