@@ -46,7 +46,10 @@ def _decide(model, calls: int = 5, *, rows: int = 2, prefix: str = "d") -> None:
 
 
 def _trail(path: Path, **options) -> Path:
-    """A store holding a chained trail: single calls, a chunked call, a failed call, a signed checkpoint."""
+    """A store holding a chained trail: single calls, a chunked call, a failed call, a signed checkpoint.
+    No model record, so that the tests below can name records by position (records are chained like any
+    span: test_model_records.py)."""
+    options.setdefault("model_records", False)
     otel_rai.instrument(store=path, hash_key=KEY, checkpoint_key=CHECKPOINT_KEY, max_rows_per_span=100, **options)
     model = _model()
     _decide(model, 6)
@@ -353,9 +356,10 @@ def test_the_chain_survives_otlp_to_a_real_receiver(receiver, tmp_path):
     model.predict(data()[0][:150])
     otel_rai.uninstrument()
     received = receiver.records()
-    assert len(received) == 4 + 3 + 1
+    assert len(received) == 4 + 3 + 1 + 1  # decisions, a chunked call, the model record, the checkpoint
+    assert [r.name for r in received].count(semconv.MODEL_RECORD_SPAN) == 1
     report = chaincheck.check(((None, r) for r in received), chain_keys.read_keys([CHECKPOINT_KEY], [], []))
-    assert report.ok and [s.signed_through for s in report.streams.values()] == [8]
+    assert report.ok and [s.signed_through for s in report.streams.values()] == [9]
     received[2].attributes[semconv.OUTPUTS] = [2, 2]
     assert chaincheck.check(((None, r) for r in received)).counts() == {"edited": 1}
 
@@ -403,7 +407,9 @@ def test_a_forked_child_writes_its_own_stream(tmp_path):
     report = _check(path)
     assert report.ok, report.problems
     # The child ended with os._exit after its flush: no closing checkpoint (see test_reliability for that).
-    assert sorted(s.records for s in report.streams.values()) == [3, 5]
+    # Each stream has the model's record: the child's 3 decisions and record; the parent's 4 (one fitted
+    # model, so one record) and checkpoint.
+    assert sorted(s.records for s in report.streams.values()) == [4, 6]
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -433,7 +439,8 @@ def test_the_command_reads_a_window_and_bad_arguments_are_one_line(trail, capsys
     assert cli.main(["verify-chain", "--store", str(trail), "--checkpoint-key-file", str(trail.parent / "nope")]) == 1
     assert cli.main(["verify-chain", "--store", str(trail.parent / "missing.db")]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "cannot read a key file" in err and "no audit store at" in err
+    assert "Traceback" not in err and f"cannot read {trail.parent / 'nope'}" in err
+    assert "no audit store at" in err
 
 
 def test_a_whole_store_copied_elsewhere_still_verifies(trail, tmp_path):
@@ -480,7 +487,7 @@ def test_checkpoints_come_periodically_even_when_idle(tmp_path):
 
     path = tmp_path / "audit.db"
     model = _model()  # fitted first, so that both decisions come well inside the first interval
-    otel_rai.instrument(store=path, hash_key=KEY, checkpoint_interval=0.3)
+    otel_rai.instrument(store=path, hash_key=KEY, checkpoint_interval=0.3, model_records=False)
     _decide(model, 2)
     deadline = time.monotonic() + 30  # idle: the worker still cycles once a second
     while len(names := [r.name for _, r in store.Store(path).spans_in_write_order()]) < 3:

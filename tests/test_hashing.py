@@ -9,6 +9,9 @@ import logging
 import os
 import stat
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -143,19 +146,36 @@ def test_key_from_environment(monkeypatch):
     assert resolve_key().key_id == K.key_id
 
 
-def test_generated_key_is_persisted_private_and_warned_once(tmp_path, caplog, monkeypatch):
-    from otel_rai.audit import hashing
+def _resolve_in_a_new_process(home) -> tuple[str, str]:
+    """(key id, stderr) of a fresh interpreter resolving the key with no key configured."""
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_RAI_HASH_KEY"}
+    env.update(OTEL_RAI_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"),
+               PYTHONPATH=str(Path(__file__).parents[1]))
+    code = "from otel_rai.audit.hashing import resolve_key; print(resolve_key().key_id)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), done.stderr
 
-    monkeypatch.setattr(hashing, "_warned_generated", False)
-    with caplog.at_level(logging.WARNING, logger="otel_rai.hashing"):
-        first = resolve_key()
-        second = resolve_key()
-    path = tmp_path / "config" / "otel-rai" / "hash.key"  # $XDG_CONFIG_HOME, not the data directory
-    assert first == second and path.exists() and not (tmp_path / "otel-rai-home").exists()
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-    assert [r.message.count(str(path)) for r in caplog.records] == [1]
-    assert HashKey.from_material(path.read_text().strip()) == first  # usable as OTEL_RAI_HASH_KEY
+
+def test_generated_key_is_persisted_private_and_announced_once_when_created(tmp_path):
+    home = tmp_path / "fresh-home"
+    path = home / "config" / "otel-rai" / "hash.key"  # $XDG_CONFIG_HOME, not the data directory
+    first, said = _resolve_in_a_new_process(home)
+    assert path.exists() and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700 and not (home / "data").exists()
+    assert said.count(str(path)) == 1 and "generated" in said
+    # Every later process (a worker, a CLI, the next start) reads the same key and says nothing.
+    for _ in range(3):
+        again, said = _resolve_in_a_new_process(home)
+        assert again == first and said == ""
+    assert HashKey.from_material(path.read_text().strip()).key_id == first  # usable as OTEL_RAI_HASH_KEY
+
+
+def test_generated_key_is_announced_once_in_a_process(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="otel_rai"):
+        assert resolve_key() == resolve_key()
+    path = tmp_path / "config" / "otel-rai" / "hash.key"
+    assert [r.getMessage().count(str(path)) for r in caplog.records] == [1]
 
 
 def test_span_hashes_are_recomputable_by_an_auditor(audit):
@@ -255,7 +275,6 @@ def test_a_key_id_costs_an_attacker_a_stretch_per_guess():
 
 
 def test_a_key_left_in_the_data_directory_is_still_used(tmp_path, caplog, monkeypatch):
-    monkeypatch.setattr(hashing, "_warned_generated", False)
     old = tmp_path / "otel-rai-home" / "hash.key"
     old.parent.mkdir()
     old.write_text("0123456789abcdef" * 4 + "\n")

@@ -61,7 +61,9 @@ _DIGEST_SIZE = 16
 _CELL = np.dtype([("tag", "u1"), ("value", "<f8")])  # packed: 9 bytes a cell
 _MISSING_CELL = b"m" + bytes(8)
 _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bool_})
+#: Sparse input is made dense this many rows at a time (bounds the memory of one dense chunk).
 _SPARSE_CHUNK = 4096
+#: A DataFrame of at most this many cells is converted to objects in one go (see `_hash_frame`).
 _SMALL_FRAME_CELLS = 4096
 #: How text becomes bytes: UTF-8, a lone surrogate (which UTF-8 cannot encode) as its 3-byte generalised
 #: UTF-8 form (WTF-8), so that any Python string hashes, and no valid string hashes like it.
@@ -95,6 +97,9 @@ def check_strength(raw: bytes, what: str = "hash key") -> None:
             f"distinct (at least {MIN_KEY_BYTES} and {MIN_DISTINCT_BYTES}); use a random one, e.g. "
             "python -c 'import secrets; print(secrets.token_hex(32))'")
 
+#: Random bytes of a generated key (written to the key file as hex).
+_GENERATED_KEY_BYTES = 32
+
 
 @dataclass(frozen=True)
 class HashKey:
@@ -122,13 +127,10 @@ class HashKey:
         return [cls.from_material(material, SCHEME), cls.from_material(material, LEGACY_SCHEME)]
 
 
-_warned_generated = False
-
 
 def resolve_key(hash_key: str | bytes | HashKey | None = None, *, recording: bool = False) -> HashKey:
     """The key from `hash_key`, else ``OTEL_RAI_HASH_KEY``, else the generated key file. `recording`
     (a session that hashes decisions) refuses weak material (`check_strength`)."""
-    global _warned_generated
     if isinstance(hash_key, HashKey):
         return hash_key
     material = hash_key if hash_key is not None else settings.from_env("hash_key")
@@ -137,12 +139,10 @@ def resolve_key(hash_key: str | bytes | HashKey | None = None, *, recording: boo
     if material is None:
         path, created = _generated_key_file()
         material = path.read_text().strip()
-        if not _warned_generated:
-            _warned_generated = True
+        if created:  # said once, by the process that made it: every later process reads the same key
             _log.warning(
-                "otel-rai: no hash key configured (hash_key= or OTEL_RAI_HASH_KEY); %s the key file %s. "
+                "otel-rai: no hash key configured (hash_key= or OTEL_RAI_HASH_KEY); generated the key file %s. "
                 "Keep it: without it no input hash can be verified.",
-                "generated" if created else "using",
                 path,
             )
     return HashKey.from_material(material)
@@ -166,7 +166,7 @@ def _generated_key_file() -> tuple[Path, bool]:
     except FileExistsError:
         return path, False
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(secrets.token_hex(_GENERATED_KEY_BYTES) + "\n")
     return path, True
 
 
@@ -310,7 +310,7 @@ def hash_rows(X: Any, key: HashKey) -> list[str]:
     if a.ndim == 1:
         a = a.reshape(-1, 1)
     if a.ndim != 2:
-        raise ValueError(f"cannot hash a {a.ndim}-D input; rows must be 1-D")
+        raise ValueError(f"otel-rai: cannot hash a {a.ndim}-D input; rows must be 1-D")
     if a.dtype.kind in "biuf":
         return _hash_numeric(a, key)
     return _hash_columns([_column_cells(a[:, j]) for j in range(a.shape[1])], key)
@@ -355,18 +355,49 @@ def hash_input(
     k = resolve_key(key)
     if isinstance(row, Mapping):
         if feature_names is None:
-            raise ValueError("hash_input: a mapping row needs feature_names= (the column order)")
+            raise ValueError("otel-rai: hash_input(): a mapping row needs feature_names= (the column order)")
         missing = [f for f in feature_names if f not in row]
         if missing:
-            raise ValueError(f"hash_input: the row has no value for {missing}")
+            raise ValueError(f"otel-rai: hash_input(): the row has no value for {missing}")
         row = [row[f] for f in feature_names]
     if hasattr(row, "iloc") and not hasattr(row, "columns"):  # a Series is one row
         row = row.to_numpy(dtype=object)
     if hasattr(row, "shape") and len(row.shape) == 2:
         if row.shape[0] != 1:
-            raise ValueError(f"hash_input takes one row, got {row.shape[0]}")
+            raise ValueError(f"otel-rai: hash_input() takes one row, got {row.shape[0]}")
         return hash_rows(row, k)[0]
     values = np.asarray(row) if isinstance(row, np.ndarray) else np.array(list(row), dtype=object)
     if values.ndim != 1:
-        raise ValueError("hash_input takes one row (a 1-D sequence of cells)")
+        raise ValueError(f"otel-rai: hash_input() takes one row (a 1-D sequence of cells), got a {values.ndim}-D input")
     return hash_rows(values.reshape(1, -1), k)[0]
+
+
+# --- many rows at once: the training data (docs/hashing.md) --------------------------------------
+
+
+def canonical_rows(X: Any) -> bytes:
+    """The bytes `hash_rows` hashes for each row of `X`, concatenated row after row: the stream that the
+    training-data hash reads a chunk of rows at a time."""
+    if hasattr(X, "iloc"):
+        frame = X if hasattr(X, "columns") else X.to_frame()
+        if all(map(_wide_number, frame.dtypes)):
+            return _numeric_cells(frame.to_numpy(dtype=np.float64)).tobytes()
+        columns = [_frame_column(column) for _, column in frame.items()]
+        return b"".join(b"".join(row) for row in zip(*(
+            _column_cells(c) if isinstance(c, np.ndarray) else c for c in columns)))
+    sparse = sys.modules.get("scipy.sparse")
+    if sparse is not None and sparse.issparse(X):
+        return _numeric_cells(X.toarray()).tobytes()
+    a = np.asarray(X) if isinstance(X, np.ndarray) else np.array(X, dtype=object)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2:
+        raise ValueError(f"cannot hash a {a.ndim}-D input; rows must be 1-D")
+    if a.dtype.kind in "biuf":
+        return _numeric_cells(a).tobytes()
+    return b"".join(b"".join(row) for row in zip(*(_column_cells(a[:, j]) for j in range(a.shape[1]))))
+
+
+def row_digest(data: bytes, key: HashKey) -> str:
+    """The ``ml.input.hashes`` digest of one row's canonical bytes (`canonical_rows` of that row)."""
+    return _digests([data], key)[0]

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
-from otel_rai.audit import outputs, redaction
+from otel_rai.audit import outputs, redaction, ui
 from otel_rai.audit.hashing import HashKey, hash_rows, hash_rows_many
 from otel_rai.audit.local_rows import groups_digests, local_key
 from otel_rai.capture.recorder import DecisionCall
@@ -192,6 +192,16 @@ def _end(span: Span, call: DecisionCall, settings: Settings) -> None:
     span.end(end_time=call.end_ns)
 
 
+def _view(common: dict, rows: dict, call: DecisionCall, on_failure: FailureHook, start: int = 0,
+          stop: int | None = None) -> dict[str, str]:
+    """The trace-UI attributes of rows `start:stop` (`ui`); none if they cannot be built (the record stands)."""
+    try:
+        return ui.decision_view(common, rows, None if call.error is None else type(call.error).__name__, start, stop)
+    except Exception as exc:
+        on_failure("ui", exc)
+        return {}
+
+
 def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:
     """Create and end the span(s) of `call`; returns how many spans were ended."""
     name = semconv.span_name(call.operation, call.info.name)
@@ -201,12 +211,15 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
         return 1
     common, rows = attributes(call, settings, on_failure)
     n, size = len(call.ids), settings.max_rows_per_span
+    view = settings.trace_ui
     if n <= size:
-        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows})
+        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows,
+                             **(_view(common, rows, call, on_failure) if view else {})})
         _end(span, call, settings)
         return 1
     chunks = range(0, n, size)
-    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks)})
+    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks),
+                         **(ui.parent_view(common, n, len(chunks)) if view else {})})
     parent = trace.set_span_in_context(span, call.parent)
     for offset in chunks:
         child = tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
@@ -216,6 +229,7 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
                 semconv.BATCH_SIZE: min(size, n - offset),
                 semconv.BATCH_OFFSET: offset,
                 **{key: values[offset : offset + size] for key, values in rows.items()},
+                **(_view(common, rows, call, on_failure, offset, min(n, offset + size)) if view else {}),
             }
         )
         _end(child, call, settings)

@@ -26,9 +26,11 @@ from otel_rai.codec.text import safe
 _RESERVED = "%,="
 #: Values written as a sign alone (no resolution known), as `parse_top` reads them.
 _SIGN_ONLY = {"+": math.inf, "-": -math.inf}
+#: Feature names whose escaped form is remembered.
+_NAMES_CACHED = 4096
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_NAMES_CACHED)
 def _name(name: str) -> str:
     return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in safe(name))
 

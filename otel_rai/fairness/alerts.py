@@ -16,6 +16,7 @@ decisions) leaves the state as it was.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class FairnessAlert:
     time_ns: int
 
     def message(self) -> str:
+        """The alert as one line for a log or a reader."""
         state = "below" if (self.value < self.threshold) else "above"
         verb = "fired" if self.firing else "resolved"
         return (f"fairness alert {verb}: {self.metric} of model {self.model} {self.version} for "
@@ -65,6 +67,7 @@ class FairnessAlert:
         )
 
     def attributes(self) -> dict[str, Any]:
+        """The attributes of the alert's ``ml.fairness.alert`` span."""
         return {
             semconv.MODEL_NAME: self.model,
             semconv.MODEL_VERSION: self.version,
@@ -74,6 +77,21 @@ class FairnessAlert:
             semconv.FAIRNESS_THRESHOLD: self.threshold,
             semconv.FAIRNESS_STATE: semconv.STATE_FIRING if self.firing else semconv.STATE_RESOLVED,
         }
+
+
+def ui_view(alert: FairnessAlert) -> dict[str, str]:
+    """The trace-UI attributes of an alert span: an evaluation of a model version's decisions, its input
+    what was judged and its output the verdict (docs/semantic-conventions.md, "In trace UIs")."""
+    judged = {"model": alert.model, "version": alert.version, "attribute": alert.attribute, "metric": alert.metric}
+    verdict = {"state": semconv.STATE_FIRING if alert.firing else semconv.STATE_RESOLVED, "value": alert.value,
+               "threshold": alert.threshold}
+    return {
+        semconv.UI_SPAN_KIND: semconv.UI_KIND_EVALUATOR,
+        semconv.UI_INPUT_VALUE: json.dumps(judged, ensure_ascii=False),
+        semconv.UI_INPUT_MIME_TYPE: semconv.UI_MIME_JSON,
+        semconv.UI_OUTPUT_VALUE: json.dumps(verdict, ensure_ascii=False),
+        semconv.UI_OUTPUT_MIME_TYPE: semconv.UI_MIME_JSON,
+    }
 
 
 @dataclass(frozen=True)
@@ -87,9 +105,11 @@ class Rule:
     hysteresis: float = 0.0
 
     def violated(self, value: float) -> bool:
+        """Whether `value` is on the wrong side of the threshold."""
         return value < self.threshold if self.below else value > self.threshold
 
     def recovered(self, value: float) -> bool:
+        """Whether `value` is back by at least `hysteresis` beyond the threshold."""
         if self.below:
             return value >= self.threshold + self.hysteresis
         return value <= self.threshold - self.hysteresis
@@ -141,8 +161,8 @@ class Alerter:
 
     def _report(self, alert: FairnessAlert) -> None:
         attributes = alert.attributes()
-        span = self._tracer.start_span(semconv.ALERT_SPAN, kind=SpanKind.INTERNAL, attributes=attributes,
-                                       start_time=alert.time_ns)
+        span = self._tracer.start_span(semconv.ALERT_SPAN, kind=SpanKind.INTERNAL,
+                                       attributes={**attributes, **ui_view(alert)}, start_time=alert.time_ns)
         span.add_event(semconv.ALERT_SPAN, attributes, timestamp=alert.time_ns)
         span.end(end_time=alert.time_ns)
         _log.log(logging.WARNING if alert.firing else logging.INFO, "otel-rai: %s", alert.message())

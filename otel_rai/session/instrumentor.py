@@ -34,6 +34,9 @@ from otel_rai.codec.text import safe, text_of
 from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
+from otel_rai.monitoring.monitor import QualityDriftMonitor
+from otel_rai.provenance import artifacts
+from otel_rai.provenance.emitter import ModelRecords
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
 from otel_rai.session import lifecycle
@@ -48,6 +51,8 @@ _log = logging.getLogger(__name__)
 
 #: How long interpreter exit waits for the audit worker and the exporters.
 EXIT_TIMEOUT_S = 10.0
+#: How long `flush` waits unless told otherwise.
+FLUSH_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,11 @@ class _Session:
         config = replace(config, hash_key=resolve_key(config.hash_key, recording=True))
         if isinstance(config.checkpoint_key, (str, bytes)):
             check_strength(material_bytes(config.checkpoint_key), "checkpoint key")
-        self.settings = config
         self.own_provider = config.tracer_provider is None
+        if config.trace_ui is None:  # the UI view goes where a UI may read the spans: out of the process
+            leaves = not self.own_provider or settings.otlp_endpoint_configured(config.endpoint)
+            config = replace(config, trace_ui=leaves)
+        self.settings = config
         self.sinks = provider.choose(config, own_provider=self.own_provider)
         fail_closed = config.on_audit_failure == "raise"
         if fail_closed and not any(isinstance(s, StoreSink) for s in self.sinks):
@@ -115,19 +123,32 @@ class _Session:
             journal=local,
             outcome_key=local_key(config.hash_key),
         )
+        self.quality = QualityDriftMonitor(config.monitoring, config.fairness, groups.parse(config.sensitive_features),
+                                           meter_provider, tracer, self.counters.fail,
+                                           allowlist=config.capture_features, journal=local)
+        self.records = None
+        if config.model_records:
+            store_path = next((s.store.path for s in self.sinks if isinstance(s, StoreSink)), None)
+            self.records = ModelRecords(tracer, config, artifacts.resolve(config.artifacts, store_path),
+                                        lambda task: self.worker.submit(task), self.counters.fail,
+                                        lambda timeout: self.worker.flush(timeout))
         self.worker = AuditWorker(
             tracer,
             config,
             self.counters,
-            [self.monitor.end_cycle, tracer.checkpoint],  # alert and checkpoint spans commit in the same cycle
-            [self.monitor.observe],
+            # alert, snapshot and checkpoint spans commit in the same cycle
+            [self.monitor.end_cycle, self.quality.end_cycle, tracer.checkpoint],
+            [self.monitor.observe, self.quality.observe] + ([self.records.observe] if self.records else []),
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
             prepare_hooks=[self.monitor.prepare],
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
-        self.patcher = Patcher(recorder.wrapper_factory)
+        records = self.records
+        observers = [self.quality.fit_observer] + ([records.training.observe] if records else [])
+        self.patcher = Patcher(recorder.wrapper_factory, fit_observers=observers,
+                               before_change=[records.before_change] if records else [])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
@@ -141,6 +162,7 @@ class _Session:
     def _numbers(self) -> tuple[int, int, int]:
         """(pending, exported, dropped) audit records: the ``ml.audit.*`` metrics."""
         pending = self.worker.pending() + sum(s.pending() for s in self.sinks)
+        pending += self.records.pending() if self.records is not None else 0
         return (pending, sum(s.exported() for s in self.sinks),
                 self.counters.dropped + sum(s.dropped() for s in self.sinks))
 
@@ -158,6 +180,9 @@ class _Session:
     def flush(self, timeout: float) -> FlushResult:
         deadline = time.monotonic() + timeout
         drained = self.worker.flush(timeout)
+        if self.records is not None:  # its saved artifacts hand their records back to the worker
+            drained = (self.records.flush(max(0.0, deadline - time.monotonic()))
+                       and self.worker.flush(max(0.0, deadline - time.monotonic())) and drained)
         remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
         flush_provider = getattr(self.provider, "force_flush", None)
         delivered = bool(flush_provider(remaining_ms)) if flush_provider is not None else True
@@ -188,11 +213,16 @@ class _Session:
             atexit.unregister(self._at_exit)
             self._stop_sending_hook()
             self.patcher.remove()
+            self.worker.submit(self.quality.final)
+            if self.records is not None:  # the records join the stream before its last checkpoint
+                self.worker.flush(timeout)
+                self.records.close(max(0.0, deadline - time.monotonic()))  # hands the last records to the worker
             self.worker.submit(lambda: self.tracer.checkpoint(force=True))
-            result = self._closed = self.flush(timeout)
+            result = self._closed = self.flush(max(0.0, deadline - time.monotonic()))
             self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
             self.worker.shutdown(0)
             self.monitor.close()
+            self.quality.close()
             # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
             # In an application's provider, our sinks are inert from here on.
             for sink in self.sinks:
@@ -280,6 +310,7 @@ class RaiInstrumentor(BaseInstrumentor):
     `otel_rai.instrument`); ``opentelemetry-instrument`` gives none, so they come from the environment."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
+        """The scikit-learn versions this instrumentation supports."""
         return ("scikit-learn >= 1.3",)
 
     def _instrument(self, **kwargs: Any) -> None:
@@ -313,7 +344,8 @@ def record_outcome(
     model: str | None = None,
     version: str | None = None,
 ) -> bool:
-    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics.
+    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics and the quality
+    metrics (docs/monitoring.md).
 
     The decision is looked up by id among the recent decisions of this process (then in the local
     audit store). For a decision made elsewhere, pass what it was: `group` ({attribute: value}),
@@ -328,10 +360,11 @@ def record_outcome(
         return False
     given = {"group": group, "prediction": prediction, "model": model, "version": version}
     session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
+    session.worker.submit(session.quality.label_task(decision_id, y_true, time.time_ns()))
     return True
 
 
-def flush(timeout: float = 30.0) -> FlushResult:
+def flush(timeout: float = FLUSH_TIMEOUT_S) -> FlushResult:
     """Wait until every decision so far has its span ended and exported, or `timeout` seconds pass."""
     session = _session
     if session is None:

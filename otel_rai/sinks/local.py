@@ -26,7 +26,7 @@ from otel_rai.codec.sdk import from_readable, resource_attributes, to_resource
 from otel_rai.errors import StoreError
 from otel_rai.sinks import base, otlp
 from otel_rai.store import Store
-from otel_rai.store.store import INDEX_EVERY, Queued
+from otel_rai.store.store import INDEX_EVERY, Queued, json_text
 
 try:
     import fcntl
@@ -35,8 +35,15 @@ except ImportError:  # Windows: one exporting process per store is assumed
 
 _log = logging.getLogger(__name__)
 
+#: Spans that may wait unwritten after a failed write (retried next cycle); beyond them `commit` retries in
+#: place, which holds up the worker: back-pressure, never a drop.
 _MAX_UNWRITTEN = 100_000
+#: Those in-place retries wait this long at first, doubling up to `_RETRY_MAX_S`.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
+#: How often the export looks at the outbox unwoken: other processes may fill it.
 _EXPORT_POLL_S = 1.0
+#: How often `force_flush` looks whether the worker's retries have written everything.
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
@@ -88,7 +95,8 @@ class StoreOutbox:
         """This process wrote spans up to `last_seq`: its flushes wait for them."""
         self._through = max(self._through or 0, last_seq)
 
-    def _hold(self) -> bool:
+    def hold(self) -> bool:
+        """Take the export lock if no other process holds it; whether this one holds it now."""
         if self._holding:
             return True
         if self._lock_fd is None:
@@ -109,7 +117,9 @@ class StoreOutbox:
         return found
 
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
-        if not self._hold():
+        """The oldest spans after the last delivered, as encoded when written; empty while another process
+        holds the export lock."""
+        if not self.hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
         if not batch:
@@ -146,6 +156,13 @@ class StoreOutbox:
             self._through = self._store.last_seq()
         self._counted = True
         return self._store.outbox_pending(self._through)
+
+    def exported_elsewhere(self) -> bool:
+        """Whether another process holds the export lock now, that is, is exporting this store."""
+        if self.hold():
+            self.release()
+            return False
+        return True
 
     def release(self, *, unlock: bool = True) -> None:
         """Give up the export lock, once what was exported is deleted (else the next exporter would
@@ -206,6 +223,7 @@ class StoreSink(base.Sink):
         self._last_error: str | None = None
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
+        self._snapshots: list[tuple[str, str, int, str]] = []
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
@@ -215,6 +233,7 @@ class StoreSink(base.Sink):
             self._exporter = otlp.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Keep `span` for the next commit, if it is an audit span and the sink is open."""
         scope = span.instrumentation_scope
         if scope is not None and scope.name == semconv.SCOPE and not self._closed:
             self._received.append(span)
@@ -228,6 +247,10 @@ class StoreSink(base.Sink):
         """A decision's ground truth, recorded by `record_outcome`. Encoded now, so that a value JSON
         cannot hold fails this outcome alone, not the commit of the cycle's spans."""
         self._outcomes.append((decision_id, outcome_value(y_true), time_ns))
+
+    def note_snapshot(self, model: str, version: str, time_ns: int, histograms: Mapping[str, Any]) -> None:
+        """The drift monitor's histograms of a model version (docs/monitoring.md): local only, like outcomes."""
+        self._snapshots.append((version, model, time_ns, json_text(histograms)))
 
     def commit(self) -> set[str]:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
@@ -251,12 +274,12 @@ class StoreSink(base.Sink):
                     self._unqueued.append(encoded)
                 self._unsaved_ids.append(_ids(span.attributes))
             self._received = []
-        delay = 0.1
-        while self._unwritten or self._unqueued or self._groups or self._outcomes:
+        delay = _RETRY_FIRST_S
+        while self._unwritten or self._unqueued or self._groups or self._outcomes or self._snapshots:
             try:
                 try:
-                    last, rows = self.store.append(self._unwritten, queued=self._unqueued,
-                                                   groups=self._groups, outcomes=self._outcomes)
+                    last, rows = self.store.append(self._unwritten, queued=self._unqueued, groups=self._groups,
+                                                   outcomes=self._outcomes, snapshots=self._snapshots)
                 except _RECORD_ERRORS:
                     last, rows = self._append_one_by_one(rejected)
             except _STORE_ERRORS as exc:
@@ -267,12 +290,13 @@ class StoreSink(base.Sink):
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             if self._unqueued and last:
                 self._outbox.written(last)
                 self._exporter.wake()
             self._unwritten, self._unqueued, self._unsaved_ids, self._groups, self._outcomes = [], [], [], [], []
+            self._snapshots = []
             self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
@@ -301,7 +325,7 @@ class StoreSink(base.Sink):
                 del self._unwritten[:done], self._unqueued[:done], self._unsaved_ids[:done]
         if everything_failed:
             raise StoreError(f"cannot write to {self.store.path} ({type(failed[0][1]).__name__})")
-        for kind, rows_of in (("groups", self._groups), ("outcomes", self._outcomes)):
+        for kind, rows_of in (("groups", self._groups), ("outcomes", self._outcomes), ("snapshots", self._snapshots)):
             for row in rows_of:
                 try:
                     self.store.append(**{kind: [row]})
@@ -325,6 +349,7 @@ class StoreSink(base.Sink):
         return not self._unsaved()
 
     def pending(self) -> int:
+        """Spans not yet written, plus those in the outbox."""
         unwritten = len(self._received) + self._unsaved()
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
 
@@ -332,9 +357,11 @@ class StoreSink(base.Sink):
         return max(len(self._unwritten), len(self._unqueued))
 
     def exported(self) -> int:
+        """Spans this process exported from the outbox."""
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
+        """Spans set aside, and after close the spans that could not be written."""
         return self._rejected + (self._unsaved() if self._closed else 0)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec.records import SpanRecord
@@ -25,6 +25,8 @@ from otel_rai.store.connection import connect, insert, writing
 DEFAULT_NAME = "audit.db"
 #: Rows written between two bulk fills of ``input_index``.
 INDEX_EVERY = 65_536
+#: Rows `Store.index_inputs` adds in one sorted bulk transaction, at most.
+_INDEX_BATCH_ROWS = 1 << 20
 
 
 def default_path() -> Path:
@@ -131,6 +133,7 @@ class Store:
         self._wal_id: tuple[int, int] | None = None
         if create:
             self._upgrade()
+            self._connection().execute(schema.DRIFT_SNAPSHOTS)  # a file from before the table
         _fork.reset_in_child(self)
 
     def _reset(self) -> None:
@@ -150,6 +153,7 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Close every thread's connection; a later use opens a new one."""
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
@@ -212,11 +216,13 @@ class Store:
         queued: Sequence[Queued] = (),
         groups: Iterable[tuple[str, str, str]] = (),
         outcomes: Iterable[tuple[str, str, int]] = (),
+        snapshots: Iterable[tuple[str, str, int, str]] = (),
     ) -> tuple[int, int]:
         """Write `records` and queue `queued` for export, in one transaction. Both given, they are the
         same spans in the same order (a store that is the write-ahead log of an export); a spool queues
         only. `groups` (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON,
-        time) go to the local-only tables; a decision's first outcome is the one kept.
+        time) go to the local-only tables; a decision's first outcome is the one kept; `snapshots` (model
+        version, model name, time, histograms as JSON) too.
         Returns (the seq of the last span, the number of decisions written to ``decisions``)."""
         if records and queued and len(records) != len(queued):
             raise ValueError("otel-rai: the records and the queued spans of a write must be the same spans")
@@ -254,6 +260,7 @@ class Store:
             ])
             insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
             insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
+            insert(conn, "INSERT OR REPLACE INTO drift_snapshots", 4, snapshots)
             self._check_file()
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + max(len(records), len(queued)) - 1, n_decisions
@@ -281,7 +288,7 @@ class Store:
             raise StoreError(f"{self.path}: {what} was replaced since it was opened; nothing more is "
                              "written to it")
 
-    def index_inputs(self, max_rows: int = 1 << 20) -> int:
+    def index_inputs(self, max_rows: int = _INDEX_BATCH_ROWS) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
         sorted bulk transaction; returns how many rows were indexed."""
         conn = self._connection()
@@ -339,12 +346,30 @@ class Store:
             sql, args = sql + " WHERE seq <= ?", (through,)
         return self._connection().execute(sql, args).fetchone()[0]
 
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table: the format and schema version, and what a writer noted (`set_meta`)."""
+        with self._reading():
+            return schema.meta(self._connection())
+
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        """Note `values` in the ``meta`` table (a spool's destination, for example)."""
+        conn = self._connection()
+        with writing(conn):
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
+    def outbox_totals(self) -> tuple[int, int]:
+        """(spans, decisions) waiting for export."""
+        return tuple(self._connection().execute(
+            "SELECT count(*), coalesce(sum(n_decisions), 0) FROM outbox").fetchone())
+
     def last_seq(self) -> int:
+        """The last sequence number given to a span (written or queued)."""
         return _last_seq(self._connection())
 
     # --- reading ---
 
     def origin_of(self, origin: int) -> Origin:
+        """The resource and scope of origin `origin` (cached)."""
         found = self._origin_records.get(origin)
         if found is None:
             row = self._connection().execute(
@@ -515,12 +540,62 @@ class Store:
         )
         return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
 
+    def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """(time, model name, histograms) of the drift monitor's snapshots of a model version in [start, end),
+        oldest first (docs/monitoring.md); none from a store written before the table existed."""
+        sql = "SELECT time_ns, model_name, histograms FROM drift_snapshots WHERE model_version = ?"
+        args: list[Any] = [model_version]
+        for clause, value in (("model_name = ?", model_name), ("time_ns >= ?", start_ns), ("time_ns < ?", end_ns)):
+            if value is not None:
+                sql += " AND " + clause
+                args.append(value)
+        with self._reading():
+            try:
+                rows = self._connection().execute(sql + " ORDER BY time_ns", args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+            return [(time_ns, name, json.loads(histograms)) for time_ns, name, histograms in rows]
+
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
         sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
         with self._reading():
             return self._connection().execute(sql, args).fetchone()[0]
+
+    def model_versions(self, **query: Any) -> list[tuple[Any, ...]]:
+        """(model name, model version, decisions, first start_ns, last start_ns, input features or None) of
+        every model version with decisions among the spans `spans(**query)` yields, oldest first; the
+        features are those its newest span recorded (``ml.input.features``)."""
+        where, args = self._where(**query)
+        where = (where + " AND" if where else " WHERE") + " s.n_decisions > 0"
+        sql = (f"SELECT s.model_name, s.model_version, sum(s.n_decisions), min(s.start_ns), max(s.start_ns),"
+               f" max(s.seq) FROM spans s{where} GROUP BY s.model_name, s.model_version ORDER BY min(s.start_ns)")
+        features = "SELECT json_extract(attributes, '$.\"' || ? || '\"') FROM spans WHERE seq = ?"
+        with self._reading():
+            conn = self._connection()
+            out = []
+            for name, version, n, first, last, newest in conn.execute(sql, args).fetchall():
+                (names,) = conn.execute(features, (semconv.INPUT_FEATURES, newest)).fetchone()
+                out.append((name, version, n, first, last, json.loads(names) if names else None))
+            return out
+
+    def model_summaries(self, record_span: str, **query: Any) -> list[tuple[Any, ...]]:
+        """Per (model name, version, fingerprint) of the spans matching the filters: (name, version,
+        fingerprint, first and last decision time or None, decisions, spans named `record_span`), in
+        order of first appearance."""
+        where, args = self._where(**query)
+        where = (where + " AND " if where else " WHERE ") + "s.model_fingerprint IS NOT NULL"
+        sql = ("SELECT s.model_name, s.model_version, s.model_fingerprint,"
+               " min(CASE WHEN s.n_decisions > 0 THEN s.start_ns END),"
+               " max(CASE WHEN s.n_decisions > 0 THEN s.start_ns END),"
+               " coalesce(sum(s.n_decisions), 0), sum(s.name = ?)"
+               f" FROM spans s{where} GROUP BY 1, 2, 3 ORDER BY min(s.start_ns)")
+        with self._reading():
+            return [tuple(row) for row in self._connection().execute(sql, [record_span, *args])]
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
