@@ -50,6 +50,8 @@ EXPLANATION_TOP: Final = "ml.explanation.top"
 EXPLANATION_BASE_VALUES: Final = "ml.explanation.base_values"
 #: Why there is no explanation: the exception type, e.g. ``MissingBackground``.
 EXPLANATION_ERROR: Final = "ml.explanation.error"
+#: The step of the grid EXPLANATION_TOP's values are rounded to (0: exact); absent when they are signs only.
+EXPLANATION_RESOLUTION: Final = "ml.explanation.resolution"
 
 # --- when the audit itself failed (the prediction still returned) ----------------------------------
 AUDIT_ERROR: Final = "ml.audit.error"
@@ -81,8 +83,17 @@ CHECKPOINT_ALGORITHM: Final = "ml.audit.checkpoint.algorithm"
 CHECKPOINT_KEY_ID: Final = "ml.audit.checkpoint.key_id"
 #: Signature of the checkpoint's AUDIT_RECORD_HASH (hex).
 CHECKPOINT_SIGNATURE: Final = "ml.audit.checkpoint.signature"
+#: The ``service.name`` of the resource the span was sealed under (so that the chain covers it).
+AUDIT_SERVICE: Final = "ml.audit.service"
+#: Per row: a keyed digest of the decision's (attribute, group) pairs, which the local store keeps.
+GROUPS_DIGEST: Final = "ml.fairness.groups_digest"
+#: Name of the span a recorded outcome ends (`otel_rai.record_outcome`), with the two attributes below.
+OUTCOME_SPAN: Final = "ml.audit.outcome"
+OUTCOME_DECISION_ID: Final = "ml.outcome.decision_id"
+#: A keyed digest of the decision id and the ground truth as the local store keeps it (never the value).
+OUTCOME_DIGEST: Final = "ml.outcome.digest"
 #: What sealing adds to every span.
-CHAIN_ATTRIBUTES: Final = (AUDIT_STREAM, AUDIT_SEQ, AUDIT_PREV_HASH, AUDIT_RECORD_HASH)
+CHAIN_ATTRIBUTES: Final = (AUDIT_STREAM, AUDIT_SEQ, AUDIT_PREV_HASH, AUDIT_RECORD_HASH, AUDIT_SERVICE)
 CHECKPOINT_ALGORITHM_HMAC: Final = "hmac-sha256"
 CHECKPOINT_ALGORITHM_ED25519: Final = "ed25519"
 
@@ -220,6 +231,7 @@ SPAN_ATTRIBUTES: Final = (
     EXPLANATION_TOP,
     EXPLANATION_BASE_VALUES,
     EXPLANATION_ERROR,
+    EXPLANATION_RESOLUTION,
     AUDIT_ERROR,
     FAIRNESS_ATTRIBUTE,
     FAIRNESS_METRIC,
@@ -234,6 +246,10 @@ SPAN_ATTRIBUTES: Final = (
     CHECKPOINT_ALGORITHM,
     CHECKPOINT_KEY_ID,
     CHECKPOINT_SIGNATURE,
+    AUDIT_SERVICE,
+    GROUPS_DIGEST,
+    OUTCOME_DECISION_ID,
+    OUTCOME_DIGEST,
     # quality and drift alerts (docs/monitoring.md)
     MONITORING_METRIC,
     MONITORING_VALUE,
@@ -247,7 +263,7 @@ SPAN_ATTRIBUTES: Final = (
 
 #: Attributes with one entry per row of the span, and prefixes of such attributes. A reader (the query
 #: tooling) takes entry i of each as part of decision i; every other attribute describes the whole call.
-PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS, EXPLANATION_TOP, EXPLANATION_BASE_VALUES)
+PER_ROW: Final = (DECISION_IDS, INPUT_HASHES, OUTPUTS, EXPLANATION_TOP, EXPLANATION_BASE_VALUES, GROUPS_DIGEST)
 PER_ROW_PREFIXES: Final = (OUTPUT_SCORES_PREFIX, INPUT_VALUE_PREFIX)
 
 #: Attribute names the caller may not set through ``decisions(attributes=...)``.
@@ -366,3 +382,16 @@ MONITORING_SPAN_ATTRIBUTES: Final = (
     MODEL_NAME, MODEL_VERSION, MONITORING_METRIC, MONITORING_VALUE, MONITORING_THRESHOLD, MONITORING_BASELINE,
     MONITORING_STATE, DRIFT_FEATURE, FAIRNESS_ATTRIBUTE, FAIRNESS_GROUP,
 )
+# --- hardening (docs/audit-trail.md, threat model) -------------------------------------------------
+#: OpenTelemetry's exception event of a failed call, and its attributes: the type, and a template of the
+#: message and stack trace in which every literal is replaced (`otel_rai.audit.redaction`).
+EXCEPTION_EVENT: Final = "exception"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+EXCEPTION_ESCAPED: Final = "exception.escaped"
+#: Counter: instrumentation that failed (an unusable store, a bad setting), by ERROR_TYPE. The process then
+#: runs unaudited (fail-open) or refuses every decision (fail-closed); `otel_rai.flush()` says so too.
+METRIC_AUDIT_INSTRUMENTATION_FAILURES: Final = "ml.audit.instrumentation_failures"
+#: OpenTelemetry's attribute naming the class of an error: here the exception type.
+ERROR_TYPE: Final = "error.type"

@@ -25,8 +25,10 @@ _ON = frozenset({"1", "true", "on", "yes"})
 #: Variables otel-rai reads besides those of the options: name -> what it means.
 OTHER_VARIABLES: dict[str, str] = {
     "OTEL_RAI_HOME": "the otel-rai data directory (default ``$XDG_DATA_HOME/otel-rai``, else "
-                     "``~/.local/share/otel-rai``): the local store, spools, the generated hash key",
+                     "``~/.local/share/otel-rai``): the local store, spools",
     "XDG_DATA_HOME": "the base of the default data directory",
+    "XDG_CONFIG_HOME": "the base of the directory of the generated hash key, ``$XDG_CONFIG_HOME/otel-rai`` "
+                       "(default ``~/.config/otel-rai``), kept apart from the data it protects",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "the OTLP endpoint of traces (read by the OTel exporter; its "
                                           "presence turns the export on, as ``endpoint`` does)",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "the OTLP endpoint of all signals (as above)",
@@ -67,9 +69,38 @@ def data_dir() -> Path:
     return Path(xdg).expanduser() / "otel-rai"
 
 
+#: The name of the generated hash key file.
+HASH_KEY_FILE = "hash.key"
+
+
 def hash_key_file() -> Path:
-    """Where a generated hash key is kept: ``hash.key`` in the otel-rai data directory."""
-    return data_dir() / "hash.key"
+    """Where a generated hash key is kept: ``$XDG_CONFIG_HOME/otel-rai/hash.key`` (default
+    ``~/.config/otel-rai/hash.key``): not in the data directory, so that a copy of the audit store does
+    not carry the key that protects its input hashes."""
+    config = env("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config).expanduser() / "otel-rai" / HASH_KEY_FILE
+
+
+def legacy_hash_key_file() -> Path:
+    """Where earlier versions kept the generated key: in the data directory."""
+    return data_dir() / HASH_KEY_FILE
+
+
+def private_directory(path: Path) -> Path:
+    """`path` as a directory, each missing part created readable by its owner only (0700, whatever the
+    umask: as the XDG base directory specification asks). An existing directory is left as it is."""
+    missing = []
+    for part in (path, *path.parents):
+        if part.exists():
+            break
+        missing.append(part)
+    for part in reversed(missing):
+        try:
+            part.mkdir(mode=0o700)
+        except FileExistsError:  # another process was first
+            continue
+        os.chmod(part, 0o700)  # mkdir's mode is filtered by the umask; this is not
+    return path
 
 
 # --- parsing environment values ----------------------------------------------------------------------
@@ -304,6 +335,17 @@ class Settings:
         None, "where each fitted model that decides is saved once, by fingerprint, for ``otel-rai reproduce``: "
         "a directory or an fsspec URL; true for the default (``artifacts`` beside the audit store, else in the "
         "data directory), false for none. Default: true", env="OTEL_RAI_ARTIFACTS", parse=_path_or_flag)
+    # Hardening (docs/audit-trail.md, threat model): what may leave the process beyond the default.
+    record_exception_messages: bool = _option(False, "record the full message and stack trace (source "
+                                              "lines included) of a failed call; by default only the "
+                                              "exception type and a template of them with every literal "
+                                              "replaced, since a message can quote the input",
+                                              env="OTEL_RAI_RECORD_EXCEPTION_MESSAGES", parse=_flag)
+    explain_exact_values: bool = _option(False, "publish attributions exactly (6 significant digits); by "
+                                         "default they are rounded to a grid of 1/50 of the widest "
+                                         "attribution spread, so that no raw value can be recovered from them "
+                                         "to better than 2 % of its range (docs/explanations.md)",
+                                         env="OTEL_RAI_EXPLAIN_EXACT_VALUES", parse=_flag)
 
     def __post_init__(self) -> None:
         for name in ("max_rows_per_span", "max_pending_calls", "max_pending_rows", "max_export_backlog",

@@ -53,8 +53,9 @@ class Audit:
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch) -> Iterator[None]:
-    """Every test gets its own otel-rai home (key file, store) and ends uninstrumented."""
+    """Every test gets its own otel-rai home (store), key file directory, and ends uninstrumented."""
     monkeypatch.setenv("OTEL_RAI_HOME", str(tmp_path / "otel-rai-home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # where a generated hash key goes
     for var in ("OTEL_RAI_HASH_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
         monkeypatch.delenv(var, raising=False)

@@ -91,8 +91,9 @@ def _insert_copy(path: Path, seq: int, attributes: dict, span_id: str | None = N
             " operation, n_decisions, ?, extra FROM spans WHERE seq = ?", (span_id, json.dumps(attributes), seq),
         ).lastrowid
         ids = attributes.get(semconv.DECISION_IDS, [])
-        conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, NULL)", [
-            (new, i, ids[i], attributes[semconv.INPUT_HASHES][i], attributes[semconv.OUTPUTS][i])
+        hashes = attributes[semconv.INPUT_HASHES] if ids else []
+        conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", [
+            (new, i, ids[i], hashes[i], attributes[semconv.OUTPUTS][i], store.store.input_key(hashes[i]))
             for i in range(len(ids))])
 
 
@@ -218,16 +219,17 @@ def test_deleting_the_first_records_is_found_unless_the_view_is_a_window(trail):
 
 
 def test_reordered_records_are_found_in_the_store(trail):
-    with sqlite3.connect(trail) as conn:  # swap the content of two rows: each record is intact
+    with sqlite3.connect(trail) as conn:  # swap two rows, with every column and table that follows them
         columns = ("trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, "
-                   "attributes")
+                   "attributes, model_name, model_version, model_fingerprint, operation, n_decisions")
         two = conn.execute(f"SELECT seq, {columns} FROM spans WHERE seq IN (2, 3) ORDER BY seq").fetchall()
         for (seq, *_), (_, *content) in zip(two, reversed(two)):
-            conn.execute(f"UPDATE spans SET ({columns}) = ({', '.join('?' * 10)}) WHERE seq = ?", (*content, seq))
+            conn.execute(f"UPDATE spans SET ({columns}) = ({', '.join('?' * 15)}) WHERE seq = ?", (*content, seq))
         rows = conn.execute("SELECT span, idx, decision_id, input_hash, output, input_key FROM decisions "
                             "WHERE span IN (2, 3)").fetchall()
         conn.execute("DELETE FROM decisions WHERE span IN (2, 3)")
         conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", [(5 - r[0], *r[1:]) for r in rows])
+        conn.execute("UPDATE input_index SET span = 5 - span WHERE span IN (2, 3)")
     report = _check(trail)
     assert report.counts() == {"reordered": 1} and _first(report) == ("reordered", 3)
 

@@ -512,7 +512,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 import otel_rai
-otel_rai.instrument(sensitive_features=["sex"], hash_key="k" * 32)
+otel_rai.instrument(sensitive_features=["sex"], hash_key="fairness-subprocess-key-0123456789")
 rng = np.random.default_rng(0)
 X = pd.DataFrame({"income": rng.normal(0, 1, 200), "sex": rng.choice(["f", "m"], 200)})
 y = (X.income > 0).astype(int)

@@ -281,8 +281,8 @@ def test_sigterm_and_exit_deliver_what_was_held_in_memory(ending):
         if ending != "exit":
             proc.send_signal(signal.SIGTERM)
         _, err = communicate(proc, 60)
-        expected = {"sigterm": (-signal.SIGTERM, "flush_on_sigterm.<locals>.on_sigterm"),
-                    "own-handler": (0, "<lambda>"), "exit": (0, "flush_on_sigterm.<locals>.on_sigterm")}
+        expected = {"sigterm": (-signal.SIGTERM, "SigtermFlush._on_sigterm"),
+                    "own-handler": (0, "<lambda>"), "exit": (0, "SigtermFlush._on_sigterm")}
         assert (proc.returncode, handler) == expected[ending], err
         assert received_ids(slow) == [f"t{i}" for i in range(2000)]
         report = chain_intact(slow)

@@ -80,9 +80,9 @@ def _scalar(value: Any) -> str:
 
 
 #: What needs the careful path of `_reasons`: a percent-encoded name, a character JSON must escape in a name
-#: (names hold no other: `codec.reasons` percent-encodes ``,``, ``=``, ``%`` and non-printables), or a
-#: number JSON has no literal for.
-_SLOW = re.compile(r'[%"\\]|inf|nan')
+#: (names hold no other: `codec.reasons` percent-encodes ``,``, ``=``, ``%`` and non-printables), a
+#: number JSON has no literal for, or a value that is a sign alone (no resolution: `codec.reasons`).
+_SLOW = re.compile(r'[%"\\]|inf|nan|=[+-](?:,|$)')
 #: Feature names as JSON keys, as `_reasons` met them (names repeat in every row of a model); bounded.
 _KEYS: dict[str, str] = {}
 _MAX_KEYS = 10_000
@@ -103,7 +103,9 @@ def _reasons(entry: str) -> str:
             if len(_KEYS) >= _MAX_KEYS:
                 _KEYS.clear()
             key = _KEYS[name] = _text(unquote(name))
-        if value[0] == "+":
+        if value in ("+", "-"):  # a sign alone: the direction, as a string
+            value = _text(value)
+        elif value[0] == "+":
             value = value[1:]
         if value[-1] in "fn":  # inf, nan: not JSON numbers
             value = _text(value)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from otel_rai.capture.fingerprint import fingerprint
+from otel_rai.codec.text import text_of, texts
 
 M = TypeVar("M")
 
@@ -138,7 +139,7 @@ def register_model(
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
-    if version is not None and not str(version):
+    if version is not None and not text_of(version):
         raise ValueError("otel-rai: register_model(): version must not be empty")
     if background is not None and not hasattr(background, "shape"):
         background = np.asarray(background)
@@ -152,7 +153,7 @@ def register_model(
         model,
         Registration(
             name=name,
-            version=None if version is None else str(version),
+            version=None if version is None else text_of(version),
             background=None if background is None else background.copy(),
             explain=bool(explain),
             reference=None if reference is None else reference.copy(),
@@ -197,13 +198,13 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
     cls = type(model)
     registration = _registrations.get(model) or Registration()
     fp = fingerprint(model)
-    version = (
+    version = text_of(
         registration.version
         or _string_attribute(model, VERSION_ATTRIBUTE)
         or default_version
         or fp
     )
-    name = registration.name or _string_attribute(model, NAME_ATTRIBUTE) or cls.__name__
+    name = text_of(registration.name or _string_attribute(model, NAME_ATTRIBUTE) or cls.__name__)
     names = getattr(model, "feature_names_in_", None)
     try:
         classes = getattr(model, "classes_", None)
@@ -211,10 +212,10 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
         classes = None
     return ModelInfo(
         name=name,
-        qualified_class=f"{cls.__module__}.{cls.__qualname__}",
+        qualified_class=text_of(f"{cls.__module__}.{cls.__qualname__}"),
         version=version,
         fingerprint=fp,
-        feature_names=None if names is None else tuple(str(n) for n in names),
+        feature_names=None if names is None else tuple(texts(names)),
         classes=classes if isinstance(classes, np.ndarray) else None,
         registration=registration,
     )
@@ -222,4 +223,5 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
 
 def _string_attribute(model: Any, attribute: str) -> str | None:
     value = getattr(model, attribute, None)
-    return str(value) if value is not None and str(value) else None
+    text = None if value is None else text_of(value)
+    return text or None

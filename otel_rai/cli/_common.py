@@ -82,9 +82,11 @@ def add_key_options(p: argparse.ArgumentParser) -> None:
                    f"{settings.hash_key_file()})")
 
 
-def hash_keys(args: argparse.Namespace) -> list[Any]:
+def hash_keys(args: argparse.Namespace, *, required: bool = True) -> list[Any]:
     """The hash keys: every --key and every line of every --key-file; else OTEL_RAI_HASH_KEY; else the
-    generated key file. Never generated here. Several keys verify decisions across key rotations."""
+    generated key file (or one an earlier version left in the data directory). Never generated here.
+    Several keys verify decisions across key rotations, each under both hash schemes (before and after
+    keys were stretched). Without `required`, no key at all is an empty list, not an error."""
     from otel_rai.audit.hashing import HashKey
 
     materials = list(args.key or [])
@@ -94,15 +96,18 @@ def hash_keys(args: argparse.Namespace) -> list[Any]:
         if configured:
             materials.append(configured)
         else:
-            paths.append(str(settings.hash_key_file()))
+            default, legacy = settings.hash_key_file(), settings.legacy_hash_key_file()
+            paths.append(str(legacy if not default.exists() and legacy.exists() else default))
     for path in paths:
         if not os.path.exists(path):
+            if not required and not args.key_file:  # only the default file, and it is not there
+                return []
             hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
             raise CliError(f"no hash key: {hint} ({path}: no such file)")
         materials += [line.strip() for line in read_text(path, "hash keys, one a line").splitlines() if line.strip()]
     if not materials or not all(materials):
         raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
-    return [HashKey.from_material(m) for m in materials]
+    return [k for m in materials for k in HashKey.variants(m)]
 
 
 def add_artifact_options(p: argparse.ArgumentParser) -> None:
@@ -223,7 +228,8 @@ def read_text(path: str, what: str) -> str:
 
 @contextlib.contextmanager
 def output(path: str | None) -> Iterator[IO[str]]:
-    """stdout, or a new file readable by its owner only (an audit file is sensitive)."""
+    """stdout, or a file readable by its owner only (an audit file is sensitive): created 0600, and an
+    existing file is truncated and set to 0600 before anything is written to it."""
     if path is None or path == "-":
         yield sys.stdout
         return
@@ -231,5 +237,11 @@ def output(path: str | None) -> Iterator[IO[str]]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        if hasattr(os, "fchmod"):  # not on Windows
+            os.fchmod(fd, 0o600)
+    except OSError as exc:
+        os.close(fd)
+        raise CliError(f"cannot make {path} private: {exc.strerror or exc}") from None
     with open(fd, "w", encoding="utf-8", newline="") as f:
         yield f

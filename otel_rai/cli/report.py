@@ -19,6 +19,7 @@ from otel_rai.cli._common import (
     add_filter_options,
     add_source_options,
     backend_of,
+    output,
     query_of,
 )
 from otel_rai.settings import FairnessConfig
@@ -76,10 +77,8 @@ def run(args: argparse.Namespace) -> int:
             model_records[version] = list(lookup.latest(list(of_version)).values())
     page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config,
                        monitoring=monitoring, model_records=model_records)
-    try:
-        args.out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise CliError(f"cannot write {args.out}: {exc.strerror}") from None
+    with output(str(args.out)) as out:  # owner-only, like every audit file
+        out.write(page)
     shown = sorted({r.version for r in chosen})
     print(f"wrote {args.out} ({len(chosen)} decisions of version{'s' if len(shown) > 1 else ''} {', '.join(shown)})")
     return OK

@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
                     print(f"{m.row:>5}  {m.input_hash:<32}  {d.decision_id:<34}  {model:<24}  "
                           f"{d.timestamp[:23].replace('T', ' '):<23}  {d.output}")
     matched = sum(1 for m in matches if m.decisions)
-    ids = ", ".join(k.key_id for k in keys)
-    note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(keys) > 1 else ''} {ids})")
+    current = [k.key_id for k in keys if k.scheme == keys[0].scheme]  # not the ids of the legacy variants
+    note(f"{matched} of {len(matches)} input rows match a decision (hash key id{'s' if len(current) > 1 else ''} "
+         f"{', '.join(current)})")
     absent = absent_model(args, q, backend) if matched < len(matches) else None
     if absent:
         note(absent)

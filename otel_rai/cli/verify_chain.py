@@ -21,9 +21,11 @@ from otel_rai.cli._common import (
     OK,
     UNMATCHED,
     CliError,
+    add_key_options,
     add_source_options,
     add_time_options,
     backend_of,
+    hash_keys,
     note,
     read_text,
     where,
@@ -72,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
         keys.update(_keys_of(path, [], [path]))
     anchored = start is not None or end is not None or args.backend != "local"
     query = Query(service=args.service, start_ns=start, end_ns=end)
-    report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed)
+    hashing_keys = hash_keys(args, required=False) if args.backend == "local" else []
+    report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed,
+                    hash_keys=hashing_keys)
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
     else:
@@ -82,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
         summary += f", {report.duplicates} delivered more than once (not a problem)"
     if report.unverified_checkpoints:
         summary += f", {report.unverified_checkpoints} signed checkpoints not verified (no key for their key id)"
+    if report.unverified_local_rows:
+        summary += (f", {report.unverified_local_rows} decisions' groups and outcomes not verified (give the "
+                    "input hash key: --key, --key-file or OTEL_RAI_HASH_KEY)")
     if report.ok:
         note(f"chain intact: {summary}")
         return OK
@@ -110,6 +117,8 @@ def add_parser(sub: Any) -> None:
                    help="an HMAC key (better: --checkpoint-key-file or OTEL_RAI_CHECKPOINT_KEY)")
     k.add_argument("--checkpoint-key-file", metavar="PATH", action="append", help="HMAC keys, one per line")
     k.add_argument("--public-key", metavar="PEM", action="append", help="an Ed25519 public key (PEM)")
+    add_key_options(p.add_argument_group("the input hash key, for the local store's groups and outcomes "
+                                         "(as for verify)"))
     p.add_argument("--require-signed", action="store_true",
                    help="report records that no verified signed checkpoint covers")
     p.add_argument("--format", choices=("text", "json"), default="text")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 
 from otel_rai import semconv, settings, store
+from otel_rai.codec.text import safe
 from otel_rai.sinks import destination
 from otel_rai.sinks.base import Sink
 from otel_rai.sinks.local import StoreSink
@@ -59,13 +60,23 @@ def _endpoint(endpoint: str | None) -> str:
 def resource(service_name: str | None) -> Resource:
     """The application's resource when it runs an SDK provider (so decisions sit under its service in
     Jaeger), else one from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``; `service_name` wins.
-    The service is also the Phoenix project (``openinference.project.name``), unless one is set."""
+    The service is also the Phoenix project (``openinference.project.name``), unless one is set. Its text
+    is made `safe` (an environment variable may hold bytes that are not UTF-8)."""
     app = trace.get_tracer_provider()
     base = app.resource if isinstance(app, TracerProvider) else Resource.create()
     merged = base.merge(Resource({SERVICE_NAME: service_name})) if service_name else base
-    if semconv.UI_PROJECT_NAME in merged.attributes or SERVICE_NAME not in merged.attributes:
-        return merged
-    return merged.merge(Resource({semconv.UI_PROJECT_NAME: merged.attributes[SERVICE_NAME]}))
+    if semconv.UI_PROJECT_NAME not in merged.attributes and SERVICE_NAME in merged.attributes:
+        merged = merged.merge(Resource({semconv.UI_PROJECT_NAME: merged.attributes[SERVICE_NAME]}))
+    attributes = {safe(k): _safe_value(v) for k, v in merged.attributes.items()}
+    return merged if attributes == dict(merged.attributes) else Resource(attributes, merged.schema_url)
+
+
+def _safe_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return safe(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(safe(v) if isinstance(v, str) else v for v in value)
+    return value
 
 
 def audit_provider(service_name: str | None, sinks: Sequence[Sink]) -> TracerProvider:
