@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from otel_rai.audit.hashing import HashKey
+if TYPE_CHECKING:  # a type only: hashing imports numpy, which the readers of the trail do without
+    from otel_rai.audit.hashing import HashKey
 
 _DIGEST_BYTES = 8
 #: The one JSON form of an outcome, in the store and under its digest.

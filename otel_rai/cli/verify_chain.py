@@ -15,7 +15,6 @@ from typing import Any
 
 from otel_rai import settings
 from otel_rai._time import window
-from otel_rai.chain.keys import read_keys
 from otel_rai.chain.verify import Report
 from otel_rai.cli._common import (
     OK,
@@ -51,6 +50,8 @@ def _write_text(report: Report, out: Any) -> None:
 
 def _keys_of(path: str, key_files: list[str], public_keys: list[str]) -> dict[str, Any]:
     """The keys of the file `path` (given as one of the two lists), or a one-line error naming it."""
+    from otel_rai.chain.keys import read_keys
+
     try:
         return read_keys([], key_files, public_keys)
     except OSError as exc:
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     """Verify the chain of the selected records; exit status 3 when something is wrong."""
     start, end = window(args.since, args.start, args.end)
     backend = backend_of(args)
+    from otel_rai.chain.keys import read_keys  # key derivation imports numpy: not for --help
+
     keys = read_keys(args.checkpoint_key or [settings.from_env("checkpoint_key") or ""], [], [])
     for path in args.checkpoint_key_file or []:  # one file at a time, so that an error names its file
         read_text(path, "checkpoint keys, one a line")

@@ -19,15 +19,17 @@ The keyed digests need the input hash key (`hash_keys`); without it, they are co
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
-from otel_rai.audit.hashing import HashKey
 from otel_rai.audit.local_rows import groups_digest, local_key, outcome_digest
 from otel_rai.chain.verify import Problem, Report, check, seq_of
 from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query, find_spans
 from otel_rai.store.store import input_key
+
+if TYPE_CHECKING:  # a type only: hashing imports numpy, which reading the trail does without
+    from otel_rai.audit.hashing import HashKey
 
 #: The span columns checked, and the attribute each repeats.
 _SPAN_COLUMNS = (semconv.MODEL_NAME, semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION)
