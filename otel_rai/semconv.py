@@ -16,6 +16,9 @@ MODEL_NAME: Final = "ml.model.name"
 MODEL_CLASS: Final = "ml.model.class"
 MODEL_VERSION: Final = "ml.model.version"
 MODEL_FINGERPRINT: Final = "ml.model.fingerprint"
+#: The registry alias (or legacy stage) the model was loaded under, e.g. ``champion``. An alias moves from
+#: version to version, so it is recorded beside MODEL_VERSION, never as it.
+MODEL_ALIAS: Final = "ml.model.alias"
 
 # --- the call -------------------------------------------------------------------------------------
 OPERATION: Final = "ml.operation"
@@ -92,6 +95,7 @@ SPAN_ATTRIBUTES: Final = (
     MODEL_CLASS,
     MODEL_VERSION,
     MODEL_FINGERPRINT,
+    MODEL_ALIAS,
     OPERATION,
     BATCH_SIZE,
     BATCH_OFFSET,
@@ -188,3 +192,14 @@ METRIC_AUDIT_PENDING: Final = "ml.audit.pending"
 METRIC_AUDIT_EXPORTED: Final = "ml.audit.exported"
 #: Counter: audit records that will never be delivered. 0 unless something failed (see the docs).
 METRIC_AUDIT_DROPPED: Final = "ml.audit.dropped"
+
+# --- MLflow runs (docs/mlflow.md): what `otel_rai.mlflow.log_fairness` and `otel-rai check` log -----
+#: Run tag: MLFLOW_FAIRNESS_PASS or MLFLOW_FAIRNESS_FAIL, judged against the fairness thresholds.
+MLFLOW_FAIRNESS_TAG: Final = "otel_rai.fairness"
+MLFLOW_FAIRNESS_PASS: Final = "pass"
+MLFLOW_FAIRNESS_FAIL: Final = "fail"
+#: Run tag: the violated checks, ``<attribute>/<metric>`` separated by commas (absent when none).
+MLFLOW_FAIRNESS_VIOLATIONS_TAG: Final = "otel_rai.fairness.violations"
+#: Prefix of the run's fairness metrics: ``fairness/<attribute>/<metric>`` and
+#: ``fairness/<attribute>/<rate>/<group>`` (characters MLflow refuses in a metric name become ``_``).
+MLFLOW_FAIRNESS_METRIC_PREFIX: Final = "fairness/"

@@ -32,6 +32,8 @@ class Registration:
     version: str | None = None
     background: Any = field(default=None, compare=False)  # reference rows for the explainers that need them
     explain: bool = True
+    #: The registry alias (or stage) the model was loaded under: recorded beside the version, never as it.
+    alias: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,15 @@ def register_model(
     *,
     background: Any = None,
     explain: bool = True,
+    alias: str | None = None,
 ) -> M:
     """Name and version `model` for its decision spans, and return the same object.
 
     background: reference rows (the model's input format) for the explanations that need them:
         linear models, model-agnostic methods. A copy is kept.
     explain: False turns explanations off for this model.
+    alias: the registry alias the model was loaded under (``champion``), recorded as ``ml.model.alias``;
+        the version stays the one the alias pointed at.
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
@@ -135,6 +140,7 @@ def register_model(
             version=None if version is None else str(version),
             background=None if background is None else background.copy(),
             explain=bool(explain),
+            alias=str(alias) if alias else None,
         ),
     )
     bump_generation()

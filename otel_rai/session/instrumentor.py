@@ -34,9 +34,11 @@ from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
+from otel_rai.registry import hooks as registry_hooks
 from otel_rai.session import lifecycle
 from otel_rai.session import metrics as audit_metrics
 from otel_rai.settings import Settings
+from otel_rai.sinks import mlflow as mlflow_destination
 from otel_rai.sinks import provider
 from otel_rai.sinks.local import StoreSink
 from otel_rai.store import Store
@@ -69,7 +71,7 @@ class _Session:
     """Everything one instrumented process owns: settings, audit tracer, worker, sinks, patches."""
 
     def __init__(self, config: Settings) -> None:
-        config = replace(config, hash_key=resolve_key(config.hash_key))
+        config = mlflow_destination.routed(replace(config, hash_key=resolve_key(config.hash_key)))
         self.settings = config
         self.own_provider = config.tracer_provider is None
         self.sinks = provider.choose(config, own_provider=self.own_provider)
@@ -114,10 +116,11 @@ class _Session:
             max_pending_rows=config.max_pending_rows,
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
-        recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
+        recorder = self.recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
         self.patcher = Patcher(recorder.wrapper_factory)
         models.observe(config.model_version)
         self.patcher.install()
+        registry_hooks.install()
         self._closed: FlushResult | None = None
         self._stop_metrics = audit_metrics.publish(meter_provider, self._numbers)
         # Registered now, so that it runs before the atexit shutdown of any provider created earlier.
@@ -162,6 +165,7 @@ class _Session:
         atexit.unregister(self._at_exit)
         self._remove_sigterm()
         self.patcher.remove()
+        registry_hooks.uninstall()
         self.worker.submit(lambda: self.tracer.checkpoint(force=True))
         result = self._closed = self.flush(timeout)
         self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
@@ -255,6 +259,22 @@ def record_outcome(
         return False
     given = {"group": group, "prediction": prediction, "model": model, "version": version}
     session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
+    return True
+
+
+def current_settings() -> Settings | None:
+    """The resolved settings of the instrumented session, or None when not instrumented."""
+    session = _session
+    return None if session is None else session.settings
+
+
+def record_rejected(model: Any, operation: str, error: BaseException, start_ns: int | None = None) -> bool:
+    """Audit a call of `model` that was refused before it reached the model (the MLflow server could not
+    parse the request): an ERROR decision span without rows. Returns False when not instrumented."""
+    session = _session
+    if session is None:
+        return False
+    session.recorder.rejected(model, operation, error, start_ns)
     return True
 
 
