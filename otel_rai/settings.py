@@ -42,6 +42,7 @@ OTHER_VARIABLES: dict[str, str] = {
     "MLFLOW_TRACKING_TOKEN": "a bearer token for the MLflow tracking server (a secret, never shown)",
     "MLFLOW_TRACKING_USERNAME": "basic authentication for the MLflow tracking server, with the password",
     "MLFLOW_TRACKING_PASSWORD": "the password of ``MLFLOW_TRACKING_USERNAME`` (a secret, never shown)",
+    "MLFLOW_RUN_ID": "the MLflow run ``otel-rai check`` logs to (``mlflow run`` sets it)",
     "OTEL_RAI_MLFLOW_MODEL_URI": "the registry URI a served model was loaded from (``models:/credit/3``), for "
                                  "a model that the registry lists under several versions",
 }

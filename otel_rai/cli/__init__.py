@@ -11,7 +11,8 @@ worker, the capture path or the session, and imports heavy modules only inside t
 
 Errors are one line on stderr (``--debug`` adds the traceback). Exit status: 0 success (an empty result
 is a success), 1 failure (an unreachable backend, an unusable store or file), 2 bad usage, 3 ``verify``
-found input rows that match no decision, or ``verify-chain`` found a broken chain.
+found input rows that match no decision, ``verify-chain`` found a broken chain, or ``check`` found a
+fairness threshold violated.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from otel_rai.errors import PREFIX, OtelRaiError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules of this package, in the order ``--help`` lists them.
-COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "stack")
+COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "stack", "check")
 
 
 def build_parser() -> Parser:

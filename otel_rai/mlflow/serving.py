@@ -36,9 +36,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from otel_rai import settings
 from otel_rai.audit import outputs
 from otel_rai.capture import models
+from otel_rai.capture.scope import decisions
 from otel_rai.codec.reasons import encode_top, parse_top
 from otel_rai.errors import RequestRejected
-from otel_rai.capture.scope import decisions
 from otel_rai.explanations import Explanation, explain
 from otel_rai.mlflow import server
 from otel_rai.mlflow.reason_codes import DEFAULT_MAX_REASONS, ReasonCodes
