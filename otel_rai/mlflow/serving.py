@@ -20,6 +20,7 @@ estimator under its registry name and version (`otel_rai.registry.mlflow.find`).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from otel_rai import settings
 from otel_rai.audit import outputs
 from otel_rai.capture import models
+from otel_rai.capture.recorder import run_quietly
 from otel_rai.capture.scope import decisions
 from otel_rai.codec.reasons import encode_top, parse_top
 from otel_rai.errors import RequestRejected
@@ -52,6 +54,10 @@ _log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "otel_rai.json"
 #: The name the model is logged under when none is given (MLflow's convention).
 DEFAULT_NAME = "model"
+
+#: True while `log_model`/`save_model` run: MLflow then loads the model and predicts its input example,
+#: which must neither instrument the process nor count as decisions.
+_LOGGING: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_rai_mlflow_logging", default=False)
 
 
 class AuditedModel(mlflow.pyfunc.PythonModel):
@@ -70,7 +76,7 @@ class AuditedModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Instrument the process if needed, and register the estimator as the registry version served."""
-        if not RaiInstrumentor().is_instrumented_by_opentelemetry:
+        if not RaiInstrumentor().is_instrumented_by_opentelemetry and not _LOGGING.get():
             instrument()
         directory = Path(context.artifacts[CONFIG_ARTIFACT]).parent.parent
         version = _served_version(directory)
@@ -86,8 +92,10 @@ class AuditedModel(mlflow.pyfunc.PythonModel):
 
     # --- predicting ----------------------------------------------------------------------------------
 
-    def predict(self, context: Any, model_input: Any, params: Mapping[str, Any] | None = None) -> list[dict]:
-        """One answer per row (see the module docstring); every call is audited."""
+    def predict(self, context, model_input, params=None):  # noqa: ANN001 - MLflow reads type hints as a schema
+        """One answer per row (see the module docstring); every call is audited. ``model_input`` is what
+        MLflow parsed (a DataFrame with a signature); the parameters carry no type hints because MLflow
+        would take them for the model's input schema."""
         server.reached()
         start_ns = time.time_ns()
         estimator = self.otel_rai_model
@@ -257,7 +265,7 @@ def log_model(
     with tempfile.TemporaryDirectory() as folder:
         arguments = _pyfunc_arguments(model, name, background, explain, reason_codes, max_reasons,
                                       input_example, folder)
-        return mlflow.pyfunc.log_model(name=name, **{**arguments, **kwargs})
+        return _quietly(mlflow.pyfunc.log_model, name=name, **{**arguments, **kwargs})
 
 
 def save_model(
@@ -276,4 +284,13 @@ def save_model(
     with tempfile.TemporaryDirectory() as folder:
         arguments = _pyfunc_arguments(model, name, background, explain, reason_codes, max_reasons,
                                       input_example, folder)
-        mlflow.pyfunc.save_model(os.fspath(path), **{**arguments, **kwargs})
+        _quietly(mlflow.pyfunc.save_model, os.fspath(path), **{**arguments, **kwargs})
+
+
+def _quietly(log: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run MLflow's logging with its checks of the input example neither instrumenting nor audited."""
+    token = _LOGGING.set(True)
+    try:
+        return run_quietly(log, *args, **kwargs)
+    finally:
+        _LOGGING.reset(token)

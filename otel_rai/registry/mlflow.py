@@ -80,7 +80,7 @@ def parse(uri: Any) -> ModelsUri | None:
         return ModelsUri(name=name, stage=suffix)
     name, at, alias = parts[0].rpartition("@")
     if at:
-        if not name or not alias.strip():
+        if not alias.strip():  # an empty name parses (as in MLflow) and is then not found
             raise ValueError(f"{text!r} is not a models:/ URI like models:/NAME@ALIAS")
         return ModelsUri(name=name, alias=alias)
     return ModelsUri(model_id=parts[0])
@@ -115,8 +115,9 @@ def pin(uri: Any, mlflow_client: Any = None) -> RegistryVersion | None:
         return _version(c.get_model_version(parsed.name, parsed.version))
     if parsed.alias is not None:
         return _version(c.get_model_version_by_alias(parsed.name, parsed.alias), parsed.alias)
-    stages = None if parsed.latest else [parsed.stage]
-    newest = max(c.get_latest_versions(parsed.name, stages), key=lambda mv: int(mv.version), default=None)
+    candidates = (c.search_model_versions(f"name={_quoted(parsed.name)}") if parsed.latest
+                  else c.get_latest_versions(parsed.name, [parsed.stage]))  # stages: deprecated by MLflow
+    newest = max(candidates, key=lambda mv: int(mv.version), default=None)
     if newest is None:
         raise LookupError(f"the registry holds no version of {parsed.name!r} for {str(uri)!r}")
     return _version(newest, LATEST if parsed.latest else parsed.stage)
@@ -192,11 +193,13 @@ def served_model(loaded: Any) -> Any:
     """The estimator that decides inside what an MLflow loader returned: the model of a pyfunc (or the
     estimator an otel-rai pyfunc serves), else `loaded` itself."""
     raw = loaded
-    get_raw = getattr(loaded, "get_raw_model", None)
-    if callable(get_raw):
-        try:
-            raw = get_raw()
-        except Exception:  # a pyfunc flavour without a raw model
-            return loaded
+    for unwrap in ("unwrap_python_model", "get_raw_model"):  # a python model; another flavour's model
+        method = getattr(loaded, unwrap, None)
+        if callable(method):
+            try:
+                raw = method()
+                break
+            except Exception:  # not that kind of pyfunc
+                continue
     served = getattr(raw, SERVED_MODEL_ATTRIBUTE, None)
     return raw if served is None else served
