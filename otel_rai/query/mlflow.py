@@ -39,6 +39,8 @@ MAX_ID_SEARCHES = 20
 MLFLOW_PREFIX = "mlflow."
 _SAFE = re.compile(r"[A-Za-z0-9._:-]+")
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+#: What MLflow's client says when the server does not answer (after its own retries).
+_UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection")
 _MS = 1_000_000
 
 
@@ -148,7 +150,10 @@ class Mlflow:
         except BackendError:
             raise
         except Exception as exc:  # the client raises MlflowException, requests' errors and more
-            raise BackendError(f"cannot search mlflow at {self.url}: {type(exc).__name__}: {str(exc)[:200]}") from None
+            text = " ".join(str(exc).split())
+            if any(sign in text for sign in _UNREACHABLE):
+                raise BackendError(f"cannot reach mlflow at {self.url}: no answer") from None
+            raise BackendError(f"cannot search mlflow at {self.url}: {type(exc).__name__}: {text[:200]}") from None
         yield from sorted(found.values(), key=time_order)
 
 

@@ -1,0 +1,100 @@
+"""Open a trace in MLflow's UI in headless Chromium, screenshot it and return the text it shows.
+
+    python3 scripts/mlflow_ui.py http://127.0.0.1:5000 EXPERIMENT_ID TRACE_ID out.png [--tab Attributes]
+
+Selenium drives Debian's ``chromium`` through ``/usr/bin/chromedriver`` (no browser is downloaded), in a
+fresh profile, with the browser's own network chatter switched off. The trace opens in the experiment's
+Traces tab (``?selectedEvaluationId=``); MLflow's first-visit hints and its assistant panel are closed so
+that the span fills the picture. Used by tests/test_mlflow_tracking.py and for docs/mlflow.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run")
+WINDOW = "1500,950"
+#: The UI is a single-page app that loads the trace after the page: wait for it this long at most.
+LOAD_TIMEOUT_S = 90.0
+_POLL_S = 0.5
+#: Buttons that cover the trace on a first visit (MLflow 3.17's component ids).
+_DISMISS = ("mlflow.detect_issues.guidance.dismiss", "mlflow.assistant.chat_panel.close")
+
+
+def open_trace(url: str, experiment_id: str, trace_id: str, png: Path, tab: str = "Attributes") -> str:
+    """Screenshot trace `trace_id` (``tr-...``) with its span's `tab` open into `png`; the page's text."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    with tempfile.TemporaryDirectory() as profile:
+        for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW}"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+        try:
+            driver.get(f"{url.rstrip('/')}/#/experiments/{experiment_id}/traces?selectedEvaluationId={trace_id}")
+            def the_tab():  # noqa: ANN202 - found again each time: React replaces the elements it renders
+                return [t for t in driver.find_elements(By.CSS_SELECTOR, "[role=tab]") if t.text.strip() == tab]
+
+            _wait(driver, the_tab)
+            for component in _DISMISS:
+                for button in driver.find_elements(By.CSS_SELECTOR, f'button[data-component-id="{component}"]'):
+                    _click(driver, button)
+            _wait(driver, lambda: any(_click(driver, t) and t.get_attribute("aria-selected") == "true"
+                                      for t in the_tab()))
+            time.sleep(1.0)  # the tab's content renders after the selection
+            driver.save_screenshot(str(png))
+            return driver.find_element(By.TAG_NAME, "body").text
+        finally:
+            driver.quit()
+
+
+def _click(driver, element) -> bool:  # noqa: ANN001 - Selenium objects
+    """Press and click `element` with JavaScript, so that no overlay intercepts it (Radix tabs switch on
+    the press, buttons on the click); False if it is gone already."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        driver.execute_script("""
+            const e = arguments[0], o = {bubbles: true, cancelable: true, button: 0, pointerType: "mouse"};
+            e.dispatchEvent(new PointerEvent("pointerdown", o));
+            e.dispatchEvent(new MouseEvent("mousedown", o));
+            e.dispatchEvent(new PointerEvent("pointerup", o));
+            e.dispatchEvent(new MouseEvent("mouseup", o));
+            e.click();""", element)
+        return True
+    except StaleElementReferenceException:
+        return False
+
+
+def _wait(driver, found):  # noqa: ANN001, ANN202 - a local helper around Selenium objects
+    deadline = time.monotonic() + LOAD_TIMEOUT_S
+    while time.monotonic() < deadline:
+        value = found()
+        if value:
+            return value
+        time.sleep(_POLL_S)
+    raise TimeoutError(f"MLflow's UI did not show what was expected within {LOAD_TIMEOUT_S} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("experiment_id")
+    parser.add_argument("trace_id")
+    parser.add_argument("png", type=Path)
+    parser.add_argument("--tab", default="Attributes")
+    args = parser.parse_args()
+    print(open_trace(args.url, args.experiment_id, args.trace_id, args.png, args.tab))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Decisions in the MLflow UI and queryable from it: a real ``mlflow server`` (SQLite backend store) on a
+free port takes the decision spans over OTLP/HTTP; MLflow's own client (``search_traces``) is the oracle
+that they arrived intact, and ``otel-rai query --backend mlflow`` reads them back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import KEY, need
+from mlflow_servers import ROOT, TrackingServer, base_env
+from sklearn.linear_model import LogisticRegression
+
+import otel_rai
+from otel_rai import semconv, settings
+from otel_rai.query import Query, connect, find_decisions, find_spans
+from otel_rai.query import mlflow as mlflow_backend
+from otel_rai.query.trail import verify
+from otel_rai.sinks import mlflow as destination
+
+pytestmark = pytest.mark.stack
+
+#: How long the test waits for the export thread and MLflow's ingestion.
+ARRIVAL_TIMEOUT_S = 60.0
+X = np.random.default_rng(11).normal(size=(300, 4))
+Y = (X[:, 0] - X[:, 2] > 0).astype(int)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tracking = TrackingServer(tmp_path_factory.mktemp("mlflow-server")).start()
+    yield tracking
+    tracking.stop()
+
+
+@pytest.fixture
+def to_mlflow(server, monkeypatch, tmp_path):
+    """Instruments with decisions going to `server`'s experiment ``decisions`` (and the local store, the
+    export's write-ahead log, to compare with)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "credit-scoring")
+    store = tmp_path / "audit.db"
+
+    def start(experiment="decisions", **options):
+        otel_rai.instrument(mlflow_experiment=experiment, store=store, hash_key=KEY, **options)
+        return store
+
+    return start
+
+
+def traces_with(server, experiment_id, ids, timeout=ARRIVAL_TIMEOUT_S):
+    """MLflow's own search for the traces holding decision ids `ids`, once all have arrived."""
+    client = mlflow.MlflowClient(server.url)
+    deadline = time.monotonic() + timeout
+    while True:
+        traces = client.search_traces(locations=[experiment_id], max_results=500)
+        spans = [s for t in traces for s in t.data.spans]
+        seen = {i for s in spans for i in (s.attributes.get(semconv.DECISION_IDS) or ())}
+        if set(ids) <= seen or time.monotonic() > deadline:
+            return [s for s in spans if set(s.attributes.get(semconv.DECISION_IDS) or ()) & set(ids)]
+        time.sleep(0.25)
+
+
+def _same(a, b):
+    return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
+
+
+def test_decisions_reach_the_experiment_with_every_attribute_intact(server, to_mlflow):
+    store = to_mlflow()
+    model = otel_rai.register_model(LogisticRegression().fit(X, Y), "credit", "3", background=X[:50])
+    with otel_rai.decisions(ids=["A-1", "A-2", "A-3"]):
+        model.predict_proba(X[:3])
+    model.predict(X[3:4])
+    assert otel_rai.flush(60).complete
+    experiment = mlflow.MlflowClient(server.url).get_experiment_by_name("decisions")
+    assert experiment is not None  # created by name, as mlflow.set_experiment would
+    local = [s for s in find_spans(Query(model_version="3"), connect("local", str(store)))]
+    ids = [i for s in local for i in s.attributes[semconv.DECISION_IDS]]
+    arrived = traces_with(server, experiment.experiment_id, ids)
+    assert len(arrived) == len(local) == 2
+    for span in local:
+        (theirs,) = [s for s in arrived if s.span_id == span.span_id]
+        assert theirs.name == span.name and theirs.trace_id == "tr-" + span.trace_id
+        ours = {k: v for k, v in theirs.attributes.items() if k.startswith("ml.")}
+        assert _same(ours, {k: v for k, v in span.attributes.items() if k.startswith("ml.")})
+        assert (theirs.start_time_ns, theirs.end_time_ns) == (span.start_ns, span.end_ns)
+    otel_rai.uninstrument()
+    # The same spans through otel-rai's backend, and their chain verifies as read back from MLflow.
+    backend = connect("mlflow", server.url)
+    read = list(find_spans(Query(model_version="3"), backend))
+    assert sorted(s.span_id for s in read) == sorted(s.span_id for s in local)
+    report = verify(backend, Query())
+    assert report.ok, report.to_dict()
+
+
+def test_a_failed_decision_arrives_as_an_error_span(server, to_mlflow):
+    to_mlflow()
+    model = otel_rai.register_model(LogisticRegression().fit(X, Y), "credit", "err")
+    with pytest.raises(ValueError):
+        model.predict(X[:2, :3])  # one column short
+    assert otel_rai.flush(60).complete
+    otel_rai.uninstrument()
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    while True:
+        spans = list(find_spans(Query(model_version="err"), connect("mlflow", server.url)))
+        if spans or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    (span,) = spans
+    assert span.status_code == 2 and span.status_message.startswith("ValueError")
+
+
+def test_query_by_version_id_time_and_service_filters_exactly_what_mlflow_over_matches(server, to_mlflow):
+    start = time.time_ns()
+    to_mlflow(experiment="query")
+    models = {v: otel_rai.register_model(LogisticRegression().fit(X, Y), "scorer", v) for v in ("7", "17", "7.1")}
+    made = {}
+    for version, model in models.items():
+        with otel_rai.decisions() as scope:
+            model.predict(X[:2])
+        made[version] = scope.ids
+    assert otel_rai.flush(60).complete
+    otel_rai.uninstrument()
+    backend = mlflow_backend.Mlflow(settings.env("MLFLOW_TRACKING_URI"), "query")
+    everything = [i for ids in made.values() for i in ids]
+    deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
+    while len(list(find_decisions(backend=backend, decision_id=everything))) < 6 and time.monotonic() < deadline:
+        time.sleep(0.25)
+    # LIKE '%7%' also matches 17 and 7.1 in MLflow; the answer must not.
+    assert mlflow_backend.filters(Query(model_version="7"))[0].count("LIKE '%7%'") == 1
+    assert [d.decision_id for d in find_decisions(backend=backend, model_version="7")] == made["7"]
+    assert [d.decision_id for d in find_decisions(backend=backend, decision_id=made["17"][1])] == made["17"][1:]
+    assert {d.decision_id for d in find_decisions(backend=backend, decision_id=made["7.1"] + made["7"])} == \
+        set(made["7.1"] + made["7"])
+    assert len(list(find_decisions(backend=backend, start=start, service="credit-scoring"))) == 6
+    assert list(find_decisions(backend=backend, service="another")) == []
+    assert list(find_decisions(backend=backend, end=start)) == []
+    out = subprocess.run([sys.executable, "-m", "otel_rai", "query", "--backend", "mlflow", "--url", server.url,
+                          "--model-version", "17", "--format", "json"], capture_output=True, text=True,
+                         env=base_env({"OTEL_RAI_MLFLOW_EXPERIMENT": "query"}), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(line)["decision_id"] for line in out.stdout.splitlines()] == made["17"]
+
+
+def test_an_unreachable_mlflow_is_a_one_line_error(tmp_path):
+    from servers import free_port
+
+    out = subprocess.run([sys.executable, "-m", "otel_rai", "query", "--backend", "mlflow", "--url",
+                          f"http://127.0.0.1:{free_port()}", "--since", "1h"], capture_output=True, text=True,
+                         timeout=120,
+                         env=base_env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}))
+    assert out.returncode == 1 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("otel-rai: cannot reach mlflow at http://127.0.0.1:")
+
+
+# --- the destination, spelled out (no server needed) ----------------------------------------------------
+
+@pytest.mark.parametrize("env, options, expected", [
+    ({"MLFLOW_TRACKING_URI": "http://mlflow:5000"}, {},
+     ("http://mlflow:5000/v1/traces", "http/protobuf", {"x-mlflow-experiment-id": "12"})),
+    ({"MLFLOW_TRACKING_URI": "https://mlflow/", "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "tenant=a%20b"}, {},
+     ("https://mlflow/v1/traces", "http/protobuf", {"tenant": "a b", "x-mlflow-experiment-id": "12"})),
+    ({"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_TOKEN": "t0ken"}, {"headers": "a=1"},
+     ("http://mlflow:5000/v1/traces", "http/protobuf",
+      {"Authorization": "Bearer t0ken", "a": "1", "x-mlflow-experiment-id": "12"})),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, {"protocol": "grpc"},
+     (None, "grpc", {"x-mlflow-experiment-id": "12"})),  # through a collector: its endpoint and protocol
+    ({"MLFLOW_TRACKING_URI": "http://mlflow:5000"}, {"endpoint": "http://collector:4318", "headers": {"k": "v"}},
+     ("http://collector:4318", None, {"k": "v", "x-mlflow-experiment-id": "12"})),
+])
+def test_the_setting_becomes_an_otlp_endpoint_protocol_and_headers(monkeypatch, env, options, expected):
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+                 "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    config = destination.routed(settings.Settings.resolve(mlflow_experiment="12", **options))
+    assert (config.endpoint, config.protocol, config.headers) == expected
+
+
+@pytest.mark.parametrize("env, options, message", [
+    ({}, {}, "needs MLFLOW_TRACKING_URI"),
+    ({"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}, {}, "needs MLFLOW_TRACKING_URI"),
+    ({"MLFLOW_TRACKING_URI": "http://mlflow:5000"}, {"protocol": "grpc"}, "http/protobuf only"),
+])
+def test_a_destination_that_cannot_work_is_refused_at_instrument(monkeypatch, env, options, message):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(destination.MlflowDestinationError, match=message):
+        otel_rai.instrument(mlflow_experiment="12", **options)
+
+
+def test_an_experiment_name_is_looked_up_and_an_unreachable_server_named(monkeypatch, server):
+    from servers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    first = destination.routed(settings.Settings.resolve(mlflow_experiment="by-name"))
+    again = destination.routed(settings.Settings.resolve(mlflow_experiment="by-name"))
+    experiment = mlflow.MlflowClient(server.url).get_experiment_by_name("by-name")
+    assert first.headers["x-mlflow-experiment-id"] == again.headers["x-mlflow-experiment-id"] == \
+        experiment.experiment_id
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", closed)
+    with pytest.raises(destination.MlflowDestinationError, match=f"at the MLflow tracking server at {closed}"):
+        destination.routed(settings.Settings.resolve(mlflow_experiment="by-name"))
+
+
+# --- the Traces tab ---------------------------------------------------------------------------------------
+
+def test_the_traces_tab_renders_the_decision_span_and_its_attributes(server, to_mlflow, tmp_path):
+    import shutil
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from mlflow_ui import CHROMEDRIVER, CHROMIUM, open_trace
+
+    need("chromium and chromedriver (Debian's chromium-driver)", all(map(shutil.which, (CHROMIUM, CHROMEDRIVER))))
+
+    to_mlflow(experiment="ui")
+    model = otel_rai.register_model(LogisticRegression().fit(X, Y), "credit", "ui-1", background=X[:50])
+    with otel_rai.decisions(ids=["UI-1093"]):
+        model.predict_proba(X[:1])
+    assert otel_rai.flush(60).complete
+    otel_rai.uninstrument()
+    experiment = mlflow.MlflowClient(server.url).get_experiment_by_name("ui").experiment_id
+    (span,) = traces_with(server, experiment, ["UI-1093"])
+    text = open_trace(server.url, experiment, span.trace_id, tmp_path / "trace.png")
+    assert "predict_proba credit" in text
+    assert "UI-1093" in text and "ml.model.version" in text  # the attributes, as the Attributes tab shows them
+    assert (tmp_path / "trace.png").stat().st_size > 10_000
