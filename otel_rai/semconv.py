@@ -200,6 +200,6 @@ MLFLOW_FAIRNESS_PASS: Final = "pass"
 MLFLOW_FAIRNESS_FAIL: Final = "fail"
 #: Run tag: the violated checks, ``<attribute>/<metric>`` separated by commas (absent when none).
 MLFLOW_FAIRNESS_VIOLATIONS_TAG: Final = "otel_rai.fairness.violations"
-#: Prefix of the run's fairness metrics: ``fairness/<attribute>/<metric>`` and
-#: ``fairness/<attribute>/<rate>/<group>`` (characters MLflow refuses in a metric name become ``_``).
-MLFLOW_FAIRNESS_METRIC_PREFIX: Final = "fairness/"
+#: Prefix of the run's fairness metrics: ``fairness.<attribute>.<metric>`` and
+#: ``fairness.<attribute>.<rate>.<group>`` (characters MLflow refuses in a metric name become ``_``).
+MLFLOW_FAIRNESS_METRIC_PREFIX: Final = "fairness."

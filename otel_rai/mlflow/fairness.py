@@ -12,7 +12,7 @@ support, there is no value (``docs/fairness.md``). A value is judged against the
 (default: a demographic parity ratio of at least 0.8, the four-fifths rule, and an equalized odds
 difference of at most 0.1); a figure without a value violates nothing.
 
-The run gets the metrics (``fairness/<attribute>/<figure>``), the HTML audit report
+The run gets the metrics (``fairness.<attribute>.<figure>``), the HTML audit report
 (``fairness/report.html``) and the tags ``otel_rai.fairness`` (pass or fail) and
 ``otel_rai.fairness.violations``. `fairness_metrics` offers the same figures to ``mlflow.models.evaluate``.
 Imports neither the session nor the capture path: ``otel-rai check`` runs it.
@@ -40,7 +40,9 @@ VALIDATION_MIN_GROUP_SIZE = 1
 BELOW_THRESHOLD = "(below threshold)"
 #: The version named in the report when none is given.
 UNVERSIONED = "validation"
-_METRIC_NAME_UNSAFE = re.compile(r"[^\w.\- :/]")
+#: Characters MLflow refuses in a metric name (``/`` only in `mlflow.models.evaluate`'s, but it is the same
+#: name in both places).
+_METRIC_NAME_UNSAFE = re.compile(r"[^\w.\- :]")
 
 #: The figures of a `otel_rai.fairness.metrics.Summary` that are one number per attribute.
 FIGURES = ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
@@ -92,8 +94,8 @@ class FairnessCheck:
 
 
 def metric_name(*parts: str) -> str:
-    """``fairness/<part>/<part>...``, with the characters MLflow refuses in a metric name as ``_``."""
-    return semconv.MLFLOW_FAIRNESS_METRIC_PREFIX + "/".join(_METRIC_NAME_UNSAFE.sub("_", p) for p in parts)
+    """``fairness.<part>.<part>...``, with the characters MLflow refuses in a metric name as ``_``."""
+    return semconv.MLFLOW_FAIRNESS_METRIC_PREFIX + ".".join(_METRIC_NAME_UNSAFE.sub("_", p) for p in parts)
 
 
 def _is_missing(value: Any) -> bool:
