@@ -1,6 +1,7 @@
 """Open a trace in MLflow's UI in headless Chromium, screenshot it and return the text it shows.
 
     python3 scripts/mlflow_ui.py http://127.0.0.1:5000 EXPERIMENT_ID TRACE_ID out.png [--tab Attributes]
+                                 [--window 1500,950]
 
 Selenium drives Debian's ``chromium`` through ``/usr/bin/chromedriver`` (no browser is downloaded), in a
 fresh profile, with the browser's own network chatter switched off. The trace opens in the experiment's
@@ -27,7 +28,8 @@ _POLL_S = 0.5
 _DISMISS = ("mlflow.detect_issues.guidance.dismiss", "mlflow.assistant.chat_panel.close")
 
 
-def open_trace(url: str, experiment_id: str, trace_id: str, png: Path, tab: str = "Attributes") -> str:
+def open_trace(url: str, experiment_id: str, trace_id: str, png: Path, tab: str = "Attributes",
+               window: str = WINDOW) -> str:
     """Screenshot trace `trace_id` (``tr-...``) with its span's `tab` open into `png`; the page's text."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -36,7 +38,7 @@ def open_trace(url: str, experiment_id: str, trace_id: str, png: Path, tab: str 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     with tempfile.TemporaryDirectory() as profile:
-        for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW}"):
+        for flag in (*FLAGS, f"--user-data-dir={profile}", f"--window-size={window}"):
             options.add_argument(flag)
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
         try:
@@ -92,8 +94,9 @@ def main() -> None:
     parser.add_argument("trace_id")
     parser.add_argument("png", type=Path)
     parser.add_argument("--tab", default="Attributes")
+    parser.add_argument("--window", default=WINDOW, help=f"width,height in pixels (default {WINDOW})")
     args = parser.parse_args()
-    print(open_trace(args.url, args.experiment_id, args.trace_id, args.png, args.tab))
+    print(open_trace(args.url, args.experiment_id, args.trace_id, args.png, args.tab, args.window))
 
 
 if __name__ == "__main__":
