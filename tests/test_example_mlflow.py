@@ -4,6 +4,7 @@ promises shows in its output."""
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 
@@ -26,4 +27,9 @@ def test_the_mlflow_example_runs_end_to_end(tmp_path):
     rows = [line for line in text.splitlines() if decision.group(3) in line and "credit  1" in line]
     assert len(rows) == 2  # found by otel-rai query in the audit store and in the MLflow server
     assert '"prediction": 0' in text and '"reason_codes": [' in text
-    assert not list(tmp_path.glob("*.pid"))  # the servers were stopped
+    ports = re.findall(r"MLflow tracking server: http://127.0.0.1:(\d+)", text) + \
+        re.findall(r"serving models:/credit@champion at http://127.0.0.1:(\d+)", text)
+    assert len(ports) == 2
+    for port in ports:
+        with pytest.raises(OSError):  # the example stopped the servers it started
+            socket.create_connection(("127.0.0.1", int(port)), timeout=2).close()
