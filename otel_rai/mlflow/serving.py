@@ -176,6 +176,8 @@ def _model_input(estimator: Any, model_input: Any) -> Any:
         return array
     if names is None:
         return model_input.to_numpy()
+    if len(model_input.columns) == len(names) and (model_input.columns == names).all():
+        return model_input  # the usual case: MLflow's signature put the columns in this order already
     missing = [str(n) for n in names if n not in model_input.columns]
     if missing:
         raise RequestRejected(f"the input lacks {len(missing)} of the model's {len(names)} columns: "
