@@ -183,6 +183,15 @@ def test_the_setting_becomes_an_otlp_endpoint_protocol_and_headers(monkeypatch, 
     assert (config.endpoint, config.protocol, config.headers) == expected
 
 
+def test_each_experiment_gets_a_spool_of_its_own(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    spools = [destination.routed(settings.Settings.resolve(mlflow_experiment=e)).spool for e in ("1", "2", "1")]
+    assert spools[0] == spools[2] != spools[1] and spools[0].parent == settings.data_dir()
+    given = tmp_path / "mine.db"
+    assert destination.routed(settings.Settings.resolve(mlflow_experiment="1", spool=given)).spool == given
+    assert destination.routed(settings.Settings.resolve(mlflow_experiment="1", spool=False)).spool is False
+
+
 @pytest.mark.parametrize("env, options, message", [
     ({}, {}, "needs MLFLOW_TRACKING_URI"),
     ({"MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}, {}, "needs MLFLOW_TRACKING_URI"),

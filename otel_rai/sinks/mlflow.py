@@ -11,12 +11,15 @@ retries, TLS) is the ordinary OTLP export:
   ``OTEL_EXPORTER_OTLP_HEADERS``) plus the experiment header, and the tracking server's credentials
   (``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) when sending to it directly;
 * the experiment: an id (digits) as it is; a name is looked up over MLflow's REST API, and created
-  when missing, as ``mlflow.set_experiment`` does.
+  when missing, as ``mlflow.set_experiment`` does;
+* the default spool: one per destination and experiment (the export sends a spool's spans with the
+  experiment header of the process exporting it).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -65,7 +68,19 @@ def routed(config: settings.Settings) -> settings.Settings:
     if direct:
         headers = {**_credentials(), **headers}
     endpoint = tracking.rstrip("/") + TRACES_PATH if direct else config.endpoint
-    return replace(config, endpoint=endpoint, protocol=protocol, headers=headers)
+    return replace(config, endpoint=endpoint, protocol=protocol, headers=headers,
+                   spool=_spool(config.spool, endpoint, experiment_id))
+
+
+def _spool(spool: Any, endpoint: str | None, experiment_id: str) -> Any:
+    """The default spool, one per destination *and experiment*: a spool is exported with the headers of
+    the process that exports it, so two experiments must not share one. A spool given is kept."""
+    if spool is not None and spool is not True:
+        return spool
+    target = (endpoint or settings.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+              or settings.env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    tag = hashlib.blake2b(f"{target} {experiment_id}".encode(), digest_size=4).hexdigest()
+    return settings.data_dir() / f"spool-mlflow-{tag}.db"
 
 
 def _is_http(url: str | None) -> bool:
