@@ -158,6 +158,20 @@ def test_an_unreachable_mlflow_is_a_one_line_error(tmp_path):
     assert out.stderr.startswith("otel-rai: cannot reach mlflow at http://127.0.0.1:")
 
 
+@pytest.mark.parametrize("url", ["localhost:5000", "ftp://example.org", "http://", "http://127.0.0.1:99999",
+                                 "mlruns", "sqlite:///no/such/mlflow.db", "sqlite://"])
+def test_a_url_that_is_no_tracking_store_is_refused_before_mlflow_creates_anything(url, capsys, tmp_path,
+                                                                                monkeypatch):
+    from otel_rai import cli
+    from otel_rai.errors import PREFIX
+
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["query", "--backend", "mlflow", "--url", url, "--since", "1h"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(PREFIX) and err.count("\n") == 1 and url in err
+    assert list(tmp_path.iterdir()) == []  # no local store was created by the client
+
+
 # --- the destination, spelled out (no server needed) ----------------------------------------------------
 
 @pytest.mark.parametrize("env, options, expected", [

@@ -22,6 +22,8 @@ from otel_rai.settings import FairnessConfig
 
 #: The exit status of a check that found a threshold violated (that of `verify` finding a mismatch).
 VIOLATED = UNMATCHED
+#: How much of MLflow's error a message quotes (they can run to pages, over several lines).
+QUOTED_CHARS = 200
 
 
 def _read(path: Path) -> Any:
@@ -42,7 +44,8 @@ def _load(uri: str) -> tuple[Any, str, str]:
     try:
         loaded = mlflow.pyfunc.load_model(uri)
     except Exception as exc:
-        raise CliError(f"cannot load the MLflow model {uri}: {type(exc).__name__}: {str(exc)[:200]}") from None
+        detail = " ".join(str(exc).split())[:QUOTED_CHARS]
+        raise CliError(f"cannot load the MLflow model {uri}: {type(exc).__name__}: {detail}") from None
     try:
         version = registry.find(uri) if settings.env("MLFLOW_TRACKING_URI") or registry.parse(uri) else None
     except Exception as exc:  # the figures do not depend on it: only the report's title does

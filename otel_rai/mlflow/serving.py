@@ -54,6 +54,8 @@ _log = logging.getLogger(__name__)
 CONFIG_ARTIFACT = "otel_rai.json"
 #: The name the model is logged under when none is given (MLflow's convention).
 DEFAULT_NAME = "model"
+#: Rows of a DataFrame background taken as the input example when none is given.
+EXAMPLE_ROWS = 5
 
 #: True while `log_model`/`save_model` run: MLflow then loads the model and predicts its input example,
 #: which must neither instrument the process nor count as decisions.
@@ -228,7 +230,7 @@ def _pyfunc_arguments(model: Any, name: str, background: Any, explain: bool, rea
                       max_reasons: int, input_example: Any, folder: str) -> dict[str, Any]:
     python_model = _python_model(model, name, background, explain, reason_codes, max_reasons)
     if input_example is None and hasattr(background, "iloc"):
-        input_example = background.iloc[:5]  # gives the model a signature: MLflow then checks columns and types
+        input_example = background.iloc[:EXAMPLE_ROWS]  # a signature: MLflow then checks columns and types
     arguments: dict[str, Any] = {
         "python_model": python_model,
         "artifacts": {CONFIG_ARTIFACT: _config_file(python_model, folder)},

@@ -21,24 +21,30 @@ reads its credentials from its own variables. Attributes MLflow adds (``mlflow.*
 from __future__ import annotations
 
 import json
+import os
 import re
+import urllib.parse
 from typing import Any, Iterator
 
 from otel_rai import semconv, settings
 from otel_rai.codec.records import SpanRecord
 from otel_rai.errors import BackendError
 from otel_rai.query import Query
-from otel_rai.query._remote import lookback, time_order
+from otel_rai.query._remote import check_url, lookback, time_order
 
 DEFAULT_URL = "http://localhost:5000"
 #: Traces per page of a search.
 PAGE = 500
 #: Up to this many decision ids are each searched for; more are filtered here only.
 MAX_ID_SEARCHES = 20
+#: How much of an MLflow client error a message quotes (they can run to pages).
+QUOTED_CHARS = 200
 #: MLflow's own span attributes, left out of the records.
 MLFLOW_PREFIX = "mlflow."
 _SAFE = re.compile(r"[A-Za-z0-9._:-]+")
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
+#: Tracking stores MLflow's client reads over a database connection (``postgresql+psycopg2://`` included).
+_DATABASES = ("databricks", "postgresql", "mysql", "mssql")
 #: What MLflow's client says when the server does not answer (after its own retries).
 _UNREACHABLE = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection")
 _MS = 1_000_000
@@ -153,9 +159,27 @@ class Mlflow:
             text = " ".join(str(exc).split())
             if any(sign in text for sign in _UNREACHABLE):
                 raise BackendError(f"cannot reach mlflow at {self.url}: no answer") from None
-            raise BackendError(f"cannot search mlflow at {self.url}: {type(exc).__name__}: {text[:200]}") from None
+            detail = f"{type(exc).__name__}: {text[:QUOTED_CHARS]}"
+            raise BackendError(f"cannot search mlflow at {self.url}: {detail}") from None
         yield from sorted(found.values(), key=time_order)
 
 
+def tracking_uri(url: str) -> str:
+    """`url` if it is a tracking URI MLflow's client reads without creating anything: an http(s) URL, a
+    database or Databricks URI, or an existing SQLite file; else ValueError (a usage error)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        return check_url(url, "mlflow")
+    if parts.scheme == "sqlite":
+        path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""  # sqlite:////abs, sqlite:///rel
+        if not path or not os.path.isfile(path):
+            raise ValueError(f"otel-rai: mlflow: {url!r} names no SQLite file that exists")
+        return url
+    if parts.scheme.split("+")[0] in _DATABASES:
+        return url
+    raise ValueError(f"otel-rai: mlflow: {url!r} is not a tracking URI like http://localhost:5000")
+
+
 def connect(url: str | None) -> Mlflow:
-    return Mlflow(url or settings.env("MLFLOW_TRACKING_URI") or DEFAULT_URL)
+    """The MLflow tracking server at `url`, else ``MLFLOW_TRACKING_URI``, else `DEFAULT_URL`."""
+    return Mlflow(tracking_uri(url or settings.env("MLFLOW_TRACKING_URI") or DEFAULT_URL))

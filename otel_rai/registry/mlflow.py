@@ -70,7 +70,7 @@ def parse(uri: Any) -> ModelsUri | None:
         return None
     parts = parsed.path.lstrip("/").split("/") if parsed.path.startswith("/") else []
     if not parts or not parts[0].strip() or len(parts) > 2 or (len(parts) == 2 and not parts[1].strip()):
-        raise ValueError(f"{text!r} is not a models:/ URI like models:/NAME/VERSION or models:/NAME@ALIAS")
+        raise ValueError(f"otel-rai: {text!r} is not a models:/ URI like models:/NAME/VERSION or models:/NAME@ALIAS")
     if len(parts) == 2:
         name, suffix = parts
         if suffix.isdigit():
@@ -81,7 +81,7 @@ def parse(uri: Any) -> ModelsUri | None:
     name, at, alias = parts[0].rpartition("@")
     if at:
         if not alias.strip():  # an empty name parses (as in MLflow) and is then not found
-            raise ValueError(f"{text!r} is not a models:/ URI like models:/NAME@ALIAS")
+            raise ValueError(f"otel-rai: {text!r} is not a models:/ URI like models:/NAME@ALIAS")
         return ModelsUri(name=name, alias=alias)
     return ModelsUri(model_id=parts[0])
 
@@ -119,7 +119,7 @@ def pin(uri: Any, mlflow_client: Any = None) -> RegistryVersion | None:
                   else c.get_latest_versions(parsed.name, [parsed.stage]))  # stages: deprecated by MLflow
     newest = max(candidates, key=lambda mv: int(mv.version), default=None)
     if newest is None:
-        raise LookupError(f"the registry holds no version of {parsed.name!r} for {str(uri)!r}")
+        raise LookupError(f"otel-rai: the registry holds no version of {parsed.name!r} for {str(uri)!r}")
     return _version(newest, LATEST if parsed.latest else parsed.stage)
 
 
