@@ -66,6 +66,7 @@ def group_cpu_s(pgid: int) -> float:
 
 
 def save_models(folder: Path) -> tuple[dict[str, Path], pd.DataFrame]:
+    """The same fitted model saved as each kind of server's model; and the data it was fitted on."""
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(2000, FEATURES)), columns=[f"f{i}" for i in range(FEATURES)])
     y = (X.f0 - X.f1 + 0.5 * X.f2 > 0).astype(int)
@@ -80,6 +81,7 @@ def save_models(folder: Path) -> tuple[dict[str, Path], pd.DataFrame]:
 
 
 def main() -> int:
+    """Serve, time, print (and write) the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="timed requests per server")
     parser.add_argument("--blocks", type=int, default=10, help="alternating blocks the requests are split into")

@@ -88,6 +88,7 @@ def _wait(driver, found):  # noqa: ANN001, ANN202 - a local helper around Seleni
 
 
 def main() -> None:
+    """The command line: print the page's text, write the screenshot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("url")
     parser.add_argument("experiment_id")

@@ -73,6 +73,7 @@ class FairnessCheck:
 
     @property
     def passed(self) -> bool:
+        """True when no threshold is violated."""
         return not self.violations
 
     def __bool__(self) -> bool:

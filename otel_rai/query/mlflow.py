@@ -108,6 +108,8 @@ def filters(query: Query) -> list[str]:
 
 
 class Mlflow:
+    """The decision spans in an MLflow tracking store (see the module docstring)."""
+
     def __init__(self, url: str, experiment: str | None = None) -> None:
         import mlflow
 
@@ -143,6 +145,7 @@ class Mlflow:
                 return
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Every span of the traces the searches for `query` find, each once, in time order."""
         try:
             locations = self.experiments()
             found: dict[tuple[str, str], SpanRecord] = {}
