@@ -128,8 +128,9 @@ def run(workdir: Path, keep_running: bool) -> None:
         with mlflow.start_run() as run:
             mlflow.log_metric("accuracy", float((model.predict(X_val) == y_val).mean()))
             # 2. Fairness on validation data: metrics, the HTML report and a pass/fail tag on the run.
+            #    The report also shows what drives the decisions (the explanations of the validation rows).
             check = otel_rai.mlflow.log_fairness(model, X_val, y_val, sensitive_features={"sex": sex_val},
-                                                 model_name="credit")
+                                                 model_name="credit", background=X.iloc[:200])
             print(f"1-2. trained and checked: fairness {'PASS' if check.passed else 'FAIL'} "
                   f"(demographic parity ratio by sex {check.attributes[0].summary.demographic_parity_ratio:.3f})")
             # 3. Log it as the pyfunc that answers with reasons, and register it.

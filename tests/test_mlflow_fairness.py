@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -37,8 +38,11 @@ def validation_set(seed: int, n: int, groups: int, bias: float, labels=(0, 1)):
     return X, y
 
 
+FEATURES = ["x1", "x2", "proxy"]
+
+
 def fitted(X, y):
-    return LogisticRegression().fit(X[["x1", "x2", "proxy"]], y)
+    return LogisticRegression().fit(X[FEATURES], y)
 
 
 CASES = [(seed, groups, bias, labels) for seed, groups, bias, labels in [
@@ -127,7 +131,7 @@ def test_log_fairness_logs_the_figures_the_report_and_the_verdict_to_the_active_
     model = fitted(X, y)
     with mlflow.start_run(experiment_id=tracking["experiment"]) as run:
         result = otel_rai.mlflow.log_fairness(model, X, y, sensitive_features=["group"], model_name="credit",
-                                              version="7")
+                                              version="7", explain_rows=300, background=X[FEATURES].iloc[:100])
     assert not result.passed
     logged = mlflow.MlflowClient().get_run(run.info.run_id).data
     assert logged.metrics == pytest.approx(result.metrics(), abs=0)
@@ -137,6 +141,13 @@ def test_log_fairness_logs_the_figures_the_report_and_the_verdict_to_the_active_
     assert logged.tags[semconv.MLFLOW_FAIRNESS_VIOLATIONS_TAG] == ",".join(result.violations)
     page = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{fairness.REPORT_ARTIFACT}")
     assert "Fairness audit: credit 7" in page and page == result.report
+    # The report's most attributed features: the mean |attribution| of the first 300 rows' explanations.
+    explained = otel_rai.explain(model, X[FEATURES].iloc[:300], background=X[FEATURES].iloc[:100])
+    expected = dict(zip(explained.feature_names, np.abs(explained.values).mean(axis=0)))
+    shown = {name: float(value) for name, value in re.findall(r'data-feature="([^"]+)" data-value="([^"]+)"', page)}
+    assert shown.keys() == expected.keys()
+    assert all(abs(shown[name] - expected[name]) < 1e-12 for name in expected)
+    assert "with an explanation</th><td class=\"num\" id=\"explained\">300<" in page
 
 
 def test_the_figures_reach_mlflow_evaluate_as_extra_metrics(tracking):

@@ -1,8 +1,9 @@
 """MLflow: otel-rai's side of an MLflow workflow (docs/mlflow.md). `serving` logs a pyfunc model that
 answers with explanations and audits every request (`server` audits the requests MLflow refuses),
-`fairness` checks a model on validation data and logs the result to a run, `register_model` names a
-model by its registry URI. The top of the data path beside the command line: imports the session and
-the layers below it; only the command line imports it (``otel-rai check``). Needs ``otel-rai[mlflow]``.
+`fairness` checks a model on validation data (`runs.log_fairness` logs it to a run, with the
+explanations), `registration` names a model by its registry URI. The layer between the command line and
+the session: imports the session and the layers below; only the command line imports it (``otel-rai
+check``, through `fairness` alone). Needs ``otel-rai[mlflow]``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ _HOMES = {
     "FairnessCheck": "fairness",
     "ReasonCodes": "reason_codes",
     "fairness_metrics": "fairness",
-    "log_fairness": "fairness",
+    "log_fairness": "runs",
     "log_model": "serving",
     "register_model": "registration",
     "save_model": "serving",

@@ -1,6 +1,6 @@
 """Fairness before deployment: a model's fairness figures on validation data, logged to an MLflow run.
 
-    check = otel_rai.mlflow.log_fairness(model, X_val, y_val, sensitive_features=["sex"])
+    check = otel_rai.mlflow.log_fairness(model, X_val, y_val, sensitive_features=["sex"])  # runs.py
     check.passed    # False when a threshold is violated; the run is tagged otel_rai.fairness=fail
 
 The figures are the audit report's (`otel_rai.report.figures`, on the definitions of
@@ -15,7 +15,8 @@ difference of at most 0.1); a figure without a value violates nothing.
 The run gets the metrics (``fairness.<attribute>.<figure>``), the HTML audit report
 (``fairness/report.html``) and the tags ``otel_rai.fairness`` (pass or fail) and
 ``otel_rai.fairness.violations``. `fairness_metrics` offers the same figures to ``mlflow.models.evaluate``.
-Imports neither the session nor the capture path: ``otel-rai check`` runs it.
+Imports neither the session nor the capture path, nor the explainers: ``otel-rai check`` runs it;
+`otel_rai.mlflow.runs.log_fairness` adds the explanations of the validation rows to the report.
 """
 
 from __future__ import annotations
@@ -193,8 +194,10 @@ def evaluate_decisions(
     config: FairnessConfig | None = None,
     model_name: str = "model",
     version: str = UNVERSIONED,
+    attributions: Sequence[Mapping[str, float]] = (),
 ) -> FairnessCheck:
-    """The fairness check of given decisions (labels) against the truth, per group."""
+    """The fairness check of given decisions (labels) against the truth, per group. `attributions`
+    ({feature: attribution} of the first rows) fill the report's most attributed features."""
     config = validation_config(config)
     truth = list(y_true)
     if len(truth) != len(decisions):
@@ -202,7 +205,8 @@ def evaluate_decisions(
     now = time.time()
     records = [
         DecisionRecord(decision_id=str(i), model=model_name, version=version, timestamp=now, output=decision,
-                       groups={name: labels[i] for name, labels in groups.items()}, outcome=truth[i])
+                       groups={name: labels[i] for name, labels in groups.items()}, outcome=truth[i],
+                       attributions=attributions[i] if i < len(attributions) else {})
         for i, decision in enumerate(decisions)
     ]
     summary = figures(records, positive_label, config.min_group_size)
@@ -240,14 +244,15 @@ def check(
     config: FairnessConfig | None = None,
     model_name: str | None = None,
     version: str | None = None,
+    attributions: Sequence[Mapping[str, float]] = (),
 ) -> FairnessCheck:
-    """The fairness check of `model` on validation data `X`, `y`."""
+    """The fairness check of `model` on validation data `X`, `y` (`attributions`: see `evaluate_decisions`)."""
     config = validation_config(config)
     decisions = decided(model, X, config)
     positive = positive_label_of(model, config)
     return evaluate_decisions(decisions, y, groups_of(X, sensitive_features, len(decisions)), positive,
                               config=config, model_name=model_name or type(model).__name__,
-                              version=version or UNVERSIONED)
+                              version=version or UNVERSIONED, attributions=attributions)
 
 
 def log(result: FairnessCheck, run_id: str | None = None) -> None:
@@ -271,30 +276,6 @@ def log(result: FairnessCheck, run_id: str | None = None) -> None:
     client.log_batch(run_id, metrics=[Metric(k, v, stamp, 0) for k, v in result.metrics().items()],
                      tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_text(run_id, result.report, REPORT_ARTIFACT)
-
-
-def log_fairness(
-    model: Any,
-    X_val: Any,
-    y_val: Sequence[Any],
-    sensitive_features: Sensitive,
-    *,
-    config: FairnessConfig | None = None,
-    model_name: str | None = None,
-    version: str | None = None,
-    run_id: str | None = None,
-) -> FairnessCheck:
-    """Check `model`'s fairness on validation data and log it to the active MLflow run (or `run_id`).
-
-    sensitive_features: column names of `X_val` (``"sex"``, an intersection ``("sex", "race")``), or a
-        mapping {attribute: values, one per row} for attributes that are not model inputs.
-    config: thresholds, positive label, score threshold and minimum group size (`FairnessConfig`;
-        default: its thresholds, every group counted). model_name, version: for the report's title.
-    Returns the `FairnessCheck`; ``check.passed`` is False when a threshold is violated.
-    """
-    result = check(model, X_val, y_val, sensitive_features, config=config, model_name=model_name, version=version)
-    log(result, run_id)
-    return result
 
 
 def fairness_metrics(sensitive_features: Sequence[str | tuple[str, ...]], *,
