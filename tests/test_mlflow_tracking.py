@@ -54,16 +54,21 @@ def to_mlflow(server, monkeypatch, tmp_path):
 
 
 def traces_with(server, experiment_id, ids, timeout=ARRIVAL_TIMEOUT_S):
-    """MLflow's own search for the traces holding decision ids `ids`, once all have arrived."""
-    client = mlflow.MlflowClient(server.url)
-    deadline = time.monotonic() + timeout
-    while True:
-        traces = client.search_traces(locations=[experiment_id], max_results=500)
-        spans = [s for t in traces for s in t.data.spans]
-        seen = {i for s in spans for i in (s.attributes.get(semconv.DECISION_IDS) or ())}
-        if set(ids) <= seen or time.monotonic() > deadline:
-            return [s for s in spans if set(s.attributes.get(semconv.DECISION_IDS) or ()) & set(ids)]
-        time.sleep(0.25)
+    """MLflow's own search (``mlflow.search_traces``) for the traces holding decision ids `ids`, once all
+    have arrived."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server.url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            traces = mlflow.search_traces(locations=[experiment_id], max_results=500, return_type="list")
+            spans = [s for t in traces for s in t.data.spans]
+            seen = {i for s in spans for i in (s.attributes.get(semconv.DECISION_IDS) or ())}
+            if set(ids) <= seen or time.monotonic() > deadline:
+                return [s for s in spans if set(s.attributes.get(semconv.DECISION_IDS) or ()) & set(ids)]
+            time.sleep(0.25)
+    finally:
+        mlflow.set_tracking_uri(previous)
 
 
 def _same(a, b):
