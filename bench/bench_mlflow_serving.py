@@ -91,7 +91,7 @@ def main() -> int:
         root = Path(folder)
         paths, X = save_models(root)
         env = {"OTEL_RAI_HOME": str(root / "home"), "OTEL_RAI_STORE": str(root / "audit.db"),
-               "OTEL_RAI_HASH_KEY": "bench-key-0123456789abcdef"}
+               "OTEL_RAI_HASH_KEY": "bench-key-0123456789abcdef-9f3a7c2e"}
         servers = {kind: ModelServer(str(paths[kind]), root, env).start() for kind in KINDS}
         try:
             body = json.dumps({"dataframe_split": X.iloc[[7]].to_dict(orient="split", index=False)})

@@ -35,7 +35,8 @@ class InputError(OtelRaiError, ValueError):
 
 
 class UnknownDecision(OtelRaiError, LookupError):
-    """`record_outcome` named a decision that is neither remembered nor described by its arguments."""
+    """A decision that cannot be found: `record_outcome` named one that is neither remembered nor described
+    by its arguments, or `reproduce` one the trail does not hold."""
 
 
 class ExplanationError(OtelRaiError):
@@ -49,3 +50,12 @@ class StackError(OtelRaiError):
 class RequestRejected(OtelRaiError, ValueError):
     """A request to a served model that was refused before the model saw it (it could not be parsed, or
     its columns or types did not fit). Its message names no input value: it goes on the ERROR span."""
+
+
+class ArtifactError(OtelRaiError):
+    """A model artifact that must not or cannot be loaded: missing, in a store that is not trusted, or
+    whose digest or fingerprint does not match the record."""
+
+
+class InputMismatchError(OtelRaiError, ValueError):
+    """`reproduce` was given an input whose keyed hash is not the one the decision recorded."""

@@ -11,7 +11,7 @@ import sys
 import mlflow
 import numpy as np
 import pytest
-from conftest import bare, instrumented
+from conftest import KEY, bare, instrumented
 from mlflow.store.artifact.utils.models import _parse_model_uri  # the oracle of the URI grammar
 from mlflow_servers import base_env
 from servers import free_port
@@ -168,6 +168,82 @@ def test_register_model_with_a_uri_names_a_model_loaded_another_way(tracking):
         otel_rai.mlflow.register_model(model, str(tracking["root"]))
 
 
+def _loaded_elsewhere(tracking, version: int):
+    import joblib
+
+    path = tracking["root"] / f"model-{version}.joblib"
+    joblib.dump(tracking["models"][version], path)
+    return joblib.load(path)  # not through MLflow: nothing knows where it came from
+
+
+_WAYS = {
+    "mlflow loader": lambda tracking, uri: mlflow.sklearn.load_model(uri),
+    "otel_rai.mlflow.register_model": lambda tracking, uri: otel_rai.mlflow.register_model(
+        _loaded_elsewhere(tracking, 2), uri),
+    "otel_rai.register_model(source_uri=)": lambda tracking, uri: otel_rai.register_model(
+        _loaded_elsewhere(tracking, 2), source_uri=uri),
+}
+
+
+@pytest.mark.parametrize("way", sorted(_WAYS))
+@pytest.mark.parametrize("asked", ["models:/credit/2", "models:/credit@champion", "runs:/{run}/tree"])
+def test_the_model_record_carries_the_version_uri_run_id_and_mlflow_model_id(tracking, way, asked):
+    client = tracking["client"]
+    client.set_registered_model_alias("credit", "champion", "2")
+    try:
+        audit = instrumented()
+        model = _WAYS[way](tracking, asked.format(run=tracking["runs"][2]))
+        model.predict(X[:1])
+        otel_rai.flush(30)
+        (record,) = audit.records()
+    finally:
+        client.set_registered_model_alias("credit", "champion", "1")
+    expected = client.get_model_version("credit", "2")  # MLflow's own client is the oracle
+    a = record.attributes
+    assert (a[semconv.MODEL_NAME], a[semconv.MODEL_VERSION]) == ("credit", "2")
+    assert a[semconv.MODEL_SOURCE_URI] == "models:/credit/2"  # the version, never the alias
+    assert a[semconv.MODEL_SOURCE_RUN_ID] == expected.run_id == tracking["runs"][2]
+    # MLflow 3 registers a logged model by its URI: the version's source is models:/<model id>.
+    assert a[semconv.MODEL_SOURCE_MODEL_ID] == tracking["infos"][2].model_id == \
+        _parse_model_uri(expected.source).model_id
+    assert a[semconv.MODEL_SOURCE_MODEL_ID].startswith("m-")
+
+
+def test_a_source_uri_that_names_no_registry_version_is_kept_as_given(tracking, caplog, tmp_path):
+    audit = instrumented()
+    given = {"models:/credit/99": "cannot resolve", "models:/nobody@champion": "cannot resolve",
+             str(tmp_path / "model.joblib"): None, "https://example.org/m.onnx": None}
+    for n, (uri, warning) in enumerate(given.items()):  # a version each: one record per model and version
+        caplog.clear()
+        model = otel_rai.register_model(_loaded_elsewhere(tracking, 1), "mine", f"7.{n}", source_uri=uri)
+        model.predict(X[:1])
+        otel_rai.flush(30)
+        (record,) = audit.records()
+        audit.exporter.clear()
+        a = record.attributes
+        assert (a[semconv.MODEL_NAME], a[semconv.MODEL_VERSION], a[semconv.MODEL_SOURCE_URI]) == ("mine", f"7.{n}", uri)
+        assert semconv.MODEL_SOURCE_RUN_ID not in a and semconv.MODEL_SOURCE_MODEL_ID not in a
+        assert (warning in caplog.text) if warning else "MLflow registry" not in caplog.text
+    # Given a name and version that differ from the registry's: they are kept, the ids recorded, a warning.
+    caplog.clear()
+    model = otel_rai.register_model(_loaded_elsewhere(tracking, 1), "mine", "8", source_uri="models:/credit/1")
+    model.predict(X[:1])
+    otel_rai.flush(30)
+    (record,) = audit.records()
+    assert (record.attributes[semconv.MODEL_NAME], record.attributes[semconv.MODEL_VERSION]) == ("mine", "8")
+    assert record.attributes[semconv.MODEL_SOURCE_RUN_ID] == tracking["runs"][1]
+    assert "is version 1 of credit" in caplog.text
+
+
+def test_without_instrument_a_source_uri_is_recorded_as_given_and_mlflow_not_asked(tracking):
+    from otel_rai.capture import models
+
+    model = otel_rai.register_model(_loaded_elsewhere(tracking, 1), source_uri="models:/credit@champion")
+    registration = models.registration_of(model)
+    assert (registration.name, registration.version, registration.source_uri) == (
+        None, None, "models:/credit@champion")
+
+
 def test_the_loaders_are_put_back_exactly_and_wrapped_again(tracking):
     import mlflow.pyfunc
     import mlflow.sklearn
@@ -201,7 +277,7 @@ def test_a_registry_lookup_that_fails_leaves_the_load_alone(tracking, caplog, mo
 _IMPORTED_LATER = """
 import sys
 import otel_rai
-otel_rai.instrument(store=sys.argv[1], hash_key="k" * 32)
+otel_rai.instrument(store=sys.argv[1], hash_key=sys.argv[2])
 assert "mlflow.sklearn" not in sys.modules, "instrument() must not import mlflow"
 import mlflow.sklearn
 from otel_rai.registry import hooks
@@ -212,7 +288,7 @@ print(mlflow.sklearn.load_model is hooks._wrapped.get(("mlflow.sklearn", "load_m
 
 
 def test_mlflow_imported_after_instrument_is_wrapped_on_import(tmp_path):
-    out = subprocess.run([sys.executable, "-c", _IMPORTED_LATER, str(tmp_path / "a.db")], env=base_env(),
+    out = subprocess.run([sys.executable, "-c", _IMPORTED_LATER, str(tmp_path / "a.db"), KEY], env=base_env(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "False"]

@@ -75,6 +75,23 @@ def _same(a, b):
     return json.loads(json.dumps(a)) == json.loads(json.dumps(b))
 
 
+def experiment_spans(server, experiment_id, done, timeout=ARRIVAL_TIMEOUT_S):
+    """Every span of the experiment's traces, as MLflow's own client reads them, once `done(spans)` holds
+    (or the deadline passed)."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(server.url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            traces = mlflow.search_traces(locations=[experiment_id], max_results=500, return_type="list")
+            spans = [(t.info.trace_id, s) for t in traces for s in t.data.spans]
+            if done([s for _, s in spans]) or time.monotonic() > deadline:
+                return spans
+            time.sleep(0.25)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
 def test_decisions_reach_the_experiment_with_every_attribute_intact(server, to_mlflow):
     store = to_mlflow()
     model = otel_rai.register_model(LogisticRegression().fit(X, Y), "credit", "3", background=X[:50])
@@ -84,7 +101,9 @@ def test_decisions_reach_the_experiment_with_every_attribute_intact(server, to_m
     assert otel_rai.flush(60).complete
     experiment = mlflow.MlflowClient(server.url).get_experiment_by_name("decisions")
     assert experiment is not None  # created by name, as mlflow.set_experiment would
-    local = [s for s in find_spans(Query(model_version="3"), connect("local", str(store)))]
+    written = list(find_spans(Query(model_version="3"), connect("local", str(store))))
+    local = [s for s in written if semconv.DECISION_IDS in s.attributes]
+    (record,) = [s for s in written if s.name == semconv.MODEL_RECORD_SPAN]
     ids = [i for s in local for i in s.attributes[semconv.DECISION_IDS]]
     arrived = traces_with(server, experiment.experiment_id, ids)
     assert len(arrived) == len(local) == 2
@@ -95,12 +114,35 @@ def test_decisions_reach_the_experiment_with_every_attribute_intact(server, to_m
         assert _same(ours, {k: v for k, v in span.attributes.items() if k.startswith("ml.")})
         assert (theirs.start_time_ns, theirs.end_time_ns) == (span.start_ns, span.end_ns)
     otel_rai.uninstrument()
+    # The model record and the chain's checkpoints are not filtered out: each arrives as a trace of its own
+    # (one root span, no decision in it), which is what lets the chain and `otel-rai model` read them back.
+    everything = experiment_spans(server, experiment.experiment_id, lambda spans: any(
+        s.span_id == record.span_id for s in spans) and any(s.name == semconv.CHECKPOINT_SPAN for s in spans))
+    by_trace: dict[str, list] = {}
+    for trace_id, span in everything:
+        by_trace.setdefault(trace_id, []).append(span)
+    (theirs,) = [s for _, s in everything if s.span_id == record.span_id]
+    assert by_trace[theirs.trace_id] == [theirs] and theirs.parent_id is None
+    a = {k: v for k, v in theirs.attributes.items() if k.startswith("ml.")}
+    # A string attribute holding a JSON object (parameters, libraries, schema) comes back from MLflow's
+    # client as the object: MLflow keeps OTLP strings as they are and decodes every value as JSON.
+    b = {k: json.loads(v) if isinstance(a.get(k), dict) and isinstance(v, str) else v
+         for k, v in record.attributes.items() if k.startswith("ml.")}
+    assert _same(a, b), {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if not _same(a.get(k), b.get(k))}
+    checkpoints = [s for _, s in everything if s.name == semconv.CHECKPOINT_SPAN]
+    assert checkpoints and all(by_trace[s.trace_id] == [s] for s in checkpoints)
+    assert not any(semconv.DECISION_IDS in s.attributes for s in checkpoints + [theirs])
     # The same spans through otel-rai's backend, and their chain verifies as read back from MLflow.
     backend = connect("mlflow", server.url)
-    read = list(find_spans(Query(model_version="3"), backend))
+    read = [s for s in find_spans(Query(model_version="3"), backend) if semconv.DECISION_IDS in s.attributes]
     assert sorted(s.span_id for s in read) == sorted(s.span_id for s in local)
     report = verify(backend, Query())
     assert report.ok, report.to_dict()
+    shown = subprocess.run([sys.executable, "-m", "otel_rai", "model", "show", "credit", "3", "--backend", "mlflow",
+                            "--url", server.url, "--format", "json"], capture_output=True, text=True,
+                           env=base_env({"OTEL_RAI_MLFLOW_EXPERIMENT": "decisions"}), timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["fingerprint"] == record.attributes[semconv.MODEL_FINGERPRINT]
 
 
 def test_a_failed_decision_arrives_as_an_error_span(server, to_mlflow):
@@ -112,7 +154,8 @@ def test_a_failed_decision_arrives_as_an_error_span(server, to_mlflow):
     otel_rai.uninstrument()
     deadline = time.monotonic() + ARRIVAL_TIMEOUT_S
     while True:
-        spans = list(find_spans(Query(model_version="err"), connect("mlflow", server.url)))
+        spans = [s for s in find_spans(Query(model_version="err"), connect("mlflow", server.url))
+                 if s.name != semconv.MODEL_RECORD_SPAN]
         if spans or time.monotonic() > deadline:
             break
         time.sleep(0.25)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from otel_rai.capture.fingerprint import fingerprint
+from otel_rai.codec.text import text_of, texts
 
 M = TypeVar("M")
 
@@ -34,6 +35,14 @@ class Registration:
     explain: bool = True
     #: The registry alias (or stage) the model was loaded under: recorded beside the version, never as it.
     alias: str | None = None
+    #: Reference rows (and their labels) for drift and the quality baseline (docs/monitoring.md).
+    reference: Any = field(default=None, compare=False)
+    reference_labels: Any = field(default=None, compare=False)
+    #: Where the model came from (an MLflow run or registry URI, a file path), for its model record.
+    source_uri: str | None = None
+    #: The run that logged it and the logged model it is (MLflow's run id and ``m-...`` model id).
+    source_run_id: str | None = None
+    source_model_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,10 @@ class _IdentityMap:
 
 
 _registrations = _IdentityMap()
+#: Functions that complete a registration from its ``source_uri`` (the MLflow registry's, installed by the
+#: session while instrumented: `otel_rai.registry.hooks`). Each returns the registration, completed or not,
+#: and must not raise.
+source_resolvers: list[Callable[[Registration], Registration]] = []
 _cache = _IdentityMap()
 _lock = threading.Lock()
 _generation = 0
@@ -118,6 +131,11 @@ def register_model(
     background: Any = None,
     explain: bool = True,
     alias: str | None = None,
+    reference: Any = None,
+    reference_labels: Any = None,
+    source_uri: str | None = None,
+    source_run_id: str | None = None,
+    source_model_id: str | None = None,
 ) -> M:
     """Name and version `model` for its decision spans, and return the same object.
 
@@ -126,23 +144,44 @@ def register_model(
     explain: False turns explanations off for this model.
     alias: the registry alias the model was loaded under (``champion``), recorded as ``ml.model.alias``;
         the version stays the one the alias pointed at.
+    reference: rows (the model's input format) whose distribution is the reference of the drift
+        metrics (default: the data of the model's fit under ``instrument()``, else `background`); with
+        `reference_labels`, their quality is the baseline of the quality alerts (docs/monitoring.md).
+        Copies are kept.
+    source_uri: where the model came from (an MLflow run or registry URI, a file path); its model record
+        carries it (docs/model-records.md). While instrumented, a ``models:/`` URI is looked up in the
+        MLflow registry (`source_resolvers`): the name and version default to the registry's, and the
+        record carries the version's own URI (``models:/credit/3``, not an alias), run id and model id.
+    source_run_id, source_model_id: the run that logged the model and its logged model id (MLflow's).
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
-    if version is not None and not str(version):
+    if version is not None and not text_of(version):
         raise ValueError("otel-rai: register_model(): version must not be empty")
     if background is not None and not hasattr(background, "shape"):
         background = np.asarray(background)
-    _registrations.set(
-        model,
-        Registration(
-            name=name,
-            version=None if version is None else str(version),
-            background=None if background is None else background.copy(),
-            explain=bool(explain),
-            alias=str(alias) if alias else None,
-        ),
+    if reference is not None and not hasattr(reference, "shape"):
+        reference = np.asarray(reference)
+    if reference_labels is not None:
+        reference_labels = np.asarray(reference_labels)
+        if reference is None or len(reference_labels) != len(reference):
+            raise ValueError("register_model: reference_labels needs reference rows of the same length")
+    registration = Registration(
+        name=name,
+        version=None if version is None else text_of(version),
+        background=None if background is None else background.copy(),
+        explain=bool(explain),
+        alias=text_of(alias) if alias else None,
+        reference=None if reference is None else reference.copy(),
+        reference_labels=None if reference_labels is None else reference_labels.copy(),
+        source_uri=None if source_uri is None else text_of(source_uri),
+        source_run_id=None if source_run_id is None else text_of(source_run_id),
+        source_model_id=None if source_model_id is None else text_of(source_model_id),
     )
+    if registration.source_uri is not None:
+        for resolve in list(source_resolvers):
+            registration = resolve(registration)
+    _registrations.set(model, registration)
     bump_generation()
     return model
 
@@ -156,6 +195,12 @@ def current_info(model: Any) -> ModelInfo | None:
     """The cached metadata of `model` if no fit or registration happened since; never computes."""
     cached = _cache.get(model)
     return cached[1] if cached is not None and cached[0] == _generation else None
+
+
+def last_info(model: Any) -> ModelInfo | None:
+    """The metadata last computed for `model` (its last decision's, typically), even if a fit happened since."""
+    cached = _cache.get(model)
+    return cached[1] if cached is not None else None
 
 
 def model_info(model: Any, default_version: str | None) -> ModelInfo:
@@ -174,13 +219,13 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
     cls = type(model)
     registration = _registrations.get(model) or Registration()
     fp = fingerprint(model)
-    version = (
+    version = text_of(
         registration.version
         or _string_attribute(model, VERSION_ATTRIBUTE)
         or default_version
         or fp
     )
-    name = registration.name or _string_attribute(model, NAME_ATTRIBUTE) or cls.__name__
+    name = text_of(registration.name or _string_attribute(model, NAME_ATTRIBUTE) or cls.__name__)
     names = getattr(model, "feature_names_in_", None)
     try:
         classes = getattr(model, "classes_", None)
@@ -188,10 +233,10 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
         classes = None
     return ModelInfo(
         name=name,
-        qualified_class=f"{cls.__module__}.{cls.__qualname__}",
+        qualified_class=text_of(f"{cls.__module__}.{cls.__qualname__}"),
         version=version,
         fingerprint=fp,
-        feature_names=None if names is None else tuple(str(n) for n in names),
+        feature_names=None if names is None else tuple(texts(names)),
         classes=classes if isinstance(classes, np.ndarray) else None,
         registration=registration,
     )
@@ -199,4 +244,5 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
 
 def _string_attribute(model: Any, attribute: str) -> str | None:
     value = getattr(model, attribute, None)
-    return str(value) if value is not None and str(value) else None
+    text = None if value is None else text_of(value)
+    return text or None

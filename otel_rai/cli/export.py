@@ -8,7 +8,17 @@ from typing import Any
 
 from otel_rai import query
 from otel_rai.cli import formats
-from otel_rai.cli._common import OK, add_filter_options, add_source_options, backend_of, note, output, query_of, where
+from otel_rai.cli._common import (
+    OK,
+    absent_model,
+    add_filter_options,
+    add_source_options,
+    backend_of,
+    note,
+    output,
+    query_of,
+    where,
+)
 from otel_rai.query import Countable
 
 
@@ -28,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
         for n in written:
             progress.advance(n)
     progress.close()
-    note(f"exported {progress.done:,} decisions from {where(args)}")
+    absent = absent_model(args, q, backend) if progress.done == 0 else None
+    note(f"exported {progress.done:,} decisions from {where(args)}" + (f"; {absent}" if absent else ""))
     return OK
 
 
@@ -38,7 +49,7 @@ def add_parser(sub: Any) -> None:
     add_filter_options(p)
     add_source_options(p)
     p.add_argument("--format", choices=("csv", "jsonl", "otlp-json"), default="jsonl",
-                   help="otlp-json: the OTel Collector file exporter's format, for `otel-rai replay`")
+                   help="otlp-json: the OTel Collector file exporter's format, which otel-rai replay reads")
     p.add_argument("--output", "-o", metavar="FILE", help="default: stdout")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="a progress bar on stderr (default: when stderr is a terminal)")

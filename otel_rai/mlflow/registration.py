@@ -5,24 +5,20 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from otel_rai.capture import models
 from otel_rai.errors import InputError
+from otel_rai.registry import hooks
 from otel_rai.registry import mlflow as registry
 
 M = TypeVar("M")
 
 
-def register_model(model: M, uri: str, *, background: Any = None, explain: bool = True) -> M:
-    """Register `model` under the registry name and version that `uri` names (an alias is resolved to its
-    version now, and recorded beside it); returns `model`. `uri`: ``models:/NAME/VERSION``,
+def register_model(model: M, source: str, *, background: Any = None, explain: bool | None = None) -> M:
+    """Register `model` under the registry name and version that `source` names (an alias is resolved to
+    its version now, and recorded beside it); returns `model`. Its model record carries the version's URI
+    (``models:/credit/3``), the run id and the MLflow model id. `source`: ``models:/NAME/VERSION``,
     ``models:/NAME@ALIAS``, ``models:/NAME/latest``, a logged model's ``models:/m-...``, ``runs:/RUN/PATH``
     or a model directory. Raises `InputError` when no single registry version holds it."""
-    version = registry.find(uri)
+    version = registry.find(source)
     if version is None:
-        raise InputError(f"no single MLflow registry version holds {uri!r}")
-    prior = models.registration_of(model)
-    return models.register_model(
-        model, version.name, version.version,
-        background=prior.background if background is None else background,
-        explain=explain, alias=version.alias,
-    )
+        raise InputError(f"no single MLflow registry version holds {source!r}")
+    return hooks.register(model, version, background=background, explain=explain)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -34,16 +35,18 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from otel_rai import settings
+from otel_rai import semconv, settings
 from otel_rai.audit import outputs
+from otel_rai.audit.spans import explanation_attributes
 from otel_rai.capture import models
 from otel_rai.capture.recorder import run_quietly
 from otel_rai.capture.scope import decisions
-from otel_rai.codec.reasons import encode_top, parse_top
+from otel_rai.codec.reasons import parse_top
 from otel_rai.errors import RequestRejected
 from otel_rai.explanations import Explanation, explain
 from otel_rai.mlflow import server
 from otel_rai.mlflow.reason_codes import DEFAULT_MAX_REASONS, ReasonCodes
+from otel_rai.registry import hooks
 from otel_rai.registry import mlflow as registry
 from otel_rai.session.instrumentor import RaiInstrumentor, current_settings, instrument, record_rejected
 from otel_rai.version import __version__
@@ -82,14 +85,10 @@ class AuditedModel(mlflow.pyfunc.PythonModel):
             instrument()
         directory = Path(context.artifacts[CONFIG_ARTIFACT]).parent.parent
         version = _served_version(directory)
-        models.register_model(
-            self.otel_rai_model,
-            version.name if version is not None else self.name,
-            version.version if version is not None else None,
-            background=self.background,
-            explain=self.explain,
-            alias=version.alias if version is not None else None,
-        )
+        if version is not None:  # its model record carries the version's URI, run id and model id
+            hooks.register(self.otel_rai_model, version, background=self.background, explain=self.explain)
+        else:
+            models.register_model(self.otel_rai_model, self.name, background=self.background, explain=self.explain)
         server.audit_refusals()
 
     # --- predicting ----------------------------------------------------------------------------------
@@ -118,11 +117,12 @@ class AuditedModel(mlflow.pyfunc.PythonModel):
         """The attributions the response and the span share; the exception when there are none."""
         if not self.explain or (config is not None and not config.explain):
             return None
+        exact = config.explain_exact_values if config is not None else settings.default("explain_exact_values")
         try:
             if config is None:
-                return explain(self.otel_rai_model, X)
+                return explain(self.otel_rai_model, X, published=not exact)
             return explain(self.otel_rai_model, X, budget_us=config.explain_budget_us,
-                                    max_evals=config.explain_max_evals)
+                           max_evals=config.explain_max_evals, published=not exact)
         except Exception as exc:  # the decision still goes out, with the reason why it is unexplained
             return exc
 
@@ -130,7 +130,9 @@ class AuditedModel(mlflow.pyfunc.PythonModel):
         classes = getattr(self.otel_rai_model, "classes_", None)
         values, scores = outputs.encode(self.operation, output, classes if isinstance(classes, np.ndarray) else None)
         k = config.explain_top_k if config is not None else settings.default("explain_top_k")
-        top = encode_top(explanation.feature_names, explanation.values, k) \
+        exact = config.explain_exact_values if config is not None else settings.default("explain_exact_values")
+        # The span's own encoding: the reasons are its ``ml.explanation.top`` entries, rounded alike.
+        top = explanation_attributes(explanation, k, exact)[1][semconv.EXPLANATION_TOP] \
             if isinstance(explanation, Explanation) else None
         rows = []
         for i, value in enumerate(values):
@@ -140,7 +142,9 @@ class AuditedModel(mlflow.pyfunc.PythonModel):
             row["decision_id"] = ids[i] if i < len(ids) else None
             if top is not None:
                 reasons = parse_top(top[i])
-                row["reasons"] = [{"feature": f, "attribution": a} for f, a in reasons]
+                # Without a known grid the span keeps the sign alone, and so does the answer (JSON has no ±inf).
+                row["reasons"] = [{"feature": f, "attribution": a if math.isfinite(a) else None,
+                                   "sign": "+" if a > 0 else "-"} for f, a in reasons]
                 row["explanation"] = {
                     "method": explanation.method,
                     "output": explanation.output,

@@ -51,15 +51,20 @@ _MS = 1_000_000
 
 
 def _value(raw: Any) -> Any:
-    """One stored attribute value: MLflow keeps each as JSON, except some strings (OpenInference's
-    ``input.value``) that it keeps as they were; an OTel attribute is never a JSON object."""
+    """One stored attribute value. MLflow keeps each as JSON; a string that held a JSON object (a model
+    record's parameters, libraries, schema; OpenInference's ``input.value``) it decodes on ingestion and
+    keeps as the object, re-encoded with spaces. An OTel attribute is never an object, so an object is
+    written back as the canonical JSON otel-rai writes (sorted keys, no spaces): the text the chain's
+    record hash covers."""
     if not isinstance(raw, str):
         return raw
     try:
         value = json.loads(raw)
     except ValueError:
         return raw
-    return raw if isinstance(value, dict) else value
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return value
 
 
 def record(span: Any, resource: dict[str, Any]) -> SpanRecord:
@@ -172,7 +177,7 @@ def tracking_uri(url: str) -> str:
     database or Databricks URI, or an existing SQLite file; else ValueError (a usage error)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme in ("http", "https"):
-        return check_url(url, "mlflow")
+        return check_url(url, "mlflow", DEFAULT_URL)
     if parts.scheme == "sqlite":
         path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""  # sqlite:////abs, sqlite:///rel
         if not path or not os.path.isfile(path):
@@ -180,7 +185,7 @@ def tracking_uri(url: str) -> str:
         return url
     if parts.scheme.split("+")[0] in _DATABASES:
         return url
-    raise ValueError(f"otel-rai: mlflow: {url!r} is not a tracking URI like http://localhost:5000")
+    raise ValueError(f"otel-rai: mlflow: {url!r} is not a tracking URI like {DEFAULT_URL}")
 
 
 def connect(url: str | None) -> Mlflow:

@@ -18,6 +18,8 @@ import functools
 import logging
 import sys
 import threading
+import urllib.parse
+from dataclasses import replace
 from types import ModuleType
 from typing import Any, Callable
 
@@ -47,6 +49,8 @@ def install() -> None:
     global _active
     with _lock:
         _active = True
+        if resolve not in models.source_resolvers:
+            models.source_resolvers.append(resolve)
         for module, _ in LOADERS:
             if module not in _hooked:
                 _hooked.add(module)
@@ -60,6 +64,8 @@ def uninstall() -> None:
     global _active
     with _lock:
         _active = False
+        if resolve in models.source_resolvers:
+            models.source_resolvers.remove(resolve)
         for (module_name, function), (original, wrapper) in list(_wrapped.items()):
             module = sys.modules.get(module_name)
             if module is not None and getattr(module, function, None) is wrapper:
@@ -114,11 +120,41 @@ def _register_found(loaded: Any, uri: Any) -> None:
         register(loaded, found)
 
 
-def register(loaded: Any, version: registry.RegistryVersion) -> Any:
-    """Register the model inside `loaded` (see `registry.served_model`) as `version`, keeping what was registered
-    about it before (background, explain); returns `loaded`."""
+def register(loaded: Any, version: registry.RegistryVersion, **given: Any) -> Any:
+    """Register the model inside `loaded` (see `registry.served_model`) as `version`, keeping what was
+    registered about it before (background, reference, explain) unless `given`; returns `loaded`. Its
+    model record carries the version's URI, run id and MLflow model id."""
     model = registry.served_model(loaded)
     prior = models.registration_of(model)
-    models.register_model(model, version.name, version.version, background=prior.background,
-                          explain=prior.explain, alias=version.alias)
+    kept = {"background": prior.background, "explain": prior.explain, "reference": prior.reference,
+            "reference_labels": prior.reference_labels}
+    models.register_model(model, version.name, version.version, alias=version.alias, source_uri=version.uri,
+                          source_run_id=version.run_id, source_model_id=version.model_id,
+                          **{**kept, **{k: v for k, v in given.items() if v is not None}})
     return loaded
+
+
+def resolve(registration: models.Registration) -> models.Registration:
+    """`registration` completed from the MLflow registry when its ``source_uri`` is a ``models:/`` or
+    ``runs:/`` URI (`models.source_resolvers`): name and version when not given, the alias, and the
+    version's own URI, run id and model id. A lookup that fails is logged; nothing is then changed."""
+    uri = registration.source_uri
+    if uri is None or urllib.parse.urlsplit(uri).scheme not in (registry.MODELS_SCHEME, registry.RUNS_SCHEME):
+        return registration
+    if registration.source_run_id is not None or registration.source_model_id is not None:
+        return registration  # completed already (by `register`)
+    try:
+        found = registry.find(uri)
+    except Exception as exc:
+        _log.warning("otel-rai: cannot resolve %s in the MLflow registry (%s); its record keeps the URI as given",
+                     uri, type(exc).__name__)
+        return registration
+    if found is None:
+        _log.warning("otel-rai: no single MLflow registry version holds %s; its record keeps the URI as given", uri)
+        return registration
+    if (registration.name, registration.version) not in ((found.name, found.version), (None, None)):
+        _log.warning("otel-rai: %s is version %s of %s in the MLflow registry; the name and version given are "
+                     "kept", uri, found.version, found.name)
+    return replace(registration, name=registration.name or found.name, version=registration.version or found.version,
+                   alias=registration.alias or found.alias, source_uri=found.uri, source_run_id=found.run_id,
+                   source_model_id=found.model_id)

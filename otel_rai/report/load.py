@@ -4,13 +4,16 @@ or from a JSON-lines file."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
 from otel_rai import semconv
-from otel_rai.errors import InputError
+from otel_rai.codec.reasons import parse_top
+from otel_rai.errors import PREFIX, InputError
 from otel_rai.fairness.alerts import FairnessAlert
-from otel_rai.query import Backend, Query, decisions, find_spans
+from otel_rai.monitoring.alerts import MonitoringAlert
+from otel_rai.query import Backend, Decision, Query, decisions, find_spans
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
 
@@ -18,9 +21,13 @@ from otel_rai.report.figures import DecisionRecord, printed
 def read_records(path: Path) -> list[DecisionRecord]:
     """Decision records from a JSON-lines file (the keys of `DecisionRecord`)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path} is empty: no decision records")
     records = []
     for number, line in enumerate(lines, 1):
         if line.strip():
@@ -28,6 +35,8 @@ def read_records(path: Path) -> list[DecisionRecord]:
                 records.append(DecisionRecord.from_dict(json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            except InputError as exc:
+                raise InputError(f"{path}:{number}: {str(exc).removeprefix(PREFIX)}") from None
     return records
 
 
@@ -55,8 +64,53 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
             groups=stored_groups.get(d.decision_id)
             or {name: printed(d.features[name]) for name in sensitive if name in d.features},
             outcome=outcomes.get(d.decision_id),
+            classes=d.attributes.get(semconv.OUTPUT_CLASSES),
+            proba=probabilities(d),
+            attributions=_attributions(d),
+            explained_output=_explained_output(d) if semconv.EXPLANATION_TOP in d.values else None,
         )
         for d in found
         if d.error is None
     ]
     return records, alerts
+
+
+# --- quality and drift (docs/monitoring.md) ----------------------------------------------------------
+
+
+def probabilities(d: Decision) -> list[float] | None:
+    """A decision's probability of each class (``ml.output.classes`` order), when its call returned them."""
+    classes = d.attributes.get(semconv.OUTPUT_CLASSES)
+    if d.operation not in ("predict_proba", "predict_log_proba") or not classes:
+        return None
+    scores = d.scores
+    try:
+        values = [float(scores[str(c)]) for c in classes]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [math.exp(v) for v in values] if d.operation == "predict_log_proba" else values
+
+
+def monitoring(backend: Backend, q: Query) -> tuple[list[tuple[int, dict]], list[MonitoringAlert]]:
+    """The drift snapshots ((time, histograms), oldest first) of `q`'s model version, from the local store
+    (a remote backend has none: they are never exported), and the quality and drift alerts `q` finds."""
+    snapshots = []
+    if isinstance(backend, Local) and q.model_version is not None:
+        snapshots = [(time_ns, histograms) for time_ns, name, histograms in backend.store.drift_snapshots(
+            q.model_version, q.model_name, q.start_ns, q.end_ns)]
+    alerts = [MonitoringAlert.from_span(span.name, dict(span.attributes), span.start_ns)
+              for span in find_spans(q, backend) if span.name in (semconv.DRIFT_ALERT_SPAN, semconv.QUALITY_ALERT_SPAN)]
+    return snapshots, alerts
+def _attributions(d: Decision) -> dict[str, float]:
+    """The decision's largest attributions (``ml.explanation.top``), by feature."""
+    top = d.values.get(semconv.EXPLANATION_TOP)
+    return dict(parse_top(top)) if isinstance(top, str) else {}
+
+
+def _explained_output(d: Decision) -> str | None:
+    """What the decision's attributions add up to, e.g. ``log-odds of class 1``."""
+    output = d.attributes.get(semconv.EXPLANATION_OUTPUT)
+    label = d.attributes.get(semconv.EXPLANATION_CLASS)
+    if output is None:
+        return None
+    return f"{output} of class {label}" if label is not None else str(output)
