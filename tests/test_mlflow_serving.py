@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 import time
 
 import mlflow
@@ -15,7 +17,7 @@ import pandas as pd
 import pytest
 import requests
 from conftest import KEY, bare, instrumented
-from mlflow_servers import ModelServer
+from mlflow_servers import ModelServer, base_env
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -25,6 +27,7 @@ import otel_rai.mlflow
 from otel_rai import semconv
 from otel_rai.codec import otlpjson
 from otel_rai.codec.reasons import parse_top
+from otel_rai.provenance import lookup
 from otel_rai.query import Query, connect, find_decisions, find_spans
 from otel_rai.query._decision import decisions_of
 
@@ -124,6 +127,35 @@ def test_each_input_format_answers_with_the_audited_decision_and_its_reasons(ser
         assert len(answer["reasons"]) == 3  # OTEL_RAI_EXPLAIN_TOP_K of the server
         assert answer["explanation"]["method"] == d.attributes[semconv.EXPLANATION_METHOD]
         assert answer["explanation"]["base_value"] == d.values[semconv.EXPLANATION_BASE_VALUES]
+
+
+def test_otel_rai_reproduce_makes_a_served_decision_again(served, tmp_path):
+    """A decision the real server made, made again by ``otel-rai reproduce`` from the artifact the server
+    saved beside its store; its record names the registry version; a changed input is refused (exit 4)."""
+    rows = served["X"].sample(3, random_state=17).reset_index(drop=True)
+    answers = post(served, bodies(rows)["dataframe_records"]).json()["predictions"]
+    ids = [a["decision_id"] for a in answers]
+    assert set(stored_decisions(served, ids)) == set(ids)
+    deadline = time.monotonic() + COMMIT_TIMEOUT_S
+    while not (records := list(lookup.records(connect("local", str(served["store"])),
+                                               Query(model_name="credit", model_version="1")))):
+        assert time.monotonic() < deadline, "the server wrote no model record"
+        time.sleep(0.1)
+    expected = mlflow.MlflowClient(served["uri"]).get_model_version("credit", "1")
+    assert {(r.source_uri, r.source_run_id) for r in records} == {("models:/credit/1", expected.run_id)}
+    env = base_env({"OTEL_RAI_HASH_KEY": KEY, "OTEL_RAI_HOME": str(served["root"] / "home")})
+    for i, answer in enumerate(answers):
+        row = tmp_path / f"row-{i}.json"
+        row.write_text(json.dumps(rows.iloc[i].to_dict()))
+        out = subprocess.run([sys.executable, "-m", "otel_rai", "reproduce", answer["decision_id"], "--input", str(row),
+                              "--store", str(served["store"])], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0 and "REPRODUCED" in out.stdout, out.stdout + out.stderr
+    changed = rows.iloc[0].to_dict() | {"income": rows.iloc[0]["income"] + 1.0}
+    (tmp_path / "changed.json").write_text(json.dumps(changed))
+    out = subprocess.run([sys.executable, "-m", "otel_rai", "reproduce", answers[0]["decision_id"], "--input",
+                          str(tmp_path / "changed.json"), "--store", str(served["store"])], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 4, out.stdout + out.stderr
 
 
 def test_reason_codes_are_the_principal_reasons_of_the_table(served):
