@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import semconv, settings
+from otel_rai.codec.reasons import parse_top
 from otel_rai.query import Query, connect, find_decisions, find_spans
 from otel_rai.query import mlflow as mlflow_backend
 from otel_rai.query.trail import verify
@@ -284,7 +285,10 @@ def test_an_experiment_name_is_looked_up_and_an_unreachable_server_named(monkeyp
 
 # --- the Traces tab ---------------------------------------------------------------------------------------
 
-def test_the_traces_tab_renders_the_decision_span_and_its_attributes(server, to_mlflow, tmp_path):
+def test_the_traces_tab_renders_the_decision_inputs_outputs_and_attributes(server, to_mlflow, tmp_path):
+    """MLflow's own UI, in headless Chromium: the decision's Inputs (id and keyed input hash, never a feature
+    value) and Outputs (label, score, reasons) in the span's Inputs / Outputs tab, and the decision record
+    in its Attributes tab."""
     import shutil
 
     sys.path.insert(0, str(ROOT / "scripts"))
@@ -295,12 +299,26 @@ def test_the_traces_tab_renders_the_decision_span_and_its_attributes(server, to_
     to_mlflow(experiment="ui")
     model = otel_rai.register_model(LogisticRegression().fit(X, Y), "credit", "ui-1", background=X[:50])
     with otel_rai.decisions(ids=["UI-1093"]):
-        model.predict_proba(X[:1])
+        proba = model.predict_proba(X[:1])
     assert otel_rai.flush(60).complete
     otel_rai.uninstrument()
     experiment = mlflow.MlflowClient(server.url).get_experiment_by_name("ui").experiment_id
     (span,) = traces_with(server, experiment, ["UI-1093"])
-    text = open_trace(server.url, experiment, span.trace_id, tmp_path / "trace.png")
-    assert "predict_proba credit" in text
-    assert "UI-1093" in text and "ml.model.version" in text  # the attributes, as the Attributes tab shows them
+    input_hash = otel_rai.hash_input(X[0], KEY)
+    label = str(int(model.classes_[proba[0].argmax()]))
+    reasons = [name for name, _ in parse_top(span.attributes[semconv.EXPLANATION_TOP][0])]
+    shown = ["Inputs", "UI-1093", input_hash, "Outputs", label, repr(float(proba[0].max())), *reasons]
+    texts = open_trace(server.url, experiment, span.trace_id, tmp_path / "trace.png",
+                       expected={"Inputs / Outputs": shown, "Attributes": ["ml.model.version", "ui-1"]})
+    inputs_outputs = texts["Inputs / Outputs"]
+    for text in shown:
+        assert text in inputs_outputs, (text, inputs_outputs)
+    # MLflow's span inputs and outputs, as its client reads them: what the tab shows, from OpenInference's view.
+    assert span.inputs == {"decision_id": "UI-1093", "input_hash": input_hash}
+    assert span.outputs["label"] == int(label) and span.outputs["score"] == proba[0].max()
+    assert list(span.outputs["reasons"]) == reasons
+    for value in X[0]:  # no raw feature value on the page
+        assert repr(float(value)) not in texts[""] and f"{value:.4f}" not in texts[""]
+    assert "predict_proba credit" in texts[""]
+    assert "UI-1093" in texts["Attributes"] and "ml.model.version" in texts["Attributes"]
     assert (tmp_path / "trace.png").stat().st_size > 10_000
