@@ -10,8 +10,8 @@ It starts an MLflow tracking server (SQLite, in a temporary folder unless --work
 4. serves ``models:/credit@champion`` with ``mlflow models serve`` (decisions go to the local audit store and
    to the MLflow experiment ``credit-decisions``);
 5. asks it with curl;
-6. finds the decision with ``otel-rai query`` in the audit store and in the MLflow server, and prints
-   the link to it in MLflow's Traces tab.
+6. finds the decision with ``otel-rai query`` in the audit store and in the MLflow server, makes it again
+   with ``otel-rai reproduce``, and prints the link to it in MLflow's Traces tab.
 
 Needs ``pip install 'otel-rai[mlflow]'``. With --keep-running the servers stay up until Ctrl-C.
 """
@@ -185,17 +185,31 @@ def run(workdir: Path, keep_running: bool) -> None:
                                    env={**env, "OTEL_RAI_MLFLOW_EXPERIMENT": EXPERIMENT})
             print(f"6. otel-rai query {' '.join(argv)} --decision-id {decision_id}   ({where})")
             print(shown.stdout.rstrip())
+        # ... and made again from the model the server saved, from the applicant's row alone.
+        row = workdir / "applicant.json"
+        row.write_text(json.dumps(applicant.iloc[0].to_dict()))
+        again = subprocess.run([sys.executable, "-m", "otel_rai", "reproduce", decision_id, "--input", str(row),
+                                "--store", str(store)], capture_output=True, text=True, env=served_env)
+        print(f"   otel-rai reproduce {decision_id} --input {row.name}: exit {again.returncode}, "
+              f"{(again.stdout.strip().splitlines() or [again.stderr.strip()])[-1]}")
         experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
         print(f"   in MLflow: {tracking}/#/experiments/{experiment}/traces?selectedEvaluationId=tr-{found.trace_id}")
         print(f"TRACE experiment={experiment} trace=tr-{found.trace_id} decision={decision_id}")
         if keep_running:
-            print("servers running; Ctrl-C stops them")
+            print("servers running; Ctrl-C (or kill PID) stops them")
+            # Also when started in the background, where a shell ignores Ctrl-C for it.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _interrupt)
             signal.pause()
     except KeyboardInterrupt:
         pass
     finally:
         for process in reversed(servers):
             stop(process)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def wait_for(decision_id: str, store: Path, tracking: str, timeout: float = 60.0):

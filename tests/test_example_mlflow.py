@@ -27,6 +27,7 @@ def test_the_mlflow_example_runs_end_to_end(tmp_path):
     rows = [line for line in text.splitlines() if decision.group(3) in line and "credit  1" in line]
     assert len(rows) == 2  # found by otel-rai query in the audit store and in the MLflow server
     assert '"prediction": 0' in text and '"reason_codes": [' in text
+    assert f"otel-rai reproduce {decision.group(3)} --input applicant.json: exit 0, REPRODUCED" in text
     ports = re.findall(r"MLflow tracking server: http://127.0.0.1:(\d+)", text) + \
         re.findall(r"serving models:/credit@champion at http://127.0.0.1:(\d+)", text)
     assert len(ports) == 2

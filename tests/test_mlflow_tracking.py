@@ -246,13 +246,75 @@ def test_the_setting_becomes_an_otlp_endpoint_protocol_and_headers(monkeypatch, 
     assert (config.endpoint, config.protocol, config.headers) == expected
 
 
-def test_each_experiment_gets_a_spool_of_its_own(monkeypatch, tmp_path):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
-    spools = [destination.routed(settings.Settings.resolve(mlflow_experiment=e)).spool for e in ("1", "2", "1")]
-    assert spools[0] == spools[2] != spools[1] and spools[0].parent == settings.data_dir()
-    given = tmp_path / "mine.db"
-    assert destination.routed(settings.Settings.resolve(mlflow_experiment="1", spool=given)).spool == given
-    assert destination.routed(settings.Settings.resolve(mlflow_experiment="1", spool=False)).spool is False
+def test_the_experiment_is_part_of_the_spool_destination_as_any_spelling_gives_it(monkeypatch, tmp_path):
+    """One rule for every default spool: the destination identity names it, and MLflow's experiment header
+    is part of that identity (however it is given), no other header is."""
+    from otel_rai.sinks import destination as identity_of
+    from otel_rai.sinks import provider
+
+    def spool(**options):
+        config = destination.routed(settings.Settings.resolve(**options))
+        return provider.spool_path(config.spool, config.endpoint, config.protocol, config.headers)
+
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://localhost:5000")
+    one, two, one_again = (spool(mlflow_experiment=e) for e in ("1", "2", "1"))
+    assert one == one_again != two and one.parent == settings.data_dir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000/")  # another spelling, the same server
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "rotated")  # credentials move no span
+    assert spool(mlflow_experiment="1") == one
+    # The header given as plain OTLP configuration is the same destination as the setting.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "X-MLflow-Experiment-Id=1,tenant=a")
+    assert spool(endpoint="http://localhost:5000/v1/traces", protocol="http/protobuf") == one
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+    plain = spool(endpoint="http://localhost:5000/v1/traces", protocol="http/protobuf")
+    assert plain not in (one, two)
+    assert plain == spool(endpoint="http://localhost:5000/v1/traces", protocol="http/protobuf", headers="tenant=b")
+    assert identity_of.identity("http://localhost:5000", "http/protobuf", {"x-mlflow-experiment-id": "1"}) == \
+        "http/protobuf http://loopback:5000/v1/traces x-mlflow-experiment-id=1"
+    given = tmp_path / "mine.db"  # a spool given is kept, and False is none
+    assert spool(mlflow_experiment="1", spool=given) == given and spool(mlflow_experiment="1", spool=False) is None
+
+
+_SPOOLED_WHILE_DOWN = """
+import sys
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+import otel_rai
+otel_rai.instrument(mlflow_experiment=sys.argv[1], hash_key=sys.argv[2])
+X = np.arange(12.0).reshape(6, 2)
+model = otel_rai.register_model(LogisticRegression().fit(X, [0, 1] * 3), name="m", version="spooled")
+with otel_rai.decisions(ids=[f"S-{i}" for i in range(6)]):
+    model.predict(X)
+print(otel_rai.flush(0.5).complete)
+"""
+
+
+def test_a_spool_left_while_mlflow_was_down_is_exported_into_its_own_experiment(server, tmp_path):
+    from servers import free_port
+
+    client = mlflow.MlflowClient(server.url)
+    ours, other = (client.create_experiment(f"spooled-{n}") for n in ("ours", "other"))
+    env = base_env({"OTEL_RAI_HOME": str(tmp_path), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}",
+                    "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+    env.pop("OTEL_RAI_MLFLOW_EXPERIMENT", None)
+    done = subprocess.run([sys.executable, "-c", _SPOOLED_WHILE_DOWN, ours, KEY], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr  # MLflow was down
+    status = subprocess.run([sys.executable, "-m", "otel_rai", "spool", "status", "--format", "json"], env=env,
+                            capture_output=True, text=True, timeout=120)
+    (row,) = [json.loads(line) for line in status.stdout.splitlines()]
+    assert row["routing"] == {"x-mlflow-experiment-id": ours} and row["decisions"] == 6, status.stderr
+    # Sent by a process that knows nothing of the experiment: the spool remembers it.
+    env.pop("OTEL_EXPORTER_OTLP_TIMEOUT")  # MLflow up now, on a busy machine
+    sent = subprocess.run([sys.executable, "-m", "otel_rai", "spool", "export", "--endpoint",
+                           server.url + "/v1/traces"], env=env, capture_output=True, text=True, timeout=120)
+    assert sent.returncode == 0, sent.stderr
+    ids = [f"S-{i}" for i in range(6)]
+    arrived = traces_with(server, ours, ids)
+    assert {i for s in arrived for i in s.attributes[semconv.DECISION_IDS]} == set(ids)
+    assert traces_with(server, other, ids, timeout=0) == []
 
 
 @pytest.mark.parametrize("env, options, message", [

@@ -12,14 +12,14 @@ retries, TLS) is the ordinary OTLP export:
   (``MLFLOW_TRACKING_TOKEN``, or ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``) when sending to it directly;
 * the experiment: an id (digits) as it is; a name is looked up over MLflow's REST API, and created
   when missing, as ``mlflow.set_experiment`` does;
-* the default spool: one per destination and experiment (the export sends a spool's spans with the
-  experiment header of the process exporting it).
+* the default spool: the experiment header is part of the destination (`destination.identity`), so each
+  experiment of a server gets a spool of its own, which remembers its experiment for ``otel-rai spool
+  export``.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -27,13 +27,12 @@ import urllib.request
 from dataclasses import replace
 from typing import Any, Mapping
 
-from opentelemetry.util.re import parse_env_headers
-
 from otel_rai import settings
 from otel_rai.errors import OtelRaiError
+from otel_rai.sinks import destination
 
 #: The header naming the experiment that MLflow files the traces of a request under.
-EXPERIMENT_HEADER = "x-mlflow-experiment-id"
+EXPERIMENT_HEADER = destination.MLFLOW_EXPERIMENT_HEADER
 TRACES_PATH = "/v1/traces"
 #: How long the experiment lookup at ``instrument()`` waits for the tracking server.
 LOOKUP_TIMEOUT_S = 10.0
@@ -64,36 +63,15 @@ def routed(config: settings.Settings) -> settings.Settings:
                                          f"not {protocol!r}")
         protocol = "http/protobuf"
     experiment_id = experiment if experiment.isdigit() else _experiment_id(tracking, experiment)
-    headers = {**_configured_headers(config.headers), EXPERIMENT_HEADER: experiment_id}
+    headers = {**destination.configured_headers(config.headers), EXPERIMENT_HEADER: experiment_id}
     if direct:
         headers = {**_credentials(), **headers}
     endpoint = tracking.rstrip("/") + TRACES_PATH if direct else config.endpoint
-    return replace(config, endpoint=endpoint, protocol=protocol, headers=headers,
-                   spool=_spool(config.spool, endpoint, experiment_id))
-
-
-def _spool(spool: Any, endpoint: str | None, experiment_id: str) -> Any:
-    """The default spool, one per destination *and experiment*: a spool is exported with the headers of
-    the process that exports it, so two experiments must not share one. A spool given is kept."""
-    if spool is not None and spool is not True:
-        return spool
-    target = (endpoint or settings.env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-              or settings.env("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    tag = hashlib.blake2b(f"{target} {experiment_id}".encode(), digest_size=4).hexdigest()
-    return settings.data_dir() / f"spool-mlflow-{tag}.db"
+    return replace(config, endpoint=endpoint, protocol=protocol, headers=headers)
 
 
 def _is_http(url: str | None) -> bool:
     return url is not None and urllib.parse.urlsplit(url).scheme in ("http", "https")
-
-
-def _configured_headers(headers: Mapping[str, str] | str | None) -> dict[str, str]:
-    """The OTLP headers otherwise sent: the option, else the variables (which an explicit mapping
-    replaces in the OTel exporter, so they are read here)."""
-    if isinstance(headers, Mapping):
-        return dict(headers)
-    text = headers or settings.env("OTEL_EXPORTER_OTLP_TRACES_HEADERS") or settings.env("OTEL_EXPORTER_OTLP_HEADERS")
-    return parse_env_headers(text, liberal=True) if text else {}
 
 
 def _credentials() -> dict[str, str]:
