@@ -108,8 +108,9 @@ def test_fail_open_keeps_predicting_and_says_the_records_are_pending(tmp_path, w
 
 
 def test_a_store_that_stays_is_written_as_before(tmp_path):
-    """The check is no false alarm: checkpoints of the WAL, other processes' writes and a fork leave
-    the file and its WAL as they were."""
+    """The check is no false alarm: another connection checkpointing and truncating the WAL leaves the
+    file and its WAL the same ones (other processes' writes: tests/test_store.py,
+    test_four_processes_of_eight_threads_lose_and_duplicate_nothing)."""
     path = tmp_path / "audit.db"
     otel_rai.instrument(store=path, hash_key=KEY, on_audit_failure="raise")
     for i in range(30):

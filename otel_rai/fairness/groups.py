@@ -83,13 +83,15 @@ class GroupResolver:
 
     At most `max_groups` distinct groups per attribute: later ones become ``(other)``, because every
     group is a metric series (a continuous column named as sensitive would otherwise flood the backend).
+    ``warn=False`` for a second resolver of the same calls, so that each warning is said once.
     """
 
-    def __init__(self, attributes: Sequence[SensitiveAttribute], max_groups: int) -> None:
+    def __init__(self, attributes: Sequence[SensitiveAttribute], max_groups: int, *, warn: bool = True) -> None:
         self._attributes = tuple(attributes)
         self._max_groups = max_groups
         self._seen: dict[str, set[str]] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._warn = warn
         self._ad_hoc: set[SensitiveAttribute] = set()
 
     @property
@@ -156,7 +158,7 @@ class GroupResolver:
         return capped
 
     def _warn_missing(self, model: str, attribute: str) -> None:
-        if (model, attribute) not in self._warned:
+        if self._warn and (model, attribute) not in self._warned:
             self._warned.add((model, attribute))
             _log.warning(
                 "otel-rai: the input of model %s has no column %r and no decisions(groups=...) gives it; "
@@ -164,7 +166,7 @@ class GroupResolver:
             )
 
     def _warn_cap(self, attribute: str, *, ad_hoc: bool = False) -> None:
-        if ("", attribute) not in self._warned:
+        if self._warn and ("", attribute) not in self._warned:
             self._warned.add(("", attribute))
             if ad_hoc:
                 _log.warning("otel-rai: more than %d sensitive attributes are named only per call; further "

@@ -359,7 +359,8 @@ class QualityDriftMonitor:
         """Empty windows and memory; also in a forked child, a replica of its own."""
         self._alerter = Alerter(self._tracer, self._instruments.alerts, self.config.on_alert, self._on_failure,
                                 self.config.alert_hysteresis, self._allowlist)
-        self._groups = GroupResolver(self._attributes, self._max_groups)
+        # The fairness monitor resolves the same calls with the same cap, and says what it drops.
+        self._groups = GroupResolver(self._attributes, self._max_groups, warn=False)
         self._tracks: dict[Key, _Track] = {}
         self._calls: list[DecisionCall] = []
         self._labels: list[tuple[str, Any, int]] = []
