@@ -47,6 +47,11 @@ class StackError(OtelRaiError):
     """The local stack cannot be started, stopped or read."""
 
 
+class RequestRejected(OtelRaiError, ValueError):
+    """A request to a served model that was refused before the model saw it (it could not be parsed, or
+    its columns or types did not fit). Its message names no input value: it goes on the ERROR span."""
+
+
 class ArtifactError(OtelRaiError):
     """A model artifact that must not or cannot be loaded: missing, in a store that is not trusted, or
     whose digest or fingerprint does not match the record."""

@@ -16,6 +16,9 @@ MODEL_NAME: Final = "ml.model.name"
 MODEL_CLASS: Final = "ml.model.class"
 MODEL_VERSION: Final = "ml.model.version"
 MODEL_FINGERPRINT: Final = "ml.model.fingerprint"
+#: The registry alias (or legacy stage) the model was loaded under, e.g. ``champion``. An alias moves from
+#: version to version, so it is recorded beside MODEL_VERSION, never as it.
+MODEL_ALIAS: Final = "ml.model.alias"
 
 # --- the call -------------------------------------------------------------------------------------
 OPERATION: Final = "ml.operation"
@@ -168,6 +171,9 @@ MODEL_LIBRARIES: Final = "ml.model.libraries"
 MODEL_SCHEMA: Final = "ml.model.schema"
 #: Where the model came from: an MLflow run or registry URI, a file path (``register_model(source_uri=)``).
 MODEL_SOURCE_URI: Final = "ml.model.source_uri"
+#: The run that logged the model and its logged model id (MLflow's ``m-...``), when known (docs/mlflow.md).
+MODEL_SOURCE_RUN_ID: Final = "ml.model.source_run_id"
+MODEL_SOURCE_MODEL_ID: Final = "ml.model.source_model_id"
 #: Keyed hash of the training data (X, y, sample weights) of the fit under ``instrument()`` (docs/hashing.md).
 TRAINING_HASH: Final = "ml.model.training.hash"
 TRAINING_HASH_KEY_ID: Final = "ml.model.training.hash.key_id"
@@ -193,6 +199,8 @@ MODEL_RECORD_ATTRIBUTES: Final = (
     MODEL_LIBRARIES,
     MODEL_SCHEMA,
     MODEL_SOURCE_URI,
+    MODEL_SOURCE_RUN_ID,
+    MODEL_SOURCE_MODEL_ID,
     TRAINING_HASH,
     TRAINING_HASH_KEY_ID,
     TRAINING_HASH_SCHEME,
@@ -214,6 +222,7 @@ SPAN_ATTRIBUTES: Final = (
     MODEL_CLASS,
     MODEL_VERSION,
     MODEL_FINGERPRINT,
+    MODEL_ALIAS,
     OPERATION,
     BATCH_SIZE,
     BATCH_OFFSET,
@@ -395,3 +404,13 @@ EXCEPTION_ESCAPED: Final = "exception.escaped"
 METRIC_AUDIT_INSTRUMENTATION_FAILURES: Final = "ml.audit.instrumentation_failures"
 #: OpenTelemetry's attribute naming the class of an error: here the exception type.
 ERROR_TYPE: Final = "error.type"
+# --- MLflow runs (docs/mlflow.md): what `otel_rai.mlflow.log_fairness` and `otel-rai check` log -----
+#: Run tag: MLFLOW_FAIRNESS_PASS or MLFLOW_FAIRNESS_FAIL, judged against the fairness thresholds.
+MLFLOW_FAIRNESS_TAG: Final = "otel_rai.fairness"
+MLFLOW_FAIRNESS_PASS: Final = "pass"
+MLFLOW_FAIRNESS_FAIL: Final = "fail"
+#: Run tag: the violated checks, ``<attribute>/<metric>`` separated by commas (absent when none).
+MLFLOW_FAIRNESS_VIOLATIONS_TAG: Final = "otel_rai.fairness.violations"
+#: Prefix of the run's fairness metrics: ``fairness.<attribute>.<metric>`` and
+#: ``fairness.<attribute>.<rate>.<group>`` (characters MLflow refuses in a metric name become ``_``).
+MLFLOW_FAIRNESS_METRIC_PREFIX: Final = "fairness."

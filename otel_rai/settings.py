@@ -39,6 +39,17 @@ OTHER_VARIABLES: dict[str, str] = {
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
     "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads when no ``--service`` "
                             "names one (otel-rai makes the service the project; default: every project)",
+    # MLflow (docs/mlflow.md)
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "OTLP headers of traces (read by the OTel exporter; with "
+                                         "``mlflow_experiment``, the experiment header is added to them)",
+    "MLFLOW_TRACKING_URI": "the MLflow tracking server: where ``mlflow_experiment`` sends decisions, where "
+                           "registry versions are resolved, and what ``otel-rai query --backend mlflow`` reads",
+    "MLFLOW_TRACKING_TOKEN": "a bearer token for the MLflow tracking server (a secret, never shown)",
+    "MLFLOW_TRACKING_USERNAME": "basic authentication for the MLflow tracking server, with the password",
+    "MLFLOW_TRACKING_PASSWORD": "the password of ``MLFLOW_TRACKING_USERNAME`` (a secret, never shown)",
+    "MLFLOW_RUN_ID": "the MLflow run ``otel-rai check`` logs to (``mlflow run`` sets it)",
+    "OTEL_RAI_MLFLOW_MODEL_URI": "the registry URI a served model was loaded from (``models:/credit/3``), for "
+                                 "a model that the registry lists under several versions",
 }
 
 #: Variables of the test suite (``scripts/test.sh``, ``tests/``), not of the package: name -> what it means.
@@ -346,6 +357,10 @@ class Settings:
                                          "attribution spread, so that no raw value can be recovered from them "
                                          "to better than 2 % of its range (docs/explanations.md)",
                                          env="OTEL_RAI_EXPLAIN_EXACT_VALUES", parse=_flag)
+    mlflow_experiment: str | None = _option(None, "send decisions to this experiment of the MLflow tracking "
+                                            "server (``MLFLOW_TRACKING_URI``) over OTLP/HTTP: an id, or a name "
+                                            "(looked up, and created when missing)",
+                                            env="OTEL_RAI_MLFLOW_EXPERIMENT")
 
     def __post_init__(self) -> None:
         for name in ("max_rows_per_span", "max_pending_calls", "max_pending_rows", "max_export_backlog",
@@ -421,7 +436,7 @@ def _normalised(name: str, value: Any) -> Any:
         if isinstance(value, str):
             raise TypeError("otel-rai: sensitive_features must be a list of names, not one string")
         return tuple(value)
-    if name in ("model_version", "service_name"):
+    if name in ("model_version", "service_name", "mlflow_experiment"):
         return str(value) or None
     return value
 

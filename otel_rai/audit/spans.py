@@ -81,6 +81,8 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         semconv.INPUT_HASH_KEY_ID: settings.hash_key.key_id,
         semconv.INPUT_HASH_SCHEME: settings.hash_key.scheme,
     }
+    if info.registration.alias is not None:
+        common[semconv.MODEL_ALIAS] = info.registration.alias
     rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
     errors = []
     names = None
@@ -118,7 +120,9 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
             on_failure("groups", exc)
             errors.append(f"groups: {type(exc).__name__}")
     try:
-        explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k,
+        # A failed call explains nothing, even when its caller computed an explanation beforehand.
+        given = call.explanation if call.error is None else None
+        explained, explained_rows = explanation_attributes(given, settings.explain_top_k,
                                                            settings.explain_exact_values)
         common.update(explained)
         rows.update(explained_rows)

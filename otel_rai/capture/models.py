@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
@@ -33,11 +33,16 @@ class Registration:
     version: str | None = None
     background: Any = field(default=None, compare=False)  # reference rows for the explainers that need them
     explain: bool = True
+    #: The registry alias (or stage) the model was loaded under: recorded beside the version, never as it.
+    alias: str | None = None
     #: Reference rows (and their labels) for drift and the quality baseline (docs/monitoring.md).
     reference: Any = field(default=None, compare=False)
     reference_labels: Any = field(default=None, compare=False)
     #: Where the model came from (an MLflow run or registry URI, a file path), for its model record.
     source_uri: str | None = None
+    #: The run that logged it and the logged model it is (MLflow's run id and ``m-...`` model id).
+    source_run_id: str | None = None
+    source_model_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class _IdentityMap:
 
 
 _registrations = _IdentityMap()
+#: Functions that complete a registration from its ``source_uri`` (the MLflow registry's, installed by the
+#: session while instrumented: `otel_rai.registry.hooks`). Each returns the registration, completed or not,
+#: and must not raise.
+source_resolvers: list[Callable[[Registration], Registration]] = []
 _cache = _IdentityMap()
 _lock = threading.Lock()
 _generation = 0
@@ -121,21 +130,29 @@ def register_model(
     *,
     background: Any = None,
     explain: bool = True,
+    alias: str | None = None,
     reference: Any = None,
     reference_labels: Any = None,
     source_uri: str | None = None,
+    source_run_id: str | None = None,
+    source_model_id: str | None = None,
 ) -> M:
     """Name and version `model` for its decision spans, and return the same object.
 
     background: reference rows (the model's input format) for the explanations that need them:
         linear models, model-agnostic methods. A copy is kept.
     explain: False turns explanations off for this model.
+    alias: the registry alias the model was loaded under (``champion``), recorded as ``ml.model.alias``;
+        the version stays the one the alias pointed at.
     reference: rows (the model's input format) whose distribution is the reference of the drift
         metrics (default: the data of the model's fit under ``instrument()``, else `background`); with
         `reference_labels`, their quality is the baseline of the quality alerts (docs/monitoring.md).
         Copies are kept.
     source_uri: where the model came from (an MLflow run or registry URI, a file path); its model record
-        carries it (docs/model-records.md).
+        carries it (docs/model-records.md). While instrumented, a ``models:/`` URI is looked up in the
+        MLflow registry (`source_resolvers`): the name and version default to the registry's, and the
+        record carries the version's own URI (``models:/credit/3``, not an alias), run id and model id.
+    source_run_id, source_model_id: the run that logged the model and its logged model id (MLflow's).
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
@@ -149,18 +166,22 @@ def register_model(
         reference_labels = np.asarray(reference_labels)
         if reference is None or len(reference_labels) != len(reference):
             raise ValueError("register_model: reference_labels needs reference rows of the same length")
-    _registrations.set(
-        model,
-        Registration(
-            name=name,
-            version=None if version is None else text_of(version),
-            background=None if background is None else background.copy(),
-            explain=bool(explain),
-            reference=None if reference is None else reference.copy(),
-            reference_labels=None if reference_labels is None else reference_labels.copy(),
-            source_uri=None if source_uri is None else str(source_uri),
-        ),
+    registration = Registration(
+        name=name,
+        version=None if version is None else text_of(version),
+        background=None if background is None else background.copy(),
+        explain=bool(explain),
+        alias=text_of(alias) if alias else None,
+        reference=None if reference is None else reference.copy(),
+        reference_labels=None if reference_labels is None else reference_labels.copy(),
+        source_uri=None if source_uri is None else text_of(source_uri),
+        source_run_id=None if source_run_id is None else text_of(source_run_id),
+        source_model_id=None if source_model_id is None else text_of(source_model_id),
     )
+    if registration.source_uri is not None:
+        for resolve in list(source_resolvers):
+            registration = resolve(registration)
+    _registrations.set(model, registration)
     bump_generation()
     return model
 

@@ -66,7 +66,8 @@ class DecisionCall:
     output: Any = None
     error: BaseException | None = None
     explain: bool = True
-    #: Set by the audit worker: an `otel_rai.explanations.Explanation`, or why there is none.
+    #: Set by the audit worker (or given through ``decisions(explanation=...)``): an
+    #: `otel_rai.explanations.Explanation`, or why there is none.
     explanation: Any = None
     #: Set by the audit worker when it hashed this call's input together with others of its cycle.
     input_hashes: list[str] | None = None
@@ -168,6 +169,7 @@ class Recorder:
         n_rows = _num_rows(X)
         ids = scope._take_ids(n_rows) if scope is not None else new_ids(n_rows or 0)
         groups = scope._checked_group_rows(n_rows) if scope is not None else None
+        explanation = scope._take_explanation(n_rows) if scope is not None else None
         try:
             call = DecisionCall(
                 model=model,
@@ -181,6 +183,7 @@ class Recorder:
                 start_ns=time.time_ns(),
                 explain=scope.explain if scope is not None else True,
                 groups=groups,
+                explanation=explanation,
             )
         except Exception as exc:  # never let the audit break the prediction
             if self._durable is not None:  # unless there must be no decision without a record
@@ -207,6 +210,31 @@ class Recorder:
             return output
         self._hand_over(call, scope)
         return output
+
+    def rejected(self, model: Any, operation: str, error: BaseException, start_ns: int | None = None) -> None:
+        """Record a call refused before it reached `model` (a request its server could not parse): an
+        ERROR decision span without rows, through the audit worker like any other call. `error` is
+        recorded as it is: give one whose message quotes no input."""
+        end_ns = time.time_ns()
+        scope = _current_scope()
+        try:
+            call = DecisionCall(
+                model=model,
+                info=models.model_info(model, self._default_version),
+                operation=operation,
+                X=None,
+                n_rows=0,
+                ids=[],
+                attributes=scope.attributes if scope is not None else {},
+                parent=otel_context.get_current(),
+                start_ns=end_ns if start_ns is None else start_ns,
+                end_ns=end_ns,
+                error=error,
+            )
+        except Exception as exc:
+            self._on_failure("capture", exc)
+            return
+        self._hand_over(call, None)
 
     def _hand_over(self, call: DecisionCall, scope: DecisionScope | None) -> None:
         if scope is not None:

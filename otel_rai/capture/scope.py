@@ -33,8 +33,10 @@ class DecisionScope:
         attributes: Mapping[str, Any] | None,
         groups: Mapping[str, Any] | None = None,
         explain: bool = True,
+        explanation: Any = None,
     ) -> None:
         self.explain = bool(explain)
+        self._given_explanation = explanation
         self._given_ids = None if ids is None else texts(ids)
         if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
             raise ValueError("otel-rai: decisions(): ids must be unique")
@@ -50,6 +52,15 @@ class DecisionScope:
             raise ValueError(
                 f"otel-rai: decisions(): {len(given)} ids given for a call with {n_rows} rows"
             )
+        return given
+
+    def _take_explanation(self, n_rows: int | None) -> Any:
+        """The explanation given for the next call (then forgotten), or None."""
+        given, self._given_explanation = self._given_explanation, None
+        if given is not None and not isinstance(given, BaseException) and n_rows is not None \
+                and len(given) != n_rows:
+            raise ValueError(f"otel_rai.decisions: an explanation of {len(given)} rows given for a call "
+                             f"with {n_rows} rows")
         return given
 
     def _checked_group_rows(self, n_rows: int | None) -> dict[str, Any] | None:
@@ -68,6 +79,7 @@ def decisions(
     groups: Mapping[str, Any] | None = None,
     *,
     explain: bool = True,
+    explanation: Any = None,
 ) -> Iterator[DecisionScope]:
     """Name the decisions of the next instrumented call, and add span attributes to calls in the block.
 
@@ -82,8 +94,11 @@ def decisions(
     ``{"sex": ["f", "m"]}`` (one value per row) or ``{"sex": "f"}`` (every row). They are never put
     on spans unless allowlisted with ``capture_features``.
     `explain=False` leaves the decisions of the block unexplained.
+    `explanation`: an `otel_rai.Explanation` already computed for the rows of the next call (for
+    example, to return the reasons with the prediction, as the MLflow model does); its span records
+    that one instead of explaining again. An exception instead records why there is none.
     """
-    scope = DecisionScope(ids, attributes, groups, explain)
+    scope = DecisionScope(ids, attributes, groups, explain, explanation)
     token = _SCOPE.set(scope)
     try:
         yield scope

@@ -16,9 +16,9 @@ heavy modules only inside the command that needs them.
 
 Errors are one line on stderr (``--debug`` adds the traceback). Exit status: 0 success (an empty result
 is a success), 1 failure (an unreachable backend, an unusable store or file), 2 bad usage, 3 ``verify``
-found input rows that match no decision, or ``verify-chain`` found a broken chain, or ``reproduce``
-found a decision that DIFFERS; ``reproduce`` refuses with 4 (not the input the model saw) and 5 (an
-artifact that must not be loaded).
+found input rows that match no decision, ``verify-chain`` found a broken chain, ``check`` found a
+fairness threshold violated, or ``reproduce`` found a decision that DIFFERS; ``reproduce`` refuses with 4
+(not the input the model saw) and 5 (an artifact that must not be loaded).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules of this package, in the order ``--help`` lists them.
 COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "monitor", "stack", "spool",
-            "model", "reproduce")
+            "model", "reproduce", "check")
 
 
 def build_parser() -> Parser:

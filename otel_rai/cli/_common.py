@@ -67,7 +67,8 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the decisions are")
     g.add_argument("--backend", choices=query.backends(), default="local",
                    help="default: local (the audit store)")
-    g.add_argument("--url", help="the backend's URL (default: localhost :16686 jaeger, :3200 tempo, :6006 phoenix)")
+    g.add_argument("--url", help="the backend's URL (default: localhost :16686 jaeger, :3200 tempo, :6006 phoenix; "
+                        "mlflow: $MLFLOW_TRACKING_URI, else :5000)")
     g.add_argument("--store", metavar="PATH",
                    help="the local audit store (default: $OTEL_RAI_STORE, else audit.db in the data directory)")
 

@@ -113,7 +113,9 @@ def run_show(args: argparse.Namespace) -> int:
             ("recorded", f"{record.timestamp}  service {record.service}, stream {record.stream} seq {record.seq}"),
         ]
         if record.source_uri:
-            lines.append(("source", record.source_uri))
+            ids = ", ".join(f"{k} {v}" for k, v in (("run", record.source_run_id), ("model", record.source_model_id))
+                            if v)
+            lines.append(("source", record.source_uri + (f"  ({ids})" if ids else "")))
         lines.append(("libraries", "  ".join(f"{k} {v}" for k, v in sorted(record.libraries.items()))))
         features = schema.get("features")
         lines.append(("features", f"{schema.get('n_features_in')} in"

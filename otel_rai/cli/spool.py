@@ -12,6 +12,7 @@ export sends it, to its own endpoint or to --endpoint.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def _describe(path: Path) -> dict[str, Any]:
         store.close()
     return {"path": str(path), "spans": spans, "decisions": decisions, "bytes": os.path.getsize(path),
             "destination": meta.get(destination.META_DESTINATION),
-            "endpoint": meta.get(destination.META_ENDPOINT), "exporting": busy}
+            "endpoint": meta.get(destination.META_ENDPOINT), "exporting": busy,
+            "routing": json.loads(meta.get(destination.META_ROUTING) or "{}")}
 
 
 def status(args: argparse.Namespace) -> int:
@@ -73,6 +75,7 @@ def status(args: argparse.Namespace) -> int:
         for r in rows:
             state = "exporting" if r["exporting"] else ("waiting" if r["spans"] else "empty")
             endpoint = r["endpoint"] or "unknown (an older otel-rai)"
+            endpoint += "".join(f" {k}={v}" for k, v in sorted(r["routing"].items()))
             print(f"{r['spans']:>8,}  {r['decisions']:>10,}  {r['bytes'] / 1e6:>7.1f}MB  {state:<10}  "
                   f"{endpoint:<32}  {r['path']}")
     return FAILED if failed else OK
@@ -114,8 +117,11 @@ def _export_one(path: Path, args: argparse.Namespace) -> int:
         protocol = args.protocol or (meta.get(destination.META_DESTINATION) or "").partition(" ")[0] or None
         if not outbox.hold():
             raise CliError(f"{path} is being exported by another process; it sends these {waiting:,} spans")
+        # The routing headers it was written with (MLflow's experiment) go with it, unless --headers names them.
+        kept = json.loads(meta.get(destination.META_ROUTING) or "{}")
+        headers = {**kept, **destination.configured_headers(args.headers)} if kept else args.headers
         try:
-            exporter = otlp.otlp_exporter_factory(endpoint, protocol, args.headers)()
+            exporter = otlp.otlp_exporter_factory(endpoint, protocol, headers)()
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         sent = 0

@@ -16,6 +16,7 @@ from typing import Any
 from otel_rai.capture import models
 from otel_rai.capture.recorder import run_quietly
 from otel_rai.codec.reasons import format_reasons, parse_top
+from otel_rai.explanations import resolution
 from otel_rai.explanations.engine import METHODS, Options, cache
 from otel_rai.explanations.errors import ExplanationError, MissingBackground, ModelChanged, UnsupportedModel
 from otel_rai.explanations.explanation import OUTPUTS, Explanation
@@ -42,6 +43,7 @@ def explain(
     method: str | None = None,
     budget_us: float | None = None,
     max_evals: int | None = None,
+    published: bool = False,
 ) -> Explanation:
     """Feature attributions of `model`'s output for each row of `X`.
 
@@ -49,6 +51,8 @@ def explain(
         the model-agnostic method); default: the ``background`` given to `register_model`.
     method: one of `METHODS` instead of the automatic choice (docs/explanations.md).
     budget_us, max_evals: limits of the tree and model-agnostic methods (defaults as `instrument`).
+    published: True sets the explanation's `resolution`, the grid its values are rounded to on a decision
+        span by default (`resolution.step`), so that what a caller shows equals what the span records.
 
     ``base_values + values.sum(1) == output_values`` for every row. Model calls made while
     explaining are not recorded as decisions. The explainer is built once per fitted model (keyed by
@@ -65,7 +69,10 @@ def explain(
 
     def run() -> Explanation:
         explainer = cache.get(model, models.fingerprint_of(model), background, method, options)
-        return explainer.explain(X)
+        explanation = explainer.explain(X)
+        if published:
+            explanation.resolution = resolution.step(explainer, background)
+        return explanation
 
     return run_quietly(run)
 

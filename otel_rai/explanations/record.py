@@ -26,9 +26,10 @@ _warned: set[tuple[str, str]] = set()
 
 
 def wanted(call: DecisionCall, settings: Settings) -> bool:
-    """Whether this call is explained: on globally, for the model, for the call, and it returned."""
+    """Whether this call is explained here: on globally, for the model, for the call, it returned, and
+    its caller did not hand over an explanation already (``decisions(explanation=...)``)."""
     switched_on = settings.explain and call.explain and call.info.registration.explain
-    return switched_on and call.error is None and bool(call.ids)
+    return switched_on and call.error is None and bool(call.ids) and call.explanation is None
 
 
 def attach(batch: Sequence[Any], settings: Settings, on_failure: Callable[[str, BaseException], None]) -> None:

@@ -89,9 +89,12 @@ def attributes(call: DecisionCall, settings: Settings, training: Training | None
     except Exception as exc:
         on_failure("record", exc)
         errors.append(f"schema: {type(exc).__name__}")
-    source = call.info.registration.source_uri
-    if source:
-        out[semconv.MODEL_SOURCE_URI] = source
+    registration = call.info.registration
+    for attribute, value in ((semconv.MODEL_SOURCE_URI, registration.source_uri),
+                             (semconv.MODEL_SOURCE_RUN_ID, registration.source_run_id),
+                             (semconv.MODEL_SOURCE_MODEL_ID, registration.source_model_id)):
+        if value:
+            out[attribute] = value
     if training is not None:
         out.update(training_attributes(training))
     if errors:

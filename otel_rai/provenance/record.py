@@ -73,6 +73,9 @@ class ModelRecord:
     span_id: str = ""
     error: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: The run that logged the model and its MLflow model id (``register_model(source_uri="models:/...")``).
+    source_run_id: str | None = None
+    source_model_id: str | None = None
 
     @classmethod
     def from_span(cls, span: SpanRecord) -> ModelRecord:
@@ -99,6 +102,8 @@ class ModelRecord:
             libraries={str(k): str(v) for k, v in libraries.items()} if isinstance(libraries, dict) else {},
             schema=_json(a.get(semconv.MODEL_SCHEMA)),
             source_uri=a.get(semconv.MODEL_SOURCE_URI),
+            source_run_id=a.get(semconv.MODEL_SOURCE_RUN_ID),
+            source_model_id=a.get(semconv.MODEL_SOURCE_MODEL_ID),
             training=training or None,
             artifact=artifact or None,
             service=span.service,
@@ -151,7 +156,8 @@ class ModelRecord:
             "class": self.qualified_class, "time": self.timestamp, "service": self.service,
             "stream": self.stream, "seq": self.seq, "trace_id": self.trace_id, "span_id": self.span_id,
             "params": self.params, "libraries": self.libraries, "schema": self.schema,
-            "source_uri": self.source_uri, "training": self.training, "artifact": self.artifact,
+            "source_uri": self.source_uri, "source_run_id": self.source_run_id,
+            "source_model_id": self.source_model_id, "training": self.training, "artifact": self.artifact,
             "error": self.error,
         }
 

@@ -280,8 +280,15 @@ def _explanation(decision: Decision, model: Any, background: Any, X: Any) -> tup
         return [Comparison("explanation", top, None, False)], [
             f"explanation: could not be recomputed with method {method} ({type(exc).__name__}"
             f"{'; the background rows were not saved with the model' if background is None else ''})"]
-    k = max(len(parse_top(str(top))), 1)
-    again = encode_top(explained.feature_names, explained.values, k)[0]
+    recorded = parse_top(str(top))
+    k = max(len(recorded), 1)
+    # Written again as the decision wrote it: on its grid (ml.explanation.resolution; 0 exactly), or as signs
+    # alone when it recorded no resolution and only signs; a trail from before the grid recorded exact values.
+    resolution = decision.attributes.get(semconv.EXPLANATION_RESOLUTION)
+    if resolution is None:
+        resolution = None if recorded and all(math.isinf(v) for _, v in recorded) else 0.0
+    again = encode_top(explained.feature_names, explained.values, k, float(resolution) if resolution is not None
+                       else None)[0]
     out = [Comparison("explanation", top, again, again == top)]
     base = decision.values.get(semconv.EXPLANATION_BASE_VALUES)
     if base is not None:

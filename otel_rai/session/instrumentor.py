@@ -39,9 +39,11 @@ from otel_rai.provenance import artifacts
 from otel_rai.provenance.emitter import ModelRecords
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
+from otel_rai.registry import hooks as registry_hooks
 from otel_rai.session import lifecycle
 from otel_rai.session import metrics as audit_metrics
 from otel_rai.settings import Settings
+from otel_rai.sinks import mlflow as mlflow_destination
 from otel_rai.sinks import provider
 from otel_rai.sinks.local import StoreSink
 from otel_rai.store import Store
@@ -82,6 +84,7 @@ class _Session:
         config = replace(config, hash_key=resolve_key(config.hash_key, recording=True))
         if isinstance(config.checkpoint_key, (str, bytes)):
             check_strength(material_bytes(config.checkpoint_key), "checkpoint key")
+        config = mlflow_destination.routed(config)
         self.own_provider = config.tracer_provider is None
         if config.trace_ui is None:  # the UI view goes where a UI may read the spans: out of the process
             leaves = not self.own_provider or settings.otlp_endpoint_configured(config.endpoint)
@@ -144,13 +147,14 @@ class _Session:
             prepare_hooks=[self.monitor.prepare],
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
-        recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
+        recorder = self.recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
         records = self.records
         observers = [self.quality.fit_observer] + ([records.training.observe] if records else [])
         self.patcher = Patcher(recorder.wrapper_factory, fit_observers=observers,
                                before_change=[records.before_change] if records else [])
         models.observe(config.model_version)
         self.patcher.install()
+        registry_hooks.install()
         self._closed: FlushResult | None = None
         self._stop_metrics = audit_metrics.publish(meter_provider, self._numbers)
         # Registered now, so that it runs before the atexit shutdown of any provider created earlier.
@@ -213,6 +217,7 @@ class _Session:
             atexit.unregister(self._at_exit)
             self._stop_sending_hook()
             self.patcher.remove()
+            registry_hooks.uninstall()
             self.worker.submit(self.quality.final)
             if self.records is not None:  # the records join the stream before its last checkpoint
                 self.worker.flush(timeout)
@@ -361,6 +366,22 @@ def record_outcome(
     given = {"group": group, "prediction": prediction, "model": model, "version": version}
     session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
     session.worker.submit(session.quality.label_task(decision_id, y_true, time.time_ns()))
+    return True
+
+
+def current_settings() -> Settings | None:
+    """The resolved settings of the instrumented session, or None when not instrumented."""
+    session = _session
+    return None if session is None else session.settings
+
+
+def record_rejected(model: Any, operation: str, error: BaseException, start_ns: int | None = None) -> bool:
+    """Audit a call of `model` that was refused before it reached the model (the MLflow server could not
+    parse the request): an ERROR decision span without rows. Returns False when not instrumented."""
+    session = _session
+    if session is None:
+        return False
+    session.recorder.rejected(model, operation, error, start_ns)
     return True
 
 

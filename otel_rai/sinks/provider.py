@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -37,17 +37,19 @@ UNLIMITED = SpanLimits(
 
 
 def spool_path(spool: str | os.PathLike[str] | bool | None, endpoint: str | None,
-               protocol: str | None) -> Path | None:
+               protocol: str | None, headers: Mapping[str, str] | str | None = None) -> Path | None:
     """Where the spool of an OTLP-only session lives, or None for none (spans wait in memory).
 
     `spool` is a path, False (no spool), or None/True: ``spool-<destination digest>.db`` in the otel-rai
     data directory. Processes that export to one destination share its spool, however they spell the
-    endpoint (`destination.identity`); each spool has one destination.
+    endpoint (`destination.identity`, which includes MLflow's experiment header); each spool has one
+    destination.
     """
     if spool is False:
         return None
     if spool is None or spool is True:
-        return settings.data_dir() / destination.spool_name(destination.identity(_endpoint(endpoint), protocol))
+        return settings.data_dir() / destination.spool_name(destination.identity(_endpoint(endpoint), protocol,
+                                                                                   headers))
     return Path(spool).expanduser()
 
 
@@ -110,12 +112,14 @@ def choose(config: settings.Settings, *, own_provider: bool) -> list[Sink]:
         return [StoreSink(path, factory)]
     if factory is None:
         return []
-    spooled = spool_path(config.spool, config.endpoint, config.protocol)
+    spooled = spool_path(config.spool, config.endpoint, config.protocol, config.headers)
     if spooled is not None:
         sink = StoreSink(spooled, factory, keep=False)
         # `otel-rai spool status` shows where a spool's spans go, and `spool export` sends them there.
         endpoint = _endpoint(config.endpoint)
-        sink.store.set_meta({destination.META_DESTINATION: destination.identity(endpoint, config.protocol),
-                             destination.META_ENDPOINT: endpoint})
+        sink.store.set_meta({destination.META_DESTINATION: destination.identity(endpoint, config.protocol,
+                                                                                config.headers),
+                             destination.META_ENDPOINT: endpoint,
+                             destination.META_ROUTING: destination.routing_meta(config.headers)})
         return [sink]
     return [ExportSink(factory, max_backlog=config.max_export_backlog)]
