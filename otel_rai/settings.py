@@ -34,6 +34,9 @@ OTHER_VARIABLES: dict[str, str] = {
                         "Phoenix, else ``phoenix`` on PATH)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
     "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads (default ``default``)",
+    "CLICKHOUSE_USER": "the user ``--backend clickhouse`` and ``export --to clickhouse`` log in as, when the URL "
+                       "names none (default ``default``)",
+    "CLICKHOUSE_PASSWORD": "that user's password, when the URL holds none",
 }
 
 

@@ -20,6 +20,7 @@ from otel_rai.chain.verify import Report
 from otel_rai.cli._common import (
     OK,
     UNMATCHED,
+    UNWINDOWED,
     CliError,
     add_source_options,
     add_time_options,
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--public-key needs the cryptography package (pip install 'otel-rai[signing]')") from None
     except (ValueError, TypeError) as exc:
         raise CliError(f"a key file holds no usable key ({type(exc).__name__})") from None
-    anchored = start is not None or end is not None or args.backend != "local"
+    anchored = start is not None or end is not None or args.backend not in UNWINDOWED
     query = Query(service=args.service, start_ns=start, end_ns=end)
     report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed)
     if args.format == "json":

@@ -1,14 +1,16 @@
 """Reading a trail for the chain's verification (``otel-rai verify-chain``): the local store in write
-order, with its ``decisions`` table checked against the spans, and any other backend in time order."""
+order, with its ``decisions`` table checked against the spans, a backend that offers it in chain order
+(ClickHouse), and any other backend in time order."""
 
 from __future__ import annotations
 
 from typing import Any, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
-from otel_rai.chain.verify import Problem, Report, check, seq_of
+from otel_rai.chain.verify import Problem, Report, check, check_ordered, seq_of
 from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query, find_spans
+from otel_rai.query.capabilities import Chained
 
 
 def records(backend: Any, query: Query, problems: list[Problem]) -> Iterator[tuple[int | None, SpanRecord]]:
@@ -62,7 +64,10 @@ class _Same:
 
 def verify(backend: Any, query: Query = Query(), keys: Mapping[str, Any] = {},  # noqa: B006, B008 - read only
            *, anchored: bool = False, require_signed: bool = False) -> Report:
-    """Check the trail that `backend` holds within `query`'s window (see `check` and `records`)."""
+    """Check the trail that `backend` holds within `query`'s window (see `check` and `records`). A backend
+    that reads its trail in chain order (`Chained`) is checked as it is read, in bounded memory."""
+    if isinstance(backend, Chained):
+        return check_ordered(backend.chained(query), keys, anchored=anchored, require_signed=require_signed)
     tables: list[Problem] = []
     report = check(records(backend, query, tables), keys, anchored=anchored, require_signed=require_signed)
     edited = {p.position for p in report.problems if p.kind == "edited"}

@@ -5,6 +5,7 @@ period, and the most attributed features."""
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from otel_rai.errors import InputError
 from otel_rai.fairness import metrics as fairness
+from otel_rai.fairness.metrics import printed
 
 #: Features the report ranks by mean absolute attribution.
 TOP_FEATURES = 10
@@ -54,14 +56,6 @@ class DecisionRecord:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"bad decision record {dict(data)!r:.200}: {type(exc).__name__}: {exc}") from None
-
-
-def printed(value: Any) -> str:
-    """A label as text, so that 1, 1.0, \"1\" and true compare equal."""
-    # Backends and JSON may hand back the label 1 as "1", 1.0 or true: compare printed integers.
-    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
-        value = int(value)
-    return str(value)
 
 
 @dataclass(frozen=True)
@@ -117,21 +111,28 @@ def figures(records: Iterable[DecisionRecord], positive_label: Any, min_group_si
             explained += 1
             for feature, value in record.attributions.items():
                 attribution_sums[feature] += abs(value)
-    if n == 0:
+    top = [(f, total / explained) for f, total in attribution_sums.most_common(TOP_FEATURES)] if explained else []
+    result = counted(", ".join(sorted(models)), version, n, selected, labelled, first, last, counts, min_group_size)
+    return dataclasses.replace(result, top_features=top, explained=explained)
+
+
+def counted(model: str, version: str, decisions: int, selected: int, labelled: int, first: float, last: float,
+            groups: Mapping[str, Mapping[str, fairness.GroupCounts]], min_group_size: int) -> Figures:
+    """The figures of counts made elsewhere (a backend's SQL aggregates, `otel_rai.query.capabilities.Tally`):
+    the same definitions, without attributions. Times are Unix seconds."""
+    if decisions == 0:
         raise InputError("no decisions to report")
-    top = [(f, total / explained) for f, total in attribution_sums.most_common(TOP_FEATURES)]
     return Figures(
-        model=", ".join(sorted(models)),
+        model=model,
         version=version,
-        decisions=n,
+        decisions=decisions,
         selected=selected,
         labelled=labelled,
         first=first,
         last=last,
         attributes=[
-            AttributeFigures(a, dict(groups), fairness.summarize(groups, min_group_size))
-            for a, groups in sorted(counts.items())
+            AttributeFigures(a, dict(g), fairness.summarize(g, min_group_size)) for a, g in sorted(groups.items())
         ],
-        top_features=top,
-        explained=explained,
+        top_features=[],
+        explained=0,
     )

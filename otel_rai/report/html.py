@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Sequence
 from otel_rai import semconv
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import FairnessAlert
-from otel_rai.report.figures import AttributeFigures, DecisionRecord, figures
+from otel_rai.report.figures import AttributeFigures, DecisionRecord, Figures, figures
 from otel_rai.settings import FairnessConfig
 from otel_rai.version import __version__
 
@@ -155,7 +155,19 @@ def render(
     """The HTML report of `records` (one model version) and the `alerts` raised over the same period, judged by
     `config`'s minimum group size and thresholds (default: `FairnessConfig`'s)."""
     config = config or FairnessConfig()
-    f = figures(records, positive_label, config.min_group_size)
+    return render_figures(figures(records, positive_label, config.min_group_size), alerts=alerts,
+                          positive_label=positive_label, config=config)
+
+
+def render_figures(
+    f: Figures,
+    *,
+    alerts: Iterable[FairnessAlert] = (),
+    positive_label: Any = 1,
+    config: FairnessConfig | None = None,
+) -> str:
+    """The HTML report of figures already computed (`render` computes them from records)."""
+    config = config or FairnessConfig()
     title = f"Fairness audit: {f.model} {f.version}"
     out = [
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>',

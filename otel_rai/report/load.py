@@ -1,16 +1,18 @@
 """Decision records for the report: from a query backend (with the local store's groups and outcomes),
-or from a JSON-lines file."""
+or from a JSON-lines file; or, from a backend that counts for itself (`Tallying`: ClickHouse), the counts
+without the records."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from otel_rai import semconv
 from otel_rai.errors import InputError
 from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.query import Backend, Query, decisions, find_spans
+from otel_rai.query.capabilities import NamedSpans, Tally, Tallying
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
 
@@ -60,3 +62,16 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
         if d.error is None
     ]
     return records, alerts
+
+
+def alerts_of(backend: Backend, q: Query) -> list[FairnessAlert]:
+    """The fairness alerts raised within `q` (read by name where the backend can)."""
+    spans = (backend.named_spans(q, semconv.ALERT_SPAN) if isinstance(backend, NamedSpans)
+             else (s for s in find_spans(q, backend) if s.name == semconv.ALERT_SPAN))
+    return [FairnessAlert.from_span(s.attributes, s.start_ns) for s in spans]
+
+
+def tallied(backend: Tallying, q: Query, sensitive: Sequence[str],
+            positive_label: Any) -> tuple[Tally, list[FairnessAlert]]:
+    """The counts and alerts of `q`, from a backend that counts where the decisions are."""
+    return backend.tally(q, positive_label, sensitive), alerts_of(backend, q)

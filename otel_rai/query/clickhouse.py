@@ -1,0 +1,306 @@
+"""ClickHouse as a query backend: the collector exporter's ``otel_traces`` and otel-rai's lookup tables
+(`otel_rai.clickhouse.schema`), over HTTP(S) or in-process chDB (``--url chdb:///dir``).
+
+Work is pushed down to SQL. A search reads ``otel_rai_spans`` (by model version and time, day partitions)
+a page at a time and fetches each page's spans from ``otel_traces`` by its primary key; a decision id or
+an input hash goes through ``otel_rai_decisions`` / ``otel_rai_inputs`` (keyed by it), so neither scans
+the table. The report's counts are SQL aggregates (`tally`), and ``verify-chain`` reads each stream in
+sequence order a page at a time (`chained`). Copies of a span (at-least-once delivery) are read once,
+except by `chained`, whose verification counts them. Unlike the other remote backends there is no default
+time window: like the local store, no window means everything.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Iterator, Sequence
+
+from otel_rai import semconv
+from otel_rai.clickhouse import client, rows, schema
+from otel_rai.codec.records import SpanRecord
+from otel_rai.fairness.metrics import GroupCounts, printed
+from otel_rai.query import Query
+from otel_rai.query._remote import time_order
+from otel_rai.query.capabilities import Tally
+
+DEFAULT_URL = client.DEFAULT_URL
+#: Spans in the first page of a search (a page of `query --limit 50` comes back at once); pages double up
+#: to `MAX_PAGE`.
+FIRST_PAGE, MAX_PAGE = 64, 4096
+#: Sequence numbers of one stream read at a time by `chained`: its memory is about this many spans.
+CHAIN_PAGE = 2048
+#: Keys of spans fetched from ``otel_traces`` in one query.
+FETCH = 4096
+
+_STATUS_ERROR = "(" + ", ".join(f"'{s}'" for s in schema.ERROR_STATUSES) + ")"
+_KEY_COLUMNS = "ServiceName, SpanName, toUnixTimestamp64Nano(Timestamp), TraceId, SpanId"
+#: A span's key in the index: (service, span name, start ns, trace id, span id).
+Key = tuple[str, str, int, str, str]
+
+
+def _label_key(expr: str) -> str:
+    """SQL: a JSON value (an entry of ``ml.outputs``, a ground truth) as a label key: ``s`` + the label
+    as `printed` writes it, or ``n`` + a number that is not an integer (Python prints those itself)."""
+    return (f"multiIf(startsWith({expr}, '\"'), concat('s', JSONExtractString({expr})), {expr} = 'true', 's1', "
+            f"{expr} = 'false', 's0', {expr} IN ('null', ''), 'sNone', match({expr}, '^-?[0-9]+$'), "
+            f"concat('s', {expr}), concat('n', {expr}))")
+
+
+def _positive(key: str) -> str:
+    """SQL: whether label key `key` is the positive label (parameters ``pos_s`` and ``pos_n``)."""
+    return (f"({key} = {{pos_s:String}} OR (startsWith({key}, 'n') "
+            f"AND toFloat64OrNull(substring({key}, 2)) = {{pos_n:Nullable(Float64)}}))")
+
+
+def _label(key: str) -> str:
+    """The label a label key stands for (see `_label_key`)."""
+    if key.startswith("n"):
+        try:
+            return printed(float(key[1:]))
+        except ValueError:
+            return key[1:]
+    return key[1:]
+
+
+def _positive_parameters(positive_label: Any) -> dict[str, Any]:
+    text = printed(positive_label)
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    # A number token equals the label when it prints as the label (see `printed`).
+    exact = number is not None and math.isfinite(number) and printed(number) == text
+    return {"pos_s": "s" + text, "pos_n": number if exact else None}
+
+
+class ClickHouse:
+    """One ClickHouse database holding ``otel_traces`` and otel-rai's tables."""
+
+    def __init__(self, connection: client.Connection) -> None:
+        self.db = connection
+        self.last_summary: dict[str, Any] = {}  # the rows read by the last lookup, for tests and curious operators
+
+    def _t(self, name: str) -> str:
+        return self.db.table(name)
+
+    @staticmethod
+    def _filters(query: Query, *, model: bool = True) -> tuple[list[str], dict[str, Any]]:
+        """WHERE clauses on an otel-rai table (all have these columns) for `query`'s filters."""
+        clauses, params = [], {}
+        for column, name, value in (("ModelVersion", "version", query.model_version if model else None),
+                                    ("ModelName", "model", query.model_name if model else None),
+                                    ("ServiceName", "service", query.service)):
+            if value is not None:
+                clauses.append(f"{column} = {{{name}:String}}")
+                params[name] = value
+        if query.start_ns is not None:
+            clauses.append("Timestamp >= fromUnixTimestamp64Nano({start:Int64})")
+            params["start"] = query.start_ns
+        if query.end_ns is not None:
+            clauses.append("Timestamp < fromUnixTimestamp64Nano({end:Int64})")
+            params["end"] = query.end_ns
+        return clauses, params
+
+    @staticmethod
+    def _where(clauses: Sequence[str]) -> str:
+        return (" WHERE " + " AND ".join(clauses)) if clauses else ""
+
+    # --- spans ---
+
+    def fetch(self, keys: Sequence[Key]) -> list[SpanRecord]:
+        """The spans of `keys` from ``otel_traces``, every stored copy, read by primary key."""
+        found: list[SpanRecord] = []
+        for start in range(0, len(keys), FETCH):
+            part = keys[start:start + FETCH]
+            wanted = {(k[3], k[4]) for k in part}
+            result = self.db.query(
+                f"SELECT {rows.SELECT} FROM {self._t(schema.TRACES)}"
+                " WHERE (ServiceName, SpanName, toDateTime(Timestamp)) IN (SELECT tupleElement(k, 1),"
+                " tupleElement(k, 2), toDateTime(fromUnixTimestamp64Nano(tupleElement(k, 3)))"
+                " FROM (SELECT arrayJoin({keys:Array(Tuple(String, String, Int64))}) AS k))"
+                " AND Timestamp >= fromUnixTimestamp64Nano({lo:Int64})"
+                " AND Timestamp <= fromUnixTimestamp64Nano({hi:Int64}) AND TraceId IN {traces:Array(String)}",
+                {"keys": sorted({k[:3] for k in part}), "lo": min(k[2] for k in part), "hi": max(k[2] for k in part),
+                 "traces": sorted({k[3] for k in part})})
+            self.last_summary = dict(result.summary or {})
+            found += [rows.record(r) for r in result.result_rows if (r[1], r[2]) in wanted]
+        return found
+
+    def _once(self, records: Iterable[SpanRecord]) -> list[SpanRecord]:
+        """One of each span (copies delivered twice share trace and span id), in time order."""
+        seen: dict[tuple[str, str], SpanRecord] = {}
+        for r in records:
+            seen.setdefault((r.trace_id, r.span_id), r)
+        return sorted(seen.values(), key=time_order)
+
+    def _by_row(self, query: Query) -> Iterator[SpanRecord]:
+        """The spans holding the decisions `query` names, through the decision id or input hash lookup."""
+        table, column, wanted = ((schema.DECISIONS, "DecisionId", query.decision_ids) if query.decision_ids is not None
+                                 else (schema.INPUTS, "InputHash", query.input_hashes))
+        clauses, params = self._filters(query)
+        clauses.insert(0, f"{column} IN {{wanted:Array(String)}}")
+        params["wanted"] = sorted(wanted or ())
+        if not params["wanted"]:
+            return
+        result = self.db.query(f"SELECT DISTINCT {_KEY_COLUMNS} FROM {self._t(table)}{self._where(clauses)}", params)
+        lookup = dict(result.summary or {})
+        spans = self._once(self.fetch([tuple(k) for k in result.result_rows]))
+        self.last_summary = {"lookup": lookup, "spans": self.last_summary}
+        yield from spans
+
+    def _pages(self, query: Query, span_name: str | None = None) -> Iterator[list[Key]]:
+        """The index keys of the spans `query` selects, in time order, a page at a time, one per copy."""
+        clauses, params = self._filters(query)
+        if span_name is not None:
+            clauses.append("SpanName = {name:String}")
+            params["name"] = span_name
+        after: tuple[int, str, int, str] | None = None
+        page = FIRST_PAGE
+        while True:
+            more = list(clauses)
+            if after is not None:
+                more += ["Timestamp >= fromUnixTimestamp64Nano({at:Int64})",
+                         "(toUnixTimestamp64Nano(Timestamp), TraceId, BatchOffset, SpanId)"
+                         " > ({at:Int64}, {trace:String}, {offset:Int64}, {span:String})"]
+                params.update(at=after[0], trace=after[1], offset=after[2], span=after[3])
+            found = self.db.rows(
+                f"SELECT {_KEY_COLUMNS}, BatchOffset FROM {self._t(schema.SPANS)}{self._where(more)}"
+                f" ORDER BY Timestamp, TraceId, BatchOffset, SpanId LIMIT {page}", params)
+            keys, last = [], None
+            for service, name, ns, trace, span, offset in found:
+                if (ns, trace, offset, span) != last:  # a copy sorts next to its original
+                    keys.append((service, name, ns, trace, span))
+                last = (ns, trace, offset, span)
+            if keys:
+                yield keys
+            if len(found) < page:
+                return
+            after = last
+            page = min(page * 2, MAX_PAGE)
+
+    def _paged(self, query: Query, span_name: str | None = None) -> Iterator[SpanRecord]:
+        for keys in self._pages(query, span_name):
+            yield from self._once(self.fetch(keys))
+
+    def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Spans that may hold decisions matching `query`, in time order."""
+        if query.by_row:
+            return self._by_row(query)
+        return self._paged(query)
+
+    def named_spans(self, query: Query, name: str) -> Iterator[SpanRecord]:
+        """The spans called `name` (the fairness alerts, say) within `query`'s filters, in time order."""
+        return self._paged(query, name)
+
+    def count(self, query: Query) -> int:
+        """The decisions in the spans `spans(query)` yields (an upper bound)."""
+        clauses, params = self._filters(query)
+        return int(self.db.rows(f"SELECT sum(Decisions) FROM {self._t(schema.SPANS)}{self._where(clauses)}",
+                                params)[0][0] or 0)
+
+    # --- the chain ---
+
+    def chained(self, query: Query) -> Iterator[SpanRecord]:
+        """Every audit record in `query`'s service and window, stream by stream in sequence order."""
+        clauses, params = self._filters(query, model=False)
+        streams = self.db.rows(
+            f"SELECT AuditStream, min(AuditSeq), max(AuditSeq) FROM {self._t(schema.SPANS)}{self._where(clauses)}"
+            " GROUP BY AuditStream ORDER BY AuditStream", params)
+        in_stream = [*clauses, "AuditStream = {stream:String}", "AuditSeq >= {lo:UInt64}"]
+        for stream, first, last in streams:
+            seq = first
+            while seq <= last:
+                found = self.db.rows(
+                    f"SELECT {_KEY_COLUMNS}, AuditSeq FROM {self._t(schema.SPANS)}"
+                    f"{self._where([*in_stream, 'AuditSeq < {hi:UInt64}'])}",
+                    {**params, "stream": stream, "lo": seq, "hi": seq + CHAIN_PAGE})
+                if found:
+                    records = self.fetch(sorted({tuple(k[:5]) for k in found}))
+                    records.sort(key=lambda r: (_seq(r), r.start_ns, r.trace_id, r.span_id))
+                    yield from records
+                    seq += CHAIN_PAGE
+                else:  # a gap: jump to the next record of the stream
+                    (nxt,) = self.db.rows(f"SELECT min(AuditSeq) FROM {self._t(schema.SPANS)}{self._where(in_stream)}",
+                                          {**params, "stream": stream, "lo": seq})[0]
+                    seq = max(int(nxt), seq + CHAIN_PAGE)
+
+    # --- the report ---
+
+    def tally(self, query: Query, positive_label: Any, sensitive: Sequence[str] = ()) -> Tally:
+        """The report's counts, as SQL aggregates (see `otel_rai.query.capabilities.Tallying`)."""
+        clauses, params = self._filters(query)
+        params.update(_positive_parameters(positive_label))
+        outcomes = (f"(SELECT DecisionId, YTrue FROM {self._t(schema.OUTCOMES)} FINAL"
+                    " WHERE YTrue != 'null')")
+        key = _label_key("Output")
+        (n, selected, labelled, first, last, models), = self.db.rows(
+            f"SELECT count(), countIf({_positive(key)}), countIf(DecisionId GLOBAL IN (SELECT DecisionId FROM"
+            f" {outcomes})), min(toUnixTimestamp64Nano(Timestamp)), max(toUnixTimestamp64Nano(Timestamp)),"
+            f" groupUniqArray(ModelName) FROM {self._t(schema.DECISIONS)} FINAL"
+            f"{self._where([*clauses, 'NOT Failed'])}", params)
+        tally = Tally(int(n), int(selected), int(labelled), int(first) if n else None, int(last) if n else None,
+                      set(models))
+        stored = (f"SELECT DecisionId, Attribute, concat('s', Group) AS GroupKey, Output FROM"
+                  f" {self._t(schema.GROUPS)} FINAL{self._where([*clauses, 'NOT Failed'])}")
+        self._add_groups(tally, stored, params, outcomes)
+        for i, name in enumerate(sensitive):
+            self._add_groups(tally, self._feature_source(query, name, i, params), params, outcomes)
+        return tally
+
+    def _feature_source(self, query: Query, name: str, i: int, params: dict[str, Any]) -> str:
+        """SQL: (decision, attribute, group key, output) from the allowlisted raw value `name` on the spans,
+        for the decisions without stored groups."""
+        attribute = semconv.INPUT_VALUE_PREFIX + name
+        params[f"feature{i}"], params[f"attribute{i}"] = name, attribute
+        span_clauses = [f"mapContains(SpanAttributes, {{attribute{i}:String}})", f"StatusCode NOT IN {_STATUS_ERROR}"]
+        for key, param in ((semconv.MODEL_VERSION, "version"), (semconv.MODEL_NAME, "model")):
+            if param in params:
+                span_clauses.append(f"SpanAttributes['{key}'] = {{{param}:String}}")
+        if query.service is not None:
+            span_clauses.append("ServiceName = {service:String}")
+        if query.start_ns is not None:
+            span_clauses.append("Timestamp >= fromUnixTimestamp64Nano({start:Int64})")
+        if query.end_ns is not None:
+            span_clauses.append("Timestamp < fromUnixTimestamp64Nano({end:Int64})")
+        grouped = f"SELECT DecisionId FROM {self._t(schema.GROUPS)}"
+        return (
+            f"SELECT ids[i] AS DecisionId, {{feature{i}:String}} AS Attribute,"
+            f" {_label_key('if(length(vals) = length(ids), vals[i], ' + repr('null') + ')')} AS GroupKey,"
+            " if(length(outputs) = length(ids), outputs[i], '') AS Output"
+            " FROM (SELECT JSONExtract(SpanAttributes['" + semconv.DECISION_IDS + "'], 'Array(String)') AS ids,"
+            " JSONExtractArrayRaw(SpanAttributes['" + semconv.OUTPUTS + "']) AS outputs,"
+            f" JSONExtractArrayRaw(SpanAttributes[{{attribute{i}:String}}]) AS vals"
+            f" FROM {self._t(schema.TRACES)}{self._where(span_clauses)} LIMIT 1 BY TraceId, SpanId)"
+            f" ARRAY JOIN arrayEnumerate(ids) AS i WHERE DecisionId GLOBAL NOT IN ({grouped})")
+
+    def _add_groups(self, tally: Tally, source: str, params: dict[str, Any], outcomes: str) -> None:
+        selected, actual = _positive(_label_key("s.Output")), _positive(_label_key("o.YTrue"))
+        found = self.db.rows(
+            f"SELECT Attribute, GroupKey, count(), countIf(sel), countIf(sel AND lab AND act),"
+            f" countIf(sel AND lab AND NOT act), countIf(NOT sel AND lab AND act), countIf(NOT sel AND lab AND NOT act)"
+            f" FROM (SELECT s.Attribute AS Attribute, s.GroupKey AS GroupKey, {selected} AS sel,"
+            f" o.YTrue IS NOT NULL AS lab, ifNull({actual}, false) AS act"
+            f" FROM ({source}) AS s GLOBAL LEFT JOIN {outcomes} AS o ON s.DecisionId = o.DecisionId)"
+            " GROUP BY Attribute, GroupKey", params, settings={"join_use_nulls": 1})
+        for attribute, key, n, sel, tp, fp, fn, tn in found:
+            counts = tally.groups.setdefault(attribute, {}).setdefault(_label(key), GroupCounts())
+            counts.decisions += int(n)
+            counts.selected += int(sel)
+            counts.tp, counts.fp, counts.fn, counts.tn = (counts.tp + int(tp), counts.fp + int(fp),
+                                                          counts.fn + int(fn), counts.tn + int(tn))
+
+    # --- for tests and operators ---
+
+    def explain(self, sql: str, parameters: dict[str, Any] | None = None) -> str:
+        """ClickHouse's ``EXPLAIN indexes = 1`` of `sql`: the parts and granules each index leaves."""
+        return "\n".join(r[0] for r in self.db.rows("EXPLAIN indexes = 1 " + sql, parameters))
+
+
+def _seq(record: SpanRecord) -> int:
+    value = record.attributes.get(semconv.AUDIT_SEQ)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def connect(url: str | None) -> ClickHouse:
+    """The ClickHouse at `url` (``http(s)://host:port[/database]`` or ``chdb:///directory``)."""
+    return ClickHouse(client.connect(url or DEFAULT_URL))
