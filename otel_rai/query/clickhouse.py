@@ -203,9 +203,10 @@ class ClickHouse:
     def chained(self, query: Query) -> Iterator[SpanRecord]:
         """Every audit record in `query`'s service and window, stream by stream in sequence order."""
         clauses, params = self._filters(query, model=False)
+        # Streams in the order of their first record, as the local store's write order meets them.
         streams = self.db.rows(
             f"SELECT AuditStream, min(AuditSeq), max(AuditSeq) FROM {self._t(schema.SPANS)}{self._where(clauses)}"
-            " GROUP BY AuditStream ORDER BY AuditStream", params)
+            " GROUP BY AuditStream ORDER BY min(Timestamp), AuditStream", params)
         in_stream = [*clauses, "AuditStream = {stream:String}", "AuditSeq >= {lo:UInt64}"]
         for stream, first, last in streams:
             seq = first

@@ -435,6 +435,14 @@ class Store:
         )
         return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
 
+    def outcome_records(self, decision_ids: Iterable[str]) -> dict[str, tuple[Any, int]]:
+        """{decision id: (ground truth, time recorded in Unix ns)} of the decisions with a recorded outcome."""
+        rows = self._connection().execute(
+            "SELECT decision_id, y_true, time_ns FROM outcomes WHERE decision_id IN (SELECT value FROM json_each(?))",
+            (json_text(sorted(set(decision_ids))),),
+        )
+        return {decision_id: (json.loads(y_true), time_ns) for decision_id, y_true, time_ns in rows}
+
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
