@@ -66,6 +66,7 @@ def _ids(r: SpanRecord) -> Sequence[Any]:
 def group_rows(records: Iterable[SpanRecord], groups: Mapping[str, Mapping[str, str]]) -> list[list[Any]]:
     """``otel_rai_groups`` rows: one per decision of `records` and sensitive attribute in `groups`."""
     out = []
+    texts: dict[tuple[type, Any], str] = {}  # outputs repeat (labels): each written once
     for r in records:
         ids = _ids(r)
         outputs = r.attributes.get(semconv.OUTPUTS)
@@ -78,7 +79,11 @@ def group_rows(records: Iterable[SpanRecord], groups: Mapping[str, Mapping[str, 
             found = groups.get(str(decision_id))
             if not found:
                 continue
-            output = values.element(outputs[i]) if outputs is not None else ""
+            output = ""
+            if outputs is not None:
+                value = outputs[i]
+                key = (type(value), value if isinstance(value, (str, int, float, bool)) else repr(value))
+                output = texts.get(key) or texts.setdefault(key, values.element(value))
             for attribute, group in found.items():
                 out.append([str(decision_id), attribute, group, *common, output, r.status_code == ERROR])
     return out

@@ -31,6 +31,9 @@ FIRST_PAGE, MAX_PAGE = 64, 4096
 CHAIN_PAGE = 2048
 #: Keys of spans fetched from ``otel_traces`` in one query.
 FETCH = 4096
+#: Decisions in the first fetch of a search (a span may hold a thousand), doubling up to `MAX_FETCH_DECISIONS`:
+#: the first page of a query decodes a span or two, not sixty-four of them.
+FIRST_FETCH_DECISIONS, MAX_FETCH_DECISIONS = 256, 65_536
 
 _STATUS_ERROR = "(" + ", ".join(f"'{s}'" for s in schema.ERROR_STATUSES) + ")"
 _KEY_COLUMNS = "ServiceName, SpanName, toUnixTimestamp64Nano(Timestamp), TraceId, SpanId"
@@ -148,8 +151,9 @@ class ClickHouse:
         self.last_summary = {"lookup": lookup, "spans": self.last_summary}
         yield from spans
 
-    def _pages(self, query: Query, span_name: str | None = None) -> Iterator[list[Key]]:
-        """The index keys of the spans `query` selects, in time order, a page at a time, one per copy."""
+    def _pages(self, query: Query, span_name: str | None = None) -> Iterator[list[tuple[Any, ...]]]:
+        """The index keys of the spans `query` selects (with their number of decisions), in time order, a
+        page at a time, one per copy."""
         clauses, params = self._filters(query)
         if span_name is not None:
             clauses.append("SpanName = {name:String}")
@@ -164,12 +168,12 @@ class ClickHouse:
                          " > ({at:Int64}, {trace:String}, {offset:Int64}, {span:String})"]
                 params.update(at=after[0], trace=after[1], offset=after[2], span=after[3])
             found = self.db.rows(
-                f"SELECT {_KEY_COLUMNS}, BatchOffset FROM {self._t(schema.SPANS)}{self._where(more)}"
+                f"SELECT {_KEY_COLUMNS}, BatchOffset, Decisions FROM {self._t(schema.SPANS)}{self._where(more)}"
                 f" ORDER BY Timestamp, TraceId, BatchOffset, SpanId LIMIT {page}", params)
             keys, last = [], None
-            for service, name, ns, trace, span, offset in found:
+            for service, name, ns, trace, span, offset, decisions in found:
                 if (ns, trace, offset, span) != last:  # a copy sorts next to its original
-                    keys.append((service, name, ns, trace, span))
+                    keys.append((service, name, ns, trace, span, decisions))
                 last = (ns, trace, offset, span)
             if keys:
                 yield keys
@@ -179,8 +183,15 @@ class ClickHouse:
             page = min(page * 2, MAX_PAGE)
 
     def _paged(self, query: Query, span_name: str | None = None) -> Iterator[SpanRecord]:
-        for keys in self._pages(query, span_name):
-            yield from self._once(self.fetch(keys))
+        budget = FIRST_FETCH_DECISIONS
+        for page in self._pages(query, span_name):
+            while page:  # fetch as many spans as hold about `budget` decisions (at least one span)
+                count, n = 0, 0
+                while n < len(page) and (n == 0 or count + page[n][5] <= budget):
+                    count, n = count + page[n][5], n + 1
+                yield from self._once(self.fetch([k[:5] for k in page[:n]]))
+                page = page[n:]
+                budget = min(budget * 2, MAX_FETCH_DECISIONS)
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
         """Spans that may hold decisions matching `query`, in time order."""
