@@ -664,3 +664,36 @@ def test_the_shipped_files_create_the_tables_the_package_creates(chdb_dir):
     shipped = client.connect(f"chdb://{chdb_dir}?database={database}")
     assert shipped.has_schema()
     assert schema.files()["otel_rai.sql"] == (ROOT / "collector/clickhouse/otel_rai.sql").read_text()
+
+
+def test_small_pages_give_the_same_answers(capsys, trail, monkeypatch):
+    """Paging (keyset pages of the index, fetches bounded by decisions, chain pages by sequence number) at
+    its smallest: every boundary falls somewhere, the answers stay the local store's."""
+    monkeypatch.setattr(chq, "FIRST_PAGE", 2)
+    monkeypatch.setattr(chq, "MAX_PAGE", 3)
+    monkeypatch.setattr(chq, "FIRST_FETCH_DECISIONS", 1)
+    monkeypatch.setattr(chq, "MAX_FETCH_DECISIONS", 150)
+    monkeypatch.setattr(chq, "CHAIN_PAGE", 2)
+    monkeypatch.setattr(chq, "FETCH", 3)
+    ids = ("--decision-id", "b1", "--decision-id", "b599", "--decision-id", "s650")
+    for args in (("query", "--format", "json", "--limit", "0"), ("verify-chain", "--format", "json"),
+                 ("query", *ids, "--format", "json")):
+        local, clickhouse = both(capsys, trail, *args)
+        assert clickhouse[:2] == local[:2]
+
+
+def test_a_window_of_the_chain_and_an_export_subset_answer_as_the_local_store(capsys, trail, chdb_dir):
+    from otel_rai._time import rfc3339
+
+    starts = sorted(r.start_ns for r in store.Store(trail["path"]).spans())
+    window = ("--start", rfc3339(starts[20] // 1000 * 1000), "--end", rfc3339(starts[-5]))
+    local, clickhouse = both(capsys, trail, "verify-chain", "--format", "json", *window)
+    assert local[0] == clickhouse[0] == 0 and clickhouse[1] == local[1]
+    url = f"chdb://{chdb_dir}?database=subset_{os.urandom(3).hex()}"
+    assert cli.main(["export", "--to", "clickhouse", "--url", url, "--store", str(trail["path"]),
+                     "--model-version", "2.0"]) == 0
+    capsys.readouterr()
+    loaded = run(capsys, "query", "--format", "json", "--limit", "0", "--backend", "clickhouse", "--url", url)
+    local = run(capsys, "query", "--format", "json", "--limit", "0", "--model-version", "2.0",
+                "--store", str(trail["path"]))
+    assert loaded[1] == local[1]
