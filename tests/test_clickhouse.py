@@ -697,3 +697,21 @@ def test_a_window_of_the_chain_and_an_export_subset_answer_as_the_local_store(ca
     local = run(capsys, "query", "--format", "json", "--limit", "0", "--model-version", "2.0",
                 "--store", str(trail["path"]))
     assert loaded[1] == local[1]
+
+
+def test_an_otlp_json_export_holds_the_same_spans(capsys, trail):
+    """What OTLP JSON carries that the exporter's table drops (the resource's schema URL, parent-is-remote)
+    aside, the spans exported from ClickHouse are the local store's, and still verify."""
+    from otel_rai.codec import otlpjson
+
+    def spans(out: str) -> dict:
+        found = {}
+        for line in out.splitlines():
+            for r in otlpjson.decode(json.loads(line)):
+                found[(r.trace_id, r.span_id)] = (r.name, r.start_ns, r.end_ns, r.attributes, r.status_code,
+                                                  r.status_message, r.parent_span_id, r.service, r.scope_name)
+        return found
+
+    local, clickhouse = both(capsys, trail, "export", "--format", "otlp-json")
+    assert local[0] == clickhouse[0] == 0
+    assert spans(clickhouse[1]) == spans(local[1])
