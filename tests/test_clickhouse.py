@@ -715,3 +715,40 @@ def test_an_otlp_json_export_holds_the_same_spans(capsys, trail):
     local, clickhouse = both(capsys, trail, "export", "--format", "otlp-json")
     assert local[0] == clickhouse[0] == 0
     assert spans(clickhouse[1]) == spans(local[1])
+
+
+def test_outputs_compare_in_sql_as_the_report_compares_them(chdb_dir):
+    """The report compares labels as `printed` writes them (1, 1.0, "1" and true alike). ClickHouse sees the
+    exporter's JSON: its label key and positive test must agree with `printed` on every kind of output."""
+    from otel_rai.fairness.metrics import printed
+
+    rng = random.Random(11)
+    pool = [0, 1, 2, -1, 10**15, 2**53 + 1, 1.0, 0.0, -0.0, 0.5, 1.5, 1e-5, 1e-7, 1e20, 1e21, 3.25e22, True, False,
+            None, "1", "0", "yes", "no", "1.0", "", "a<b&c", "é\n\"x\"", "None", "1e-05", "true"]
+    outputs = [rng.choice(pool) for _ in range(400)] + pool
+    db = client.connect(f"chdb://{chdb_dir}")
+    key = chq._label_key("t")
+    for label in ("1", 1, "0", "yes", 0.5, "1e-05", 1e-5, True, "None", "1.0", 1e21):
+        parameters = {"outputs": values.as_string(outputs), **chq._positive_parameters(label)}
+        found = db.rows(f"SELECT {key}, {chq._positive(key)} FROM (SELECT arrayJoin(JSONExtractArrayRaw("
+                        "{outputs:String})) AS t)", parameters)
+        assert len(found) == len(outputs)
+        for value, (k, positive) in zip(outputs, found):
+            assert chq._label(k) == printed(value), (value, k)
+            assert bool(positive) == (printed(value) == printed(label)), (value, label, k)
+
+
+def test_urls_are_a_location_or_a_usage_error():
+    rng = random.Random(5)
+    parts = ["http://", "https://", "chdb://", "chdb:///", "ftp://", "", "u:p@", "h", "localhost", ":8123", ":0",
+             ":99999", ":x", "/", "/otel", "/a-b", "?database=", "otel", "memory", "[::1]", "é", "%41", "#f"]
+    for _ in range(3000):
+        url = "".join(rng.choice(parts) for _ in range(rng.randint(1, 6)))
+        try:
+            where = client.location(url)
+        except ValueError as exc:
+            assert str(exc).startswith("clickhouse: ") and "\n" not in str(exc)
+            continue
+        assert where.kind in ("http", "chdb") and where.database.replace("_", "").isalnum()
+        if where.kind == "http":
+            assert "u:p" not in where.shown and where.port > 0  # credentials are never shown

@@ -48,6 +48,13 @@ class Location:
         return f"{'https' if self.secure else 'http'}://{self.host}:{self.port}/{self.database}"
 
 
+def _database(name: str) -> str:
+    """`name` if it can go into SQL unquoted (it names the tables of every statement)."""
+    if not name.replace("_", "").isalnum() or not name.isascii():
+        raise ValueError(f"clickhouse: database {name!r} must be letters, digits and underscores")
+    return name
+
+
 def location(url: str) -> Location:
     """The `Location` of `url`; ValueError (a usage error) for a URL that is neither kind."""
     parts = urllib.parse.urlsplit(url)
@@ -58,18 +65,16 @@ def location(url: str) -> Location:
         if not rest:
             raise ValueError(f"clickhouse: {url!r}: give chdb:///a/directory or chdb://memory")
         path = None if rest in ("memory", ":memory:") else rest
-        return Location("chdb", database or schema.DATABASE, path=path)
+        return Location("chdb", _database(database or schema.DATABASE), path=path)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
         raise ValueError(f"clickhouse: {url!r} is not a URL like http://localhost:8123 or chdb:///a/directory")
     try:
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
     except ValueError:
         raise ValueError(f"clickhouse: {url!r} has an invalid port") from None
-    database = database or parts.path.strip("/") or schema.DATABASE
-    if not database.replace("_", "").isalnum():
-        raise ValueError(f"clickhouse: database {database!r} must be letters, digits and underscores")
     return Location(
-        "http", database, host=parts.hostname, port=port, secure=parts.scheme == "https",
+        "http", _database(database or parts.path.strip("/") or schema.DATABASE), host=parts.hostname, port=port,
+        secure=parts.scheme == "https",
         username=urllib.parse.unquote(parts.username) if parts.username else settings.env("CLICKHOUSE_USER"),
         password=urllib.parse.unquote(parts.password) if parts.password else settings.env("CLICKHOUSE_PASSWORD"),
     )
