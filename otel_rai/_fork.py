@@ -21,6 +21,8 @@ QUIET_WAIT_S = 15.0
 
 
 class Resettable(Protocol):
+    """An object that can start afresh in a forked child (`reset_in_child`)."""
+
     def _reset(self) -> None: ...
 
 

@@ -17,7 +17,7 @@ def parse_duration(text: str) -> int:
     s = text.strip().lower()
     parts = _DURATION.findall(s)
     if not s or not parts or "".join(n + u for n, u in parts) != s:
-        raise ValueError(f"cannot read {text!r} as a duration; use e.g. 90s, 15m, 24h, 7d or 1h30m")
+        raise ValueError(f"otel-rai: cannot read {text!r} as a duration; use e.g. 90s, 15m, 24h, 7d or 1h30m")
     return int(sum(float(n) * _UNITS[u] for n, u in parts))
 
 
@@ -35,7 +35,8 @@ def parse_time(text: str) -> int:
         moment = datetime.fromisoformat(s[:-1] + "+00:00" if s[-1:] in "zZ" and s else s)
     except ValueError:
         raise ValueError(
-            f"cannot read {text!r} as a time; use RFC 3339 like 2026-11-24T09:00:00Z, or a date like 2026-11-24"
+            f"otel-rai: cannot read {text!r} as a time; use RFC 3339 like 2026-11-24T09:00:00Z, or a date like "
+            "2026-11-24"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
@@ -65,12 +66,12 @@ def window(
 ) -> tuple[int | None, int | None]:
     """(start, end) in Unix nanoseconds from ``since`` (a duration back from now) or start/end."""
     if since is not None and start is not None:
-        raise ValueError("give either since or start (with an optional end), not both")
+        raise ValueError("otel-rai: give either since or start (with an optional end), not both")
     start_ns, end_ns = to_ns(start), to_ns(end)
     if since is not None:
         back = parse_duration(since) if isinstance(since, str) else since // timedelta(microseconds=1) * 1000
         end_ns = end_ns if end_ns is not None else time.time_ns()
         start_ns = end_ns - back
     if start_ns is not None and end_ns is not None and start_ns >= end_ns:
-        raise ValueError(f"the start ({rfc3339(start_ns)}) must be before the end ({rfc3339(end_ns)})")
+        raise ValueError(f"otel-rai: the start ({rfc3339(start_ns)}) must be before the end ({rfc3339(end_ns)})")
     return start_ns, end_ns

@@ -56,12 +56,13 @@ def test_each_missing_component_gets_one_message_with_its_install_command(tmp_pa
     monkeypatch.setattr(stack, "phoenix_command", lambda: None)
     code, out, err = run_cli(capsys, "up", "--dir", str(tmp_path))
     assert code == 1 and out == ""
-    lines = err.splitlines()
-    assert lines[0] == "otel-rai: cannot start the stack:"
-    assert [line.split(":")[0].strip() for line in lines[1:]] == [
+    line, = err.splitlines()
+    assert line.startswith("otel-rai: cannot start the stack: ")
+    parts = line.removeprefix("otel-rai: cannot start the stack: ").split("; ")
+    assert [part.split(":")[0] for part in parts] == [
         "rotel is not installed", "phoenix is not installed", "prometheus is not installed"]
-    assert "pip install rotel" in lines[1] and "install arize-phoenix" in lines[2]
-    assert "apt-get install prometheus" in lines[3]
+    assert "pip install rotel" in parts[0] and "install arize-phoenix" in parts[1]
+    assert "apt-get install prometheus" in parts[2]
     assert "Traceback" not in err and not (tmp_path / stack.STATE_FILE).exists()
 
 

@@ -44,8 +44,14 @@ _DIGEST_SIZE = 16
 _CELL = np.dtype([("tag", "u1"), ("value", "<f8")])  # packed: 9 bytes a cell
 _MISSING_CELL = b"m" + bytes(8)
 _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bool_})
+#: Sparse input is made dense this many rows at a time (bounds the memory of one dense chunk).
 _SPARSE_CHUNK = 4096
+#: A DataFrame of at most this many cells is converted to objects in one go (see `_hash_frame`).
 _SMALL_FRAME_CELLS = 4096
+#: A configured key shorter than this (in bytes) is warned about: a short key can be guessed.
+_MIN_KEY_BYTES = 16
+#: Random bytes of a generated key (written to the key file as hex).
+_GENERATED_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class HashKey:
 
     @classmethod
     def from_material(cls, material: str | bytes) -> HashKey:
+        """The key for a secret (str as UTF-8, or bytes; ValueError when empty); a secret over 64 bytes is first
+        hashed to 64 (BLAKE2b's longest key)."""
         raw = material.encode("utf-8") if isinstance(material, str) else bytes(material)
         if not raw:
             raise ValueError("otel-rai: the hash key is empty")
@@ -87,8 +95,8 @@ def resolve_key(hash_key: str | bytes | HashKey | None = None) -> HashKey:
                 path,
             )
     key = HashKey.from_material(material)
-    if len(key.secret) < 16:
-        _log.warning("otel-rai: the hash key is shorter than 16 bytes; a short key can be guessed")
+    if len(key.secret) < _MIN_KEY_BYTES:
+        _log.warning("otel-rai: the hash key is shorter than %d bytes; a short key can be guessed", _MIN_KEY_BYTES)
     return key
 
 
@@ -103,7 +111,7 @@ def _generated_key_file() -> tuple[Path, bool]:
     except FileExistsError:
         return path, False
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+        f.write(secrets.token_hex(_GENERATED_KEY_BYTES) + "\n")
     return path, True
 
 
@@ -247,7 +255,7 @@ def hash_rows(X: Any, key: HashKey) -> list[str]:
     if a.ndim == 1:
         a = a.reshape(-1, 1)
     if a.ndim != 2:
-        raise ValueError(f"cannot hash a {a.ndim}-D input; rows must be 1-D")
+        raise ValueError(f"otel-rai: cannot hash a {a.ndim}-D input; rows must be 1-D")
     if a.dtype.kind in "biuf":
         return _hash_numeric(a, key)
     return _hash_columns([_column_cells(a[:, j]) for j in range(a.shape[1])], key)
@@ -292,18 +300,18 @@ def hash_input(
     k = resolve_key(key)
     if isinstance(row, Mapping):
         if feature_names is None:
-            raise ValueError("hash_input: a mapping row needs feature_names= (the column order)")
+            raise ValueError("otel-rai: hash_input(): a mapping row needs feature_names= (the column order)")
         missing = [f for f in feature_names if f not in row]
         if missing:
-            raise ValueError(f"hash_input: the row has no value for {missing}")
+            raise ValueError(f"otel-rai: hash_input(): the row has no value for {missing}")
         row = [row[f] for f in feature_names]
     if hasattr(row, "iloc") and not hasattr(row, "columns"):  # a Series is one row
         row = row.to_numpy(dtype=object)
     if hasattr(row, "shape") and len(row.shape) == 2:
         if row.shape[0] != 1:
-            raise ValueError(f"hash_input takes one row, got {row.shape[0]}")
+            raise ValueError(f"otel-rai: hash_input() takes one row, got {row.shape[0]}")
         return hash_rows(row, k)[0]
     values = np.asarray(row) if isinstance(row, np.ndarray) else np.array(list(row), dtype=object)
     if values.ndim != 1:
-        raise ValueError("hash_input takes one row (a 1-D sequence of cells)")
+        raise ValueError(f"otel-rai: hash_input() takes one row (a 1-D sequence of cells), got a {values.ndim}-D input")
     return hash_rows(values.reshape(1, -1), k)[0]

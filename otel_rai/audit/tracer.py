@@ -32,6 +32,7 @@ class CurrentSpanTracer(trace.Tracer):
     @contextlib.contextmanager
     def start_as_current_span(self, name: str, context: otel_context.Context | None = None, *args: Any,
                               end_on_exit: bool = True, **kwargs: Any) -> Iterator[trace.Span]:
+        """`start_span`, made current for the ``with`` block and ended at its exit (unless not `end_on_exit`)."""
         span = self.start_span(name, context, *args, **kwargs)
         with trace.use_span(span, end_on_exit=end_on_exit) as current:
             yield current
@@ -57,6 +58,7 @@ class AuditTracer(CurrentSpanTracer):
         record_exception: bool = True,
         set_status_on_exception: bool = True,
     ) -> AuditSpan:
+        """An `AuditSpan`, always sampled, under the span of `context`; the last two arguments are ignored."""
         parent = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:  # a root span, flagged as the SDK's tracer would
             parent, trace_id = None, self._ids.generate_trace_id()
@@ -106,27 +108,36 @@ class AuditSpan(trace.Span):
         self._ended = False
 
     def get_span_context(self) -> SpanContext:
+        """The span's context, as given when it started."""
         return self.context
 
     def is_recording(self) -> bool:
+        """True until `end`: every audit span records."""
         return not self._ended
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set `attributes` as they are, without validation."""
         self.attributes.update(attributes)
 
     def set_attribute(self, key: str, value: Any) -> None:
+        """Set one attribute as it is, without validation."""
         self.attributes[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
+        """Add an event, timed now unless `timestamp` is given."""
         self.events.append(Event(name, dict(attributes or {}), timestamp if timestamp is not None else time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
+        """Add a link to `context`."""
         self.links = (*self.links, trace.Link(context, attributes))
 
     def update_name(self, name: str) -> None:
+        """Rename the span."""
         self.name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        """Set the status; unlike the SDK's span, a later status always replaces an earlier one (the SDK keeps
+        OK and ignores UNSET)."""
         self.status = status if isinstance(status, Status) else Status(status, description)
 
     def record_exception(self, exception: BaseException, attributes: Mapping[str, Any] | None = None,
@@ -142,6 +153,7 @@ class AuditSpan(trace.Span):
         self.add_event("exception", {**event, **(attributes or {})}, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
+        """Build the `ReadableSpan` and hand it to the tracer's processors, once; later calls do nothing."""
         if not self._ended:
             self._ended = True
             self._tracer._end(self, end_time if end_time is not None else time_ns())

@@ -28,14 +28,20 @@ from otel_rai.settings import Settings
 
 _log = logging.getLogger(__name__)
 
+#: The worker wakes on its own this often (seconds): about the longest a call waits for its cycle while fewer
+#: than `_WAKE_AT` calls are queued.
 _INTERVAL = 0.02
 #: An idle worker still runs a cycle this often (for timed checkpoints), and after a failed commit
 #: this often (to retry it).
 _IDLE_CYCLE_S = 1.0
 _RETRY_S = 0.1
+#: A caller wakes the worker once this many calls wait; below that, callers never touch the event.
 _WAKE_AT = 256
+#: Calls (and tasks) per cycle, at most: each cycle is one store transaction and one export hand-off.
 _BATCH = 1024
+#: Failures of one stage that are each logged; after them only every `_LOG_EVERY`-th is.
 _LOGGED_PER_STAGE = 5
+_LOG_EVERY = 1000
 
 #: What the worker runs: a captured call, or a task to run on the audit thread after the calls before it.
 Work = Union[DecisionCall, Callable[[], None]]
@@ -60,14 +66,19 @@ class Counters:
         self.failures = {}
 
     def fail(self, stage: str, exc: BaseException) -> None:
+        """Count a failure of `stage`; log its exception type (never its message) the first few times, then
+        every thousandth."""
         n = self.failures[stage] = self.failures.get(stage, 0) + 1
-        if n <= _LOGGED_PER_STAGE or n % 1000 == 0:
+        if n <= _LOGGED_PER_STAGE or n % _LOG_EVERY == 0:
             # The type only: a message could quote a raw input value.
             _log.warning("otel-rai: %s failed (%s), failure %d; the prediction was not affected",
                          stage, type(exc).__name__, n)
 
 
 class AuditWorker:
+    """The background thread of the audit path: builds the spans of captured calls in batches, runs the
+    hooks and queued tasks, and commits the sinks once per cycle (see the module docstring)."""
+
     def __init__(
         self,
         tracer: trace.Tracer,
@@ -101,6 +112,7 @@ class AuditWorker:
         self._commit_failed = False
 
     def submit(self, call: Work) -> None:
+        """Queue a captured call or a task; blocks while the queue is full (back-pressure, never a drop)."""
         if self._thread is None:
             self._start()
         pending = self._pending
@@ -214,6 +226,7 @@ class AuditWorker:
                 receipt.settle(committed)
 
     def pending(self) -> int:
+        """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""
         return len(self._pending) + (1 if self._busy else 0)
 
     def flush(self, timeout: float) -> bool:
@@ -228,6 +241,7 @@ class AuditWorker:
             )
 
     def shutdown(self, timeout: float) -> bool:
+        """Flush within `timeout` seconds, then stop the thread; False if calls were still waiting."""
         drained = self.flush(timeout)
         self._stopping = True
         self._wake.set()

@@ -125,7 +125,7 @@ def register_model(
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
     if version is not None and not str(version):
-        raise ValueError("register_model: version must not be empty")
+        raise ValueError("otel-rai: register_model(): version must not be empty")
     if background is not None and not hasattr(background, "shape"):
         background = np.asarray(background)
     _registrations.set(

@@ -119,6 +119,8 @@ class Patcher:
         self._restores: list[Callable[[], None]] = []
 
     def install(self) -> None:
+        """Patch every `BaseEstimator` subclass that exists, hook the ones defined later, and carry the
+        no-nested-decision rule into joblib's threads."""
         seen: set[type] = set()
         stack: list[type] = [BaseEstimator]
         while stack:
@@ -132,6 +134,7 @@ class Patcher:
         self._hook_parallel()
 
     def remove(self) -> None:
+        """Remove the hooks and put the original methods back (those no one replaced since)."""
         while self._restores:
             self._restores.pop()()
         for ref, name, original in reversed(self._patched):

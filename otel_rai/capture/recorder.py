@@ -125,6 +125,7 @@ class Recorder:
         self._durable = durable  # fail-closed: submits, waits, raises AuditUnavailableError
 
     def wrapper_factory(self, original: Callable[..., Any], operation: str) -> Callable[..., Any]:
+        """The wrapper of a decision method: an outermost call is recorded, a nested one runs bare."""
         record = self.record
 
         @functools.wraps(original)
@@ -142,6 +143,8 @@ class Recorder:
     def record(
         self, original: Callable[..., Any], model: Any, operation: str, args: tuple, kwargs: dict
     ) -> Any:
+        """Call `original` on `model` as one decision: capture it, and hand it to the audit worker
+        (in fail-closed mode, return only once its record is durable)."""
         scope = _current_scope()
         X = args[0] if args else kwargs.get("X", next(iter(kwargs.values()), None))
         n_rows = _num_rows(X)

@@ -34,7 +34,7 @@ class DecisionScope:
         self.explain = bool(explain)
         self._given_ids = None if ids is None else [str(i) for i in ids]
         if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
-            raise ValueError("otel_rai.decisions: ids must be unique")
+            raise ValueError("otel-rai: decisions(): ids must be unique")
         self.attributes = _checked_attributes(attributes or {})
         self.groups = _checked_groups(groups or {})
         self.ids: list[str] = []
@@ -45,7 +45,7 @@ class DecisionScope:
             return new_ids(n_rows or 0)
         if n_rows is not None and len(given) != n_rows:
             raise ValueError(
-                f"otel_rai.decisions: {len(given)} ids given for a call with {n_rows} rows"
+                f"otel-rai: decisions(): {len(given)} ids given for a call with {n_rows} rows"
             )
         return given
 
@@ -53,7 +53,7 @@ class DecisionScope:
         for name, values in self.groups.items():
             if isinstance(values, tuple) and n_rows is not None and len(values) != n_rows:
                 raise ValueError(
-                    f"otel_rai.decisions: {len(values)} values of group {name!r} for a call with {n_rows} rows"
+                    f"otel-rai: decisions(): {len(values)} values of group {name!r} for a call with {n_rows} rows"
                 )
         return self.groups or None
 
@@ -91,11 +91,11 @@ def decisions(
 def _checked_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in attributes.items():
         if not isinstance(key, str) or key.startswith(semconv.RESERVED_PREFIX):
-            raise ValueError(f"otel_rai.decisions: attribute name {key!r} is reserved or not a string")
+            raise ValueError(f"otel-rai: decisions(): attribute name {key!r} is reserved or not a string")
         items = value if isinstance(value, (list, tuple)) else [value]
         if not all(isinstance(v, _OTEL_TYPES) for v in items) or len({type(v) for v in items}) > 1:
             raise ValueError(
-                f"otel_rai.decisions: attribute {key!r} must be a str, bool, int or float, "
+                f"otel-rai: decisions(): attribute {key!r} must be a str, bool, int or float, "
                 "or a list of one of those"
             )
     return dict(attributes)
@@ -106,13 +106,13 @@ def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
     checked = {}
     for name, values in groups.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"otel_rai.decisions: group name {name!r} is not a non-empty string")
+            raise ValueError(f"otel-rai: decisions(): group name {name!r} is not a non-empty string")
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             checked[name] = values
         elif hasattr(values, "__len__") and not isinstance(values, (Mapping, set, frozenset)):
             checked[name] = tuple(values)
         else:
-            raise ValueError(f"otel_rai.decisions: group {name!r} must be one value or a sequence of values")
+            raise ValueError(f"otel-rai: decisions(): group {name!r} must be one value or a sequence of values")
     return checked
 
 
@@ -149,5 +149,5 @@ def given_labels(call: Any, name: str) -> list[str] | None:
     if not isinstance(value, tuple):
         return labels([value]) * n
     if len(value) != n:
-        raise ValueError(f"otel_rai.decisions: {len(value)} values of group {name!r} for a call with {n} rows")
+        raise ValueError(f"otel-rai: decisions(): {len(value)} values of group {name!r} for a call with {n} rows")
     return labels(value)

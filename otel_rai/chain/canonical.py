@@ -26,6 +26,8 @@ _UNHASHED = frozenset({semconv.AUDIT_RECORD_HASH, semconv.CHECKPOINT_SIGNATURE})
 #: Compact, key-sorted, ASCII JSON; one encoder, reused (json.dumps would build one per call).
 _CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"))
 _HASHED: dict[str, bool] = {}  # attribute name -> hashed_attribute(name)
+#: Names `_HASHED` holds before it is emptied: names are few, so this only bounds a pathological caller.
+_MAX_HASHED_NAMES = 10_000
 
 
 def hashed_attribute(name: str) -> bool:
@@ -81,7 +83,7 @@ def canonical_body(
     for k, v in attributes.items():
         hashed = _HASHED.get(k)
         if hashed is None:
-            if len(_HASHED) > 10_000:  # names are few; this only bounds a pathological caller
+            if len(_HASHED) > _MAX_HASHED_NAMES:
                 _HASHED.clear()
             hashed = _HASHED[k] = hashed_attribute(k)
         if hashed:
@@ -107,6 +109,7 @@ def digest(body: bytes, start_us: int, end_us: int) -> str:
 
 
 def record_body(record: SpanRecord) -> bytes:
+    """`canonical_body` of a stored or fetched record."""
     return canonical_body(record.name, record.trace_id, record.span_id, record.parent_span_id,
                           record.status_code, record.status_message, record.attributes)
 

@@ -11,10 +11,13 @@ from otel_rai import semconv
 
 
 class Signer(Protocol):
+    """What a chain signs its checkpoints with: `HmacKey` or `Ed25519Key`."""
+
     algorithm: str
     key_id: str
 
-    def sign(self, message: bytes) -> str: ...
+    def sign(self, message: bytes) -> str:
+        """The signature of `message`, as hex."""
 
 
 class HmacKey:
@@ -33,9 +36,11 @@ class HmacKey:
         return f"HmacKey(key_id={self.key_id!r})"
 
     def sign(self, message: bytes) -> str:
+        """HMAC-SHA256 of `message`, as 64 hex digits."""
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def verify(self, message: bytes, signature: str) -> bool:
+        """Whether `signature` is this key's for `message` (constant-time)."""
         return hmac.compare_digest(self.sign(message), signature)
 
 
@@ -77,11 +82,13 @@ class Ed25519Key:
         return cls(loaded)
 
     def sign(self, message: bytes) -> str:
+        """The Ed25519 signature of `message`, as hex; ValueError for a public key."""
         if self._private is None:
             raise ValueError("otel-rai: an Ed25519 public key cannot sign")
         return self._private.sign(message).hex()
 
     def verify(self, message: bytes, signature: str) -> bool:
+        """Whether `signature` (hex) is valid for `message` under the public key; False for malformed hex."""
         from cryptography.exceptions import InvalidSignature
 
         try:

@@ -139,8 +139,10 @@ class ChainedTracer(CurrentSpanTracer):
         self.chain = chain
 
     def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped tracer's span; a recording one is sealed into the chain when it ends."""
         span = self.tracer.start_span(name, context, *args, **kwargs)
         return _Sealing(span, self.chain) if span.is_recording() else span
 
     def checkpoint(self, *, force: bool = False) -> bool:
+        """`Chain.checkpoint` with the wrapped tracer."""
         return self.chain.checkpoint(self.tracer, force=force)

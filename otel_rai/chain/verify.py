@@ -44,6 +44,7 @@ class Problem:
     position: int | None = None  # the local store's write order
 
     def to_dict(self) -> dict[str, Any]:
+        """The problem as JSON-ready values (``verify-chain --format json``)."""
         r = self.record
         ids = r.attributes.get(semconv.DECISION_IDS)
         return {"kind": self.kind, "detail": self.detail, "stream": self.stream, "seq": self.seq,
@@ -66,11 +67,14 @@ class Stream:
     signed_through: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The stream's figures as a dict."""
         return dict(self.__dict__)
 
 
 @dataclass
 class Report:
+    """What `check` found: records and copies seen, each stream, each problem."""
+
     records: int = 0
     duplicates: int = 0
     #: Signed checkpoints whose key was not given.
@@ -80,6 +84,7 @@ class Report:
 
     @property
     def ok(self) -> bool:
+        """True when no problem was found."""
         return not self.problems
 
     def ordered_problems(self) -> list[Problem]:
@@ -88,9 +93,11 @@ class Report:
                                                    p.record.start_ns, p.stream or "", p.seq or 0))
 
     def counts(self) -> dict[str, int]:
+        """Problems by kind, in the order of `KINDS`; kinds not found are left out."""
         return {kind: n for kind in KINDS if (n := sum(p.kind == kind for p in self.problems))}
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``verify-chain --format json``)."""
         return {"ok": self.ok, "records": self.records, "duplicates": self.duplicates,
                 "unverified_checkpoints": self.unverified_checkpoints, "problems_by_kind": self.counts(),
                 "streams": [s.to_dict() for s in self.streams.values()],

@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        note(f"internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        note(f"internal error: {type(exc).__name__}: {str(exc).removeprefix(PREFIX)} "
+             "(run with --debug for the traceback)")
         return FAILED
     finally:
         logging.getLogger().removeHandler(handler)

@@ -33,7 +33,8 @@ class Parser(argparse.ArgumentParser):
     """One-line usage errors: the message and where help is, not the whole usage."""
 
     def error(self, message: str) -> None:
-        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        """Print one line (the message and where help is) and exit with status 2."""
+        self.exit(USAGE, f"{PREFIX}{message} (see {self.prog} --help)\n")
 
 
 def checked(parse: Any) -> Any:
@@ -43,7 +44,7 @@ def checked(parse: Any) -> Any:
         try:
             parse(text)
         except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(PREFIX)) from None
         return text
 
     return check

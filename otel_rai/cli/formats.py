@@ -22,6 +22,9 @@ CSV_FIELDS = (
 )
 #: Spans per OTLP JSON line; with ``ml.batch.size`` ≤ 1000, a line stays near OTLP's 4 MiB message limit.
 SPANS_PER_LINE = 64
+#: The progress bar is drawn at most this often (seconds), and only once an export has run this long.
+_REDRAW_S = 0.1
+_SHOW_AFTER_S = 1.0
 
 
 def _json_value(value: Any) -> Any:
@@ -36,6 +39,7 @@ def _json_value(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
+    """`value` as one line of JSON; NaN and infinities as strings."""
     return json.dumps(_json_value(value), ensure_ascii=False, allow_nan=False)
 
 
@@ -47,6 +51,7 @@ def write_json_lines(decisions: Iterable[Decision], out: IO[str], *, full: bool 
 
 
 def write_csv(decisions: Iterable[Decision], out: IO[str]) -> Iterator[int]:
+    """A header line of `CSV_FIELDS`, then one row per decision; yields after each decision (for progress)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
     for d in decisions:
@@ -136,9 +141,9 @@ def show(d: Decision, sections: Sequence[str] = ()) -> str:
 
 
 class Progress:
-    """A progress bar on stderr, drawn at most ten times a second once `after` seconds have passed."""
+    """A progress bar on stderr, drawn at most every `_REDRAW_S` seconds once `after` seconds have passed."""
 
-    def __init__(self, total: int | None, *, enabled: bool, after: float = 1.0, stream: IO[str] | None = None,
+    def __init__(self, total: int | None, *, enabled: bool, after: float = _SHOW_AFTER_S, stream: IO[str] | None = None,
                  verb: str = "exporting", noun: str = "decisions") -> None:
         self.total = total
         self.done = 0
@@ -151,9 +156,10 @@ class Progress:
         self._drawn_at: float | None = None
 
     def advance(self, n: int) -> None:
+        """Count `n` more done, and redraw if it is time."""
         self.done += n
         now = time.monotonic()
-        due = self._drawn_at is None or now - self._drawn_at >= 0.1
+        due = self._drawn_at is None or now - self._drawn_at >= _REDRAW_S
         if self._enabled and due and now - self._start >= self._after:
             self._draw(now)
 
@@ -170,6 +176,7 @@ class Progress:
         self._drawn_at = now
 
     def close(self) -> None:
+        """Draw the final state and end the line, if the bar was ever drawn."""
         if self._drawn_at is not None:
             self._draw(time.monotonic())
             self._stream.write("\n")

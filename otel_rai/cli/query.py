@@ -12,6 +12,7 @@ from otel_rai.cli import formats
 from otel_rai.cli._common import OK, add_filter_options, add_source_options, backend_of, count, note, query_of, where
 from otel_rai.query import Decision
 
+#: Decisions ``query`` prints unless ``--limit`` says otherwise.
 DEFAULT_LIMIT = 1000
 
 

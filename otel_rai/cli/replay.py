@@ -12,6 +12,7 @@ from otel_rai.cli import formats
 from otel_rai.cli._common import OK, CliError, UsageError, note
 from otel_rai.codec import otlpjson
 from otel_rai.codec.records import SpanRecord
+from otel_rai.errors import PREFIX
 from otel_rai.store import Store
 
 
@@ -32,7 +33,8 @@ def _records(path: str) -> Iterator[SpanRecord]:
             try:
                 yield from otlpjson.decode(json.loads(line))
             except ValueError as exc:
-                raise CliError(f"{path}, line {number}: not OTLP JSON trace data ({exc})") from None
+                reason = str(exc).removeprefix(PREFIX)
+                raise CliError(f"{path}, line {number}: not OTLP JSON trace data ({reason})") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from otel_rai.stack import Ports, Status, default_dir, down, status, up
-from otel_rai.stack.processes import COMPONENTS, DEFAULT_SCRAPE
+from otel_rai.stack.processes import COMPONENTS, DEFAULT_SCRAPE, SCRAPE_INTERVAL, START_TIMEOUT_S
 
 DESCRIPTION = ("Start, stop or inspect rotel (OTLP in), Arize Phoenix (traces, UI) and Prometheus (metrics) as "
                "background processes; everything lives under one directory (docs/deploy.md).")
@@ -83,10 +83,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     start.add_argument("--scrape", action="append", metavar="HOST:PORT",
                        help=f"a /metrics endpoint for Prometheus to scrape; repeatable (default {DEFAULT_SCRAPE}, "
                             "where opentelemetry-exporter-prometheus serves)")
-    start.add_argument("--scrape-interval", default="15s", help="Prometheus scrape interval (default 15s)")
+    start.add_argument("--scrape-interval", default=SCRAPE_INTERVAL,
+                       help=f"Prometheus scrape interval (default {SCRAPE_INTERVAL})")
     start.add_argument("--rule-file", action="append", type=Path, default=[], metavar="PATH",
                        help="Prometheus recording/alert rules, e.g. collector/prometheus/rules.yml; repeatable")
-    start.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the servers (180)")
+    start.add_argument("--timeout", type=float, default=START_TIMEOUT_S,
+                       help=f"seconds to wait for the servers ({START_TIMEOUT_S:g})")
     start.set_defaults(stack_func=_up)
 
     stop = commands.add_parser("down", parents=[common], help="stop what `up` started (the data stays)")

@@ -42,7 +42,7 @@ def _keys(args: argparse.Namespace) -> list[Any]:
             hint = "give --key or --key-file, or set OTEL_RAI_HASH_KEY"
             raise CliError(f"no hash key: {hint} ({reason})") from None
     if not materials or not all(materials):
-        raise CliError("the hash key is empty")
+        raise CliError("the hash key is empty" + (f" (key files: {', '.join(paths)})" if paths else ""))
     return [HashKey.from_material(m) for m in materials]
 
 

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         keys = read_keys(args.checkpoint_key or [settings.from_env("checkpoint_key") or ""],
                          args.checkpoint_key_file or [], args.public_key or [])
     except OSError as exc:
-        raise CliError(f"cannot read a key file: {exc.strerror or exc}") from None
+        raise CliError(f"cannot read the key file {exc.filename}: {exc.strerror or exc}") from None
     except ImportError:
         raise CliError("--public-key needs the cryptography package (pip install 'otel-rai[signing]')") from None
     except (ValueError, TypeError) as exc:

@@ -172,6 +172,7 @@ def decode_value(value: dict[str, Any]) -> Any:
 
 
 def decode_attributes(attributes: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """OTLP JSON key-value pairs as a dict of plain values."""
     return {kv["key"]: decode_value(kv.get("value", {})) for kv in attributes or ()}
 
 

@@ -44,6 +44,7 @@ _KIND_FIELDS = {kind: b"\x30" + bytes((kind.value + 1,)) for kind in SpanKind}
 _STRING_ATTRIBUTES: dict[tuple[int, str, str], bytes] = {}
 _SEEN_ONCE: set[tuple[int, str, str]] = set()
 _KEYS: dict[str, bytes] = {}
+#: Entries each of those caches holds before it is emptied.
 _MAX_CACHED = 4096
 
 
@@ -91,7 +92,7 @@ def _other_value(value: Any) -> bytes:
         return _len(0x0A, value.encode())
     if isinstance(value, int):
         if value not in _INT64:
-            raise ValueError(f"{value} is out of the int64 range")
+            raise ValueError(f"otel-rai: {value} is out of the int64 range")
         return b"\x18" + _varint(value)
     if isinstance(value, float):
         return b"\x21" + _DOUBLE(value)
@@ -101,7 +102,7 @@ def _other_value(value: Any) -> bytes:
         return _array_value(value)
     if isinstance(value, Mapping):
         return _len(0x32, b"".join([_len(0x0A, _key_value(str(k), v)) for k, v in value.items()]))
-    raise TypeError(f"a value of type {type(value).__name__} cannot be an attribute")
+    raise TypeError(f"otel-rai: a value of type {type(value).__name__} cannot be an attribute")
 
 
 def _key_value(key: str, value: Any) -> bytes:
@@ -329,6 +330,7 @@ class EncodedSpans(Sequence[ReadableSpan]):
         self._decoded: list[ReadableSpan] | None = None
 
     def request(self) -> bytes:
+        """The ExportTraceServiceRequest of these spans, as bytes."""
         return request(self._groups)
 
     def __len__(self) -> int:

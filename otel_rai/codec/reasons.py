@@ -16,9 +16,11 @@ from urllib.parse import quote, unquote
 from otel_rai import semconv
 
 _RESERVED = "%,="
+#: Feature names whose escaped form is remembered.
+_NAMES_CACHED = 4096
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=_NAMES_CACHED)
 def _name(name: str) -> str:
     return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in name)
 

@@ -44,5 +44,6 @@ class SpanRecord:
 
     @property
     def service(self) -> str | None:
+        """The resource's ``service.name``, if it has one."""
         value = self.resource.get(semconv.SERVICE_NAME)
         return None if value is None else str(value)

@@ -23,13 +23,15 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 #: id(Resource) -> (the Resource, kept alive so that its id stays unique; its attributes as a dict).
 #: A process has a resource or two, shared by all its spans: their records share one dict too.
 _resources: dict[int, tuple[Resource, dict[str, Any]]] = {}
+#: Resources `_resources` holds before it is emptied.
+_MAX_RESOURCES = 64
 
 
 def resource_attributes(resource: Resource) -> dict[str, Any]:
     """The attributes of `resource` as a plain dict, one per resource (see `_resources`)."""
     found = _resources.get(id(resource))
     if found is None or found[0] is not resource:
-        if len(_resources) > 64:
+        if len(_resources) > _MAX_RESOURCES:
             _resources.clear()
         found = _resources[id(resource)] = (resource, _plain(resource.attributes))
     return found[1]

@@ -24,6 +24,7 @@ from otel_rai.explanations.forest import is_tree_model
 
 METHODS = (linear.METHOD, trees.METHOD, saabas.METHOD, sampling.EXACT, sampling.PERMUTATION)
 _AGNOSTIC = (sampling.EXACT, sampling.PERMUTATION)
+#: Explainers kept (one per model fingerprint, background, method and options), the oldest dropped first.
 _CACHE_SIZE = 32
 #: Memory the cached explainers' tables may hold before the oldest are dropped.
 _CACHE_BYTES = 256 << 20
@@ -40,7 +41,7 @@ class Options:
 def build(model: Any, background: Any, method: str | None = None, options: Options = Options()) -> Any:
     """An explainer for `model`: an object with ``method``, ``output`` and ``explain(X)``."""
     if method is not None and method not in METHODS:
-        raise ValueError(f"otel_rai.explain: method must be one of {', '.join(METHODS)}, not {method!r}")
+        raise ValueError(f"otel-rai: explain(): method must be one of {', '.join(METHODS)}, not {method!r}")
     if method in _AGNOSTIC:
         return _agnostic(model, background, options, method)
     if pipeline.is_pipeline(model):
@@ -116,6 +117,7 @@ class Cache:
         return sum(getattr(explainer, "nbytes", 0) for explainer, _ in self._items.values())
 
     def clear(self) -> None:
+        """Forget every cached explainer and build failure."""
         with self._lock:
             self._items.clear()
 

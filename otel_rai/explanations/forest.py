@@ -19,6 +19,8 @@ from otel_rai.explanations.errors import UnsupportedModel
 
 #: Largest categorical code a categorical split can test (HistGradientBoosting: 255 bins).
 _MAX_CATEGORY = 1 << 16
+#: LightGBM counts a value within this of 0.0 as zero (its kZeroThreshold), for ``zero_as_missing``.
+_LIGHTGBM_ZERO = 1e-35
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Forest:
 
     @property
     def n_outputs(self) -> int:
+        """The number of output columns (1, or one per class)."""
         return self.value.shape[1]
 
     def goes_left(self, X: np.ndarray, nodes: np.ndarray) -> np.ndarray:
@@ -62,7 +65,7 @@ class Forest:
             x = np.where(missing & self.nan_as_zero[nodes], 0.0, x)
             missing = np.isnan(x)
         if self.zero_missing is not None:
-            missing |= self.zero_missing[nodes] & (np.abs(x) <= 1e-35)
+            missing |= self.zero_missing[nodes] & (np.abs(x) <= _LIGHTGBM_ZERO)
             any_missing = True
         left = x < threshold if self.strict else x <= threshold
         if self.categories is not None:
@@ -502,6 +505,7 @@ _EXTRACTORS: dict[str, Callable[[Any], Forest]] = {
 
 
 def is_tree_model(model: Any) -> bool:
+    """Whether `extract` knows the class of `model`."""
     return _qualified(type(model)) in _EXTRACTORS
 
 

@@ -22,10 +22,16 @@ METHOD = "linear"
 
 _LINEAR_SVM = ("LinearSVC", "LinearSVR")
 _LOGISTIC = ("LogisticRegression", "LogisticRegressionCV")
+#: Background rows on which the model's own output is checked against the linear score, and the
+#: tolerances of that check (the second absolute one for the exponential of a log-link model).
 _CHECK_ROWS = 64
+_CHECK_RTOL = 1e-9
+_CHECK_ATOL = 1e-9
+_CHECK_EXP_ATOL = 1e-12
 
 
 def is_linear(model: Any) -> bool:
+    """Whether `model` is a scikit-learn linear model (or linear SVM) with ``coef_`` and ``intercept_``."""
     cls = type(model)
     linear_module = cls.__module__.startswith("sklearn.linear_model") or cls.__name__ in _LINEAR_SVM
     return linear_module and hasattr(model, "coef_") and hasattr(model, "intercept_")
@@ -39,6 +45,8 @@ def matrix(X: Any) -> np.ndarray:
 
 
 class LinearExplainer:
+    """Exact interventional SHAP values of a linear model against the mean of `background`."""
+
     method = METHOD
 
     def __init__(self, model: Any, background: Any) -> None:
@@ -63,7 +71,7 @@ class LinearExplainer:
         scores = rows @ self.coef.T + self.intercept
         if self.classes is not None:
             decision = np.asarray(model.decision_function(rows), np.float64).reshape(len(rows), -1)
-            if not np.allclose(decision, scores, rtol=1e-9, atol=1e-9):
+            if not np.allclose(decision, scores, rtol=_CHECK_RTOL, atol=_CHECK_ATOL):
                 raise UnsupportedModel("decision_function is not coef · x + intercept")
             logistic = type(model).__name__ in _LOGISTIC or getattr(model, "loss", None) == "log_loss"
             if logistic and self.coef.shape[0] == 1:
@@ -72,13 +80,14 @@ class LinearExplainer:
                 return "logit"
             return "decision-function"
         predicted = np.asarray(model.predict(rows), np.float64).reshape(-1)
-        if np.allclose(predicted, scores[:, 0], rtol=1e-9, atol=1e-9):
+        if np.allclose(predicted, scores[:, 0], rtol=_CHECK_RTOL, atol=_CHECK_ATOL):
             return "raw"
-        if np.allclose(predicted, np.exp(scores[:, 0]), rtol=1e-9, atol=1e-12):
+        if np.allclose(predicted, np.exp(scores[:, 0]), rtol=_CHECK_RTOL, atol=_CHECK_EXP_ATOL):
             return "log-prediction"
         raise UnsupportedModel("predict is neither coef · x + intercept nor its exponential")
 
     def explain(self, X: Any) -> Explanation:
+        """The attributions of every row of `X` to the linear score (for several classes: the chosen one's)."""
         x = matrix(X)
         n = len(x)
         if self.coef.shape[0] == 1:  # binary or regression: one score column, nothing to choose

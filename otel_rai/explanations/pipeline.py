@@ -31,10 +31,12 @@ _ROW_WISE = ("Normalizer",)
 
 
 def is_pipeline(model: Any) -> bool:
+    """Whether `model` is a scikit-learn `Pipeline`."""
     return type(model).__name__ == "Pipeline" and hasattr(model, "steps")
 
 
 def input_names(estimator: Any, n_features: int) -> list[str]:
+    """The input column names `estimator` was fitted with, else ``x0``, ``x1``, ..."""
     names = getattr(estimator, "feature_names_in_", None)
     return [str(n) for n in names] if names is not None else [f"x{i}" for i in range(n_features)]
 
@@ -134,9 +136,11 @@ class PipelineExplainer:
 
     @property
     def nbytes(self) -> int:
+        """Memory held by the final step's explainer."""
         return getattr(self.inner, "nbytes", 0)
 
     def explain(self, X: Any) -> Explanation:
+        """The final step's attributions on the transformed `X`, summed back to the raw columns."""
         inner = self.inner.explain(self._pre.transform(X) if self._pre is not None else X)
         values = inner.values @ self._to_inputs
         columns = getattr(X, "columns", None)

@@ -43,7 +43,11 @@ def attach(batch: Sequence[Any], settings: Settings, on_failure: Callable[[str, 
         run_quietly(_explain_group, group, settings, options, on_failure)
 
 
-@functools.lru_cache(maxsize=16)
+#: Distinct (budget, max_evals) pairs whose `engine.Options` are remembered.
+_OPTIONS_CACHED = 16
+
+
+@functools.lru_cache(maxsize=_OPTIONS_CACHED)
 def _options(budget_us: float, max_evals: int) -> engine.Options:
     return engine.Options(budget_us=budget_us, max_evals=max_evals)
 

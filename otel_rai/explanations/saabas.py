@@ -25,6 +25,9 @@ METHOD = "saabas"
 
 
 class Saabas:
+    """Saabas attribution for a `Forest`: each node's expected value, and what every leaf's path credits
+    each feature, computed once."""
+
     def __init__(self, forest: Forest, paths: Paths) -> None:
         self.forest = forest
         order = paths.order
@@ -62,6 +65,7 @@ class Saabas:
 
     @property
     def nbytes(self) -> int:
+        """Memory held by the path credits and their per-output tables."""
         rows, features, steps = self._path
         return rows.nbytes + features.nbytes + steps.nbytes + sum(
             m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in list(self._credit.values()))

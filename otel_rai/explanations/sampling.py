@@ -37,6 +37,7 @@ PERMUTATION = "permutation"
 MAX_EXACT_FEATURES = 16
 #: Synthetic rows per model call.
 _CALL_ROWS = 1 << 16
+#: Orders and background rows are drawn with this seed: the same row always gets the same explanation.
 _SEED = 0
 
 
@@ -96,6 +97,9 @@ class _Rows:
 
 
 class AgnosticExplainer:
+    """Interventional Shapley values of any model from calls to it: exact or antithetic permutation
+    sampling, within `max_evals` model evaluations per row (see the module docstring)."""
+
     def __init__(
         self, model: Any, background: Any, *, max_evals: int = settings.default("explain_max_evals"),
         method: str | None = None,
@@ -130,6 +134,7 @@ class AgnosticExplainer:
         self._base = total / n_background  # v(∅) over the whole background, per output
 
     def explain(self, X: Any) -> Explanation:
+        """The attributions of every row of `X`, for the chosen output column of each row."""
         rows = _Rows(X)
         n, m = len(rows), rows.n_features
         per_call = max(1, _CALL_ROWS // self.evals_per_row)

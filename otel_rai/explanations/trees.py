@@ -35,6 +35,8 @@ def estimate_us(n_nodes: int, paths: treeshap.Paths) -> float:
 
 
 class TreeExplainer:
+    """Exact TreeSHAP for a tree ensemble whose estimated cost is within `budget_us` per row, else Saabas."""
+
     def __init__(self, model: Any, *, method: str | None = None,
                  budget_us: float = settings.default("explain_budget_us")) -> None:
         self.forest = forest = extract(model)
@@ -51,9 +53,12 @@ class TreeExplainer:
 
     @property
     def nbytes(self) -> int:
+        """Memory held by the engine's tables."""
         return self.engine.nbytes
 
     def explain(self, X: Any) -> Explanation:
+        """The attributions of every row of `X` in the input's column order; the first call checks the
+        extracted trees against the model."""
         forest = self.forest
         rows = forest.prepare(X)
         if not self._checked:

@@ -42,6 +42,8 @@ MAX_COLUMN_ENTRIES = 1 << 22
 #: Size of the per-chunk work arrays, in elements: small enough to stay in cache.
 _NODE_CHUNK = 1 << 17
 _COLUMN_CHUNK = 1 << 17
+#: Elements of the (leaves, 2^m, m+1) work array of one step of building the G tables.
+_G_BUILD_ENTRIES = 1 << 22
 
 
 # --- the paths of a forest ----------------------------------------------------------------------------
@@ -68,6 +70,7 @@ class Paths:
 
     @property
     def leaves(self) -> np.ndarray:
+        """The node index of each leaf."""
         return self.order[self.leaf_position]
 
 
@@ -329,6 +332,8 @@ class Plan:
 
     @classmethod
     def of(cls, width: np.ndarray, relevant: np.ndarray | None = None, column_entries: int | None = None) -> Plan:
+        """The plan for leaves of these path widths: `relevant` ones only (default all) get column tables,
+        within `column_entries` (default `MAX_COLUMN_ENTRIES`)."""
         relevant = np.ones(len(width), bool) if relevant is None else relevant
         column_entries = MAX_COLUMN_ENTRIES if column_entries is None else column_entries
         g = _narrowest(width, MAX_G_BITS, MAX_G_ENTRIES, np.ones(len(width), bool))
@@ -361,7 +366,7 @@ class TreeShap:
         self._g = np.empty(int(size.sum()))
         for m in np.unique(paths.width[plan.g]):
             group = np.flatnonzero(plan.g & (paths.width == m))
-            step = max(1, (1 << 22) // ((m + 1) << m))  # bounds the (leaves, 2^m, m+1) work array
+            step = max(1, _G_BUILD_ENTRIES // ((m + 1) << m))
             for start in range(0, len(group), step):
                 leaves = group[start : start + step]
                 self._g[self._g_base[leaves, None] + np.arange(1 << m)] = g_tables(paths.zeros[leaves, :m])

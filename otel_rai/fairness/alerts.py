@@ -45,6 +45,7 @@ class FairnessAlert:
     time_ns: int
 
     def message(self) -> str:
+        """The alert as one line for a log or a reader."""
         state = "below" if (self.value < self.threshold) else "above"
         verb = "fired" if self.firing else "resolved"
         return (f"fairness alert {verb}: {self.metric} of model {self.model} {self.version} for "
@@ -65,6 +66,7 @@ class FairnessAlert:
         )
 
     def attributes(self) -> dict[str, Any]:
+        """The attributes of the alert's ``ml.fairness.alert`` span."""
         return {
             semconv.MODEL_NAME: self.model,
             semconv.MODEL_VERSION: self.version,
@@ -87,9 +89,11 @@ class Rule:
     hysteresis: float = 0.0
 
     def violated(self, value: float) -> bool:
+        """Whether `value` is on the wrong side of the threshold."""
         return value < self.threshold if self.below else value > self.threshold
 
     def recovered(self, value: float) -> bool:
+        """Whether `value` is back by at least `hysteresis` beyond the threshold."""
         if self.below:
             return value >= self.threshold + self.hysteresis
         return value <= self.threshold - self.hysteresis

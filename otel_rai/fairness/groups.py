@@ -33,6 +33,7 @@ class SensitiveAttribute:
 
     @property
     def name(self) -> str:
+        """The attribute's name: its parts joined with ``&`` (``sex&race``)."""
         return semconv.INTERSECTION.join(self.parts)
 
 
@@ -84,6 +85,7 @@ class GroupResolver:
 
     @property
     def active(self) -> bool:
+        """Whether any sensitive attribute is configured."""
         return bool(self._attributes)
 
     def _attributes_of(self, names: Iterable[str]) -> list[SensitiveAttribute]:

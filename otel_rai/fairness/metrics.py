@@ -97,6 +97,7 @@ class GroupCounts:
     tn: int = 0
 
     def add_outcome(self, predicted: bool, actual: bool, n: int = 1) -> None:
+        """Count `n` labelled decisions with this prediction and ground truth in the confusion cells."""
         if actual:
             self.tp += n if predicted else 0
             self.fn += 0 if predicted else n

@@ -344,9 +344,9 @@ class FairnessMonitor:
         if group is not None and (
             not isinstance(group, Mapping) or not all(isinstance(k, str) for k in group)
         ):
-            raise ValueError("otel_rai.record_outcome: group must map attribute names to values")
+            raise ValueError("otel-rai: record_outcome(): group must map attribute names to values")
         if isinstance(y_true, (list, tuple, dict, set)) or getattr(y_true, "ndim", 0):
-            raise ValueError("otel_rai.record_outcome: y_true must be one value")
+            raise ValueError(f"otel-rai: record_outcome(): y_true must be one value, not a {type(y_true).__name__}")
         version = given.get("version")
         given = {**given, "group": None if group is None else dict(group),
                  "version": None if version is None else str(version)}
@@ -354,5 +354,6 @@ class FairnessMonitor:
         return lambda: self.apply_outcome(decision_id, y_true, given, now)
 
     def close(self) -> None:
+        """Stop publishing this monitor's gauges (unless another session has taken them over)."""
         if self._instruments.source == self._observations:
             self._instruments.source = None

@@ -53,6 +53,9 @@ class Positive:
 
 @dataclass(frozen=True)
 class OutcomeRule:
+    """What makes a decision positive: the `positive_label` (default: the second of two classes, or 1),
+    or, for scores, at least `score_threshold`."""
+
     positive_label: Any = None
     score_threshold: float | None = None
 
@@ -114,6 +117,8 @@ class OutcomeRule:
         return None if label is None else bool(prediction == label)
 
     def default_truth(self, classes: Sequence[Any] | None = None) -> Positive:
+        """How ground truth is read when its decision is not remembered; `UnknownDecision` when no positive
+        label can be told."""
         label = self.label_for(None if classes is None else np.asarray(classes))
         if label is None:
             raise UnknownDecision("no positive label: set FairnessConfig(positive_label=...)")
@@ -143,9 +148,11 @@ OutcomeLookup = Callable[[str], "KnownDecision | None"]
 class DecisionJournal(Protocol):
     """Keeps the groups and outcomes of decisions for the audit report (the local audit store)."""
 
-    def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None: ...
+    def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None:
+        """Keep the group of each decision of `ids` ({attribute: one group per row})."""
 
-    def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None: ...
+    def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None:
+        """Keep the ground truth of `decision_id`, recorded at `time_ns`."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +175,8 @@ class DecisionBook:
 
     def remember(self, ids: Sequence[str], model: str, version: str, groups: Mapping[str, list[str]],
                  predicted: Sequence[bool], truth: Positive) -> None:
+        """Remember the decisions of one call (their groups and predictions); the oldest beyond `capacity`
+        are forgotten."""
         entries = self._entries
         names = tuple(groups)
         for decision_id, labels, flag in zip(ids, zip(*groups.values()), predicted):

@@ -11,9 +11,11 @@ import collections
 
 
 class Window:
+    """Running per-group counts of `kinds` counters over the newest `size` entries or the last `seconds`."""
+
     def __init__(self, kinds: int, *, size: int | None = None, seconds: float | None = None) -> None:
         if (size is None) == (seconds is None):
-            raise ValueError("a window has either a size or a duration")
+            raise ValueError("otel-rai: a window has either a size or a duration")
         self._kinds = kinds
         self._size = size
         self._span_ns = None if seconds is None else int(seconds * 1e9)
@@ -22,6 +24,7 @@ class Window:
         self.newest_ns = 0
 
     def add(self, group: str, kind: int, time_ns: int) -> None:
+        """Count one entry; a window by size drops its oldest entry when full."""
         self._entries.append((time_ns, group, kind))
         counts = self.counts.get(group)
         if counts is None:

@@ -54,6 +54,7 @@ class Query:
     input_hashes: frozenset[str] | None = None
 
     def span_matches(self, span: SpanRecord) -> bool:
+        """Whether `span` passes the model, service and time filters."""
         a = span.attributes
         return (
             (self.model_version is None or a.get(semconv.MODEL_VERSION) == self.model_version)
@@ -64,6 +65,7 @@ class Query:
         )
 
     def decision_matches(self, d: Decision) -> bool:
+        """Whether `d` passes the decision id and input hash filters."""
         return (self.decision_ids is None or d.decision_id in self.decision_ids) and (
             self.input_hashes is None or d.input_hash in self.input_hashes
         )
@@ -105,7 +107,7 @@ def backends() -> tuple[str, ...]:
 def connect(backend: str = "local", url: str | None = None) -> Backend:
     """The backend `backend` at `url` (a store path for ``local``; each backend has a default)."""
     if backend not in backends():
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(backends())}")
+        raise ValueError(f"otel-rai: unknown backend {backend!r}; choose one of {', '.join(backends())}")
     module = importlib.import_module(f"{__name__}.{backend}")
     return module.connect(url)
 

@@ -16,14 +16,17 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
 from otel_rai.codec.records import SpanRecord
-from otel_rai.errors import BackendError
+from otel_rai.errors import PREFIX, BackendError
 
 #: How far back a remote search looks when no time window is given.
 DEFAULT_LOOKBACK_NS = 7 * 86_400 * 1_000_000_000
+#: How long one HTTP request to a backend may take.
 TIMEOUT_S = 30.0
 
 
 class HttpError(BackendError):
+    """An HTTP error status from a backend, with the status and the JSON body (if any)."""
+
     def __init__(self, message: str, status: int, body: Any) -> None:
         super().__init__(message)
         self.status = status
@@ -34,11 +37,11 @@ def check_url(url: str, backend: str) -> str:
     """`url` if it is an http(s) URL with a host, else ValueError (a usage error)."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{backend}: {url!r} is not an http(s) URL like http://localhost:16686")
+        raise ValueError(f"otel-rai: {backend}: {url!r} is not an http(s) URL like http://localhost:16686")
     try:
         parts.port  # noqa: B018 - validates the port
     except ValueError:
-        raise ValueError(f"{backend}: {url!r} has an invalid port") from None
+        raise ValueError(f"otel-rai: {backend}: {url!r} has an invalid port") from None
     return url.rstrip("/")
 
 
@@ -97,7 +100,7 @@ class Http:
 
 def unexpected(backend: str, exc: BaseException) -> BackendError:
     """The error for a response whose shape we do not understand."""
-    return BackendError(f"unexpected response from {backend} ({type(exc).__name__}: {exc})")
+    return BackendError(f"unexpected response from {backend} ({type(exc).__name__}: {str(exc).removeprefix(PREFIX)})")
 
 
 Search = Callable[[int, int], "tuple[list[SpanRecord], bool]"]

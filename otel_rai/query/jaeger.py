@@ -21,6 +21,7 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, unexpected, windows
 
 DEFAULT_URL = "http://localhost:16686"
+#: Traces one Jaeger search asks for; a window that returns this many is split and searched again.
 SEARCH_DEPTH = 1000
 #: A search's spans, and whether the search may have been cut off at the search depth.
 Found = tuple[list[SpanRecord], bool]
@@ -140,6 +141,7 @@ class Jaeger:
         return [r for t in traces for r in legacy_records(t)], len(traces) >= self.search_depth
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Search every service (or the query's), window by window, with the model filters as tags."""
         start, end = lookback(query.start_ns, query.end_ns)
         tags = {k: v for k, v in ((semconv.MODEL_VERSION, query.model_version),
                                   (semconv.MODEL_NAME, query.model_name)) if v is not None}
@@ -162,4 +164,5 @@ class Jaeger:
 
 
 def connect(url: str | None) -> Jaeger:
+    """Jaeger at `url`, else at `DEFAULT_URL`."""
     return Jaeger(url or DEFAULT_URL)

@@ -14,6 +14,8 @@ DEFAULT_URL = None
 
 
 class Local:
+    """The query backend of one local audit store."""
+
     def __init__(self, path: Path) -> None:
         self.store = store.Store(path)
 
@@ -37,14 +39,12 @@ class Local:
         }
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """The store's spans for `query`, by indexed SQL."""
         return self.store.spans(**self._filters(query))
 
     def count(self, query: Query) -> int:
+        """The number of decisions the store holds for `query`."""
         return self.store.count_decisions(**self._filters(query))
-
-    def plan(self, query: Query) -> str:
-        """SQLite's query plan for `query`."""
-        return self.store.query_plan(**self._filters(query))
 
 
 def connect(url: str | None) -> Local:

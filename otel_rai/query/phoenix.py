@@ -19,6 +19,7 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, time_order, unexpected
 
 DEFAULT_URL = "http://localhost:6006"
+#: Spans per page of Phoenix's REST API.
 PAGE = 1000
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 
@@ -45,15 +46,18 @@ def record(span: dict[str, Any]) -> SpanRecord:
 
 
 class Phoenix:
+    """Phoenix's REST API at `url`, reading the spans of `project` (default ``PHOENIX_PROJECT_NAME``)."""
+
     def __init__(self, url: str, project: str | None = None) -> None:
         key = settings.env("PHOENIX_API_KEY")
         self.http = Http(url, "phoenix", {"Authorization": f"Bearer {key}"} if key else None)
         self.project = project or settings.env("PHOENIX_PROJECT_NAME") or "default"
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Every page of the project's spans in the window, sorted by start time; none for an unknown project."""
         if query.service is not None:
-            raise ValueError("phoenix keeps no resource attributes, so it cannot filter by service; leave out "
-                             "--service (spans are grouped by project: PHOENIX_PROJECT_NAME)")
+            raise ValueError("otel-rai: phoenix keeps no resource attributes, so it cannot filter by service; leave "
+                             "out --service (spans are grouped by project: PHOENIX_PROJECT_NAME)")
         start, end = lookback(query.start_ns, query.end_ns)
         params: list[tuple[str, str]] = [
             ("start_time", rfc3339(start // 1000 * 1000)),
@@ -86,4 +90,5 @@ class Phoenix:
 
 
 def connect(url: str | None) -> Phoenix:
+    """Phoenix at `url`, else at `DEFAULT_URL`."""
     return Phoenix(url or DEFAULT_URL)

@@ -19,6 +19,7 @@ from otel_rai.query import Query
 from otel_rai.query._remote import Http, HttpError, lookback, unexpected, windows
 
 DEFAULT_URL = "http://localhost:3200"
+#: Traces one Tempo search asks for; a window that returns this many is split and searched again.
 SEARCH_LIMIT = 500
 _SECOND = 1_000_000_000
 _TRACE_ID = re.compile(r"[0-9a-fA-F]{32}")
@@ -39,6 +40,8 @@ def traceql(query: Query) -> str:
 
 
 class Tempo:
+    """Tempo's HTTP API at `url`, `search_limit` traces per search."""
+
     def __init__(self, url: str, *, search_limit: int = SEARCH_LIMIT) -> None:
         self.http = Http(url, "tempo")
         self.search_limit = search_limit
@@ -75,6 +78,7 @@ class Tempo:
         return found, len(traces) >= self.search_limit
 
     def spans(self, query: Query) -> Iterator[SpanRecord]:
+        """Search with TraceQL, window by window, and fetch each trace found."""
         start, end = lookback(query.start_ns, query.end_ns)
         text = traceql(query)
         try:
@@ -86,4 +90,5 @@ class Tempo:
 
 
 def connect(url: str | None) -> Tempo:
+    """Tempo at `url`, else at `DEFAULT_URL`."""
     return Tempo(url or DEFAULT_URL)

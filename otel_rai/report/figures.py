@@ -60,6 +60,8 @@ class DecisionRecord:
 
 @dataclass(frozen=True)
 class AttributeFigures:
+    """The figures of one sensitive attribute: the counts of each group, and their fairness summary."""
+
     attribute: str
     counts: dict[str, fairness.GroupCounts]
     summary: fairness.Summary
@@ -67,6 +69,9 @@ class AttributeFigures:
 
 @dataclass(frozen=True)
 class Figures:
+    """Everything the report shows of one model version: decisions, selections, labelled outcomes, the
+    time span, each attribute's figures, and the mean absolute attribution of the top features."""
+
     model: str
     version: str
     decisions: int

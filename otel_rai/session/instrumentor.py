@@ -46,6 +46,8 @@ _log = logging.getLogger(__name__)
 
 #: How long interpreter exit waits for the audit worker and the exporters.
 EXIT_TIMEOUT_S = 10.0
+#: How long `flush` waits unless told otherwise.
+FLUSH_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ class RaiInstrumentor(BaseInstrumentor):
     `otel_rai.instrument`); ``opentelemetry-instrument`` gives none, so they come from the environment."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
+        """The scikit-learn versions this instrumentation supports."""
         return ("scikit-learn >= 1.3",)
 
     def _instrument(self, **kwargs: Any) -> None:
@@ -258,7 +261,7 @@ def record_outcome(
     return True
 
 
-def flush(timeout: float = 30.0) -> FlushResult:
+def flush(timeout: float = FLUSH_TIMEOUT_S) -> FlushResult:
     """Wait until every decision so far has its span ended and exported, or `timeout` seconds pass."""
     session = _session
     if session is None:

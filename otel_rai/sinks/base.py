@@ -41,6 +41,7 @@ class Sink(SpanProcessor):
         spooled, or are counted in `dropped` when they were held in memory only."""
 
     def shutdown(self) -> None:
+        """`close` within `SHUTDOWN_TIMEOUT` seconds (the SDK's processor shutdown)."""
         self.close(SHUTDOWN_TIMEOUT)
 
 
@@ -87,4 +88,5 @@ Encoded = tuple[Resource, Optional[InstrumentationScope], bytes, int]
 
 
 def encoded(span: ReadableSpan) -> Encoded:
+    """`span` as a queue keeps it: its resource, its scope, its OTLP encoding, its decisions."""
     return span.resource, span.instrumentation_scope or None, otlpproto.encode_span(span), _rows(span)

@@ -34,8 +34,15 @@ except ImportError:  # Windows: one exporting process per store is assumed
 
 _log = logging.getLogger(__name__)
 
+#: Spans that may wait unwritten after a failed write (retried next cycle); beyond them `commit` retries in
+#: place, which holds up the worker: back-pressure, never a drop.
 _MAX_UNWRITTEN = 100_000
+#: Those in-place retries wait this long at first, doubling up to `_RETRY_MAX_S`.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
+#: How often the export looks at the outbox unwoken: other processes may fill it.
 _EXPORT_POLL_S = 1.0
+#: How often `force_flush` looks whether the worker's retries have written everything.
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
@@ -97,6 +104,8 @@ class StoreOutbox:
         return found
 
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
+        """The oldest spans after the last delivered, as encoded when written; empty while another process
+        holds the export lock."""
         if not self._hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
@@ -200,6 +209,7 @@ class StoreSink(base.Sink):
             self._exporter = otlp.Exporter(self._factory, self._outbox, poll=_EXPORT_POLL_S, **self._options)
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Keep `span` for the next commit, if it is an audit span and the sink is open."""
         scope = span.instrumentation_scope
         if scope is not None and scope.name == semconv.SCOPE and not self._closed:
             self._received.append(span)
@@ -223,7 +233,7 @@ class StoreSink(base.Sink):
             if self._outbox is not None:
                 self._unqueued += [queued(span) for span in self._received]
             self._received = []
-        delay = 0.1
+        delay = _RETRY_FIRST_S
         while self._unwritten or self._unqueued or self._groups or self._outcomes:
             try:
                 last, rows = self.store.append(self._unwritten, queued=self._unqueued,
@@ -233,7 +243,7 @@ class StoreSink(base.Sink):
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             if self._unqueued:
                 self._outbox.written(last)
@@ -245,6 +255,7 @@ class StoreSink(base.Sink):
             self.store.index_inputs()
 
     def pending(self) -> int:
+        """Spans not yet written, plus those in the outbox."""
         unwritten = len(self._received) + self._unsaved()
         return unwritten + (self._outbox.pending() if self._outbox is not None else 0)
 
@@ -252,9 +263,11 @@ class StoreSink(base.Sink):
         return max(len(self._unwritten), len(self._unqueued))
 
     def exported(self) -> int:
+        """Spans this process exported from the outbox."""
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
+        """After close, the spans that could not be written; before it, 0."""
         return self._unsaved() if self._closed else 0
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

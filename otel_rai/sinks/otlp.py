@@ -28,9 +28,13 @@ PROTOCOLS = settings.PROTOCOLS
 #: Limits of one export request: spans, and decisions (a decision is about 150 bytes of OTLP).
 MAX_BATCH_SPANS = 1024
 MAX_BATCH_ROWS = 4096
+#: The wait after the first failed attempt; it doubles with each failure, up to `max_backoff`.
 _MIN_BACKOFF = 0.5
+#: Each wait is a random fraction of the backoff, at least this one (jitter).
+_JITTER_MIN = 0.5
 #: The longest wait between two export attempts while the backend is down.
 MAX_BACKOFF = 10.0
+#: How often `Exporter.flush` looks at a queue that other processes may share, between deliveries.
 _FLUSH_POLL = 0.05
 #: How long closing waits for an export attempt in flight.
 CLOSE_TIMEOUT = 5.0
@@ -99,17 +103,20 @@ class MemoryQueue:
         self.closed = False
 
     def put(self, spans: list[Encoded]) -> None:
+        """Queue encoded spans; blocks while `max_backlog` spans wait, until closed."""
         with self._cond:
             self._cond.wait_for(lambda: len(self._spans) < self._max_backlog or self.closed)
             self._spans.extend(spans)
 
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
+        """The oldest spans within the limits (see `SpanQueue.take`)."""
         with self._cond:
             batch = next(batches(self._spans, max_spans, max_rows, operator.itemgetter(3)), [])
             self._taken = len(batch)
         return otlpproto.EncodedSpans(otlpproto.grouped(entry[:3] for entry in batch)) if batch else []
 
     def done(self) -> None:
+        """Drop the spans of the last `take`, and wake a blocked `put`."""
         with self._cond:
             for _ in range(self._taken):
                 self._spans.popleft()
@@ -117,9 +124,11 @@ class MemoryQueue:
             self._cond.notify_all()
 
     def pending(self) -> int:
+        """Spans queued, taken or not."""
         return len(self._spans)
 
     def close(self) -> None:
+        """Stop blocking `put`: from now on it queues without waiting."""
         with self._cond:
             self.closed = True
             self._cond.notify_all()
@@ -203,7 +212,7 @@ class Exporter:
             if self._closed:  # shutdown gave up waiting: the spans stay unexported, and say so
                 _log.error("otel-rai: %d audit spans were not exported before shutdown", self.queue.pending())
                 return
-            self._sleep(backoff * random.uniform(0.5, 1.0))
+            self._sleep(backoff * random.uniform(_JITTER_MIN, 1.0))
             backoff = min(backoff * 2, self._max_backoff)
 
     def _export(self, batch: Sequence[ReadableSpan]) -> bool:
@@ -278,9 +287,11 @@ class ExportSink(Sink):
         self._dropped = 0
 
     def on_end(self, span: ReadableSpan) -> None:
+        """Keep `span` for the next commit."""
         self._received.append(span)
 
     def commit(self) -> None:
+        """Encode the spans of this cycle, queue them (blocking while the queue is full) and wake the export."""
         if not self._received:
             return
         received, self._received = self._received, []
@@ -288,12 +299,15 @@ class ExportSink(Sink):
         self._exporter.wake()
 
     def pending(self) -> int:
+        """Spans received and not yet exported."""
         return len(self._received) + self._queue.pending()
 
     def exported(self) -> int:
+        """Spans exported so far."""
         return self._exporter.exported
 
     def dropped(self) -> int:
+        """After close, the spans that were not exported (lost with the process); before it, 0."""
         return self._dropped
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -301,6 +315,7 @@ class ExportSink(Sink):
         return self._exporter.flush(timeout_millis / 1000)
 
     def close(self, timeout: float) -> None:
+        """Export what waits within `timeout` seconds, then stop; what is left is counted in `dropped`."""
         if self._queue.closed:
             return
         deadline = time.monotonic() + timeout

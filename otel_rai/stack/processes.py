@@ -38,12 +38,26 @@ COMPONENTS = ("rotel", "phoenix", "prometheus")
 DEFAULT_SCRAPE = "127.0.0.1:9464"
 #: The EU AI Act's six months, as in collector/jaeger.yaml.
 RETENTION = "184d"
+#: How often Prometheus scrapes the application unless told otherwise.
+SCRAPE_INTERVAL = "15s"
+#: How long `up` waits for every server to answer, and `down` for each to exit after SIGTERM (then SIGKILL).
+START_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 20.0
+#: How long `up` gives the servers it started to exit when another failed to start.
+_ABORT_TIMEOUT_S = 10.0
+#: How often `up` asks the servers whether they are ready, and the readiness probes' own timeouts.
+_READY_POLL_S = 0.25
+_HTTP_PROBE_S = 2.0
+_TCP_PROBE_S = 0.5
+#: How often `down` looks whether a server has exited, after SIGTERM and after SIGKILL.
+_EXIT_POLL_S = 0.1
+_KILLED_POLL_S = 0.05
 
 INSTALL = {
-    "rotel": "pip install 'otel-rai[stack]'   (or: pip install rotel)",
+    "rotel": "pip install 'otel-rai[stack]' (or: pip install rotel)",
     "phoenix": "pipx install arize-phoenix, or set OTEL_RAI_PHOENIX to its `phoenix` command (it cannot share an "
                "environment with mlflow: their graphql-core versions conflict)",
-    "prometheus": "sudo apt-get install prometheus   (Debian/Ubuntu; elsewhere put a prometheus binary on PATH)",
+    "prometheus": "sudo apt-get install prometheus on Debian/Ubuntu, or put a prometheus binary on PATH",
 }
 
 
@@ -92,21 +106,26 @@ class Stack:
 
     @property
     def otlp_grpc_endpoint(self) -> str:
+        """Where rotel receives OTLP over gRPC, as a URL."""
         return f"http://{self.host}:{self.ports.otlp_grpc}"
 
     @property
     def otlp_http_endpoint(self) -> str:
+        """Where rotel receives OTLP over HTTP, as a URL."""
         return f"http://{self.host}:{self.ports.otlp_http}"
 
     @property
     def phoenix_url(self) -> str:
+        """Phoenix's UI and REST API."""
         return f"http://{self.host}:{self.ports.phoenix}"
 
     @property
     def prometheus_url(self) -> str:
+        """Prometheus's UI and API."""
         return f"http://{self.host}:{self.ports.prometheus}"
 
     def save(self) -> None:
+        """Write the state file, replacing the old one at once (a reader never sees half of it)."""
         state = {
             "host": self.host,
             "ports": asdict(self.ports),
@@ -119,6 +138,7 @@ class Stack:
 
     @classmethod
     def load(cls, directory: Path) -> Stack | None:
+        """The stack recorded in `directory`, or None; `StackError` for a state file this version cannot read."""
         path = directory / STATE_FILE
         if not path.exists():
             return None
@@ -204,12 +224,12 @@ def _terminate(process: Process, timeout: float) -> str:
         os.killpg(process.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and state_of(process) == "running":
-        time.sleep(0.1)
+        time.sleep(_EXIT_POLL_S)
     if state_of(process) == "running":
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         while state_of(process) == "running":
-            time.sleep(0.05)
+            time.sleep(_KILLED_POLL_S)
         return f"killed {process.name} (pid {process.pid}) after {timeout:.0f} s"
     return f"stopped {process.name} (pid {process.pid})"
 
@@ -298,7 +318,7 @@ def resolve_ports(host: str, ports: Ports) -> Ports:
     if len(set(chosen.values())) != len(chosen):
         taken.append(f"two servers cannot share a port: {chosen}")
     if taken:
-        raise StackError("\n".join(taken))
+        raise StackError("; ".join(taken))
     return Ports(**chosen)
 
 
@@ -402,7 +422,7 @@ def _launch_all(stack: Stack, rule_files: Sequence[Path], scrape_interval: str) 
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=_HTTP_PROBE_S) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -410,17 +430,19 @@ def _http_ok(url: str) -> bool:
 
 def _listening(host: str, port: int) -> bool:
     try:
-        with socket.create_connection((host, port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=_TCP_PROBE_S):
             return True
     except OSError:
         return False
 
 
-def _tail(path: str, lines: int = 15) -> str:
+def _last_line(path: str) -> str:
+    """The last non-empty line of a server's log (where a failing server says why), for a one-line error."""
     try:
-        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+        lines = [line.strip() for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
+    return lines[-1] if lines else ""
 
 
 def _wait_ready(stack: Stack, checks: list[tuple[str, Callable[[], bool]]], timeout: float) -> None:
@@ -430,15 +452,16 @@ def _wait_ready(stack: Stack, checks: list[tuple[str, Callable[[], bool]]], time
         for name in list(pending):
             process = stack.processes[name]
             if state_of(process) != "running":
-                raise StackError(f"{name} exited while starting; last lines of {process.log}:\n{_tail(process.log)}")
+                raise StackError(f"{name} exited while starting; see {process.log}, which ends: "
+                                 f"{_last_line(process.log)!r}")
             if pending[name]():
                 del pending[name]
         if pending and time.monotonic() > deadline:
             name = next(iter(pending))
             log = stack.processes[name].log
-            raise StackError(f"{name} was not ready after {timeout:.0f} s; last lines of {log}:\n{_tail(log)}")
+            raise StackError(f"{name} was not ready after {timeout:.0f} s; see {log}, which ends: {_last_line(log)!r}")
         if pending:
-            time.sleep(0.25)
+            time.sleep(_READY_POLL_S)
 
 
 # --- up, down, status ----------------------------------------------------------------------------------
@@ -451,18 +474,18 @@ def up(
     host: str = "127.0.0.1",
     scrape: Sequence[str] = (DEFAULT_SCRAPE,),
     rule_files: Sequence[Path] = (),
-    scrape_interval: str = "15s",
-    timeout: float = 180.0,
+    scrape_interval: str = SCRAPE_INTERVAL,
+    timeout: float = START_TIMEOUT_S,
 ) -> Stack:
     """Start rotel, Phoenix and Prometheus and wait until each answers; return where they listen.
 
     An already running stack in `directory` is returned as it is. If a server fails to start, the ones already
-    started are stopped again and `StackError` says why (with the end of that server's log).
+    started are stopped again and `StackError` says why (with the last line of that server's log).
     """
     directory = (directory or default_dir()).resolve()
     problems = missing()
     if problems:
-        raise StackError("cannot start the stack:\n  " + "\n  ".join(problems))
+        raise StackError("cannot start the stack: " + "; ".join(problems))
     for rule_file in rule_files:
         if not Path(rule_file).is_file():
             raise StackError(f"rule file {rule_file} does not exist")
@@ -480,7 +503,7 @@ def up(
         try:
             _wait_ready(stack, _launch_all(stack, rule_files, scrape_interval), timeout)
         except BaseException:
-            _stop(stack, timeout=10)
+            _stop(stack, timeout=_ABORT_TIMEOUT_S)
             raise
         return stack
 
@@ -491,7 +514,7 @@ def _stop(stack: Stack, timeout: float) -> list[str]:
     return outcomes
 
 
-def down(directory: Path | None = None, *, timeout: float = 20.0) -> list[str]:
+def down(directory: Path | None = None, *, timeout: float = STOP_TIMEOUT_S) -> list[str]:
     """Stop what ``up`` started in `directory` (and nothing else); the data stays. Returns one line per server."""
     directory = (directory or default_dir()).resolve()
     with _locked(directory):
@@ -503,15 +526,19 @@ def down(directory: Path | None = None, *, timeout: float = 20.0) -> list[str]:
 
 @dataclass
 class Status:
+    """What `status` found: the stack recorded in `directory`, and the state of each server."""
+
     directory: Path
     stack: Stack | None
     states: dict[str, str]
 
     @property
     def running(self) -> bool:
+        """Whether all three servers run."""
         return bool(self.states) and set(self.states) == set(COMPONENTS) and set(self.states.values()) == {"running"}
 
     def as_dict(self) -> dict:
+        """The status as JSON-ready values (``stack status --json``)."""
         processes = {}
         for name, state in self.states.items():
             process = self.stack.processes[name]

@@ -19,6 +19,8 @@ from otel_rai.store import schema
 
 #: How long a writer waits for another writer's transaction before it fails.
 BUSY_TIMEOUT_S = 60.0
+#: How often `journal_mode_wal` tries again while another connection writes in rollback mode.
+_WAL_RETRY_S = 0.005
 
 
 def create_file(path: Path) -> None:
@@ -62,7 +64,7 @@ def journal_mode_wal(conn: sqlite3.Connection) -> str:
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
-            time.sleep(0.005)
+            time.sleep(_WAL_RETRY_S)
 
 
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
@@ -110,7 +112,11 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
 _MAX_ROWS_PER_INSERT = 512
 
 
-@functools.lru_cache(maxsize=256)
+#: INSERT statements remembered (a few sizes of each table's).
+_STATEMENTS_CACHED = 256
+
+
+@functools.lru_cache(maxsize=_STATEMENTS_CACHED)
 def _insert_sql(head: str, width: int, rows: int) -> str:
     one = f"({', '.join('?' * width)})"
     return f"{head} VALUES {', '.join([one] * rows)}"

@@ -108,6 +108,7 @@ FROM decisions d JOIN spans s ON s.seq = d.span JOIN origins o ON o.id = s.origi
 
 
 def meta(conn: sqlite3.Connection) -> dict[str, str]:
+    """The ``meta`` table as a dict."""
     return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
 

@@ -24,6 +24,8 @@ from otel_rai.store.connection import connect, insert, writing
 DEFAULT_NAME = "audit.db"
 #: Rows written between two bulk fills of ``input_index``.
 INDEX_EVERY = 65_536
+#: Rows `Store.index_inputs` adds in one sorted bulk transaction, at most.
+_INDEX_BATCH_ROWS = 1 << 20
 
 
 def default_path() -> Path:
@@ -137,6 +139,7 @@ class Store:
         return conn
 
     def close(self) -> None:
+        """Close every thread's connection; a later use opens a new one."""
         with self._lock:
             connections, self._connections = self._connections, []
         for conn in connections:
@@ -244,7 +247,7 @@ class Store:
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + max(len(records), len(queued)) - 1, n_decisions
 
-    def index_inputs(self, max_rows: int = 1 << 20) -> int:
+    def index_inputs(self, max_rows: int = _INDEX_BATCH_ROWS) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
         sorted bulk transaction; returns how many rows were indexed."""
         conn = self._connection()
@@ -303,11 +306,13 @@ class Store:
         return self._connection().execute(sql, args).fetchone()[0]
 
     def last_seq(self) -> int:
+        """The last sequence number given to a span (written or queued)."""
         return _last_seq(self._connection())
 
     # --- reading ---
 
     def origin_of(self, origin: int) -> Origin:
+        """The resource and scope of origin `origin` (cached)."""
         found = self._origin_records.get(origin)
         if found is None:
             row = self._connection().execute(
