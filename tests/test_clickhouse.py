@@ -747,7 +747,7 @@ def test_urls_are_a_location_or_a_usage_error():
         try:
             where = client.location(url)
         except ValueError as exc:
-            assert str(exc).startswith("clickhouse: ") and "\n" not in str(exc)
+            assert str(exc).startswith("otel-rai: clickhouse: ") and "\n" not in str(exc)
             continue
         assert where.kind in ("http", "chdb") and where.database.replace("_", "").isalnum()
         if where.kind == "http":

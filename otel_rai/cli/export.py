@@ -34,6 +34,7 @@ class _Spool:
         self.source = source
 
     def spans(self, q: Query) -> Iterator[SpanRecord]:
+        """Every span waiting in the outbox, in write order (`query.find_spans` applies `q`)."""
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
         from otel_rai.codec import otlpproto, sdk

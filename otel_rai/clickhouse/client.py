@@ -51,7 +51,7 @@ class Location:
 def _database(name: str) -> str:
     """`name` if it can go into SQL unquoted (it names the tables of every statement)."""
     if not name.replace("_", "").isalnum() or not name.isascii():
-        raise ValueError(f"clickhouse: database {name!r} must be letters, digits and underscores")
+        raise ValueError(f"otel-rai: clickhouse: database {name!r} must be letters, digits and underscores")
     return name
 
 
@@ -63,15 +63,15 @@ def location(url: str) -> Location:
     if parts.scheme == "chdb":
         rest = url[len("chdb://"):].split("?", 1)[0] if url.startswith("chdb://") else ""
         if not rest:
-            raise ValueError(f"clickhouse: {url!r}: give chdb:///a/directory or chdb://memory")
+            raise ValueError(f"otel-rai: clickhouse: {url!r}: give chdb:///a/directory or chdb://memory")
         path = None if rest in ("memory", ":memory:") else rest
         return Location("chdb", _database(database or schema.DATABASE), path=path)
     if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"clickhouse: {url!r} is not a URL like http://localhost:8123 or chdb:///a/directory")
+        raise ValueError(f"otel-rai: clickhouse: {url!r} is not a URL like http://localhost:8123 or chdb:///a/directory")
     try:
         port = parts.port or _DEFAULT_PORTS[parts.scheme]
     except ValueError:
-        raise ValueError(f"clickhouse: {url!r} has an invalid port") from None
+        raise ValueError(f"otel-rai: clickhouse: {url!r} has an invalid port") from None
     return Location(
         "http", _database(database or parts.path.strip("/") or schema.DATABASE), host=parts.hostname, port=port,
         secure=parts.scheme == "https",
@@ -137,6 +137,7 @@ class Connection:
             raise self._error(exc) from None
 
     def command(self, sql: str) -> None:
+        """Run a statement that returns nothing (DDL, ALTER, OPTIMIZE)."""
         client = self._connect()
         try:
             client.command(sql)
@@ -166,6 +167,7 @@ class Connection:
             self.command(statement)
 
     def close(self) -> None:
+        """Close the client (chDB keeps its engine open while any client of the directory is)."""
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -58,18 +58,22 @@ class Layout:
         return f"{self.database}.{name}_local" if self.cluster else f"{self.database}.{name}"
 
     def on_cluster(self) -> str:
+        """`` ON CLUSTER name`` in a cluster, else nothing."""
         return f" ON CLUSTER {self.cluster}" if self.cluster else ""
 
     def engine(self, name: str, engine: str = "MergeTree", args: str = "") -> str:
+        """The table engine of `name`: `engine` on one server, its replicated form in a cluster."""
         if not self.cluster:
             return f"{engine}({args})" if args else engine
         path = f"'/clickhouse/tables/{{shard}}/{self.database}/{name}_local', '{{replica}}'"
         return f"Replicated{engine}({path}{', ' + args if args else ''})"
 
     def ttl(self, column: str) -> str:
+        """The TTL clause: rows go `retention_days` after `column`."""
         return f"TTL toDateTime({column}) + toIntervalDay({self.retention_days})"
 
     def settings(self) -> str:
+        """The table settings: the granule size, and whole parts dropped by the TTL (no rewrites)."""
         return f"SETTINGS index_granularity = {self.granularity}, ttl_only_drop_parts = 1"
 
 

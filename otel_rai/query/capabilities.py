@@ -39,6 +39,8 @@ class Tally:
 
 @runtime_checkable
 class Tallying(Protocol):
+    """A backend that computes the report's counts itself."""
+
     def tally(self, query: Query, positive_label: Any, sensitive: Sequence[str] = ()) -> Tally:
         """The `Tally` of the decisions `query` selects. Groups come from the groups the store holds for a
         decision; a decision with none takes, for each of the `sensitive` features, its allowlisted raw
@@ -48,6 +50,8 @@ class Tallying(Protocol):
 
 @runtime_checkable
 class NamedSpans(Protocol):
+    """A backend that finds spans by name without reading the others."""
+
     def named_spans(self, query: Query, name: str) -> Iterator[SpanRecord]:
         """The spans called `name` within `query`'s model, service and window, in time order."""
         ...
@@ -55,6 +59,8 @@ class NamedSpans(Protocol):
 
 @runtime_checkable
 class Chained(Protocol):
+    """A backend that reads its trail in chain order."""
+
     def chained(self, query: Query) -> Iterator[SpanRecord]:
         """Every audit record within `query`'s service and window: each stream's records together, in
         sequence order (copies and records claiming one place side by side), the streams one after the
