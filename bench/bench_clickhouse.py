@@ -248,6 +248,9 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the stores (reused by a later run with --dir)")
     parser.add_argument("--skip-local-report", action="store_true",
                         help="do not time the local report (it reads every decision of the version into Python)")
+    parser.add_argument("--only", action="append", metavar="WHAT[:KIND]",
+                        help="measure only this again (page, id, hash, report, chain; kind local or clickhouse) "
+                             "on the stores of --dir, keeping the other results of the last run")
     args = parser.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-ch-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -255,6 +258,9 @@ def main() -> int:
     path, url = work / "audit.db", f"chdb://{work / 'ch'}"
     results: dict[str, Any] = {"decisions": args.decisions, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                                "python": platform.python_version()}
+    out = ROOT / "bench" / "results" / "bench_clickhouse.json"
+    if args.only:
+        results = json.loads(out.read_text())
     try:
         state = work / "generated.json"
         if state.exists() and json.loads(state.read_text())["decisions"] >= args.decisions * 0.99:
@@ -271,13 +277,14 @@ def main() -> int:
             for kind in ("local", "clickhouse"):
                 if what == "report" and kind == "local" and args.skip_local_report:
                     continue
+                if args.only and what not in args.only and f"{what}:{kind}" not in args.only:
+                    continue
                 results.setdefault(what, {})[kind] = _in_process(what, kind, path, url, facts)
                 print(what, kind, _ms(results[what][kind]["seconds"]),
                       f"{results[what][kind]['peak_rss_mb']:,.0f} MB", file=sys.stderr, flush=True)
     finally:
         if not args.keep and args.dir is None:
             shutil.rmtree(work, ignore_errors=True)
-    out = ROOT / "bench" / "results" / "bench_clickhouse.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     _table(results)

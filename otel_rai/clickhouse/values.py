@@ -173,6 +173,12 @@ _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf,
                "json: unsupported value: -Inf": -math.inf}
 
 
+#: Names seen, with their parser: a span's dozen names repeat in every span.
+_SEEN: dict[str, Callable[[str], Any]] = {}
+#: Bound on `_SEEN` (names are few; this only bounds a pathological trail).
+_SEEN_MAX = 10_000
+
+
 def kind_of(name: str) -> str | None:
     """The type of attribute `name`, None for a name otel-rai does not define."""
     kind = KINDS.get(name)
@@ -217,7 +223,12 @@ _PARSERS: dict[str | None, Callable[[str], Any]] = {
 
 def parse(name: str, text: str) -> Any:
     """The value of attribute `name` from the exporter's text (see the module docstring)."""
-    return _PARSERS[kind_of(name)](text)
+    parser = _SEEN.get(name)
+    if parser is None:
+        if len(_SEEN) > _SEEN_MAX:
+            _SEEN.clear()
+        parser = _SEEN[name] = _PARSERS[kind_of(name)]
+    return parser(text)
 
 
 def parse_attributes(values: dict[str, str]) -> dict[str, Any]:

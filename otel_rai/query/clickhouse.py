@@ -256,14 +256,17 @@ class ClickHouse:
                   f" {self._t(schema.GROUPS)} FINAL{self._where([*clauses, 'NOT Failed'])}")
         self._add_groups(tally, stored, params, outcomes)
         for i, name in enumerate(sensitive):
-            self._add_groups(tally, self._feature_source(query, name, i, params), params, outcomes)
+            spans = self._feature_spans(query, name, i, params)
+            # The bloom filter on the attribute names makes this probe cheap; without it, the query below
+            # would still build the set of decisions with stored groups.
+            if self.db.rows(f"SELECT 1 FROM {self._t(schema.TRACES)}{self._where(spans)} LIMIT 1", params):
+                self._add_groups(tally, self._feature_source(spans, clauses, i), params, outcomes)
         return tally
 
-    def _feature_source(self, query: Query, name: str, i: int, params: dict[str, Any]) -> str:
-        """SQL: (decision, attribute, group key, output) from the allowlisted raw value `name` on the spans,
-        for the decisions without stored groups."""
-        attribute = semconv.INPUT_VALUE_PREFIX + name
-        params[f"feature{i}"], params[f"attribute{i}"] = name, attribute
+    @staticmethod
+    def _feature_spans(query: Query, name: str, i: int, params: dict[str, Any]) -> list[str]:
+        """WHERE clauses on ``otel_traces``: the spans of `query` that carry the allowlisted raw value `name`."""
+        params[f"feature{i}"], params[f"attribute{i}"] = name, semconv.INPUT_VALUE_PREFIX + name
         span_clauses = [f"mapContains(SpanAttributes, {{attribute{i}:String}})", f"StatusCode NOT IN {_STATUS_ERROR}"]
         for key, param in ((semconv.MODEL_VERSION, "version"), (semconv.MODEL_NAME, "model")):
             if param in params:
@@ -274,7 +277,12 @@ class ClickHouse:
             span_clauses.append("Timestamp >= fromUnixTimestamp64Nano({start:Int64})")
         if query.end_ns is not None:
             span_clauses.append("Timestamp < fromUnixTimestamp64Nano({end:Int64})")
-        grouped = f"SELECT DecisionId FROM {self._t(schema.GROUPS)}"
+        return span_clauses
+
+    def _feature_source(self, span_clauses: list[str], clauses: list[str], i: int) -> str:
+        """SQL: (decision, attribute, group key, output) from the spans' allowlisted raw values, for the
+        decisions of `clauses` without stored groups."""
+        grouped = f"SELECT DecisionId FROM {self._t(schema.GROUPS)}{self._where(clauses)}"
         return (
             f"SELECT ids[i] AS DecisionId, {{feature{i}:String}} AS Attribute,"
             f" {_label_key('if(length(vals) = length(ids), vals[i], ' + repr('null') + ')')} AS GroupKey,"
