@@ -31,6 +31,11 @@ FIRST_PAGE, MAX_PAGE = 64, 4096
 CHAIN_PAGE = 2048
 #: Keys of spans fetched from ``otel_traces`` in one query.
 FETCH = 4096
+#: Bytes a report's join of decisions with outcomes may hold before ClickHouse sorts it on disk: the join is a
+#: sort-merge join of the two tables (both keyed by decision id), so its memory stays flat at any size.
+SORT_SPILL_BYTES = 1 << 30
+_JOIN = {"join_use_nulls": 1, "join_algorithm": "full_sorting_merge",
+         "max_bytes_before_external_sort": SORT_SPILL_BYTES}
 #: Decisions in the first fetch of a search (a span may hold a thousand), doubling up to `MAX_FETCH_DECISIONS`:
 #: the first page of a query decodes a span or two, not sixty-four of them.
 FIRST_FETCH_DECISIONS, MAX_FETCH_DECISIONS = 256, 65_536
@@ -244,12 +249,13 @@ class ClickHouse:
         params.update(_positive_parameters(positive_label))
         outcomes = (f"(SELECT DecisionId, YTrue FROM {self._t(schema.OUTCOMES)} FINAL"
                     " WHERE YTrue != 'null')")
-        key = _label_key("Output")
+        decisions = (f"SELECT DecisionId, Output, Timestamp, ModelName FROM {self._t(schema.DECISIONS)} FINAL"
+                     f"{self._where([*clauses, 'NOT Failed'])}")
         (n, selected, labelled, first, last, models), = self.db.rows(
-            f"SELECT count(), countIf({_positive(key)}), countIf(DecisionId GLOBAL IN (SELECT DecisionId FROM"
-            f" {outcomes})), min(toUnixTimestamp64Nano(Timestamp)), max(toUnixTimestamp64Nano(Timestamp)),"
-            f" groupUniqArray(ModelName) FROM {self._t(schema.DECISIONS)} FINAL"
-            f"{self._where([*clauses, 'NOT Failed'])}", params)
+            f"SELECT count(), countIf({_positive(_label_key('d.Output'))}), countIf(o.DecisionId IS NOT NULL),"
+            " min(toUnixTimestamp64Nano(d.Timestamp)), max(toUnixTimestamp64Nano(d.Timestamp)),"
+            f" groupUniqArray(d.ModelName) FROM ({decisions}) AS d GLOBAL LEFT JOIN {outcomes} AS o"
+            " ON d.DecisionId = o.DecisionId", params, settings=_JOIN)
         tally = Tally(int(n), int(selected), int(labelled), int(first) if n else None, int(last) if n else None,
                       set(models))
         stored = (f"SELECT DecisionId, Attribute, concat('s', Group) AS GroupKey, Output FROM"
@@ -301,7 +307,7 @@ class ClickHouse:
             f" FROM (SELECT s.Attribute AS Attribute, s.GroupKey AS GroupKey, {selected} AS sel,"
             f" o.YTrue IS NOT NULL AS lab, ifNull({actual}, false) AS act"
             f" FROM ({source}) AS s GLOBAL LEFT JOIN {outcomes} AS o ON s.DecisionId = o.DecisionId)"
-            " GROUP BY Attribute, GroupKey", params, settings={"join_use_nulls": 1})
+            " GROUP BY Attribute, GroupKey", params, settings=_JOIN)
         for attribute, key, n, sel, tp, fp, fn, tn in found:
             counts = tally.groups.setdefault(attribute, {}).setdefault(_label(key), GroupCounts())
             counts.decisions += int(n)
