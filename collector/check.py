@@ -10,7 +10,8 @@ check on the shipped files and on broken copies of them. It checks:
 * component types: each is a type of the contrib distribution (components.yaml) or of Jaeger v2 (`type_errors`);
 * delivery: decision spans meet no sampler or in-memory batch, their exporters queue on disk and retry forever,
   memory_limiter comes first, a tail sampler keeps every trace with a model version (`delivery_errors`);
-* privacy: the PII processor keeps exactly the span attributes of otel_rai/semconv.py (`allowlist_errors`);
+* privacy: the PII processor keeps exactly the span attributes of otel_rai/semconv.py, and deletes the trace-UI
+  input where it repeats allowlisted raw values (`allowlist_errors`);
 * Jaeger: persistent Badger, at least six months of retention, explicit listen addresses (`jaeger_errors`);
 * ClickHouse: the exporter writes into the schema of collector/clickhouse/ (its own schema creation off, same
   database and table), whose files are current and keep every table six months (`clickhouse_errors`);
@@ -288,6 +289,12 @@ def allowlist_errors(config: dict, name: str) -> list[str]:
             f"{name}: {processor!r} keeps prefixes {sorted(prefixes)}; expected only {semconv.OUTPUT_SCORES_PREFIX!r}"
             f" (raw values {semconv.INPUT_VALUE_PREFIX}* stay deleted unless a feature is named explicitly)"
         )
+    if semconv.UI_INPUT_VALUE in exact and not any(
+        s.startswith(f'delete_key(attributes, "{semconv.UI_INPUT_VALUE}") where IsMatch(') and
+        semconv.UI_ALLOWLISTED_KEY in s for s in _scoped_statements(config, processor, "span")
+    ):
+        errors.append(f"{name}: {processor!r} keeps {semconv.UI_INPUT_VALUE!r} without deleting it where it repeats "
+                      f"allowlisted raw values ({semconv.UI_ALLOWLISTED_KEY!r})")
     events = list(_scoped_statements(config, processor, "spanevent"))
     if not any(s.startswith("keep_keys(attributes, ") and "exception.stacktrace" not in s for s in events):
         errors.append(f"{name}: {processor!r} must keep_keys on span events without exception.stacktrace")
@@ -345,9 +352,11 @@ def clickhouse_errors(stack: Stack) -> list[str]:
     for name, text in stack.clickhouse_sql.items():
         for table in _TABLE.finditer(text):
             days = _TTL_DAYS.findall(table["tail"])
-            if not days or int(days[0]) * 24 < SIX_MONTHS_HOURS:
+            if "TTL" in table["tail"] and not days:
+                errors.append(f"clickhouse/{name}: table {table[1]} has a TTL this check cannot read")
+            elif days and int(days[0]) * 24 < SIX_MONTHS_HOURS:  # no TTL: rows are kept (model records)
                 errors.append(f"clickhouse/{name}: table {table[1]} keeps rows less than six months "
-                              f"(TTL {days[0] + ' days' if days else 'missing'})")
+                              f"(TTL {days[0]} days)")
     traces = stack.clickhouse_sql.get("otel_traces.sql", "")
     services = stack.compose.get("services") or {}
     for exporter_id, exporter in _declared(stack.collector, "exporters").items():

@@ -3,13 +3,23 @@
 Run: python examples/credit_scoring.py
 
 With no OTLP endpoint configured, the decisions go to the local audit store (no server needed), and
-the example reads some back. Then try: otel-rai query --model-version 1.4.2 --since 1h
+the example reads some back from it. With one (``OTEL_EXPORTER_OTLP_ENDPOINT``, docs/deploy.md), they
+are exported there; say where they are stored to read them back from there:
+
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 python examples/credit_scoring.py --backend phoenix
+
+It also writes applicant.json, the application of A-1093 as the service received it, for
+``otel-rai verify --input applicant.json``. Then try: otel-rai query --model-version 1.4.2 --since 1h
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,11 +30,16 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 import otel_rai
+from otel_rai import settings
 from otel_rai.explanations import format_reasons
-from otel_rai.query import find_decisions
+from otel_rai.query import backends, find_decisions
 
 NUMERIC = ["income", "debt_ratio", "years_employed"]
 CATEGORICAL = ["region", "home"]
+#: How long to wait for exported decisions to show up in a remote backend (a collector forwards them).
+READ_BACK_TIMEOUT_S = 60.0
+#: The applicant whose application is written to `APPLICANT_FILE`, for `otel-rai verify --input`.
+APPLICANT, APPLICANT_FILE = "A-1093", Path("applicant.json")
 
 
 def applications(n: int, seed: int) -> pd.DataFrame:
@@ -42,7 +57,7 @@ def applications(n: int, seed: int) -> pd.DataFrame:
 
 def repaid(frame: pd.DataFrame, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    score = np.log(frame.income) - 10.5 - 3 * frame.debt_ratio + 0.03 * frame.years_employed
+    score = np.log(frame.income) - 10.5 - 2 * frame.debt_ratio + 0.03 * frame.years_employed
     return (score + rng.normal(0, 0.4, len(frame)) > -0.9).astype(int)
 
 
@@ -53,7 +68,16 @@ def pipeline(classifier) -> Pipeline:
     return Pipeline([("prep", prep), ("clf", classifier)])
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="A credit-scoring service audited by otel-rai.")
+    parser.add_argument("--backend", choices=backends(),
+                        help="where to read the decisions back from (default: the local audit store, when "
+                             "no OTLP endpoint is configured)")
+    parser.add_argument("--url", help="that backend's URL (default: its own, e.g. http://localhost:6006 for phoenix)")
+    args = parser.parse_args(argv)
+    exporting = settings.otlp_endpoint_configured()
+    backend = args.backend or (None if exporting else "local")
+
     started = datetime.now(timezone.utc)
     otel_rai.instrument(service_name="credit-scoring")
 
@@ -73,22 +97,51 @@ def main() -> None:
         print(f"model credit {version}")
         for decision_id, p in zip(d.ids, approved):
             print(f"  {decision_id:<12} p(repaid)={p:.3f} -> {'approve' if p > 0.5 else 'decline'}")
+    # The application as the service received it (JSON): `otel-rai verify --input applicant.json` finds
+    # the decisions made on it, by its keyed hash.
+    application = incoming.iloc[ids.index(APPLICANT)].to_dict()
+    APPLICANT_FILE.write_text(json.dumps({k: v.item() if hasattr(v, "item") else v for k, v in application.items()}))
+    print(f"wrote {APPLICANT_FILE}: the application of {APPLICANT}")
 
     result = otel_rai.flush()
     print(f"audited {result.decisions} decisions in {result.spans} spans; complete={result.complete}")
-
-    print("read back from the audit store: credit 1.4.2, this run")
-    for d in find_decisions(model_version="1.4.2", start=started, limit=3):
-        print(f"  {d.timestamp}  {d.decision_id:<12} output={d.output} p(repaid)={d.scores['1']:.3f} "
-              f"input={d.input_hash[:12]}…")
-    declined = next(find_decisions(model_version="1.4.1", decision_id="A-1092/1.4.1", start=started))
-    print("why was A-1092 declined by credit 1.4.1?")
-    for line in format_reasons({**declined.attributes, **declined.values}):
-        print(f"  {line}")
+    if backend is None:
+        print("the decisions were exported over OTLP; to read them back from where the collector stores them, "
+              "run this with --backend jaeger|tempo|phoenix [--url URL], or: otel-rai query --backend phoenix "
+              "--model-version 1.4.2 --since 1h")
+    else:
+        read_back(backend, args.url, started)
 
     fairness_demo()
-    print("next: otel-rai query --model-version 1.4.2 --since 1h; otel-rai show A-1092/1.4.1;"
-          " otel-rai report --model-version 2.0 --out report.html")
+    where = "" if backend in (None, "local") else f" --backend {backend}" + (f" --url {args.url}" if args.url else "")
+    print(f"next: otel-rai query --model-version 1.4.2 --since 1h{where}; otel-rai show {APPLICANT}/1.4.1{where};"
+          f" otel-rai verify --input {APPLICANT_FILE}{where}"
+          + ("; otel-rai report --model-version 2.0 --out report.html" if backend == "local" else ""))
+
+
+def read_back(backend: str, url: str | None, started: datetime) -> None:
+    """Some decisions of this run, and the reasons of one, read back from where they were stored."""
+    where = "the audit store" if backend == "local" else backend
+    deadline = time.monotonic() + READ_BACK_TIMEOUT_S
+    while True:  # a remote backend shows exported decisions a moment later
+        newest = list(find_decisions(model_version="1.4.2", start=started, backend=backend, url=url))
+        older = list(find_decisions(model_version="1.4.1", start=started, backend=backend, url=url))
+        if (len(newest) >= 6 and len(older) >= 6) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if not older:
+        print(f"the decisions did not show up in {where} within {READ_BACK_TIMEOUT_S:g} s; is the collector "
+              "forwarding there?")
+        return
+    print(f"read back from {where}: credit 1.4.2, this run")
+    for d in newest[:3]:
+        print(f"  {d.timestamp}  {d.decision_id:<12} output={d.output} p(repaid)={d.scores['1']:.3f} "
+              f"input={d.input_hash[:12]}…")
+    lowest = min(older, key=lambda d: d.scores["1"])
+    print(f"why did credit 1.4.1 give {lowest.decision_id.split('/')[0]} its lowest score, "
+          f"p(repaid)={lowest.scores['1']:.3f}?")
+    for line in format_reasons({**lowest.attributes, **lowest.values}):
+        print(f"  {line}")
 
 
 # --- fairness: a planted bias that the monitor catches, and the fixed version that passes ---------
@@ -96,6 +149,7 @@ def main() -> None:
 
 def fairness_demo() -> None:
     """Version 2.0 learns a historical bias against women and trips the four-fifths rule; 2.1 does not.
+    2.0's explanations name the applicant's sex as its most attributed feature.
 
     2.0 was trained with the applicant's sex as a feature, 2.1 drops it in its ColumnTransformer;
     `sensitive_features` makes the monitor read the ``sex`` column of every input either way (a call
@@ -109,7 +163,7 @@ def fairness_demo() -> None:
     otel_rai.instrument(
         service_name="credit-scoring",
         sensitive_features=["sex"],
-        fairness=otel_rai.FairnessConfig(window=2000, min_group_size=300, on_alert=raised.append),
+        fairness=otel_rai.FairnessConfig(window=2000, min_group_size=200, on_alert=raised.append),
     )
     alerts = logging.getLogger("otel_rai.alerts")
     alerts.addHandler(_Print())
@@ -120,8 +174,8 @@ def fairness_demo() -> None:
 
     train = with_sex(applications(8000, seed=10), seed=11)
     truth = repaid(train, seed=12)
-    # The historical decisions 2.0 learns from declined a third of the women who would repay.
-    history = np.where((train.sex == "f") & (np.random.default_rng(13).random(len(train)) < 0.35), 0, truth)
+    # The historical decisions 2.0 learns from declined almost half of the women who would repay.
+    history = np.where((train.sex == "f") & (np.random.default_rng(13).random(len(train)) < 0.45), 0, truth)
     biased = pipeline(LogisticRegression(max_iter=500))
     biased.steps[0][1].transformers.append(("sex", OneHotEncoder(), ["sex"]))
     biased = otel_rai.register_model(biased.fit(train, history), name="credit", version="2.0", background=train)

@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from otel_rai.audit.hashing import HashKey, hash_input
     from otel_rai.capture.models import register_model
     from otel_rai.capture.scope import DecisionScope, decisions
-    from otel_rai.errors import AuditUnavailableError, OtelRaiError
+    from otel_rai.errors import ArtifactError, AuditUnavailableError, InputMismatchError, OtelRaiError
     from otel_rai.explanations import Explanation, explain
     from otel_rai.fairness.alerts import FairnessAlert
+    from otel_rai.monitoring.alerts import MonitoringAlert
+    from otel_rai.provenance.reproduce import Reproduction, reproduce
+    from otel_rai.provenance.training import hash_training
     from otel_rai.session.instrumentor import (
         FlushResult,
         RaiInstrumentor,
@@ -35,10 +38,11 @@ if TYPE_CHECKING:
         record_outcome,
         uninstrument,
     )
-    from otel_rai.settings import FairnessConfig, Settings
+    from otel_rai.settings import FairnessConfig, MonitoringConfig, Settings
 
 #: Public name -> the module that defines it.
 _HOMES = {
+    "ArtifactError": "otel_rai.errors",
     "AuditUnavailableError": "otel_rai.errors",
     "DecisionScope": "otel_rai.capture.scope",
     "Explanation": "otel_rai.explanations",
@@ -46,16 +50,22 @@ _HOMES = {
     "FairnessConfig": "otel_rai.settings",
     "FlushResult": "otel_rai.session.instrumentor",
     "HashKey": "otel_rai.audit.hashing",
+    "InputMismatchError": "otel_rai.errors",
+    "MonitoringAlert": "otel_rai.monitoring.alerts",
+    "MonitoringConfig": "otel_rai.settings",
     "OtelRaiError": "otel_rai.errors",
     "RaiInstrumentor": "otel_rai.session.instrumentor",
+    "Reproduction": "otel_rai.provenance.reproduce",
     "Settings": "otel_rai.settings",
     "decisions": "otel_rai.capture.scope",
     "explain": "otel_rai.explanations",
     "flush": "otel_rai.session.instrumentor",
     "hash_input": "otel_rai.audit.hashing",
+    "hash_training": "otel_rai.provenance.training",
     "instrument": "otel_rai.session.instrumentor",
     "record_outcome": "otel_rai.session.instrumentor",
     "register_model": "otel_rai.capture.models",
+    "reproduce": "otel_rai.provenance.reproduce",
     "uninstrument": "otel_rai.session.instrumentor",
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import weakref
 from typing import Protocol
@@ -66,6 +67,14 @@ class _Quiet:
 
 #: Hold while calling into an OTLP exporter (see `_Quiet`).
 quiet = _Quiet()
+
+
+def block_sigterm() -> None:
+    """Called first in each thread otel-rai starts: the kernel then never hands SIGTERM to it, but to a
+    thread that can act on it (Python runs signal handlers on the main thread only, and a main thread
+    waiting on a lock is woken only by a signal sent to it). Threads it starts (gRPC's) inherit the mask."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 def _after_fork_in_child() -> None:

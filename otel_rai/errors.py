@@ -35,7 +35,8 @@ class InputError(OtelRaiError, ValueError):
 
 
 class UnknownDecision(OtelRaiError, LookupError):
-    """`record_outcome` named a decision that is neither remembered nor described by its arguments."""
+    """A decision that cannot be found: `record_outcome` named one that is neither remembered nor described
+    by its arguments, or `reproduce` one the trail does not hold."""
 
 
 class ExplanationError(OtelRaiError):
@@ -44,3 +45,12 @@ class ExplanationError(OtelRaiError):
 
 class StackError(OtelRaiError):
     """The local stack cannot be started, stopped or read."""
+
+
+class ArtifactError(OtelRaiError):
+    """A model artifact that must not or cannot be loaded: missing, in a store that is not trusted, or
+    whose digest or fingerprint does not match the record."""
+
+
+class InputMismatchError(OtelRaiError, ValueError):
+    """`reproduce` was given an input whose keyed hash is not the one the decision recorded."""

@@ -1,6 +1,7 @@
 """Every setting of otel-rai, declared once: name, type, default, environment variable and doc.
 
-`Settings` holds the options of `otel_rai.instrument()`; `FairnessConfig` those of its ``fairness=``.
+`Settings` holds the options of `otel_rai.instrument()`; `FairnessConfig` those of its ``fairness=``,
+`MonitoringConfig` those of its ``monitoring=``.
 `instrument()`'s signature, ``opentelemetry-instrument`` (environment only) and the table in
 ``docs/settings.md`` (``python -m otel_rai.settings``) all come from these declarations. Environment
 variables are read here and nowhere else (`env`). This module imports nothing of otel-rai.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +25,10 @@ _ON = frozenset({"1", "true", "on", "yes"})
 #: Variables otel-rai reads besides those of the options: name -> what it means.
 OTHER_VARIABLES: dict[str, str] = {
     "OTEL_RAI_HOME": "the otel-rai data directory (default ``$XDG_DATA_HOME/otel-rai``, else "
-                     "``~/.local/share/otel-rai``): the local store, spools, the generated hash key",
+                     "``~/.local/share/otel-rai``): the local store, spools",
     "XDG_DATA_HOME": "the base of the default data directory",
+    "XDG_CONFIG_HOME": "the base of the directory of the generated hash key, ``$XDG_CONFIG_HOME/otel-rai`` "
+                       "(default ``~/.config/otel-rai``), kept apart from the data it protects",
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "the OTLP endpoint of traces (read by the OTel exporter; its "
                                           "presence turns the export on, as ``endpoint`` does)",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "the OTLP endpoint of all signals (as above)",
@@ -33,10 +37,21 @@ OTHER_VARIABLES: dict[str, str] = {
     "OTEL_RAI_PHOENIX": "the ``phoenix`` command ``otel-rai stack up`` runs (default: this interpreter's "
                         "Phoenix, else ``phoenix`` on PATH)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
-    "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads (default ``default``)",
+    "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads when no ``--service`` "
+                            "names one (otel-rai makes the service the project; default: every project)",
     "CLICKHOUSE_USER": "the user ``--backend clickhouse`` and ``export --to clickhouse`` log in as, when the URL "
                        "names none (default ``default``)",
     "CLICKHOUSE_PASSWORD": "that user's password, when the URL holds none",
+}
+
+#: Variables of the test suite (``scripts/test.sh``, ``tests/``), not of the package: name -> what it means.
+TEST_VARIABLES: dict[str, str] = {
+    "OTEL_RAI_TEST_STRICT": "set by ``scripts/test.sh``: a test whose server or browser is missing fails instead "
+                            "of being skipped",
+    "OTEL_RAI_TEST_VENVS": "where ``scripts/test.sh`` keeps the virtualenvs it makes (Arize Phoenix's; default "
+                           "``~/.cache/otel-rai-test``)",
+    "OTEL_RAI_TEST_ARTIFACTS": "where tests keep screenshots of the pages they render in Chromium (default "
+                               "``build/test-artifacts``)",
 }
 
 
@@ -57,9 +72,38 @@ def data_dir() -> Path:
     return Path(xdg).expanduser() / "otel-rai"
 
 
+#: The name of the generated hash key file.
+HASH_KEY_FILE = "hash.key"
+
+
 def hash_key_file() -> Path:
-    """Where a generated hash key is kept: ``hash.key`` in the otel-rai data directory."""
-    return data_dir() / "hash.key"
+    """Where a generated hash key is kept: ``$XDG_CONFIG_HOME/otel-rai/hash.key`` (default
+    ``~/.config/otel-rai/hash.key``): not in the data directory, so that a copy of the audit store does
+    not carry the key that protects its input hashes."""
+    config = env("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(config).expanduser() / "otel-rai" / HASH_KEY_FILE
+
+
+def legacy_hash_key_file() -> Path:
+    """Where earlier versions kept the generated key: in the data directory."""
+    return data_dir() / HASH_KEY_FILE
+
+
+def private_directory(path: Path) -> Path:
+    """`path` as a directory, each missing part created readable by its owner only (0700, whatever the
+    umask: as the XDG base directory specification asks). An existing directory is left as it is."""
+    missing = []
+    for part in (path, *path.parents):
+        if part.exists():
+            break
+        missing.append(part)
+    for part in reversed(missing):
+        try:
+            part.mkdir(mode=0o700)
+        except FileExistsError:  # another process was first
+            continue
+        os.chmod(part, 0o700)  # mkdir's mode is filtered by the umask; this is not
+    return path
 
 
 # --- parsing environment values ----------------------------------------------------------------------
@@ -144,6 +188,66 @@ class FairnessConfig:
                              "max_remembered >= 0 and alert_hysteresis >= 0")
 
 
+# --- monitoring: quality and drift (docs/monitoring.md) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonitoringConfig:
+    """How model quality and input drift are monitored: ``otel_rai.instrument(monitoring=...)``, and the
+    defaults of ``otel-rai monitor``."""
+
+    enabled: bool = _option(True, "monitor quality (from `record_outcome`) and drift (against a reference "
+                            "profile); False turns both off")
+    window: int | timedelta | None = _option(None, "the window of the gauges: the newest N decisions (an int) "
+                                             "or those of the last `timedelta`, per model version; None: "
+                                             "`FairnessConfig.window`")
+    max_window_rows: int = _option(100_000, "a time window keeps at most this many decisions (the newest)")
+    numeric_bins: int = _option(10, "quantile bins of a numeric feature in the reference profile (deciles)")
+    top_k: int = _option(10, "categories of a categorical feature kept by name; the rest count as other")
+    edge_digits: int | None = _option(3, "significant digits of the quantile edges (coarser edges reveal "
+                                      "less of the reference data); None keeps them exact")
+    max_reference_rows: int = _option(20_000, "rows sampled from the reference data to build a profile (and "
+                                      "kept from a fit until the model's first decision)")
+    capture_at_fit: bool = _option(True, "build the reference profile of a model from the data of its "
+                                   "outermost fit, unless `register_model(reference=...)` gives one")
+    max_features: int = _option(500, "features profiled per model version (the first ones)")
+    min_rows: int = _option(200, "decisions in the window (labelled ones, for quality) before a drift or "
+                            "quality alert may fire")
+    psi_max: float | None = _option(0.2, "alert when a feature's population stability index exceeds this; "
+                                    "None: no drift alert")
+    accuracy_drop_max: float | None = _option(0.05, "alert when accuracy falls more than this below the "
+                                              "baseline; None: no alert")
+    roc_auc_drop_max: float | None = _option(0.05, "alert when ROC AUC falls more than this below the "
+                                             "baseline; None: no alert")
+    alert_hysteresis: float = _option(0.02, "how far back beyond its threshold a value must come before its "
+                                      "alert resolves")
+    on_alert: Callable[[Any], None] | None = _option(None, "called on the audit worker thread with each "
+                                                     "`MonitoringAlert`, firing and resolved")
+    snapshot_interval: float = _option(300.0, "seconds between drift snapshots of a model version whose window "
+                                       "changed, written to the local audit store (what ``otel-rai monitor`` and "
+                                       "the report read drift from)")
+    max_remembered: int = _option(100_000, "decisions remembered for their labels, oldest forgotten first")
+
+    def __post_init__(self) -> None:
+        window = self.window.total_seconds() if isinstance(self.window, timedelta) else self.window
+        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, float)) or window <= 0):
+            raise ValueError(f"otel-rai: MonitoringConfig.window must be a positive int or timedelta, not {window!r}")
+        for name in ("max_window_rows", "numeric_bins", "top_k", "max_reference_rows", "max_features",
+                     "min_rows", "max_remembered"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"otel-rai: MonitoringConfig.{name} must be a whole number of at least 1, "
+                                 f"not {value!r}")
+        if self.numeric_bins < 2 or (self.edge_digits is not None and self.edge_digits < 1):
+            raise ValueError("otel-rai: MonitoringConfig needs numeric_bins >= 2 and edge_digits >= 1 (or None)")
+        for name in ("psi_max", "accuracy_drop_max", "roc_auc_drop_max"):
+            value = getattr(self, name)
+            if value is not None and not value >= 0:
+                raise ValueError(f"otel-rai: MonitoringConfig.{name} must be >= 0 or None, not {value!r}")
+        if not self.alert_hysteresis >= 0 or not self.snapshot_interval > 0:
+            raise ValueError("otel-rai: MonitoringConfig needs alert_hysteresis >= 0 and snapshot_interval > 0")
+
+
 # --- instrument() ----------------------------------------------------------------------------------
 
 FAILURE_MODES = ("log", "raise")
@@ -171,6 +275,8 @@ class Settings:
                                                   parse=_names)
     fairness: FairnessConfig = _option(None, "windows, positive label, alert thresholds and callback "
                                        "(`FairnessConfig`)", factory=FairnessConfig)
+    monitoring: MonitoringConfig = _option(None, "quality and drift monitoring: windows, bins, thresholds "
+                                           "and callback (`MonitoringConfig`)", factory=MonitoringConfig)
     tracer_provider: Any = _option(None, "send decision spans through this provider instead of the "
                                    "always-on audit provider (its sampler then decides what is kept)")
     meter_provider: Any = _option(None, "where the metrics go (default: the global meter provider)")
@@ -215,9 +321,34 @@ class Settings:
     max_pending_rows: int = _option(1_000_000, "rows of multi-row calls waiting for the audit worker before "
                                     "a new one blocks (one larger call still goes in alone)",
                                     env="OTEL_RAI_MAX_PENDING_ROWS", parse=_integer)
+    trace_ui: bool | None = _option(None, "OpenInference-style attributes on decision spans for trace UIs "
+                                    "(Phoenix, MLflow): span kind, input and output as JSON (docs/"
+                                    "semantic-conventions.md). Default: on when spans leave the process (an OTLP "
+                                    "endpoint or a ``tracer_provider``), off for the local store alone, which no "
+                                    "UI reads (``otel-rai replay`` adds them)", env="OTEL_RAI_TRACE_UI",
+                                    parse=_flag)
     max_export_backlog: int = _option(100_000, "spans held in memory for export without a spool "
                                       "(``spool=False``) before the worker waits",
                                       env="OTEL_RAI_MAX_EXPORT_BACKLOG", parse=_integer)
+    # --- model records and artifacts (docs/model-records.md) ---
+    model_records: bool = _option(True, "one model record span per fitted model and process: parameters, "
+                                  "library versions, feature schema, training-data hash",
+                                  env="OTEL_RAI_MODEL_RECORDS", parse=_flag)
+    artifacts: str | os.PathLike[str] | bool | None = _option(
+        None, "where each fitted model that decides is saved once, by fingerprint, for ``otel-rai reproduce``: "
+        "a directory or an fsspec URL; true for the default (``artifacts`` beside the audit store, else in the "
+        "data directory), false for none. Default: true", env="OTEL_RAI_ARTIFACTS", parse=_path_or_flag)
+    # Hardening (docs/audit-trail.md, threat model): what may leave the process beyond the default.
+    record_exception_messages: bool = _option(False, "record the full message and stack trace (source "
+                                              "lines included) of a failed call; by default only the "
+                                              "exception type and a template of them with every literal "
+                                              "replaced, since a message can quote the input",
+                                              env="OTEL_RAI_RECORD_EXCEPTION_MESSAGES", parse=_flag)
+    explain_exact_values: bool = _option(False, "publish attributions exactly (6 significant digits); by "
+                                         "default they are rounded to a grid of 1/50 of the widest "
+                                         "attribution spread, so that no raw value can be recovered from them "
+                                         "to better than 2 % of its range (docs/explanations.md)",
+                                         env="OTEL_RAI_EXPLAIN_EXACT_VALUES", parse=_flag)
 
     def __post_init__(self) -> None:
         for name in ("max_rows_per_span", "max_pending_calls", "max_pending_rows", "max_export_backlog",
@@ -237,6 +368,8 @@ class Settings:
                              f"{', '.join(PROTOCOLS)}")
         if not isinstance(self.fairness, FairnessConfig):
             raise TypeError(f"otel-rai: fairness must be a FairnessConfig, not {type(self.fairness).__name__}")
+        if not isinstance(self.monitoring, MonitoringConfig):
+            raise TypeError(f"otel-rai: monitoring must be a MonitoringConfig, not {type(self.monitoring).__name__}")
 
     @classmethod
     def resolve(cls, **options: Any) -> Settings:
@@ -335,19 +468,49 @@ def option_docs(fields: Iterable[dataclasses.Field] | None = None) -> str:
     return "\n".join(lines)
 
 
+_LITERAL = re.compile(r"``(.+?)``")
+
+
+def _markdown(doc: str) -> str:
+    """`doc` with its double-backtick literals as Markdown code spans."""
+    return _LITERAL.sub(r"`\1`", doc)
+
+
 def markdown_table() -> str:
-    """The settings table of ``docs/settings.md``."""
+    """The tables of ``docs/settings.md``: every option with its variable, ``FairnessConfig``'s fields, and
+    every other variable otel-rai (or its test suite) reads."""
     rows = ["| option | variable | default | what it does |", "|---|---|---|---|"]
     for f in dataclasses.fields(Settings):
         variable = f"`{f.metadata['env']}`" if f.metadata["env"] else ""
-        rows.append(f"| `{f.name}` | {variable} | `{_default_text(f)}` | {f.metadata['doc']} |")
+        rows.append(f"| `{f.name}` | {variable} | `{_default_text(f)}` | {_markdown(f.metadata['doc'])} |")
     rows += ["", "`fairness=FairnessConfig(...)`:", "", "| field | default | what it does |", "|---|---|---|"]
     for f in dataclasses.fields(FairnessConfig):
-        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {f.metadata['doc']} |")
-    rows += ["", "Other variables:", "", "| variable | what it means |", "|---|---|"]
-    rows += [f"| `{name}` | {doc} |" for name, doc in OTHER_VARIABLES.items()]
+        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {_markdown(f.metadata['doc'])} |")
+    rows += ["", "`monitoring=MonitoringConfig(...)`:", "", "| field | default | what it does |", "|---|---|---|"]
+    for f in dataclasses.fields(MonitoringConfig):
+        rows.append(f"| `{f.name}` | `{_default_text(f)}` | {_markdown(f.metadata['doc'])} |")
+    for title, variables in (("Other variables:", OTHER_VARIABLES),
+                             ("Variables of the test suite, not read by the package:", TEST_VARIABLES)):
+        rows += ["", title, "", "| variable | what it means |", "|---|---|"]
+        rows += [f"| `{name}` | {_markdown(doc)} |" for name, doc in variables.items()]
     return "\n".join(rows) + "\n"
 
 
+PAGE_HEADER = """# Settings
+
+Every option of `otel_rai.instrument()` and every environment variable otel-rai reads, generated from
+their single definition in `otel_rai/settings.py` (`python -m otel_rai.settings > docs/settings.md`; a
+test checks that this page is up to date). An argument of `instrument()` wins over its variable, which
+wins over the default. The standard `OTEL_*` variables (`OTEL_SERVICE_NAME`, `OTEL_EXPORTER_OTLP_*`,
+`OTEL_RESOURCE_ATTRIBUTES`) keep their OpenTelemetry meaning.
+
+"""
+
+
+def markdown_page() -> str:
+    """``docs/settings.md``: a short introduction, then `markdown_table`."""
+    return PAGE_HEADER + markdown_table()
+
+
 if __name__ == "__main__":
-    print(markdown_table(), end="")
+    print(markdown_page(), end="")

@@ -27,6 +27,20 @@ if [ ! -x "$phoenix_venv/bin/phoenix" ]; then
     "$phoenix_venv/bin/python" -m pip install --quiet -c scripts/constraints-phoenix.txt arize-phoenix
 fi
 export OTEL_RAI_PHOENIX="$phoenix_venv/bin/phoenix"
+
+# The oracles of the monitoring tests that cannot share our environment get virtualenvs of their own too:
+# nannyml pins xgboost and lightgbm older than ours (and imports statsmodels without requiring it);
+# evidently 0.7 does not run on pandas 3. tests/conftest.py (venv_python) finds them here.
+oracle_venv() {  # NAME REQUIREMENT...
+    local venv="${OTEL_RAI_TEST_VENVS:-$HOME/.cache/otel-rai-test}/$1"
+    shift
+    if [ ! -x "$venv/bin/python" ]; then
+        python3 -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet "$@"
+    fi
+}
+oracle_venv nannyml nannyml==0.13.1 statsmodels==0.15.0
+oracle_venv evidently evidently==0.7.23 "pandas<3"
 # A test whose server or browser is missing fails here instead of skipping.
 export OTEL_RAI_TEST_STRICT=1
 

@@ -31,9 +31,17 @@ class Audit:
     def __init__(self, exporter: InMemorySpanExporter) -> None:
         self.exporter = exporter
 
-    def spans(self) -> list[ReadableSpan]:
+    def all_spans(self) -> list[ReadableSpan]:
         assert otel_rai.flush(30).complete
         return [s for s in self.exporter.get_finished_spans() if s.instrumentation_scope.name == semconv.SCOPE]
+
+    def spans(self) -> list[ReadableSpan]:
+        """The audit spans but the model records (one per fitted model, tested in test_model_records)."""
+        return [s for s in self.all_spans() if s.name != semconv.MODEL_RECORD_SPAN]
+
+    def records(self) -> list[ReadableSpan]:
+        """The model record spans."""
+        return [s for s in self.all_spans() if s.name == semconv.MODEL_RECORD_SPAN]
 
     def decision_spans(self) -> list[ReadableSpan]:
         """Spans that carry decisions (a chunked call's parent carries none)."""
@@ -46,8 +54,9 @@ class Audit:
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch) -> Iterator[None]:
-    """Every test gets its own otel-rai home (key file, store) and ends uninstrumented."""
+    """Every test gets its own otel-rai home (store), key file directory, and ends uninstrumented."""
     monkeypatch.setenv("OTEL_RAI_HOME", str(tmp_path / "otel-rai-home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # where a generated hash key goes
     for var in ("OTEL_RAI_HASH_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
                 "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
         monkeypatch.delenv(var, raising=False)
@@ -64,6 +73,14 @@ def need(what: str, available: bool) -> None:
     if os.environ.get("OTEL_RAI_TEST_STRICT"):
         pytest.fail(f"{what} is not installed, although scripts/test.sh should have installed it")
     pytest.skip(f"{what} is not installed (scripts/test.sh installs it)")
+
+
+def venv_python(name: str) -> str | None:
+    """The interpreter of an oracle installed in a virtualenv of its own by scripts/test.sh (nannyml and
+    evidently pin versions the project's environment cannot have); None when it is not there."""
+    root = Path(os.environ.get("OTEL_RAI_TEST_VENVS") or Path.home() / ".cache" / "otel-rai-test")
+    python = root / name / "bin" / "python"
+    return str(python) if python.exists() else None
 
 
 @pytest.fixture

@@ -46,7 +46,10 @@ def _decide(model, calls: int = 5, *, rows: int = 2, prefix: str = "d") -> None:
 
 
 def _trail(path: Path, **options) -> Path:
-    """A store holding a chained trail: single calls, a chunked call, a failed call, a signed checkpoint."""
+    """A store holding a chained trail: single calls, a chunked call, a failed call, a signed checkpoint.
+    No model record, so that the tests below can name records by position (records are chained like any
+    span: test_model_records.py)."""
+    options.setdefault("model_records", False)
     otel_rai.instrument(store=path, hash_key=KEY, checkpoint_key=CHECKPOINT_KEY, max_rows_per_span=100, **options)
     model = _model()
     _decide(model, 6)
@@ -88,8 +91,9 @@ def _insert_copy(path: Path, seq: int, attributes: dict, span_id: str | None = N
             " operation, n_decisions, ?, extra FROM spans WHERE seq = ?", (span_id, json.dumps(attributes), seq),
         ).lastrowid
         ids = attributes.get(semconv.DECISION_IDS, [])
-        conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, NULL)", [
-            (new, i, ids[i], attributes[semconv.INPUT_HASHES][i], attributes[semconv.OUTPUTS][i])
+        hashes = attributes[semconv.INPUT_HASHES] if ids else []
+        conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", [
+            (new, i, ids[i], hashes[i], attributes[semconv.OUTPUTS][i], store.store.input_key(hashes[i]))
             for i in range(len(ids))])
 
 
@@ -215,16 +219,17 @@ def test_deleting_the_first_records_is_found_unless_the_view_is_a_window(trail):
 
 
 def test_reordered_records_are_found_in_the_store(trail):
-    with sqlite3.connect(trail) as conn:  # swap the content of two rows: each record is intact
+    with sqlite3.connect(trail) as conn:  # swap two rows, with every column and table that follows them
         columns = ("trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code, status_message, "
-                   "attributes")
+                   "attributes, model_name, model_version, model_fingerprint, operation, n_decisions")
         two = conn.execute(f"SELECT seq, {columns} FROM spans WHERE seq IN (2, 3) ORDER BY seq").fetchall()
         for (seq, *_), (_, *content) in zip(two, reversed(two)):
-            conn.execute(f"UPDATE spans SET ({columns}) = ({', '.join('?' * 10)}) WHERE seq = ?", (*content, seq))
+            conn.execute(f"UPDATE spans SET ({columns}) = ({', '.join('?' * 15)}) WHERE seq = ?", (*content, seq))
         rows = conn.execute("SELECT span, idx, decision_id, input_hash, output, input_key FROM decisions "
                             "WHERE span IN (2, 3)").fetchall()
         conn.execute("DELETE FROM decisions WHERE span IN (2, 3)")
         conn.executemany("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?)", [(5 - r[0], *r[1:]) for r in rows])
+        conn.execute("UPDATE input_index SET span = 5 - span WHERE span IN (2, 3)")
     report = _check(trail)
     assert report.counts() == {"reordered": 1} and _first(report) == ("reordered", 3)
 
@@ -351,9 +356,10 @@ def test_the_chain_survives_otlp_to_a_real_receiver(receiver, tmp_path):
     model.predict(data()[0][:150])
     otel_rai.uninstrument()
     received = receiver.records()
-    assert len(received) == 4 + 3 + 1
+    assert len(received) == 4 + 3 + 1 + 1  # decisions, a chunked call, the model record, the checkpoint
+    assert [r.name for r in received].count(semconv.MODEL_RECORD_SPAN) == 1
     report = chaincheck.check(((None, r) for r in received), chain_keys.read_keys([CHECKPOINT_KEY], [], []))
-    assert report.ok and [s.signed_through for s in report.streams.values()] == [8]
+    assert report.ok and [s.signed_through for s in report.streams.values()] == [9]
     received[2].attributes[semconv.OUTPUTS] = [2, 2]
     assert chaincheck.check(((None, r) for r in received)).counts() == {"edited": 1}
 
@@ -401,7 +407,9 @@ def test_a_forked_child_writes_its_own_stream(tmp_path):
     report = _check(path)
     assert report.ok, report.problems
     # The child ended with os._exit after its flush: no closing checkpoint (see test_reliability for that).
-    assert sorted(s.records for s in report.streams.values()) == [3, 5]
+    # Each stream has the model's record: the child's 3 decisions and record; the parent's 4 (one fitted
+    # model, so one record) and checkpoint.
+    assert sorted(s.records for s in report.streams.values()) == [4, 6]
 
 
 # --- the command -----------------------------------------------------------------------------------
@@ -431,7 +439,7 @@ def test_the_command_reads_a_window_and_bad_arguments_are_one_line(trail, capsys
     assert cli.main(["verify-chain", "--store", str(trail), "--checkpoint-key-file", str(trail.parent / "nope")]) == 1
     assert cli.main(["verify-chain", "--store", str(trail.parent / "missing.db")]) == 1
     err = capsys.readouterr().err
-    assert "Traceback" not in err and f"cannot read the key file {trail.parent / 'nope'}" in err
+    assert "Traceback" not in err and f"cannot read {trail.parent / 'nope'}" in err
     assert "no audit store at" in err
 
 
@@ -479,7 +487,7 @@ def test_checkpoints_come_periodically_even_when_idle(tmp_path):
 
     path = tmp_path / "audit.db"
     model = _model()  # fitted first, so that both decisions come well inside the first interval
-    otel_rai.instrument(store=path, hash_key=KEY, checkpoint_interval=0.3)
+    otel_rai.instrument(store=path, hash_key=KEY, checkpoint_interval=0.3, model_records=False)
     _decide(model, 2)
     deadline = time.monotonic() + 30  # idle: the worker still cycles once a second
     while len(names := [r.name for _, r in store.Store(path).spans_in_write_order()]) < 3:

@@ -76,7 +76,8 @@ def test_table_and_csv(capsys, rec):
 
 def test_filters_by_time_id_and_hash(capsys, rec):
     spans = rec.spans()
-    start = spans[1].start_ns  # the 1.4.2 call
+    start = next(s.start_ns for s in spans if s.name == "predict_proba credit"  # the 1.4.2 call
+                 and s.attributes[semconv.MODEL_VERSION] == "1.4.2")
     code, out, _ = run(capsys, "query", "--store", str(rec.path), "--format", "json",
                        "--start", f"{start // 10**9}", "--since", "1h")
     assert code == 2  # --since and --start exclude each other
@@ -266,7 +267,8 @@ def test_replay_an_otlp_json_export_and_a_store_into_a_receiver(capsys, rec, tmp
     for source in (target, rec.path):
         receiver.requests.clear()
         code, _, err = run(capsys, "replay", str(source), "--endpoint", receiver.endpoint)
-        assert code == 0 and "replayed 3 spans" in err  # two decision spans and the closing checkpoint
+        # two decision spans, the record of each version's model, and the closing checkpoint
+        assert code == 0 and "replayed 5 spans" in err
         got = receiver.spans()
         assert [span.span_id.hex() for _, span in got] == [s.span_id for s in rec.spans()]
         assert [i for _, span in got for i in attributes(span).get(semconv.DECISION_IDS, ())] == (

@@ -185,7 +185,8 @@ def test_decisions_without_the_pii_processor_fail(stack):
 def _edit_allowlist(stack: check.Stack, edit) -> None:
     group = stack.collector["processors"]["transform/pii"]["trace_statements"][0]
     pattern = check._allowlist_pattern(stack.collector, "transform/pii")
-    group["statements"][0] = f'keep_matching_keys(attributes, "{edit(pattern)}")'
+    keep = next(i for i, s in enumerate(group["statements"]) if s.startswith("keep_matching_keys("))
+    group["statements"][keep] = f'keep_matching_keys(attributes, "{edit(pattern)}")'
 
 
 def test_an_allowlist_missing_a_documented_attribute_fails(stack):
@@ -206,6 +207,17 @@ def test_an_allowlist_keeping_all_raw_feature_values_fails(stack):
 def test_a_new_semconv_attribute_missing_from_the_collector_fails(shipped, monkeypatch):
     monkeypatch.setattr(semconv, "SPAN_ATTRIBUTES", (*semconv.SPAN_ATTRIBUTES, "ml.explanation.top_features"))
     assert problems_with(shipped, "deletes 'ml.explanation.top_features'")
+
+
+def test_the_trace_ui_input_goes_where_it_repeats_allowlisted_raw_values(stack):
+    statements = stack.collector["processors"]["transform/pii"]["trace_statements"][0]["statements"]
+    (delete,) = [s for s in statements if s.startswith("delete_key(")]
+    # The OTTL condition's regular expression, as the collector reads it, matches what the SDK writes.
+    regex = re.search(r'IsMatch\(attributes\["input\.value"\], "(.*)"\)$', delete)[1].replace('\\"', '"')
+    assert re.search(regex, '{"decision_id":"a","input_hash":"ff","allowlisted":{"age":41}}')
+    assert not re.search(regex, '{"decision_id":"a","input_hash":"ff"}')
+    statements.remove(delete)
+    assert problems_with(stack, "keeps 'input.value' without deleting it where it repeats allowlisted raw values")
 
 
 def test_a_pii_processor_that_fails_open_fails(stack):

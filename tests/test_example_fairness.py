@@ -20,4 +20,5 @@ def test_biased_version_alerts_and_fixed_version_does_not(capsys):
     out = capsys.readouterr().out
     assert "2 fairness alert(s) for credit 2.0" in out
     assert "0 fairness alert(s) for credit 2.1" in out
-    assert "demographic_parity_ratio of model credit 2.0 for sex is 0.5" in out
+    assert "demographic_parity_ratio of model credit 2.0 for sex is 0.3" in out
+    assert "equalized_odds_difference of model credit 2.0 for sex is 0.5" in out

@@ -48,8 +48,9 @@ def expected_top(explanation, row, k):
     return [(explanation.feature_names[j], explanation.values[row, j]) for j in order]
 
 
-def test_span_carries_method_output_class_base_and_top_four(audit, data):
+def test_span_carries_method_output_class_base_and_top_four(data):
     X, y = data
+    audit = instrumented(explain_exact_values=True)  # values compared with SHAP's (default: a grid)
     model = otel_rai.register_model(LogisticRegression().fit(X, y), name="credit", background=X)
     proba = model.predict_proba(X[:3])
     (span,) = audit.spans()
@@ -88,8 +89,9 @@ def test_tree_span_needs_no_background_and_matches_explain(audit, data):
     assert span.attributes[semconv.EXPLANATION_OUTPUT] == "probability"
 
 
-def test_single_row_calls_batched_in_the_worker_keep_their_own_rows(audit, data):
+def test_single_row_calls_batched_in_the_worker_keep_their_own_rows(data):
     X, y = data
+    audit = instrumented(explain_exact_values=True)
     model = HistGradientBoostingClassifier(max_iter=15).fit(X, y)
     ids = [f"r{i}" for i in range(40)]
     for i in ids:

@@ -31,7 +31,9 @@ def test_decisions_reach_a_real_collector(receiver, rotel, protocol):
     with otel_rai.decisions(ids=["A-1", "A-2", "A-3"]):
         out = model.predict(X[:3])
     assert otel_rai.flush(30).complete
-    ((resource, span),) = receiver.wait_for_spans(1)
+    received = receiver.wait_for_spans(2)  # the decision span and the model's record
+    assert sorted(span.name for _, span in received) == [semconv.MODEL_RECORD_SPAN, "predict credit"]
+    resource, span = next((r, s) for r, s in received if s.name == "predict credit")
     a = attributes(span)
     assert resource["service.name"] == "credit-scoring"
     assert span.name == "predict credit"
@@ -51,7 +53,9 @@ def test_standard_environment_variables(receiver, monkeypatch):
     otel_rai.instrument(hash_key=KEY)
     _model().predict(X[:2])
     assert otel_rai.flush(30).complete
-    ((resource, span),) = receiver.wait_for_spans(1)
+    received = receiver.wait_for_spans(2)  # the decision span and the model's record
+    (resource,) = {tuple(sorted(r.items())) for r, _ in received}
+    resource = dict(resource)
     assert resource["service.name"] == "from-env"
     assert resource["deployment.environment"] == "prod" and resource["team"] == "risk"
     assert receiver.metadata[0]["x-tenant"] == "bank-7"

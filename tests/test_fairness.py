@@ -422,7 +422,11 @@ def test_alert_fires_once_per_crossing_and_resolves(meter, caplog):
     spans = [s for s in audit.spans() if s.name == semconv.ALERT_SPAN]
     assert [s.attributes[semconv.FAIRNESS_STATE] for s in spans] == ["firing", "resolved"]
     assert spans[0].attributes[semconv.FAIRNESS_ATTRIBUTE] == "sex"
-    assert set(spans[0].attributes) == {*semconv.ALERT_SPAN_ATTRIBUTES, *semconv.CHAIN_ATTRIBUTES}
+    ui = {semconv.UI_SPAN_KIND, semconv.UI_INPUT_VALUE, semconv.UI_INPUT_MIME_TYPE, semconv.UI_OUTPUT_VALUE,
+          semconv.UI_OUTPUT_MIME_TYPE}
+    assert set(spans[0].attributes) == {*semconv.ALERT_SPAN_ATTRIBUTES, *semconv.CHAIN_ATTRIBUTES, *ui}
+    assert spans[0].attributes[semconv.UI_SPAN_KIND] == semconv.UI_KIND_EVALUATOR
+    assert json.loads(spans[0].attributes[semconv.UI_OUTPUT_VALUE])["state"] == "firing"
     assert spans[0].events[0].name == semconv.ALERT_SPAN
     assert caplog.text.count("fairness alert fired") == 1 and caplog.text.count("fairness alert resolved") == 1
 
@@ -508,7 +512,7 @@ from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 import otel_rai
-otel_rai.instrument(sensitive_features=["sex"], hash_key="k" * 32)
+otel_rai.instrument(sensitive_features=["sex"], hash_key="fairness-subprocess-key-0123456789")
 rng = np.random.default_rng(0)
 X = pd.DataFrame({"income": rng.normal(0, 1, 200), "sex": rng.choice(["f", "m"], 200)})
 y = (X.income > 0).astype(int)

@@ -98,3 +98,40 @@ def test_reference_cycles_and_odd_state_do_not_break_it():
     model = LogisticRegression().fit(X, y)
     model.extra_ = {"self": model, "fn": np.mean, "rng": np.random.RandomState(0), "s": {3, 1, 2}}
     assert fingerprint(model) == fingerprint(model)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_padding_bytes_of_record_arrays_do_not_count(seed):
+    """A tree's node array has padding between its fields; its bytes are whatever the allocator left, and
+    differ between a model and its unpickled copy. Fill them with noise: the fingerprint must not move."""
+    dtype = np.dtype([("left", "<i8"), ("threshold", "<f8"), ("missing", "u1")], align=True)
+    assert dtype.itemsize > 17  # padded
+    rng = np.random.default_rng(seed)
+    clean = np.zeros(50, dtype)
+    clean["left"], clean["threshold"], clean["missing"] = rng.integers(0, 99, 50), rng.normal(size=50), 1
+    noisy = np.frombuffer(rng.bytes(clean.nbytes), dtype).copy()
+    for name in dtype.names:
+        noisy[name] = clean[name]
+    assert clean.tobytes() != noisy.tobytes()
+    assert fingerprint(clean) == fingerprint(noisy)
+    noisy["threshold"][7] += 1e-12
+    assert fingerprint(clean) != fingerprint(noisy)
+
+
+@pytest.mark.parametrize("kind", ["tree", "forest", "hgb"])
+@pytest.mark.parametrize("how", ["pickle", "joblib"])
+def test_an_unpickled_tree_model_keeps_its_fingerprint(kind, how):
+    import io
+
+    import joblib
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = {"tree": DecisionTreeClassifier(random_state=0), "hgb": HistGradientBoostingClassifier(max_iter=20),
+             "forest": RandomForestClassifier(n_estimators=30, random_state=0)}[kind].fit(X, y)
+    if how == "pickle":
+        copy = pickle.loads(pickle.dumps(model))
+    else:
+        buffer = io.BytesIO()
+        joblib.dump(model, buffer)
+        copy = joblib.load(io.BytesIO(buffer.getvalue()))
+    assert fingerprint(copy) == fingerprint(model)

@@ -58,3 +58,30 @@ def test_a_failed_fit_is_not_reported_and_a_failing_observer_does_not_break_trai
         assert "RuntimeError" in caplog.text and "123" not in caplog.text
     finally:
         patcher.remove()
+
+
+def test_before_change_hooks_announce_each_outermost_fit_and_set_params_before_they_start(caplog):
+    events = []
+
+    def before(model, name):
+        events.append(("before", name, hasattr(model, "coef_")))  # nothing fitted yet at the first fit
+        if len(events) == 3:
+            raise RuntimeError("secret value 456")
+
+    patcher = Patcher(passthrough, [lambda m, name, a, k, ns: events.append(("after", name))],
+                      before_change=[before])
+    patcher.install()
+    try:
+        X, y = np.random.default_rng(1).normal(size=(30, 2)), np.arange(30) % 2
+        model = LogisticRegression()
+        model.fit(X, y)
+        make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)  # its steps' fits are not announced
+        model.set_params(C=0.5).fit(X, y)  # the first hook fails: set_params goes ahead
+        assert events == [("before", "fit", False), ("after", "fit"), ("before", "fit", False), ("after", "fit"),
+                          ("before", "set_params", True), ("before", "fit", True), ("after", "fit")]
+        assert model.C == 0.5 and "RuntimeError" in caplog.text and "456" not in caplog.text
+        with pytest.raises(ValueError):
+            LogisticRegression().fit(np.zeros((4, 2)), [0, 0, 0, 0])
+        assert events[-1] == ("before", "fit", False)  # announced, never reported: it failed
+    finally:
+        patcher.remove()

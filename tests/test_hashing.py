@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import logging
 import os
 import stat
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +26,14 @@ from otel_rai.audit import hashing
 from otel_rai.audit.hashing import HashKey, hash_rows, resolve_key
 
 
-def spec_hash(cells, key: str) -> str:
+@functools.lru_cache(maxsize=None)
+def spec_key(material: str) -> bytes:
+    """The key of scheme blake2b-128/v2 (docs/hashing.md): scrypt of the material."""
+    return hashlib.scrypt(material.encode(), salt=b"otel-rai.key.v2:input-hash", n=16384, r=8, p=1,
+                          maxmem=64 << 20, dklen=32)
+
+
+def spec_hash(cells, key: str, *, legacy: bool = False) -> str:
     """docs/hashing.md, written out independently of otel_rai.hashing: the oracle."""
     out = b""
     for v in cells:
@@ -32,7 +44,8 @@ def spec_hash(cells, key: str) -> str:
             out += b"s" + struct.pack("<Q", len(data)) + data
         else:
             out += b"n" + struct.pack("<d", float(v) + 0.0)
-    return hashlib.blake2b(out, key=key.encode(), digest_size=16, person=b"otel-rai.row.v1").hexdigest()
+    secret = key.encode() if legacy else spec_key(key)
+    return hashlib.blake2b(out, key=secret, digest_size=16, person=b"otel-rai.row.v1").hexdigest()
 
 
 K = HashKey.from_material(KEY)
@@ -41,6 +54,9 @@ K = HashKey.from_material(KEY)
 def test_numeric_rows_match_the_spec():
     rows = np.array([[1.0, -2.5, 0.1], [np.nan, -0.0, 1e300], [np.inf, -np.inf, 3.0]])
     assert hash_rows(rows, K) == [spec_hash(list(r), KEY) for r in rows]
+    legacy = HashKey.from_material(KEY, hashing.LEGACY_SCHEME)  # decisions recorded by earlier versions
+    assert hash_rows(rows, legacy) == [spec_hash(list(r), KEY, legacy=True) for r in rows]
+    assert K.key_id == hmac.new(spec_key(KEY), b"otel-rai.key-id", hashlib.sha256).hexdigest()[:16]
 
 
 def test_same_row_same_hash_in_every_container():
@@ -130,18 +146,36 @@ def test_key_from_environment(monkeypatch):
     assert resolve_key().key_id == K.key_id
 
 
-def test_generated_key_is_persisted_private_and_warned_once(tmp_path, caplog, monkeypatch):
-    from otel_rai.audit import hashing
+def _resolve_in_a_new_process(home) -> tuple[str, str]:
+    """(key id, stderr) of a fresh interpreter resolving the key with no key configured."""
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_RAI_HASH_KEY"}
+    env.update(OTEL_RAI_HOME=str(home / "data"), XDG_CONFIG_HOME=str(home / "config"),
+               PYTHONPATH=str(Path(__file__).parents[1]))
+    code = "from otel_rai.audit.hashing import resolve_key; print(resolve_key().key_id)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip(), done.stderr
 
-    monkeypatch.setattr(hashing, "_warned_generated", False)
-    with caplog.at_level(logging.WARNING, logger="otel_rai.hashing"):
-        first = resolve_key()
-        second = resolve_key()
-    path = tmp_path / "otel-rai-home" / "hash.key"
-    assert first == second and path.exists()
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert [r.message.count(str(path)) for r in caplog.records] == [1]
-    assert HashKey.from_material(path.read_text().strip()) == first  # usable as OTEL_RAI_HASH_KEY
+
+def test_generated_key_is_persisted_private_and_announced_once_when_created(tmp_path):
+    home = tmp_path / "fresh-home"
+    path = home / "config" / "otel-rai" / "hash.key"  # $XDG_CONFIG_HOME, not the data directory
+    first, said = _resolve_in_a_new_process(home)
+    assert path.exists() and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700 and not (home / "data").exists()
+    assert said.count(str(path)) == 1 and "generated" in said
+    # Every later process (a worker, a CLI, the next start) reads the same key and says nothing.
+    for _ in range(3):
+        again, said = _resolve_in_a_new_process(home)
+        assert again == first and said == ""
+    assert HashKey.from_material(path.read_text().strip()).key_id == first  # usable as OTEL_RAI_HASH_KEY
+
+
+def test_generated_key_is_announced_once_in_a_process(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="otel_rai"):
+        assert resolve_key() == resolve_key()
+    path = tmp_path / "config" / "otel-rai" / "hash.key"
+    assert [r.getMessage().count(str(path)) for r in caplog.records] == [1]
 
 
 def test_span_hashes_are_recomputable_by_an_auditor(audit):
@@ -212,3 +246,40 @@ def test_inputs_hashed_together_hash_as_each_alone():
     assert joined[9:] == [None] * 5  # left to hash_rows, one input at a time
     for X, hashes in zip(inputs[:9], joined):
         assert hashes == hash_rows(X, K)
+
+
+@pytest.mark.parametrize("material", ["short-key", "a" * 40, "abababababababababab", "0123456" * 3, b"\x00" * 32])
+def test_weak_keys_are_refused_for_recording_never_shown(material):
+    with pytest.raises(ValueError, match="too weak") as raised:
+        otel_rai.instrument(hash_key=material, store=False)
+    text = material if isinstance(material, str) else material.decode("latin-1")
+    assert text not in str(raised.value)
+    assert HashKey.from_material(material).key_id  # a verifier still reads what such a key recorded
+
+
+def test_a_key_id_costs_an_attacker_a_stretch_per_guess():
+    """The issue's attack: a human-chosen key guessed from its id. Each guess now costs scrypt."""
+    import time
+
+    human = "correct-horse-battery-1"
+    target = HashKey.from_material(human).key_id
+    guesses = ["password-1234567890", "correct-horse-battery-0", human]
+    start = time.process_time()
+    found = [g for g in guesses if hashing.derive.__wrapped__(g.encode(), b"input-hash")[1] == target]
+    per_guess = (time.process_time() - start) / len(guesses)
+    assert found == [human]  # the id does identify the key (that is its job) ...
+    assert per_guess > 0.005  # ... at a cost per guess a thousand times the old unkeyed digest's
+    legacy = HashKey.from_material(human, hashing.LEGACY_SCHEME)
+    assert legacy.key_id == hashlib.blake2b(human.encode(), digest_size=8, person=b"otel-rai.keyid").hexdigest()
+    assert target != legacy.key_id
+
+
+def test_a_key_left_in_the_data_directory_is_still_used(tmp_path, caplog, monkeypatch):
+    old = tmp_path / "otel-rai-home" / "hash.key"
+    old.parent.mkdir()
+    old.write_text("0123456789abcdef" * 4 + "\n")
+    with caplog.at_level(logging.WARNING):
+        key = resolve_key()
+    assert key == HashKey.from_material("0123456789abcdef" * 4)
+    assert any("move it to" in r.getMessage() for r in caplog.records)
+    assert not (tmp_path / "config" / "otel-rai" / "hash.key").exists()

@@ -184,7 +184,7 @@ def test_pickle_clone_and_get_params_are_unchanged(audit):
 def test_pickle_bytes_are_identical_with_and_without_instrumentation():
     model = LogisticRegression().fit(Xc, yc)
     before = pickle.dumps(model)
-    otel_rai.instrument(hash_key="k" * 32)
+    otel_rai.instrument(hash_key="identity-key-0123456789abcdef")
     model.predict(Xc[:3])
     assert pickle.dumps(model) == before
 

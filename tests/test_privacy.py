@@ -89,7 +89,9 @@ def test_nothing_raw_on_the_wire(receiver, rotel):
     for _resource, span in received:
         assert _leaks(span.SerializeToString().decode("latin-1")) == []
     assert KEY not in "".join(r.SerializeToString().decode("latin-1") for r in receiver.requests)
-    assert all(semconv.INPUT_HASHES in attributes(s) for _, s in received)
+    decisions = [s for _, s in received if s.name != semconv.MODEL_RECORD_SPAN]
+    assert len(decisions) == 3 and all(semconv.INPUT_HASHES in attributes(s) for s in decisions)
+    assert [s.name for _, s in received].count(semconv.MODEL_RECORD_SPAN) == 1  # checked for leaks above
     otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
 
 
@@ -108,7 +110,11 @@ def test_numpy_input_with_capture_allowlist_by_model_feature_names():
 
 
 def _bytes_of(directory) -> str:
-    return "".join(p.read_bytes().decode("latin-1") for p in sorted(directory.rglob("*")) if p.is_file())
+    """Every file otel-rai wrote but the artifact store: that keeps the fitted model itself, whose learned
+    state (the encoder's categories) holds training values by nature. It is owner-only and never
+    exported (docs/model-records.md); test_model_records checks that its records carry no such value."""
+    return "".join(p.read_bytes().decode("latin-1") for p in sorted(directory.rglob("*"))
+                   if p.is_file() and "artifacts" not in p.relative_to(directory).parts)
 
 
 def test_default_configurations_keep_raw_values_out_of_the_store_the_spool_and_the_wire(receiver, tmp_path,
@@ -128,8 +134,113 @@ def test_default_configurations_keep_raw_values_out_of_the_store_the_spool_and_t
     files = sorted(p.name for p in home.iterdir())
     assert any(n.startswith("audit.db") for n in files) and any(n.startswith("spool-") for n in files), files
     received = receiver.spans()
-    assert len(received) == 4 and {attributes(s).get(semconv.AUDIT_SEQ) for _, s in received} == {1, 2, 3, 4}
+    # three decisions, the model record and the closing checkpoint
+    assert len(received) == 5 and {attributes(s).get(semconv.AUDIT_SEQ) for _, s in received} == {1, 2, 3, 4, 5}
     wire = "".join(r.SerializeToString().decode("latin-1") for r in receiver.requests)
     for where, text in (("files", during + _bytes_of(home)), ("wire", wire)):
         assert _leaks(text) == [], where
         assert KEY not in text, where
+
+
+# --- the trace-UI view (input.value, output.value): generated shapes of input -----------------------------
+
+UI_SECRETS = ("ZEBRA-SECRET", "Atlantis", "Lemuria", "Mu-Continent", "quetzal text")
+UI_NUMBERS = (123457.25, 98765.125, 55555.5, 31.0625, 4242.875, 87.5, 6173.3125)
+
+
+def _ui_cases():
+    """(name, model, input, allowlist, error expected) for many shapes of input, sizes and models."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(11)
+
+    def frame(n: int) -> pd.DataFrame:
+        return pd.DataFrame({
+            "income": [UI_NUMBERS[i % len(UI_NUMBERS)] for i in range(n)],
+            "planet": [UI_SECRETS[1 + i % 3] for i in range(n)],
+            "age": pd.array([41 + i % 5 if i % 4 else None for i in range(n)], dtype="Int64"),
+        })
+
+    train = frame(40)
+    pipe = make_pipeline(ColumnTransformer([("n", "passthrough", ["income"]),
+                                            ("a", make_pipeline(StandardScaler()), ["age"]),
+                                            ("c", OneHotEncoder(handle_unknown="error"), ["planet"])]),
+                         LogisticRegression()).fit(train.fillna({"age": 40}), np.arange(40) % 2)
+    numeric = rng.choice(UI_NUMBERS, size=(40, 3))
+    linear = LogisticRegression().fit(numeric, np.arange(40) % 2)
+    ridge = Ridge().fit(numeric, numeric[:, 0] * 0.5)
+    texts = [f"{UI_SECRETS[i % len(UI_SECRETS)]} {i}" for i in range(40)]
+    text = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, np.arange(40) % 2)
+    cases = []
+    for n in (1, 2, 7, 25):
+        good = frame(n).fillna({"age": 43})
+        cases.append((f"frame {n} rows", pipe, good, (), False))
+        cases.append((f"frame {n} rows, planet allowlisted", pipe, good, ("planet",), False))
+        cases.append((f"numpy {n} rows", linear, numeric[:n], (), False))
+        cases.append((f"list of lists {n} rows", linear, numeric[:n].tolist(), (), False))
+        cases.append((f"sparse {n} rows", linear, sparse.csr_matrix(numeric[:n]), (), False))
+        cases.append((f"regressor {n} rows", ridge, numeric[:n], (), False))
+        cases.append((f"texts {n} rows", text, texts[:n], (), False))
+        bad = good.copy()
+        bad.loc[0, "planet"] = UI_SECRETS[0]  # unknown category: sklearn's message quotes it
+        cases.append((f"failing call {n} rows", pipe, bad, (), True))
+    return cases
+
+
+def _leaves(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v, path)
+    else:
+        yield path, value
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba"])
+def test_the_trace_ui_view_never_holds_a_raw_value_unless_allowlisted(method):
+    import json
+
+    for name, model, X, allow, fails in _ui_cases():
+        audit = instrumented(capture_features=list(allow), max_rows_per_span=3)
+        call = getattr(model, method if hasattr(model, method) else "predict")
+        if fails:
+            with pytest.raises(ValueError):
+                call(X)
+        else:
+            call(X)
+        spans = audit.spans()
+        otel_rai.uninstrument()
+        views = [s for s in spans if semconv.UI_INPUT_VALUE in s.attributes]
+        assert views and all(s.attributes[semconv.UI_SPAN_KIND] == semconv.UI_KIND_DECISION for s in views), name
+        shown_allowlisted = set()
+        for span in spans:
+            a = span.attributes
+            for key in (semconv.UI_INPUT_VALUE, semconv.UI_OUTPUT_VALUE):
+                if key not in a:
+                    continue
+                for path, leaf in _leaves(json.loads(a[key])):
+                    if semconv.UI_ALLOWLISTED_KEY in path:
+                        assert path[-1] in allow, (name, path)
+                        shown_allowlisted.add(leaf)
+                        continue
+                    if isinstance(leaf, str):
+                        assert not any(secret in leaf for secret in UI_SECRETS), (name, key, path, leaf)
+                    elif isinstance(leaf, float):
+                        assert leaf not in UI_NUMBERS, (name, key, path, leaf)
+            # and nowhere else on the span either (allowlisted values only under ml.input.value.*)
+            rest = {k: v for k, v in a.items() if not k.startswith(semconv.INPUT_VALUE_PREFIX)
+                    and k not in (semconv.UI_INPUT_VALUE,)}
+            text = repr(rest) + (span.status.description or "") + repr([dict(e.attributes) for e in span.events])
+            assert not any(secret in text for secret in UI_SECRETS), (name, span.name)
+            if semconv.DECISION_IDS in a and semconv.UI_INPUT_VALUE in a:
+                shown = json.loads(a[semconv.UI_INPUT_VALUE])
+                rows = [shown] if "decision_id" in shown else shown["decisions"]
+                assert [r["decision_id"] for r in rows] == list(a[semconv.DECISION_IDS])[: len(rows)], name
+                if semconv.INPUT_HASHES in a:
+                    assert [r["input_hash"] for r in rows] == list(a[semconv.INPUT_HASHES])[: len(rows)], name
+        if allow and not fails:  # the positive control: allowlisted values are shown
+            assert shown_allowlisted and shown_allowlisted <= set(UI_SECRETS), name

@@ -42,13 +42,13 @@ def stop(process: subprocess.Popen) -> None:
 
 
 class Replica:
-    def __init__(self, part: int, parts: int, tmp: Path) -> None:
+    def __init__(self, part: int, parts: int, tmp: Path, script: str = "fairness_replica.py") -> None:
         self.port = free_port()
         self.out = tmp / f"replica-{part}.json"
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
                "OTEL_RAI_HOME": str(tmp / f"home-{part}")}
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).with_name("fairness_replica.py")), str(self.port), str(part),
+            [sys.executable, str(Path(__file__).with_name(script)), str(self.port), str(part),
              str(parts), str(self.out)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
         )

@@ -39,14 +39,17 @@ def test_one_version_yields_exactly_its_decisions_like_the_local_store(recorded,
 def test_more_traces_than_the_search_limit_are_all_found_by_splitting_the_window(recorded):
     spans = recorded.spans()
     second = 10**9
-    for i, s in enumerate(spans):  # spread the traces over 14 seconds: Tempo searches by the second
+    for i, s in enumerate(spans):  # spread the traces over seconds, one each: Tempo searches by the second
+        # A model record lasts as long as its artifact takes to save (seconds on a loaded machine), which
+        # would overlap the next traces: every span is made short, so that one trace is one second.
+        duration = min(s.end_ns - s.start_ns, second // 10)
         s.start_ns += i * second
-        s.end_ns += i * second
+        s.end_ns = s.start_ns + duration
     server = FakeTempo(spans)
     try:
         start = min(s.start_ns for s in spans)
         backend = tempo.Tempo(server.url, search_limit=3)
-        found = list(find_decisions(backend=backend, start=start, end=start + 20 * second))
+        found = list(find_decisions(backend=backend, start=start, end=start + (len(spans) + 1) * second))
         assert len(found) == 519
         assert [d.time_ns for d in found] == sorted(d.time_ns for d in found)
         assert sum(path == "/api/search" for path, _ in server.requests) > 3

@@ -100,7 +100,7 @@ def test_a_60_second_outage_during_100k_decisions_loses_none(tmp_path, failure):
         assert after.complete and after.pending == 0 and after.dropped == 0, after
         assert received_ids(receiver) == ids  # every decision, once, in order
         otel_rai.uninstrument()
-        assert chain_intact(receiver).records == 100_001  # and the closing checkpoint
+        assert chain_intact(receiver).records == 100_002  # and the model record and the closing checkpoint
         assert sqlite3.connect(tmp_path / "spool.db").execute("SELECT count(*) FROM spans").fetchone() == (0,)
     finally:
         receiver.stop()
@@ -184,7 +184,7 @@ def test_a_burst_faster_than_export_is_spooled_and_counted(tmp_path):
         result = otel_rai.flush(120)
         assert result.complete and result.dropped == 0
         assert received_ids(slow) == ids
-        assert metrics(reader) == {semconv.METRIC_AUDIT_PENDING: 0, semconv.METRIC_AUDIT_EXPORTED: 5000,
+        assert metrics(reader) == {semconv.METRIC_AUDIT_PENDING: 0, semconv.METRIC_AUDIT_EXPORTED: 5000 + 1,  # + record
                                    semconv.METRIC_AUDIT_DROPPED: 0}
     finally:
         otel_rai.uninstrument()
@@ -281,8 +281,8 @@ def test_sigterm_and_exit_deliver_what_was_held_in_memory(ending):
         if ending != "exit":
             proc.send_signal(signal.SIGTERM)
         _, err = communicate(proc, 60)
-        expected = {"sigterm": (-signal.SIGTERM, "flush_on_sigterm.<locals>.on_sigterm"),
-                    "own-handler": (0, "<lambda>"), "exit": (0, "flush_on_sigterm.<locals>.on_sigterm")}
+        expected = {"sigterm": (-signal.SIGTERM, "SigtermFlush._on_sigterm"),
+                    "own-handler": (0, "<lambda>"), "exit": (0, "SigtermFlush._on_sigterm")}
         assert (proc.returncode, handler) == expected[ending], err
         assert received_ids(slow) == [f"t{i}" for i in range(2000)]
         report = chain_intact(slow)
@@ -308,12 +308,13 @@ def test_exit_with_a_hanging_backend_ends_within_the_exit_timeout(tmp_path, spoo
         hung.stop()
     assert proc.returncode == 0, err
     assert took < instrumentor.EXIT_TIMEOUT_S + 15, (took, err)  # one budget for the whole shutdown
-    assert "2001 audit records were still pending at exit" in err  # 2,000 decisions and the checkpoint
+    # 2,000 decisions, the model's record and the checkpoint
+    assert "2002 audit records were still pending at exit" in err
     if spool:
-        assert "2001 audit spans are spooled" in err  # for the next process to send
-        assert sqlite3.connect(spool_file).execute("SELECT count(*) FROM outbox").fetchone() == (2001,)
+        assert "2002 audit spans are spooled" in err  # for the next process to send
+        assert sqlite3.connect(spool_file).execute("SELECT count(*) FROM outbox").fetchone() == (2002,)
     else:
-        assert "2001 audit spans were not exported and are lost" in err
+        assert "2002 audit spans were not exported and are lost" in err
 
 
 def _mp_child(n: int) -> None:

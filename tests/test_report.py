@@ -18,6 +18,7 @@ from sklearn.preprocessing import OneHotEncoder
 import otel_rai
 from otel_rai import cli, semconv, store
 from otel_rai.fairness.alerts import FairnessAlert
+from otel_rai.report import charts as report_charts
 from otel_rai.report import figures as report_figures
 from otel_rai.report import html as report
 from otel_rai.settings import FairnessConfig
@@ -65,13 +66,16 @@ def test_report_figures_equal_fairlearn():
     assert root.find(".//td[@id='labelled']").text == "200"
     assert root.find(".//td[@id='explained']").text == "400"
 
-    (chart, attributions) = root.iter(SVG + "svg")
+    svgs = {svg.get("class").split()[1]: svg for svg in root.iter(SVG + "svg")}
+    chart, attributions = svgs["selection-rate"], svgs["attributions"]
+    assert {"decisions-over-time", "selection-rate-over-time"} <= svgs.keys()
     bars = {b.get("data-group"): float(b.get("data-rate")) for b in chart.iter(SVG + "rect") if b.get("class") == "bar"}
     frame = flm.MetricFrame(metrics=flm.selection_rate, y_true=y_true, y_pred=y_pred, sensitive_features=sex)
     assert bars == pytest.approx(dict(frame.by_group.items()), abs=1e-12)
     assert "<x&y>" in bars  # escaped in the markup, intact once parsed
     (band,) = [r for r in chart.iter(SVG + "rect") if r.get("class") == "band"]
-    x = lambda v: 160 + 420 * v  # noqa: E731  (label width, plot width)
+    plot = report_charts.WIDTH - 150 - 70  # the drawing less its left and right margins
+    x = lambda v: 150 + plot * v  # noqa: E731
     assert float(band.get("x")) == pytest.approx(x(0.8 * max(bars.values())), abs=0.01)
     assert float(band.get("x")) + float(band.get("width")) == pytest.approx(x(max(bars.values())), abs=0.02)
 
@@ -96,7 +100,8 @@ def test_report_without_explanations_alerts_or_outcomes():
     root = parse(report.render(records, config=FairnessConfig(min_group_size=30)))  # only f and m qualify
     text = "".join(root.itertext())
     assert "No explanations were recorded" in text and "No alert was raised" in text
-    assert len(list(root.iter(SVG + "svg"))) == 1
+    assert [svg.get("class") for svg in root.iter(SVG + "svg")] == [
+        "chart selection-rate", "chart decisions-over-time", "chart selection-rate-over-time"]
     assert "no value" in cell(root, "equalized odds difference")  # no outcomes: no TPR/FPR
 
 
@@ -116,7 +121,7 @@ def test_report_command(tmp_path, capsys):
     assert parse(out.read_text()).find(".//td[@id='decisions']").text == "100"
 
     assert run_cli(tmp_path, "--model-version", "9.9", "--records", str(path), "--out", str(out)) == 1
-    assert capsys.readouterr().err == "otel-rai: no decisions of model version '9.9'\n"
+    assert capsys.readouterr().err == "otel-rai: no decisions of model version '9.9'; versions there: credit 1.4.2\n"
     bad_out = tmp_path / "missing-dir" / "report.html"
     assert run_cli(tmp_path, "--model-version", "1.4.2", "--records", str(path), "--out", str(bad_out)) == 1
     assert "cannot write" in capsys.readouterr().err

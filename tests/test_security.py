@@ -98,8 +98,9 @@ def test_mutual_tls_with_a_custom_ca_and_headers_from_the_environment(pki, tls_r
     MODEL.predict(X[:2])
     assert otel_rai.flush(30).complete  # the next attempt connects with the certificate: nothing lost
     otel_rai.uninstrument()
-    got = [attributes(span).get(semconv.BATCH_SIZE) for _, span in tls_receiver.spans()]
-    assert got[:2] == [3, 2]
+    got = [attributes(span).get(semconv.BATCH_SIZE) for _, span in tls_receiver.spans()
+           if semconv.DECISION_IDS in attributes(span)]
+    assert got == [3, 2]
     assert all(m.get("authorization") == TOKEN for m in tls_receiver.metadata)
 
 
@@ -270,10 +271,20 @@ def test_damaged_store_files_give_a_clear_error_never_a_traceback(good_store, tm
 
 
 def test_nothing_is_ever_unpickled_or_evaluated():
-    source = "\n".join(p.read_text() for p in (ROOT / "otel_rai").rglob("*.py"))
+    """Outside the artifact store, nothing; the artifact store unpickles a model file (joblib) in one place,
+    `artifacts.loads`, which `load` reaches only after the store, digest and type checks
+    (test_artifacts.py tampers with each and sees nothing deserialised)."""
+    artifacts = ROOT / "otel_rai" / "provenance" / "artifacts.py"
+    source = "\n".join(p.read_text() for p in (ROOT / "otel_rai").rglob("*.py") if p != artifacts)
     for forbidden in (r"^\s*(import|from)\s+(pickle|cPickle|marshal|shelve|dill|cloudpickle)\b",
                       r"\b(pickle|marshal|dill|joblib)\.loads?\(", r"(?<![\w.])(eval|exec)\(", r"yaml\.load\("):
         assert not re.search(forbidden, source, re.MULTILINE), forbidden
+    text = artifacts.read_text()
+    assert len(re.findall(r"\b(pickle|joblib)\.loads?\(", text)) == 1
+    unsafe = r"^\s*(import|from)\s+(pickle|cPickle|marshal|shelve|dill|cloudpickle)\b|(?<![\w.])(eval|exec)\("
+    assert not re.search(unsafe, text, re.MULTILINE)
+    loads = text.index("\ndef loads(")
+    assert text.index("joblib.load(") > loads and text.index("joblib.load(") < text.index("\ndef serialize(")
 
 
 # --- malformed backend answers ------------------------------------------------------------------------

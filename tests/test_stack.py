@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -127,16 +128,22 @@ def test_a_state_file_that_is_not_ours_is_a_clear_error(tmp_path, capsys):
 # --- end to end ----------------------------------------------------------------------------------------
 
 
-def phoenix_spans(base_url: str, version: str) -> list[dict]:
-    """Every span Phoenix holds whose ml.model.version is `version`, through its REST API (all pages)."""
+def phoenix_spans(base_url: str, version: str, project: str = "stack-e2e") -> list[dict]:
+    """Every span of `project` (the service: otel-rai makes it the Phoenix project) in Phoenix whose
+    ml.model.version is `version`, through its REST API (all pages)."""
     spans, cursor = [], None
     while True:
         query = {"attribute": f"{semconv.MODEL_VERSION}:{json.dumps(version)}", "limit": "100"}
         if cursor:
             query["cursor"] = cursor
-        url = f"{base_url}/v1/projects/default/spans?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            page = json.load(response)
+        url = f"{base_url}/v1/projects/{project}/spans?{urllib.parse.urlencode(query)}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                page = json.load(response)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # the project is made with its first span: not there yet
+                return spans
+            raise
         spans.extend(page["data"])
         cursor = page.get("next_cursor")
         if not cursor:
@@ -202,12 +209,13 @@ def test_decisions_reach_phoenix_through_rotel_and_prometheus_scrapes_the_app(tm
         assert otel_rai.flush(60).complete
 
         for version, ids in expected_ids.items():
-            spans = wait_for(lambda v=version: phoenix_spans(running.phoenix_url, v), lambda s: len(s) >= 3)
-            assert len(spans) == 3, [s["name"] for s in spans]
+            # three decision spans and the model's record
+            spans = wait_for(lambda v=version: phoenix_spans(running.phoenix_url, v), lambda s: len(s) >= 4)
+            assert sorted(s["name"] for s in spans) == [semconv.MODEL_RECORD_SPAN] + ["predict credit"] * 3
             got_ids = set()
-            for span in spans:
+            for span in (s for s in spans if s["name"] != semconv.MODEL_RECORD_SPAN):
                 attributes = span["attributes"]
-                assert span["name"] == "predict credit"
+                assert span["name"] == "predict credit" and span["span_kind"] == "DECISION"
                 assert attributes[semconv.MODEL_VERSION] == version
                 decision_ids = attributes[semconv.DECISION_IDS]
                 hashes = attributes[semconv.INPUT_HASHES]

@@ -102,8 +102,8 @@ def test_one_row_per_decision_with_the_issue_columns(tmp_path):
         assert input_hash == otel_rai.hash_input(rec.inputs[decision_id], KEY)
         assert output == rec.outputs[decision_id]
         assert len(fingerprint) == 32 and len(trace) == 32 and len(span) == 16
-    # two decision spans and the checkpoint closing the session's chain
-    assert rows(rec.path, "SELECT count(*), sum(n_decisions) FROM spans") == [(3, 503)]
+    # two decision spans, the model record of each version, and the checkpoint closing the session's chain
+    assert rows(rec.path, "SELECT count(*), sum(n_decisions) FROM spans") == [(5, 503)]
 
 
 def test_chunked_call_rows_keep_their_call_row(tmp_path):
@@ -112,8 +112,8 @@ def test_chunked_call_rows_keep_their_call_row(tmp_path):
     assert [d.decision_id for d in found] == rec.ids["9"]
     assert [d.row for d in found] == list(range(2500))
     # The parent span of the chunks is stored too (it is part of the trace), holding no decisions.
-    assert rows(rec.path, "SELECT n_decisions FROM spans WHERE name != 'ml.audit.checkpoint' ORDER BY seq") == [
-        (1000,), (1000,), (500,), (0,)]
+    assert rows(rec.path, "SELECT n_decisions FROM spans WHERE name NOT IN (?, ?) ORDER BY seq",
+                semconv.CHECKPOINT_SPAN, semconv.MODEL_RECORD_SPAN) == [(1000,), (1000,), (500,), (0,)]
 
 
 def test_a_failed_call_is_a_decision_with_its_error(tmp_path):
@@ -125,7 +125,7 @@ def test_a_failed_call_is_a_decision_with_its_error(tmp_path):
     assert otel_rai.flush(10).complete
     (d,) = find_decisions(url=str(tmp_path / "audit.db"))
     assert d.decision_id == "bad-1" and d.output is None
-    assert d.error.startswith("ValueError: X has 3 features")
+    assert d.error.startswith("ValueError: X has … features")  # the numbers are literals: docs/semantic-conventions.md
 
 
 def test_a_decision_whose_audit_record_is_incomplete_is_stored_whole(tmp_path, monkeypatch):
@@ -167,7 +167,8 @@ def test_records_rebuild_the_exact_otlp_of_the_original_spans(tmp_path):
     rebuild = ReadableSpans()
     stored = [rebuild(r) for r in store.Store(tmp_path / "audit.db").spans()]
     by_id = {s.context.span_id: s for s in stored}
-    assert len(stored) == len(originals) == 6  # 3 chunks + their parent + the failed call + a checkpoint
+    # 3 chunks + their parent + the failed call + the model record + a checkpoint
+    assert len(stored) == len(originals) == 7
     for original in originals:
         assert encode_spans([original]) == encode_spans([by_id[original.context.span_id]])
 
@@ -259,7 +260,8 @@ def test_the_sink_fills_the_input_index_in_bulk(tmp_path, monkeypatch):
     rec = record(tmp_path / "audit.db", {"a": 60, "b": 60, "c": 10})
     # After 120 rows the sink indexed them; closing the store indexed the rest.
     assert rows(rec.path, "SELECT count(*) FROM input_index") == [(130,)]
-    assert rows(rec.path, "SELECT value FROM meta WHERE key = 'input_index_through'") == [("4",)]  # + checkpoint
+    # three decision spans, the model record of each version, the checkpoint
+    assert rows(rec.path, "SELECT value FROM meta WHERE key = 'input_index_through'") == [("7",)]
 
 
 # --- concurrent writers --------------------------------------------------------------------------
@@ -280,7 +282,8 @@ def test_four_processes_of_eight_threads_lose_and_duplicate_nothing(tmp_path):
     expected = {f"p{p}-{t}-{i}" for p in range(4) for t in range(threads) for i in range(calls)}
     got = [r[0] for r in rows(path, "SELECT decision_id FROM decisions")]
     assert len(got) == len(expected) and set(got) == expected
-    assert rows(path, "SELECT count(*) FROM spans WHERE name != 'ml.audit.checkpoint'") == [(len(expected),)]
+    assert rows(path, "SELECT count(*) FROM spans WHERE name NOT IN (?, ?)", semconv.CHECKPOINT_SPAN,
+                semconv.MODEL_RECORD_SPAN) == [(len(expected),)]
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     report = trail.verify(local.connect(str(path)))  # each process its own intact chain

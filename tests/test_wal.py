@@ -77,8 +77,8 @@ def test_an_outage_spools_decisions_and_delivers_them_in_order_afterwards(tmp_pa
     ids = [f"d{i}" for i in range(40)]
     predict(ids)
     during = otel_rai.flush(1.5)
-    assert not during.complete and during.pending == 40
-    assert outbox(path) == 40  # durable on disk while the backend is down
+    assert not during.complete and during.pending == 40 + 1  # and the model's record
+    assert outbox(path) == 40 + 1  # durable on disk while the backend is down
     receiver.start()
     try:
         assert otel_rai.flush(60).complete

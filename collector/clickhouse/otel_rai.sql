@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS otel.otel_rai_spans (
     SpanId String CODEC(ZSTD(1)),
     ModelName LowCardinality(String) CODEC(ZSTD(1)),
     ModelVersion LowCardinality(String) CODEC(ZSTD(1)),
+    ModelFingerprint LowCardinality(String) CODEC(ZSTD(1)),
     BatchOffset Int64 CODEC(ZSTD(1)),  -- a chunk's first row in its call; -1 when not a chunk
     Decisions UInt32 CODEC(ZSTD(1)),
     AuditStream String CODEC(ZSTD(1)),  -- '' when the span carries no chain attributes
@@ -27,6 +28,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS otel.otel_rai_spans_mv
 TO otel.otel_rai_spans
 AS SELECT Timestamp, ServiceName, SpanName, TraceId, SpanId,
     SpanAttributes['ml.model.name'] AS ModelName, SpanAttributes['ml.model.version'] AS ModelVersion,
+    SpanAttributes['ml.model.fingerprint'] AS ModelFingerprint,
     toInt64OrDefault(SpanAttributes['ml.batch.offset'], toInt64(-1)) AS BatchOffset,
     toUInt32(JSONLength(SpanAttributes['ml.decision.ids'])) AS Decisions,
     SpanAttributes['ml.audit.stream'] AS AuditStream,
@@ -122,3 +124,47 @@ PARTITION BY toYYYYMM(Time)
 ORDER BY DecisionId
 TTL toDateTime(Time) + toIntervalDay(185)
 SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS otel.otel_rai_drift_snapshots (
+    ModelName LowCardinality(String) CODEC(ZSTD(1)),
+    ModelVersion LowCardinality(String) CODEC(ZSTD(1)),
+    Time DateTime64(9) CODEC(ZSTD(1)),  -- when the drift monitor took it
+    Histograms String CODEC(ZSTD(1))  -- its histograms, as JSON (docs/monitoring.md)
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(Time)
+ORDER BY (ModelName, ModelVersion, Time)
+TTL toDateTime(Time) + toIntervalDay(185)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS otel.otel_rai_model_records (
+    Timestamp DateTime64(9),
+    TraceId String,
+    SpanId String,
+    ParentSpanId String,
+    TraceState String,
+    SpanName LowCardinality(String),
+    SpanKind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    ResourceAttributes Map(LowCardinality(String), String),
+    ScopeName String,
+    ScopeVersion String,
+    SpanAttributes Map(LowCardinality(String), String),
+    Duration UInt64,
+    StatusCode LowCardinality(String),
+    StatusMessage String,
+    Events Nested (Timestamp DateTime64(9), Name LowCardinality(String), Attributes Map(LowCardinality(String), String)),
+    Links Nested (TraceId String, SpanId String, TraceState String, Attributes Map(LowCardinality(String), String)),
+    ModelName LowCardinality(String) MATERIALIZED SpanAttributes['ml.model.name'],
+    ModelVersion LowCardinality(String) MATERIALIZED SpanAttributes['ml.model.version'],
+    ModelFingerprint String MATERIALIZED SpanAttributes['ml.model.fingerprint']
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(Timestamp)
+ORDER BY (ModelName, ModelVersion, ModelFingerprint, Timestamp, TraceId, SpanId);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS otel.otel_rai_model_records_mv
+TO otel.otel_rai_model_records
+AS SELECT *
+FROM otel.otel_traces
+WHERE SpanName = 'ml.model.record';

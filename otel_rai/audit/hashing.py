@@ -1,7 +1,12 @@
 """Keyed, canonical hashes of input rows (``ml.input.hashes``).
 
 A plain SHA-256 of a feature row can be reversed by trying every plausible row, so every hash is keyed:
-BLAKE2b with a 16-byte digest, the secret key, and the personalization ``otel-rai.row.v1``.
+BLAKE2b with a 16-byte digest, the secret key, and the personalization ``otel-rai.row.v1``. The key is
+what `derive` makes of the key material (scheme ``blake2b-128/v2``): scrypt stretches it, so that
+guessing a human-chosen key from a span (its key id, or a hash of a row one knows) costs tens of
+milliseconds a guess; the key id is an HMAC under the stretched key and says nothing else about it.
+Scheme ``blake2b-128/v1`` (earlier versions) used the material itself; `HashKey.variants` gives both,
+to verify old decisions.
 
 The bytes hashed for a row are its cells, in column order, each encoded as
 
@@ -10,7 +15,8 @@ The bytes hashed for a row are its cells, in column order, each encoded as
   rounded to the shortest decimal that round-trips in their own precision (``float32(0.1)`` hashes
   like ``0.1``), so the number an applicant typed matches whatever width the pipeline used.
 * missing (NaN of any payload, ``None``, ``pandas.NA``, ``NaT``): ``b"m"`` + 8 zero bytes.
-* a string: ``b"s"`` + the UTF-8 length as little-endian uint64 + the UTF-8 bytes.
+* a string: ``b"s"`` + the UTF-8 length as little-endian uint64 + the UTF-8 bytes (a lone surrogate,
+  which UTF-8 cannot encode, as its three bytes of generalised UTF-8: ``"\ud800"`` is ``ED A0 80``).
 * bytes: ``b"b"`` + length + the bytes.
 * anything else: ``b"o"`` + length + the UTF-8 of ``str(value)``.
 
@@ -21,7 +27,9 @@ DataFrame row and a list of the same values give the same hash. See ``docs/hashi
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -35,10 +43,19 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from otel_rai import settings
+from otel_rai.errors import InputError
 
 _log = logging.getLogger(__name__)
 
-SCHEME = "blake2b-128/v1"
+SCHEME = "blake2b-128/v2"
+#: Decisions recorded before key stretching: the raw material was the key, and its id a plain digest.
+LEGACY_SCHEME = "blake2b-128/v1"
+#: scrypt's cost: about 40 ms and 16 MiB once per key and process (2 cores, 2024), per guess for an attacker.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 14, 8, 1
+_SCRYPT_MAXMEM = 64 << 20
+#: Key material otel-rai refuses to record with: too short, or too few distinct bytes to be random.
+MIN_KEY_BYTES = 16
+MIN_DISTINCT_BYTES = 8
 _PERSON = b"otel-rai.row.v1"
 _DIGEST_SIZE = 16
 _CELL = np.dtype([("tag", "u1"), ("value", "<f8")])  # packed: 9 bytes a cell
@@ -48,8 +65,38 @@ _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bo
 _SPARSE_CHUNK = 4096
 #: A DataFrame of at most this many cells is converted to objects in one go (see `_hash_frame`).
 _SMALL_FRAME_CELLS = 4096
-#: A configured key shorter than this (in bytes) is warned about: a short key can be guessed.
-_MIN_KEY_BYTES = 16
+#: How text becomes bytes: UTF-8, a lone surrogate (which UTF-8 cannot encode) as its 3-byte generalised
+#: UTF-8 form (WTF-8), so that any Python string hashes, and no valid string hashes like it.
+_WTF8 = "surrogatepass"
+
+
+def material_bytes(material: str | bytes) -> bytes:
+    """Key material as bytes (a string as UTF-8); empty material is refused."""
+    raw = material.encode("utf-8", _WTF8) if isinstance(material, str) else bytes(material)
+    if not raw:
+        raise InputError("the hash key is empty")
+    return raw
+
+
+@functools.lru_cache(maxsize=64)
+def derive(raw: bytes, purpose: bytes) -> tuple[bytes, str]:
+    """(a 32-byte key, its 16-hex-digit id) from key material, for `purpose` (a label that keeps the
+    keys of different uses apart). scrypt with a fixed salt, the label: the material alone names the
+    key, as it must for a key given by a variable; the cost makes each guess dear."""
+    key = hashlib.scrypt(raw, salt=b"otel-rai.key.v2:" + purpose, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P,
+                         maxmem=_SCRYPT_MAXMEM, dklen=32)
+    return key, hmac.new(key, b"otel-rai.key-id", hashlib.sha256).hexdigest()[:16]
+
+
+def check_strength(raw: bytes, what: str = "hash key") -> None:
+    """Refuse key material that a guess could find: fewer than `MIN_KEY_BYTES` bytes or
+    `MIN_DISTINCT_BYTES` distinct ones (the value is never shown)."""
+    if len(raw) < MIN_KEY_BYTES or len(set(raw)) < MIN_DISTINCT_BYTES:
+        raise InputError(
+            f"the {what} is too weak to keep what it protects secret: {len(raw)} bytes, {len(set(raw))} "
+            f"distinct (at least {MIN_KEY_BYTES} and {MIN_DISTINCT_BYTES}); use a random one, e.g. "
+            "python -c 'import secrets; print(secrets.token_hex(32))'")
+
 #: Random bytes of a generated key (written to the key file as hex).
 _GENERATED_KEY_BYTES = 32
 
@@ -60,51 +107,59 @@ class HashKey:
 
     secret: bytes = field(repr=False)
     key_id: str
+    scheme: str = SCHEME
 
     @classmethod
-    def from_material(cls, material: str | bytes) -> HashKey:
-        """The key for a secret (str as UTF-8, or bytes; ValueError when empty); a secret over 64 bytes is first
-        hashed to 64 (BLAKE2b's longest key)."""
-        raw = material.encode("utf-8") if isinstance(material, str) else bytes(material)
-        if not raw:
-            raise ValueError("otel-rai: the hash key is empty")
-        if len(raw) > 64:  # BLAKE2b takes at most 64 key bytes
-            raw = hashlib.blake2b(raw, digest_size=64, person=b"otel-rai.longkey").digest()
-        key_id = hashlib.blake2b(raw, digest_size=8, person=b"otel-rai.keyid").hexdigest()
-        return cls(raw, key_id)
+    def from_material(cls, material: str | bytes, scheme: str = SCHEME) -> HashKey:
+        """The key of `material` under `scheme` (`SCHEME`, or `LEGACY_SCHEME` to verify old decisions)."""
+        raw = material_bytes(material)
+        if scheme == LEGACY_SCHEME:
+            if len(raw) > 64:  # BLAKE2b takes at most 64 key bytes
+                raw = hashlib.blake2b(raw, digest_size=64, person=b"otel-rai.longkey").digest()
+            return cls(raw, hashlib.blake2b(raw, digest_size=8, person=b"otel-rai.keyid").hexdigest(), scheme)
+        if scheme != SCHEME:
+            raise InputError(f"unknown input hash scheme {scheme!r}")
+        return cls(*derive(raw, b"input-hash"), scheme)
+
+    @classmethod
+    def variants(cls, material: str | bytes) -> list[HashKey]:
+        """The key of `material` under every scheme: a verifier matches each decision by its key id."""
+        return [cls.from_material(material, SCHEME), cls.from_material(material, LEGACY_SCHEME)]
 
 
-_warned_generated = False
 
-
-def resolve_key(hash_key: str | bytes | HashKey | None = None) -> HashKey:
-    """The key from `hash_key`, else ``OTEL_RAI_HASH_KEY``, else the generated key file."""
-    global _warned_generated
+def resolve_key(hash_key: str | bytes | HashKey | None = None, *, recording: bool = False) -> HashKey:
+    """The key from `hash_key`, else ``OTEL_RAI_HASH_KEY``, else the generated key file. `recording`
+    (a session that hashes decisions) refuses weak material (`check_strength`)."""
     if isinstance(hash_key, HashKey):
         return hash_key
     material = hash_key if hash_key is not None else settings.from_env("hash_key")
+    if material is not None and recording:
+        check_strength(material_bytes(material))
     if material is None:
         path, created = _generated_key_file()
         material = path.read_text().strip()
-        if not _warned_generated:
-            _warned_generated = True
+        if created:  # said once, by the process that made it: every later process reads the same key
             _log.warning(
-                "otel-rai: no hash key configured (hash_key= or OTEL_RAI_HASH_KEY); %s the key file %s. "
+                "otel-rai: no hash key configured (hash_key= or OTEL_RAI_HASH_KEY); generated the key file %s. "
                 "Keep it: without it no input hash can be verified.",
-                "generated" if created else "using",
                 path,
             )
-    key = HashKey.from_material(material)
-    if len(key.secret) < _MIN_KEY_BYTES:
-        _log.warning("otel-rai: the hash key is shorter than %d bytes; a short key can be guessed", _MIN_KEY_BYTES)
-    return key
+    return HashKey.from_material(material)
 
 
 def _generated_key_file() -> tuple[Path, bool]:
+    """The generated key file: outside the data directory (`settings.hash_key_file`); one left in the
+    data directory by an earlier version is still used, with a warning to move it."""
     path = settings.hash_key_file()
     if path.exists():
         return path, False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    legacy = settings.legacy_hash_key_file()
+    if legacy.exists():
+        _log.warning("otel-rai: the hash key file %s is in the data directory, next to the audit store; "
+                     "move it to %s", legacy, path)
+        return legacy, False
+    settings.private_directory(path.parent)
     try:
         # O_EXCL: two processes starting at once must not each write their own key.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -154,7 +209,7 @@ def _tagged(tag: bytes, data: bytes) -> bytes:
 def _encode_cell(v: Any) -> bytes:
     """Canonical bytes of one cell (see the module docstring)."""
     if isinstance(v, (str, np.str_)):
-        return _tagged(b"s", str(v).encode("utf-8"))
+        return _tagged(b"s", str(v).encode("utf-8", _WTF8))
     if isinstance(v, (bytes, np.bytes_)):
         return _tagged(b"b", bytes(v))
     if _is_missing(v):
@@ -163,9 +218,9 @@ def _encode_cell(v: Any) -> bytes:
         try:
             f = float(str(v)) if isinstance(v, (np.float32, np.float16)) else float(v)
         except OverflowError:  # an int beyond float64's range
-            return _tagged(b"o", str(v).encode("utf-8"))
+            return _tagged(b"o", str(v).encode("utf-8", _WTF8))
         return b"n" + struct.pack("<d", f + 0.0)
-    return _tagged(b"o", str(v).encode("utf-8"))
+    return _tagged(b"o", str(v).encode("utf-8", _WTF8))
 
 
 # --- rows --------------------------------------------------------------------------------------
@@ -315,3 +370,34 @@ def hash_input(
     if values.ndim != 1:
         raise ValueError(f"otel-rai: hash_input() takes one row (a 1-D sequence of cells), got a {values.ndim}-D input")
     return hash_rows(values.reshape(1, -1), k)[0]
+
+
+# --- many rows at once: the training data (docs/hashing.md) --------------------------------------
+
+
+def canonical_rows(X: Any) -> bytes:
+    """The bytes `hash_rows` hashes for each row of `X`, concatenated row after row: the stream that the
+    training-data hash reads a chunk of rows at a time."""
+    if hasattr(X, "iloc"):
+        frame = X if hasattr(X, "columns") else X.to_frame()
+        if all(map(_wide_number, frame.dtypes)):
+            return _numeric_cells(frame.to_numpy(dtype=np.float64)).tobytes()
+        columns = [_frame_column(column) for _, column in frame.items()]
+        return b"".join(b"".join(row) for row in zip(*(
+            _column_cells(c) if isinstance(c, np.ndarray) else c for c in columns)))
+    sparse = sys.modules.get("scipy.sparse")
+    if sparse is not None and sparse.issparse(X):
+        return _numeric_cells(X.toarray()).tobytes()
+    a = np.asarray(X) if isinstance(X, np.ndarray) else np.array(X, dtype=object)
+    if a.ndim == 1:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2:
+        raise ValueError(f"cannot hash a {a.ndim}-D input; rows must be 1-D")
+    if a.dtype.kind in "biuf":
+        return _numeric_cells(a).tobytes()
+    return b"".join(b"".join(row) for row in zip(*(_column_cells(a[:, j]) for j in range(a.shape[1]))))
+
+
+def row_digest(data: bytes, key: HashKey) -> str:
+    """The ``ml.input.hashes`` digest of one row's canonical bytes (`canonical_rows` of that row)."""
+    return _digests([data], key)[0]

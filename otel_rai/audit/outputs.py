@@ -20,18 +20,24 @@ from typing import Any
 
 import numpy as np
 
+from otel_rai.codec.text import safe, text_of, texts
+
 SCORED = ("predict_proba", "predict_log_proba", "decision_function")
+#: OTLP carries integers as int64; larger ones are recorded as text.
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def attribute_values(values: np.ndarray) -> list[Any]:
     """A 1-D array as a homogeneous OTel attribute array."""
-    if values.dtype.kind in "biuf":
+    if values.dtype.kind in "bif" or (values.dtype.kind == "u" and values.dtype.itemsize < 8):
         return values.tolist()
     items = values.tolist()
     kinds = {type(v) for v in items}
-    if len(kinds) == 1 and kinds <= {str, bool, int, float}:
+    if kinds == {str}:  # labels are untrusted text
+        return [safe(v) for v in items]
+    if kinds in ({bool}, {float}) or (kinds == {int} and all(_INT64_MIN <= v <= _INT64_MAX for v in items)):
         return items
-    return [str(v) for v in items]
+    return texts(items)
 
 
 Scores = dict[str, list[float]]
@@ -46,7 +52,7 @@ def _class_labels(classes: np.ndarray | None, n_scores: int) -> np.ndarray:
 
 def _per_class(scores: np.ndarray, labels: np.ndarray) -> Scores:
     columns = scores.astype(np.float64, copy=False).T.tolist()
-    return {str(label): column for label, column in zip(labels.tolist(), columns)}
+    return {text_of(label): column for label, column in zip(labels.tolist(), columns)}
 
 
 def encode(operation: str, output: Any, classes: np.ndarray | None) -> tuple[list[Any], Scores | None]:
@@ -61,7 +67,7 @@ def encode(operation: str, output: Any, classes: np.ndarray | None) -> tuple[lis
     if out.ndim == 2 and operation in SCORED:
         labels = _class_labels(classes, out.shape[1])
         return attribute_values(labels[np.argmax(out, axis=1)]), _per_class(out, labels)
-    return [json.dumps(np.asarray(row).tolist(), default=str) for row in out], None
+    return [json.dumps(np.asarray(row).tolist(), default=text_of) for row in out], None
 
 
 def _encode_multi_output(outputs: list[np.ndarray]) -> list[str]:

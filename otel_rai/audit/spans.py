@@ -7,8 +7,7 @@ model and batch attributes plus one child span per chunk; each chunk carries the
 
 from __future__ import annotations
 
-import re
-import traceback
+import functools
 from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
@@ -16,11 +15,13 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
-from otel_rai.audit import outputs
-from otel_rai.audit.hashing import SCHEME, hash_rows, hash_rows_many
+from otel_rai.audit import outputs, redaction, ui
+from otel_rai.audit.hashing import HashKey, hash_rows, hash_rows_many
+from otel_rai.audit.local_rows import groups_digests, local_key
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
 from otel_rai.codec.reasons import encode_top
+from otel_rai.codec.text import text_of, texts
 from otel_rai.explanations.explanation import Explanation
 from otel_rai.settings import Settings
 
@@ -28,10 +29,15 @@ from otel_rai.settings import Settings
 FailureHook = Callable[[str, BaseException], None]
 
 
+@functools.lru_cache(maxsize=8)
+def _local_key(key: HashKey) -> bytes:
+    return local_key(key)
+
+
 def _feature_names(call: DecisionCall) -> list[str] | None:
     columns = getattr(call.X, "columns", None)
     if columns is not None:
-        return [str(c) for c in columns]
+        return texts(columns)
     return list(call.info.feature_names) if call.info.feature_names is not None else None
 
 
@@ -47,7 +53,7 @@ def _captured_values(call: DecisionCall, names: list[str] | None, allow: frozens
         if values.dtype.kind in "biuf":
             captured[semconv.INPUT_VALUE_PREFIX + name] = values.astype(np.float64).tolist()
         else:
-            captured[semconv.INPUT_VALUE_PREFIX + name] = ["" if v is None else str(v) for v in values]
+            captured[semconv.INPUT_VALUE_PREFIX + name] = ["" if v is None else text_of(v) for v in values]
     return captured
 
 
@@ -73,7 +79,7 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         semconv.OPERATION: call.operation,
         semconv.BATCH_SIZE: len(call.ids),
         semconv.INPUT_HASH_KEY_ID: settings.hash_key.key_id,
-        semconv.INPUT_HASH_SCHEME: SCHEME,
+        semconv.INPUT_HASH_SCHEME: settings.hash_key.scheme,
     }
     rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
     errors = []
@@ -105,8 +111,15 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         except Exception as exc:
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")
+    if call.group_labels and call.error is None:
+        try:  # the chain's cover for the groups the local store keeps (docs/audit-trail.md)
+            rows[semconv.GROUPS_DIGEST] = groups_digests(_local_key(settings.hash_key), call.ids, call.group_labels)
+        except Exception as exc:
+            on_failure("groups", exc)
+            errors.append(f"groups: {type(exc).__name__}")
     try:
-        explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k)
+        explained, explained_rows = explanation_attributes(call.explanation, settings.explain_top_k,
+                                                           settings.explain_exact_values)
         common.update(explained)
         rows.update(explained_rows)
     except Exception as exc:
@@ -122,8 +135,10 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
     return common, rows
 
 
-def explanation_attributes(result: Explanation | BaseException | None, k: int) -> tuple[dict, dict]:
-    """(call-level attributes, per-row arrays) of one call's explanation, or of why it failed."""
+def explanation_attributes(result: Explanation | BaseException | None, k: int,
+                           exact: bool = False) -> tuple[dict, dict]:
+    """(call-level attributes, per-row arrays) of one call's explanation, or of why it failed. The
+    values are rounded to the explanation's resolution unless `exact` (docs/explanations.md)."""
     if result is None:
         return {}, {}
     if isinstance(result, BaseException):  # the type only: a message could quote an input value
@@ -134,9 +149,12 @@ def explanation_attributes(result: Explanation | BaseException | None, k: int) -
     }
     classes = result.classes
     if classes is not None and len(classes) and (len(classes) == 1 or (classes == classes[0]).all()):
-        common[semconv.EXPLANATION_CLASS] = str(classes[0])
+        common[semconv.EXPLANATION_CLASS] = text_of(classes[0])
+    resolution = 0.0 if exact else result.resolution
+    if resolution is not None:
+        common[semconv.EXPLANATION_RESOLUTION] = resolution
     rows = {
-        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k),
+        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k, resolution),
         semconv.EXPLANATION_BASE_VALUES: result.base_values.tolist(),
     }
     return common, rows
@@ -155,28 +173,33 @@ def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
         call.input_hashes = hashes
 
 
-_QUOTED = re.compile(r"""(['"])(?:(?!\1).)*\1""")
-
-
-def scrubbed(text: str) -> str:
-    """`text` with quoted literals masked: sklearn and pandas quote offending input values."""
-    return _QUOTED.sub(r"\1…\1", text)
-
-
-def _end(span: Span, call: DecisionCall) -> None:
+def _end(span: Span, call: DecisionCall, settings: Settings) -> None:
     error = call.error
     if error is not None:
-        message = scrubbed(str(error))
-        # The traceback repeats the message (and those of chained exceptions): scrub it all.
-        stacktrace = scrubbed("".join(traceback.format_exception(type(error), error, error.__traceback__)))
-        span.record_exception(
-            error,
-            {"exception.message": message, "exception.stacktrace": stacktrace},
+        # Only what `redaction` lets through: a message may quote the input (docs/audit-trail.md).
+        described = redaction.describe(error, full_messages=settings.record_exception_messages)
+        span.add_event(
+            semconv.EXCEPTION_EVENT,
+            {
+                semconv.EXCEPTION_TYPE: described.type,
+                semconv.EXCEPTION_MESSAGE: described.message,
+                semconv.EXCEPTION_STACKTRACE: described.stacktrace,
+                semconv.EXCEPTION_ESCAPED: "True",
+            },
             timestamp=call.end_ns,
-            escaped=True,
         )
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {message}"))
+        span.set_status(Status(StatusCode.ERROR, described.status))
     span.end(end_time=call.end_ns)
+
+
+def _view(common: dict, rows: dict, call: DecisionCall, on_failure: FailureHook, start: int = 0,
+          stop: int | None = None) -> dict[str, str]:
+    """The trace-UI attributes of rows `start:stop` (`ui`); none if they cannot be built (the record stands)."""
+    try:
+        return ui.decision_view(common, rows, None if call.error is None else type(call.error).__name__, start, stop)
+    except Exception as exc:
+        on_failure("ui", exc)
+        return {}
 
 
 def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:
@@ -188,12 +211,15 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
         return 1
     common, rows = attributes(call, settings, on_failure)
     n, size = len(call.ids), settings.max_rows_per_span
+    view = settings.trace_ui
     if n <= size:
-        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows})
-        _end(span, call)
+        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows,
+                             **(_view(common, rows, call, on_failure) if view else {})})
+        _end(span, call, settings)
         return 1
     chunks = range(0, n, size)
-    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks)})
+    span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks),
+                         **(ui.parent_view(common, n, len(chunks)) if view else {})})
     parent = trace.set_span_in_context(span, call.parent)
     for offset in chunks:
         child = tracer.start_span(name, context=parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
@@ -203,8 +229,9 @@ def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failur
                 semconv.BATCH_SIZE: min(size, n - offset),
                 semconv.BATCH_OFFSET: offset,
                 **{key: values[offset : offset + size] for key, values in rows.items()},
+                **(_view(common, rows, call, on_failure, offset, min(n, offset + size)) if view else {}),
             }
         )
-        _end(child, call)
-    _end(span, call)
+        _end(child, call, settings)
+    _end(span, call, settings)
     return 1 + len(chunks)

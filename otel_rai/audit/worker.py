@@ -86,15 +86,19 @@ class AuditWorker:
         counters: Counters,
         cycle_hooks: Sequence[Callable[[], None]] = (),
         call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
-        commits: Sequence[Callable[[], None]] = (),
+        commits: Sequence[Callable[[], set[str] | None]] = (),
         max_pending_rows: int | None = None,
+        prepare_hooks: Sequence[Callable[[DecisionCall], None]] = (),
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
         self._call_hooks = list(call_hooks)
-        self._commits = list(commits)  # after the cycle hooks; a failure fails the cycle's receipts
+        self._prepare_hooks = list(prepare_hooks)  # each call, before its span is built
+        # After the cycle hooks; a failure fails the cycle's receipts, and each returns the decision ids
+        # whose record it set aside (which fails those calls' receipts).
+        self._commits = list(commits)
         self._max_pending_rows = max_pending_rows
         self._reset()
         _fork.reset_in_child(self)
@@ -149,6 +153,7 @@ class AuditWorker:
             self._cond.wait_for(lambda: len(self._pending) < self._settings.max_pending_calls)
 
     def _run(self) -> None:
+        _fork.block_sigterm()
         while not self._stopping:
             self._wake.wait(_INTERVAL)
             self._wake.clear()
@@ -193,6 +198,11 @@ class AuditWorker:
                 except Exception as exc:
                     counters.fail("task", exc)
                 continue
+            for prepare in self._prepare_hooks:
+                try:
+                    prepare(call)
+                except Exception as exc:
+                    counters.fail("prepare", exc)
             try:
                 counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
                 counters.decisions += len(call.ids)
@@ -212,18 +222,21 @@ class AuditWorker:
             except Exception as exc:
                 counters.fail("cycle", exc)
         committed = True
+        rejected: set[str] = set()  # decisions whose record a sink set aside (it could not hold it)
         for commit in self._commits:
             try:
-                commit()
+                rejected |= commit() or set()
             except Exception as exc:
                 counters.fail("commit", exc)
                 committed = False
+        if rejected:
+            counters.failures["record"] = counters.failures.get("record", 0) + len(rejected)
         self._commit_failed = not committed
         self._last_cycle = time.monotonic()
         for call in batch:
             receipt = getattr(call, "receipt", None)
             if receipt is not None:
-                receipt.settle(committed)
+                receipt.settle(committed and not (rejected and rejected.intersection(call.ids)))
 
     def pending(self) -> int:
         """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""

@@ -15,6 +15,7 @@ import struct
 from typing import Any
 
 import numpy as np
+from numpy.lib.recfunctions import repack_fields
 
 #: Estimator attributes that are not learned state: threads, logging, caching, and seeds.
 IGNORED = frozenset(
@@ -27,6 +28,11 @@ def fingerprint(model: Any) -> str:
     h = hashlib.blake2b(digest_size=16, person=b"otel-rai.model")
     _Feeder(h).feed(model)
     return h.hexdigest()
+
+
+def feed(h: Any, obj: Any) -> None:
+    """Write `obj`'s canonical byte stream (the one the fingerprint hashes) into the hash object `h`."""
+    _Feeder(h).feed(obj)
 
 
 class _Feeder:
@@ -67,6 +73,10 @@ class _Feeder:
             if obj.dtype.hasobject:
                 for item in obj.flat:
                     self.feed(item)
+            elif obj.dtype.names is not None:
+                # A record array's padding bytes are uninitialised memory (a tree's node array has 7
+                # of every 64): they differ between a model and its unpickled copy, so only fields count.
+                self._h.update(np.ascontiguousarray(repack_fields(obj, align=False)).data)
             else:
                 self._h.update(np.ascontiguousarray(obj).data)
         elif isinstance(obj, (list, tuple)):

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from otel_rai.capture.fingerprint import fingerprint
+from otel_rai.codec.text import text_of, texts
 
 M = TypeVar("M")
 
@@ -32,6 +33,11 @@ class Registration:
     version: str | None = None
     background: Any = field(default=None, compare=False)  # reference rows for the explainers that need them
     explain: bool = True
+    #: Reference rows (and their labels) for drift and the quality baseline (docs/monitoring.md).
+    reference: Any = field(default=None, compare=False)
+    reference_labels: Any = field(default=None, compare=False)
+    #: Where the model came from (an MLflow run or registry URI, a file path), for its model record.
+    source_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -115,26 +121,44 @@ def register_model(
     *,
     background: Any = None,
     explain: bool = True,
+    reference: Any = None,
+    reference_labels: Any = None,
+    source_uri: str | None = None,
 ) -> M:
     """Name and version `model` for its decision spans, and return the same object.
 
     background: reference rows (the model's input format) for the explanations that need them:
         linear models, model-agnostic methods. A copy is kept.
     explain: False turns explanations off for this model.
+    reference: rows (the model's input format) whose distribution is the reference of the drift
+        metrics (default: the data of the model's fit under ``instrument()``, else `background`); with
+        `reference_labels`, their quality is the baseline of the quality alerts (docs/monitoring.md).
+        Copies are kept.
+    source_uri: where the model came from (an MLflow run or registry URI, a file path); its model record
+        carries it (docs/model-records.md).
 
     The model is not wrapped or copied, so pickling, ``clone`` and ``get_params`` are unaffected.
     """
-    if version is not None and not str(version):
+    if version is not None and not text_of(version):
         raise ValueError("otel-rai: register_model(): version must not be empty")
     if background is not None and not hasattr(background, "shape"):
         background = np.asarray(background)
+    if reference is not None and not hasattr(reference, "shape"):
+        reference = np.asarray(reference)
+    if reference_labels is not None:
+        reference_labels = np.asarray(reference_labels)
+        if reference is None or len(reference_labels) != len(reference):
+            raise ValueError("register_model: reference_labels needs reference rows of the same length")
     _registrations.set(
         model,
         Registration(
             name=name,
-            version=None if version is None else str(version),
+            version=None if version is None else text_of(version),
             background=None if background is None else background.copy(),
             explain=bool(explain),
+            reference=None if reference is None else reference.copy(),
+            reference_labels=None if reference_labels is None else reference_labels.copy(),
+            source_uri=None if source_uri is None else str(source_uri),
         ),
     )
     bump_generation()
@@ -150,6 +174,12 @@ def current_info(model: Any) -> ModelInfo | None:
     """The cached metadata of `model` if no fit or registration happened since; never computes."""
     cached = _cache.get(model)
     return cached[1] if cached is not None and cached[0] == _generation else None
+
+
+def last_info(model: Any) -> ModelInfo | None:
+    """The metadata last computed for `model` (its last decision's, typically), even if a fit happened since."""
+    cached = _cache.get(model)
+    return cached[1] if cached is not None else None
 
 
 def model_info(model: Any, default_version: str | None) -> ModelInfo:
@@ -168,13 +198,13 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
     cls = type(model)
     registration = _registrations.get(model) or Registration()
     fp = fingerprint(model)
-    version = (
+    version = text_of(
         registration.version
         or _string_attribute(model, VERSION_ATTRIBUTE)
         or default_version
         or fp
     )
-    name = registration.name or _string_attribute(model, NAME_ATTRIBUTE) or cls.__name__
+    name = text_of(registration.name or _string_attribute(model, NAME_ATTRIBUTE) or cls.__name__)
     names = getattr(model, "feature_names_in_", None)
     try:
         classes = getattr(model, "classes_", None)
@@ -182,10 +212,10 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
         classes = None
     return ModelInfo(
         name=name,
-        qualified_class=f"{cls.__module__}.{cls.__qualname__}",
+        qualified_class=text_of(f"{cls.__module__}.{cls.__qualname__}"),
         version=version,
         fingerprint=fp,
-        feature_names=None if names is None else tuple(str(n) for n in names),
+        feature_names=None if names is None else tuple(texts(names)),
         classes=classes if isinstance(classes, np.ndarray) else None,
         registration=registration,
     )
@@ -193,4 +223,5 @@ def _compute(model: Any, default_version: str | None) -> ModelInfo:
 
 def _string_attribute(model: Any, attribute: str) -> str | None:
     value = getattr(model, attribute, None)
-    return str(value) if value is not None and str(value) else None
+    text = None if value is None else text_of(value)
+    return text or None

@@ -44,19 +44,30 @@ WrapperFactory = Callable[[Callable[..., Any], str], Callable[..., Any]]
 #: Called on the fitting thread after each outermost successful fit: (the estimator, the method name, the
 #: positional and keyword arguments of the call, its duration in nanoseconds). A failure is logged, not raised.
 FitObserver = Callable[[Any, str, tuple, dict, int], None]
+#: Called on the calling thread before each outermost fit or ``set_params`` (`STATE_METHODS`) changes an
+#: estimator: (the estimator, the method name). A failure is logged, not raised.
+BeforeChange = Callable[[Any, str], None]
 
 
-def _training_factory(observers: Sequence[FitObserver]) -> WrapperFactory:
-    """The wrapper of training methods: quiet (no decisions inside), stale metadata afterwards, and the
-    outermost successful fit reported to `observers`."""
+def _training_factory(observers: Sequence[FitObserver], before: Sequence[BeforeChange] = ()) -> WrapperFactory:
+    """The wrapper of training methods: quiet (no decisions inside), stale metadata afterwards, an outermost
+    change announced to `before` first, and the outermost successful fit reported to `observers`."""
 
     def factory(original: Callable[..., Any], name: str) -> Callable[..., Any]:
         is_quiet = name in QUIET_METHODS
         changes_state = name in STATE_METHODS
         observed = bool(observers) and name in FIT_METHODS
+        announced = bool(before) and changes_state
 
         @functools.wraps(original)
         def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if announced and not _FITTING.get():
+                for announce in before:
+                    try:
+                        announce(self, name)
+                    except Exception as exc:  # the audit never breaks training; the type only (privacy)
+                        _log.warning("otel-rai: a before-change hook failed (%s); the %s goes ahead",
+                                     type(exc).__name__, name)
             outermost = observed and not _FITTING.get()
             token = _FITTING.set(True) if outermost else None
             started = time.perf_counter_ns()
@@ -112,9 +123,10 @@ class _WrappedDescriptor:
 class Patcher:
     """Installs and removes every wrapper; `remove()` restores the exact original objects."""
 
-    def __init__(self, decision_factory: WrapperFactory, fit_observers: Sequence[FitObserver] = ()) -> None:
+    def __init__(self, decision_factory: WrapperFactory, fit_observers: Sequence[FitObserver] = (),
+                 before_change: Sequence[BeforeChange] = ()) -> None:
         self._decision_factory = decision_factory
-        self._training_factory = _training_factory(tuple(fit_observers))
+        self._training_factory = _training_factory(tuple(fit_observers), tuple(before_change))
         self._patched: list[tuple[weakref.ref, str, Any]] = []
         self._restores: list[Callable[[], None]] = []
 

@@ -74,6 +74,8 @@ class DecisionCall:
     groups: dict[str, Any] | None = None
     #: Fail-closed mode only: settled by the audit worker once the record is committed locally.
     receipt: Receipt | None = None
+    #: Set by the audit worker before the span is built: {sensitive attribute: one group per row}.
+    group_labels: dict[str, list[str]] | None = None
 
 
 def _num_rows(X: Any) -> int | None:
@@ -107,6 +109,22 @@ def snapshot(value: Any) -> Any:
 
 
 # --- the wrapper ---------------------------------------------------------------------------------
+
+
+def refusing_factory(why: str) -> Callable[[Callable[..., Any], str], Callable[..., Any]]:
+    """Fail-closed with no audit at all (instrumenting failed): every outermost decision call raises
+    `AuditUnavailableError` before the model runs; nested and quiet calls run as they would."""
+
+    def factory(original: Callable[..., Any], operation: str) -> Callable[..., Any]:
+        @functools.wraps(original)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            if _QUIET.get() or not is_instrumentation_enabled():
+                return original(self, *args, **kwargs)
+            raise unavailable(why)
+
+        return wrapper
+
+    return factory
 
 
 class Recorder:

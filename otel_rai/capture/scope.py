@@ -13,9 +13,12 @@ from contextlib import contextmanager
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
+from otel_rai.codec.text import safe, text_of, texts
 
 _SCOPE: contextvars.ContextVar[DecisionScope | None] = contextvars.ContextVar("otel_rai_scope", default=None)
 _OTEL_TYPES = (str, bool, int, float)
+#: OTLP carries integers as int64.
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 #: The scope of the current context, if any (the recorder's hot path).
 current = _SCOPE.get
@@ -32,7 +35,7 @@ class DecisionScope:
         explain: bool = True,
     ) -> None:
         self.explain = bool(explain)
-        self._given_ids = None if ids is None else [str(i) for i in ids]
+        self._given_ids = None if ids is None else texts(ids)
         if self._given_ids is not None and len(set(self._given_ids)) != len(self._given_ids):
             raise ValueError("otel-rai: decisions(): ids must be unique")
         self.attributes = _checked_attributes(attributes or {})
@@ -89,16 +92,22 @@ def decisions(
 
 
 def _checked_attributes(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes as they may be recorded: checked types, untrusted text made `safe`."""
+    checked = {}
     for key, value in attributes.items():
         if not isinstance(key, str) or key.startswith(semconv.RESERVED_PREFIX):
-            raise ValueError(f"otel-rai: decisions(): attribute name {key!r} is reserved or not a string")
+            raise ValueError(f"otel-rai: decisions(): attribute name {safe(repr(key))} is reserved or not a string")
         items = value if isinstance(value, (list, tuple)) else [value]
         if not all(isinstance(v, _OTEL_TYPES) for v in items) or len({type(v) for v in items}) > 1:
             raise ValueError(
-                f"otel-rai: decisions(): attribute {key!r} must be a str, bool, int or float, "
+                f"otel-rai: decisions(): attribute {safe(repr(key))} must be a str, bool, int or float, "
                 "or a list of one of those"
             )
-    return dict(attributes)
+        if any(type(v) is int and not _INT64_MIN <= v <= _INT64_MAX for v in items):
+            raise ValueError(f"otel-rai: decisions(): attribute {safe(repr(key))} holds an integer beyond 64 bits")
+        items = [safe(v) if isinstance(v, str) else v for v in items]
+        checked[safe(key)] = items if isinstance(value, (list, tuple)) else items[0]
+    return checked
 
 
 def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +115,8 @@ def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
     checked = {}
     for name, values in groups.items():
         if not isinstance(name, str) or not name:
-            raise ValueError(f"otel-rai: decisions(): group name {name!r} is not a non-empty string")
+            raise ValueError(f"otel-rai: decisions(): group name {safe(repr(name))} is not a non-empty string")
+        name = safe(name)
         if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
             checked[name] = values
         elif hasattr(values, "__len__") and not isinstance(values, (Mapping, set, frozenset)):
@@ -135,9 +145,14 @@ def _is_missing(value: Any) -> bool:
         return True
 
 
+#: The longest group label; a longer value keeps its start and a digest (`otel_rai.codec.text`). Every
+#: label is a metric attribute value.
+GROUP_LABEL_CHARS = 128
+
+
 def labels(values: Iterable[Any]) -> list[str]:
-    """Group values as metric attribute strings."""
-    return [semconv.MISSING_GROUP if _is_missing(v) else str(v) for v in values]
+    """Group values as metric attribute strings (untrusted text, made `safe`, at most `GROUP_LABEL_CHARS`)."""
+    return [semconv.MISSING_GROUP if _is_missing(v) else text_of(v, GROUP_LABEL_CHARS) for v in values]
 
 
 def given_labels(call: Any, name: str) -> list[str] | None:

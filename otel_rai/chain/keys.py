@@ -1,5 +1,10 @@
 """Checkpoint keys: HMAC-SHA256 secrets and Ed25519 keys (with the optional ``cryptography``), the
-`Signer` a chain signs its checkpoints with, and `read_keys` for a verifier."""
+`Signer` a chain signs its checkpoints with, and `read_keys` for a verifier.
+
+An HMAC secret is stretched like the input hash key (`otel_rai.audit.hashing.derive`, purpose
+``checkpoint``): its key id is an HMAC under the stretched key and says nothing else about it. Earlier
+versions signed with the material itself and named it by a plain digest (`LEGACY`); a verifier given
+a secret tries both (`HmacKey.variants`)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,10 @@ import hmac
 from typing import Any, Iterable, Protocol
 
 from otel_rai import semconv
+from otel_rai.audit.hashing import derive, material_bytes
+
+#: How checkpoints were signed before secrets were stretched.
+LEGACY = "v1"
 
 
 class Signer(Protocol):
@@ -25,12 +34,21 @@ class HmacKey:
 
     algorithm = semconv.CHECKPOINT_ALGORITHM_HMAC
 
-    def __init__(self, material: str | bytes) -> None:
-        raw = material.encode("utf-8") if isinstance(material, str) else bytes(material)
-        if not raw:
-            raise ValueError("otel-rai: the checkpoint key is empty")
-        self._secret = raw
-        self.key_id = hashlib.blake2b(raw, digest_size=8, person=b"otel-rai.ckpt").hexdigest()
+    def __init__(self, material: str | bytes, scheme: str = "v2") -> None:
+        try:
+            raw = material_bytes(material)
+        except ValueError:
+            raise ValueError("otel-rai: the checkpoint key is empty") from None
+        if scheme == LEGACY:
+            self._secret = raw
+            self.key_id = hashlib.blake2b(raw, digest_size=8, person=b"otel-rai.ckpt").hexdigest()
+        else:
+            self._secret, self.key_id = derive(raw, b"checkpoint")
+
+    @classmethod
+    def variants(cls, material: str | bytes) -> list[HmacKey]:
+        """The key of `material` as this version signs and as earlier ones did."""
+        return [cls(material), cls(material, LEGACY)]
 
     def __repr__(self) -> str:
         return f"HmacKey(key_id={self.key_id!r})"
@@ -111,10 +129,10 @@ def signer(key: Any) -> Signer | None:
 def read_keys(materials: Iterable[str], key_files: Iterable[str], public_keys: Iterable[str]) -> dict[str, Any]:
     """Checkpoint keys by key id: HMAC secrets given directly or one per line of a file, and Ed25519 PEM
     keys (public or private)."""
-    keys: list[Any] = [HmacKey(m) for m in materials if m]
+    keys: list[Any] = [k for m in materials if m for k in HmacKey.variants(m)]
     for path in key_files:
         with open(path, encoding="utf-8") as f:
-            keys += [HmacKey(line.strip()) for line in f if line.strip()]
+            keys += [k for line in f if line.strip() for k in HmacKey.variants(line.strip())]
     for path in public_keys:
         with open(path, "rb") as f:
             keys.append(Ed25519Key.from_pem(f.read()))

@@ -31,9 +31,11 @@ class Chain:
     """The stream of this process. `seal` is called with each span still open, in the order the spans
     end; a lock keeps that order if spans ever end on more than one thread."""
 
-    def __init__(self, key: Signer | None = None, interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S) -> None:
+    def __init__(self, key: Signer | None = None, interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S,
+                 service: str | None = None) -> None:
         self._key = key
         self._interval_ns = int(interval_s * 1e9)
+        self._service = service  # sealed into every record: the store's service column is checked against it
         self._reset()
         _fork.reset_in_child(self)
 
@@ -57,6 +59,8 @@ class Chain:
             self.seq += 1
             chained = {semconv.AUDIT_STREAM: self.stream, semconv.AUDIT_SEQ: self.seq,
                        semconv.AUDIT_PREV_HASH: self.head}
+            if self._service is not None:
+                chained[semconv.AUDIT_SERVICE] = self._service
             attributes.update(chained)
             body = canonical_body(span.name, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
                                   None if parent is None else f"{parent.span_id:016x}",

@@ -79,6 +79,8 @@ class Report:
     duplicates: int = 0
     #: Signed checkpoints whose key was not given.
     unverified_checkpoints: int = 0
+    #: Local-store rows (groups, outcomes) whose keyed digest was not checked: no input hash key given.
+    unverified_local_rows: int = 0
     streams: dict[str, Stream] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
@@ -99,7 +101,8 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready values (``verify-chain --format json``)."""
         return {"ok": self.ok, "records": self.records, "duplicates": self.duplicates,
-                "unverified_checkpoints": self.unverified_checkpoints, "problems_by_kind": self.counts(),
+                "unverified_checkpoints": self.unverified_checkpoints,
+                "unverified_local_rows": self.unverified_local_rows, "problems_by_kind": self.counts(),
                 "streams": [s.to_dict() for s in self.streams.values()],
                 "problems": [p.to_dict() for p in self.ordered_problems()]}
 

@@ -1,17 +1,24 @@
 """CLI: ``otel-rai``, the audit trail from the command line. One module per command, each with
 ``add_parser(sub)`` setting ``func``; `_common` holds the options and errors they share and `formats`
-the output. Reads through `query`, `store`, `chain`, `report` and `stack`; never imports the audit
-worker, the capture path or the session, and imports heavy modules only inside the command that needs them.
+the output. Reads through `query`, `store`, `chain`, `report` and `stack`, and sends through `sinks`
+(`replay`, `spool export`); never imports the audit worker, the capture path or the session, and imports
+heavy modules only inside the command that needs them.
 
     otel-rai query --model-version 1.4.2 --since 24h
-    otel-rai show A-1093
+    otel-rai show A-1093/1.4.1
     otel-rai verify --input applicants.csv
     otel-rai export --format otlp-json --output audit.jsonl
     otel-rai replay audit.jsonl --endpoint http://localhost:4317
+    otel-rai monitor --model-version 1.4.2 --since 24h
+    otel-rai spool status
+    otel-rai model show credit 1.4.2
+    otel-rai reproduce A-1093 --input applicant.json
 
 Errors are one line on stderr (``--debug`` adds the traceback). Exit status: 0 success (an empty result
 is a success), 1 failure (an unreachable backend, an unusable store or file), 2 bad usage, 3 ``verify``
-found input rows that match no decision, or ``verify-chain`` found a broken chain.
+found input rows that match no decision, or ``verify-chain`` found a broken chain, or ``reproduce``
+found a decision that DIFFERS; ``reproduce`` refuses with 4 (not the input the model saw) and 5 (an
+artifact that must not be loaded).
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from otel_rai.errors import PREFIX, OtelRaiError
 __all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules of this package, in the order ``--help`` lists them.
-COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "stack")
+COMMANDS = ("query", "show", "verify", "export", "replay", "verify_chain", "report", "monitor", "stack", "spool",
+            "model", "reproduce")
 
 
 def build_parser() -> Parser:

@@ -12,6 +12,7 @@ from otel_rai.cli import formats
 from otel_rai.cli._common import (
     OK,
     UsageError,
+    absent_model,
     add_filter_options,
     add_source_options,
     backend_of,
@@ -23,6 +24,8 @@ from otel_rai.cli._common import (
 from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Countable, Query
 
+#: What ``--include`` may copy beside the spans: the local-only tables.
+_INCLUDE = ("groups", "outcomes", "drift")
 #: Spans read from a spool's outbox at a time.
 _SPOOL_BATCH = 1024
 
@@ -48,6 +51,13 @@ class _Spool:
                 after = seq
 
 
+def _drift(source: store.Store) -> Iterator[tuple[str, str, int, Any]]:
+    """Every drift snapshot of the store: (model name, version, time in Unix ns, histograms)."""
+    for version in sorted({row[1] for row in source.model_versions() if row[1] is not None}):
+        for time_ns, name, histograms in source.drift_snapshots(version):
+            yield name, version, time_ns, histograms
+
+
 def _load(args: argparse.Namespace) -> int:
     """Load the local store (or spool) the options name into ClickHouse."""
     from otel_rai.clickhouse import client, load
@@ -71,14 +81,17 @@ def _load(args: argparse.Namespace) -> int:
     try:
         done = load.load(connection, records, progress=progress.advance,
                          groups_of=source.groups if "groups" in include else None,
-                         outcomes_of=source.outcome_records if "outcomes" in include else None)
+                         outcomes_of=source.outcome_records if "outcomes" in include else None,
+                         drift=_drift(source) if "drift" in include else ())
     finally:
         progress.close()
     extra = ((f", {done.groups:,} group values" if "groups" in include else "")
-             + (f", {done.outcomes:,} outcomes" if "outcomes" in include else ""))
+             + (f", {done.outcomes:,} outcomes" if "outcomes" in include else "")
+             + (f", {done.drift_snapshots:,} drift snapshots" if "drift" in include else ""))
     note(f"loaded {done.spans:,} spans ({done.decisions:,} decisions{extra}) from {'spool ' if spool else ''}{path} "
          f"into clickhouse at {connection.where.shown}"
-         + ("" if include == {"groups", "outcomes"} else "; groups and outcomes stay local unless --include names them")
+         + ("" if include == set(_INCLUDE) else "; groups, outcomes and drift snapshots stay local unless --include "
+            "names them")
          )
     return OK
 
@@ -101,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         for n in written:
             progress.advance(n)
     progress.close()
-    note(f"exported {progress.done:,} decisions from {where(args)}")
+    absent = absent_model(args, q, backend) if progress.done == 0 else None
+    note(f"exported {progress.done:,} decisions from {where(args)}" + (f"; {absent}" if absent else ""))
     return OK
 
 
@@ -111,7 +125,7 @@ def add_parser(sub: Any) -> None:
     add_filter_options(p)
     add_source_options(p)
     p.add_argument("--format", choices=("csv", "jsonl", "otlp-json"), default="jsonl",
-                   help="otlp-json: the OTel Collector file exporter's format, for `otel-rai replay`")
+                   help="otlp-json: the OTel Collector file exporter's format, which otel-rai replay reads")
     p.add_argument("--output", "-o", metavar="FILE", help="default: stdout")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="a progress bar on stderr (default: when stderr is a terminal)")
@@ -119,7 +133,8 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--to", choices=("clickhouse",),
                    help="load the local store or spool (--store) into the ClickHouse at --url, into the collector "
                         "exporter's otel_traces table as the exporter writes it (docs/scale.md)")
-    g.add_argument("--include", action="append", choices=("groups", "outcomes"),
+    g.add_argument("--include", action="append", choices=_INCLUDE,
                    help="with --to: also copy the local groups (raw values of sensitive features: copy them only "
-                        "to a store protected as well as this one) or outcomes of the decisions; repeatable")
+                        "to a store protected as well as this one), outcomes of the decisions or drift snapshots; "
+                        "repeatable")
     p.set_defaults(func=run)

@@ -84,20 +84,48 @@ def _cell(value: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+#: The score the table shows for each operation, and its column's name: the predicted label's probability
+#: or log-probability, or the decision function's value (binary: the second class's score, whatever the label).
+SCORE_COLUMNS = {
+    "predict_proba": "P(OUTPUT)",
+    "predict_log_proba": "LOG P(OUTPUT)",
+    "decision_function": "DECISION VALUE",
+}
+#: The column's name when the rows come from several of those operations.
+MIXED_SCORE_COLUMN = "SCORE OF OUTPUT"
+
+
+def output_score(d: Decision) -> Any:
+    """The score of the decision's output: its class's score, or a binary decision function's one value."""
+    scores = d.scores
+    if str(d.output) in scores:
+        return scores[str(d.output)]
+    if d.operation == "decision_function" and len(scores) == 1:
+        return next(iter(scores.values()))
+    return None
+
+
+def score_column(decisions: Sequence[Decision]) -> str:
+    """The name of the score column for these rows (see `SCORE_COLUMNS`)."""
+    names = {SCORE_COLUMNS[d.operation] for d in decisions if d.operation in SCORE_COLUMNS}
+    return names.pop() if len(names) == 1 else MIXED_SCORE_COLUMN
+
+
 def write_table(decisions: Iterable[Decision], out: IO[str]) -> int:
     """A table for a terminal; returns the number of rows."""
+    found = list(decisions)
+    if not found:
+        return 0
     columns: list[tuple[str, Callable[[Decision], Any], int]] = [
         ("TIME (UTC)", lambda d: d.timestamp[:23].replace("T", " "), 23),
         ("DECISION", lambda d: d.decision_id, 34),
         ("MODEL", lambda d: d.model_name, 16),
         ("VERSION", lambda d: d.model_version, 12),
         ("OUTPUT", lambda d: "ERROR" if d.error else d.output, 12),
-        ("SCORE", lambda d: d.scores.get(str(d.output)), 6),
+        (score_column(found), output_score, 10),
         ("INPUT HASH", lambda d: d.input_hash, 32),
     ]
-    rows = [[_cell(get(d), width) for _, get, width in columns] for d in decisions]
-    if not rows:
-        return 0
+    rows = [[_cell(get(d), width) for _, get, width in columns] for d in found]
     widths = [max([len(name)] + [len(r[i]) for r in rows]) for i, (name, _, _) in enumerate(columns)]
     available = shutil.get_terminal_size((160, 24)).columns
     if sum(widths) + 2 * len(widths) > available:  # narrow terminal: shorten the hash column first
@@ -128,8 +156,10 @@ def show(d: Decision, sections: Sequence[str] = ()) -> str:
         lines.append(("raw inputs", "  ".join(f"{k}={v}" for k, v in d.features.items())))
     lines.append(("trace", f"{d.trace_id}  span {d.span_id}"))
     text = [f"{k:<12} {'' if v is None else v}" for k, v in lines]
+    # Shown above, or the trace-UI view of what is (its input and output repeat the lines above).
     shown = {semconv.MODEL_CLASS, semconv.INPUT_HASH_KEY_ID, semconv.INPUT_HASH_SCHEME, semconv.MODEL_NAME,
-             semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION, semconv.BATCH_OFFSET}
+             semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION, semconv.BATCH_OFFSET,
+             *semconv.UI_SPAN_ATTRIBUTES}
     others = {k: v for k, v in a.items() if k not in shown}
     others.update({k: v for k, v in d.values.items() if not k.startswith(semconv.PER_ROW_PREFIXES)})
     if others:

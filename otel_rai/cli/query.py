@@ -9,7 +9,16 @@ from typing import Any, Iterator
 
 from otel_rai import query
 from otel_rai.cli import formats
-from otel_rai.cli._common import OK, add_filter_options, add_source_options, backend_of, count, note, query_of, where
+from otel_rai.cli._common import (
+    OK,
+    add_filter_options,
+    add_source_options,
+    backend_of,
+    count,
+    note,
+    nothing_found,
+    query_of,
+)
 from otel_rai.query import Decision
 
 #: Decisions ``query`` prints unless ``--limit`` says otherwise.
@@ -31,14 +40,13 @@ def run(args: argparse.Namespace) -> int:
     more = [False]
     found = _first(query.decisions(q, backend), args.limit, more)
     if args.format == "table":
-        if formats.write_table(found, sys.stdout) == 0:
-            note(f"no decisions match in {where(args)}")
+        written = formats.write_table(found, sys.stdout)
     elif args.format == "json":
-        for _ in formats.write_json_lines(found, sys.stdout):
-            pass
+        written = sum(formats.write_json_lines(found, sys.stdout))
     else:
-        for _ in formats.write_csv(found, sys.stdout):
-            pass
+        written = sum(formats.write_csv(found, sys.stdout))
+    if written == 0:
+        note(nothing_found(args, q, backend))
     if more[0]:
         note(f"showing the first {args.limit} decisions; give --limit N for more, or --limit 0 for all")
     return OK

@@ -91,7 +91,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
                        help=f"seconds to wait for the servers ({START_TIMEOUT_S:g})")
     start.set_defaults(stack_func=_up)
 
-    stop = commands.add_parser("down", parents=[common], help="stop what `up` started (the data stays)")
+    stop = commands.add_parser("down", parents=[common], help="stop what up started (the data stays)")
     stop.set_defaults(stack_func=_down)
 
     show = commands.add_parser("status", parents=[common], help="what runs, and where; exit status 3 if not running")

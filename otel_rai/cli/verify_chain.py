@@ -22,10 +22,13 @@ from otel_rai.cli._common import (
     UNMATCHED,
     UNWINDOWED,
     CliError,
+    add_key_options,
     add_source_options,
     add_time_options,
     backend_of,
+    hash_keys,
     note,
+    read_text,
     where,
 )
 from otel_rai.query import Query
@@ -47,22 +50,34 @@ def _write_text(report: Report, out: Any) -> None:
                   f"span {d['span_id']}  {d['time']}  {p.detail}\n")
 
 
+def _keys_of(path: str, key_files: list[str], public_keys: list[str]) -> dict[str, Any]:
+    """The keys of the file `path` (given as one of the two lists), or a one-line error naming it."""
+    try:
+        return read_keys([], key_files, public_keys)
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ImportError:
+        raise CliError("--public-key needs the cryptography package (pip install 'otel-rai[signing]')") from None
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{path} holds no usable key ({type(exc).__name__})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Verify the chain of the selected records; exit status 3 when something is wrong."""
     start, end = window(args.since, args.start, args.end)
     backend = backend_of(args)
-    try:
-        keys = read_keys(args.checkpoint_key or [settings.from_env("checkpoint_key") or ""],
-                         args.checkpoint_key_file or [], args.public_key or [])
-    except OSError as exc:
-        raise CliError(f"cannot read the key file {exc.filename}: {exc.strerror or exc}") from None
-    except ImportError:
-        raise CliError("--public-key needs the cryptography package (pip install 'otel-rai[signing]')") from None
-    except (ValueError, TypeError) as exc:
-        raise CliError(f"a key file holds no usable key ({type(exc).__name__})") from None
+    keys = read_keys(args.checkpoint_key or [settings.from_env("checkpoint_key") or ""], [], [])
+    for path in args.checkpoint_key_file or []:  # one file at a time, so that an error names its file
+        read_text(path, "checkpoint keys, one a line")
+        keys.update(_keys_of(path, [path], []))
+    for path in args.public_key or []:
+        read_text(path, "an Ed25519 key in PEM")
+        keys.update(_keys_of(path, [], [path]))
     anchored = start is not None or end is not None or args.backend not in UNWINDOWED
     query = Query(service=args.service, start_ns=start, end_ns=end)
-    report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed)
+    hashing_keys = hash_keys(args, required=False) if args.backend == "local" else []
+    report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed,
+                    hash_keys=hashing_keys)
     if args.format == "json":
         sys.stdout.write(json.dumps(report.to_dict(), ensure_ascii=False) + "\n")
     else:
@@ -72,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
         summary += f", {report.duplicates} delivered more than once (not a problem)"
     if report.unverified_checkpoints:
         summary += f", {report.unverified_checkpoints} signed checkpoints not verified (no key for their key id)"
+    if report.unverified_local_rows:
+        summary += (f", {report.unverified_local_rows} decisions' groups and outcomes not verified (give the "
+                    "input hash key: --key, --key-file or OTEL_RAI_HASH_KEY)")
     if report.ok:
         note(f"chain intact: {summary}")
         return OK
@@ -100,6 +118,8 @@ def add_parser(sub: Any) -> None:
                    help="an HMAC key (better: --checkpoint-key-file or OTEL_RAI_CHECKPOINT_KEY)")
     k.add_argument("--checkpoint-key-file", metavar="PATH", action="append", help="HMAC keys, one per line")
     k.add_argument("--public-key", metavar="PEM", action="append", help="an Ed25519 public key (PEM)")
+    add_key_options(p.add_argument_group("the input hash key, for the local store's groups and outcomes "
+                                         "(as for verify)"))
     p.add_argument("--require-signed", action="store_true",
                    help="report records that no verified signed checkpoint covers")
     p.add_argument("--format", choices=("text", "json"), default="text")

@@ -173,7 +173,8 @@ class Connection:
             self._client = None
 
 
-_NEEDED = (schema.TRACES, schema.SPANS, schema.DECISIONS, schema.INPUTS, schema.GROUPS, schema.OUTCOMES)
+_NEEDED = (schema.TRACES, schema.SPANS, schema.DECISIONS, schema.INPUTS, schema.GROUPS, schema.OUTCOMES,
+           schema.DRIFT, schema.MODEL_RECORDS)
 
 
 def connect(url: str | None = None, layout: schema.Layout | None = None) -> Connection:

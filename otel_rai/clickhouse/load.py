@@ -28,6 +28,7 @@ DECISIONS_PER_INSERT = 100_000
 GROUP_COLUMNS = ("DecisionId", "Attribute", "Group", "Timestamp", "ServiceName", "ModelName", "ModelVersion",
                  "Output", "Failed")
 OUTCOME_COLUMNS = ("DecisionId", "YTrue", "Time")
+DRIFT_COLUMNS = ("ModelName", "ModelVersion", "Time", "Histograms")
 #: {decision id: {sensitive attribute: group}} of the decisions given.
 GroupsOf = Callable[[Sequence[str]], Mapping[str, Mapping[str, str]]]
 #: {decision id: (ground truth, time recorded in Unix ns)} of the decisions given.
@@ -42,6 +43,7 @@ class Loaded:
     decisions: int = 0
     groups: int = 0
     outcomes: int = 0
+    drift_snapshots: int = 0
 
 
 def batches(records: Iterable[SpanRecord]) -> Iterator[list[SpanRecord]]:
@@ -96,10 +98,11 @@ def outcome_rows(outcomes: Mapping[str, tuple[Any, int]]) -> list[list[Any]]:
 
 
 def load(connection: Connection, records: Iterable[SpanRecord], *, groups_of: GroupsOf | None = None,
-         outcomes_of: OutcomesOf | None = None, progress: Callable[[int], None] = lambda n: None) -> Loaded:
+         outcomes_of: OutcomesOf | None = None, drift: Iterable[tuple[str, str, int, Mapping[str, Any]]] = (),
+         progress: Callable[[int], None] = lambda n: None) -> Loaded:
     """Insert `records` into ``otel_traces``, creating the schema first if it is missing; with `groups_of`
-    or `outcomes_of`, the groups and outcomes of their decisions too. `progress` hears of each batch's
-    decisions."""
+    or `outcomes_of`, the groups and outcomes of their decisions too; `drift`: drift snapshots (model name,
+    version, time in Unix ns, histograms). `progress` hears of each batch's decisions."""
     if not connection.has_schema():
         connection.create_schema()
     done = Loaded()
@@ -117,4 +120,9 @@ def load(connection: Connection, records: Iterable[SpanRecord], *, groups_of: Gr
             connection.insert(schema.OUTCOMES, found, OUTCOME_COLUMNS)
             done.outcomes += len(found)
         progress(len(ids))
+    snapshots = [[name, version, time_ns, json.dumps(histograms, separators=(",", ":"))]
+                 for name, version, time_ns, histograms in drift]
+    if snapshots:
+        connection.insert(schema.DRIFT, snapshots, DRIFT_COLUMNS)
+        done.drift_snapshots = len(snapshots)
     return done

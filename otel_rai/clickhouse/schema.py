@@ -35,6 +35,8 @@ DECISIONS = "otel_rai_decisions"
 INPUTS = "otel_rai_inputs"
 GROUPS = "otel_rai_groups"
 OUTCOMES = "otel_rai_outcomes"
+DRIFT = "otel_rai_drift_snapshots"
+MODEL_RECORDS = "otel_rai_model_records"
 #: The EU AI Act's "at least six months" as days, with the longest six calendar months (184) covered.
 RETENTION_DAYS = 185
 #: Rows per granule: ClickHouse's default, and the exporter's.
@@ -199,6 +201,7 @@ def otel_rai_tables(layout: Layout) -> list[str]:
     SpanId String CODEC(ZSTD(1)),
     ModelName LowCardinality(String) CODEC(ZSTD(1)),
     ModelVersion LowCardinality(String) CODEC(ZSTD(1)),
+    ModelFingerprint LowCardinality(String) CODEC(ZSTD(1)),
     BatchOffset Int64 CODEC(ZSTD(1)),  -- a chunk's first row in its call; -1 when not a chunk
     Decisions UInt32 CODEC(ZSTD(1)),
     AuditStream String CODEC(ZSTD(1)),  -- '' when the span carries no chain attributes
@@ -214,6 +217,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.database}.{SPANS}_mv{layout.on_cl
 TO {layout.table(SPANS)}
 AS SELECT Timestamp, ServiceName, SpanName, TraceId, SpanId,
     {_attribute(semconv.MODEL_NAME)} AS ModelName, {_attribute(semconv.MODEL_VERSION)} AS ModelVersion,
+    {_attribute(semconv.MODEL_FINGERPRINT)} AS ModelFingerprint,
     toInt64OrDefault({_attribute(semconv.BATCH_OFFSET)}, toInt64(-1)) AS BatchOffset,
     toUInt32(JSONLength({_attribute(semconv.DECISION_IDS)})) AS Decisions,
     {_attribute(semconv.AUDIT_STREAM)} AS AuditStream,
@@ -252,7 +256,51 @@ PARTITION BY toYYYYMM(Time)
 ORDER BY DecisionId
 {layout.ttl("Time")}
 {layout.settings()}""", "cityHash64(DecisionId)")
-    return [*spans, spans_view, *decisions, *inputs, *groups, *outcomes]
+    drift = _create(layout, DRIFT, """\
+    ModelName LowCardinality(String) CODEC(ZSTD(1)),
+    ModelVersion LowCardinality(String) CODEC(ZSTD(1)),
+    Time DateTime64(9) CODEC(ZSTD(1)),  -- when the drift monitor took it
+    Histograms String CODEC(ZSTD(1))  -- its histograms, as JSON (docs/monitoring.md)""",
+        layout.engine(DRIFT, "ReplacingMergeTree"), f"""\
+PARTITION BY toYYYYMM(Time)
+ORDER BY (ModelName, ModelVersion, Time)
+{layout.ttl("Time")}
+{layout.settings()}""", "cityHash64(ModelVersion)")
+    return [*spans, spans_view, *decisions, *inputs, *groups, *outcomes, *drift, *model_records(layout)]
+
+
+def model_records(layout: Layout) -> list[str]:
+    """``otel_rai_model_records``: every model record span, copied as ``otel_traces`` holds it, WITHOUT a
+    TTL. A record is written once per fitted model and process, so a model that serves for months has its
+    record in a partition that the traces' TTL drops while its decisions are still kept: this copy keeps
+    it for ``otel-rai model`` and ``reproduce`` (a few kilobytes per fitted model)."""
+    columns = ",\n".join(f"    {line}" for line in _RECORD_COLUMNS)
+    table = _create(layout, MODEL_RECORDS, f"""\
+{columns},
+    ModelName LowCardinality(String) MATERIALIZED {_attribute(semconv.MODEL_NAME)},
+    ModelVersion LowCardinality(String) MATERIALIZED {_attribute(semconv.MODEL_VERSION)},
+    ModelFingerprint String MATERIALIZED {_attribute(semconv.MODEL_FINGERPRINT)}""",
+        layout.engine(MODEL_RECORDS, "ReplacingMergeTree"), """\
+PARTITION BY toYYYYMM(Timestamp)
+ORDER BY (ModelName, ModelVersion, ModelFingerprint, Timestamp, TraceId, SpanId)""", "cityHash64(TraceId)")
+    view = (f"CREATE MATERIALIZED VIEW IF NOT EXISTS {layout.database}.{MODEL_RECORDS}_mv{layout.on_cluster()}\n"
+            f"TO {layout.table(MODEL_RECORDS)}\n"
+            f"AS SELECT *\nFROM {layout.table(TRACES)}\n"
+            f"WHERE SpanName = '{semconv.MODEL_RECORD_SPAN}'")
+    return [*table, view]
+
+
+#: The columns of ``otel_traces`` that a span's record needs (its indexes and codecs aside).
+_RECORD_COLUMNS = (
+    "Timestamp DateTime64(9)", "TraceId String", "SpanId String", "ParentSpanId String", "TraceState String",
+    "SpanName LowCardinality(String)", "SpanKind LowCardinality(String)", "ServiceName LowCardinality(String)",
+    "ResourceAttributes Map(LowCardinality(String), String)", "ScopeName String", "ScopeVersion String",
+    "SpanAttributes Map(LowCardinality(String), String)", "Duration UInt64", "StatusCode LowCardinality(String)",
+    "StatusMessage String",
+    "Events Nested (Timestamp DateTime64(9), Name LowCardinality(String), "
+    "Attributes Map(LowCardinality(String), String))",
+    "Links Nested (TraceId String, SpanId String, TraceState String, Attributes Map(LowCardinality(String), String))",
+)
 
 
 def statements(layout: Layout = Layout()) -> list[str]:

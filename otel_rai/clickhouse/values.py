@@ -145,10 +145,13 @@ def attributes(values: dict[str, Any]) -> dict[str, str]:
 
 STRING, INT, DOUBLE, ARRAY, DOUBLE_ARRAY = "string", "int", "double", "array", "double array"
 
+#: The attributes otel-rai writes on its spans, as semconv lists them.
+_WRITTEN = (semconv.SPAN_ATTRIBUTES, semconv.ALERT_SPAN_ATTRIBUTES, semconv.MONITORING_SPAN_ATTRIBUTES,
+            semconv.MODEL_RECORD_ATTRIBUTES, semconv.UI_SPAN_ATTRIBUTES, semconv.CHAIN_ATTRIBUTES)
 #: The type of every attribute otel-rai writes. tests/test_clickhouse.py checks that it names every
 #: attribute of `semconv.SPAN_ATTRIBUTES`: a new attribute needs its type here.
 KINDS: dict[str, str] = {
-    **{name: STRING for name in semconv.SPAN_ATTRIBUTES},
+    **{name: STRING for names in _WRITTEN for name in names},
     semconv.BATCH_SIZE: INT,
     semconv.BATCH_OFFSET: INT,
     semconv.BATCH_CHUNKS: INT,
@@ -163,6 +166,14 @@ KINDS: dict[str, str] = {
     semconv.OUTPUT_CLASSES: ARRAY,
     semconv.EXPLANATION_TOP: ARRAY,
     semconv.EXPLANATION_BASE_VALUES: DOUBLE_ARRAY,
+    semconv.EXPLANATION_RESOLUTION: DOUBLE,
+    semconv.GROUPS_DIGEST: ARRAY,
+    semconv.TRAINING_ROWS: INT,
+    semconv.TRAINING_BATCHES: INT,
+    semconv.TRAINING_DURATION_MS: DOUBLE,
+    semconv.MONITORING_VALUE: DOUBLE,
+    semconv.MONITORING_THRESHOLD: DOUBLE,
+    semconv.MONITORING_BASELINE: DOUBLE,
 }
 #: Attributes named by a prefix: per-class scores (doubles) and allowlisted raw values (any JSON).
 PREFIX_KINDS = ((semconv.OUTPUT_SCORES_PREFIX, DOUBLE_ARRAY), (semconv.INPUT_VALUE_PREFIX, ARRAY))

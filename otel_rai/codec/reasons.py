@@ -1,39 +1,58 @@
 """The explanation on a span, and back: ``ml.explanation.top`` entries and ranked reason lines.
 
 One ``ml.explanation.top`` entry per row lists its k largest attributions by magnitude, for example
-``income=-0.812345,debt_ratio=+0.42,age=-0.0981``: feature names and attribution values only, never
-feature values. In a name, ``%``, ``,``, ``=`` and non-printable characters are percent-encoded (as
-in W3C baggage), so ``split(",")`` then ``rpartition("=")`` parses any entry (`parse_top`).
-Attributions of exactly zero are not reasons and are left out.
+``income=-0.8,debt_ratio=+0.4,age=-0.1``: feature names and attribution values only, never feature
+values. In a name, ``%``, ``,``, ``=`` and non-printable characters are percent-encoded (as in W3C
+baggage), so ``split(",")`` then ``rpartition("=")`` parses any entry (`parse_top`). Attributions of
+exactly zero are not reasons and are left out.
+
+How a value is written depends on the resolution (``ml.explanation.resolution``): rounded away from
+zero to a multiple of the model's grid step (by default; `otel_rai.explanations.resolution`), exactly to
+six significant digits (resolution 0, ``explain_exact_values=True``), or, when no step is known, as
+its sign alone (``income=-``), which `parse_top` reads as an infinity of that sign. The order is always
+that of the exact values.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from otel_rai import semconv
+from otel_rai.codec.text import safe
 
 _RESERVED = "%,="
+#: Values written as a sign alone (no resolution known), as `parse_top` reads them.
+_SIGN_ONLY = {"+": math.inf, "-": -math.inf}
 #: Feature names whose escaped form is remembered.
 _NAMES_CACHED = 4096
 
 
 @functools.lru_cache(maxsize=_NAMES_CACHED)
 def _name(name: str) -> str:
-    return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in name)
+    return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in safe(name))
 
 
-def encode_top(names: Sequence[str], values: Any, k: int) -> list[str]:
+def encode_top(names: Sequence[str], values: Any, k: int, resolution: float | None = 0.0) -> list[str]:
     """One ``name=value,...`` string per row of `values` (rows × features, a numpy array): the `k`
-    largest nonzero attributions by magnitude (ties: the earlier feature first)."""
+    largest nonzero attributions by magnitude (ties: the earlier feature first), each written at
+    `resolution`: 0 exactly, a step > 0 rounded away from zero to a multiple of it, None as a sign."""
     entries = []
     for row in values.tolist():
         magnitude = list(map(abs, row))
         ranked = sorted(range(len(row)), key=magnitude.__getitem__, reverse=True)[:k]  # stable, also reversed
-        entries.append(",".join(["%s=%+.6g" % (_name(names[j]), row[j]) for j in ranked if row[j] != 0.0]))
+        entries.append(",".join([f"{_name(names[j])}={_value(row[j], resolution)}" for j in ranked if row[j] != 0.0]))
     return entries
+
+
+def _value(v: float, resolution: float | None) -> str:
+    if resolution is None:
+        return "+" if v > 0 else "-"
+    if resolution > 0 and math.isfinite(v):
+        v = math.copysign(math.ceil(abs(v) / resolution) * resolution, v)
+    return "%+.6g" % v
 
 
 def parse_top(entry: str) -> list[tuple[str, float]]:
@@ -41,7 +60,7 @@ def parse_top(entry: str) -> list[tuple[str, float]]:
     pairs = []
     for item in filter(None, entry.split(",")):
         name, _, value = item.rpartition("=")
-        pairs.append((unquote(name), float(value)))
+        pairs.append((unquote(name), _SIGN_ONLY[value] if value in _SIGN_ONLY else float(value)))
     return pairs
 
 
@@ -69,9 +88,13 @@ def format_reasons(attributes: Mapping[str, Any], row: int = 0) -> list[str]:
         return [header, "  (no feature moved the output)"]
     width = max(len(name) for name, _ in pairs)
     return [header] + [
-        f"  {rank}. {name:<{width}}  {value:+.4g}  ({'raises' if value > 0 else 'lowers'} {target})"
+        f"  {rank}. {name:<{width}}  {_shown(value)}  ({'raises' if value > 0 else 'lowers'} {target})"
         for rank, (name, value) in enumerate(pairs, start=1)
     ]
+
+
+def _shown(value: float) -> str:
+    return "(size withheld)" if math.isinf(value) else f"{value:+.4g}"
 
 
 def _entry(value: Any, row: int) -> Any:

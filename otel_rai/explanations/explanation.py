@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from otel_rai.codec.text import texts
+
 OUTPUTS = ("log-odds", "logit", "probability", "decision-function", "raw", "log-prediction")
 
 
@@ -36,6 +38,8 @@ class Explanation:
     method: str  # see otel_rai.explanations.METHODS
     output_values: np.ndarray  # (n_rows,) the explained model output of each row
     classes: np.ndarray | None = None  # (n_rows,) the class each row explains; None for regressors
+    #: The grid step its values may be published at (`otel_rai.explanations.resolution`); None: none known.
+    resolution: float | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -50,6 +54,7 @@ class Explanation:
             method=self.method,
             output_values=self.output_values[start:stop],
             classes=None if self.classes is None else self.classes[start:stop],
+            resolution=self.resolution,
         )
 
 
@@ -75,8 +80,8 @@ def feature_names(X: Any, model: Any, n_features: int) -> list[str]:
     """Column names of the input, else the model's ``feature_names_in_``, else ``x0, x1, …``."""
     columns = getattr(X, "columns", None)
     if columns is not None:
-        return [str(c) for c in columns]
+        return texts(columns)
     names = getattr(model, "feature_names_in_", None)
     if names is not None and len(names) == n_features:
-        return [str(n) for n in names]
+        return texts(names)
     return [f"x{i}" for i in range(n_features)]

@@ -17,7 +17,7 @@ import numpy as np
 from otel_rai.capture import models
 from otel_rai.capture.fingerprint import fingerprint
 from otel_rai.capture.recorder import DecisionCall, run_quietly
-from otel_rai.explanations import engine
+from otel_rai.explanations import engine, resolution
 from otel_rai.explanations.errors import ExplanationError, ModelChanged
 from otel_rai.settings import Settings
 
@@ -66,6 +66,8 @@ def _explain_group(calls: list[DecisionCall], settings: Settings, options: engin
     for batch in _joinable(calls):
         try:
             explanation = explainer.explain(_joined([c.X for c in batch]))
+            if not settings.explain_exact_values:
+                explanation.resolution = resolution.step(explainer, first.info.registration.background)
             if len(batch) == 1:
                 batch[0].explanation = explanation
                 continue

@@ -16,6 +16,7 @@ decisions) leaves the state as it was.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -76,6 +77,21 @@ class FairnessAlert:
             semconv.FAIRNESS_THRESHOLD: self.threshold,
             semconv.FAIRNESS_STATE: semconv.STATE_FIRING if self.firing else semconv.STATE_RESOLVED,
         }
+
+
+def ui_view(alert: FairnessAlert) -> dict[str, str]:
+    """The trace-UI attributes of an alert span: an evaluation of a model version's decisions, its input
+    what was judged and its output the verdict (docs/semantic-conventions.md, "In trace UIs")."""
+    judged = {"model": alert.model, "version": alert.version, "attribute": alert.attribute, "metric": alert.metric}
+    verdict = {"state": semconv.STATE_FIRING if alert.firing else semconv.STATE_RESOLVED, "value": alert.value,
+               "threshold": alert.threshold}
+    return {
+        semconv.UI_SPAN_KIND: semconv.UI_KIND_EVALUATOR,
+        semconv.UI_INPUT_VALUE: json.dumps(judged, ensure_ascii=False),
+        semconv.UI_INPUT_MIME_TYPE: semconv.UI_MIME_JSON,
+        semconv.UI_OUTPUT_VALUE: json.dumps(verdict, ensure_ascii=False),
+        semconv.UI_OUTPUT_MIME_TYPE: semconv.UI_MIME_JSON,
+    }
 
 
 @dataclass(frozen=True)
@@ -145,8 +161,8 @@ class Alerter:
 
     def _report(self, alert: FairnessAlert) -> None:
         attributes = alert.attributes()
-        span = self._tracer.start_span(semconv.ALERT_SPAN, kind=SpanKind.INTERNAL, attributes=attributes,
-                                       start_time=alert.time_ns)
+        span = self._tracer.start_span(semconv.ALERT_SPAN, kind=SpanKind.INTERNAL,
+                                       attributes={**attributes, **ui_view(alert)}, start_time=alert.time_ns)
         span.add_event(semconv.ALERT_SPAN, attributes, timestamp=alert.time_ns)
         span.end(end_time=alert.time_ns)
         _log.log(logging.WARNING if alert.firing else logging.INFO, "otel-rai: %s", alert.message())

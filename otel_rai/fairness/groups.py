@@ -6,8 +6,11 @@ Group values come from the columns of the input named by ``instrument(sensitive_
 given as a tuple such as ``("sex", "race")``, is one combined attribute ``sex&race`` whose groups are
 ``female&black`` and so on.
 
-Group values become strings; a missing value (None, NaN, NA) is the group ``(missing)``. They are
-metric attributes only: they reach spans only for names allowlisted with ``capture_features``.
+Group values become strings of at most 128 characters; a missing value (None, NaN, NA) is the group
+``(missing)``. Each attribute keeps at most ``max_groups`` of them, and a process at most
+`MAX_AD_HOC_ATTRIBUTES` attributes named only per call; beyond, ``(other)`` and a warning. They are
+metric attributes and rows of the local store; a span carries only a keyed digest of them
+(``ml.fairness.groups_digest``), and their values only for names allowlisted with ``capture_features``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ import numpy as np
 from otel_rai import semconv
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels, labels
+from otel_rai.codec.text import printable
 
 _log = logging.getLogger(__name__)
+
+#: Attributes named only by ``decisions(groups=...)`` (not configured) that one process tracks; each is a
+#: metric label value and a set of series, so a caller cannot create them without bound.
+MAX_AD_HOC_ATTRIBUTES = 16
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class GroupResolver:
         self._max_groups = max_groups
         self._seen: dict[str, set[str]] = {}
         self._warned: set[tuple[str, str]] = set()
+        self._ad_hoc: set[SensitiveAttribute] = set()
 
     @property
     def active(self) -> bool:
@@ -89,8 +98,18 @@ class GroupResolver:
         return bool(self._attributes)
 
     def _attributes_of(self, names: Iterable[str]) -> list[SensitiveAttribute]:
-        """The configured attributes, plus a single attribute for each name only given per call."""
-        extra = [SensitiveAttribute((n,)) for n in names if SensitiveAttribute((n,)) not in self._attributes]
+        """The configured attributes, plus a single attribute for each name only given per call (at most
+        `MAX_AD_HOC_ATTRIBUTES` of those in a process; a further one is ignored, with one warning)."""
+        extra = []
+        for name in names:
+            attribute = SensitiveAttribute((name,))
+            if attribute in self._attributes:
+                continue
+            if attribute not in self._ad_hoc and len(self._ad_hoc) >= MAX_AD_HOC_ATTRIBUTES:
+                self._warn_cap("", ad_hoc=True)
+                continue
+            self._ad_hoc.add(attribute)
+            extra.append(attribute)
         return [*self._attributes, *extra]
 
     def resolve(self, call: DecisionCall) -> dict[str, list[str]]:
@@ -141,11 +160,15 @@ class GroupResolver:
             self._warned.add((model, attribute))
             _log.warning(
                 "otel-rai: the input of model %s has no column %r and no decisions(groups=...) gives it; "
-                "its decisions are not counted for that sensitive attribute", model, attribute,
+                "its decisions are not counted for that sensitive attribute", printable(model), attribute,
             )
 
-    def _warn_cap(self, attribute: str) -> None:
+    def _warn_cap(self, attribute: str, *, ad_hoc: bool = False) -> None:
         if ("", attribute) not in self._warned:
             self._warned.add(("", attribute))
+            if ad_hoc:
+                _log.warning("otel-rai: more than %d sensitive attributes are named only per call; further "
+                             "ones are not counted", MAX_AD_HOC_ATTRIBUTES)
+                return
             _log.warning("otel-rai: sensitive attribute %r has more than %d groups; further ones count as %s",
                          attribute, self._max_groups, semconv.OTHER_GROUP)

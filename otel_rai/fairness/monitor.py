@@ -16,11 +16,15 @@ import weakref
 from datetime import timedelta
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.trace import SpanKind
 
 from otel_rai import _fork, semconv
+from otel_rai.audit.local_rows import outcome_digest, outcome_value
 from otel_rai.capture.recorder import DecisionCall
+from otel_rai.codec.text import printable, text_of
 from otel_rai.errors import UnknownDecision
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import Alerter, Rule
@@ -144,8 +148,10 @@ class FairnessMonitor:
         on_failure: FailureHook,
         lookup: OutcomeLookup | None = None,
         journal: DecisionJournal | None = None,
+        outcome_key: bytes | None = None,
     ) -> None:
         self.config = config
+        self._outcome_key = outcome_key  # keys the digest of each outcome span (audit.local_rows)
         self.rule = OutcomeRule(config.positive_label, config.score_threshold)
         self.lookup = lookup
         self.journal = journal
@@ -175,12 +181,22 @@ class FairnessMonitor:
 
     # --- worker thread ---------------------------------------------------------------------------
 
+    def prepare(self, call: DecisionCall) -> None:
+        """Before the call's span is built: resolve its groups (``call.group_labels``), so that the span
+        can carry their digest. `observe` counts them afterwards."""
+        if call.error is not None or not (self._groups.active or call.groups):
+            return
+        try:
+            call.group_labels = self._groups.resolve(call)
+        except Exception as exc:
+            self._on_failure("fairness", exc)
+
     def observe(self, call: DecisionCall) -> None:
         """Count the decisions of one call for every sensitive attribute it can be grouped by."""
         if call.error is not None or not (self._groups.active or call.groups):
             return
         try:
-            groups = self._groups.resolve(call)
+            groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
             if not groups:
                 return
             if self.journal is not None:
@@ -207,6 +223,7 @@ class FairnessMonitor:
         try:
             if self.journal is not None:
                 self.journal.note_outcome(decision_id, y_true, time_ns)
+            self._seal_outcome(decision_id, y_true, time_ns)
             decision = self._book.pop(decision_id) or self._looked_up(decision_id, given)
             decision = self._with_given(decision, given)
             actual = decision.truth(y_true)
@@ -237,6 +254,16 @@ class FairnessMonitor:
             self._published = published
         except Exception as exc:
             self._on_failure("fairness", exc)
+
+    def _seal_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None:
+        """An outcome span in the chain: the decision id and a keyed digest of the ground truth as the
+        store keeps it, so that an edited or deleted outcome shows (docs/audit-trail.md)."""
+        attributes: dict[str, Any] = {semconv.OUTCOME_DECISION_ID: decision_id}
+        if self._outcome_key is not None:
+            attributes[semconv.OUTCOME_DIGEST] = outcome_digest(self._outcome_key, decision_id, outcome_value(y_true))
+        span = self._tracer.start_span(semconv.OUTCOME_SPAN, context=otel_context.Context(), kind=SpanKind.INTERNAL,
+                                       attributes=attributes, start_time=time_ns)
+        span.end(end_time=time_ns)
 
     def _add_counts(self) -> None:
         """One counter add per series and cycle rather than per decision: adds cost ~3 µs each."""
@@ -321,7 +348,7 @@ class FairnessMonitor:
             _log.warning(
                 "otel-rai: cannot tell positive from negative decisions of model %s (%s); set "
                 "FairnessConfig(positive_label=...) or score_threshold. Its decisions are not counted "
-                "for fairness", model, operation,
+                "for fairness", printable(model), operation,
             )
 
     # --- a metric reader's thread ----------------------------------------------------------------
@@ -350,7 +377,7 @@ class FairnessMonitor:
         version = given.get("version")
         given = {**given, "group": None if group is None else dict(group),
                  "version": None if version is None else str(version)}
-        decision_id, now = str(decision_id), time.time_ns()
+        decision_id, now = text_of(decision_id), time.time_ns()
         return lambda: self.apply_outcome(decision_id, y_true, given, now)
 
     def close(self) -> None:

@@ -33,11 +33,12 @@ class HttpError(BackendError):
         self.body = body
 
 
-def check_url(url: str, backend: str) -> str:
-    """`url` if it is an http(s) URL with a host, else ValueError (a usage error)."""
+def check_url(url: str, backend: str, example: str) -> str:
+    """`url` if it is an http(s) URL with a host, else ValueError (a usage error) showing `example`, the
+    backend's own default URL."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"otel-rai: {backend}: {url!r} is not an http(s) URL like http://localhost:16686")
+        raise ValueError(f"otel-rai: {backend}: {url!r} is not an http(s) URL like {example}")
     try:
         parts.port  # noqa: B018 - validates the port
     except ValueError:
@@ -55,10 +56,12 @@ def _redacted(url: str) -> str:
 
 
 class Http:
-    """GETs JSON from one base URL. ``user:password@`` in the URL becomes basic authentication."""
+    """GETs JSON from one base URL. ``user:password@`` in the URL becomes basic authentication. `example`: the
+    backend's default URL, shown when `base_url` is not one."""
 
-    def __init__(self, base_url: str, backend: str, headers: Mapping[str, str] | None = None) -> None:
-        parts = urllib.parse.urlsplit(check_url(base_url, backend))
+    def __init__(self, base_url: str, backend: str, headers: Mapping[str, str] | None = None, *,
+                 example: str) -> None:
+        parts = urllib.parse.urlsplit(check_url(base_url, backend, example))
         self.backend = backend
         self.headers = {"Accept": "application/json", **(headers or {})}
         if parts.username is not None:

@@ -2,6 +2,8 @@
 
 * `Tallying`: the counts behind the fairness report, computed where the decisions are (ClickHouse: SQL
   aggregates), instead of every decision read into Python (`otel_rai.report.load` falls back to that).
+* `KeepsRows`: groups, outcomes and drift snapshots kept beside the spans, as the local store keeps
+  them (ClickHouse, when ``export --to clickhouse --include ...`` copied them).
 * `NamedSpans`: the spans of one name (the fairness alerts of a version) without reading the others.
 * `Chained`: the trail in chain order (stream, then sequence number), so that ``verify-chain`` walks it
   with bounded memory (`otel_rai.chain.verify.check_ordered`) instead of holding it all.
@@ -17,6 +19,9 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 from otel_rai.codec.records import SpanRecord
 from otel_rai.fairness.metrics import GroupCounts
 from otel_rai.query import Query
+
+#: The one group of the time buckets of all decisions (the report's ``figures.ALL``).
+ALL_DECISIONS = "all decisions"
 
 
 @dataclass
@@ -45,6 +50,31 @@ class Tallying(Protocol):
         """The `Tally` of the decisions `query` selects. Groups come from the groups the store holds for a
         decision; a decision with none takes, for each of the `sensitive` features, its allowlisted raw
         value (``ml.input.value.<name>``) when its span has one."""
+        ...
+
+    def buckets(self, query: Query, positive_label: Any, sensitive: Sequence[str], attribute: str | None,
+                start: float, width: float, n: int) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """({group: decisions per bucket}, {group: positive decisions per bucket}) of the decisions `query`
+        selects, in `n` buckets of `width` seconds from `start` (Unix seconds; later ones in the last), by
+        group of `attribute` (groups as in `tally`), or in the one group ``all decisions`` when None."""
+        ...
+
+
+@runtime_checkable
+class KeepsRows(Protocol):
+    """A backend that keeps, beside the spans, what the local store keeps in its local-only tables."""
+
+    def groups(self, decision_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """{decision id: {sensitive attribute: group}} of the decisions with stored groups."""
+        ...
+
+    def outcomes(self, decision_ids: Sequence[str]) -> dict[str, Any]:
+        """{decision id: ground truth} of the decisions with a recorded outcome (the first recorded)."""
+        ...
+
+    def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """(time, model name, histograms) of the drift snapshots of a model version, oldest first."""
         ...
 
 

@@ -12,6 +12,7 @@ time window: like the local store, no window means everything.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -21,7 +22,7 @@ from otel_rai.codec.records import SpanRecord
 from otel_rai.fairness.metrics import GroupCounts, printed
 from otel_rai.query import Query
 from otel_rai.query._remote import time_order
-from otel_rai.query.capabilities import Tally
+from otel_rai.query.capabilities import ALL_DECISIONS, Tally
 
 DEFAULT_URL = client.DEFAULT_URL
 #: Spans in the first page of a search (a page of `query --limit 50` comes back at once); pages double up
@@ -29,6 +30,8 @@ DEFAULT_URL = client.DEFAULT_URL
 FIRST_PAGE, MAX_PAGE = 64, 4096
 #: Sequence numbers of one stream read at a time by `chained`: its memory is about this many spans.
 CHAIN_PAGE = 2048
+#: Decision ids looked up in one query (groups, outcomes).
+IDS_PER_QUERY = 10_000
 #: Keys of spans fetched from ``otel_traces`` in one query.
 FETCH = 4096
 #: Bytes a report's join of decisions with outcomes may hold before ClickHouse sorts it on disk: the join is a
@@ -258,16 +261,50 @@ class ClickHouse:
             " ON d.DecisionId = o.DecisionId", params, settings=_JOIN)
         tally = Tally(int(n), int(selected), int(labelled), int(first) if n else None, int(last) if n else None,
                       set(models))
-        stored = (f"SELECT DecisionId, Attribute, concat('s', Group) AS GroupKey, Output FROM"
-                  f" {self._t(schema.GROUPS)} FINAL{self._where([*clauses, 'NOT Failed'])}")
-        self._add_groups(tally, stored, params, outcomes)
+        for source in self._group_sources(query, clauses, params, sensitive):
+            self._add_groups(tally, source, params, outcomes)
+        return tally
+
+    def _group_sources(self, query: Query, clauses: list[str], params: dict[str, Any],
+                       sensitive: Sequence[str]) -> list[str]:
+        """SQL sources of (DecisionId, Attribute, GroupKey, Output, Timestamp) of the decisions of `clauses`:
+        the stored groups, then the allowlisted raw values of the `sensitive` features where none is stored."""
+        sources = [f"SELECT DecisionId, Attribute, concat('s', Group) AS GroupKey, Output, Timestamp FROM"
+                   f" {self._t(schema.GROUPS)} FINAL{self._where([*clauses, 'NOT Failed'])}"]
         for i, name in enumerate(sensitive):
             spans = self._feature_spans(query, name, i, params)
             # The bloom filter on the attribute names makes this probe cheap; without it, the query below
             # would still build the set of decisions with stored groups.
             if self.db.rows(f"SELECT 1 FROM {self._t(schema.TRACES)}{self._where(spans)} LIMIT 1", params):
-                self._add_groups(tally, self._feature_source(spans, clauses, i), params, outcomes)
-        return tally
+                sources.append(self._feature_source(spans, clauses, i))
+        return sources
+
+    def buckets(self, query: Query, positive_label: Any, sensitive: Sequence[str], attribute: str | None,
+                start: float, width: float, n: int) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+        """Decisions and positive decisions per time bucket and group, as SQL aggregates (see
+        `otel_rai.query.capabilities.Tallying.buckets`)."""
+        clauses, params = self._filters(query)
+        params.update(_positive_parameters(positive_label), b_start=start, b_width=width, b_last=n - 1)
+        # As `otel_rai.report.figures.bucket_of` computes it from the decision's time in float seconds.
+        bucket = ("least(toInt64(floor((toUnixTimestamp64Nano(Timestamp) / 1e9 - {b_start:Float64})"
+                  " / {b_width:Float64})), {b_last:Int64})")
+        if attribute is None:
+            sources = [f"SELECT DecisionId, '' AS Attribute, 's{ALL_DECISIONS}' AS GroupKey, Output, Timestamp"
+                       f" FROM {self._t(schema.DECISIONS)} FINAL{self._where([*clauses, 'NOT Failed'])}"]
+        else:
+            sources = self._group_sources(query, clauses, params, sensitive)
+            params["b_attribute"] = attribute
+        decided: dict[str, list[int]] = {}
+        selected: dict[str, list[int]] = {}
+        for source in sources:
+            keep = "" if attribute is None else " WHERE Attribute = {b_attribute:String}"
+            for key, i, count, positive in self.db.rows(
+                    f"SELECT GroupKey, {bucket} AS b, count(), countIf({_positive(_label_key('Output'))})"
+                    f" FROM ({source}){keep} GROUP BY GroupKey, b", params):
+                group = _label(key)
+                decided.setdefault(group, [0] * n)[int(i)] += int(count)
+                selected.setdefault(group, [0] * n)[int(i)] += int(positive)
+        return dict(sorted(decided.items())), dict(sorted(selected.items()))
 
     @staticmethod
     def _feature_spans(query: Query, name: str, i: int, params: dict[str, Any]) -> list[str]:
@@ -292,8 +329,9 @@ class ClickHouse:
         return (
             f"SELECT ids[i] AS DecisionId, {{feature{i}:String}} AS Attribute,"
             f" {_label_key('if(length(vals) = length(ids), vals[i], ' + repr('null') + ')')} AS GroupKey,"
-            " if(length(outputs) = length(ids), outputs[i], '') AS Output"
-            " FROM (SELECT JSONExtract(SpanAttributes['" + semconv.DECISION_IDS + "'], 'Array(String)') AS ids,"
+            " if(length(outputs) = length(ids), outputs[i], '') AS Output, Timestamp"
+            " FROM (SELECT Timestamp, JSONExtract(SpanAttributes['" + semconv.DECISION_IDS + "'], 'Array(String)')"
+            " AS ids,"
             " JSONExtractArrayRaw(SpanAttributes['" + semconv.OUTPUTS + "']) AS outputs,"
             f" JSONExtractArrayRaw(SpanAttributes[{{attribute{i}:String}}]) AS vals"
             f" FROM {self._t(schema.TRACES)}{self._where(span_clauses)} LIMIT 1 BY TraceId, SpanId)"
@@ -314,6 +352,80 @@ class ClickHouse:
             counts.selected += int(sel)
             counts.tp, counts.fp, counts.fn, counts.tn = (counts.tp + int(tp), counts.fp + int(fp),
                                                           counts.fn + int(fn), counts.tn + int(tn))
+
+    # --- what the local store keeps beside the spans (`KeepsRows`), copied with export --include ---
+
+    def _by_ids(self, sql: str, decision_ids: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        ids = sorted(set(map(str, decision_ids)))
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            yield from self.db.rows(sql, {"ids": ids[start:start + IDS_PER_QUERY]})
+
+    def groups(self, decision_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """{decision id: {sensitive attribute: group}} from ``otel_rai_groups``."""
+        out: dict[str, dict[str, str]] = {}
+        for decision_id, attribute, group in self._by_ids(
+                f"SELECT DecisionId, Attribute, Group FROM {self._t(schema.GROUPS)} FINAL"
+                " WHERE DecisionId IN {ids:Array(String)}", decision_ids):
+            out.setdefault(decision_id, {})[attribute] = group
+        return out
+
+    def outcomes(self, decision_ids: Sequence[str]) -> dict[str, Any]:
+        """{decision id: ground truth} from ``otel_rai_outcomes`` (the first recorded, as locally)."""
+        return {decision_id: json.loads(y_true) for decision_id, y_true in self._by_ids(
+            f"SELECT DecisionId, YTrue FROM {self._t(schema.OUTCOMES)} FINAL WHERE DecisionId IN {{ids:Array(String)}}",
+            decision_ids)}
+
+    def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """(time, model name, histograms) of a version's drift snapshots in [start, end), oldest first."""
+        clauses, params = ["ModelVersion = {version:String}"], {"version": model_version}
+        for clause, name, value in (("ModelName = {model:String}", "model", model_name),
+                                    ("Time >= fromUnixTimestamp64Nano({start:Int64})", "start", start_ns),
+                                    ("Time < fromUnixTimestamp64Nano({end:Int64})", "end", end_ns)):
+            if value is not None:
+                clauses.append(clause)
+                params[name] = value
+        return [(int(ns), name, json.loads(histograms)) for ns, name, histograms in self.db.rows(
+            f"SELECT toUnixTimestamp64Nano(Time), ModelName, Histograms FROM {self._t(schema.DRIFT)} FINAL"
+            f"{self._where(clauses)} ORDER BY Time", params)]
+
+    # --- model records (`otel_rai.provenance.lookup`) ---
+
+    def model_records(self, query: Query, fingerprint: str | None = None) -> list[SpanRecord]:
+        """The model record spans of `query`'s model, version, service and window, oldest first, from
+        ``otel_rai_model_records`` (kept past the traces' TTL)."""
+        clauses, params = self._filters(query)
+        if fingerprint is not None:
+            clauses.append("ModelFingerprint = {fingerprint:String}")
+            params["fingerprint"] = fingerprint
+        found = self.db.query(f"SELECT {rows.SELECT} FROM {self._t(schema.MODEL_RECORDS)} FINAL"
+                              f"{self._where(clauses)}", params).result_rows
+        return self._once(rows.record(r) for r in found)
+
+    def model_summaries(self, query: Query, record_span: str) -> list[tuple[Any, ...]]:
+        """(name, version, fingerprint, first and last decision ns, decisions, records) per fitted model, as
+        SQL aggregates over ``otel_rai_spans`` and the kept records."""
+        clauses, params = self._filters(query)
+        params["record"] = record_span
+        spans = self.db.rows(
+            "SELECT ModelName, ModelVersion, ModelFingerprint,"
+            " minIf(toUnixTimestamp64Nano(Timestamp), Decisions > 0), maxIf(toUnixTimestamp64Nano(Timestamp),"
+            " Decisions > 0), sum(Decisions), countIf(Decisions > 0), min(Timestamp)"
+            f" FROM (SELECT * FROM {self._t(schema.SPANS)}{self._where([*clauses, 'notEmpty(ModelFingerprint)'])}"
+            " LIMIT 1 BY TraceId, SpanId, BatchOffset) GROUP BY ModelName, ModelVersion, ModelFingerprint", params)
+        kept = {(n, v, fp): (int(count), first) for n, v, fp, count, first in self.db.rows(
+            "SELECT ModelName, ModelVersion, ModelFingerprint, count(), min(Timestamp) FROM (SELECT * FROM"
+            f" {self._t(schema.MODEL_RECORDS)} FINAL{self._where(clauses)} LIMIT 1 BY TraceId, SpanId)"
+            " GROUP BY ModelName, ModelVersion, ModelFingerprint", params)}
+        out = []
+        for name, version, fp, first, last, decisions, with_decisions, seen in spans:
+            records, record_first = kept.pop((name, version, fp), (0, seen))
+            out.append((min(seen, record_first), name or None, version or None, fp,
+                        int(first) if with_decisions else None, int(last) if with_decisions else None,
+                        int(decisions), records))
+        out += [(first, name or None, version or None, fp, None, None, 0, count)
+                for (name, version, fp), (count, first) in kept.items()]
+        return [row[1:] for row in sorted(out, key=lambda row: row[0])]
 
     # --- for tests and operators ---
 

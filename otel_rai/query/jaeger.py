@@ -90,7 +90,7 @@ class Jaeger:
     """`api` is ``"v3"``, ``"legacy"`` or ``"auto"`` (api_v3 if the server has it, else legacy)."""
 
     def __init__(self, url: str, *, api: str = "auto", search_depth: int = SEARCH_DEPTH) -> None:
-        self.http = Http(url, "jaeger")
+        self.http = Http(url, "jaeger", example=DEFAULT_URL)
         self.api = api
         self.search_depth = search_depth
 

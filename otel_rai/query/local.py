@@ -46,6 +46,10 @@ class Local:
         """The number of decisions the store holds for `query`."""
         return self.store.count_decisions(**self._filters(query))
 
+    def model_summaries(self, query: Query, record_span: str) -> list[tuple[Any, ...]]:
+        """What `Store.model_summaries` says for `query` (``otel-rai model list``, in SQL)."""
+        return self.store.model_summaries(record_span, **self._filters(query))
+
 
 def connect(url: str | None) -> Local:
     """The store file at `url` (a path), else the default store."""

@@ -43,7 +43,7 @@ class Tempo:
     """Tempo's HTTP API at `url`, `search_limit` traces per search."""
 
     def __init__(self, url: str, *, search_limit: int = SEARCH_LIMIT) -> None:
-        self.http = Http(url, "tempo")
+        self.http = Http(url, "tempo", example=DEFAULT_URL)
         self.search_limit = search_limit
         self._trace_paths = ["/api/v2/traces/", "/api/traces/"]  # v2 since Tempo 2.5
 

@@ -1,44 +1,186 @@
 """Reading a trail for the chain's verification (``otel-rai verify-chain``): the local store in write
-order, with its ``decisions`` table checked against the spans, a backend that offers it in chain order
-(ClickHouse), and any other backend in time order."""
+order, a backend that offers it in chain order (ClickHouse, `Chained`), and any other backend in time
+order.
+
+In the local store, every column a reader uses besides the hashed record is checked against it, so that
+no edit can hide a decision from a query, ``verify --input`` or the report while the chain says intact:
+
+* ``spans``: model name, version, fingerprint, operation and number of decisions (from the record's
+  attributes); ``origins``: the service (the record's ``ml.audit.service``, sealed with it);
+* ``decisions``: id, input hash, output and ``input_key``; ``input_index``: each entry names a decision
+  with that key, and each decision below the watermark has its entry;
+* ``decision_groups``: each decision's rows against its span's keyed ``ml.fairness.groups_digest``;
+* ``outcomes``: each row against the keyed digest of its outcome span (``ml.audit.outcome``), and each
+  outcome span has its row. Rows older than the first outcome span (earlier versions wrote none) are
+  not checked.
+
+The keyed digests need the input hash key (`hash_keys`); without it, they are counted as not verified.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Sequence
+import json
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
+from otel_rai.audit.hashing import HashKey
+from otel_rai.audit.local_rows import groups_digest, local_key, outcome_digest
 from otel_rai.chain.verify import Problem, Report, check, check_ordered, seq_of
 from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query, find_spans
 from otel_rai.query.capabilities import Chained
+from otel_rai.store.store import input_key
+
+#: The span columns checked, and the attribute each repeats.
+_SPAN_COLUMNS = (semconv.MODEL_NAME, semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION)
 
 
-def records(backend: Any, query: Query, problems: list[Problem]) -> Iterator[tuple[int | None, SpanRecord]]:
-    """The trail in `backend` within `query`'s window: the local store in write order, others in time order.
-    In the local store, each span's rows of the ``decisions`` table (what SQL readers see) must say what
-    the span says; a row that does not is added to `problems` as an edit."""
-    local = getattr(backend, "store", None)
-    if local is None:
+class _Local:
+    """What the local store keeps beside the records, and the problems found in it."""
+
+    def __init__(self, store: Any, window: Mapping[str, Any], keys: Sequence[bytes]) -> None:
+        self.keys = keys
+        self.columns = _Cursor(store.span_columns(**window))
+        self.rows = _Cursor(store.decision_rows(**window))
+        self.index = store.index_mismatches(**window)
+        self.groups, self.outcomes = store.local_rows()
+        self.problems: list[Problem] = []
+        self.unverified = 0
+        self.first_outcome_ns: int | None = None
+        self.seen_outcomes: set[str] = set()
+        self.grouped: set[str] = set()  # decisions whose groups a record covers
+        self.ungrouped: dict[str, tuple[int, SpanRecord]] = {}  # decisions of records that say they had none
+
+    def problem(self, kind: str, detail: str, record: SpanRecord, position: int) -> None:
+        a = record.attributes
+        self.problems.append(Problem(kind, detail, record, a.get(semconv.AUDIT_STREAM),
+                                     seq_of(a.get(semconv.AUDIT_SEQ)), position))
+
+    def check(self, position: int, record: SpanRecord) -> None:
+        a = record.attributes
+        columns = self.columns.at(position)
+        if columns is not None and columns[:5] != _columns_of(a):
+            self.problem("edited", "its model or decision-count columns differ from the span", record, position)
+        if columns is not None and not _same_service(columns[5], columns[6], a.get(semconv.AUDIT_SERVICE)):
+            self.problem("edited", "its service (origins table) differs from the span", record, position)
+        stored = self.rows.at(position) or []
+        if stored != _rows_of(a):
+            self.problem("edited", "its rows in the decisions table differ from the span", record, position)
+        if position in self.index:
+            self.problem("edited", "its input_index entries do not match its decisions", record, position)
+        self._check_groups(position, record)
+        if record.name == semconv.OUTCOME_SPAN:
+            self._check_outcome(position, record)
+
+    def _check_groups(self, position: int, record: SpanRecord) -> None:
+        a = record.attributes
+        ids = a.get(semconv.DECISION_IDS) or ()
+        digests = a.get(semconv.GROUPS_DIGEST)
+        if not isinstance(digests, (list, tuple)) or len(digests) != len(ids):
+            if semconv.AUDIT_SERVICE in a:  # sealed by a version that covers groups: it had none
+                self.ungrouped.update((str(i), (position, record)) for i in ids)
+            return
+        self.grouped.update(map(str, ids))
+        if any(str(i) not in self.groups for i in ids):  # a decision that had groups has none now
+            self.problem("deleted", "its decisions' rows in the decision_groups table are missing", record, position)
+            return
+        if not self.keys:
+            self.unverified += len(ids)
+            return
+        for decision_id, digest in zip(ids, digests):
+            rows = self.groups.get(str(decision_id), {})
+            if not any(groups_digest(k, str(decision_id), rows) == digest for k in self.keys):
+                self.problem("edited", "its decisions' rows in the decision_groups table differ from the span",
+                             record, position)
+                return
+
+    def _check_outcome(self, position: int, record: SpanRecord) -> None:
+        a = record.attributes
+        decision_id = str(a.get(semconv.OUTCOME_DECISION_ID))
+        if self.first_outcome_ns is None or record.start_ns < self.first_outcome_ns:
+            self.first_outcome_ns = record.start_ns
+        if decision_id in self.seen_outcomes:  # a later outcome of a decision: the first one is kept
+            return
+        self.seen_outcomes.add(decision_id)
+        row = self.outcomes.get(decision_id)
+        if row is None:
+            self.problem("deleted", "its row in the outcomes table is missing", record, position)
+        elif row[1] != record.start_ns:
+            self.problem("edited", "its row in the outcomes table has another time than the span", record, position)
+        elif not self.keys:
+            self.unverified += 1
+        elif not any(outcome_digest(k, decision_id, row[0]) == a.get(semconv.OUTCOME_DIGEST) for k in self.keys):
+            self.problem("edited", "its row in the outcomes table differs from the span", record, position)
+
+    def finish(self, last: tuple[int, SpanRecord] | None) -> None:
+        """Rows that no record accounts for."""
+        for decision_id in self.groups:
+            if decision_id in self.ungrouped and decision_id not in self.grouped:
+                position, record = self.ungrouped[decision_id]
+                self.problem("foreign", "decision_groups rows for a decision recorded without groups", record,
+                             position)
+        if self.first_outcome_ns is None or last is None:
+            return
+        for decision_id, (_, time_ns) in self.outcomes.items():
+            if time_ns >= self.first_outcome_ns and decision_id not in self.seen_outcomes:
+                self.problem("foreign", f"an outcomes row no outcome span accounts for (decision {decision_id})",
+                             last[1], last[0])
+
+
+class _Cursor:
+    """(position, value) rows in ascending position, read alongside the records."""
+
+    def __init__(self, rows: Iterator[tuple[int, Any]]) -> None:
+        self._rows = rows
+        self._head = next(rows, None)
+
+    def at(self, position: int) -> Any:
+        """The value at `position`, or None (rows of spans that are gone are skipped)."""
+        while self._head is not None and self._head[0] < position:
+            self._head = next(self._rows, None)
+        return self._head[1] if self._head is not None and self._head[0] == position else None
+
+
+def _columns_of(a: Mapping[str, Any]) -> tuple[Any, ...]:
+    ids = a.get(semconv.DECISION_IDS) or ()
+    return (*(a.get(k) for k in _SPAN_COLUMNS), len(ids))
+
+
+def _same_service(column: Any, resource: Any, sealed: Any) -> bool:
+    """The origins row's service column, its resource's ``service.name`` and the sealed service agree."""
+    try:
+        named = json.loads(resource).get(semconv.SERVICE_NAME) if resource else None
+    except (ValueError, AttributeError):
+        return False
+    if named is not None and column != str(named):
+        return False
+    return sealed is None or column == sealed
+
+
+def records(backend: Any, query: Query, problems: list[Problem], keys: Sequence[bytes] = (),
+            unverified: list[int] | None = None) -> Iterator[tuple[int | None, SpanRecord]]:
+    """The trail in `backend` within `query`'s window: the local store in write order (every column and
+    table beside the records checked, problems added to `problems`), others in time order."""
+    store = getattr(backend, "store", None)
+    if store is None:
         for record in find_spans(query, backend):
             yield None, record
         return
     window = {"service": query.service, "start_ns": query.start_ns, "end_ns": query.end_ns}
-    tables = local.decision_rows(**window)
-    row = next(tables, None)
-    for position, record in local.spans_in_write_order(**window):
-        while row is not None and row[0] < position:  # rows of a span that is gone
-            row = next(tables, None)
-        stored = row[1] if row is not None and row[0] == position else []
-        if stored != _rows_of(record):
-            problems.append(Problem("edited", "its rows in the decisions table differ from the span", record,
-                                    record.attributes.get(semconv.AUDIT_STREAM), seq_of(record.attributes.get(
-                                        semconv.AUDIT_SEQ)), position))
+    local = _Local(store, window, keys)
+    last = None
+    for position, record in store.spans_in_write_order(**window):
+        local.check(position, record)
+        last = (position, record)
         yield position, record
+    local.finish(last)
+    problems += local.problems
+    if unverified is not None:
+        unverified.append(local.unverified)
 
 
-def _rows_of(record: SpanRecord) -> list[tuple[Any, Any, Any]]:
-    """What the ``decisions`` table should hold for `record` (as `store.Store.append` writes it)."""
-    a = record.attributes
+def _rows_of(a: Mapping[str, Any]) -> list[tuple[Any, Any, Any, Any]]:
+    """What the ``decisions`` table should hold for a record (as `store.Store.append` writes it)."""
     ids = a.get(semconv.DECISION_IDS) or ()
     n = len(ids)
 
@@ -46,7 +188,8 @@ def _rows_of(record: SpanRecord) -> list[tuple[Any, Any, Any]]:
         values = a.get(key)
         return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
-    return [(i, h, _Same(o)) for i, h, o in zip(ids, column(semconv.INPUT_HASHES), column(semconv.OUTPUTS))]
+    hashes = column(semconv.INPUT_HASHES)
+    return [(i, h, _Same(o), input_key(h)) for i, h, o in zip(ids, hashes, column(semconv.OUTPUTS))]
 
 
 class _Same:
@@ -62,14 +205,53 @@ class _Same:
     __hash__ = None  # type: ignore[assignment]
 
 
+class _Unchecked:
+    """Counts, in a trail read from a backend that does not check them (ClickHouse), the rows beside the
+    records that the local store checks against keyed digests: each decision's groups, each decision's
+    first outcome. They are reported as not verified, as the local store reports them without the key."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self._outcomes: set[str] = set()
+
+    def through(self, records: Iterable[SpanRecord]) -> Iterator[SpanRecord]:
+        """`records`, counted on the way."""
+        for record in records:
+            a = record.attributes
+            ids = a.get(semconv.DECISION_IDS) or ()
+            digests = a.get(semconv.GROUPS_DIGEST)
+            if isinstance(digests, (list, tuple)) and len(digests) == len(ids):
+                self.rows += len(ids)
+            if record.name == semconv.OUTCOME_SPAN:
+                decision_id = str(a.get(semconv.OUTCOME_DECISION_ID))
+                if decision_id not in self._outcomes:
+                    self._outcomes.add(decision_id)
+                    self.rows += 1
+            yield record
+
+
+def local_keys(hash_keys: Iterable[HashKey]) -> list[bytes]:
+    """The keys of the local-row digests, from input hash keys (every scheme of each)."""
+    return [local_key(k) for k in hash_keys]
+
+
 def verify(backend: Any, query: Query = Query(), keys: Mapping[str, Any] = {},  # noqa: B006, B008 - read only
-           *, anchored: bool = False, require_signed: bool = False) -> Report:
-    """Check the trail that `backend` holds within `query`'s window (see `check` and `records`). A backend
-    that reads its trail in chain order (`Chained`) is checked as it is read, in bounded memory."""
+           *, anchored: bool = False, require_signed: bool = False,
+           hash_keys: Iterable[HashKey] = ()) -> Report:
+    """Check the trail that `backend` holds within `query`'s window (see `check` and `records`).
+    `hash_keys` verify the keyed digests of the local store's groups and outcomes. A backend that reads
+    its trail in chain order (`Chained`) is checked as it is read, in bounded memory."""
     if isinstance(backend, Chained):
-        return check_ordered(backend.chained(query), keys, anchored=anchored, require_signed=require_signed)
+        counted = _Unchecked()
+        report = check_ordered(counted.through(backend.chained(query)), keys, anchored=anchored,
+                               require_signed=require_signed)
+        report.unverified_local_rows = counted.rows
+        return report
     tables: list[Problem] = []
-    report = check(records(backend, query, tables), keys, anchored=anchored, require_signed=require_signed)
+    unverified: list[int] = []
+    report = check(records(backend, query, tables, local_keys(hash_keys), unverified), keys, anchored=anchored,
+                   require_signed=require_signed)
     edited = {p.position for p in report.problems if p.kind == "edited"}
-    report.problems += [p for p in tables if p.position not in edited]  # one problem per edited record
+    report.problems += [p for p in tables if p.position not in edited or p.kind != "edited"]
+    report.unverified_local_rows = sum(unverified)
     return report

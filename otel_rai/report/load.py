@@ -1,18 +1,21 @@
-"""Decision records for the report: from a query backend (with the local store's groups and outcomes),
-or from a JSON-lines file; or, from a backend that counts for itself (`Tallying`: ClickHouse), the counts
-without the records."""
+"""Decision records for the report: from a query backend (with the groups and outcomes of the local store,
+or of a backend that keeps them too: `KeepsRows`, ClickHouse), or from a JSON-lines file; and, from a
+backend that counts for itself (`Tallying`: ClickHouse), the report's counts without the records."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from otel_rai import semconv
-from otel_rai.errors import InputError
+from otel_rai.codec.reasons import parse_top
+from otel_rai.errors import PREFIX, InputError
 from otel_rai.fairness.alerts import FairnessAlert
-from otel_rai.query import Backend, Query, decisions, find_spans
-from otel_rai.query.capabilities import NamedSpans, Tally, Tallying
+from otel_rai.monitoring.alerts import MonitoringAlert
+from otel_rai.query import Backend, Decision, Query, decisions, find_spans
+from otel_rai.query.capabilities import KeepsRows, NamedSpans, Tally, Tallying
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
 
@@ -20,9 +23,13 @@ from otel_rai.report.figures import DecisionRecord, printed
 def read_records(path: Path) -> list[DecisionRecord]:
     """Decision records from a JSON-lines file (the keys of `DecisionRecord`)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_bytes().decode("utf-8-sig").splitlines()
     except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{path} is empty: no decision records")
     records = []
     for number, line in enumerate(lines, 1):
         if line.strip():
@@ -30,6 +37,8 @@ def read_records(path: Path) -> list[DecisionRecord]:
                 records.append(DecisionRecord.from_dict(json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: not JSON ({exc.msg})") from None
+            except InputError as exc:
+                raise InputError(f"{path}:{number}: {str(exc).removeprefix(PREFIX)}") from None
     return records
 
 
@@ -41,10 +50,9 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
     outcomes.
     """
     found = list(decisions(q, backend))
-    alerts = [FairnessAlert.from_span(s.attributes, s.start_ns)
-              for s in find_spans(q, backend) if s.name == semconv.ALERT_SPAN]
+    alerts = alerts_of(backend, q)
     ids = [d.decision_id for d in found]
-    local = backend.store if isinstance(backend, Local) else None
+    local = backend.store if isinstance(backend, Local) else backend if isinstance(backend, KeepsRows) else None
     stored_groups = local.groups(ids) if local is not None else {}
     outcomes = local.outcomes(ids) if local is not None else {}
     records = [
@@ -57,11 +65,48 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
             groups=stored_groups.get(d.decision_id)
             or {name: printed(d.features[name]) for name in sensitive if name in d.features},
             outcome=outcomes.get(d.decision_id),
+            classes=d.attributes.get(semconv.OUTPUT_CLASSES),
+            proba=probabilities(d),
+            attributions=_attributions(d),
+            explained_output=_explained_output(d) if semconv.EXPLANATION_TOP in d.values else None,
         )
         for d in found
         if d.error is None
     ]
     return records, alerts
+
+
+# --- quality and drift (docs/monitoring.md) ----------------------------------------------------------
+
+
+def probabilities(d: Decision) -> list[float] | None:
+    """A decision's probability of each class (``ml.output.classes`` order), when its call returned them."""
+    classes = d.attributes.get(semconv.OUTPUT_CLASSES)
+    if d.operation not in ("predict_proba", "predict_log_proba") or not classes:
+        return None
+    scores = d.scores
+    try:
+        values = [float(scores[str(c)]) for c in classes]
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [math.exp(v) for v in values] if d.operation == "predict_log_proba" else values
+
+
+def monitoring(backend: Backend, q: Query) -> tuple[list[tuple[int, dict]], list[MonitoringAlert]]:
+    """The drift snapshots ((time, histograms), oldest first) of `q`'s model version, from the local store
+    or a backend that keeps them too (ClickHouse, when loaded with ``--include drift``; trace backends have
+    none: they are never exported), and the quality and drift alerts `q` finds."""
+    snapshots = []
+    keeper = backend.store if isinstance(backend, Local) else backend if isinstance(backend, KeepsRows) else None
+    if keeper is not None and q.model_version is not None:
+        snapshots = [(time_ns, histograms) for time_ns, name, histograms in keeper.drift_snapshots(
+            q.model_version, q.model_name, q.start_ns, q.end_ns)]
+    names = (semconv.DRIFT_ALERT_SPAN, semconv.QUALITY_ALERT_SPAN)
+    spans = ([s for name in names for s in backend.named_spans(q, name)] if isinstance(backend, NamedSpans)
+             else [s for s in find_spans(q, backend) if s.name in names])
+    alerts = [MonitoringAlert.from_span(span.name, dict(span.attributes), span.start_ns)
+              for span in sorted(spans, key=lambda s: s.start_ns)]
+    return snapshots, alerts
 
 
 def alerts_of(backend: Backend, q: Query) -> list[FairnessAlert]:
@@ -75,3 +120,18 @@ def tallied(backend: Tallying, q: Query, sensitive: Sequence[str],
             positive_label: Any) -> tuple[Tally, list[FairnessAlert]]:
     """The counts and alerts of `q`, from a backend that counts where the decisions are."""
     return backend.tally(q, positive_label, sensitive), alerts_of(backend, q)
+
+
+def _attributions(d: Decision) -> dict[str, float]:
+    """The decision's largest attributions (``ml.explanation.top``), by feature."""
+    top = d.values.get(semconv.EXPLANATION_TOP)
+    return dict(parse_top(top)) if isinstance(top, str) else {}
+
+
+def _explained_output(d: Decision) -> str | None:
+    """What the decision's attributions add up to, e.g. ``log-odds of class 1``."""
+    output = d.attributes.get(semconv.EXPLANATION_OUTPUT)
+    label = d.attributes.get(semconv.EXPLANATION_CLASS)
+    if output is None:
+        return None
+    return f"{output} of class {label}" if label is not None else str(output)

@@ -20,18 +20,23 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import semconv, settings
-from otel_rai.audit.hashing import resolve_key
+from otel_rai.audit.hashing import check_strength, material_bytes, resolve_key
+from otel_rai.audit.local_rows import local_key
 from otel_rai.audit.tracer import AuditTracer
 from otel_rai.audit.worker import AuditWorker, Counters
 from otel_rai.capture import models
 from otel_rai.capture.durable import FailClosed
 from otel_rai.capture.patching import Patcher
-from otel_rai.capture.recorder import Recorder
+from otel_rai.capture.recorder import Recorder, refusing_factory
 from otel_rai.chain.keys import signer
 from otel_rai.chain.seal import Chain, ChainedTracer
+from otel_rai.codec.text import safe, text_of
 from otel_rai.fairness import groups
 from otel_rai.fairness.monitor import FairnessMonitor
 from otel_rai.fairness.outcomes import KnownDecision, OutcomeLookup
+from otel_rai.monitoring.monitor import QualityDriftMonitor
+from otel_rai.provenance import artifacts
+from otel_rai.provenance.emitter import ModelRecords
 from otel_rai.query import Query, decisions
 from otel_rai.query.local import Local
 from otel_rai.session import lifecycle
@@ -62,6 +67,9 @@ class FlushResult:
     #: Spans delivered to the OTLP backend by this process, and audit records given up (see ``ml.audit.*``).
     exported: int = 0
     dropped: int = 0
+    #: Why nothing is audited: instrumenting failed (an unusable store, a bad setting); then `failures`
+    #: has ``instrument`` and `complete` is False.
+    error: str | None = None
 
     def __bool__(self) -> bool:
         return self.complete
@@ -71,9 +79,14 @@ class _Session:
     """Everything one instrumented process owns: settings, audit tracer, worker, sinks, patches."""
 
     def __init__(self, config: Settings) -> None:
-        config = replace(config, hash_key=resolve_key(config.hash_key))
-        self.settings = config
+        config = replace(config, hash_key=resolve_key(config.hash_key, recording=True))
+        if isinstance(config.checkpoint_key, (str, bytes)):
+            check_strength(material_bytes(config.checkpoint_key), "checkpoint key")
         self.own_provider = config.tracer_provider is None
+        if config.trace_ui is None:  # the UI view goes where a UI may read the spans: out of the process
+            leaves = not self.own_provider or settings.otlp_endpoint_configured(config.endpoint)
+            config = replace(config, trace_ui=leaves)
+        self.settings = config
         self.sinks = provider.choose(config, own_provider=self.own_provider)
         fail_closed = config.on_audit_failure == "raise"
         if fail_closed and not any(isinstance(s, StoreSink) for s in self.sinks):
@@ -93,7 +106,10 @@ class _Session:
             if self.own_provider
             else tracer_provider.get_tracer(semconv.SCOPE, __version__)
         )
-        tracer = ChainedTracer(audit_tracer, Chain(signer(config.checkpoint_key), config.checkpoint_interval))
+        service = tracer_provider.resource.attributes.get(semconv.SERVICE_NAME) \
+            if isinstance(tracer_provider, TracerProvider) else None
+        tracer = ChainedTracer(audit_tracer, Chain(signer(config.checkpoint_key), config.checkpoint_interval,
+                                                   service=None if service is None else text_of(service)))
         self.tracer = tracer
         local = next((s for s in self.sinks if isinstance(s, StoreSink) and s.keep), None)  # not a spool
         meter_provider = config.meter_provider or metrics.get_meter_provider()
@@ -105,37 +121,68 @@ class _Session:
             self.counters.fail,
             lookup=None if local is None else store_lookup(local.store),
             journal=local,
+            outcome_key=local_key(config.hash_key),
         )
+        self.quality = QualityDriftMonitor(config.monitoring, config.fairness, groups.parse(config.sensitive_features),
+                                           meter_provider, tracer, self.counters.fail,
+                                           allowlist=config.capture_features, journal=local)
+        self.records = None
+        if config.model_records:
+            store_path = next((s.store.path for s in self.sinks if isinstance(s, StoreSink)), None)
+            self.records = ModelRecords(tracer, config, artifacts.resolve(config.artifacts, store_path),
+                                        lambda task: self.worker.submit(task), self.counters.fail,
+                                        lambda timeout: self.worker.flush(timeout))
         self.worker = AuditWorker(
             tracer,
             config,
             self.counters,
-            [self.monitor.end_cycle, tracer.checkpoint],  # alert and checkpoint spans commit in the same cycle
-            [self.monitor.observe],
+            # alert, snapshot and checkpoint spans commit in the same cycle
+            [self.monitor.end_cycle, self.quality.end_cycle, tracer.checkpoint],
+            [self.monitor.observe, self.quality.observe] + ([self.records.observe] if self.records else []),
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
+            prepare_hooks=[self.monitor.prepare],
         )
         durable = FailClosed(self.worker.submit, self.worker.wake) if fail_closed else None
         recorder = Recorder(config.model_version, self.worker.submit, self.counters.fail, durable)
-        self.patcher = Patcher(recorder.wrapper_factory)
+        records = self.records
+        observers = [self.quality.fit_observer] + ([records.training.observe] if records else [])
+        self.patcher = Patcher(recorder.wrapper_factory, fit_observers=observers,
+                               before_change=[records.before_change] if records else [])
         models.observe(config.model_version)
         self.patcher.install()
         self._closed: FlushResult | None = None
         self._stop_metrics = audit_metrics.publish(meter_provider, self._numbers)
         # Registered now, so that it runs before the atexit shutdown of any provider created earlier.
         atexit.register(self._at_exit)
-        self._remove_sigterm = lifecycle.flush_on_sigterm(self._at_exit)
-        lifecycle.flush_multiprocessing_children(self, self._at_exit)
+        self._sigterm = lifecycle.SigtermFlush(self._at_exit)
+        lifecycle.flush_multiprocessing_children(self, self._at_exit, self._sigterm)
+        self._stop_sending_hook = lifecycle.durable_before_sending(self.durable)
 
     def _numbers(self) -> tuple[int, int, int]:
         """(pending, exported, dropped) audit records: the ``ml.audit.*`` metrics."""
         pending = self.worker.pending() + sum(s.pending() for s in self.sinks)
+        pending += self.records.pending() if self.records is not None else 0
         return (pending, sum(s.exported() for s in self.sinks),
                 self.counters.dropped + sum(s.dropped() for s in self.sinks))
+
+    def durable(self, timeout: float) -> bool:
+        """Wait until every decision so far is committed where it outlives this process: the local
+        store or spool, else (no spool) the backend or the application's provider. Cheap when nothing
+        waits."""
+        deadline = time.monotonic() + timeout
+        if not self.worker.flush(timeout):
+            return False
+        if not self.own_provider:
+            return bool(self.provider.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)))
+        return all(sink.durable(max(0.0, deadline - time.monotonic())) for sink in self.sinks)
 
     def flush(self, timeout: float) -> FlushResult:
         deadline = time.monotonic() + timeout
         drained = self.worker.flush(timeout)
+        if self.records is not None:  # its saved artifacts hand their records back to the worker
+            drained = (self.records.flush(max(0.0, deadline - time.monotonic()))
+                       and self.worker.flush(max(0.0, deadline - time.monotonic())) and drained)
         remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
         flush_provider = getattr(self.provider, "force_flush", None)
         delivered = bool(flush_provider(remaining_ms)) if flush_provider is not None else True
@@ -161,21 +208,28 @@ class _Session:
         if self._closed is not None:
             return self._closed
         deadline = time.monotonic() + timeout
-        atexit.unregister(self._at_exit)
-        self._remove_sigterm()
-        self.patcher.remove()
-        self.worker.submit(lambda: self.tracer.checkpoint(force=True))
-        result = self._closed = self.flush(timeout)
-        self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
-        self.worker.shutdown(0)
-        self.monitor.close()
-        # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
-        # In an application's provider, our sinks are inert from here on.
-        for sink in self.sinks:
-            sink.close(max(0.0, deadline - time.monotonic()))
-        if self.own_provider and isinstance(self.provider, TracerProvider):
-            self.provider.shutdown()
-        models.stop_observing()
+        # A SIGTERM meanwhile (multiprocessing's terminate()) waits for this to finish, then kills.
+        with self._sigterm.closing():
+            atexit.unregister(self._at_exit)
+            self._stop_sending_hook()
+            self.patcher.remove()
+            self.worker.submit(self.quality.final)
+            if self.records is not None:  # the records join the stream before its last checkpoint
+                self.worker.flush(timeout)
+                self.records.close(max(0.0, deadline - time.monotonic()))  # hands the last records to the worker
+            self.worker.submit(lambda: self.tracer.checkpoint(force=True))
+            result = self._closed = self.flush(max(0.0, deadline - time.monotonic()))
+            self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
+            self.worker.shutdown(0)
+            self.monitor.close()
+            self.quality.close()
+            # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.
+            # In an application's provider, our sinks are inert from here on.
+            for sink in self.sinks:
+                sink.close(max(0.0, deadline - time.monotonic()))
+            if self.own_provider and isinstance(self.provider, TracerProvider):
+                self.provider.shutdown()
+            models.stop_observing()
         return result
 
 
@@ -210,6 +264,45 @@ def _warn_if_sampled(provider: trace.TracerProvider) -> None:
 
 _session: _Session | None = None
 _lock = threading.Lock()
+#: Passed by `instrument()`: a failure to instrument is raised to its caller. Without it (the
+#: ``opentelemetry-instrument`` path, whose loader would stop at the first error) it is recorded instead.
+_EXPLICIT = "_otel_rai_explicit"
+
+
+@dataclass
+class _Failed:
+    """Why instrumenting failed, and (fail-closed) the patches that refuse every decision."""
+
+    error: str
+    refusing: Patcher | None
+
+
+_failed: _Failed | None = None
+
+
+def _fail_closed(kwargs: Mapping[str, Any]) -> bool:
+    """Whether fail-closed was asked for, read without the settings (which may be what failed)."""
+    given = kwargs.get("on_audit_failure") or settings.env("OTEL_RAI_ON_AUDIT_FAILURE") or ""
+    return str(given).strip().lower() == "raise"
+
+
+def _instrumentation_failed(exc: Exception, kwargs: Mapping[str, Any]) -> _Failed:
+    """Make a failure to instrument loud: an error log, ``ml.audit.instrumentation_failures``, `flush()`;
+    fail-closed, every decision is refused from now on."""
+    error = safe(f"{type(exc).__name__}: {exc}")
+    refusing = None
+    if _fail_closed(kwargs):
+        refusing = Patcher(refusing_factory(f"instrumentation failed: {type(exc).__name__}"))
+        refusing.install()
+    _log.error("otel-rai: instrumentation failed (%s); %s", error,
+               "every decision is refused (on_audit_failure=raise)" if refusing else
+               "decisions are NOT audited (on_audit_failure=log)")
+    try:
+        audit_metrics.instrumentation_failed(kwargs.get("meter_provider") or metrics.get_meter_provider(),
+                                             type(exc).__name__)
+    except Exception as metric_error:  # the log above says it already
+        _log.warning("otel-rai: could not count the failure (%s)", type(metric_error).__name__)
+    return _Failed(error, refusing)
 
 
 class RaiInstrumentor(BaseInstrumentor):
@@ -221,15 +314,23 @@ class RaiInstrumentor(BaseInstrumentor):
         return ("scikit-learn >= 1.3",)
 
     def _instrument(self, **kwargs: Any) -> None:
-        global _session
-        config = Settings.resolve(**kwargs)
+        global _session, _failed
+        explicit = kwargs.pop(_EXPLICIT, False)
         with _lock:
-            _session = _Session(config)
+            try:
+                _session = _Session(Settings.resolve(**kwargs))
+            except Exception as exc:
+                if explicit:
+                    raise
+                _failed = _instrumentation_failed(exc, kwargs)
 
     def _uninstrument(self, **kwargs: Any) -> None:
-        global _session
+        global _session, _failed
         with _lock:
             session, _session = _session, None
+            failed, _failed = _failed, None
+        if failed is not None and failed.refusing is not None:
+            failed.refusing.remove()
         if session is not None:
             session.close(kwargs.get("timeout", EXIT_TIMEOUT_S))
 
@@ -243,7 +344,8 @@ def record_outcome(
     model: str | None = None,
     version: str | None = None,
 ) -> bool:
-    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics.
+    """Record the ground truth of a decision, for the TPR/FPR and equalized-odds metrics and the quality
+    metrics (docs/monitoring.md).
 
     The decision is looked up by id among the recent decisions of this process (then in the local
     audit store). For a decision made elsewhere, pass what it was: `group` ({attribute: value}),
@@ -258,6 +360,7 @@ def record_outcome(
         return False
     given = {"group": group, "prediction": prediction, "model": model, "version": version}
     session.worker.submit(session.monitor.outcome_task(decision_id, y_true, given))
+    session.worker.submit(session.quality.label_task(decision_id, y_true, time.time_ns()))
     return True
 
 
@@ -265,6 +368,10 @@ def flush(timeout: float = FLUSH_TIMEOUT_S) -> FlushResult:
     """Wait until every decision so far has its span ended and exported, or `timeout` seconds pass."""
     session = _session
     if session is None:
+        failed = _failed
+        if failed is not None:
+            return FlushResult(complete=False, pending=0, decisions=0, spans=0, failures={"instrument": 1},
+                               error=failed.error)
         return FlushResult(complete=True, pending=0, decisions=0, spans=0)
     return session.flush(timeout)
 
@@ -276,7 +383,7 @@ def instrument(**options: Any) -> None:
     (``docs/settings.md``):
 
     """
-    RaiInstrumentor().instrument(**options)
+    RaiInstrumentor().instrument(**options, **{_EXPLICIT: True})
 
 
 instrument.__signature__ = settings.signature()  # type: ignore[attr-defined]

@@ -41,6 +41,14 @@ class _Instruments:
 _instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
 
 
+def instrumentation_failed(provider: metrics.MeterProvider, error_type: str) -> None:
+    """Count one failure to instrument (``ml.audit.instrumentation_failures``)."""
+    counter = provider.get_meter(semconv.SCOPE, __version__).create_counter(
+        semconv.METRIC_AUDIT_INSTRUMENTATION_FAILURES, unit="{failure}",
+        description="Failures to instrument: decisions of this process are not audited (or, fail-closed, refused)")
+    counter.add(1, {semconv.ERROR_TYPE: error_type})
+
+
 def publish(provider: metrics.MeterProvider, source: Callable[[], tuple[int, int, int]]) -> Callable[[], None]:
     """Publish (pending, exported, dropped) from `source` as the ``ml.audit.*`` metrics of `provider`.
     Returns the function that stops publishing."""

@@ -21,8 +21,10 @@ SHUTDOWN_TIMEOUT = 30.0
 class Sink(SpanProcessor):
     """A destination for ended audit spans. `on_end` runs on the audit worker's thread."""
 
-    def commit(self) -> None:
-        """End of an audit worker cycle: make the spans received since the last commit durable."""
+    def commit(self) -> set[str] | None:
+        """End of an audit worker cycle: make the spans received since the last commit durable. Returns
+        the decision ids of spans set aside because they could not be kept (counted as dropped)."""
+        return None
 
     def pending(self) -> int:
         """Spans received but not yet delivered."""
@@ -31,6 +33,11 @@ class Sink(SpanProcessor):
     def exported(self) -> int:
         """Spans this process delivered to the OTLP backend."""
         return 0
+
+    def durable(self, timeout: float) -> bool:
+        """Wait until the committed spans outlive this process (written to disk, or delivered);
+        False on timeout. By default: delivered."""
+        return self.force_flush(int(timeout * 1000))
 
     def dropped(self) -> int:
         """Spans given up: they will never be delivered (only at shutdown, and never by default)."""

@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import _fork, semconv
+from otel_rai.audit.local_rows import outcome_value
 from otel_rai.codec import otlpproto
 from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.sdk import from_readable, resource_attributes, to_resource
@@ -46,6 +47,17 @@ _EXPORT_POLL_S = 1.0
 _FLUSH_POLL_S = 0.05
 #: How long exported spans may stay in the outbox while the export keeps busy (see `StoreOutbox.done`).
 _DELETE_EVERY_S = 1.0
+#: Errors of one record's content (a value that SQLite, JSON or protobuf cannot take), as opposed to errors
+#: of the store (a full disk, a lock, a damaged or missing file): that record is set aside, the rest written.
+_RECORD_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, sqlite3.InterfaceError,
+                  sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError)
+#: A store error while writing: kept and retried.
+_STORE_ERRORS = (sqlite3.Error, OSError, StoreError)
+
+
+def _ids(attributes: Mapping[str, Any] | None) -> Sequence[str]:
+    ids = (attributes or {}).get(semconv.DECISION_IDS)
+    return ids if isinstance(ids, (list, tuple)) else ()
 
 
 def queued(span: ReadableSpan) -> Queued:
@@ -83,7 +95,8 @@ class StoreOutbox:
         """This process wrote spans up to `last_seq`: its flushes wait for them."""
         self._through = max(self._through or 0, last_seq)
 
-    def _hold(self) -> bool:
+    def hold(self) -> bool:
+        """Take the export lock if no other process holds it; whether this one holds it now."""
         if self._holding:
             return True
         if self._lock_fd is None:
@@ -106,7 +119,7 @@ class StoreOutbox:
     def take(self, max_spans: int, max_rows: int) -> Sequence[ReadableSpan]:
         """The oldest spans after the last delivered, as encoded when written; empty while another process
         holds the export lock."""
-        if not self._hold():
+        if not self.hold():
             return []
         batch = self._store.outbox_batch(max_spans, max_rows, after=self._exported)
         if not batch:
@@ -143,6 +156,13 @@ class StoreOutbox:
             self._through = self._store.last_seq()
         self._counted = True
         return self._store.outbox_pending(self._through)
+
+    def exported_elsewhere(self) -> bool:
+        """Whether another process holds the export lock now, that is, is exporting this store."""
+        if self.hold():
+            self.release()
+            return False
+        return True
 
     def release(self, *, unlock: bool = True) -> None:
         """Give up the export lock, once what was exported is deleted (else the next exporter would
@@ -198,8 +218,12 @@ class StoreSink(base.Sink):
         # The spans of the cycles not yet written: as records for a store, encoded for the outbox.
         self._unwritten: list[SpanRecord] = []
         self._unqueued: list[Queued] = []
+        self._unsaved_ids: list[Sequence[str]] = []  # the decision ids of each unsaved span
+        self._rejected = 0
+        self._last_error: str | None = None
         self._groups: list[tuple[str, str, str]] = []
         self._outcomes: list[tuple[str, str, int]] = []
+        self._snapshots: list[tuple[str, str, int, str]] = []
         self._unindexed = 0
         if self._outbox is not None:  # a forked child: the export lock stays with the parent
             self._outbox.release(unlock=False)
@@ -222,37 +246,107 @@ class StoreSink(base.Sink):
     def note_outcome(self, decision_id: str, y_true: Any, time_ns: int) -> None:
         """A decision's ground truth, recorded by `record_outcome`. Encoded now, so that a value JSON
         cannot hold fails this outcome alone, not the commit of the cycle's spans."""
-        self._outcomes.append((decision_id, json_text(y_true.item() if hasattr(y_true, "item") else y_true), time_ns))
+        self._outcomes.append((decision_id, outcome_value(y_true), time_ns))
 
-    def commit(self) -> None:
+    def note_snapshot(self, model: str, version: str, time_ns: int, histograms: Mapping[str, Any]) -> None:
+        """The drift monitor's histograms of a model version (docs/monitoring.md): local only, like outcomes."""
+        self._snapshots.append((version, model, time_ns, json_text(histograms)))
+
+    def commit(self) -> set[str]:
         """Write what this cycle ended. A failed write is retried next cycle; beyond `_MAX_UNWRITTEN`
-        spans it is retried here, which holds up the worker (back-pressure, never a drop)."""
+        spans it is retried here, which holds up the worker (back-pressure, never a drop).
+
+        A span that cannot be written for what it holds (not because of the store) is set aside, so
+        that one bad record never blocks the others; returns the decision ids of such spans, which
+        count as dropped."""
+        rejected: set[str] = set()
         if self._received:
-            if self.keep:
-                self._unwritten += [from_readable(span) for span in self._received]
-            if self._outbox is not None:
-                self._unqueued += [queued(span) for span in self._received]
+            for span in self._received:
+                try:
+                    record = from_readable(span) if self.keep else None
+                    encoded = queued(span) if self._outbox is not None else None
+                except Exception as exc:  # nothing downstream could hold it: set it aside
+                    self._reject(_ids(span.attributes), exc, rejected)
+                    continue
+                if record is not None:
+                    self._unwritten.append(record)
+                if encoded is not None:
+                    self._unqueued.append(encoded)
+                self._unsaved_ids.append(_ids(span.attributes))
             self._received = []
         delay = _RETRY_FIRST_S
-        while self._unwritten or self._unqueued or self._groups or self._outcomes:
+        while self._unwritten or self._unqueued or self._groups or self._outcomes or self._snapshots:
             try:
-                last, rows = self.store.append(self._unwritten, queued=self._unqueued,
-                                               groups=self._groups, outcomes=self._outcomes)
-            except (sqlite3.Error, OSError, StoreError):
+                try:
+                    last, rows = self.store.append(self._unwritten, queued=self._unqueued, groups=self._groups,
+                                                   outcomes=self._outcomes, snapshots=self._snapshots)
+                except _RECORD_ERRORS:
+                    last, rows = self._append_one_by_one(rejected)
+            except _STORE_ERRORS as exc:
+                if isinstance(exc, StoreError) and str(exc) != self._last_error:  # ours: names the file
+                    self._last_error = str(exc)
+                    _log.error("%s", exc)
                 if self._unsaved() < _MAX_UNWRITTEN or self._closed:
                     raise  # counted and logged by the worker
                 _log.warning("otel-rai: cannot write to the audit store %s; retrying", self.store.path)
                 time.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
-            if self._unqueued:
+            if self._unqueued and last:
                 self._outbox.written(last)
                 self._exporter.wake()
-            self._unwritten, self._unqueued, self._groups, self._outcomes = [], [], [], []
+            self._unwritten, self._unqueued, self._unsaved_ids, self._groups, self._outcomes = [], [], [], [], []
+            self._snapshots = []
             self._unindexed += rows
         if self._unindexed >= INDEX_EVERY and self.keep:
             self._unindexed = 0
             self.store.index_inputs()
+        return rejected
+
+    def _append_one_by_one(self, rejected: set[str]) -> tuple[int, int]:
+        """Write the unsaved spans, groups and outcomes one at a time, setting aside those that fail for
+        what they hold. A store error stops it: what was written leaves the lists, the rest stays."""
+        last = rows = done = 0
+        n = self._unsaved()
+        failed: list[tuple[int, BaseException]] = []
+        try:
+            for i in range(n):
+                try:
+                    seq, written = self.store.append(self._unwritten[i : i + 1], queued=self._unqueued[i : i + 1])
+                    last, rows = max(last, seq), rows + written
+                except _RECORD_ERRORS as exc:
+                    failed.append((i, exc))
+                done = i + 1
+        finally:
+            everything_failed = n > 1 and len(failed) == n  # then it is not their content: keep them all
+            if not everything_failed:
+                for i, exc in failed:
+                    self._reject(self._unsaved_ids[i], exc, rejected)
+                del self._unwritten[:done], self._unqueued[:done], self._unsaved_ids[:done]
+        if everything_failed:
+            raise StoreError(f"cannot write to {self.store.path} ({type(failed[0][1]).__name__})")
+        for kind, rows_of in (("groups", self._groups), ("outcomes", self._outcomes), ("snapshots", self._snapshots)):
+            for row in rows_of:
+                try:
+                    self.store.append(**{kind: [row]})
+                except _RECORD_ERRORS as exc:
+                    self._reject((), exc, rejected, what=kind)
+            rows_of.clear()
+        return last, rows
+
+    def _reject(self, ids: Sequence[str], exc: BaseException, rejected: set[str], what: str = "span") -> None:
+        self._rejected += 1
+        rejected.update(ids)
+        _log.error("otel-rai: an audit %s could not be written to %s (%s) and was set aside; the other "
+                   "records were written", what, self.store.path, type(exc).__name__)
+
+    def durable(self, timeout: float) -> bool:
+        """Written to the file (the audit worker retries a failed write); the export may follow later,
+        from this process or the next."""
+        deadline = time.monotonic() + timeout
+        while self._unsaved() and not self._closed and time.monotonic() < deadline:
+            time.sleep(_FLUSH_POLL_S)
+        return not self._unsaved()
 
     def pending(self) -> int:
         """Spans not yet written, plus those in the outbox."""
@@ -267,17 +361,20 @@ class StoreSink(base.Sink):
         return self._exporter.exported if self._exporter is not None else 0
 
     def dropped(self) -> int:
-        """After close, the spans that could not be written; before it, 0."""
-        return self._unsaved() if self._closed else 0
+        """Spans set aside, and after close the spans that could not be written."""
+        return self._rejected + (self._unsaved() if self._closed else 0)
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
         """Wait until the committed spans are written (the worker retries a failed write) and exported
         (without an endpoint they are done once written)."""
         deadline = time.monotonic() + timeout_millis / 1000
-        while self._unsaved() and not self._closed and time.monotonic() < deadline:
-            time.sleep(_FLUSH_POLL_S)
+        if not self.durable(timeout_millis / 1000):
+            return False
         if self._exporter is None:
-            return not self._unsaved()
+            return True
+        # Whatever was written before now, by any process: export goes in seq order, so this adds only
+        # other processes' spans written since this one's last (a Pool's children, say).
+        self._outbox.written(self.store.last_seq())
         return self._exporter.flush(max(0.0, deadline - time.monotonic())) and not self._unsaved()
 
     def close(self, timeout: float) -> None:

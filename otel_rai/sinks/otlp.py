@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_rai import _fork, settings
+from otel_rai import _fork, semconv, settings
 from otel_rai.codec import otlpproto
 from otel_rai.sinks.base import Encoded, Sink, SpanQueue, batches, encoded
 
@@ -184,6 +184,7 @@ class Exporter:
         self._wakeup.clear()
 
     def _run(self) -> None:
+        _fork.block_sigterm()
         backoff = _MIN_BACKOFF
         while True:
             try:
@@ -290,13 +291,24 @@ class ExportSink(Sink):
         """Keep `span` for the next commit."""
         self._received.append(span)
 
-    def commit(self) -> None:
-        """Encode the spans of this cycle, queue them (blocking while the queue is full) and wake the export."""
+    def commit(self) -> set[str] | None:
+        """Encode the spans of this cycle, queue them (blocking while the queue is full) and wake the export.
+        A span that cannot be encoded is set aside; returns the decision ids of such spans."""
         if not self._received:
-            return
+            return None
         received, self._received = self._received, []
-        self._queue.put([encoded(span) for span in received])
+        spans, rejected = [], set()
+        for span in received:
+            try:
+                spans.append(encoded(span))
+            except Exception as exc:  # a span the wire cannot carry: set aside, the others go on
+                self._dropped += 1
+                rejected.update((span.attributes or {}).get(semconv.DECISION_IDS) or ())
+                _log.error("otel-rai: an audit span could not be encoded for export (%s) and was set aside",
+                           type(exc).__name__)
+        self._queue.put(spans)
         self._exporter.wake()
+        return rejected
 
     def pending(self) -> int:
         """Spans received and not yet exported."""
@@ -322,7 +334,7 @@ class ExportSink(Sink):
         self._exporter.flush(timeout)
         self._queue.close()
         self._exporter.close(min(CLOSE_TIMEOUT, max(0.0, deadline - time.monotonic())))
-        self._dropped = self.pending()  # held in memory only: they end with the process
+        self._dropped += self.pending()  # held in memory only: they end with the process
         if self._dropped:
             _log.error("otel-rai: %d audit spans were not exported and are lost (spool=False keeps them in "
                        "memory only)", self._dropped)

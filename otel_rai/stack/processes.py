@@ -237,7 +237,7 @@ def _terminate(process: Process, timeout: float) -> str:
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
     """One ``up`` or ``down`` at a time per stack directory."""
-    directory.mkdir(parents=True, exist_ok=True)
+    settings.private_directory(directory)  # in the data directory, which holds the audit trail
     with open(directory / ".lock", "w") as lock:
         try:
             import fcntl

@@ -14,6 +14,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from otel_rai import settings
 from otel_rai.errors import StoreError
 from otel_rai.store import schema
 
@@ -30,8 +31,7 @@ def create_file(path: Path) -> None:
     drops every POSIX lock this process holds on it, including those of its open SQLite connections,
     and another process could then checkpoint and truncate the write-ahead log under them.
     """
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.private_directory(path.parent)
     try:
         # SQLite gives its -wal and -shm files the permissions of the database file.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))

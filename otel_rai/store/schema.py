@@ -12,6 +12,8 @@ is recognised as one of ours. ``docs/store.md`` describes the tables for readers
 * ``outbox``: spans written but not yet exported, when the store is the write-ahead log for OTLP, each
   as its OTLP/protobuf encoding, which is what the export sends. A spool keeps nothing else of a span.
 * ``meta``: marks the file as an otel-rai store, with its schema version.
+* ``decision_groups``, ``outcomes``, ``drift_snapshots``: local only, never part of a span and never
+  exported: sensitive groups, ground truths, and the drift monitor's histograms.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ OUTBOX = """CREATE TABLE outbox (
     n_decisions INTEGER NOT NULL,
     span BLOB NOT NULL
 )"""
+# Local only, like the two tables above: the drift monitor's histograms of a model version (docs/monitoring.md).
+# Added to schema 2 without a version change: older readers ignore it, and writers create it if missing.
+DRIFT_SNAPSHOTS = """CREATE TABLE IF NOT EXISTS drift_snapshots (
+    model_version TEXT NOT NULL,
+    model_name TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    histograms TEXT NOT NULL,
+    PRIMARY KEY (model_version, model_name, time_ns)
+) WITHOUT ROWID"""
 SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE origins (
@@ -99,6 +110,7 @@ CREATE TABLE outcomes (
     y_true TEXT NOT NULL,
     time_ns INTEGER NOT NULL
 ) WITHOUT ROWID;
+{DRIFT_SNAPSHOTS};
 CREATE VIEW decision_rows AS
 SELECT d.decision_id, s.start_ns AS time_ns, o.service, s.model_name, s.model_version,
        s.model_fingerprint, s.operation, d.input_hash, d.output, s.trace_id, s.span_id,

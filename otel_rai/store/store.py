@@ -13,10 +13,11 @@ import sqlite3
 import threading
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.text import text_of
 from otel_rai.errors import StoreError
 from otel_rai.store import schema
 from otel_rai.store.connection import connect, insert, writing
@@ -53,8 +54,9 @@ def location(store: str | os.PathLike[str] | bool | None, *, default: bool) -> P
     return Path(store).expanduser()
 
 
-#: The JSON of every stored value: one encoder, not one a call.
-json_text = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+#: The JSON of every stored value: one encoder, not one a call. ASCII, so that no string can fail the
+#: write (a lone surrogate, which UTF-8 cannot encode, is written as its JSON escape).
+json_text = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 def _extra(r: SpanRecord) -> str | None:
@@ -72,7 +74,13 @@ def _extra(r: SpanRecord) -> str | None:
     return json_text(extra) if extra else None
 
 
-def _input_key(input_hash: Any) -> int | None:
+def _file_id(path: str) -> tuple[int, int]:
+    """(device, inode) of the file at `path`."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def input_key(input_hash: Any) -> int | None:
     """The ``input_index`` key: the hash's first 64 bits as a signed integer (SQLite's INTEGER)."""
     try:
         return int(input_hash[:16], 16) - (1 << 63)
@@ -118,8 +126,14 @@ class Store:
         self._origin_records: dict[int, tuple[dict[str, Any], str, str, str]] = {}
         self._reset()
         self._connection()  # open now: a bad path or a foreign file fails here, clearly
+        # What "the store" is while open: this file and (from the first write) this write-ahead log.
+        self._file_path = os.fspath(self.path)
+        self._file_id = _file_id(self._file_path)
+        self._wal_path = os.fspath(self.path.with_name(self.path.name + "-wal"))
+        self._wal_id: tuple[int, int] | None = None
         if create:
             self._upgrade()
+            self._connection().execute(schema.DRIFT_SNAPSHOTS)  # a file from before the table
         _fork.reset_in_child(self)
 
     def _reset(self) -> None:
@@ -185,7 +199,7 @@ class Store:
             conn.execute(
                 "INSERT OR IGNORE INTO origins"
                 " (service, resource, resource_schema_url, scope_name, scope_version) VALUES (?, ?, ?, ?, ?)",
-                (None if service is None else str(service), *key),
+                (None if service is None else text_of(service), *key),
             )
             (found,) = conn.execute(
                 "SELECT id FROM origins WHERE resource = ? AND resource_schema_url = ? AND scope_name = ?"
@@ -202,11 +216,13 @@ class Store:
         queued: Sequence[Queued] = (),
         groups: Iterable[tuple[str, str, str]] = (),
         outcomes: Iterable[tuple[str, str, int]] = (),
+        snapshots: Iterable[tuple[str, str, int, str]] = (),
     ) -> tuple[int, int]:
         """Write `records` and queue `queued` for export, in one transaction. Both given, they are the
         same spans in the same order (a store that is the write-ahead log of an export); a spool queues
         only. `groups` (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON,
-        time) go to the local-only tables; a decision's first outcome is the one kept.
+        time) go to the local-only tables; a decision's first outcome is the one kept; `snapshots` (model
+        version, model name, time, histograms as JSON) too.
         Returns (the seq of the last span, the number of decisions written to ``decisions``)."""
         if records and queued and len(records) != len(queued):
             raise ValueError("otel-rai: the records and the queued spans of a write must be the same spans")
@@ -229,7 +245,7 @@ class Store:
                 n_decisions += n
                 hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
                 decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
-                                  list(map(_input_key, hashes))))
+                                  list(map(input_key, hashes))))
         with writing(conn):
             first = _last_seq(conn) + 1
             insert(conn, "INSERT INTO spans", 18, [
@@ -244,8 +260,33 @@ class Store:
             ])
             insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
             insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
+            insert(conn, "INSERT OR REPLACE INTO drift_snapshots", 4, snapshots)
+            self._check_file()
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
         return first + max(len(records), len(queued)) - 1, n_decisions
+
+    def _check_file(self) -> None:
+        """Raise `StoreError` unless the file at `path` is still the one opened, with its write-ahead log.
+
+        SQLite writes on through its open descriptors when the file is deleted or replaced, and every
+        such commit is lost; so each write checks, before it commits, that the path still names the same
+        file (device and inode) and that the write-ahead log is there and is the one of the first write.
+        Two ``stat`` calls a transaction."""
+        try:
+            file_id = _file_id(self._file_path)
+            wal_id = _file_id(self._wal_path)
+        except FileNotFoundError as exc:
+            what = "its write-ahead log" if exc.filename == self._wal_path else "the file"
+            raise StoreError(f"{self.path}: {what} is gone since it was opened; nothing more is written "
+                             "to it") from None
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot check the file ({exc.strerror or exc})") from None
+        if self._wal_id is None:
+            self._wal_id = wal_id
+        if file_id != self._file_id or wal_id != self._wal_id:
+            what = "the file" if file_id != self._file_id else "its write-ahead log"
+            raise StoreError(f"{self.path}: {what} was replaced since it was opened; nothing more is "
+                             "written to it")
 
     def index_inputs(self, max_rows: int = _INDEX_BATCH_ROWS) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
@@ -304,6 +345,22 @@ class Store:
         if through is not None:
             sql, args = sql + " WHERE seq <= ?", (through,)
         return self._connection().execute(sql, args).fetchone()[0]
+
+    def meta(self) -> dict[str, str]:
+        """The ``meta`` table: the format and schema version, and what a writer noted (`set_meta`)."""
+        with self._reading():
+            return schema.meta(self._connection())
+
+    def set_meta(self, values: Mapping[str, str]) -> None:
+        """Note `values` in the ``meta`` table (a spool's destination, for example)."""
+        conn = self._connection()
+        with writing(conn):
+            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
+
+    def outbox_totals(self) -> tuple[int, int]:
+        """(spans, decisions) waiting for export."""
+        return tuple(self._connection().execute(
+            "SELECT count(*), coalesce(sum(n_decisions), 0) FROM outbox").fetchone())
 
     def last_seq(self) -> int:
         """The last sequence number given to a span (written or queued)."""
@@ -365,7 +422,7 @@ class Store:
             args.append(json_text(sorted(decision_ids)))
         if input_hashes is not None:
             hashes = sorted(input_hashes)
-            keys = [k for k in map(_input_key, hashes) if k is not None]
+            keys = [k for k in map(input_key, hashes) if k is not None]
             # Indexed rows by key (a key collision is filtered out by the caller's exact match), plus
             # the rows past the watermark, which are not indexed yet.
             clauses.append(
@@ -394,11 +451,11 @@ class Store:
             for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
                 yield row[0], self._record(row)
 
-    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any]]]]:
-        """(seq, [(decision id, input hash, output) in row order]) of the spans matching the filters
-        that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
+    def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any, Any]]]]:
+        """(seq, [(decision id, input hash, output, input key) in row order]) of the spans matching the
+        filters that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
         where, args = self._where(**query)
-        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output FROM decisions d"
+        sql = (f"SELECT d.span, d.decision_id, d.input_hash, d.output, d.input_key FROM decisions d"
                f" WHERE d.span IN (SELECT s.seq FROM spans s{where}) ORDER BY d.span, d.idx")
         with self._reading():
             span, rows = None, []
@@ -410,6 +467,49 @@ class Store:
                 rows.append(tuple(row))
             if rows:
                 yield span, rows
+
+    # --- what verify-chain compares with the records: every column a reader uses ---
+
+    def span_columns(self, **query: Any) -> Iterator[tuple[int, tuple[Any, ...]]]:
+        """(seq, (model_name, model_version, model_fingerprint, operation, n_decisions, origin service,
+        origin resource JSON)) of the spans matching the filters, in write order."""
+        where, args = self._where(**query)
+        sql = (f"SELECT s.seq, s.model_name, s.model_version, s.model_fingerprint, s.operation, s.n_decisions,"
+               f" o.service, o.resource FROM spans s LEFT JOIN origins o ON o.id = s.origin{where} ORDER BY s.seq")
+        with self._reading():
+            for seq, *columns in self._connection().execute(sql, args):
+                yield seq, tuple(columns)
+
+    def index_mismatches(self, **query: Any) -> set[int]:
+        """The spans (of those matching the filters) whose ``input_index`` entries do not say what their
+        ``decisions`` rows say: an entry that is wrong or names no decision, or an indexed decision
+        (below the watermark) with no entry."""
+        where, args = self._where(**query)
+        spans = f"SELECT s.seq FROM spans s{where}"
+        with self._reading():
+            conn = self._connection()
+            wrong = conn.execute(
+                f"SELECT DISTINCT i.span FROM input_index i LEFT JOIN decisions d ON d.span = i.span AND d.idx = i.idx"
+                f" WHERE i.span IN ({spans}) AND (d.span IS NULL OR d.input_key IS NOT i.input_key)", args)
+            found = {row[0] for row in wrong}
+            missing = conn.execute(
+                f"SELECT DISTINCT d.span FROM decisions d WHERE d.span IN ({spans}) AND d.input_key IS NOT NULL"
+                " AND d.span <= CAST((SELECT value FROM meta WHERE key = 'input_index_through') AS INTEGER)"
+                " AND NOT EXISTS (SELECT 1 FROM input_index i"
+                " WHERE i.input_key = d.input_key AND i.span = d.span AND i.idx = d.idx)", args)
+            return found | {row[0] for row in missing}
+
+    def local_rows(self) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
+        """Every ``decision_groups`` row ({decision id: {attribute: group}}) and ``outcomes`` row
+        ({decision id: (ground truth JSON, time)})."""
+        with self._reading():
+            conn = self._connection()
+            groups: dict[str, dict[str, str]] = {}
+            rows = conn.execute("SELECT decision_id, attribute, grp FROM decision_groups")
+            for decision_id, attribute, group in rows:
+                groups.setdefault(decision_id, {})[attribute] = group
+            outcomes = {d: (y, t) for d, y, t in conn.execute("SELECT decision_id, y_true, time_ns FROM outcomes")}
+        return groups, outcomes
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -448,12 +548,62 @@ class Store:
         )
         return {decision_id: (json.loads(y_true), time_ns) for decision_id, y_true, time_ns in rows}
 
+    def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
+                        end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
+        """(time, model name, histograms) of the drift monitor's snapshots of a model version in [start, end),
+        oldest first (docs/monitoring.md); none from a store written before the table existed."""
+        sql = "SELECT time_ns, model_name, histograms FROM drift_snapshots WHERE model_version = ?"
+        args: list[Any] = [model_version]
+        for clause, value in (("model_name = ?", model_name), ("time_ns >= ?", start_ns), ("time_ns < ?", end_ns)):
+            if value is not None:
+                sql += " AND " + clause
+                args.append(value)
+        with self._reading():
+            try:
+                rows = self._connection().execute(sql + " ORDER BY time_ns", args).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
+            return [(time_ns, name, json.loads(histograms)) for time_ns, name, histograms in rows]
+
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
         sql = f"SELECT coalesce(sum(n_decisions), 0) FROM spans s{where}"
         with self._reading():
             return self._connection().execute(sql, args).fetchone()[0]
+
+    def model_versions(self, **query: Any) -> list[tuple[Any, ...]]:
+        """(model name, model version, decisions, first start_ns, last start_ns, input features or None) of
+        every model version with decisions among the spans `spans(**query)` yields, oldest first; the
+        features are those its newest span recorded (``ml.input.features``)."""
+        where, args = self._where(**query)
+        where = (where + " AND" if where else " WHERE") + " s.n_decisions > 0"
+        sql = (f"SELECT s.model_name, s.model_version, sum(s.n_decisions), min(s.start_ns), max(s.start_ns),"
+               f" max(s.seq) FROM spans s{where} GROUP BY s.model_name, s.model_version ORDER BY min(s.start_ns)")
+        features = "SELECT json_extract(attributes, '$.\"' || ? || '\"') FROM spans WHERE seq = ?"
+        with self._reading():
+            conn = self._connection()
+            out = []
+            for name, version, n, first, last, newest in conn.execute(sql, args).fetchall():
+                (names,) = conn.execute(features, (semconv.INPUT_FEATURES, newest)).fetchone()
+                out.append((name, version, n, first, last, json.loads(names) if names else None))
+            return out
+
+    def model_summaries(self, record_span: str, **query: Any) -> list[tuple[Any, ...]]:
+        """Per (model name, version, fingerprint) of the spans matching the filters: (name, version,
+        fingerprint, first and last decision time or None, decisions, spans named `record_span`), in
+        order of first appearance."""
+        where, args = self._where(**query)
+        where = (where + " AND " if where else " WHERE ") + "s.model_fingerprint IS NOT NULL"
+        sql = ("SELECT s.model_name, s.model_version, s.model_fingerprint,"
+               " min(CASE WHEN s.n_decisions > 0 THEN s.start_ns END),"
+               " max(CASE WHEN s.n_decisions > 0 THEN s.start_ns END),"
+               " coalesce(sum(s.n_decisions), 0), sum(s.name = ?)"
+               f" FROM spans s{where} GROUP BY 1, 2, 3 ORDER BY min(s.start_ns)")
+        with self._reading():
+            return [tuple(row) for row in self._connection().execute(sql, [record_span, *args])]
 
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""

@@ -11,6 +11,7 @@ CREATE TABLE IF NOT EXISTS otel.otel_rai_spans_local ON CLUSTER otel (
     SpanId String CODEC(ZSTD(1)),
     ModelName LowCardinality(String) CODEC(ZSTD(1)),
     ModelVersion LowCardinality(String) CODEC(ZSTD(1)),
+    ModelFingerprint LowCardinality(String) CODEC(ZSTD(1)),
     BatchOffset Int64 CODEC(ZSTD(1)),  -- a chunk's first row in its call; -1 when not a chunk
     Decisions UInt32 CODEC(ZSTD(1)),
     AuditStream String CODEC(ZSTD(1)),  -- '' when the span carries no chain attributes
@@ -31,6 +32,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS otel.otel_rai_spans_mv ON CLUSTER otel
 TO otel.otel_rai_spans_local
 AS SELECT Timestamp, ServiceName, SpanName, TraceId, SpanId,
     SpanAttributes['ml.model.name'] AS ModelName, SpanAttributes['ml.model.version'] AS ModelVersion,
+    SpanAttributes['ml.model.fingerprint'] AS ModelFingerprint,
     toInt64OrDefault(SpanAttributes['ml.batch.offset'], toInt64(-1)) AS BatchOffset,
     toUInt32(JSONLength(SpanAttributes['ml.decision.ids'])) AS Decisions,
     SpanAttributes['ml.audit.stream'] AS AuditStream,
@@ -142,3 +144,55 @@ SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
 CREATE TABLE IF NOT EXISTS otel.otel_rai_outcomes ON CLUSTER otel
 AS otel.otel_rai_outcomes_local
 ENGINE = Distributed(otel, otel, otel_rai_outcomes_local, cityHash64(DecisionId));
+
+CREATE TABLE IF NOT EXISTS otel.otel_rai_drift_snapshots_local ON CLUSTER otel (
+    ModelName LowCardinality(String) CODEC(ZSTD(1)),
+    ModelVersion LowCardinality(String) CODEC(ZSTD(1)),
+    Time DateTime64(9) CODEC(ZSTD(1)),  -- when the drift monitor took it
+    Histograms String CODEC(ZSTD(1))  -- its histograms, as JSON (docs/monitoring.md)
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/otel/otel_rai_drift_snapshots_local', '{replica}')
+PARTITION BY toYYYYMM(Time)
+ORDER BY (ModelName, ModelVersion, Time)
+TTL toDateTime(Time) + toIntervalDay(185)
+SETTINGS index_granularity = 8192, ttl_only_drop_parts = 1;
+
+CREATE TABLE IF NOT EXISTS otel.otel_rai_drift_snapshots ON CLUSTER otel
+AS otel.otel_rai_drift_snapshots_local
+ENGINE = Distributed(otel, otel, otel_rai_drift_snapshots_local, cityHash64(ModelVersion));
+
+CREATE TABLE IF NOT EXISTS otel.otel_rai_model_records_local ON CLUSTER otel (
+    Timestamp DateTime64(9),
+    TraceId String,
+    SpanId String,
+    ParentSpanId String,
+    TraceState String,
+    SpanName LowCardinality(String),
+    SpanKind LowCardinality(String),
+    ServiceName LowCardinality(String),
+    ResourceAttributes Map(LowCardinality(String), String),
+    ScopeName String,
+    ScopeVersion String,
+    SpanAttributes Map(LowCardinality(String), String),
+    Duration UInt64,
+    StatusCode LowCardinality(String),
+    StatusMessage String,
+    Events Nested (Timestamp DateTime64(9), Name LowCardinality(String), Attributes Map(LowCardinality(String), String)),
+    Links Nested (TraceId String, SpanId String, TraceState String, Attributes Map(LowCardinality(String), String)),
+    ModelName LowCardinality(String) MATERIALIZED SpanAttributes['ml.model.name'],
+    ModelVersion LowCardinality(String) MATERIALIZED SpanAttributes['ml.model.version'],
+    ModelFingerprint String MATERIALIZED SpanAttributes['ml.model.fingerprint']
+)
+ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/otel/otel_rai_model_records_local', '{replica}')
+PARTITION BY toYYYYMM(Timestamp)
+ORDER BY (ModelName, ModelVersion, ModelFingerprint, Timestamp, TraceId, SpanId);
+
+CREATE TABLE IF NOT EXISTS otel.otel_rai_model_records ON CLUSTER otel
+AS otel.otel_rai_model_records_local
+ENGINE = Distributed(otel, otel, otel_rai_model_records_local, cityHash64(TraceId));
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS otel.otel_rai_model_records_mv ON CLUSTER otel
+TO otel.otel_rai_model_records_local
+AS SELECT *
+FROM otel.otel_traces_local
+WHERE SpanName = 'ml.model.record';

@@ -1,0 +1,62 @@
+"""Keyed digests of what the local store keeps beside the spans: so that the chain covers the groups and
+outcomes of decisions without carrying them.
+
+* **Groups** (``decision_groups``): each decision span carries ``ml.fairness.groups_digest``, one entry
+  per row: `groups_digest` of that decision's (attribute, group) pairs.
+* **Outcomes** (``outcomes``): each `record_outcome` ends an outcome span (``ml.audit.outcome``) in the
+  chain, carrying the decision id and `outcome_digest` of the ground truth as the store writes it.
+
+The digests are keyed (BLAKE2b under a key derived from the input hash key) because group values and
+outcomes are few: an unkeyed digest would give them away to anyone who can read a span. Verifying them
+(``otel-rai verify-chain --key``) needs the same key as ``otel-rai verify``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any, Mapping, Sequence
+
+from otel_rai.audit.hashing import HashKey
+
+_DIGEST_BYTES = 8
+#: The one JSON form of an outcome, in the store and under its digest.
+outcome_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def local_key(key: HashKey) -> bytes:
+    """The key of the local-row digests: derived from the input hash key, for this use only."""
+    return hmac.new(key.secret, b"otel-rai.local-rows.v1", hashlib.sha256).digest()
+
+
+def _digest(key: bytes, person: bytes, fields: Sequence[str]) -> str:
+    h = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES, person=person)
+    for field in fields:  # length-prefixed: no two field lists encode alike
+        data = field.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little") + data)
+    return h.hexdigest()
+
+
+def groups_digest(key: bytes, decision_id: str, groups: Mapping[str, str]) -> str:
+    """The digest of one decision's groups: its id, then each attribute and group, attributes sorted."""
+    fields = [decision_id]
+    for attribute in sorted(groups):
+        fields += [attribute, groups[attribute]]
+    return _digest(key, b"otel-rai.groups", fields)
+
+
+def groups_digests(key: bytes, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> list[str]:
+    """`groups_digest` of each decision of a call ({attribute: one group per row})."""
+    names = sorted(groups)
+    return [groups_digest(key, decision_id, {a: groups[a][i] for a in names}) for i, decision_id in enumerate(ids)]
+
+
+def outcome_value(y_true: Any) -> str:
+    """The ground truth as the store keeps it (JSON; a numpy scalar as its Python value)."""
+    return outcome_json(y_true.item() if hasattr(y_true, "item") else y_true)
+
+
+def outcome_digest(key: bytes, decision_id: str, value_json: str) -> str:
+    """The digest of one outcome: the decision id and the ground truth's JSON."""
+    return _digest(key, b"otel-rai.outcome", [decision_id, value_json])
