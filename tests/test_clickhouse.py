@@ -762,3 +762,58 @@ def test_urls_are_a_location_or_a_usage_error():
         assert where.kind in ("http", "chdb") and where.database.replace("_", "").isalnum()
         if where.kind == "http":
             assert "u:p" not in where.shown and where.port > 0  # credentials are never shown
+
+
+def test_monitor_model_and_reproduce_answer_as_the_local_store(capsys, trail, tmp_path):
+    """`monitor`, `model list|show|diff|export` and `reproduce`: the same output from ClickHouse as from the
+    local store, for every version and model of the trail (records read from the table kept past the TTL)."""
+    artifacts = ("--artifacts", str(trail["path"].parent / "artifacts"))
+    versions = ["1.0", "2.0", "3.0"]
+    commands = [("model", "list", "--format", "json"), ("model", "list")]
+    for v in versions:
+        commands += [("monitor", "--model-version", v, "--format", "json"),
+                     ("monitor", "--model-version", v, "--positive-label", "0"),
+                     ("model", "show", "credit", v, "--format", "json", *artifacts),
+                     ("model", "export", "credit", v, "--format", "cyclonedx")]
+    for a, b in itertools.combinations(versions, 2):
+        commands.append(("model", "diff", "credit", a, b, "--format", "json"))
+    X = trail["X"]
+    for i, decision in ((3, "b3"), (250, "b250"), (610, "s610")):
+        rows_file = tmp_path / f"{decision}.json"
+        rows_file.write_text(json.dumps(X.iloc[i].to_dict()))
+        commands.append(("reproduce", decision, "--input", str(rows_file), "--key", KEY, *artifacts))
+    verdicts = []
+    for command in commands:
+        local, clickhouse = both(capsys, trail, *command)
+        if "cyclonedx" in command:  # each BOM has its own serial number and time
+            local, clickhouse = (_bom(local), _bom(clickhouse))
+        assert clickhouse[:2] == local[:2], (command, local, clickhouse)
+        # reproduce: REPRODUCED (0) or DIFFERS (3), as the local store says; everything else succeeds.
+        assert local[0] in ((0, 3) if command[0] == "reproduce" else (0,)), (command, local)
+        verdicts.append(local[1].splitlines()[-1] if command[0] == "reproduce" else "")
+    assert any(v.startswith("REPRODUCED") for v in verdicts), verdicts
+
+
+def _bom(result: tuple[int, str, str]) -> tuple[int, dict, str]:
+    bom = json.loads(result[1])
+    del bom["serialNumber"], bom["metadata"]["timestamp"]
+    return result[0], bom, result[2]
+
+
+def test_model_records_outlive_the_traces_ttl(trail, tmp_path, chdb_dir):
+    """The traces' TTL drops the partition of a model record while its decisions are kept: the record is
+    still found (otel_rai_model_records keeps it), and is one of the rows ClickHouse's own SQL counts."""
+    url = f"chdb://{chdb_dir}?database=ttl_{os.urandom(3).hex()}"
+    assert cli.main(["export", "--to", "clickhouse", "--url", url, "--store", str(trail["path"])]) == 0
+    db = client.connect(url)
+    db.command(f"ALTER TABLE {db.table(schema.TRACES)} DELETE WHERE SpanName = '{semconv.MODEL_RECORD_SPAN}'"
+               " SETTINGS mutations_sync = 2")
+    (left,), = db.rows(f"SELECT count() FROM {db.table(schema.TRACES)} WHERE SpanName = '{semconv.MODEL_RECORD_SPAN}'")
+    (kept,), = db.rows(f"SELECT count() FROM {db.table(schema.MODEL_RECORDS)}")
+    local = [r for r in store.Store(trail["path"]).spans() if r.name == semconv.MODEL_RECORD_SPAN]
+    assert left == 0 and kept == len(local) > 0
+    from otel_rai.provenance import lookup
+
+    found = list(lookup.records(chq.connect(url), Query(model_version="1.0")))
+    assert [r.fingerprint for r in found] == [r.attributes[semconv.MODEL_FINGERPRINT] for r in local
+                                              if r.attributes.get(semconv.MODEL_VERSION) == "1.0"]

@@ -414,7 +414,8 @@ class ClickHouse:
             f" FROM (SELECT * FROM {self._t(schema.SPANS)}{self._where([*clauses, 'notEmpty(ModelFingerprint)'])}"
             " LIMIT 1 BY TraceId, SpanId, BatchOffset) GROUP BY ModelName, ModelVersion, ModelFingerprint", params)
         kept = {(n, v, fp): (int(count), first) for n, v, fp, count, first in self.db.rows(
-            "SELECT ModelName, ModelVersion, ModelFingerprint, count(), min(Timestamp) FROM (SELECT * FROM"
+            "SELECT ModelName, ModelVersion, ModelFingerprint, count(), min(Timestamp) FROM (SELECT ModelName,"
+            " ModelVersion, ModelFingerprint, Timestamp, TraceId, SpanId FROM"
             f" {self._t(schema.MODEL_RECORDS)} FINAL{self._where(clauses)} LIMIT 1 BY TraceId, SpanId)"
             " GROUP BY ModelName, ModelVersion, ModelFingerprint", params)}
         out = []
