@@ -817,3 +817,156 @@ def test_model_records_outlive_the_traces_ttl(trail, tmp_path, chdb_dir):
     found = list(lookup.records(chq.connect(url), Query(model_version="1.0")))
     assert [r.fingerprint for r in found] == [r.attributes[semconv.MODEL_FINGERPRINT] for r in local
                                               if r.attributes.get(semconv.MODEL_VERSION) == "1.0"]
+
+
+DAY_NS = 86_400 * 10**9
+
+
+class _Clock:
+    """`time.time_ns` moved through simulated days (each reading a microsecond after the last)."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        self.now += 1000
+        return self.now
+
+
+def _generated_trail(path: Path, seed: int) -> dict:
+    """Decisions of two models in several versions each, over several simulated days: batches and single
+    rows, groups, outcomes for some, drift snapshots; what each day and version holds is random."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    rng = np.random.default_rng(seed)
+    X, y = _applicants(600, seed)
+    days = int(rng.integers(3, 6))
+    start = (time.time_ns() // DAY_NS - days - 1) * DAY_NS
+    clock, real = _Clock(start), time.time_ns
+    made: dict[tuple[str, str], list[str]] = {}
+    time.time_ns = clock
+    try:
+        otel_rai.instrument(store=path, hash_key=KEY, service_name=f"svc-{seed}", sensitive_features=["sex"],
+                            checkpoint_key=CHECKPOINT_KEY, explain_top_k=2)
+        fitted = {}
+        for name, n_versions in (("credit", int(rng.integers(1, 4))), ("fraud", int(rng.integers(1, 3)))):
+            for v in range(n_versions):
+                estimator = (_pipeline(X, (y + v) % 2 if v % 2 else y) if name == "credit" else
+                             make_pipeline(ColumnTransformer([("sex", OneHotEncoder(), ["sex"])],
+                                                             remainder="passthrough"),
+                                           RandomForestClassifier(n_estimators=3, random_state=v)).fit(X, y))
+                fitted[(name, f"{v + 1}.0")] = otel_rai.register_model(estimator, name=name, version=f"{v + 1}.0",
+                                                                       background=X.iloc[:30])
+        count = 0
+        for day in range(days):
+            clock.now = max(clock.now, start + day * DAY_NS + int(rng.integers(0, DAY_NS // 2)))
+            for (name, version), model in fitted.items():
+                if rng.random() < 0.3:
+                    continue  # this version made no decision that day
+                for _ in range(int(rng.integers(1, 4))):
+                    rows = int(rng.choice([1, 1, 7, 40]))
+                    at = int(rng.integers(0, len(X) - rows))
+                    ids = [f"{seed}-{count + i}" for i in range(rows)]
+                    count += rows
+                    with otel_rai.decisions(ids=ids):
+                        (model.predict_proba if rng.random() < 0.5 else model.predict)(X.iloc[at:at + rows])
+                    made.setdefault((name, version), []).extend(ids)
+                    for i, decision_id in enumerate(ids):
+                        if rng.random() < 0.4:
+                            otel_rai.record_outcome(decision_id, int(y[at + i]))
+                    clock.now += int(rng.integers(1, 3600)) * 10**9
+        assert otel_rai.flush(60).complete
+    finally:
+        otel_rai.uninstrument()
+        time.time_ns = real
+    return {"X": X, "start": start, "days": days, "made": made}
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_generated_trails_answer_as_the_local_store(capsys, tmp_path, chdb_dir, seed):
+    """Over generated trails (models, versions and days drawn at random), every command gives from
+    ClickHouse what it gives from the local store: each version's page of each day, decisions by id and by
+    input, the report (one version and all of a model's), monitor, the model commands, verify-chain."""
+    from otel_rai._time import rfc3339
+
+    home = tmp_path / "home"
+    os.environ["OTEL_RAI_HOME"] = str(home)
+    try:
+        path = home / "audit.db"
+        facts = _generated_trail(path, seed)
+        url = f"chdb://{chdb_dir}?database=generated_{seed}_{os.urandom(3).hex()}"
+        assert cli.main(["export", "--to", "clickhouse", "--url", url, "--store", str(path), "--include", "groups",
+                         "--include", "outcomes", "--include", "drift"]) == 0
+        trail = {"path": path, "url": url}
+        rng = random.Random(seed)
+        commands: list[tuple[str, ...]] = [("model", "list", "--format", "json"), ("verify-chain", "--format", "json"),
+                                           ("verify-chain", "--format", "json", "--key", KEY)]
+        for (name, version), ids in facts["made"].items():
+            model = ("--model-name", name, "--model-version", version)
+            for day in range(facts["days"]):
+                begin = facts["start"] + day * DAY_NS
+                commands.append(("query", *model, "--start", rfc3339(begin), "--end", rfc3339(begin + DAY_NS),
+                                 "--format", "json", "--limit", "0"))
+            commands += [("show", rng.choice(ids), "--format", "json"),
+                         ("monitor", *model, "--format", "json"),
+                         ("model", "show", name, version, "--format", "json")]
+        for name in {name for name, _ in facts["made"]}:
+            commands.append(("report", "--model-name", name, "--min-group-size", "1", "--out", "REPORT"))
+        rows_file = tmp_path / "rows.json"
+        rows_file.write_text(json.dumps([facts["X"].iloc[rng.randrange(len(facts["X"]))].to_dict()
+                                         for _ in range(5)]))
+        commands.append(("verify", "--input", str(rows_file), "--key", KEY, "--format", "json"))
+        for command in commands:
+            outcomes = []
+            for source in (("--store", str(path)), ("--backend", "clickhouse", "--url", url)):
+                out = tmp_path / f"{len(outcomes)}.html"
+                code, text, err = run(capsys, *[str(out) if a == "REPORT" else a for a in command], *source)
+                if "REPORT" in command:
+                    assert code == 0, err
+                    text = re.sub(r"<p>Generated by otel-rai .*?</p>", "", out.read_text())
+                outcomes.append((code, text))
+            assert outcomes[0] == outcomes[1], command
+            assert outcomes[0][0] in (0, 3), (command, outcomes[0])  # 3: verify found a row never decided
+        del trail
+    finally:
+        del os.environ["OTEL_RAI_HOME"]
+
+
+@pytest.mark.parametrize("edit", ["group", "outcome", "group row deleted", "outcome row deleted"])
+def test_copied_groups_and_outcomes_are_checked_as_locally(capsys, trail, tmp_path, chdb_dir, edit):
+    """An edit of a copied group or outcome (or its row deleted), made in a copy of the store and in
+    ClickHouse: verify-chain with the input hash key reports the same problem in both; without the key,
+    both count the digests they could not check."""
+    import sqlite3
+
+    copy = tmp_path / "audit.db"
+    shutil.copy(trail["path"], copy)
+    url = f"chdb://{chdb_dir}?database=copied_{os.urandom(3).hex()}"
+    assert cli.main(["export", "--to", "clickhouse", "--url", url, "--store", str(copy), "--include", "groups",
+                     "--include", "outcomes"]) == 0
+    db = client.connect(url)
+    decision = sorted(trail["truth"])[5]
+    local_sql, clickhouse_sql = {
+        "group": ("UPDATE decision_groups SET grp = 'zz' WHERE decision_id = ?",
+                  f"ALTER TABLE {db.table(schema.GROUPS)} UPDATE Group = 'zz' WHERE DecisionId = {{d:String}}"),
+        "outcome": ("UPDATE outcomes SET y_true = '7' WHERE decision_id = ?",
+                    f"ALTER TABLE {db.table(schema.OUTCOMES)} UPDATE YTrue = '7' WHERE DecisionId = {{d:String}}"),
+        "group row deleted": ("DELETE FROM decision_groups WHERE decision_id = ?",
+                              f"ALTER TABLE {db.table(schema.GROUPS)} DELETE WHERE DecisionId = {{d:String}}"),
+        "outcome row deleted": ("DELETE FROM outcomes WHERE decision_id = ?",
+                                f"ALTER TABLE {db.table(schema.OUTCOMES)} DELETE WHERE DecisionId = {{d:String}}"),
+    }[edit]
+    with sqlite3.connect(copy) as conn:
+        assert conn.execute(local_sql, (decision,)).rowcount == 1
+    db.command(clickhouse_sql.replace("{d:String}", f"'{decision}'") + " SETTINGS mutations_sync = 2")
+    reports = []
+    for source in (("--store", str(copy)), ("--backend", "clickhouse", "--url", url)):
+        code, out, _ = run(capsys, "verify-chain", "--format", "json", "--key", KEY, *source)
+        report = json.loads(out)
+        reports.append((code, [(p["kind"], p["detail"], p["stream"], p["seq"], p["span_id"])
+                               for p in report["problems"]], report["unverified_local_rows"]))
+    assert reports[0] == reports[1]
+    assert reports[0][0] == 3 and len(reports[0][1]) == 1 and reports[0][2] == 0, reports[0]
+    unkeyed = [json.loads(run(capsys, "verify-chain", "--format", "json", *source)[1])["unverified_local_rows"]
+               for source in (("--store", str(trail["path"])), ("--backend", "clickhouse", "--url", url))]
+    assert unkeyed[0] == unkeyed[1] > 0

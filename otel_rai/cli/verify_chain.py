@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         keys.update(_keys_of(path, [], [path]))
     anchored = start is not None or end is not None or args.backend not in UNWINDOWED
     query = Query(service=args.service, start_ns=start, end_ns=end)
-    hashing_keys = hash_keys(args, required=False) if args.backend == "local" else []
+    # The stores that keep groups and outcomes beside the records (ClickHouse: copies, export --include).
+    hashing_keys = hash_keys(args, required=False) if args.backend in ("local", "clickhouse") else []
     report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed,
                     hash_keys=hashing_keys)
     if args.format == "json":

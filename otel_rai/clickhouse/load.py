@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
+from otel_rai.audit.local_rows import outcome_json
 from otel_rai.clickhouse import rows, schema, values
 from otel_rai.clickhouse.client import Connection
 from otel_rai.codec.records import ERROR, SpanRecord
@@ -93,7 +94,8 @@ def group_rows(records: Iterable[SpanRecord], groups: Mapping[str, Mapping[str, 
 
 def outcome_rows(outcomes: Mapping[str, tuple[Any, int]]) -> list[list[Any]]:
     """``otel_rai_outcomes`` rows: the ground truth as the local store keeps it (JSON)."""
-    return [[decision_id, json.dumps(y_true, ensure_ascii=False, separators=(",", ":")), time_ns]
+    # The text the local store keeps (and its outcome span's keyed digest covers), byte for byte.
+    return [[decision_id, outcome_json(y_true), time_ns]
             for decision_id, (y_true, time_ns) in outcomes.items()]
 
 

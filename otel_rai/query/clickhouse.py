@@ -375,6 +375,17 @@ class ClickHouse:
             f"SELECT DecisionId, YTrue FROM {self._t(schema.OUTCOMES)} FINAL WHERE DecisionId IN {{ids:Array(String)}}",
             decision_ids)}
 
+    def outcome_rows(self, decision_ids: Sequence[str]) -> dict[str, tuple[str, int]]:
+        """{decision id: (ground truth as the JSON text the local store kept, time recorded in Unix ns)}."""
+        return {decision_id: (y_true, int(ns)) for decision_id, y_true, ns in self._by_ids(
+            f"SELECT DecisionId, YTrue, toUnixTimestamp64Nano(Time) FROM {self._t(schema.OUTCOMES)} FINAL"
+            " WHERE DecisionId IN {ids:Array(String)}", decision_ids)}
+
+    def holds(self, table: str) -> bool:
+        """Whether the copy of a local-only table (``groups``, ``outcomes``, ``drift``) holds any row."""
+        name = {"groups": schema.GROUPS, "outcomes": schema.OUTCOMES, "drift": schema.DRIFT}[table]
+        return bool(self.db.rows(f"SELECT 1 FROM {self._t(name)} LIMIT 1"))
+
     def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
         """(time, model name, histograms) of a version's drift snapshots in [start, end), oldest first."""
