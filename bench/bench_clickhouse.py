@@ -48,6 +48,8 @@ LABEL_EVERY = 10
 KEY = "bench-key-0123456789abcdef0123456789"
 REPEATS = 5
 PAGE = 50
+#: What is measured, each on both stores.
+MEASURES = ("page", "id", "hash", "report", "chain", "page-report", "monitor", "models")
 
 
 class _Clock:
@@ -199,6 +201,22 @@ def measure(what: str, kind: str, path: str, url: str, facts: dict[str, Any]) ->
             times, f = _timed(local_report, 1)
             out["decisions"], out["selected"] = f.decisions, f.selected
             out["groups"] = {g: c.selected / c.decisions for g, c in f.attributes[0].counts.items()}
+    elif what in ("page-report", "monitor", "models"):
+        # The whole command, as a user runs it: the report's page (main's sections: counts, model, fairness,
+        # time charts, attributions, alerts, quality and drift), the monitor's table, the model list.
+        import contextlib
+        import io
+
+        from otel_rai import cli
+
+        source = ["--store", path] if kind == "local" else ["--backend", "clickhouse", "--url", url]
+        command = {"page-report": ["report", "--model-version", "2.0", "--sensitive-feature", "sex", "--out",
+                                   str(Path(path).parent / f"report-{kind}.html")],
+                   "monitor": ["monitor", "--model-version", "2.0", "--format", "json"],
+                   "models": ["model", "list", "--format", "json"]}[what]
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            times, code = _timed(lambda: cli.main([*command, *source]), 1)
+        out["exit"], out["output_bytes"] = code, len(printed.getvalue())
     elif what == "chain":
         from otel_rai.chain.keys import read_keys
         from otel_rai.query.trail import verify
@@ -249,8 +267,9 @@ def main() -> int:
     parser.add_argument("--skip-local-report", action="store_true",
                         help="do not time the local report (it reads every decision of the version into Python)")
     parser.add_argument("--only", action="append", metavar="WHAT[:KIND]",
-                        help="measure only this again (page, id, hash, report, chain; kind local or clickhouse) "
+                        help="measure only this again (one of MEASURES; kind local or clickhouse) "
                              "on the stores of --dir, keeping the other results of the last run")
+    parser.add_argument("--results", type=Path, help="the results file (default bench/results/bench_clickhouse.json)")
     args = parser.parse_args()
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench-ch-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -258,7 +277,7 @@ def main() -> int:
     path, url = work / "audit.db", f"chdb://{work / 'ch'}"
     results: dict[str, Any] = {"decisions": args.decisions, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
                                "python": platform.python_version()}
-    out = ROOT / "bench" / "results" / "bench_clickhouse.json"
+    out = args.results or ROOT / "bench" / "results" / "bench_clickhouse.json"
     if args.only:
         results = json.loads(out.read_text())
     try:
@@ -273,7 +292,7 @@ def main() -> int:
             state.write_text(json.dumps(results["generate"]))
         results["load"] = results["generate"]["load"]
         facts = _facts(path, results["generate"]["start_ns"])
-        for what in ("page", "id", "hash", "report", "chain"):
+        for what in MEASURES:
             for kind in ("local", "clickhouse"):
                 if what == "report" and kind == "local" and args.skip_local_report:
                     continue
@@ -303,7 +322,8 @@ def _table(r: dict[str, Any]) -> None:
     print("| | local SQLite store | ClickHouse (chDB) |\n|---|---|---|")
     names = {"page": f"first page ({PAGE}) of one version and one day", "id": "one decision by id",
              "hash": "one input hash", "report": "a month's report aggregates (one version)",
-             "chain": "verify-chain of the stream"}
+             "chain": "verify-chain of the stream", "page-report": "otel-rai report (the whole page, one version)",
+             "monitor": "otel-rai monitor (one version)", "models": "otel-rai model list"}
     for what, name in names.items():
         cells = []
         for kind in ("local", "clickhouse"):
@@ -311,7 +331,7 @@ def _table(r: dict[str, Any]) -> None:
             if m is None:
                 cells.append("not run")
                 continue
-            extra = f", peak {m['peak_rss_mb']:,.0f} MB" if what in ("report", "chain") else ""
+            extra = f", peak {m['peak_rss_mb']:,.0f} MB" if what not in ("page", "id", "hash") else ""
             extra += f", {m['records']:,} records" if what == "chain" else ""
             cells.append(_ms(m["seconds"]) + extra)
         print(f"| {name} | {cells[0]} | {cells[1]} |")
