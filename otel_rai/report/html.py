@@ -473,7 +473,7 @@ def render_counted(
                           (monitoring or {}).get(f.version),
                           None if model_records is None else model_records.get(f.version, ()), c.timeline_of))
     if not pages:
-        raise ValueError("otel-rai: no decisions to report")
+        figures([], positive_label, config.min_group_size)  # raises: no decisions to report
     return _html(pages)
 
 

@@ -1,13 +1,12 @@
 """Decision records for the report: from a query backend (with the groups and outcomes of the local store,
-or of a backend that keeps them too: `KeepsRows`, ClickHouse), or from a JSON-lines file; and, from a
-backend that counts for itself (`Tallying`: ClickHouse), the report's counts without the records."""
+or of a backend that keeps them too: `KeepsRows`, ClickHouse), or from a JSON-lines file."""
 
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from otel_rai import semconv
 from otel_rai.codec.reasons import parse_top
@@ -15,7 +14,7 @@ from otel_rai.errors import PREFIX, InputError
 from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.monitoring.alerts import MonitoringAlert
 from otel_rai.query import Backend, Decision, Query, decisions, find_spans
-from otel_rai.query.capabilities import KeepsRows, NamedSpans, Tally, Tallying
+from otel_rai.query.capabilities import KeepsRows, NamedSpans
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
 
@@ -114,12 +113,6 @@ def alerts_of(backend: Backend, q: Query) -> list[FairnessAlert]:
     spans = (backend.named_spans(q, semconv.ALERT_SPAN) if isinstance(backend, NamedSpans)
              else (s for s in find_spans(q, backend) if s.name == semconv.ALERT_SPAN))
     return [FairnessAlert.from_span(s.attributes, s.start_ns) for s in spans]
-
-
-def tallied(backend: Tallying, q: Query, sensitive: Sequence[str],
-            positive_label: Any) -> tuple[Tally, list[FairnessAlert]]:
-    """The counts and alerts of `q`, from a backend that counts where the decisions are."""
-    return backend.tally(q, positive_label, sensitive), alerts_of(backend, q)
 
 
 def _attributions(d: Decision) -> dict[str, float]:
