@@ -118,13 +118,13 @@ def generate(path: Path, decisions: int, seed: int = 0) -> dict[str, Any]:
 
 
 def load(path: Path, url: str) -> dict[str, Any]:
-    """`otel-rai export --to clickhouse --include groups --include outcomes`, timed."""
+    """`otel-rai export --to clickhouse --include groups --include outcomes --include drift`, timed."""
     from otel_rai import cli
     from otel_rai.clickhouse import client, schema
 
     began = time.perf_counter()
     code = cli.main(["export", "--to", "clickhouse", "--url", url, "--store", str(path),
-                     "--include", "groups", "--include", "outcomes"])
+                     "--include", "groups", "--include", "outcomes", "--include", "drift"])
     seconds = time.perf_counter() - began
     assert code == 0
     db = client.connect(url)
