@@ -927,6 +927,12 @@ def test_generated_trails_answer_as_the_local_store(capsys, tmp_path, chdb_dir, 
                 outcomes.append((code, text))
             assert outcomes[0] == outcomes[1], command
             assert outcomes[0][0] in (0, 3), (command, outcomes[0])  # 3: verify found a row never decided
+        from otel_rai.query import catalog
+
+        for q in (Query(), Query(model_name="fraud"), Query(start_ns=facts["start"] + DAY_NS)):
+            listed = catalog.versions(q, query.connect("local", str(path)))
+            assert catalog.versions(q, chq.connect(url)) == listed, q
+        assert len(catalog.versions(Query(), chq.connect(url))) == len(facts["made"])
         del trail
     finally:
         del os.environ["OTEL_RAI_HOME"]

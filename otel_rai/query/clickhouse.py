@@ -285,7 +285,9 @@ class ClickHouse:
         `otel_rai.query.capabilities.Tallying.buckets`)."""
         clauses, params = self._filters(query)
         params.update(_positive_parameters(positive_label), b_start=start, b_width=width, b_last=n - 1)
-        # As `otel_rai.report.figures.bucket_of` computes it from the decision's time in float seconds.
+        # As `otel_rai.report.figures.bucket_of` computes it from the decision's time in float seconds: floor of
+        # the quotient, where Python's `//` is exact, so a time within rounding of a bucket's edge may count in
+        # the neighbouring bucket here (the generated trails of the tests give equal charts).
         bucket = ("least(toInt64(floor((toUnixTimestamp64Nano(Timestamp) / 1e9 - {b_start:Float64})"
                   " / {b_width:Float64})), {b_last:Int64})")
         if attribute is None:
@@ -399,6 +401,28 @@ class ClickHouse:
         return [(int(ns), name, json.loads(histograms)) for ns, name, histograms in self.db.rows(
             f"SELECT toUnixTimestamp64Nano(Time), ModelName, Histograms FROM {self._t(schema.DRIFT)} FINAL"
             f"{self._where(clauses)} ORDER BY Time", params)]
+
+    # --- which model versions there are (`otel_rai.query.catalog`) ---
+
+    def model_versions(self, query: Query) -> list[tuple[Any, ...]]:
+        """(model name, version, decisions, first and last start ns, input features or None) of each model
+        version with decisions in `query`'s filters, oldest first: SQL over ``otel_rai_spans``, then each
+        version's newest span (by start time; the local store takes the last written) for the features it recorded."""
+        clauses, params = self._filters(query)
+        found = self.db.rows(
+            "SELECT ModelName, ModelVersion, sum(Decisions), min(ns), max(ns),"
+            " argMax((ServiceName, SpanName, ns, TraceId, SpanId), ns)"
+            f" FROM (SELECT *, toUnixTimestamp64Nano(Timestamp) AS ns FROM {self._t(schema.SPANS)}"
+            f"{self._where([*clauses, 'Decisions > 0'])} LIMIT 1 BY TraceId, SpanId, BatchOffset)"
+            " GROUP BY ModelName, ModelVersion ORDER BY min(ns), ModelName, ModelVersion", params)
+        newest = {(r.trace_id, r.span_id): r for r in self.fetch([tuple(row[5]) for row in found])}
+        out = []
+        for name, version, decisions, first, last, key in found:
+            span = newest.get((key[3], key[4]))
+            features = span.attributes.get(semconv.INPUT_FEATURES) if span is not None else None
+            out.append((name or None, version or None, int(decisions), int(first), int(last),
+                        list(map(str, features)) if isinstance(features, (list, tuple)) and features else None))
+        return out
 
     # --- model records (`otel_rai.provenance.lookup`) ---
 
