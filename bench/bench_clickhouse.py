@@ -1,19 +1,21 @@
 """ClickHouse (chDB, in this process) against the local SQLite store, on the same decisions.
 
     python bench/bench_clickhouse.py [--decisions 1000000] [--dir DIR] [--keep] [--skip-local-report]
+                                     [--only WHAT[:KIND]]... [--results FILE]
 
 1. Generate: `--decisions` decisions through the real SDK (`otel_rai.instrument` with the local store):
    nine in ten in 1000-row `predict_proba` calls, one in ten in single-row calls, three model versions over
    30 days (a simulated wall clock spreads the calls over the month), the sensitive attribute of every row
    (`decisions(groups=...)`), and an outcome recorded for one row in ten. One process: one chain stream,
    with as many records as there are calls.
-2. Load: `export --to clickhouse --include groups --include outcomes` (the real loader: the exporter's rows,
-   the views filling the lookup tables). Time, and size on disk of both stores.
+2. Load: `export --to clickhouse --include groups --include outcomes --include drift` (the real loader:
+   the exporter's rows, the views filling the lookup tables). Time, and size on disk of both stores.
 3. Measure, each in a fresh process (median of `REPEATS`, and the first, cold): the first page (50) of one
    version and one day; one decision by id; one input hash; the month's report aggregates of one version;
-   verify-chain of the stream, with the process's peak memory (VmHWM).
+   verify-chain of the stream; the whole `otel-rai report` page, `monitor` and `model list` of a version;
+   each with the process's peak memory (VmHWM).
 
-Prints a Markdown table and writes bench/results/bench_clickhouse.json.
+Prints a Markdown table and writes bench/results/bench_clickhouse.json (or `--results`).
 """
 
 from __future__ import annotations
