@@ -250,7 +250,10 @@ def test_a_decision_in_phoenixs_ui(ui_decisions):
         driver.save_screenshot(str(artifact_dir() / "phoenix-spans.png"))
         row = driver.find_element(By.XPATH, "//*[contains(text(), 'A-1096/1.4.1')]")
         row.click()  # the span's details: its input and output
-        wait.until(lambda d: len(d.find_elements(By.XPATH, "//*[contains(text(), 'input_hash')]")) >= 2)
+        listed = len(driver.find_elements(By.XPATH, "//*[contains(text(), 'input_hash')]"))
+        # The list's input column holds the same text: wait for the detail pane's own, drawn on screen.
+        wait.until(lambda d: sum(e.is_displayed() for e in d.find_elements(
+            By.XPATH, "//*[contains(text(), 'input_hash')]")) > listed)
         detail = driver.find_element(By.TAG_NAME, "body").text
         assert single["attributes"][semconv.INPUT_HASHES][0] in detail and "reasons" in detail
         driver.save_screenshot(str(artifact_dir() / "phoenix-decision.png"))

@@ -359,3 +359,43 @@ def test_opening_a_store_again_keeps_the_locks_of_this_process_s_open_connection
                     "'SELECT count(*) FROM spans').fetchone()", str(path)], check=True, timeout=60)
     assert path.with_name(path.name + "-wal").exists()
     assert first.outbox_pending() == second.outbox_pending() == 0
+
+
+CLOSE_UNDER_USE = """
+import sys, threading, time
+from otel_rai.store import Store
+store = Store(sys.argv[1], create=True)
+statement = sys.argv[2]
+stop = threading.Event()
+
+def use():
+    while not stop.is_set():
+        store._connection().execute(statement).fetchall()
+
+threads = [threading.Thread(target=use) for _ in range(2)]
+for t in threads:
+    t.start()
+end = time.monotonic() + 1.5
+while time.monotonic() < end:
+    store.close()
+    time.sleep(0.0005)
+stop.set()
+for t in threads:
+    t.join()
+store.close()
+"""
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT * FROM meta",
+    "SELECT name FROM sqlite_master",
+    "PRAGMA wal_checkpoint(PASSIVE)",
+    "SELECT max(seq) FROM spans",
+])
+def test_closing_a_store_never_closes_a_connection_another_thread_is_using(tmp_path, statement):
+    """A session's close with a short timeout can leave its audit worker retrying a commit: closing that
+    thread's connection under a running statement crashed the interpreter (SIGSEGV, 3 of 3 runs of this
+    script before the fix). Other threads' connections stay open until those threads end."""
+    run = subprocess.run([sys.executable, "-c", CLOSE_UNDER_USE, str(tmp_path / "audit.db"), statement],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, (run.returncode, run.stderr[-2000:])

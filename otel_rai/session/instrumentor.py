@@ -220,7 +220,7 @@ class _Session:
             self.worker.submit(lambda: self.tracer.checkpoint(force=True))
             result = self._closed = self.flush(max(0.0, deadline - time.monotonic()))
             self._stop_metrics()  # before the sinks close: a metric reader must not read a closed store
-            self.worker.shutdown(0)
+            self.worker.shutdown(max(0.0, deadline - time.monotonic()))  # a cycle in progress ends first
             self.monitor.close()
             self.quality.close()
             # Within what is left of `timeout`: a provider's shutdown would give each sink 30 s more.

@@ -139,9 +139,9 @@ class Store:
     def _reset(self) -> None:
         """Fresh connections; a forked child keeps (never closes) the ones it inherited."""
         if getattr(self, "_connections", None):
-            _inherited.extend(self._connections)
+            _inherited.extend(conn for _, conn in self._connections)
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[tuple[threading.Thread, sqlite3.Connection]] = []
         self._lock = threading.Lock()
 
     def _connection(self) -> sqlite3.Connection:
@@ -149,15 +149,21 @@ class Store:
         if conn is None:
             conn = self._local.conn = connect(self.path, create=self._create)
             with self._lock:
-                self._connections.append(conn)
+                self._connections.append((threading.current_thread(), conn))
         return conn
 
     def close(self) -> None:
-        """Close every thread's connection; a later use opens a new one."""
+        """Close the connections of this thread and of threads that have ended; a later use opens a new
+        one. A connection of a thread still running stays open: closing it under a statement in progress
+        crashes the interpreter (an audit worker that a short close timeout left retrying a commit)."""
         with self._lock:
             connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+        here = threading.current_thread()
+        for thread, conn in connections:
+            if thread is here or not thread.is_alive():
+                conn.close()
+            else:
+                _inherited.append(conn)  # closed by the interpreter's exit, never under its thread
         self._local = threading.local()
 
     def _upgrade(self) -> None:
@@ -611,5 +617,6 @@ class Store:
         return "\n".join(row[-1] for row in self._connection().execute("EXPLAIN QUERY PLAN " + sql, args))
 
 
-#: Connections a forked child inherited: closing them there could disturb the parent's locks.
+#: Connections left open: a forked child's inherited ones (closing them there could disturb the parent's
+#: locks), and those of threads still running when their store closed.
 _inherited: list[sqlite3.Connection] = []
