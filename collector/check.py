@@ -13,6 +13,8 @@ check on the shipped files and on broken copies of them. It checks:
 * privacy: the PII processor keeps exactly the span attributes of otel_rai/semconv.py, and deletes the trace-UI
   input where it repeats allowlisted raw values (`allowlist_errors`);
 * Jaeger: persistent Badger, at least six months of retention, explicit listen addresses (`jaeger_errors`);
+* ClickHouse: the exporter writes into the schema of collector/clickhouse/ (its own schema creation off, same
+  database and table), whose files are current and keep every table six months (`clickhouse_errors`);
 * ports: what each file sends to, scrapes or publishes is what the other files listen on, and the port table of
   docs/deploy.md lists exactly the published ports (`port_errors`).
 """
@@ -33,6 +35,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from otel_rai import semconv  # noqa: E402
+from otel_rai.clickhouse import schema as clickhouse_schema  # noqa: E402
 
 KINDS = ("receivers", "processors", "exporters", "extensions", "connectors")
 #: Processors that acknowledge data before it is exported: decision spans must not pass through them.
@@ -55,6 +58,7 @@ class Stack:
     compose: dict
     components: dict
     deploy_doc: str
+    clickhouse_sql: dict[str, str]
 
 
 def load(root: Path = ROOT) -> Stack:
@@ -68,6 +72,8 @@ def load(root: Path = ROOT) -> Stack:
         compose=read("collector/compose.yaml"),
         components=read("collector/components.yaml"),
         deploy_doc=(root / "docs/deploy.md").read_text(),
+        clickhouse_sql={name: (root / "collector/clickhouse" / name).read_text()
+                        for name in clickhouse_schema.FILES if (root / "collector/clickhouse" / name).exists()},
     )
 
 
@@ -327,6 +333,54 @@ def jaeger_errors(config: dict, name: str) -> list[str]:
     return errors
 
 
+_TABLE = re.compile(r"CREATE TABLE IF NOT EXISTS (\S+?)(?: ON CLUSTER \S+)? \((?P<body>.*?)\n\)\nENGINE = (?P<engine>\S+)"
+                    r"(?P<tail>.*?);\n", re.DOTALL)
+_TTL_DAYS = re.compile(r"^TTL .*toIntervalDay\((\d+)\)$", re.MULTILINE)
+
+
+def clickhouse_errors(stack: Stack) -> list[str]:
+    """The ClickHouse exporter writes into the schema of collector/clickhouse/, which is current and keeps
+    six months everywhere."""
+    errors = []
+    expected = clickhouse_schema.files()
+    for name in expected:
+        if name not in stack.clickhouse_sql:
+            errors.append(f"clickhouse/{name}: missing; run python -m otel_rai.clickhouse.schema collector/clickhouse")
+        elif stack.clickhouse_sql[name] != expected[name]:
+            errors.append(f"clickhouse/{name}: not what otel_rai/clickhouse/schema.py renders; run "
+                          "python -m otel_rai.clickhouse.schema collector/clickhouse")
+    for name, text in stack.clickhouse_sql.items():
+        for table in _TABLE.finditer(text):
+            days = _TTL_DAYS.findall(table["tail"])
+            if "TTL" in table["tail"] and not days:
+                errors.append(f"clickhouse/{name}: table {table[1]} has a TTL this check cannot read")
+            elif days and int(days[0]) * 24 < SIX_MONTHS_HOURS:  # no TTL: rows are kept (model records)
+                errors.append(f"clickhouse/{name}: table {table[1]} keeps rows less than six months "
+                              f"(TTL {days[0]} days)")
+    traces = stack.clickhouse_sql.get("otel_traces.sql", "")
+    services = stack.compose.get("services") or {}
+    for exporter_id, exporter in _declared(stack.collector, "exporters").items():
+        if component_type(exporter_id) != "clickhouse":
+            continue
+        exporter = exporter or {}
+        if exporter.get("create_schema") is not False:
+            errors.append(f"otelcol.yaml: exporter {exporter_id} must not create its schema (create_schema: false): "
+                          "otel-rai's lookup views (collector/clickhouse/otel_rai.sql) must exist before spans arrive")
+        table = f"{exporter.get('database', 'default')}.{exporter.get('traces_table_name', 'otel_traces')}"
+        if f"CREATE TABLE IF NOT EXISTS {table} (" not in traces:
+            errors.append(f"otelcol.yaml: exporter {exporter_id} writes into {table}, which "
+                          "collector/clickhouse/otel_traces.sql does not create")
+        host = _host(str(exporter.get("endpoint", ""))).split("?")[0]
+        if host not in services:
+            errors.append(f"otelcol.yaml: exporter {exporter_id} sends to {host!r}, which is no service of compose.yaml")
+        else:
+            mounted = " ".join(str(v) for v in services[host].get("volumes") or [])
+            for sql in ("otel_traces.sql", "otel_rai.sql"):
+                if f"clickhouse/{sql}:/docker-entrypoint-initdb.d/" not in mounted:
+                    errors.append(f"compose.yaml: {host} does not run clickhouse/{sql} at its first start")
+    return errors
+
+
 def _servers(config: dict) -> Iterator[tuple[str, dict]]:
     """(where, settings) of every server block of a collector-style config."""
     for receiver_id, receiver in _declared(config, "receivers").items():
@@ -435,6 +489,7 @@ def check(stack: Stack) -> list[str]:
         *pipeline_errors(stack.jaeger, "jaeger.yaml"),
         *type_errors(stack.jaeger, "jaeger.yaml", stack.components, jaeger=True),
         *jaeger_errors(stack.jaeger, "jaeger.yaml"),
+        *clickhouse_errors(stack),
         *port_errors(stack),
     ]
 

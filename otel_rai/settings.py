@@ -50,6 +50,9 @@ OTHER_VARIABLES: dict[str, str] = {
     "MLFLOW_RUN_ID": "the MLflow run ``otel-rai check`` logs to (``mlflow run`` sets it)",
     "OTEL_RAI_MLFLOW_MODEL_URI": "the registry URI a served model was loaded from (``models:/credit/3``), for "
                                  "a model that the registry lists under several versions",
+    "CLICKHOUSE_USER": "the user ``--backend clickhouse`` and ``export --to clickhouse`` log in as, when the URL "
+                       "names none (default ``default``)",
+    "CLICKHOUSE_PASSWORD": "that user's password, when the URL holds none",
 }
 
 #: Variables of the test suite (``scripts/test.sh``, ``tests/``), not of the package: name -> what it means.

@@ -4,10 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Prometheus with promtool (the metrics tests), Chromium and its driver (pages a person looks at).
+# Debian packages: Prometheus with promtool (the metrics tests), Chromium and its driver (pages a person looks at),
+# Go (its strconv and encoding/json are the oracle of the ClickHouse exporter's value texts, tests/gojson).
 missing=()
 { command -v prometheus && command -v promtool; } >/dev/null || missing+=(prometheus)
 { command -v chromium && command -v chromedriver; } >/dev/null || missing+=(chromium chromium-driver)
+command -v go >/dev/null || missing+=(golang-go)
 if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=$([ "$(id -u)" -eq 0 ] && echo "" || echo "sudo")
     $SUDO apt-get update

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -121,3 +122,24 @@ def rotel(receiver, tmp_path) -> Iterator[Rotel]:
     collector = Rotel(receiver.endpoint, tmp_path).start()
     yield collector
     collector.stop()
+
+
+# --- ClickHouse in this process (chDB): one directory per test session, one database per test ----------------
+# chDB opens one directory per process; every test that reads or writes ClickHouse uses this one.
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory) -> Path:
+    try:
+        import chdb  # noqa: F401
+        import clickhouse_connect  # noqa: F401
+    except ImportError:
+        need("chdb and clickhouse-connect (pip install 'otel-rai[test]')", False)
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def clickhouse_url(chdb_dir, request) -> str:
+    """A ``chdb://`` URL of a database of its own (created by whoever loads it first)."""
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:40] + "_" + os.urandom(3).hex()
+    return f"chdb://{chdb_dir}?database={name}"

@@ -54,7 +54,7 @@ def _cases(f: dict) -> list[tuple[str, list[str], str]]:
                         ["report", "--model-version", "1", "--out", str(d / "r.html")]):
             cases.append((f"store {bad} / {command[0]}", [*command, "--store", path], bad))
     # a URL that is not one, or where nothing answers
-    for backend in ("jaeger", "tempo", "phoenix"):
+    for backend in ("jaeger", "tempo", "phoenix", "clickhouse"):
         for url in ("localhost:16686", "ftp://example.org", "http://", "http://127.0.0.1:99999"):
             cases.append((f"url {url} / {backend}", ["query", "--backend", backend, "--url", url], url))
         cases.append((f"nothing at the url / {backend}",
@@ -78,7 +78,12 @@ def _cases(f: dict) -> list[tuple[str, list[str], str]]:
                        (["export", "--format", "parquet"], "parquet"),
                        (["replay", store, "--endpoint", "127.0.0.1:4317"], "127.0.0.1:4317"),
                        (["replay", store, "--endpoint", "http://127.0.0.1:1", "--headers", "no-equals"], "headers"),
-                       (["report", "--store", store, "--out", str(d / "r.html")], "--model-version")):
+                       (["report", "--store", store, "--out", str(d / "r.html")], "--model-version"),
+                       (["query", "--backend", "clickhouse", "--url", "chdb://"], "chdb://"),
+                       (["query", "--backend", "clickhouse", "--url", "http://h/no-such-db"], "no-such-db"),
+                       (["export", "--to", "clickhouse", "--backend", "jaeger"], "--store"),
+                       (["export", "--to", "clickhouse", "--store", store, "--output", "x"], "--output"),
+                       (["export", "--to", "clickhouse", "--url", "chdb://", "--store", store], "chdb://")):
         cases.append((" ".join(argv[:3]), argv, text))
     # key files
     cases.append(("missing --key-file", ["verify", "--store", store, "--input", str(d / "rows.txt"),

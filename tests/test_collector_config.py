@@ -266,3 +266,48 @@ def test_a_port_table_out_of_date_fails(stack):
     found = check.port_errors(stack)
     assert any("does not list 16686 (jaeger)" in p for p in found)
     assert any("lists 16687 (jaeger), which compose.yaml does not publish" in p for p in found)
+
+
+# --- ClickHouse -------------------------------------------------------------------------------------------
+
+
+def test_decisions_go_to_jaeger_and_clickhouse(shipped):
+    audit = shipped.collector["service"]["pipelines"]["traces/audit"]["exporters"]
+    assert audit == ["otlp/jaeger", "clickhouse"]
+    assert check.clickhouse_errors(shipped) == []
+
+
+def test_an_exporter_creating_its_own_schema_fails(stack):
+    stack.collector["exporters"]["clickhouse"]["create_schema"] = True
+    assert problems_with(stack, "must not create its schema")
+
+
+def test_an_exporter_writing_elsewhere_than_the_ddl_fails(stack):
+    stack.collector["exporters"]["clickhouse"]["database"] = "default"
+    assert problems_with(stack, "writes into default.otel_traces")
+
+
+def test_a_clickhouse_queue_in_memory_fails(stack):
+    del stack.collector["exporters"]["clickhouse"]["sending_queue"]["storage"]
+    assert problems_with(stack, "exporter 'clickhouse' of decision spans needs sending_queue.storage")
+
+
+def test_ddl_out_of_date_fails(stack):
+    stack.clickhouse_sql["otel_rai.sql"] = stack.clickhouse_sql["otel_rai.sql"].replace("ZSTD(1)", "LZ4", 1)
+    assert problems_with(stack, "clickhouse/otel_rai.sql: not what otel_rai/clickhouse/schema.py renders")
+
+
+@pytest.mark.parametrize("name", ["otel_traces.sql", "otel_rai.sql", "cluster/otel_rai.sql"])
+def test_a_clickhouse_table_kept_less_than_six_months_fails(stack, name):
+    stack.clickhouse_sql[name] = stack.clickhouse_sql[name].replace("toIntervalDay(185)", "toIntervalDay(30)", 1)
+    assert problems_with(stack, "keeps rows less than six months (TTL 30 days)")
+
+
+def test_a_clickhouse_server_without_the_schema_at_first_start_fails(stack):
+    stack.compose["services"]["clickhouse"]["volumes"] = ["clickhouse-data:/var/lib/clickhouse"]
+    assert problems_with(stack, "does not run clickhouse/otel_rai.sql at its first start")
+
+
+def test_a_clickhouse_exporter_sending_to_no_service_fails(stack):
+    stack.collector["exporters"]["clickhouse"]["endpoint"] = "tcp://ch:9000"
+    assert problems_with(stack, "sends to 'ch', which is no service of compose.yaml")

@@ -18,9 +18,10 @@ its anchor.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from otel_rai import semconv
 from otel_rai._time import rfc3339
@@ -110,6 +111,7 @@ class Report:
 class _Entry:
     record: SpanRecord
     position: int | None
+    stream: str
     seq: int
     prev: str
     claimed: str
@@ -142,17 +144,8 @@ def _is_audit_record(record: SpanRecord) -> bool:
     return record.scope_name == semconv.SCOPE or any(k.startswith("ml.") for k in record.attributes)
 
 
-def check(
-    items: Iterable[tuple[int | None, SpanRecord]],
-    keys: Mapping[str, Any] = {},  # noqa: B006 - read only
-    *,
-    anchored: bool = False,
-    require_signed: bool = False,
-) -> Report:
-    """Check the (write position or None, record) pairs of a trail. `keys` maps checkpoint key ids to
-    `keys.HmacKey` / `keys.Ed25519Key`; `anchored`: the view starts mid-stream (a time window)."""
-    report = Report()
-    streams: dict[str, list[_Entry]] = {}
+def _entries(items: Iterable[tuple[int | None, SpanRecord]], report: Report) -> Iterator[_Entry]:
+    """The chained records of `items`; every audit record is counted, one without a chain is reported."""
     for position, record in items:
         if not _is_audit_record(record):
             continue
@@ -163,39 +156,93 @@ def check(
                                            position=position))
             continue
         stream, seq, prev, claimed = fields
-        streams.setdefault(stream, []).append(_Entry(record, position, seq, prev, claimed, canonical.matches(record)))
+        yield _Entry(record, position, stream, seq, prev, claimed, canonical.matches(record))
+
+
+def check(
+    items: Iterable[tuple[int | None, SpanRecord]],
+    keys: Mapping[str, Any] = {},  # noqa: B006 - read only
+    *,
+    anchored: bool = False,
+    require_signed: bool = False,
+) -> Report:
+    """Check the (write position or None, record) pairs of a trail, in any order. `keys` maps checkpoint key
+    ids to `keys.HmacKey` / `keys.Ed25519Key`; `anchored`: the view starts mid-stream (a time window)."""
+    report = Report()
+    streams: dict[str, list[_Entry]] = {}
+    for entry in _entries(items, report):
+        streams.setdefault(entry.stream, []).append(entry)
     for name, entries in streams.items():
-        _walk(name, entries, keys, anchored, require_signed, report)
+        entries.sort(key=lambda e: (e.seq, e.position or 0))
+        _walk(name, _slots(entries, report), keys, anchored, require_signed, report)
     return report
 
 
-def _slots(entries: list[_Entry], report: Report) -> list[list[_Entry]]:
-    """The entries grouped by sequence number, copies of one record merged."""
-    entries.sort(key=lambda e: (e.seq, e.position or 0))
-    slots: list[list[_Entry]] = []
+def check_ordered(
+    records: Iterable[SpanRecord],
+    keys: Mapping[str, Any] = {},  # noqa: B006 - read only
+    *,
+    anchored: bool = False,
+    require_signed: bool = False,
+) -> Report:
+    """`check` for a trail read in chain order (each stream's records together, by sequence number; records
+    without a chain anywhere), holding a few records at a time instead of the whole trail. The report is
+    the one `check` gives for the same records without write positions."""
+    report = Report()
+    for name, entries in itertools.groupby(_entries(((None, r) for r in records), report), lambda e: e.stream):
+        if name in report.streams:
+            raise ValueError(f"otel-rai: the records of stream {name} are not together")
+        _walk(name, _slots(_in_order(entries), report), keys, anchored, require_signed, report)
+    return report
+
+
+def _in_order(entries: Iterable[_Entry]) -> Iterator[_Entry]:
+    last = 0
     for e in entries:
-        if slots and slots[-1][0].seq == e.seq:
-            if any(o.claimed == e.claimed and o.intact == e.intact for o in slots[-1]):
+        if e.seq < last:
+            raise ValueError(f"otel-rai: stream {e.stream} is not in sequence order (seq {e.seq} after {last})")
+        last = e.seq
+        yield e
+
+
+def _slots(entries: Iterable[_Entry], report: Report) -> Iterator[list[_Entry]]:
+    """The entries (sorted by sequence number) grouped by sequence number, copies of one record merged."""
+    slot: list[_Entry] = []
+    for e in entries:
+        if slot and slot[0].seq == e.seq:
+            if any(o.claimed == e.claimed and o.intact == e.intact for o in slot):
                 report.duplicates += 1
                 continue
-            slots[-1].append(e)
-        else:
-            slots.append([e])
-    return slots
+            slot.append(e)
+            continue
+        if slot:
+            yield slot
+        slot = [e]
+    if slot:
+        yield slot
 
 
-def _walk(name: str, entries: list[_Entry], keys: Mapping[str, Any], anchored: bool, require_signed: bool,
+def _walk(name: str, slots: Iterator[list[_Entry]], keys: Mapping[str, Any], anchored: bool, require_signed: bool,
           report: Report) -> None:
-    slots = _slots(entries, report)
-    info = report.streams[name] = Stream(name, slots[0][0].seq, slots[-1][0].seq)
+    """Walk one stream's slots in order, holding the previous, current and next slot only."""
+    candidates = next(slots, None)
+    if candidates is None:
+        return
+    info = report.streams[name] = Stream(name, candidates[0].seq, candidates[0].seq)
 
     def problem(kind: str, detail: str, e: _Entry) -> None:
         report.problems.append(Problem(kind, detail, e.record, name, e.seq, e.position))
 
     previous: _Entry | None = None
     furthest = None  # the latest write position so far
-    for i, candidates in enumerate(slots):
+    uncovered: _Entry | None = None  # the first record after the last verified signed checkpoint
+    while candidates is not None:
+        following = next(slots, None)
         chosen = _choose(candidates, previous)
+        seq = chosen.seq
+        info.last = seq
+        if uncovered is None and seq > info.signed_through:
+            uncovered = candidates[0]
         for other in candidates:
             if other is chosen:
                 continue
@@ -203,7 +250,6 @@ def _walk(name: str, entries: list[_Entry], keys: Mapping[str, Any], anchored: b
                 problem("edited", "a copy of this record whose content no longer matches its hash", other)
             else:
                 problem("foreign", f"claims seq {other.seq}, which another record of the stream holds", other)
-        seq = chosen.seq
         if previous is None:
             if seq != 1 and not anchored:
                 problem("deleted", f"the stream's first {seq - 1} record(s) are missing", chosen)
@@ -213,8 +259,8 @@ def _walk(name: str, entries: list[_Entry], keys: Mapping[str, Any], anchored: b
             problem("deleted", f"{seq - previous.seq - 1} record(s) before it are missing "
                                f"(seq {previous.seq + 1}-{seq - 1})", chosen)
         elif chosen.prev != previous.claimed:
-            following = slots[i + 1] if i + 1 < len(slots) and slots[i + 1][0].seq == seq + 1 else []
-            if any(f.prev == chosen.claimed for f in following):
+            after = following if following is not None and following[0].seq == seq + 1 else []
+            if any(f.prev == chosen.claimed for f in after):
                 problem("edited", "rewritten with a new record hash: the next record committed to another",
                         previous)
             else:
@@ -229,11 +275,13 @@ def _walk(name: str, entries: list[_Entry], keys: Mapping[str, Any], anchored: b
         info.decisions += len(chosen.record.attributes.get(semconv.DECISION_IDS) or ())
         if semconv.CHECKPOINT_DECISIONS in chosen.record.attributes:
             _checkpoint(chosen, info, keys, report, problem)
+            if info.signed_through >= seq:
+                uncovered = None
         previous = chosen
-    if require_signed and info.signed_through < info.last:
-        first_uncovered = next(s[0] for s in slots if s[0].seq > info.signed_through)
-        problem("unsigned", f"records from seq {first_uncovered.seq} on are covered by no verified signed "
-                            "checkpoint", first_uncovered)
+        candidates = following
+    if require_signed and info.signed_through < info.last and uncovered is not None:
+        problem("unsigned", f"records from seq {uncovered.seq} on are covered by no verified signed "
+                            "checkpoint", uncovered)
 
 
 def _choose(candidates: list[_Entry], previous: _Entry | None) -> _Entry:

@@ -19,6 +19,8 @@ from otel_rai.query import Query
 from otel_rai.query._remote import DEFAULT_LOOKBACK_NS
 
 OK, FAILED, USAGE, UNMATCHED = 0, 1, 2, 3
+#: Backends read without a default time window: no window means everything, as in the local store.
+UNWINDOWED = ("local", "clickhouse")
 
 
 class CliError(OtelRaiError):
@@ -67,8 +69,9 @@ def add_source_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where the decisions are")
     g.add_argument("--backend", choices=query.backends(), default="local",
                    help="default: local (the audit store)")
-    g.add_argument("--url", help="the backend's URL (default: localhost :16686 jaeger, :3200 tempo, :6006 phoenix; "
-                        "mlflow: $MLFLOW_TRACKING_URI, else :5000)")
+    g.add_argument("--url", help="the backend's URL (default: localhost :16686 jaeger, :3200 tempo, :6006 phoenix, "
+                                 ":8123 clickhouse; chdb:///DIR for ClickHouse in this process; "
+                                 "mlflow: $MLFLOW_TRACKING_URI, else :5000)")
     g.add_argument("--store", metavar="PATH",
                    help="the local audit store (default: $OTEL_RAI_STORE, else audit.db in the data directory)")
 
@@ -162,7 +165,7 @@ def backend_of(args: argparse.Namespace) -> query.Backend:
     if args.url and args.backend == "local" and args.store:
         raise UsageError("give the local store as --store or --url, not both")
     backend = query.connect(args.backend, args.store or args.url)
-    if args.backend != "local" and args.since is None and args.start is None:
+    if args.backend not in UNWINDOWED and args.since is None and args.start is None:
         note(f"searching {args.backend} over the last {DEFAULT_LOOKBACK_NS // 86_400_000_000_000} days "
              "(give --since or --start for another window)")
     return backend

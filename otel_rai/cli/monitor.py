@@ -3,8 +3,9 @@
 Quality comes from the version's decisions in the window (``--since`` / ``--start`` / ``--end``, and
 ``--window N`` for the newest N of them) and their recorded outcomes, each label counted with its
 decision; CBPE estimates from their probabilities; drift from the latest drift snapshot. Outcomes and
-drift snapshots live in the local audit store only: from a remote backend (Jaeger, Tempo, Phoenix) there
-is only the CBPE estimate (and groups only for allowlisted sensitive features); drift is in its metrics.
+drift snapshots live in the local audit store (and in ClickHouse when ``export --to clickhouse --include
+outcomes --include drift`` copied them): from a trace backend (Jaeger, Tempo, Phoenix) there is only the
+CBPE estimate (and groups only for allowlisted sensitive features); drift is in its metrics.
 """
 
 from __future__ import annotations
@@ -107,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
     records.sort(key=lambda r: r.timestamp)
     if args.window:
         records = records[-args.window:]
-    if args.backend != "local":
+    if args.backend == "clickhouse" and not (backend.holds("outcomes") or backend.holds("drift")):
+        note("clickhouse holds no copied outcomes or drift snapshots (otel-rai export --to clickhouse --include "
+             "outcomes --include drift): only the CBPE estimates")
+    elif args.backend not in ("local", "clickhouse"):
         note(f"{args.backend} holds no outcomes and no drift snapshots (they stay in the local audit store): "
              "only the CBPE estimates; drift is in the metrics (ml.drift.*)")
     f = quality_and_drift.figures(records, snapshots, alerts, positive_label=args.positive_label)

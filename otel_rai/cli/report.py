@@ -22,6 +22,7 @@ from otel_rai.cli._common import (
     output,
     query_of,
 )
+from otel_rai.query.capabilities import Tallying
 from otel_rai.settings import FairnessConfig
 
 
@@ -35,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give the model version to report on: --model-version V (repeat it to compare "
                          "versions), or --model-name N for every version of a model")
     wanted = args.model_version or [None]
+    sensitive = args.sensitive_feature or [n for n in settings.from_env("sensitive_features") or ()]
     if args.records is not None:
         records, alerts = load.read_records(args.records), []
         backend = None
     else:
-        sensitive = args.sensitive_feature or [n for n in settings.from_env("sensitive_features") or ()]
         backend = backend_of(args)
         records, alerts = [], []
         for version in wanted:
@@ -75,13 +76,37 @@ def run(args: argparse.Namespace) -> int:
         if model_records is not None:
             of_version = lookup.records(backend, query_of(args, model_version=version, model_name=model))
             model_records[version] = list(lookup.latest(list(of_version)).values())
-    page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config,
-                       monitoring=monitoring, model_records=model_records)
+    if isinstance(backend, Tallying):  # the fairness counts and time buckets as SQL aggregates (ClickHouse)
+        counted = [_counted(args, backend, model, version, [r for r in chosen if r.version == version], sensitive,
+                            config) for version in sorted({r.version for r in chosen})]
+        page = html.render_counted(counted, alerts=alerts, positive_label=args.positive_label, config=config,
+                                   monitoring=monitoring, model_records=model_records)
+    else:
+        page = html.render(chosen, alerts=alerts, positive_label=args.positive_label, config=config,
+                           monitoring=monitoring, model_records=model_records)
     with output(str(args.out)) as out:  # owner-only, like every audit file
         out.write(page)
     shown = sorted({r.version for r in chosen})
     print(f"wrote {args.out} ({len(chosen)} decisions of version{'s' if len(shown) > 1 else ''} {', '.join(shown)})")
     return OK
+
+
+def _counted(args: argparse.Namespace, backend: Tallying, model: str, version: str, records: list[Any],
+             sensitive: list[str], config: FairnessConfig) -> Any:
+    """One version's figures from the backend's counts (attributions from its records)."""
+    from otel_rai.report import figures, html
+
+    q = query_of(args, model_version=version, model_name=model)
+    tally = backend.tally(q, args.positive_label, sensitive)
+    f = figures.counted(model, version, tally.decisions, tally.selected, tally.labelled, tally.first_ns / 1e9,
+                        tally.last_ns / 1e9, tally.groups, config.min_group_size, figures.attributions(records))
+
+    def timeline_of(attribute: str | None, period: tuple[float, float] | None) -> figures.Timeline:
+        start, width, n = figures.buckets(*(period or (f.first, f.last)))
+        decided, selected = backend.buckets(q, args.positive_label, sensitive, attribute, start, width, n)
+        return figures.Timeline(attribute, start, width, decided, selected)
+
+    return html.Counted(f, timeline_of)
 
 
 def _versions_there(args: argparse.Namespace, backend: Any, records: list[Any]) -> str:

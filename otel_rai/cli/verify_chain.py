@@ -19,6 +19,7 @@ from otel_rai.chain.verify import Report
 from otel_rai.cli._common import (
     OK,
     UNMATCHED,
+    UNWINDOWED,
     CliError,
     add_key_options,
     add_source_options,
@@ -75,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
     for path in args.public_key or []:
         read_text(path, "an Ed25519 key in PEM")
         keys.update(_keys_of(path, [], [path]))
-    anchored = start is not None or end is not None or args.backend != "local"
+    anchored = start is not None or end is not None or args.backend not in UNWINDOWED
     query = Query(service=args.service, start_ns=start, end_ns=end)
-    hashing_keys = hash_keys(args, required=False) if args.backend == "local" else []
+    # The stores that keep groups and outcomes beside the records (ClickHouse: copies, export --include).
+    hashing_keys = hash_keys(args, required=False) if args.backend in ("local", "clickhouse") else []
     report = verify(backend, query, keys, anchored=anchored, require_signed=args.require_signed,
                     hash_keys=hashing_keys)
     if args.format == "json":

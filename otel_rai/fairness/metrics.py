@@ -20,9 +20,17 @@ rather than NaN or a misleading 0):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 Rates = Mapping[str, float]
+
+
+def printed(value: Any) -> str:
+    """A label as text, so that 1, 1.0, \"1\" and true compare equal (backends and JSON hand back the
+    label 1 in any of those forms)."""
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    return str(value)
 
 
 def selection_rate(selected: int, total: int) -> float | None:

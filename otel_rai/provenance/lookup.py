@@ -6,7 +6,8 @@ fingerprint. A decision's record is the one with its fingerprint, from its own s
 there is one, else the latest before it.
 
 ``otel-rai model list`` sums decisions per model: a backend with a ``model_summaries(query, record_span)``
-method (the local store, in SQL) answers itself; any other is read span by span.
+method (the local store and ClickHouse, in SQL) answers itself; any other is read span by span. A backend
+that keeps records apart (`KeepsRecords`: ClickHouse keeps them past the traces' TTL) is asked for them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class Summarising(Protocol):
 
     def model_summaries(self, query: Query, record_span: str) -> list[tuple[Any, ...]]:
         """(name, version, fingerprint, first decision ns, last decision ns, decisions, records) rows."""
+        ...
+
+
+@runtime_checkable
+class KeepsRecords(Protocol):
+    """A backend that keeps model records apart from the decisions (ClickHouse: past the traces' TTL)."""
+
+    def model_records(self, query: Query, fingerprint: str | None = None) -> list[SpanRecord]:
+        """The model record spans of `query` (name, version, service, window), oldest first."""
         ...
 
 
@@ -56,6 +66,9 @@ class ModelSummary:
 
 def records(backend: Backend, query: Query = _ALL, fingerprint: str | None = None) -> Iterator[ModelRecord]:
     """The model records `backend` holds for `query` (name, version, service, window), oldest first."""
+    if isinstance(backend, KeepsRecords):
+        yield from (ModelRecord.from_span(span) for span in backend.model_records(query, fingerprint))
+        return
     for span in find_spans(replace(query, decision_ids=None, input_hashes=None), backend):
         if span.name == semconv.MODEL_RECORD_SPAN and (
                 fingerprint is None or span.attributes.get(semconv.MODEL_FINGERPRINT) == fingerprint):

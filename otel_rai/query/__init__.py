@@ -7,8 +7,10 @@
 Backends share one small interface, `Backend`: ``spans(query)`` yields the spans that may hold
 matching decisions, in time order. This module filters again (exactly, so a backend may over-match) and
 expands each span into its `Decision`\\ s. Each backend is one module in this package: ``local`` (the
-SQLite audit store), ``jaeger``, ``tempo``, ``phoenix``, ``mlflow``, listed in `BACKENDS`; each defines ``DEFAULT_URL``
-and ``connect(url) -> Backend``, so adding one (for example ClickHouse) is adding one module and its name.
+SQLite audit store), ``clickhouse``, ``jaeger``, ``tempo``, ``phoenix``, ``mlflow``, listed in `BACKENDS`;
+each defines ``DEFAULT_URL`` and ``connect(url) -> Backend``, so adding one is adding one module and its
+name. A backend may also offer the capabilities of `capabilities` (aggregates, named spans, the chain in
+order).
 `inputs` matches input rows to decisions (``otel-rai verify``) and `trail` reads a trail for the chain's
 verification. Imports `store`, `chain`, `audit.hashing`, `codec` and the foundation modules.
 """
@@ -95,7 +97,7 @@ class Countable(Protocol):
 
 
 #: The backends, one module of this package each.
-BACKENDS = ("jaeger", "local", "mlflow", "phoenix", "tempo")
+BACKENDS = ("clickhouse", "jaeger", "local", "mlflow", "phoenix", "tempo")
 
 
 def backends() -> tuple[str, ...]:
@@ -161,8 +163,9 @@ def find_decisions(
     since: a duration back from now (``"24h"``, ``"7d"``, or a timedelta); or start/end: datetimes
         (naive ones are UTC), RFC 3339 strings or Unix nanoseconds. The window is [start, end).
     decision_id, input_hash: one value or several.
-    backend: ``"local"``, ``"jaeger"``, ``"tempo"``, ``"phoenix"``, ``"mlflow"`` or a `Backend`; url: where it runs
-        (for ``local``, the store file; default ``OTEL_RAI_STORE`` or the data directory's ``audit.db``).
+    backend: ``"local"``, ``"clickhouse"``, ``"jaeger"``, ``"tempo"``, ``"phoenix"``, ``"mlflow"`` or a
+        `Backend`; url: where it runs (for ``local``, the store file; default ``OTEL_RAI_STORE`` or the data
+        directory's ``audit.db``).
 
     Arguments are checked now; the backend is asked lazily, as the result is iterated.
     """

@@ -1,14 +1,15 @@
 """Which model versions a backend holds decisions of: for messages ("versions there: ..."), for matching
 input rows by feature name (`inputs`), and for the report's version comparison.
 
-The local store answers from its model columns (one grouped SQL query); a remote backend by reading the
-spans of the query's window, as `otel_rai.query.find_spans` does.
+The local store answers from its model columns (one grouped SQL query), ClickHouse from its span index
+(`Catalogued`); another remote backend by reading the spans of the query's window, as
+`otel_rai.query.find_spans` does.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterable
+from typing import Any, Iterable, Protocol, runtime_checkable
 
 from otel_rai import semconv
 from otel_rai.query import Backend, Query, find_spans
@@ -41,7 +42,19 @@ def versions(query: Query, backend: Backend) -> list[ModelVersion]:
         filters = Local._filters(query)
         return [ModelVersion(name, version, n, first, last, tuple(features) if features else None)
                 for name, version, n, first, last, features in backend.store.model_versions(**filters)]
+    if isinstance(backend, Catalogued):
+        return [ModelVersion(name, version, n, first, last, tuple(features) if features else None)
+                for name, version, n, first, last, features in backend.model_versions(query)]
     return _from_spans(find_spans(query, backend))
+
+
+@runtime_checkable
+class Catalogued(Protocol):
+    """A backend that lists its model versions itself (ClickHouse, in SQL)."""
+
+    def model_versions(self, query: Query) -> list[tuple[Any, ...]]:
+        """(model name, version, decisions, first and last start ns, input features or None), oldest first."""
+        ...
 
 
 def _from_spans(spans: Iterable) -> list[ModelVersion]:

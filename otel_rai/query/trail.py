@@ -1,5 +1,6 @@
 """Reading a trail for the chain's verification (``otel-rai verify-chain``): the local store in write
-order, and any other backend in time order.
+order, a backend that offers it in chain order (ClickHouse, `Chained`), and any other backend in time
+order.
 
 In the local store, every column a reader uses besides the hashed record is checked against it, so that
 no edit can hide a decision from a query, ``verify --input`` or the report while the chain says intact:
@@ -23,14 +24,17 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
 from otel_rai.audit.local_rows import groups_digest, local_key, outcome_digest
-from otel_rai.chain.verify import Problem, Report, check, seq_of
+from otel_rai.chain.verify import Problem, Report, check, check_ordered, seq_of
 from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query, find_spans
+from otel_rai.query.capabilities import Chained, KeepsRows
 from otel_rai.store.store import input_key
 
 if TYPE_CHECKING:  # a type only: hashing imports numpy, which reading the trail does without
     from otel_rai.audit.hashing import HashKey
 
+#: Records checked together against a backend's copied groups and outcomes (one lookup each per page).
+_COPIED_PAGE = 2048
 #: The span columns checked, and the attribute each repeats.
 _SPAN_COLUMNS = (semconv.MODEL_NAME, semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION)
 
@@ -205,6 +209,77 @@ class _Same:
     __hash__ = None  # type: ignore[assignment]
 
 
+class _Copied:
+    """The groups and outcomes a backend holds beside the records (ClickHouse, copied with ``export
+    --include``), checked against the records' keyed digests as the local store checks its own, a page of
+    records at a time. Where the backend holds no copy of a table, its digests are counted as not verified
+    (they stay local by default), as they are without the key. Rows that no record accounts for are not
+    looked for (the local store does that, over its whole tables)."""
+
+    def __init__(self, backend: Any, keys: Sequence[bytes]) -> None:
+        self.backend, self.keys = backend, keys
+        self.problems: list[Problem] = []
+        self.unverified = 0
+        self._outcomes: set[str] = set()
+        keeps = isinstance(backend, KeepsRows) and hasattr(backend, "holds")
+        self._has_groups = keeps and backend.holds("groups")
+        self._has_outcomes = keeps and backend.holds("outcomes")
+
+    def through(self, records: Iterable[SpanRecord]) -> Iterator[SpanRecord]:
+        """`records`, checked a page at a time on the way."""
+        page: list[SpanRecord] = []
+        for record in records:
+            page.append(record)
+            if len(page) >= _COPIED_PAGE:
+                self._check(page)
+                yield from page
+                page = []
+        self._check(page)
+        yield from page
+
+    def _problem(self, kind: str, detail: str, record: SpanRecord) -> None:
+        a = record.attributes
+        self.problems.append(Problem(kind, detail, record, a.get(semconv.AUDIT_STREAM),
+                                     seq_of(a.get(semconv.AUDIT_SEQ))))
+
+    def _check(self, page: list[SpanRecord]) -> None:
+        grouped, outcomes = [], []
+        for record in page:
+            a = record.attributes
+            ids = a.get(semconv.DECISION_IDS) or ()
+            digests = a.get(semconv.GROUPS_DIGEST)
+            if isinstance(digests, (list, tuple)) and len(digests) == len(ids) and ids:
+                grouped.append((record, [str(i) for i in ids], digests))
+            if record.name == semconv.OUTCOME_SPAN:
+                decision_id = str(a.get(semconv.OUTCOME_DECISION_ID))
+                if decision_id not in self._outcomes:  # a later outcome of a decision: the first one is kept
+                    self._outcomes.add(decision_id)
+                    outcomes.append((record, decision_id))
+        if grouped and not (self._has_groups and self.keys):
+            self.unverified += sum(len(ids) for _, ids, _ in grouped)
+        elif grouped:
+            stored = self.backend.groups([i for _, ids, _ in grouped for i in ids])
+            for record, ids, digests in grouped:
+                if any(i not in stored for i in ids):
+                    self._problem("deleted", "its decisions' rows in the decision_groups table are missing", record)
+                elif any(not any(groups_digest(k, i, stored[i]) == d for k in self.keys) for i, d in zip(ids, digests)):
+                    self._problem("edited", "its decisions' rows in the decision_groups table differ from the span",
+                                  record)
+        if outcomes and not (self._has_outcomes and self.keys):
+            self.unverified += len(outcomes)
+        elif outcomes:
+            stored = self.backend.outcome_rows([i for _, i in outcomes])
+            for record, decision_id in outcomes:
+                row = stored.get(decision_id)
+                if row is None:
+                    self._problem("deleted", "its row in the outcomes table is missing", record)
+                elif row[1] != record.start_ns:
+                    self._problem("edited", "its row in the outcomes table has another time than the span", record)
+                elif not any(outcome_digest(k, decision_id, row[0]) == record.attributes.get(semconv.OUTCOME_DIGEST)
+                             for k in self.keys):
+                    self._problem("edited", "its row in the outcomes table differs from the span", record)
+
+
 def local_keys(hash_keys: Iterable[HashKey]) -> list[bytes]:
     """The keys of the local-row digests, from input hash keys (every scheme of each)."""
     return [local_key(k) for k in hash_keys]
@@ -214,7 +289,16 @@ def verify(backend: Any, query: Query = Query(), keys: Mapping[str, Any] = {},  
            *, anchored: bool = False, require_signed: bool = False,
            hash_keys: Iterable[HashKey] = ()) -> Report:
     """Check the trail that `backend` holds within `query`'s window (see `check` and `records`).
-    `hash_keys` verify the keyed digests of the local store's groups and outcomes."""
+    `hash_keys` verify the keyed digests of the local store's groups and outcomes. A backend that reads
+    its trail in chain order (`Chained`) is checked as it is read, in bounded memory."""
+    if isinstance(backend, Chained):
+        copied = _Copied(backend, local_keys(hash_keys))
+        report = check_ordered(copied.through(backend.chained(query)), keys, anchored=anchored,
+                               require_signed=require_signed)
+        edited = {(p.stream, p.seq) for p in report.problems if p.kind == "edited"}
+        report.problems += [p for p in copied.problems if (p.stream, p.seq) not in edited or p.kind != "edited"]
+        report.unverified_local_rows = copied.unverified
+        return report
     tables: list[Problem] = []
     unverified: list[int] = []
     report = check(records(backend, query, tables, local_keys(hash_keys), unverified), keys, anchored=anchored,

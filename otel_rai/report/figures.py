@@ -12,6 +12,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from otel_rai.errors import InputError
 from otel_rai.fairness import metrics as fairness
+from otel_rai.fairness.metrics import printed
+from otel_rai.query.capabilities import ALL_DECISIONS
 
 #: Features the report ranks by mean absolute attribution.
 TOP_FEATURES = 10
@@ -66,14 +68,6 @@ class DecisionRecord:
             raise InputError(f"bad decision record {dict(data)!r:.200}: {type(exc).__name__}: {exc}") from None
 
 
-def printed(value: Any) -> str:
-    """A label as text, so that 1, 1.0, \"1\" and true compare equal."""
-    # Backends and JSON may hand back the label 1 as "1", 1.0 or true: compare printed integers.
-    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
-        value = int(value)
-    return str(value)
-
-
 @dataclass(frozen=True)
 class AttributeFigures:
     """The figures of one sensitive attribute: the counts of each group, and their fairness summary."""
@@ -110,15 +104,12 @@ def _is_positive(value: Any, positive_label: Any) -> bool:
 
 
 def figures(records: Iterable[DecisionRecord], positive_label: Any, min_group_size: int) -> Figures:
-    """Everything the report shows, computed in one pass over the records."""
+    """Everything the report shows, computed from the records."""
+    records = list(records)
     counts: dict[str, dict[str, fairness.GroupCounts]] = collections.defaultdict(
         lambda: collections.defaultdict(fairness.GroupCounts)
     )
-    attribution_sums: collections.Counter[str] = collections.Counter()
-    outputs: collections.Counter[str] = collections.Counter()
-    # (attribute, group) -> [explained decisions, {feature: sum of signed attributions}]
-    by_group: dict[tuple[str, str], list[Any]] = collections.defaultdict(lambda: [0, collections.Counter()])
-    models, n, selected, labelled, explained = set(), 0, 0, 0, 0
+    models, n, selected, labelled = set(), 0, 0, 0
     first, last = math.inf, -math.inf
     version = ""
     for record in records:
@@ -136,36 +127,76 @@ def figures(records: Iterable[DecisionRecord], positive_label: Any, min_group_si
             c.selected += positive
             if actual is not None:
                 c.add_outcome(positive, actual)
-        if record.attributions:
-            explained += 1
-            if record.explained_output:
-                outputs[record.explained_output] += 1
-            for feature, value in record.attributions.items():
-                attribution_sums[feature] += abs(value)
-            for attribute, group in record.groups.items():
-                entry = by_group[(attribute, group)]
-                entry[0] += 1
-                entry[1].update(record.attributions)
     if n == 0:
         raise InputError("no decisions to report")
-    top = [(f, total / explained) for f, total in attribution_sums.most_common(TOP_FEATURES)]
+    return counted(", ".join(sorted(models)), version, n, selected, labelled, first, last, counts, min_group_size,
+                   attributions(records))
+
+
+def attributions(records: Iterable[DecisionRecord]) -> Attributions:
+    """The sums of the records' attributions, overall and per group."""
+    absolute: collections.Counter[str] = collections.Counter()
+    outputs: collections.Counter[str] = collections.Counter()
+    # (attribute, group) -> [explained decisions, {feature: sum of signed attributions}]
+    by_group: dict[tuple[str, str], list[Any]] = collections.defaultdict(lambda: [0, collections.Counter()])
+    explained = 0
+    for record in records:
+        if not record.attributions:
+            continue
+        explained += 1
+        if record.explained_output:
+            outputs[record.explained_output] += 1
+        for feature, value in record.attributions.items():
+            absolute[feature] += abs(value)
+        for attribute, group in record.groups.items():
+            entry = by_group[(attribute, group)]
+            entry[0] += 1
+            entry[1].update(record.attributions)
+    return Attributions(explained, absolute, outputs, {k: (c, dict(s)) for k, (c, s) in by_group.items()})
+
+
+@dataclass
+class Attributions:
+    """Sums of the decisions' attributions (made here or by a backend's SQL aggregates).
+
+    `explained`: decisions with an explanation; `absolute`: {feature: sum of |attribution|} over them;
+    `outputs`: {what the attributions add up to: decisions}; `by_group`: {(attribute, group): (explained
+    decisions of the group, {feature: sum of signed attributions})}.
+    """
+
+    explained: int = 0
+    absolute: Mapping[str, float] = field(default_factory=dict)
+    outputs: Mapping[str, int] = field(default_factory=dict)
+    by_group: Mapping[tuple[str, str], tuple[int, Mapping[str, float]]] = field(default_factory=dict)
+
+
+def counted(model: str, version: str, decisions: int, selected: int, labelled: int, first: float, last: float,
+            groups: Mapping[str, Mapping[str, fairness.GroupCounts]], min_group_size: int,
+            attributions: Attributions | None = None) -> Figures:
+    """The figures of counts made in one pass here (`figures`) or elsewhere (a backend's SQL aggregates,
+    `otel_rai.query.capabilities.Tally`): the same definitions either way. Times are Unix seconds."""
+    if decisions == 0:
+        raise InputError("no decisions to report")
+    sums = attributions or Attributions()
+    ranked = sorted(sums.absolute.items(), key=lambda item: -item[1])  # stable: ties keep first-seen order
+    top = [(f, total / sums.explained) for f, total in ranked[:TOP_FEATURES]] if sums.explained else []
     group_attributions: dict[str, dict[str, dict[str, float]]] = collections.defaultdict(dict)
-    for (attribute, group), (count, sums) in sorted(by_group.items()):
-        group_attributions[attribute][group] = {f: sums[f] / count for f, _ in top}
+    for (attribute, group), (count, signed) in sorted(sums.by_group.items()):
+        group_attributions[attribute][group] = {f: signed.get(f, 0.0) / count for f, _ in top}
+    outputs = collections.Counter(sums.outputs)
     return Figures(
-        model=", ".join(sorted(models)),
+        model=model,
         version=version,
-        decisions=n,
+        decisions=decisions,
         selected=selected,
         labelled=labelled,
         first=first,
         last=last,
         attributes=[
-            AttributeFigures(a, dict(groups), fairness.summarize(groups, min_group_size))
-            for a, groups in sorted(counts.items())
+            AttributeFigures(a, dict(g), fairness.summarize(g, min_group_size)) for a, g in sorted(groups.items())
         ],
         top_features=top,
-        explained=explained,
+        explained=sums.explained,
         explained_output=outputs.most_common(1)[0][0] if outputs else None,
         group_attributions=dict(group_attributions),
     )
@@ -176,7 +207,7 @@ BUCKET_WIDTHS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3
                  86_400, 7 * 86_400, 30 * 86_400)
 MAX_BUCKETS = 40
 #: The one group of a timeline without a sensitive attribute.
-ALL = "all decisions"
+ALL = ALL_DECISIONS
 
 
 @dataclass(frozen=True)
@@ -202,22 +233,31 @@ def bucket_width(first: float, last: float) -> float:
     return next((w for w in BUCKET_WIDTHS if span / w < MAX_BUCKETS), BUCKET_WIDTHS[-1])
 
 
+def buckets(first: float, last: float) -> tuple[float, float, int]:
+    """(start, width, number) of the time buckets covering `first` to `last` (Unix seconds)."""
+    width = bucket_width(first, last)
+    start = math.floor(first / width) * width
+    return start, width, int((last - start) // width) + 1
+
+
+def bucket_of(timestamp: float, start: float, width: float, n: int) -> int:
+    """The bucket of a decision at `timestamp` (see `buckets`); later ones count in the last."""
+    return min(int((timestamp - start) // width), n - 1)
+
+
 def timeline(records: Sequence[DecisionRecord], positive_label: Any, attribute: str | None,
              period: tuple[float, float] | None = None) -> Timeline:
     """Decisions and positive decisions per bucket (see `bucket_width`) for each group of `attribute`
     (records without that attribute left out), or for all records (group ``all decisions``) when
     `attribute` is None. The buckets cover `period` (Unix seconds, default the records' own)."""
-    first, last = period or (min(r.timestamp for r in records), max(r.timestamp for r in records))
-    width = bucket_width(first, last)
-    start = math.floor(first / width) * width
-    n = int((last - start) // width) + 1
+    start, width, n = buckets(*(period or (min(r.timestamp for r in records), max(r.timestamp for r in records))))
     decisions: dict[str, list[int]] = {}
     selected: dict[str, list[int]] = {}
     for r in records:
         group = ALL if attribute is None else r.groups.get(attribute)
         if group is None:
             continue
-        i = min(int((r.timestamp - start) // width), n - 1)
+        i = bucket_of(r.timestamp, start, width, n)
         decisions.setdefault(group, [0] * n)[i] += 1
         selected.setdefault(group, [0] * n)[i] += _is_positive(r.output, positive_label)
     return Timeline(attribute, start, width, dict(sorted(decisions.items())), dict(sorted(selected.items())))

@@ -43,6 +43,9 @@ from otel_rai.version import __version__
 #: there: a rate of two or three decisions says nothing.
 MIN_BUCKET_DECISIONS = 10
 
+#: (sensitive attribute or None, period in Unix seconds or None) -> the time buckets of a version's decisions.
+TimelineSource = Callable[[Any, Any], Timeline]
+
 
 @dataclass(frozen=True)
 class Page:
@@ -59,6 +62,15 @@ class Page:
     monitoring: MonitoringFigures | None = None
     #: The version's model records (docs/model-records.md); None when the report was not given them.
     model_records: Sequence[ModelRecord] | None = None
+    #: Where the time charts' counts come from when the page has figures but no records (a backend's SQL
+    #: aggregates): (attribute or None, period or None) -> the `Timeline` `figures.timeline` would give.
+    timeline_of: TimelineSource | None = None
+
+    def timeline(self, attribute: str | None, period: tuple[float, float] | None = None) -> Timeline:
+        """Decisions and positive decisions per time bucket (`otel_rai.report.figures.timeline`)."""
+        if self.timeline_of is not None:
+            return self.timeline_of(attribute, period)
+        return timeline(self.records, self.positive_label, attribute, period)
 
 
 Section = Callable[[Page], list[str]]
@@ -237,7 +249,7 @@ def timeline_section(page: Page) -> list[str]:
            + f". A group's selection rate is drawn for the buckets where it had at least {MIN_BUCKET_DECISIONS} "
            "decisions.</p>"]
     for attribute in attributes:
-        tl = timeline(page.records, page.positive_label, attribute)
+        tl = page.timeline(attribute)
         title = f"by {attribute}" if attribute is not None else "(all decisions)"
         out.append('<div class="charts">' + "".join(f"<figure>{c}</figure>"
                                                     for c in _time_charts(tl, title, page.positive_label)) + "</div>")
@@ -349,11 +361,10 @@ def comparison_section(pages: Sequence[Page]) -> list[str]:
         out.append("<figure>" + charts.bars(
             f"Selection rate by version and {attribute}", items, domain=(0.0, 1.0), css_class="version-rates",
             x_label="selection rate: positive decisions / decisions of the group (0–1)") + "</figure>")
-    everything = [r for p in pages for r in p.records]
-    period = (min(r.timestamp for r in everything), max(r.timestamp for r in everything))
+    period = (min(p.figures.first for p in pages), max(p.figures.last for p in pages))
     series, tl = [], None
     for p in pages:  # the same buckets for every version: those of the whole period
-        tl = timeline(p.records, p.positive_label, None, period)
+        tl = p.timeline(None, period)
         points = [(t + tl.width / 2, s / c) for t, c, s in zip(tl.starts(), tl.decisions[ALL], tl.selected[ALL])
                   if c >= MIN_BUCKET_DECISIONS]
         series.append(Series(p.figures.version, points, colours[p.figures.version]))
@@ -429,6 +440,45 @@ def render(
         monitoring = {next(iter(by_version.values()))[0].version: monitoring}
     pages = [_page(rs, alerts, positive_label, config, f"v{i}-" if several else "", monitoring or {}, model_records)
              for i, rs in enumerate(by_version.values())]
+    return _html(pages)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """One model version counted where its decisions are (a backend's SQL aggregates): its figures and
+    its time buckets, instead of its records."""
+
+    figures: Figures
+    timeline_of: TimelineSource
+
+
+def render_counted(
+    counted: Sequence[Counted],
+    *,
+    alerts: Iterable[FairnessAlert] = (),
+    positive_label: Any = 1,
+    config: FairnessConfig | None = None,
+    monitoring: Mapping[str, MonitoringFigures] | None = None,
+    model_records: Mapping[str, Sequence[ModelRecord]] | None = None,
+) -> str:
+    """The page `render` makes, from versions already counted (in the order they first decided)."""
+    config = config or FairnessConfig()
+    alerts = list(alerts)
+    several = len(counted) > 1
+    pages = []
+    for i, c in enumerate(sorted(counted, key=lambda c: c.figures.first)):
+        f = c.figures
+        mine = [a for a in alerts if (a.model, a.version) == (f.model, f.version)]
+        pages.append(Page((), f, mine, positive_label, config, f"v{i}-" if several else "",
+                          (monitoring or {}).get(f.version),
+                          None if model_records is None else model_records.get(f.version, ()), c.timeline_of))
+    if not pages:
+        figures([], positive_label, config.min_group_size)  # raises: no decisions to report
+    return _html(pages)
+
+
+def _html(pages: Sequence[Page]) -> str:
+    several = len(pages) > 1
     names = sorted({p.figures.model for p in pages})
     title = f"Fairness audit: {', '.join(names)} " + " and ".join(p.figures.version for p in pages)
     out = [

@@ -1,5 +1,5 @@
-"""Decision records for the report: from a query backend (with the local store's groups and outcomes),
-or from a JSON-lines file."""
+"""Decision records for the report: from a query backend (with the groups and outcomes of the local store,
+or of a backend that keeps them too: `KeepsRows`, ClickHouse), or from a JSON-lines file."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from otel_rai.errors import PREFIX, InputError
 from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.monitoring.alerts import MonitoringAlert
 from otel_rai.query import Backend, Decision, Query, decisions, find_spans
+from otel_rai.query.capabilities import KeepsRows, NamedSpans
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
 
@@ -48,10 +49,9 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
     outcomes.
     """
     found = list(decisions(q, backend))
-    alerts = [FairnessAlert.from_span(s.attributes, s.start_ns)
-              for s in find_spans(q, backend) if s.name == semconv.ALERT_SPAN]
+    alerts = alerts_of(backend, q)
     ids = [d.decision_id for d in found]
-    local = backend.store if isinstance(backend, Local) else None
+    local = backend.store if isinstance(backend, Local) else backend if isinstance(backend, KeepsRows) else None
     stored_groups = local.groups(ids) if local is not None else {}
     outcomes = local.outcomes(ids) if local is not None else {}
     records = [
@@ -93,14 +93,28 @@ def probabilities(d: Decision) -> list[float] | None:
 
 def monitoring(backend: Backend, q: Query) -> tuple[list[tuple[int, dict]], list[MonitoringAlert]]:
     """The drift snapshots ((time, histograms), oldest first) of `q`'s model version, from the local store
-    (a remote backend has none: they are never exported), and the quality and drift alerts `q` finds."""
+    or a backend that keeps them too (ClickHouse, when loaded with ``--include drift``; trace backends have
+    none: they are never exported), and the quality and drift alerts `q` finds."""
     snapshots = []
-    if isinstance(backend, Local) and q.model_version is not None:
-        snapshots = [(time_ns, histograms) for time_ns, name, histograms in backend.store.drift_snapshots(
+    keeper = backend.store if isinstance(backend, Local) else backend if isinstance(backend, KeepsRows) else None
+    if keeper is not None and q.model_version is not None:
+        snapshots = [(time_ns, histograms) for time_ns, name, histograms in keeper.drift_snapshots(
             q.model_version, q.model_name, q.start_ns, q.end_ns)]
+    names = (semconv.DRIFT_ALERT_SPAN, semconv.QUALITY_ALERT_SPAN)
+    spans = ([s for name in names for s in backend.named_spans(q, name)] if isinstance(backend, NamedSpans)
+             else [s for s in find_spans(q, backend) if s.name in names])
     alerts = [MonitoringAlert.from_span(span.name, dict(span.attributes), span.start_ns)
-              for span in find_spans(q, backend) if span.name in (semconv.DRIFT_ALERT_SPAN, semconv.QUALITY_ALERT_SPAN)]
+              for span in sorted(spans, key=lambda s: s.start_ns)]
     return snapshots, alerts
+
+
+def alerts_of(backend: Backend, q: Query) -> list[FairnessAlert]:
+    """The fairness alerts raised within `q` (read by name where the backend can)."""
+    spans = (backend.named_spans(q, semconv.ALERT_SPAN) if isinstance(backend, NamedSpans)
+             else (s for s in find_spans(q, backend) if s.name == semconv.ALERT_SPAN))
+    return [FairnessAlert.from_span(s.attributes, s.start_ns) for s in spans]
+
+
 def _attributions(d: Decision) -> dict[str, float]:
     """The decision's largest attributions (``ml.explanation.top``), by feature."""
     top = d.values.get(semconv.EXPLANATION_TOP)

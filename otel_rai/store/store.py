@@ -546,6 +546,14 @@ class Store:
         )
         return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
 
+    def outcome_records(self, decision_ids: Iterable[str]) -> dict[str, tuple[Any, int]]:
+        """{decision id: (ground truth, time recorded in Unix ns)} of the decisions with a recorded outcome."""
+        rows = self._connection().execute(
+            "SELECT decision_id, y_true, time_ns FROM outcomes WHERE decision_id IN (SELECT value FROM json_each(?))",
+            (json_text(sorted(set(decision_ids))),),
+        )
+        return {decision_id: (json.loads(y_true), time_ns) for decision_id, y_true, time_ns in rows}
+
     def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
         """(time, model name, histograms) of the drift monitor's snapshots of a model version in [start, end),
