@@ -26,3 +26,30 @@ def test_groups_digests_equal_the_digest_of_each_decision():
         expected = [local_rows.groups_digest(key, d, {a: v[i] for a, v in groups.items()}) for i, d in enumerate(ids)]
         assert local_rows.groups_digests(key, ids, groups) == expected
         assert local_rows.groups_digests(key, ids, groups) == expected  # again, from the caches
+
+
+def test_ids_drawn_ahead_are_well_formed_unique_and_not_inherited_by_a_forked_child():
+    import os
+    import re
+
+    from otel_rai.capture import scope
+
+    scope.draw_ids(5000)
+    ids = [i for _ in range(6000) for i in scope.new_ids(1)] + scope.new_ids(3) + scope.new_ids(0)
+    assert len(ids) == 6003 == len(set(ids))  # past the drawn ones too
+    assert all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+    scope.draw_ids(100)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        try:
+            os.write(write, "".join(i[12:] for _ in range(100) for i in scope.new_ids(1)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child = f.read()
+    os.waitpid(pid, 0)
+    parent = [i[12:] for _ in range(100) for i in scope.new_ids(1)]
+    assert len(child) == 2000
+    assert not set(parent) & {child[i : i + 20] for i in range(0, 2000, 20)}
