@@ -53,3 +53,52 @@ def test_ids_drawn_ahead_are_well_formed_unique_and_not_inherited_by_a_forked_ch
     parent = [i[12:] for _ in range(100) for i in scope.new_ids(1)]
     assert len(child) == 2000
     assert not set(parent) & {child[i : i + 20] for i in range(0, 2000, 20)}
+
+
+def test_a_window_fed_many_at_once_equals_one_fed_one_by_one():
+    from otel_rai.fairness.window import Window
+
+    rng = random.Random(7)
+    for _ in range(500):
+        kinds = rng.choice([2, 4])
+        spec = rng.choice([{"size": rng.randint(1, 30)}, {"seconds": rng.choice([1e-6, 1.0, 100.0])}])
+        one, many = Window(kinds, **spec), Window(kinds, **spec)
+        t = 0
+        for _ in range(rng.randint(1, 8)):
+            t += rng.randint(0, 2_000_000)
+            n = rng.randint(0, 70)
+            groups = [rng.choice("abcde") for _ in range(n)]
+            flags = [rng.randrange(kinds) for _ in range(n)]
+            for g, k in zip(groups, flags):
+                one.add(g, k, t)
+            many.add_many(groups, flags, t)
+            if rng.random() < 0.3:
+                assert one.expire(t) == many.expire(t)
+            assert list(one._entries) == list(many._entries)
+            assert one.counts == many.counts and one.newest_ns == many.newest_ns and len(one) == len(many)
+
+
+def test_the_decision_book_remembers_and_forgets_as_a_plain_ordered_map_would():
+    import collections
+
+    from otel_rai.fairness.outcomes import DecisionBook, Positive, Remembered
+
+    rng = random.Random(11)
+    for _ in range(300):
+        capacity = rng.randint(1, 40)
+        book, plain = DecisionBook(capacity), collections.OrderedDict()
+        for _ in range(rng.randint(1, 10)):
+            n = rng.randint(0, 60)
+            ids = [f"d{rng.randrange(120)}" for _ in range(n)]
+            names = rng.sample(["sex", "race", "sex&race"], rng.randint(1, 2))
+            groups = {a: [rng.choice("fmx") for _ in range(n)] for a in names}
+            predicted = [rng.random() < 0.5 for _ in range(n)]
+            truth = Positive(label=rng.choice([0, 1]))
+            book.remember(ids, "m", "1", groups, predicted, truth)
+            for i, d in enumerate(ids):
+                plain[d] = Remembered("m", "1", {a: groups[a][i] for a in names}, predicted[i], truth)
+            while len(plain) > capacity:
+                plain.popitem(last=False)
+            assert len(book) == len(plain)
+            for d in rng.sample(sorted(plain), min(3, len(plain))) + ["never"]:
+                assert book.pop(d) == plain.pop(d, None)

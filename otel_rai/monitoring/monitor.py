@@ -597,8 +597,7 @@ class QualityDriftMonitor:
         while self._book_size > self.config.max_remembered and self._book_order:
             oldest = self._book_order.popleft()
             self._book_size -= len(oldest)
-            for decision_id in oldest:
-                self._book.pop(decision_id, None)
+            collections.deque(map(self._book.pop, oldest, repeat(None)), maxlen=0)  # forgotten, in C
 
     # --- reading calls --------------------------------------------------------------------------------
 
