@@ -102,3 +102,20 @@ def test_the_decision_book_remembers_and_forgets_as_a_plain_ordered_map_would():
             assert len(book) == len(plain)
             for d in rng.sample(sorted(plain), min(3, len(plain))) + ["never"]:
                 assert book.pop(d) == plain.pop(d, None)
+
+
+def test_plain_attributes_are_copies_with_tuples_as_lists():
+    import collections
+
+    from otel_rai.codec.sdk import _plain
+
+    pair = collections.namedtuple("pair", "a b")
+    rng = random.Random(3)
+    pool = ["s", 1, 2.5, True, [1, 2], ["a"], (1, 2), ("x",), pair(1, 2), (), []]
+    for _ in range(2000):
+        attributes = {f"k{i}": rng.choice(pool) for i in range(rng.randint(0, 8))}
+        expected = {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()}
+        got = _plain(attributes)
+        assert got == expected and got is not attributes
+        assert all(type(got[k]) is type(expected[k]) for k in got)
+    assert _plain(None) == {}
