@@ -616,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
     parser.add_argument("--before", metavar="REF", help="also run the scenarios on git REF, each tree in its own "
                         "process, alternating, and print both columns")
+    parser.add_argument("--after", metavar="REF",
+                        help="with --before: compare with git REF instead of the working tree")
     parser.add_argument("--repeat", type=int, default=2, help="with --before: runs of each tree (alternating)")
     args = parser.parse_args(argv)
     if args.before:
@@ -651,11 +653,8 @@ def compare(args: argparse.Namespace) -> int:
     that tree's otel_rai (the benchmark code is this one for both), alternating runs; write both columns."""
     root = Path(__file__).resolve().parents[1]
     scratch = Path(tempfile.mkdtemp(prefix="otel-rai-bench-before-"))
-    before = scratch / "tree"
-    before.mkdir()
-    archive = subprocess.run(["git", "-C", str(root), "archive", args.before], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
-    trees = {"before": before, "after": root}
+    trees = {"before": _checkout(root, args.before, scratch / "before"),
+             "after": root if args.after is None else _checkout(root, args.after, scratch / "after")}
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     try:
         for i in range(args.repeat):
@@ -673,7 +672,8 @@ def compare(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     table = _merge(runs)
-    lines = [f"before = {args.before}, after = the working tree; median of {args.repeat} alternating runs each; "
+    lines = [f"before = {args.before}, after = {args.after or 'the working tree'}; "
+             f"median of {args.repeat} alternating runs each; "
              f"load average at the end {os.getloadavg()}", "",
              "| case | metric | before | after | target | pass (after) |", "|---|---|---|---|---|---|"]
     for (case, metric), cell in table.items():
@@ -686,6 +686,14 @@ def compare(args: argparse.Namespace) -> int:
         {"case": c, "metric": m, **cell} for (c, m), cell in table.items()]}, indent=2, default=float))
     out.with_suffix(".md").write_text(text + "\n")
     return 0 if all(cell["pass"] != "FAIL" for cell in table.values()) else 1
+
+
+def _checkout(root: Path, ref: str, into: Path) -> Path:
+    """The tree of git `ref` in directory `into` (``git archive``: no worktree to clean up)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 def _cell(values: list[float]) -> str:
