@@ -119,3 +119,44 @@ def test_plain_attributes_are_copies_with_tuples_as_lists():
         assert got == expected and got is not attributes
         assert all(type(got[k]) is type(expected[k]) for k in got)
     assert _plain(None) == {}
+
+
+def test_the_compact_encoder_writes_what_json_writes():
+    import json
+    import math
+
+    from otel_rai.codec import compact
+
+    rng = random.Random(5)
+
+    def value(depth: int = 0):
+        kind = rng.randrange(9 if depth < 3 else 6)
+        if kind == 0:
+            return _text(rng, 30)
+        if kind == 1:
+            return rng.choice([0, 1, -1, 2**63 - 1, -(2**63), 2**80, True, False, None])
+        if kind == 2:
+            return rng.choice([0.0, -0.0, 1e-300, 1.5e300, math.pi, float("nan"), float("inf"), -float("inf")])
+        if kind in (3, 4, 5):
+            return rng.random() * 10 ** rng.randint(-10, 10)
+        if kind in (6, 7):
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        return {_text(rng, 8): value(depth + 1) for _ in range(rng.randint(0, 5))}
+
+    for sort_keys in (False, True):
+        fast = compact.encoder(sort_keys=sort_keys)
+        plain = json.JSONEncoder(sort_keys=sort_keys, ensure_ascii=True, separators=(",", ":")).encode
+        for _ in range(3000):
+            v = value()
+            assert fast(v) == plain(v)
+        for bad in ({"a": object()}, [1, {2, 3}], {(1, 2): 1}):
+            try:
+                plain(bad)
+            except TypeError as exc:
+                expected = str(exc)
+            try:
+                fast(bad)
+            except TypeError as exc:
+                assert str(exc) == expected
+            else:
+                raise AssertionError("no TypeError")
