@@ -93,7 +93,8 @@ def test_the_decision_book_remembers_and_forgets_as_a_plain_ordered_map_would():
             names = rng.sample(["sex", "race", "sex&race"], rng.randint(1, 2))
             groups = {a: [rng.choice("fmx") for _ in range(n)] for a in names}
             predicted = [rng.random() < 0.5 for _ in range(n)]
-            truth = Positive(label=rng.choice([0, 1]))
+            truth = rng.choice([Positive(label=rng.choice([0, 1, True, 1.0, "yes"])), Positive(threshold=0.5),
+                                Positive(label=[1])])  # a list label cannot be hashed
             book.remember(ids, "m", "1", groups, predicted, truth)
             for i, d in enumerate(ids):
                 plain[d] = Remembered("m", "1", {a: groups[a][i] for a in names}, predicted[i], truth)
@@ -101,7 +102,23 @@ def test_the_decision_book_remembers_and_forgets_as_a_plain_ordered_map_would():
                 plain.popitem(last=False)
             assert len(book) == len(plain)
             for d in rng.sample(sorted(plain), min(3, len(plain))) + ["never"]:
-                assert book.pop(d) == plain.pop(d, None)
+                got, expected = book.pop(d), plain.pop(d, None)
+                assert got == expected
+                if got is not None:  # the same truth, type and all (1 == True == 1.0)
+                    assert type(got.truth.label) is type(expected.truth.label)
+
+
+def test_book_entries_are_left_untracked_by_the_garbage_collector():
+    import gc
+
+    from otel_rai.fairness.outcomes import DecisionBook, Positive
+
+    book = DecisionBook(1000)
+    book.remember([f"d{i}" for i in range(500)], "m", "1", {"sex": ["f"] * 500, "race": ["a"] * 500},
+                  [True] * 500, Positive(label=1))
+    gc.collect()  # untracks the inner tuples (the labels); the entries holding them, at the next pass
+    gc.collect()
+    assert not any(gc.is_tracked(entry) for entry in book._entries.values())
 
 
 def test_plain_attributes_are_copies_with_tuples_as_lists():
