@@ -468,9 +468,9 @@ def _honest(quick: bool) -> list[Row]:
     other_rounds = 5 if quick else 7  # HGB and the pipeline: reported, not gated; a pipeline call takes ms
     models = _honest_models()
     cases = [("lr", False), ("lr", True), ("hgb", False), ("hgb", True), ("pipeline", True)]
-    # OTEL_RAI_BENCH_CASES=hgb/store/explain=on,...: only these (a focused rerun); the steady state and
+    # BENCH_CASES=hgb/store/explain=on,...: only these (a focused rerun); the steady state and
     # batch rows then run only if named ("steady", "batch").
-    only = set(filter(None, os.environ.get("OTEL_RAI_BENCH_CASES", "").split(",")))
+    only = set(filter(None, os.environ.get("BENCH_CASES", "").split(",")))
     rows = []
     for sink_name, sink in HONEST_SINKS.items():
         for model_name, explain in cases:
