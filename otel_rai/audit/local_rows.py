@@ -31,11 +31,16 @@ def local_key(key: HashKey) -> bytes:
     return hmac.new(key.secret, b"otel-rai.local-rows.v1", hashlib.sha256).digest()
 
 
+def _field(field: str) -> bytes:
+    """One field as it is hashed: length-prefixed, so that no two field lists encode alike."""
+    data = field.encode("utf-8", "surrogatepass")
+    return len(data).to_bytes(8, "little") + data
+
+
 def _digest(key: bytes, person: bytes, fields: Sequence[str]) -> str:
     h = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES, person=person)
-    for field in fields:  # length-prefixed: no two field lists encode alike
-        data = field.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "little") + data)
+    for field in fields:
+        h.update(_field(field))
     return h.hexdigest()
 
 
@@ -47,10 +52,37 @@ def groups_digest(key: bytes, decision_id: str, groups: Mapping[str, str]) -> st
     return _digest(key, b"otel-rai.groups", fields)
 
 
+#: The keyed hash state before any field, per key: copying it is cheaper than keying a new one.
+_GROUPS_STATES: dict[bytes, Any] = {}
+#: The encoded (attribute, group) fields of a decision's groups, per combination seen (they are few).
+_GROUPS_TAILS: dict[tuple[str, ...], bytes] = {}
+#: Entries each cache holds before it is emptied: bounds a pathological caller, not the usual one.
+_MAX_CACHED = 4096
+
+
 def groups_digests(key: bytes, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> list[str]:
-    """`groups_digest` of each decision of a call ({attribute: one group per row})."""
+    """`groups_digest` of each decision of a call ({attribute: one group per row}), the same digests,
+    with the keyed state and the encoded groups reused across rows and calls."""
+    state = _GROUPS_STATES.get(key)
+    if state is None:
+        if len(_GROUPS_STATES) > _MAX_CACHED:
+            _GROUPS_STATES.clear()
+        state = _GROUPS_STATES[key] = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES, person=b"otel-rai.groups")
     names = sorted(groups)
-    return [groups_digest(key, decision_id, {a: groups[a][i] for a in names}) for i, decision_id in enumerate(ids)]
+    columns = [groups[a] for a in names]
+    out = []
+    for i, decision_id in enumerate(ids):
+        combination = (*names, *(column[i] for column in columns))
+        tail = _GROUPS_TAILS.get(combination)
+        if tail is None:
+            if len(_GROUPS_TAILS) > _MAX_CACHED:
+                _GROUPS_TAILS.clear()
+            tail = _GROUPS_TAILS[combination] = b"".join(
+                _field(a) + _field(column[i]) for a, column in zip(names, columns))
+        h = state.copy()
+        h.update(_field(decision_id) + tail)
+        out.append(h.hexdigest())
+    return out
 
 
 def outcome_value(y_true: Any) -> str:

@@ -23,6 +23,7 @@ from opentelemetry import trace
 from otel_rai import _fork
 from otel_rai.audit import spans
 from otel_rai.capture.recorder import DecisionCall
+from otel_rai.capture.scope import draw_ids
 from otel_rai.explanations import record as explanations
 from otel_rai.settings import Settings
 
@@ -186,6 +187,7 @@ class AuditWorker:
 
     def _process(self, batch: list[Work]) -> None:
         counters = self._counters
+        draw_ids()  # the callers' next decision ids, drawn here rather than in their calls
         try:
             explanations.attach(batch, self._settings, counters.fail)
         except Exception as exc:

@@ -6,6 +6,7 @@ on the hot path (`current`). Decision ids are made here too (`new_ids`).
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import os
 import time
@@ -141,14 +142,38 @@ def _checked_groups(groups: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
+#: The random parts (20 hex digits) of single-row decision ids, drawn ahead from ``os.urandom`` by the
+#: audit worker (`draw_ids`): a caller pops one instead of making a system call of its own, which also
+#: released the interpreter lock to the worker in the middle of the caller's call.
+_NOISE: collections.deque[str] = collections.deque()
+#: How many random parts `draw_ids` keeps ready: more than the single-row calls of a worker cycle.
+NOISE_AHEAD = 2048
+# A forked child must not hand out its parent's random parts again: the ids would repeat.
+os.register_at_fork(after_in_child=_NOISE.clear)
+
+
 def new_ids(n: int) -> list[str]:
     """`n` decision ids: 32 hex digits, a 48-bit Unix millisecond time then 80 random bits.
 
     Time-ordered like UUIDv7, so ids sort by decision time and append to the store's index.
     """
     stamp = f"{time.time_ns() // 1_000_000:012x}"
+    if n == 1:
+        try:
+            return [stamp + _NOISE.pop()]
+        except IndexError:  # none drawn ahead (no worker yet, or callers outran it)
+            pass
     noise = os.urandom(10 * n).hex()
     return [stamp + noise[i : i + 20] for i in range(0, 20 * n, 20)]
+
+
+def draw_ids(ahead: int = NOISE_AHEAD) -> None:
+    """Draw the random parts of the next `ahead` single-row decision ids in one system call (the audit
+    worker, once a cycle). Each is used once: `new_ids` pops it."""
+    missing = ahead - len(_NOISE)
+    if missing > 0:
+        noise = os.urandom(10 * missing).hex()
+        _NOISE.extend([noise[i : i + 20] for i in range(0, 20 * missing, 20)])
 
 
 def _is_missing(value: Any) -> bool:

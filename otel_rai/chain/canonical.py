@@ -15,6 +15,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from otel_rai import semconv
+from otel_rai.codec import compact
 from otel_rai.codec.records import SpanRecord
 
 VERSION = b"otel-rai.chain.v1"
@@ -23,8 +24,8 @@ GENESIS = "0" * 64
 TIME_TOLERANCE_US = 1
 
 _UNHASHED = frozenset({semconv.AUDIT_RECORD_HASH, semconv.CHECKPOINT_SIGNATURE})
-#: Compact, key-sorted, ASCII JSON; one encoder, reused (json.dumps would build one per call).
-_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+#: Compact, key-sorted, ASCII JSON; one encoder, built once (`compact`).
+_CANONICAL_JSON = compact.encoder(sort_keys=True)
 _HASHED: dict[str, bool] = {}  # attribute name -> hashed_attribute(name)
 #: Names `_HASHED` holds before it is emptied: names are few, so this only bounds a pathological caller.
 _MAX_HASHED_NAMES = 10_000
@@ -100,7 +101,7 @@ def canonical_body(
                 covered[k] = _value(v)
     fields = [name, trace_id.lower(), span_id.lower(), (parent_span_id or "").lower(), int(status_code),
               status_message or "", covered]
-    return _CANONICAL_JSON.encode(fields).encode("ascii")
+    return _CANONICAL_JSON(fields).encode("ascii")
 
 
 def digest(body: bytes, start_us: int, end_us: int) -> str:

@@ -16,8 +16,16 @@ from otel_rai.codec.records import ERROR, SpanRecord
 _KIND_OFFSET = 1
 
 
+#: Attribute value types that `_plain` keeps as they are (the audit spans' attributes are all of these).
+_PLAIN_TYPES = frozenset({str, bool, int, float, list})
+
+
 def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in (attributes or {}).items()}
+    if not attributes:
+        return {}
+    if _PLAIN_TYPES.issuperset(map(type, attributes.values())):  # no tuple: a copy, made in C
+        return dict(attributes)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()}
 
 
 #: id(Resource) -> (the Resource, kept alive so that its id stays unique; its attributes as a dict).

@@ -14,6 +14,7 @@ import logging
 import time
 import weakref
 from datetime import timedelta
+from itertools import repeat
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
@@ -209,10 +210,8 @@ class FairnessMonitor:
             counts = self._decision_counts
             for attribute, labels in groups.items():
                 key = (name, version, attribute)
-                window = self._track(key).decisions
-                for group, flag in zip(labels, predicted):
-                    window.add(group, flag, call.end_ns)
-                    counts[(key, group, flag)] += 1
+                self._track(key).decisions.add_many(labels, predicted, call.end_ns)
+                counts.update(zip(repeat(key), labels, predicted))  # counted in C
                 self._dirty.add(key)
             self._book.remember(call.ids, name, version, groups, predicted, self.rule.truth_for(call))
         except Exception as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import _fork, semconv, settings
+from otel_rai.codec import compact
 from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.text import text_of
 from otel_rai.errors import StoreError
@@ -56,7 +57,7 @@ def location(store: str | os.PathLike[str] | bool | None, *, default: bool) -> P
 
 #: The JSON of every stored value: one encoder, not one a call. ASCII, so that no string can fail the
 #: write (a lone surrogate, which UTF-8 cannot encode, is written as its JSON escape).
-json_text = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+json_text = compact.encoder()
 
 
 def _extra(r: SpanRecord) -> str | None:
