@@ -12,14 +12,13 @@ from __future__ import annotations
 import collections
 import logging
 import time
-import weakref
 from datetime import timedelta
 from itertools import repeat
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import Observation
 from opentelemetry.trace import SpanKind
 
 from otel_rai import _fork, semconv
@@ -30,10 +29,10 @@ from otel_rai.errors import UnknownDecision
 from otel_rai.fairness import metrics as fairness
 from otel_rai.fairness.alerts import Alerter, Rule
 from otel_rai.fairness.groups import GroupResolver, SensitiveAttribute
+from otel_rai.fairness.instruments import SessionInstruments
 from otel_rai.fairness.outcomes import DecisionBook, DecisionJournal, OutcomeLookup, OutcomeRule, Remembered
 from otel_rai.fairness.window import Window
 from otel_rai.settings import FairnessConfig
-from otel_rai.version import __version__
 
 _log = logging.getLogger(__name__)
 
@@ -77,9 +76,8 @@ _PER_GROUP = (semconv.METRIC_SELECTION_RATE, semconv.METRIC_TRUE_POSITIVE_RATE, 
 Published = Mapping[Key, tuple[int, Mapping[str, list[Observation]]]]
 
 
-class _Instruments:
-    """The instruments of one meter provider. Created once per provider (the SDK would hand back the
-    first gauges, callbacks and all, to a second session); each session attaches itself as `source`."""
+class _Instruments(SessionInstruments):
+    """The fairness instruments of one meter provider; each session attaches itself as `source`."""
 
     def __init__(self, meter: metrics.Meter) -> None:
         self.decisions = meter.create_counter(
@@ -90,26 +88,7 @@ class _Instruments:
             description="Decisions with a recorded ground truth, per group, predicted and true outcome")
         self.alerts = meter.create_counter(
             semconv.METRIC_ALERT, unit="{alert}", description="Fairness threshold crossings into violation")
-        self.source: Callable[[str], Iterable[Observation]] | None = None
-        for name, description in _GAUGES.items():
-            meter.create_observable_gauge(name, callbacks=[self._callback(name)], unit="1", description=description)
-
-    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            source = self.source
-            return source(name) if source is not None else ()
-
-        return observe
-
-
-_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-
-
-def _instruments_of(provider: metrics.MeterProvider) -> _Instruments:
-    instruments = _instruments.get(provider)
-    if instruments is None:
-        instruments = _instruments[provider] = _Instruments(provider.get_meter(semconv.SCOPE, __version__))
-    return instruments
+        super().__init__(meter, _GAUGES, {})
 
 
 # --- the monitor ---------------------------------------------------------------------------------
@@ -159,7 +138,7 @@ class FairnessMonitor:
         self._groups = GroupResolver(attributes, config.max_groups)
         self._on_failure = on_failure
         self._tracer = tracer
-        self._instruments = _instruments_of(meter_provider)
+        self._instruments = _Instruments.of(meter_provider)
         self._attrs: dict[tuple, dict[str, str]] = {}
         self._warned: set[tuple[str, str]] = set()
         window = config.window

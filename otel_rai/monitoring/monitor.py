@@ -31,7 +31,6 @@ import collections
 import itertools
 import logging
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from itertools import repeat
@@ -39,13 +38,14 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import Observation
 from sklearn.base import is_regressor
 
 from otel_rai import _fork, semconv
 from otel_rai.capture import models
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.fairness.groups import GroupResolver, SensitiveAttribute
+from otel_rai.fairness.instruments import SessionInstruments
 from otel_rai.fairness.outcomes import OutcomeRule
 from otel_rai.monitoring import estimate, quality, snapshot
 from otel_rai.monitoring import profile as profiles
@@ -56,7 +56,6 @@ from otel_rai.monitoring.profile import Binner, Profile
 from otel_rai.monitoring.quality import Classes, ClassificationCounts, RegressionCounts
 from otel_rai.monitoring.reference import FitSamples, Layout, Outputs
 from otel_rai.settings import FairnessConfig, MonitoringConfig
-from otel_rai.version import __version__
 
 _log = logging.getLogger(__name__)
 
@@ -119,8 +118,8 @@ _GAUGES = {
 _UNITS = {semconv.METRIC_QUALITY_DECISIONS: "{decision}"}
 
 
-class _Instruments:
-    """The instruments of one meter provider; each session attaches itself as `source`."""
+class _Instruments(SessionInstruments):
+    """The quality and drift instruments of one meter provider; each session attaches itself as `source`."""
 
     def __init__(self, meter: metrics.Meter) -> None:
         self.labels = meter.create_counter(semconv.METRIC_QUALITY_LABELS, unit="{label}",
@@ -134,27 +133,7 @@ class _Instruments:
             "drift": meter.create_counter(semconv.METRIC_DRIFT_ALERT, unit="{alert}",
                                           description="Feature PSI crossings above the threshold"),
         }
-        self.source: Callable[[str], Iterable[Observation]] | None = None
-        for name, description in _GAUGES.items():
-            meter.create_observable_gauge(name, callbacks=[self._callback(name)], unit=_UNITS.get(name, "1"),
-                                          description=description)
-
-    def _callback(self, name: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
-        def observe(options: CallbackOptions) -> Iterable[Observation]:
-            source = self.source
-            return source(name) if source is not None else ()
-
-        return observe
-
-
-_instruments: weakref.WeakKeyDictionary[Any, _Instruments] = weakref.WeakKeyDictionary()
-
-
-def _instruments_of(provider: metrics.MeterProvider) -> _Instruments:
-    found = _instruments.get(provider)
-    if found is None:
-        found = _instruments[provider] = _Instruments(provider.get_meter(semconv.SCOPE, __version__))
-    return found
+        super().__init__(meter, _GAUGES, _UNITS)
 
 
 # --- rows ---------------------------------------------------------------------------------------------
@@ -349,7 +328,7 @@ class QualityDriftMonitor:
         self._tracer = tracer
         self._on_failure = on_failure
         self._allowlist = frozenset(allowlist)
-        self._instruments = _instruments_of(meter_provider)
+        self._instruments = _Instruments.of(meter_provider)
         self.fit_samples = FitSamples(config)
         self._warned: set[tuple[str, ...]] = set()
         self._reset()
