@@ -116,7 +116,9 @@ SINKS = {"memory": memory_sink, "rotel": rotel_sink}
 # --- models -----------------------------------------------------------------------------------------
 
 
-def _models() -> dict[str, tuple[Any, Any]]:
+def _fitted() -> tuple[np.ndarray, pd.DataFrame, Any, Any, Any]:
+    """The scenarios' data and models: X (20 features), the pipeline's frame, then LR (20 features), HGB
+    (100 iterations) and the ColumnTransformer pipeline, fitted on them."""
     X, y = make_classification(5000, 20, random_state=0)
     lr = LogisticRegression(max_iter=500).fit(X, y)
     hgb = HistGradientBoostingClassifier(max_iter=100, early_stopping=False).fit(X, y)
@@ -129,6 +131,11 @@ def _models() -> dict[str, tuple[Any, Any]]:
                            ("cat", OneHotEncoder(handle_unknown="ignore"), ["region", "home"])]),
         LogisticRegression(max_iter=500),
     ).fit(frame, y)
+    return X, frame, lr, hgb, pipe
+
+
+def _models() -> dict[str, tuple[Any, Any]]:
+    X, frame, lr, hgb, pipe = _fitted()
     # A background for the explanations that need one (linear models, also inside the pipeline).
     otel_rai.register_model(lr, background=X[:1000])
     otel_rai.register_model(pipe, background=frame.head(1000))
@@ -343,18 +350,7 @@ HONEST_SINKS = {"store": _store_home, "rotel": _rotel_endpoint}
 def _honest_models() -> dict[str, tuple[Any, Any]]:
     """LR (20 features), HGB (100 iterations) and the ColumnTransformer pipeline, registered with a
     background (explanations) and a reference (drift monitoring), as a user would."""
-    X, y = make_classification(5000, 20, random_state=0)
-    lr = LogisticRegression(max_iter=500).fit(X, y)
-    hgb = HistGradientBoostingClassifier(max_iter=100, early_stopping=False).fit(X, y)
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(X[:, :6], columns=[f"n{i}" for i in range(6)])
-    frame["region"] = rng.choice(["north", "south", "east", "west"], len(frame))
-    frame["home"] = rng.choice(["rent", "own"], len(frame))
-    pipe = make_pipeline(
-        ColumnTransformer([("num", StandardScaler(), [f"n{i}" for i in range(6)]),
-                           ("cat", OneHotEncoder(handle_unknown="ignore"), ["region", "home"])]),
-        LogisticRegression(max_iter=500),
-    ).fit(frame, y)
+    X, frame, lr, hgb, pipe = _fitted()
     otel_rai.register_model(lr, name="lr", version="1", background=X[:1000], reference=X)
     otel_rai.register_model(hgb, name="hgb", version="1", reference=X)
     otel_rai.register_model(pipe, name="pipeline", version="1", background=frame.head(1000), reference=frame)
