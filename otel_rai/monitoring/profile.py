@@ -303,6 +303,17 @@ def _block_plan(width: int, numeric_at: tuple[int, ...], categorical_at: tuple[i
     return plans[0], plans[1]
 
 
+def _put_block(values: np.ndarray, numeric: tuple[Columns, Columns] | None, categorical: tuple[Columns, Columns] | None,
+               num: np.ndarray, cat: np.ndarray) -> None:
+    """Copy a 2-D block (a row per column, as pandas keeps them) into the matrices, by its plan."""
+    if numeric is not None:
+        part = values[numeric[0]]
+        num[:, numeric[1]] = (part if part.dtype.kind in "iuf" else
+                              np.array([as_float(c) for c in part]).reshape(part.shape)).T
+    if categorical is not None:
+        cat[:, categorical[1]] = values[categorical[0]].T
+
+
 def _block_matrices(df: Any, numeric_at: Sequence[int],
                     categorical_at: Sequence[int]) -> tuple[np.ndarray, np.ndarray] | None:
     """The matrices read from the DataFrame's blocks (its columns grouped by dtype) without building a Series
@@ -322,12 +333,7 @@ def _block_matrices(df: Any, numeric_at: Sequence[int],
         if not isinstance(values, np.ndarray) and getattr(values, "ndim", 1) == 2:
             values = np.asarray(values, dtype=object)  # a 2-D extension block (datetimes)
         if isinstance(values, np.ndarray) and values.ndim == 2:
-            if numeric is not None:
-                part = values[numeric[0]]
-                num[:, numeric[1]] = (part if part.dtype.kind in "iuf" else
-                                      np.array([as_float(c) for c in part]).reshape(part.shape)).T
-            if categorical is not None:
-                cat[:, categorical[1]] = values[categorical[0]].T
+            _put_block(values, numeric, categorical, num, cat)
         elif len(locs) == 1:  # an extension array: one column
             if numeric is not None:
                 num[:, numeric[1]] = values.to_numpy(dtype=np.float64, na_value=np.nan)[:, None]
@@ -367,13 +373,7 @@ def read_frames(frames: Sequence[Any], numeric_at: Sequence[int],
             continue
         parts = [blocks[b][1] for blocks in layouts]
         if all(isinstance(v, np.ndarray) and v.ndim == 2 for v in parts):
-            values = np.concatenate(parts, axis=1)
-            if numeric is not None:
-                part = values[numeric[0]]
-                num[:, numeric[1]] = (part if part.dtype.kind in "iuf" else
-                                      np.array([as_float(c) for c in part]).reshape(part.shape)).T
-            if categorical is not None:
-                cat[:, categorical[1]] = values[categorical[0]].T
+            _put_block(np.concatenate(parts, axis=1), numeric, categorical, num, cat)
         elif all(getattr(v, "ndim", 0) == 1 for v in parts):  # extension arrays: one column each
             if numeric is not None:
                 num[:, numeric[1]] = np.concatenate(
