@@ -340,6 +340,38 @@ def test_record_outcome_paths(meter):
         otel_rai.record_outcome("D1", [1, 0])
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_outcomes_interleaved_with_their_decisions_in_one_cycle(meter, seed):
+    """The audit worker builds a cycle's spans stage by stage over runs of calls; a task (an outcome) still
+    runs after every call queued before it. Outcomes recorded right after their decisions, in random runs
+    within one worker cycle, are all counted against the remembered decisions (none looked up, none lost)."""
+    X, y = applicants(300, seed=seed)
+    instrumented(sensitive_features=["sex"], meter_provider=meter.provider,
+                 fairness=otel_rai.FairnessConfig(min_group_size=1, window=10_000))
+    model = blind_model(X, y)
+    rng = np.random.default_rng(seed)
+    y_pred, start = [], 0
+    while start < len(X):
+        stop = min(len(X), start + int(rng.integers(1, 6)))
+        ids = []
+        for i in range(start, stop):  # a run of single-row calls, then their outcomes
+            with otel_rai.decisions() as d:
+                y_pred.extend(model.predict(X.iloc[i : i + 1]))
+            ids.extend(d.ids)
+        for decision_id, truth in zip(ids, y[start:stop]):
+            otel_rai.record_outcome(decision_id, truth)
+        start = stop
+    result = otel_rai.flush()
+    assert result.complete and "outcome" not in result.failures, result
+    y_pred = np.asarray(y_pred)
+    outcomes = {(a[semconv.FAIRNESS_GROUP], a[semconv.OUTCOME], a[semconv.TRUE_OUTCOME]): v
+                for a, v in meter.points(semconv.METRIC_OUTCOMES)}
+    truth = lambda v: "positive" if v else "negative"  # noqa: E731
+    assert outcomes == collections_counter(zip(X.sex, map(truth, y_pred), map(truth, y)))
+    assert_close({m: meter.one(m, attribute="sex", version="2.0") for m in fairlearn_figures(y, y_pred, X.sex)},
+                 fairlearn_figures(y, y_pred, X.sex))
+
+
 def collections_counter(items):
     out: dict = {}
     for item in items:

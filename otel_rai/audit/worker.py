@@ -193,31 +193,18 @@ class AuditWorker:
         except Exception as exc:
             counters.fail("explain", exc)
         spans.hash_inputs(batch, self._settings)
-        for call in batch:
-            if not isinstance(call, DecisionCall):
-                try:
-                    call()
-                except Exception as exc:
-                    counters.fail("task", exc)
+        run: list[DecisionCall] = []  # consecutive calls: a task runs after the calls before it
+        for work in batch:
+            if isinstance(work, DecisionCall):
+                run.append(work)
                 continue
-            for prepare in self._prepare_hooks:
-                try:
-                    prepare(call)
-                except Exception as exc:
-                    counters.fail("prepare", exc)
+            self._record(run)
+            run = []
             try:
-                counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
-                counters.decisions += len(call.ids)
+                work()
             except Exception as exc:
-                counters.fail("span", exc)
-                counters.dropped += 1
-                if call.receipt is not None:
-                    call.receipt.settle(False)
-            for observe in self._call_hooks:
-                try:
-                    observe(call)
-                except Exception as exc:
-                    counters.fail("observe", exc)
+                counters.fail("task", exc)
+        self._record(run)
         for hook in self._cycle_hooks:
             try:
                 hook()
@@ -239,6 +226,33 @@ class AuditWorker:
             receipt = getattr(call, "receipt", None)
             if receipt is not None:
                 receipt.settle(committed and not (rejected and rejected.intersection(call.ids)))
+
+    def _record(self, calls: list[DecisionCall]) -> None:
+        """The spans and hooks of consecutive calls, one stage at a time over all of them rather than one
+        call at a time: each stage's code and data stay warm in the CPU's caches, which takes about a
+        sixth off the worker's CPU per decision (bench/RESULTS.md)."""
+        counters = self._counters
+        for prepare in self._prepare_hooks:
+            for call in calls:
+                try:
+                    prepare(call)
+                except Exception as exc:
+                    counters.fail("prepare", exc)
+        for call in calls:
+            try:
+                counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
+                counters.decisions += len(call.ids)
+            except Exception as exc:
+                counters.fail("span", exc)
+                counters.dropped += 1
+                if call.receipt is not None:
+                    call.receipt.settle(False)
+        for observe in self._call_hooks:
+            for call in calls:
+                try:
+                    observe(call)
+                except Exception as exc:
+                    counters.fail("observe", exc)
 
     def pending(self) -> int:
         """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""

@@ -644,7 +644,9 @@ class QualityDriftMonitor:
             resolved: dict[tuple, dict[str, list[str]]] = {}  # single rows: groups by (values read, given)
             for (call, _, layout), offset in zip(accepted, offsets.tolist()):
                 key = None
-                if raw is not None and layout is not None and bins[offset, 0] != _NOT_BINNED:
+                if call.group_labels is not None:  # resolved once for the call, by the fairness monitor
+                    groups = call.group_labels
+                elif raw is not None and layout is not None and bins[offset, 0] != _NOT_BINNED:
                     n = len(call.ids)
                     if n == 1:
                         key = _single_row_key(raw[offset], call.groups)
