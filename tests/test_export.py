@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -75,6 +76,25 @@ def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
     assert [o for c in chunks for o in c[semconv.OUTPUTS]] == out.tolist()
     assert len({i for c in chunks for i in c[semconv.DECISION_IDS]}) == len(big)
     otel_rai.uninstrument()  # while the backend is up, so that the closing checkpoint is delivered
+
+
+def test_flush_returns_once_the_export_has_caught_up_not_at_the_next_poll(receiver, rotel, monkeypatch):
+    """A flush waits for the delivered spans to leave the outbox. The export deletes them when it finds
+    nothing more to send, and says so: with the flush's re-read of the queue pushed past its timeout, every
+    flush of a run of calls returns long before it (it once waited a 50 ms poll per flush)."""
+    from otel_rai.sinks import otlp
+
+    monkeypatch.setattr(otlp, "_FLUSH_POLL", 60.0)
+    otel_rai.instrument(endpoint=rotel.grpc_endpoint, hash_key=KEY)
+    model = _model()
+    started = time.monotonic()
+    for i in range(5):
+        model.predict(X[i : i + 10])
+        assert otel_rai.flush(30).complete
+    # Not a performance bound: a flush that waits for the poll takes 60 s, or its whole timeout.
+    assert time.monotonic() - started < 30, "the flushes waited for the poll"
+    assert len(receiver.wait_for_spans(6)) >= 6  # five decision spans and the model's record
+    otel_rai.uninstrument()
 
 
 def test_bad_export_configuration_is_a_clear_error():

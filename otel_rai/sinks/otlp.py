@@ -199,6 +199,8 @@ class Exporter:
             if not batch:
                 if self._closed:
                     return
+                with self._delivered:  # taking nothing may have deleted what was delivered: a flush waits for that
+                    self._delivered.notify_all()
                 self._sleep(self._poll)
                 continue
             if self._export(batch):
