@@ -2,7 +2,7 @@
 
     python bench/run.py            # full run (about 10 minutes on 2 cores)
     python bench/run.py --quick    # shorter runs, same scenarios
-    python bench/run.py --only single,batch       # of: single, batch, sustained, explain, memory, store, honest
+    python bench/run.py --only single,batch       # of: single, batch, sustained, explain, memory, store, honest, budget
     python bench/run.py --only honest --before b516cef   # the same scenarios on another git ref, alternating
 
 Prints a table and writes JSON (default bench/results/latest.json). Each scenario alternates bare and
@@ -588,6 +588,28 @@ def honest_batches(quick: bool) -> list[Row]:
     return rows
 
 
+def budget(quick: bool) -> list[Row]:
+    """Where the audit CPU of a single-row LR decision goes, by thread and worker stage (`bench_budget`),
+    for each sink of the honest scenario, explanations off and on. Reported, not gated."""
+    import bench_budget
+
+    rounds = 5 if quick else 11
+    lr = _honest_models()["lr"]
+    rows = []
+    with threadpool_limits(1, "openmp"):
+        for sink_name, sink in HONEST_SINKS.items():
+            for explain in (False, True):
+                case = f"lr/{sink_name}/explain={'on' if explain else 'off'}"
+                print(f"  budget {case}", file=sys.stderr, flush=True)
+                with sink() as options:
+                    stages = bench_budget.budget(*lr, {"hash_key": KEY, "sensitive_features": ["sex"],
+                                                       "explain": explain, **options}, rounds)
+                for stage, value in sorted(stages.items(), key=lambda kv: -kv[1]):
+                    rows.append(Row("budget", f"{case}: {stage}", "µs/decision", value))
+                rows.append(Row("budget", f"{case}: all of the above", "µs/decision", sum(stages.values())))
+    return rows
+
+
 # --- scenario 5: memory -----------------------------------------------------------------------------
 
 
@@ -672,13 +694,14 @@ SCENARIOS: dict[str, Callable[[bool], list[Row]]] = {
     "memory": memory,
     "store": store,
     "honest": honest,
+    "budget": budget,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default=",".join(s for s in SCENARIOS if s != "honest"))
+    parser.add_argument("--only", default=",".join(s for s in SCENARIOS if s not in ("honest", "budget")))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
     parser.add_argument("--before", metavar="REF", help="also run the scenarios on git REF, each tree in its own "
                         "process, alternating, and print both columns")
