@@ -399,3 +399,22 @@ def test_closing_a_store_never_closes_a_connection_another_thread_is_using(tmp_p
     run = subprocess.run([sys.executable, "-c", CLOSE_UNDER_USE, str(tmp_path / "audit.db"), statement],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, (run.returncode, run.stderr[-2000:])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_group_rows_of_one_write_keep_the_last_given_of_each_key(tmp_path, seed):
+    """A write's ``decision_groups`` rows go in in key order; of two rows of one (decision, attribute) in
+    one write, the later one is kept, as written one by one (INSERT OR REPLACE)."""
+    rng = np.random.default_rng(seed)
+    ids = [f"{int(v):032x}" for v in rng.integers(0, 2**62, 300)]
+    rows = [(ids[int(i)], str(rng.choice(["sex", "race"])), f"g{int(rng.integers(100))}")
+            for i in rng.integers(0, len(ids), 1000)]
+    expected: dict = {}
+    for decision_id, attribute, group in rows:
+        expected.setdefault(decision_id, {})[attribute] = group
+    written = store.Store(tmp_path / "audit.db", create=True)
+    try:
+        written.append(groups=rows)
+        assert written.groups(ids) == expected
+    finally:
+        written.close()

@@ -95,17 +95,18 @@ def _per_row(values: Any, n: int) -> Sequence[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
-def _by_id(rows: Iterable[tuple]) -> list[tuple]:
+#: A ``decision_groups`` row's key: decision id, attribute.
+_GROUP_KEY = itemgetter(0, 1)
+
+
+def _in_key_order(rows: Iterable[tuple]) -> list[tuple]:
     """``decision_groups`` rows in the order of their key. The ids of one call share its time prefix and
     are random after it, so a large call's rows would land all over the table's B-tree; in order, each
     insert lands where the previous one did (bench/RESULTS.md: 2.0 -> 0.6 µs per row of a 100k-row call)."""
     rows = list(rows)
     if len(rows) > 1:
-        rows.sort(key=_KEY)
+        rows.sort(key=_GROUP_KEY)
     return rows
-
-
-_KEY = itemgetter(0, 1)
 
 
 #: A span's resource attributes, resource schema URL, scope name and scope version (an ``origins`` row).
@@ -267,7 +268,7 @@ class Store:
                 hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
                 decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
                                   list(map(input_key, hashes))))
-        groups = _by_id(groups)  # stable: of two rows of one key, the later one is still the one kept
+        groups = _in_key_order(groups)  # stable: of two rows of one key, the later one is still the one kept
         with writing(conn):
             first = _last_seq(conn) + 1
             insert(conn, "INSERT INTO spans", 18, [
