@@ -177,3 +177,37 @@ def test_the_compact_encoder_writes_what_json_writes():
                 assert str(exc) == expected
             else:
                 raise AssertionError("no TypeError")
+
+
+def test_groups_given_to_a_block_resolve_as_a_fresh_resolver_resolves_them():
+    """`GroupResolver.resolve` reuses its last resolution of groups all given by one `decisions()` block;
+    over generated blocks, row counts, inputs with and without the columns, and group caps, every
+    resolution must equal a fresh resolver's fed the same calls one after the other without reuse."""
+    import numpy as np
+    import pandas as pd
+
+    from otel_rai.capture.models import ModelInfo
+    from otel_rai.capture.recorder import DecisionCall
+    from otel_rai.fairness.groups import GroupResolver, parse
+
+    rng = random.Random(21)
+    specs = parse(["sex", ("sex", "race"), "age"])
+    reused, plain = GroupResolver(specs, 4, warn=False), GroupResolver(specs, 4, warn=False)
+    info = ModelInfo(name="m", qualified_class="M", version="1", fingerprint="0", feature_names=None,
+                     classes=None, registration=None)
+    blocks = []
+    for _ in range(400):
+        if not blocks or rng.random() < 0.3:  # a new block, its groups one dict
+            names = rng.sample(["sex", "race", "age", "zip"], rng.randint(0, 3))
+            blocks.append({name: rng.choice(["f", "m", "x", None, _text(rng, 3)]) for name in names} or None)
+        groups = rng.choice(blocks[-3:])
+        n = rng.choice([1, 1, 1, 2, 3])
+        if groups is not None and rng.random() < 0.2:  # a per-row tuple: a block for this call only
+            groups = {**groups, "sex": tuple(rng.choice("fm") for _ in range(n))}
+        X = (pd.DataFrame({"race": [rng.choice("ab") for _ in range(n)], "v": np.zeros(n)})
+             if rng.random() < 0.5 else np.zeros((n, 2)))
+        call = DecisionCall(model=None, info=info, operation="predict", X=X, n_rows=n,
+                            ids=[str(i) for i in range(n)], attributes={}, parent=None, start_ns=0, groups=groups)
+        expected = plain.resolve(call)
+        plain._last_given = None  # never reused
+        assert reused.resolve(call) == expected

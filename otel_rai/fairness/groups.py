@@ -93,6 +93,8 @@ class GroupResolver:
         self._warned: set[tuple[str, str]] = set()
         self._warn = warn
         self._ad_hoc: set[SensitiveAttribute] = set()
+        #: The last resolution of groups all given by ``decisions(groups=...)``: (its groups, rows, result).
+        self._last_given: tuple[Mapping[str, Any], int, dict[str, list[str]]] | None = None
 
     @property
     def active(self) -> bool:
@@ -115,15 +117,24 @@ class GroupResolver:
         return [*self._attributes, *extra]
 
     def resolve(self, call: DecisionCall) -> dict[str, list[str]]:
-        """{attribute name: one group label per row}."""
+        """{attribute name: one group label per row}. Not to be modified: calls of the same rows given
+        the same groups (one ``decisions(groups=...)`` block's) share it."""
+        given_groups, n = call.groups, len(call.ids)
+        last = self._last_given
+        if last is not None and last[0] is given_groups and last[1] == n:
+            return last[2]
         columns: dict[str, list[str] | None] = {}
         out = {}
-        for attribute in self._attributes_of(call.groups or ()):
+        read_input = False
+        for attribute in self._attributes_of(given_groups or ()):
             parts = []
             for part in attribute.parts:
                 if part not in columns:
                     given = given_labels(call, part)
-                    column = _input_values(call, part) if given is None else None
+                    column = None
+                    if given is None:
+                        read_input = True
+                        column = _input_values(call, part)
                     columns[part] = given if column is None else labels(column)
                 parts.append(columns[part])
             if any(p is None for p in parts):
@@ -131,6 +142,10 @@ class GroupResolver:
                 continue
             joined = parts[0] if len(parts) == 1 else [semconv.INTERSECTION.join(t) for t in zip(*parts)]
             out[attribute.name] = self._capped(attribute.name, joined)
+        if given_groups is not None and not read_input:
+            # Every group given, none read from the input: the next call of the block has the same ones.
+            # (A block's groups are one dict, snapshotted when the block began.)
+            self._last_given = (given_groups, n, out)
         return out
 
     def from_mapping(self, groups: Mapping[str, Any]) -> dict[str, str]:

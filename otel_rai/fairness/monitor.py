@@ -1,9 +1,10 @@
 """The fairness monitor: counters, sliding-window gauges and alerts, all on the audit worker thread.
 
-The worker calls `observe` for every decision call, runs the outcome tasks that `record_outcome` queues
-(in order with the calls, so an outcome recorded right after its decision finds it), and calls
-`end_cycle` once per cycle: only then are the windows of the attributes that changed summarised, the
-alerts evaluated and the gauge values published. The gauges are observable: a metric reader's collection
+The worker calls `observe` for every decision call, which queues it; `count` counts the queued calls
+together, before each outcome task that `record_outcome` queues (the tasks run in order with the calls, so
+an outcome recorded right after its decision finds it) and at the end of each cycle (`end_cycle`): only
+then are the windows of the attributes that changed summarised, the alerts evaluated and the gauge values
+published. The gauges are observable: a metric reader's collection
 reads the last published values and computes nothing.
 """
 
@@ -112,6 +113,19 @@ class _Track:
         return groups
 
 
+class _Run:
+    """The decisions of one model version's calls in one `FairnessMonitor.count`, grouped by the same
+    attributes: what their book entries, counters and journal rows are written from, together."""
+
+    __slots__ = ("model", "version", "truth", "ids", "predicted", "labels")
+
+    def __init__(self, model: str, version: str, truth: Any, groups: Mapping[str, list[str]]) -> None:
+        self.model, self.version, self.truth = model, version, truth
+        self.ids: list[str] = []
+        self.predicted: list[bool] = []
+        self.labels: dict[str, list[str]] = {attribute: [] for attribute in groups}
+
+
 def _outcome(flag: bool) -> str:
     return semconv.OUTCOME_POSITIVE if flag else semconv.OUTCOME_NEGATIVE
 
@@ -153,6 +167,7 @@ class FairnessMonitor:
         self._alerter = Alerter(rules(config), self._tracer, self._instruments.alerts, config.on_alert,
                                 self._on_failure)
         self._book = DecisionBook(config.max_remembered)
+        self._observed: list[DecisionCall] = []  # calls to `count`
         self._tracks: dict[Key, _Track] = {}
         self._dirty: set[Key] = set()
         self._decision_counts: collections.Counter[tuple] = collections.Counter()
@@ -172,32 +187,54 @@ class FairnessMonitor:
             self._on_failure("fairness", exc)
 
     def observe(self, call: DecisionCall) -> None:
-        """Count the decisions of one call for every sensitive attribute it can be grouped by."""
-        if call.error is not None or not (self._groups.active or call.groups):
-            return
-        try:
-            groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
-            if not groups:
-                return
-            if self.journal is not None:
-                self.journal.note_groups(call.ids, groups)
-            predicted = self.rule.predicted(call)
-            if predicted is None or len(predicted) != len(call.ids):
-                self._warn_once(call.info.name, call.operation)
-                return
-            name, version = call.info.name, call.info.version
-            counts = self._decision_counts
-            for attribute, labels in groups.items():
-                key = (name, version, attribute)
-                self._track(key).decisions.add_many(labels, predicted, call.end_ns)
-                counts.update(zip(repeat(key), labels, predicted))  # counted in C
-                self._dirty.add(key)
-            self._book.remember(call.ids, name, version, groups, predicted, self.rule.truth_for(call))
-        except Exception as exc:
-            self._on_failure("fairness", exc)
+        """Queue one call's decisions for counting (`count`), for every sensitive attribute it can be
+        grouped by: the worker's calls are counted together, at the next outcome or the cycle's end."""
+        if call.error is None and (self._groups.active or call.groups):
+            self._observed.append(call)
+
+    def count(self) -> None:
+        """Count the queued calls' decisions: windows, counters and the decision book, with the shared
+        work (the book, the counters, the journal) done once per model version for all of them."""
+        calls, self._observed = self._observed, []
+        runs: dict[tuple, _Run] = {}
+        for call in calls:
+            try:
+                groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
+                if not groups:
+                    continue
+                predicted = self.rule.predicted(call)
+                if predicted is None or len(predicted) != len(call.ids):
+                    self._warn_once(call.info.name, call.operation)
+                    continue
+                info = call.info
+                run_key = (info.name, info.version, tuple(groups), id(info))
+                run = runs.get(run_key)
+                if run is None:
+                    run = runs[run_key] = _Run(info.name, info.version, self.rule.truth_for(call), groups)
+                run.ids += call.ids
+                run.predicted += predicted
+                for attribute, labels in groups.items():
+                    run.labels[attribute] += labels
+                    self._track((info.name, info.version, attribute)).decisions.add_many(labels, predicted,
+                                                                                         call.end_ns)
+            except Exception as exc:
+                self._on_failure("fairness", exc)
+        counts = self._decision_counts
+        for run in runs.values():
+            try:
+                if self.journal is not None:
+                    self.journal.note_groups(run.ids, run.labels)
+                for attribute, labels in run.labels.items():
+                    key = (run.model, run.version, attribute)
+                    counts.update(zip(repeat(key), labels, run.predicted))  # counted in C
+                    self._dirty.add(key)
+                self._book.remember(run.ids, run.model, run.version, run.labels, run.predicted, run.truth)
+            except Exception as exc:
+                self._on_failure("fairness", exc)
 
     def apply_outcome(self, decision_id: str, y_true: Any, given: Mapping[str, Any], time_ns: int) -> None:
         """Count the ground truth of one decision (an outcome task: see `outcome_task`)."""
+        self.count()  # the decisions queued before it, which it may be the outcome of
         try:
             if self.journal is not None:
                 self.journal.note_outcome(decision_id, y_true, time_ns)
@@ -216,6 +253,7 @@ class FairnessMonitor:
     def end_cycle(self) -> None:
         """Add the cycle's counts to the counters; summarise the windows that changed, raise alerts on
         crossings, publish the gauge values."""
+        self.count()
         try:
             self._add_counts()
             if self._horizon_ns is not None:
