@@ -232,12 +232,7 @@ class AuditWorker:
         call at a time: each stage's code and data stay warm in the CPU's caches, which takes about a
         sixth off the worker's CPU per decision (bench/RESULTS.md)."""
         counters = self._counters
-        for prepare in self._prepare_hooks:
-            for call in calls:
-                try:
-                    prepare(call)
-                except Exception as exc:
-                    counters.fail("prepare", exc)
+        self._each(self._prepare_hooks, calls, "prepare")
         for call in calls:
             try:
                 counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)
@@ -247,12 +242,16 @@ class AuditWorker:
                 counters.dropped += 1
                 if call.receipt is not None:
                     call.receipt.settle(False)
-        for observe in self._call_hooks:
+        self._each(self._call_hooks, calls, "observe")
+
+    def _each(self, hooks: list[Callable[[DecisionCall], None]], calls: list[DecisionCall], stage: str) -> None:
+        """Each hook on every call, hook by hook; a failure is counted as `stage` and skips that call only."""
+        for hook in hooks:
             for call in calls:
                 try:
-                    observe(call)
+                    hook(call)
                 except Exception as exc:
-                    counters.fail("observe", exc)
+                    self._counters.fail(stage, exc)
 
     def pending(self) -> int:
         """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""
