@@ -145,3 +145,30 @@ def test_the_service_and_outcomes_are_sealed(good):
     attributes = json.loads(outcome_spans[0][0])
     assert set(attributes) >= {semconv.OUTCOME_DECISION_ID, semconv.OUTCOME_DIGEST, semconv.AUDIT_RECORD_HASH}
     assert not any(v in ("0", "1", 0, 1) for k, v in attributes.items() if k.startswith("ml.outcome"))
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regressor"])
+def test_groups_of_decisions_fairness_cannot_count_are_kept_and_covered(tmp_path, capsys, kind):
+    """A model whose decisions are neither positive nor negative (three classes and no positive label; a
+    regressor without a threshold) is not counted by the fairness monitor, but its decisions' groups are
+    still kept for the report and covered by the chain: the store verifies, with a group row per decision."""
+    from sklearn.linear_model import LinearRegression
+
+    path = tmp_path / "audit.db"
+    X = FRAME[["x", "y"]]
+    if kind == "multiclass":
+        model = LogisticRegression().fit(X, np.digitize(FRAME.x, [-0.5, 0.5]))
+    else:
+        model = LinearRegression().fit(X, FRAME.y)
+    otel_rai.instrument(store=path, hash_key=KEY)
+    for i in range(5):
+        rows = FRAME.iloc[4 * i : 4 * i + 4]
+        with otel_rai.decisions(ids=[f"{kind}-{i}-{j}" for j in range(4)], groups={"g": rows.g.tolist()}):
+            model.predict(rows[["x", "y"]])
+        with otel_rai.decisions(ids=[f"{kind}-{i}-single"], groups={"g": "a"}):
+            model.predict(rows[["x", "y"]].head(1))
+    otel_rai.uninstrument()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM decision_groups").fetchone()[0] == 25
+    code, report = _verify(path, capsys, "--key", KEY)
+    assert code == 0 and report["ok"] and report["unverified_local_rows"] == 0

@@ -115,7 +115,7 @@ class _Track:
 
 class _Run:
     """The decisions of one model version's calls in one `FairnessMonitor.count`, grouped by the same
-    attributes: what their book entries, counters and journal rows are written from, together."""
+    attributes: what their book entries and counters are written from, together."""
 
     __slots__ = ("model", "version", "truth", "ids", "predicted", "labels")
 
@@ -194,7 +194,7 @@ class FairnessMonitor:
 
     def count(self) -> None:
         """Count the queued calls' decisions: windows, counters and the decision book, with the shared
-        work (the book, the counters, the journal) done once per model version for all of them."""
+        work (the book, the counters) done once per model version for all of them."""
         calls, self._observed = self._observed, []
         runs: dict[tuple, _Run] = {}
         for call in calls:
@@ -202,6 +202,8 @@ class FairnessMonitor:
                 groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
                 if not groups:
                     continue
+                if self.journal is not None:  # the report's groups, whether or not the call counts here
+                    self.journal.note_groups(call.ids, groups)
                 predicted = self.rule.predicted(call)
                 if predicted is None or len(predicted) != len(call.ids):
                     self._warn_once(call.info.name, call.operation)
@@ -222,8 +224,6 @@ class FairnessMonitor:
         counts = self._decision_counts
         for run in runs.values():
             try:
-                if self.journal is not None:
-                    self.journal.note_groups(run.ids, run.labels)
                 for attribute, labels in run.labels.items():
                     key = (run.model, run.version, attribute)
                     counts.update(zip(repeat(key), labels, run.predicted))  # counted in C
