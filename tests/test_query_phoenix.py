@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -192,7 +193,13 @@ def ui_decisions(phoenix, tmp_path_factory):
     deadline = time.monotonic() + 60
     while len(local) < 4:  # two decision spans, the model's record and the checkpoint
         assert time.monotonic() < deadline, "Phoenix did not store the spans within 60 s"
-        local = {s["context"]["span_id"]: s for s in _rest(url, f"/v1/projects/{service}/spans", limit="100")["data"]}
+        try:
+            found = _rest(url, f"/v1/projects/{service}/spans", limit="100")["data"]
+        except urllib.error.HTTPError as exc:  # 404 until Phoenix has ingested the project's first span
+            if exc.code != 404:
+                raise
+            found = []
+        local = {s["context"]["span_id"]: s for s in found}
         time.sleep(0.5)
     return url, service, list(local.values()), frame.head(7)
 
