@@ -176,10 +176,14 @@ class FairnessMonitor:
 
     # --- worker thread ---------------------------------------------------------------------------
 
+    def _groupable(self, call: DecisionCall) -> bool:
+        """Whether the call's decisions can have groups: it succeeded, and attributes are configured or given."""
+        return call.error is None and bool(self._groups.active or call.groups)
+
     def prepare(self, call: DecisionCall) -> None:
         """Before the call's span is built: resolve its groups (``call.group_labels``), so that the span
         can carry their digest. `observe` counts them afterwards."""
-        if call.error is not None or not (self._groups.active or call.groups):
+        if not self._groupable(call):
             return
         try:
             call.group_labels = self._groups.resolve(call)
@@ -189,12 +193,14 @@ class FairnessMonitor:
     def observe(self, call: DecisionCall) -> None:
         """Queue one call's decisions for counting (`count`), for every sensitive attribute it can be
         grouped by: the worker's calls are counted together, at the next outcome or the cycle's end."""
-        if call.error is None and (self._groups.active or call.groups):
+        if self._groupable(call):
             self._observed.append(call)
 
     def count(self) -> None:
         """Count the queued calls' decisions: windows, counters and the decision book, with the shared
         work (the book, the counters) done once per model version for all of them."""
+        if not self._observed:  # each outcome task counts first: most find nothing queued
+            return
         calls, self._observed = self._observed, []
         runs: dict[tuple, _Run] = {}
         for call in calls:
