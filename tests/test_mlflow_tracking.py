@@ -54,22 +54,15 @@ def to_mlflow(server, monkeypatch, tmp_path):
     return start
 
 
+def _ids(spans):
+    return {i for s in spans for i in (s.attributes.get(semconv.DECISION_IDS) or ())}
+
+
 def traces_with(server, experiment_id, ids, timeout=ARRIVAL_TIMEOUT_S):
-    """MLflow's own search (``mlflow.search_traces``) for the traces holding decision ids `ids`, once all
-    have arrived."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(server.url)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            traces = mlflow.search_traces(locations=[experiment_id], max_results=500, return_type="list")
-            spans = [s for t in traces for s in t.data.spans]
-            seen = {i for s in spans for i in (s.attributes.get(semconv.DECISION_IDS) or ())}
-            if set(ids) <= seen or time.monotonic() > deadline:
-                return [s for s in spans if set(s.attributes.get(semconv.DECISION_IDS) or ()) & set(ids)]
-            time.sleep(0.25)
-    finally:
-        mlflow.set_tracking_uri(previous)
+    """MLflow's own search (``mlflow.search_traces``) for the spans holding decision ids `ids`, once all
+    have arrived (`experiment_spans`)."""
+    spans = experiment_spans(server, experiment_id, lambda spans: set(ids) <= _ids(spans), timeout)
+    return [s for _, s in spans if _ids([s]) & set(ids)]
 
 
 def _same(a, b):
