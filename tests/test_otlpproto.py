@@ -107,6 +107,24 @@ def test_a_value_that_cannot_be_encoded_is_left_out_as_the_sdk_leaves_it_out(bad
     assert repr(bad) not in caplog.text or isinstance(bad, int)  # the value itself is never logged
 
 
+#: Values of the remembered model arrays that are equal as Python keys but not as bytes, and some that
+#: cannot be keys at all.
+_LOOKALIKES = [[0, 1], [False, True], [0.0, 1.0], [-0.0, 1.0], [0, 1.0], ["0", "1"], (0, 1), [], [[0], [1]],
+               ["a", "é"], [2**63 - 1, -(2**63)], ["\ud800"], [np.int64(1)], [math.nan], [math.nan]]
+
+
+def test_the_model_arrays_remembered_encode_as_the_sdk_encodes_each_lookalike():
+    rng = np.random.default_rng(3)
+    for i in rng.integers(len(_LOOKALIKES), size=300):  # each lookalike after every other, many times
+        values = _LOOKALIKES[i]
+        spans = [span(300 + int(i), {semconv.OUTPUT_CLASSES: values, semconv.INPUT_FEATURES: values, "other": values})]
+        assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString(), values
+    features = [f"feature_{i}" for i in range(otlpproto._MAX_CACHED + 50)]  # ever new arrays: bounded
+    spans = [span(400 + i, {semconv.INPUT_FEATURES: features[i : i + 3]}) for i in range(len(features) - 3)]
+    assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
+    assert 0 < len(otlpproto._ARRAY_ATTRIBUTES) <= otlpproto._MAX_CACHED
+
+
 def test_the_cache_keeps_repeated_strings_stays_bounded_and_correct_with_ever_new_strings():
     spans = [span(100 + i, {"hash": f"{i:064x}", "model": "credit"}) for i in range(otlpproto._MAX_CACHED + 50)]
     assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()

@@ -3,8 +3,9 @@
 The SDK's encoder builds a protobuf object for every attribute and value, about 60 µs for an audit
 span, which made encoding the largest cost of sustained export. Most attributes of an audit span are
 the same strings in every span of a model (name, class, version, fingerprint, operation), so here the
-wire format is written directly and the encoding of each string attribute that repeats is remembered;
-a span then costs little more than its own ids, hashes and outputs. `tests/test_otlpproto.py` compares
+wire format is written directly and the encoding of each string attribute that repeats is remembered,
+as is that of the model's feature names and classes; a span then costs little more than its own ids,
+hashes and outputs. `tests/test_otlpproto.py` compares
 the bytes with the SDK's encoder. Field numbers are those of opentelemetry-proto's
 ``trace/v1/trace.proto`` and ``common/v1/common.proto``.
 
@@ -24,6 +25,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
+from otel_rai import semconv
 from otel_rai.codec.sdk import span_context
 
 _log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ _SEEN_ONCE: set[tuple[int, str, str]] = set()
 _KEYS: dict[str, bytes] = {}
 #: Entries each of those caches holds before it is emptied.
 _MAX_CACHED = 4096
+#: Array attributes that are the same in every span of a model (a wide model's feature names cost more
+#: to encode than the rest of its span): encoded once, by key, element types and values, so that 1, 1.0
+#: and True stay apart. Arrays holding a float are not remembered (0.0 and -0.0 are equal keys).
+_MODEL_ARRAYS = frozenset({semconv.INPUT_FEATURES, semconv.OUTPUT_CLASSES})
+_ARRAY_ATTRIBUTES: dict[tuple, bytes] = {}
 
 
 def _varint(n: int) -> bytes:
@@ -172,6 +179,23 @@ def _cached_string(tag: int, key: str, value: str) -> bytes:
     return encoded
 
 
+def _model_array(tag: int, key: str, values: Sequence[Any]) -> bytes:
+    """Repeated KeyValue field `tag` of one of `_MODEL_ARRAYS`, remembered (see there)."""
+    kinds = tuple(map(type, values))
+    cache_key = (tag, key, kinds, tuple(values))
+    try:
+        encoded = _ARRAY_ATTRIBUTES.get(cache_key)
+    except TypeError:  # an element that cannot be a key: encoded every time
+        cache_key, encoded = None, None
+    if encoded is None:
+        encoded = _len(tag, _key_field(key) + _len(0x12, _array_value(values)))
+        if cache_key is not None and float not in kinds:
+            if len(_ARRAY_ATTRIBUTES) >= _MAX_CACHED:
+                _ARRAY_ATTRIBUTES.clear()
+            _ARRAY_ATTRIBUTES[cache_key] = encoded
+    return encoded
+
+
 def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     """Repeated KeyValue field `tag`. An attribute that cannot be encoded is left out and logged, as
     the SDK encoder does (by key and type: the value could be a raw input)."""
@@ -188,6 +212,9 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
                 continue
             # KeyValue{key, value: AnyValue}, lengths written inline: this loop is the encoder's hot spot.
             if kind is tuple or kind is list:
+                if key in _MODEL_ARRAYS:
+                    parts.append(_model_array(tag, key, value))
+                    continue
                 value_field = _array_value(value)
             elif kind is float:
                 value_field = b"\x21" + _DOUBLE(value)
