@@ -301,3 +301,35 @@ def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, 
     assert cli.main(["show", "A-2", "--store", str(path), "--format", "json"]) == 0
     (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert parse_top(record["values"][semconv.EXPLANATION_TOP])[0][0] == reference[0][0]
+
+
+def test_frames_of_mixed_columns_and_dtypes_in_one_cycle_are_each_explained_as_alone():
+    """The worker joins a cycle's calls whose inputs concatenate; frames whose columns or dtypes differ
+    (a categorical with other categories, an object column) must not be joined, and each decision's
+    reasons are those of its row explained alone."""
+    rng = np.random.default_rng(11)
+    frame = pd.DataFrame({"income": rng.normal(50, 10, 300), "debt": rng.normal(10, 3, 300),
+                          "region": rng.choice(["north", "south", "east"], 300)})
+    y = (frame["income"] - 2 * frame["debt"] + (frame["region"] == "north") * 5 > 30).astype(int)
+    model = make_pipeline(ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), ["region"])],
+                                            remainder=StandardScaler()), LogisticRegression()).fit(frame, y)
+    kinds = [lambda f: f, lambda f: f.astype({"region": pd.CategoricalDtype(["north", "south", "east"])}),
+             lambda f: f.astype({"region": pd.CategoricalDtype(["east", "north", "south", "west"])}),
+             lambda f: f[["region", "income", "debt"]]]
+    audit = instrumented(explain_exact_values=True)
+    otel_rai.register_model(model, background=frame.head(100))
+    rows = {}
+    for i, kind in enumerate(rng.integers(len(kinds), size=60)):
+        rows[f"m{i}"] = kinds[kind](frame.iloc[i : i + 1])
+        with otel_rai.decisions(ids=[f"m{i}"]):
+            model.predict_proba(rows[f"m{i}"])
+    spans = audit.spans()
+    assert len(spans) == 60
+    for span in spans:
+        (decision,) = span.attributes[semconv.DECISION_IDS]
+        reference = otel_rai.explain(model, frame.iloc[int(decision[1:]) : int(decision[1:]) + 1],
+                                     background=frame.head(100))
+        (entry,) = span.attributes[semconv.EXPLANATION_TOP]
+        expected = expected_top(reference, 0, 4)
+        assert [n for n, _ in parse_top(entry)] == [n for n, _ in expected], decision
+        assert [v for _, v in parse_top(entry)] == pytest.approx([v for _, v in expected], rel=1e-5), decision

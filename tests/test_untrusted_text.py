@@ -27,7 +27,7 @@ from otel_rai import semconv
 from otel_rai.capture.scope import GROUP_LABEL_CHARS
 from otel_rai.chain import canonical
 from otel_rai.chain.verify import check
-from otel_rai.codec.text import MAX_CHARS, safe, text_of
+from otel_rai.codec.text import MAX_CHARS, column_names, safe, text_of
 from otel_rai.query import find_decisions, local, trail
 
 
@@ -174,6 +174,23 @@ def test_text_is_made_safe_by_one_documented_rule():
         text = text_of(bad)
         text.encode("utf-8")  # always valid
         assert len(text) <= MAX_CHARS and safe(text) == text  # and stable
+
+
+def test_column_names_are_the_safe_text_of_each_label_however_often_and_in_whatever_order():
+    """`column_names` remembers label sets: each answer is still `text_of` of each label, for lookalike
+    sets (equal as Python keys, different as text) met again and again, bad labels and unhashable ones."""
+    lookalikes = [[0, 1], [False, True], [0.0, 1.0], [-0.0, 1.0], [0, 1.0], ["0", "1"], [np.int64(0), 1],
+                  [np.str_("a"), "b"], [*BAD_VALUES[:6], "ok"], [RaisingStr(), "x"], [("a", 1), ("a", 2)],
+                  [["unhashable"], "y"], [float("nan"), 2], [f"feature_{i}" for i in range(100)]]
+    rng = np.random.default_rng(5)
+    for i in rng.integers(len(lookalikes), size=400):
+        labels = lookalikes[i]
+        expected = [text_of(v) for v in labels]
+        assert column_names(labels) == expected, labels
+        if not any(isinstance(v, list) for v in labels):  # a pandas index of them, as a frame has
+            assert column_names(pd.Index(labels, dtype=object)) == expected, labels
+    many = [[f"c{i}", f"c{i + 1}"] for i in range(300)]  # more sets than are remembered: still right
+    assert [column_names(labels) for labels in many] == [[text_of(v) for v in labels] for labels in many]
 
 
 def _records_ok(records: list[Any]) -> None:

@@ -21,7 +21,7 @@ from otel_rai.audit.local_rows import groups_digests, local_key
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
 from otel_rai.codec.reasons import encode_top
-from otel_rai.codec.text import text_of, texts
+from otel_rai.codec.text import column_names, text_of
 from otel_rai.explanations.explanation import Explanation
 from otel_rai.settings import Settings
 
@@ -37,7 +37,7 @@ def _local_key(key: HashKey) -> bytes:
 def _feature_names(call: DecisionCall) -> list[str] | None:
     columns = getattr(call.X, "columns", None)
     if columns is not None:
-        return texts(columns)
+        return column_names(columns)
     return list(call.info.feature_names) if call.info.feature_names is not None else None
 
 

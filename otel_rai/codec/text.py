@@ -20,12 +20,15 @@ Imports nothing of otel-rai.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
 #: The longest untrusted text recorded as it is; longer ones are cut and tagged with a digest.
 MAX_CHARS = 1024
 _DIGEST_BYTES = 8
+#: Sets of column labels `column_names` remembers.
+_LABEL_SETS = 64
 
 
 def _escaped(text: str) -> str:
@@ -67,3 +70,24 @@ def printable(text: str) -> str:
 def texts(values: Any, limit: int = MAX_CHARS) -> list[str]:
     """`text_of` of each of `values`."""
     return [text_of(v, limit) for v in values]
+
+
+@functools.lru_cache(maxsize=_LABEL_SETS)
+def _safe_labels(kinds: tuple, labels: tuple) -> tuple[str, ...]:
+    return tuple(texts(labels))
+
+
+def column_names(columns: Any) -> list[str]:
+    """`texts` of a frame's column labels. A model's inputs bring the same labels call after call, and
+    iterating a pandas index costs more than the rest of a small call's span, so each set of labels is
+    read with ``tolist`` and made safe once; keyed by the labels' types too (``1``, ``1.0`` and ``True``
+    are equal keys but different names), and not remembered with a float among them (``0.0`` and
+    ``-0.0`` neither)."""
+    labels = columns.tolist() if hasattr(columns, "tolist") else list(columns)
+    kinds = tuple(map(type, labels))
+    if float in kinds:
+        return texts(labels)
+    try:
+        return list(_safe_labels(kinds, tuple(labels)))
+    except TypeError:  # a label that cannot be a key
+        return texts(labels)

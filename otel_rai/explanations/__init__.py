@@ -19,7 +19,7 @@ from otel_rai.codec.reasons import format_reasons, parse_top
 from otel_rai.explanations import resolution
 from otel_rai.explanations.engine import METHODS, Options, cache
 from otel_rai.explanations.errors import ExplanationError, MissingBackground, ModelChanged, UnsupportedModel
-from otel_rai.explanations.explanation import OUTPUTS, Explanation
+from otel_rai.explanations.explanation import OUTPUTS, Explanation, in_fitted_order
 
 __all__ = [
     "METHODS",
@@ -69,7 +69,7 @@ def explain(
 
     def run() -> Explanation:
         explainer = cache.get(model, models.fingerprint_of(model), background, method, options)
-        explanation = explainer.explain(X)
+        explanation = explainer.explain(in_fitted_order(model, X))
         if published:
             explanation.resolution = resolution.step(explainer, background)
         return explanation

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from otel_rai.codec.text import texts
+from otel_rai.codec.text import column_names, texts
 
 OUTPUTS = ("log-odds", "logit", "probability", "decision-function", "raw", "log-prediction")
 
@@ -76,11 +76,24 @@ def explained_classes(classes: np.ndarray | None, column: np.ndarray, n_outputs:
     return classes[column + 1] if n_outputs == 1 else classes[column]
 
 
+def in_fitted_order(model: Any, X: Any) -> Any:
+    """`X` with its columns in the order `model` was fitted with, when it has them in another order (a
+    pipeline selecting columns by name accepts that). The explainers work in the fitted order: given the
+    input's order, they named one column's attribution after another (docs/explanations.md)."""
+    fitted = getattr(model, "feature_names_in_", None)
+    columns = getattr(X, "columns", None)
+    if fitted is None or columns is None or len(columns) != len(fitted) or (columns == fitted).all():
+        return X
+    if set(columns.tolist()) != set(fitted.tolist()):
+        return X  # not the fitted columns: the model (or its explainer) says what is wrong
+    return X[list(fitted)]
+
+
 def feature_names(X: Any, model: Any, n_features: int) -> list[str]:
     """Column names of the input, else the model's ``feature_names_in_``, else ``x0, x1, …``."""
     columns = getattr(X, "columns", None)
     if columns is not None:
-        return texts(columns)
+        return column_names(columns)
     names = getattr(model, "feature_names_in_", None)
     if names is not None and len(names) == n_features:
         return texts(names)

@@ -19,6 +19,7 @@ from otel_rai.capture.fingerprint import fingerprint
 from otel_rai.capture.recorder import DecisionCall, run_quietly
 from otel_rai.explanations import engine, resolution
 from otel_rai.explanations.errors import ExplanationError, ModelChanged
+from otel_rai.explanations.explanation import in_fitted_order
 from otel_rai.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def _explain_group(calls: list[DecisionCall], settings: Settings, options: engin
         return
     for batch in _joinable(calls):
         try:
-            explanation = explainer.explain(_joined([c.X for c in batch]))
+            explanation = explainer.explain(in_fitted_order(first.model, _joined([c.X for c in batch])))
             if not settings.explain_exact_values:
                 explanation.resolution = resolution.step(explainer, first.info.registration.background)
             if len(batch) == 1:
@@ -102,19 +103,26 @@ def _fail(calls: list[DecisionCall], exc: Exception, fingerprint: str, on_failur
 def _joinable(calls: list[DecisionCall]) -> list[list[DecisionCall]]:
     """Runs of calls whose inputs concatenate: 2-D arrays of one width, or frames with one set of columns."""
     runs: list[list[DecisionCall]] = []
+    last = None
     for call in calls:
-        if runs and _kind(runs[-1][0].X) == _kind(call.X) is not None:
+        kind = _kind(call.X)
+        if runs and kind is not None and kind == last:
             runs[-1].append(call)
         else:
             runs.append([call])
+        last = kind
     return runs
 
 
 def _kind(X: Any) -> Any:
+    """What inputs must share to be joined. A frame's dtypes are compared as dtypes: two categoricals
+    with different categories would join into text columns."""
     if isinstance(X, np.ndarray) and X.ndim == 2:
         return ("array", X.shape[1], X.dtype)
     if hasattr(X, "iloc") and hasattr(X, "columns"):
-        return ("frame", tuple(X.columns), tuple(map(str, X.dtypes)))
+        columns, dtypes = X.columns, X.dtypes
+        return ("frame", tuple(columns.tolist() if hasattr(columns, "tolist") else columns),
+                tuple(dtypes.tolist() if hasattr(dtypes, "tolist") else dtypes))
     return None
 
 
