@@ -589,21 +589,24 @@ def honest_batches(quick: bool) -> list[Row]:
 
 
 def budget(quick: bool) -> list[Row]:
-    """Where the audit CPU of a single-row LR decision goes, by thread and worker stage (`bench_budget`),
-    for each sink of the honest scenario, explanations off and on. Reported, not gated."""
+    """Where the audit CPU of a single-row decision goes, by thread and worker stage (`bench_budget`): LR
+    with each sink of the honest scenario and the pipeline with the store, explanations off and on.
+    Reported, not gated."""
     import bench_budget
 
     rounds = 5 if quick else 11
-    lr = _honest_models()["lr"]
+    models = _honest_models()
+    # LR on arrays with each sink, and the pipeline on one-row frames (a frame's own costs) with the store.
+    cases = [("lr", sink) for sink in HONEST_SINKS] + [("pipeline", "store")]
     rows = []
     with threadpool_limits(1, "openmp"):
-        for sink_name, sink in HONEST_SINKS.items():
+        for model_name, sink_name in cases:
             for explain in (False, True):
-                case = f"lr/{sink_name}/explain={'on' if explain else 'off'}"
+                case = f"{model_name}/{sink_name}/explain={'on' if explain else 'off'}"
                 print(f"  budget {case}", file=sys.stderr, flush=True)
-                with sink() as options:
-                    stages = bench_budget.budget(*lr, {"hash_key": KEY, "sensitive_features": ["sex"],
-                                                       "explain": explain, **options}, rounds)
+                with HONEST_SINKS[sink_name]() as options:
+                    stages = bench_budget.budget(*models[model_name], {"hash_key": KEY, "sensitive_features": ["sex"],
+                                                                       "explain": explain, **options}, rounds)
                 for stage, value in sorted(stages.items(), key=lambda kv: -kv[1]):
                     rows.append(Row("budget", f"{case}: {stage}", "µs/decision", value))
                 rows.append(Row("budget", f"{case}: all of the above", "µs/decision", sum(stages.values())))

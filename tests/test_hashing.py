@@ -209,6 +209,42 @@ def test_small_and_large_frames_take_different_paths_to_the_same_hashes():
     assert hash_rows(frame.drop(columns="score").head(5), K) == [spec_hash(r[:3], KEY) for r in rows[:5]]
 
 
+def _random_frame(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, bool]:
+    """A frame of `n` rows with a random choice of the column kinds a request may bring; and whether the
+    test's spec covers all its cells (it has no lone surrogate, int beyond float64 or float32 object)."""
+    kinds = {
+        "float": lambda: pd.Series(rng.choice([0.5, -0.0, np.nan, np.inf, -1e300, 2.0**53 + 2, 3.0], n)),
+        "int": lambda: pd.Series(rng.integers(-(2**62), 2**62, n)),
+        "bool": lambda: pd.Series(rng.integers(0, 2, n).astype(bool)),
+        "str": lambda: pd.Series(rng.choice(["a", "", "é", "long " * 40], n).tolist(), dtype=object),
+        "string": lambda: pd.Series(rng.choice(["north", "south"], n).tolist(), dtype="string"),
+        "category": lambda: pd.Series(pd.Categorical(rng.choice(["x", "y", None], n))),
+        "Int64": lambda: pd.Series([None if v == 0 else int(v) for v in rng.integers(0, 4, n)], dtype="Int64"),
+        "mixed": lambda: pd.Series([[1, 2.5, "z", None, True, 10**400, np.float32(0.1), "\ud800"][i]
+                                    for i in rng.integers(0, 8, n)], dtype=object),
+    }
+    names = rng.choice(list(kinds), size=int(rng.integers(1, 7)))
+    return pd.DataFrame({f"{kind}{j}": kinds[kind]() for j, kind in enumerate(names)}), "mixed" not in names
+
+
+def test_request_sized_frames_hash_the_same_by_every_path(monkeypatch):
+    """A frame of a few rows is encoded cell by cell; the same rows by whole columns of objects, and by
+    one Series per column, must give the same digests, for every kind of column, and as the spec says."""
+    rng = np.random.default_rng(21)
+    for _ in range(300):
+        frame, in_spec = _random_frame(rng, int(rng.integers(1, hashing._CELLWISE_ROWS + 1)))
+        cellwise = hash_rows(frame, K)
+        with monkeypatch.context() as m:
+            m.setattr(hashing, "_CELLWISE_ROWS", 0)
+            by_columns = hash_rows(frame, K)
+            m.setattr(hashing, "_SMALL_FRAME_CELLS", 0)
+            by_series = hash_rows(frame, K)
+        assert cellwise == by_columns == by_series, frame.dtypes.tolist()
+        if in_spec:
+            rows = [[None if v is pd.NA else v for v in row] for row in frame.astype(object).itertuples(index=False)]
+            assert cellwise == [spec_hash(row, KEY) for row in rows], frame.dtypes.tolist()
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint64, np.int8, bool])
 def test_a_single_row_hashes_as_the_same_row_in_a_batch(dtype):
     """A row hashes the same alone as in a batch, and as the spec says, at the edges of each dtype."""

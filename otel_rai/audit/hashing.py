@@ -65,6 +65,10 @@ _FAST_TYPES = frozenset({float, int, bool, np.float64, np.int64, np.int32, np.bo
 _SPARSE_CHUNK = 4096
 #: A DataFrame of at most this many cells is converted to objects in one go (see `_hash_frame`).
 _SMALL_FRAME_CELLS = 4096
+#: A frame of at most this many rows is encoded cell by cell: vectorising a column costs a few µs, a
+#: cell a few tenths, so a request's row or few is cheaper cell by cell.
+_CELLWISE_ROWS = 8
+_PACK_F64 = struct.Struct("<d").pack
 #: How text becomes bytes: UTF-8, a lone surrogate (which UTF-8 cannot encode) as its 3-byte generalised
 #: UTF-8 form (WTF-8), so that any Python string hashes, and no valid string hashes like it.
 _WTF8 = "surrogatepass"
@@ -202,6 +206,16 @@ def _is_missing(v: Any) -> bool:
     return isinstance(v, (float, np.floating)) and v != v
 
 
+def _cell(v: Any) -> bytes:
+    """`_encode_cell`, the commonest cells first."""
+    kind = type(v)
+    if kind is float:
+        return _MISSING_CELL if v != v else b"n" + _PACK_F64(v + 0.0)
+    if kind is str:
+        return _tagged(b"s", v.encode("utf-8", _WTF8))
+    return _encode_cell(v)
+
+
 def _tagged(tag: bytes, data: bytes) -> bytes:
     return tag + struct.pack("<Q", len(data)) + data
 
@@ -249,7 +263,10 @@ def _column_cells(col: np.ndarray) -> list[bytes]:
         buf = _numeric_cells(col.reshape(-1, 1)).tobytes()
         return [buf[i : i + 9] for i in range(0, len(buf), 9)]
     if col.dtype == object and all(type(v) in _FAST_TYPES for v in col):
-        return _column_cells(col.astype(np.float64))
+        try:
+            return _column_cells(col.astype(np.float64))
+        except OverflowError:  # an int beyond float64: `_encode_cell` records it as text
+            pass
     return [_encode_cell(v) for v in col]
 
 
@@ -284,6 +301,8 @@ def _hash_frame(df: Any, key: HashKey) -> list[str]:
         # A request-sized frame: one conversion to objects costs less than a Series per column, and
         # categoricals, nullable NA and strings come out as the values `_encode_cell` expects.
         cells = df.to_numpy(dtype=object)
+        if len(cells) <= _CELLWISE_ROWS:
+            return _digests([b"".join(map(_cell, row)) for row in cells.tolist()], key)
         return _hash_columns([_column_cells(cells[:, j]) for j in range(cells.shape[1])], key)
     cols = [_frame_column(column) for _, column in df.items()]
     if all(isinstance(c, np.ndarray) for c in cols):
