@@ -5,9 +5,8 @@ span, which made encoding the largest cost of sustained export. Most attributes 
 the same strings in every span of a model (name, class, version, fingerprint, operation), so here the
 wire format is written directly and the encoding of each string attribute that repeats is remembered,
 as is that of the model's feature names and classes; a span then costs little more than its own ids,
-hashes and outputs. `tests/test_otlpproto.py` compares
-the bytes with the SDK's encoder. Field numbers are those of opentelemetry-proto's
-``trace/v1/trace.proto`` and ``common/v1/common.proto``.
+hashes and outputs. `tests/test_otlpproto.py` compares the bytes with the SDK's encoder. Field numbers
+are those of opentelemetry-proto's ``trace/v1/trace.proto`` and ``common/v1/common.proto``.
 
 The audit worker encodes each span once, as it queues it for export (`encode_span`); a batch of such
 spans is `EncodedSpans`, whose `request` the gRPC exporter sends as it is.
