@@ -69,7 +69,7 @@ def test_large_batch_arrives_whole_in_chunks(receiver, rotel):
     big = np.tile(X, (50, 1))  # 20,000 rows: 20 chunk spans and their parent
     out = _model().predict(big)
     assert otel_rai.flush(60).complete
-    received = receiver.wait_for_spans(21)
+    received = receiver.wait_for_spans(22)  # the chunks, their parent and the model's record
     chunks = sorted((attributes(s) for _, s in received if semconv.DECISION_IDS in attributes(s)),
                     key=lambda a: a[semconv.BATCH_OFFSET])
     assert len(chunks) == 20
