@@ -82,6 +82,61 @@ def test_every_lifecycle_under_spawn_and_forkserver(tmp_path, lifecycle, method)
     _check_store(store, result["returned"])
 
 
+#: A child's view of how SIGTERM ends it: its disposition and the SIGTERM bit of each of its threads'
+#: blocked mask (from /proc), and, in a child process that sends nothing back, one decision made.
+CHILD_APP = """
+import json, multiprocessing as mp, os, signal, sys, threading
+import numpy as np, otel_rai
+from sklearn.linear_model import LogisticRegression
+otel_rai.instrument()  # at import: a spawned child runs this too, before multiprocessing says it is a child
+MODEL = LogisticRegression().fit(np.eye(4), [0, 1, 0, 1])
+
+def view(_=None):
+    MODEL.predict(np.eye(4)[:1])  # the session's threads are running
+    blocked = {}
+    for t in threading.enumerate():
+        status = open(f"/proc/self/task/{t.native_id}/status").read()
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk")), 16)
+        blocked[t.name] = bool(mask >> (signal.SIGTERM - 1) & 1)
+    handler = signal.getsignal(signal.SIGTERM)
+    return {"handler": "default" if handler == signal.SIG_DFL else str(handler), "blocked": blocked}
+
+def decide_quietly(i):
+    with otel_rai.decisions(ids=[f"quiet-{i}"]):
+        MODEL.predict(np.eye(4)[:1])
+
+if __name__ == "__main__":
+    ctx = mp.get_context(sys.argv[1])
+    with ctx.Pool(2) as pool:
+        views = pool.map(view, range(4))
+    process = ctx.Process(target=decide_quietly, args=(1,))
+    process.start()
+    process.join()
+    print(json.dumps({"main": view(), "workers": views, "exitcode": process.exitcode}))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_children_die_of_sigterm_at_once_and_flush_at_exit(tmp_path, method):
+    """In a multiprocessing child, SIGTERM keeps its default action (`Pool.terminate` relies on it) and
+    no thread of otel-rai's takes it; a child that sends nothing back still flushes at its exit. Under
+    spawn, a child instruments as it imports the main module, before multiprocessing tells it that it
+    is a child: it kept the flushing handler, and one `Pool` block in about twenty hung for ever."""
+    (tmp_path / "child_app.py").write_text(CHILD_APP)
+    store = tmp_path / "audit.db"
+    run = subprocess.run([sys.executable, "child_app.py", method], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "OTEL_RAI_HASH_KEY": KEY, "OTEL_RAI_STORE": str(store)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    seen = json.loads(run.stdout.strip().splitlines()[-1])
+    assert seen["main"]["handler"] != "default"  # the parent flushes on SIGTERM
+    for worker in seen["workers"]:
+        assert worker["handler"] == "default", worker
+        assert all(blocked for name, blocked in worker["blocked"].items() if name.startswith("otel-rai")), worker
+        assert not worker["blocked"]["MainThread"], worker
+    assert all(blocked for name, blocked in seen["main"]["blocked"].items() if name.startswith("otel-rai"))
+    assert seen["exitcode"] == 0 and "quiet-1" in _stored(store)
+
+
 @pytest.fixture
 def receiver_apart(tmp_path):
     server = OtlpReceiverProcess(tmp_path).start()  # not in the forking process (see servers.py)

@@ -119,6 +119,7 @@ class ModelRecords:
                 self._thread.start()
 
     def _run(self) -> None:
+        _fork.block_sigterm()
         _warm()
         while True:
             with self._cond:

@@ -9,9 +9,11 @@ hands a result back.
   Not in multiprocessing children: ``Pool.terminate()`` expects SIGTERM to end them at once, and a Python
   handler can hang one for ever (Python runs handlers on the main thread only, and when the kernel hands
   the signal to another thread while the main thread waits on a semaphore a dead sibling holds, the main
-  thread never wakes to run it: seen once in about twenty ``with Pool()`` blocks). There, the decisions
-  are made durable before each result is sent instead (below). The threads otel-rai starts block
-  SIGTERM (`otel_rai._fork.block_sigterm`), so that the kernel hands it to a thread that can act on it.
+  thread never wakes to run it: seen once in about twenty ``with Pool()`` blocks). That includes a
+  spawned child, which instruments as it imports the main module, before multiprocessing tells it that
+  it is a child. There, the decisions are made durable before each result is sent instead (below). The
+  threads otel-rai starts block SIGTERM (`otel_rai._fork.block_sigterm`), so that the kernel hands it to
+  a thread that can act on it.
 * **multiprocessing children end with** ``os._exit``, which skips ``atexit``: a multiprocessing
   finalizer flushes their decisions instead (`flush_multiprocessing_children`).
 * **A child's result is a returned decision** (`durable_before_sending`): in a multiprocessing child,
@@ -27,6 +29,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any, Callable, Iterator
 
@@ -44,13 +47,11 @@ class SigtermFlush:
     """Closes the session on SIGTERM, then dies of SIGTERM (see the module docstring)."""
 
     def __init__(self, close: Callable[[], Any]) -> None:
-        from multiprocessing import parent_process
-
         self._close = close
         self._installed = False
         self._reset()
         _fork.reset_in_child(self)
-        if threading.current_thread() is not threading.main_thread() or parent_process() is not None:
+        if threading.current_thread() is not threading.main_thread() or _multiprocessing_child():
             return
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return
@@ -92,6 +93,15 @@ class SigtermFlush:
         self._installed = False
 
 
+def _multiprocessing_child() -> bool:
+    """Whether this process is a multiprocessing child. A spawned child imports the parent's main module
+    (which may instrument) before multiprocessing tells it its parent, and with the parent's ``sys.argv``:
+    its interpreter's own command line says it (the flag `multiprocessing.spawn` starts it with)."""
+    from multiprocessing import parent_process
+
+    return parent_process() is not None or sys.orig_argv[-1:] == ["--multiprocessing-fork"]
+
+
 def _die() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
@@ -108,6 +118,8 @@ def flush_multiprocessing_children(owner: Any, close: Callable[[], Any], sigterm
         util.Finalize(None, close, exitpriority=100)
 
     util.register_after_fork(owner, in_child)
+    if _multiprocessing_child():  # a spawned child, instrumented as it imports: no fork to come
+        in_child(owner)
 
 
 def durable_before_sending(durable: Callable[[float], bool]) -> Callable[[], None]:
