@@ -121,7 +121,7 @@ def test_children_die_of_sigterm_at_once_and_flush_at_exit(tmp_path, method):
     """In a multiprocessing child, SIGTERM keeps its default action (`Pool.terminate` relies on it) and
     no thread of otel-rai's takes it; a child that sends nothing back still flushes at its exit. Under
     spawn, a child instruments as it imports the main module, before multiprocessing tells it that it
-    is a child: it kept the flushing handler, and one `Pool` block in about twenty hung for ever."""
+    is a child: it kept the flushing handler, and 1 of 60 runs of a `with Pool()` block hung for ever."""
     (tmp_path / "child_app.py").write_text(CHILD_APP)
     store = tmp_path / "audit.db"
     run = subprocess.run([sys.executable, "child_app.py", method], capture_output=True, text=True, timeout=120,
