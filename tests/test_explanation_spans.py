@@ -304,9 +304,9 @@ def test_otel_rai_show_prints_the_ranked_reasons_from_the_store(tmp_path, data, 
 
 
 def test_frames_of_mixed_columns_and_dtypes_in_one_cycle_are_each_explained_as_alone():
-    """The worker joins a cycle's calls whose inputs concatenate; frames whose columns or dtypes differ
-    (a categorical with other categories, an object column) must not be joined, and each decision's
-    reasons are those of its row explained alone."""
+    """The worker joins a cycle's calls whose inputs concatenate; frames whose dtypes differ (categoricals
+    with other categories) or whose columns come in another order must not be joined, and each decision's
+    reasons are those of its row explained alone, named after the right columns."""
     rng = np.random.default_rng(11)
     frame = pd.DataFrame({"income": rng.normal(50, 10, 300), "debt": rng.normal(10, 3, 300),
                           "region": rng.choice(["north", "south", "east"], 300)})
@@ -318,11 +318,9 @@ def test_frames_of_mixed_columns_and_dtypes_in_one_cycle_are_each_explained_as_a
              lambda f: f[["region", "income", "debt"]]]
     audit = instrumented(explain_exact_values=True)
     otel_rai.register_model(model, background=frame.head(100))
-    rows = {}
     for i, kind in enumerate(rng.integers(len(kinds), size=60)):
-        rows[f"m{i}"] = kinds[kind](frame.iloc[i : i + 1])
         with otel_rai.decisions(ids=[f"m{i}"]):
-            model.predict_proba(rows[f"m{i}"])
+            model.predict_proba(kinds[kind](frame.iloc[i : i + 1]))
     spans = audit.spans()
     assert len(spans) == 60
     for span in spans:
