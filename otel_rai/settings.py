@@ -36,6 +36,9 @@ OTHER_VARIABLES: dict[str, str] = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "as above, for all signals",
     "OTEL_RAI_PHOENIX": "the ``phoenix`` command ``otel-rai stack up`` runs (default: this interpreter's "
                         "Phoenix, else ``phoenix`` on PATH)",
+    "OTEL_RAI_PURE_PYTHON": "``1`` writes the chain's canonical form and the OTLP encoding in Python even where "
+                            "their native encoders were built (the same bytes: to compare the two, or to rule "
+                            "the native part out)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
     "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads when no ``--service`` "
                             "names one (otel-rai makes the service the project; default: every project)",
@@ -72,6 +75,17 @@ def env(name: str) -> str | None:
         raise KeyError(f"otel-rai: {name} is not a declared environment variable")
     value = os.environ.get(name, "").strip()
     return value or None
+
+
+def env_flag(name: str) -> bool:
+    """The declared true/false variable `name` (1/0, true/false, on/off, yes/no); False when unset."""
+    raw = env(name)
+    if raw is None:
+        return False
+    try:
+        return _flag(raw)
+    except ValueError as exc:
+        raise ValueError(f"otel-rai: {name}={raw!r} is not valid: {exc}") from None
 
 
 def data_dir() -> Path:

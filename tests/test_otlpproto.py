@@ -113,7 +113,8 @@ _LOOKALIKES = [[0, 1], [False, True], [0.0, 1.0], [-0.0, 1.0], [0, 1.0], ["0", "
                ["a", "é"], [2**63 - 1, -(2**63)], ["\ud800"], [np.int64(1)], [math.nan], [math.nan]]
 
 
-def test_the_model_arrays_remembered_encode_as_the_sdk_encodes_each_lookalike():
+def test_the_model_arrays_remembered_encode_as_the_sdk_encodes_each_lookalike(monkeypatch):
+    monkeypatch.setattr(otlpproto.native, "module", None)  # the Python encoder's cache (the native one has none)
     rng = np.random.default_rng(3)
     for i in rng.integers(len(_LOOKALIKES), size=300):  # each lookalike after every other, many times
         values = _LOOKALIKES[i]
@@ -125,7 +126,8 @@ def test_the_model_arrays_remembered_encode_as_the_sdk_encodes_each_lookalike():
     assert 0 < len(otlpproto._ARRAY_ATTRIBUTES) <= otlpproto._MAX_CACHED
 
 
-def test_the_cache_keeps_repeated_strings_stays_bounded_and_correct_with_ever_new_strings():
+def test_the_cache_keeps_repeated_strings_stays_bounded_and_correct_with_ever_new_strings(monkeypatch):
+    monkeypatch.setattr(otlpproto.native, "module", None)  # the Python encoder's cache (the native one has none)
     spans = [span(100 + i, {"hash": f"{i:064x}", "model": "credit"}) for i in range(otlpproto._MAX_CACHED + 50)]
     assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString()
     assert len(otlpproto._STRING_ATTRIBUTES) <= otlpproto._MAX_CACHED

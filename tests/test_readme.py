@@ -108,6 +108,10 @@ def test_the_readme_verbatim_in_a_fresh_virtualenv(tmp_path):
     python = subprocess.run([str(venv / "bin" / "python"), "-c", "import otel_rai; print(otel_rai.__file__)"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
     assert python.strip() == str(repo / "otel_rai" / "__init__.py")  # the copy, installed editable
+    native = subprocess.run([str(venv / "bin" / "python"), "-c",
+                             "from otel_rai.codec import native; print(native.module and native.module.__file__)"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert native.strip().startswith(str(repo / "otel_rai" / "codec" / "_native."))  # compiled by the install
 
     # The README's replay line sends to $OTEL_EXPORTER_OTLP_ENDPOINT: here a real OTLP receiver stands in
     # for the user's collector.

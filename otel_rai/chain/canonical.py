@@ -6,6 +6,10 @@ code and message, the start and end times in whole microseconds, and every ``ml.
 ``ml.input.value.*`` (which the collector's privacy filter removes), the record hash and the signature.
 Numbers are hashed as float64 (so ``1`` and ``1.0`` agree, as JSON round trips make them), and an
 attribute that is a JSON array in a string (Jaeger's v1 storage keeps arrays that way) as the array.
+
+`canonical_body` is written natively (`otel_rai.codec._native`, the usual values of an audit span in one
+pass) when that module was built, else, and for any value it leaves to Python, by `_body` here: the same
+bytes either way (tests/test_native.py).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from otel_rai import semconv
-from otel_rai.codec import compact
+from otel_rai.codec import compact, native
 from otel_rai.codec.records import SpanRecord
 
 VERSION = b"otel-rai.chain.v1"
@@ -80,6 +84,17 @@ def canonical_body(
     attributes: Mapping[str, Any],
 ) -> bytes:
     """The time-independent part of a record's canonical form: compact, key-sorted, ASCII JSON."""
+    fields = (name, trace_id.lower(), span_id.lower(), (parent_span_id or "").lower(), int(status_code),
+              status_message or "")
+    if native.module is not None and type(attributes) is dict:
+        body = native.module.canonical_body(*fields, attributes, _HASHED, hashed_attribute, _MAX_HASHED_NAMES)
+        if body is not None:
+            return body
+    return _body(fields, attributes)
+
+
+def _body(fields: tuple, attributes: Mapping[str, Any]) -> bytes:
+    """`canonical_body` in Python, from the record's (name, ids, status) `fields` and its attributes."""
     covered = {}
     for k, v in attributes.items():
         hashed = _HASHED.get(k)
@@ -99,9 +114,7 @@ def canonical_body(
                 covered[k] = _array(v)
             else:
                 covered[k] = _value(v)
-    fields = [name, trace_id.lower(), span_id.lower(), (parent_span_id or "").lower(), int(status_code),
-              status_message or "", covered]
-    return _CANONICAL_JSON(fields).encode("ascii")
+    return _CANONICAL_JSON([*fields, covered]).encode("ascii")
 
 
 def digest(body: bytes, start_us: int, end_us: int) -> str:

@@ -1,4 +1,5 @@
 """Codec: how a span is written down and read back. `records.SpanRecord` (a span as plain data), OTLP
-protobuf (`otlpproto`) and JSON (`otlpjson`), conversions to and from the OTel SDK's spans (`sdk`), and
-the ``ml.explanation.top`` format (`reasons`). Imports only the foundation modules.
+protobuf (`otlpproto`) and JSON (`otlpjson`), conversions to and from the OTel SDK's spans (`sdk`), the
+``ml.explanation.top`` format (`reasons`), and the native encoders where they were built (`native`).
+Imports only the foundation modules.
 """

@@ -5,7 +5,9 @@ span, which made encoding the largest cost of sustained export. Most attributes 
 the same strings in every span of a model (name, class, version, fingerprint, operation), so here the
 wire format is written directly and the encoding of each string attribute that repeats is remembered,
 as is that of the model's feature names and classes; a span then costs little more than its own ids,
-hashes and outputs. `tests/test_otlpproto.py` compares the bytes with the SDK's encoder. Field numbers
+hashes and outputs. Where the native encoder was built (`native`), it writes the attributes of a span in
+one pass instead, the same bytes. `tests/test_otlpproto.py` compares the bytes with the SDK's encoder, and
+`tests/test_native.py` the native encoder's with the Python one's. Field numbers
 are those of opentelemetry-proto's ``trace/v1/trace.proto`` and ``common/v1/common.proto``.
 
 The audit worker encodes each span once, as it queues it for export (`encode_span`); a batch of such
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Optional
 
 from opentelemetry.sdk.resources import Resource
@@ -25,6 +28,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
+from otel_rai.codec import native
 from otel_rai.codec.sdk import span_context
 
 _log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ _MAX_CACHED = 4096
 #: and True stay apart. Arrays holding a float are not remembered (0.0 and -0.0 are equal keys).
 _MODEL_ARRAYS = frozenset({semconv.INPUT_FEATURES, semconv.OUTPUT_CLASSES})
 _ARRAY_ATTRIBUTES: dict[tuple, bytes] = {}
+#: Attribute mappings the native encoder takes (a `ReadableSpan` shows its dict through a proxy).
+_PLAIN_MAPPINGS = (dict, MappingProxyType)
 
 
 def _varint(n: int) -> bytes:
@@ -200,6 +206,15 @@ def _attributes(tag: int, attributes: Mapping[str, Any] | None) -> bytes:
     the SDK encoder does (by key and type: the value could be a raw input)."""
     if not attributes:
         return b""
+    if native.module is not None and type(attributes) in _PLAIN_MAPPINGS:  # the same bytes, in one native pass
+        encoded = native.module.otlp_attributes(tag, dict(attributes) if type(attributes) is not dict else attributes)
+        if encoded is not None:
+            return encoded
+    return _python_attributes(tag, attributes)
+
+
+def _python_attributes(tag: int, attributes: Mapping[str, Any]) -> bytes:
+    """`_attributes` in Python."""
     cached, keys = _STRING_ATTRIBUTES, _KEYS
     parts = []
     for key, value in attributes.items():

@@ -1,0 +1,572 @@
+/* The two encodings of every audit span that cost the most in Python, each in one native pass:
+ *
+ * - `canonical_body`: the chain's canonical form (chain/canonical.py), the same bytes as the pure-Python
+ *   `canonical._body` for the values it knows: str (not a JSON array in a string), int, float, bool,
+ *   None, and lists or tuples of str, of bool, or of numbers.
+ * - `otlp_attributes`: a span's attributes as repeated OTLP KeyValue fields, the same bytes as
+ *   `otlpproto._attributes` for str (valid UTF-8), bool, int64, float, None, and lists or tuples of these.
+ * - `compact_json`: a dict of such values as the store's compact JSON (`compact.encoder()`).
+ *
+ * For anything else each returns None and the caller takes the Python path, so both paths always agree
+ * (and the Python path keeps its errors and warnings); tests/test_native.py compares them on generated
+ * values. Imports nothing of otel-rai.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    char *data;
+    Py_ssize_t len;
+    Py_ssize_t cap;
+} Buffer;
+
+/* json.encoder's C string escaper, used for text that is not ASCII (identical output by construction). */
+static PyObject *escape_text = NULL;
+
+static int grow(Buffer *b, Py_ssize_t extra) {
+    if (b->len + extra <= b->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = b->cap * 2;
+    if (cap < b->len + extra) {
+        cap = b->len + extra;
+    }
+    char *data = PyMem_Realloc(b->data, cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+static int put(Buffer *b, const char *s, Py_ssize_t n) {
+    if (grow(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+static int put_char(Buffer *b, char c) { return put(b, &c, 1); }
+
+/* A JSON string as json.encoder.encode_basestring_ascii writes it. */
+static int put_text(Buffer *b, PyObject *text) {
+    if (!PyUnicode_IS_ASCII(text)) {
+        PyObject *escaped = PyObject_CallOneArg(escape_text, text);
+        if (escaped == NULL) {
+            return -1;
+        }
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(escaped, &n);
+        int rc = s == NULL ? -1 : put(b, s, n);
+        Py_DECREF(escaped);
+        return rc;
+    }
+    const unsigned char *s = PyUnicode_1BYTE_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (grow(b, 2 + 6 * n) < 0) {
+        return -1;
+    }
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
+            *out++ = (char)c;
+            continue;
+        }
+        *out++ = '\\';
+        switch (c) {
+        case '\\': *out++ = '\\'; break;
+        case '"': *out++ = '"'; break;
+        case '\b': *out++ = 'b'; break;
+        case '\f': *out++ = 'f'; break;
+        case '\n': *out++ = 'n'; break;
+        case '\r': *out++ = 'r'; break;
+        case '\t': *out++ = 't'; break;
+        default:
+            *out++ = 'u';
+            *out++ = '0';
+            *out++ = '0';
+            *out++ = "0123456789abcdef"[c >> 4];
+            *out++ = "0123456789abcdef"[c & 0xf];
+        }
+    }
+    *out++ = '"';
+    b->len = out - b->data;
+    return 0;
+}
+
+/* A float as json writes it: its repr, or NaN / Infinity / -Infinity. */
+static int put_double(Buffer *b, double d) {
+    if (!isfinite(d)) {
+        return isnan(d) ? put(b, "NaN", 3) : d > 0 ? put(b, "Infinity", 8) : put(b, "-Infinity", 9);
+    }
+    char *repr = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (repr == NULL) {
+        return -1;
+    }
+    int rc = put(b, repr, (Py_ssize_t)strlen(repr));
+    PyMem_Free(repr);
+    return rc;
+}
+
+/* Results of the value writers: written, failed (an exception is set), or not mine (Python's path). */
+enum { DONE = 0, FAILED = -1, DECLINED = 1 };
+
+/* A number as the canonical form hashes it: as float64. An int beyond float64 is declined (Python raises). */
+static int put_number(Buffer *b, PyObject *v) {
+    double d;
+    if (PyFloat_CheckExact(v)) {
+        d = PyFloat_AS_DOUBLE(v);
+    } else {
+        d = PyLong_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return DECLINED;
+        }
+    }
+    return put_double(b, d) < 0 ? FAILED : DONE;
+}
+
+/* An array: homogeneous, so its first entry says what all must be (canonical._array). */
+static int put_array(Buffer *b, PyObject *seq) {
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    if (put_char(b, '[') < 0) {
+        return FAILED;
+    }
+    if (n > 0) {
+        PyTypeObject *kind = Py_TYPE(items[0]);
+        int numbers = kind == &PyLong_Type || kind == &PyFloat_Type;
+        if (!numbers && kind != &PyUnicode_Type && kind != &PyBool_Type) {
+            return DECLINED;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *v = items[i];
+            PyTypeObject *t = Py_TYPE(v);
+            if (i && put_char(b, ',') < 0) {
+                return FAILED;
+            }
+            int rc;
+            if (numbers) {
+                rc = t == &PyLong_Type || t == &PyFloat_Type ? put_number(b, v) : DECLINED;
+            } else if (t != kind) {
+                rc = DECLINED;
+            } else if (kind == &PyUnicode_Type) {
+                rc = put_text(b, v) < 0 ? FAILED : DONE;
+            } else {
+                rc = v == Py_True ? put(b, "true", 4) : put(b, "false", 5);
+            }
+            if (rc != DONE) {
+                return rc;
+            }
+        }
+    }
+    return put_char(b, ']') < 0 ? FAILED : DONE;
+}
+
+static int put_value(Buffer *b, PyObject *v) {
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        if (PyUnicode_GET_LENGTH(v) && PyUnicode_READ_CHAR(v, 0) == '[') {
+            return DECLINED;  /* maybe an array kept as JSON text: Python parses it */
+        }
+        return put_text(b, v) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyLong_Type || t == &PyFloat_Type) {
+        return put_number(b, v);
+    }
+    if (t == &PyBool_Type) {
+        return (v == Py_True ? put(b, "true", 4) : put(b, "false", 5)) < 0 ? FAILED : DONE;
+    }
+    if (v == Py_None) {
+        return put(b, "null", 4) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyList_Type || t == &PyTuple_Type) {
+        return put_array(b, v);
+    }
+    return DECLINED;
+}
+
+/* Whether attribute `key` is hashed, remembered in `hashed` (canonical._HASHED) as Python decides it. */
+static int is_hashed(PyObject *key, PyObject *hashed, PyObject *classify, Py_ssize_t max_names) {
+    PyObject *found = PyDict_GetItemWithError(hashed, key);
+    if (found == NULL) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        if (PyDict_GET_SIZE(hashed) > max_names) {
+            PyDict_Clear(hashed);
+        }
+        found = PyObject_CallOneArg(classify, key);
+        if (found == NULL) {
+            return -1;
+        }
+        int rc = PyDict_SetItem(hashed, key, found);
+        Py_DECREF(found);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return PyObject_IsTrue(found);
+}
+
+/* The record's name, ids and status (code, then message) before its attributes: `texts` holds the name,
+ * trace id, span id, parent span id and status message. */
+static int put_header(Buffer *b, PyObject *const *texts, long code) {
+    char number[32];
+    if (put_char(b, '[') < 0) {
+        return -1;
+    }
+    for (int i = 0; i < 4; i++) {
+        if (put_text(b, texts[i]) < 0 || put_char(b, ',') < 0) {
+            return -1;
+        }
+    }
+    int len = snprintf(number, sizeof number, "%ld,", code);
+    if (put(b, number, len) < 0 || put_text(b, texts[4]) < 0 || put(b, ",{", 2) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *name, *trace_id, *span_id, *parent, *status, *message, *attributes, *hashed, *classify;
+    Py_ssize_t max_names;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!O!On:canonical_body", &name, &trace_id, &span_id, &parent, &status, &message,
+                          &PyDict_Type, &attributes, &PyDict_Type, &hashed, &classify, &max_names)) {
+        return NULL;
+    }
+    PyObject *texts[5] = {name, trace_id, span_id, parent, message};
+    for (int i = 0; i < 5; i++) {
+        if (!PyUnicode_CheckExact(texts[i])) {
+            Py_RETURN_NONE;
+        }
+    }
+    int overflow = 0;
+    long code = PyLong_CheckExact(status) ? PyLong_AsLongAndOverflow(status, &overflow) : -1;
+    if (!PyLong_CheckExact(status) || overflow || (code == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *keys = PyList_New(0);
+    if (keys == NULL) {
+        return NULL;
+    }
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(attributes, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key)) {
+            Py_DECREF(keys);
+            Py_RETURN_NONE;
+        }
+        int h = is_hashed(key, hashed, classify, max_names);
+        if (h < 0 || (h && PyList_Append(keys, key) < 0)) {
+            Py_DECREF(keys);
+            return NULL;
+        }
+    }
+    if (PyList_Sort(keys) < 0) {
+        Py_DECREF(keys);
+        return NULL;
+    }
+    Buffer b = {NULL, 0, 0};
+    int rc = put_header(&b, texts, code) < 0 ? FAILED : DONE;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    for (Py_ssize_t i = 0; i < n && rc == DONE; i++) {
+        key = PyList_GET_ITEM(keys, i);
+        value = PyDict_GetItemWithError(attributes, key);
+        if (value == NULL) {  /* the classifier changed the dict: let Python do it */
+            rc = PyErr_Occurred() ? FAILED : DECLINED;
+            break;
+        }
+        if ((i && put_char(&b, ',') < 0) || put_text(&b, key) < 0 || put_char(&b, ':') < 0) {
+            rc = FAILED;
+            break;
+        }
+        rc = put_value(&b, value);
+    }
+    Py_DECREF(keys);
+    PyObject *result = NULL;
+    if (rc == DONE && put(&b, "}]", 2) == 0) {
+        result = PyBytes_FromStringAndSize(b.data, b.len);
+    } else if (rc == DECLINED) {
+        result = Py_NewRef(Py_None);
+    }
+    PyMem_Free(b.data);
+    return result;
+}
+
+
+/* --- OTLP protobuf ---------------------------------------------------------------------------------- */
+
+/* Nested arrays deeper than this are left to Python. */
+#define MAX_DEPTH 16
+
+static int put_varint(Buffer *b, unsigned long long n) {
+    char bytes[10];
+    int k = 0;
+    while (n >= 0x80) {
+        bytes[k++] = (char)((n & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    bytes[k++] = (char)n;
+    return put(b, bytes, k);
+}
+
+/* A length-delimited field is written as its one-byte tag, then its payload after a gap of the longest
+ * length it could need; `close_field` writes the length into the gap and moves the payload up to it. */
+#define LENGTH_GAP 5
+
+static Py_ssize_t open_field(Buffer *b, char tag) {
+    if (grow(b, 1 + LENGTH_GAP) < 0) {
+        return -1;
+    }
+    b->data[b->len++] = tag;
+    b->len += LENGTH_GAP;
+    return b->len;
+}
+
+static void close_field(Buffer *b, Py_ssize_t start) {
+    unsigned long long n = (unsigned long long)(b->len - start);
+    char bytes[LENGTH_GAP];
+    int k = 0;
+    while (n >= 0x80) {
+        bytes[k++] = (char)((n & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    bytes[k++] = (char)n;
+    char *gap = b->data + start - LENGTH_GAP;
+    memcpy(gap, bytes, k);
+    memmove(gap + k, b->data + start, b->len - start);
+    b->len -= LENGTH_GAP - k;
+}
+
+/* AnyValue: string 1, bool 2, int 3, double 4, array 5 (ArrayValue: values 1). */
+static int put_any(Buffer *b, PyObject *v, int depth) {
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(v, &n);
+        if (s == NULL) {  /* a lone surrogate: Python leaves the attribute out, and says so */
+            PyErr_Clear();
+            return DECLINED;
+        }
+        return put_char(b, 0x0a) < 0 || put_varint(b, (unsigned long long)n) < 0 || put(b, s, n) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyFloat_Type) {
+        double d = PyFloat_AS_DOUBLE(v);
+        char bytes[9] = {0x21};
+        memcpy(bytes + 1, &d, 8);
+#if PY_BIG_ENDIAN
+        for (int i = 1, j = 8; i < j; i++, j--) {  /* protobuf's fixed64 is little-endian */
+            char c = bytes[i];
+            bytes[i] = bytes[j];
+            bytes[j] = c;
+        }
+#endif
+        return put(b, bytes, 9) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) {  /* beyond int64: Python leaves it out */
+            return DECLINED;
+        }
+        if (n == -1 && PyErr_Occurred()) {
+            return FAILED;
+        }
+        return put_char(b, 0x18) < 0 || put_varint(b, (unsigned long long)n) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyBool_Type) {
+        return put(b, v == Py_True ? "\x10\x01" : "\x10\x00", 2) < 0 ? FAILED : DONE;
+    }
+    if (v == Py_None) {
+        return DONE;
+    }
+    if ((t == &PyList_Type || t == &PyTuple_Type) && depth < MAX_DEPTH) {
+        Py_ssize_t array = open_field(b, 0x2a);
+        if (array < 0) {
+            return FAILED;
+        }
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_ssize_t element = open_field(b, 0x0a);
+            if (element < 0) {
+                return FAILED;
+            }
+            int rc = put_any(b, PySequence_Fast_GET_ITEM(v, i), depth + 1);
+            if (rc != DONE) {
+                return rc;
+            }
+            close_field(b, element);
+        }
+        close_field(b, array);
+        return DONE;
+    }
+    return DECLINED;
+}
+
+static PyObject *otlp_attributes(PyObject *Py_UNUSED(module), PyObject *args) {
+    int tag;
+    PyObject *attributes;
+    if (!PyArg_ParseTuple(args, "iO!:otlp_attributes", &tag, &PyDict_Type, &attributes)) {
+        return NULL;
+    }
+    if (tag <= 0 || tag >= 0x80) {
+        Py_RETURN_NONE;
+    }
+    Buffer b = {NULL, 0, 0};
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    int rc = DONE;
+    while (rc == DONE && PyDict_Next(attributes, &pos, &key, &value)) {
+        Py_ssize_t n;
+        const char *k = PyUnicode_CheckExact(key) ? PyUnicode_AsUTF8AndSize(key, &n) : NULL;
+        if (k == NULL) {
+            PyErr_Clear();
+            rc = DECLINED;
+            break;
+        }
+        /* KeyValue: key 1 (left out when empty, as the SDK's encoder does), value 2 */
+        Py_ssize_t key_value = open_field(&b, (char)tag);
+        if (key_value < 0) {
+            rc = FAILED;
+            break;
+        }
+        if (n && (put_char(&b, 0x0a) < 0 || put_varint(&b, (unsigned long long)n) < 0 || put(&b, k, n) < 0)) {
+            rc = FAILED;
+            break;
+        }
+        Py_ssize_t any = open_field(&b, 0x12);
+        if (any < 0) {
+            rc = FAILED;
+            break;
+        }
+        rc = put_any(&b, value, 0);
+        if (rc == DONE) {
+            close_field(&b, any);
+            close_field(&b, key_value);
+        }
+    }
+    PyObject *result = NULL;
+    if (rc == DONE) {
+        result = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+    } else if (rc == DECLINED) {
+        result = Py_NewRef(Py_None);
+    }
+    PyMem_Free(b.data);
+    return result;
+}
+
+/* --- compact JSON ----------------------------------------------------------------------------------- */
+
+/* A value as json.dumps(ensure_ascii=True, separators=(",", ":")) writes it: text, numbers as Python
+ * writes them (ints exactly, floats as their repr), true/false/null, and arrays of these. */
+static int put_json(Buffer *b, PyObject *v, int depth) {
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyUnicode_Type) {
+        return put_text(b, v) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyFloat_Type) {
+        return put_double(b, PyFloat_AS_DOUBLE(v)) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) {
+            return DECLINED;
+        }
+        if (n == -1 && PyErr_Occurred()) {
+            return FAILED;
+        }
+        char number[32];
+        int len = snprintf(number, sizeof number, "%lld", n);
+        return put(b, number, len) < 0 ? FAILED : DONE;
+    }
+    if (t == &PyBool_Type) {
+        return (v == Py_True ? put(b, "true", 4) : put(b, "false", 5)) < 0 ? FAILED : DONE;
+    }
+    if (v == Py_None) {
+        return put(b, "null", 4) < 0 ? FAILED : DONE;
+    }
+    if ((t == &PyList_Type || t == &PyTuple_Type) && depth < MAX_DEPTH) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        if (put_char(b, '[') < 0) {
+            return FAILED;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (i && put_char(b, ',') < 0) {
+                return FAILED;
+            }
+            int rc = put_json(b, PySequence_Fast_GET_ITEM(v, i), depth + 1);
+            if (rc != DONE) {
+                return rc;
+            }
+        }
+        return put_char(b, ']') < 0 ? FAILED : DONE;
+    }
+    return DECLINED;
+}
+
+static PyObject *compact_json(PyObject *Py_UNUSED(module), PyObject *value) {
+    if (!PyDict_CheckExact(value)) {
+        Py_RETURN_NONE;
+    }
+    Buffer b = {NULL, 0, 0};
+    PyObject *key, *item;
+    Py_ssize_t pos = 0, written = 0;
+    int rc = put_char(&b, '{') < 0 ? FAILED : DONE;
+    while (rc == DONE && PyDict_Next(value, &pos, &key, &item)) {
+        if (!PyUnicode_CheckExact(key)) {  /* json writes other keys as text: Python does that */
+            rc = DECLINED;
+            break;
+        }
+        if ((written++ && put_char(&b, ',') < 0) || put_text(&b, key) < 0 || put_char(&b, ':') < 0) {
+            rc = FAILED;
+            break;
+        }
+        rc = put_json(&b, item, 0);
+    }
+    PyObject *result = NULL;
+    if (rc == DONE && put_char(&b, '}') == 0) {
+        result = PyUnicode_DecodeASCII(b.data, b.len, NULL);
+    } else if (rc == DECLINED) {
+        result = Py_NewRef(Py_None);
+    }
+    PyMem_Free(b.data);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"canonical_body", canonical_body, METH_VARARGS,
+     "canonical_body(name, trace_id, span_id, parent_span_id, status_code, status_message, attributes, hashed,"
+     " classify, max_names) -> bytes or None\n\nThe canonical body, or None when Python must write it."},
+    {"compact_json", compact_json, METH_O,
+     "compact_json(mapping) -> str or None\n\nA dict as compact ASCII JSON, or None when Python must write it."},
+    {"otlp_attributes", otlp_attributes, METH_VARARGS,
+     "otlp_attributes(tag, attributes) -> bytes or None\n\nRepeated KeyValue field `tag`, or None when Python"
+     " must write it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    PyObject *json_encoder = PyImport_ImportModule("json.encoder");
+    if (json_encoder == NULL) {
+        return NULL;
+    }
+    escape_text = PyObject_GetAttrString(json_encoder, "encode_basestring_ascii");
+    Py_DECREF(json_encoder);
+    if (escape_text == NULL) {
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
