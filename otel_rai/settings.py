@@ -36,9 +36,9 @@ OTHER_VARIABLES: dict[str, str] = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "as above, for all signals",
     "OTEL_RAI_PHOENIX": "the ``phoenix`` command ``otel-rai stack up`` runs (default: this interpreter's "
                         "Phoenix, else ``phoenix`` on PATH)",
-    "OTEL_RAI_PURE_PYTHON": "``1`` writes the chain's canonical form and the OTLP encoding in Python even where "
-                            "their native encoders were built (the same bytes: to compare the two, or to rule "
-                            "the native part out)",
+    "OTEL_RAI_PURE_PYTHON": "``1`` encodes spans in Python only, even where the native encoders were built "
+                            "(``otel_rai/codec/_native.c``; the same bytes: to compare the two, or to rule the "
+                            "native part out)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
     "PHOENIX_PROJECT_NAME": "the Phoenix project ``otel-rai query --backend phoenix`` reads when no ``--service`` "
                             "names one (otel-rai makes the service the project; default: every project)",

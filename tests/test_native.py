@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 import otel_rai
 from otel_rai import semconv, store
 from otel_rai.chain import canonical
-from otel_rai.codec import compact, otlpproto
+from otel_rai.codec import compact, otlpproto, reasons
 from otel_rai.codec import native as native_codec
 
 NATIVE = native_codec.module
@@ -254,6 +254,55 @@ def test_the_native_compact_json_is_python_s_json_for_every_generated_dict():
     assert written > 1000 and declined > 1000, (written, declined)
 
 
+def _entries(names, values, k, resolution, native_pass, monkeypatch):
+    monkeypatch.setattr(native_codec, "module", NATIVE if native_pass else None)
+    try:
+        return reasons.encode_top(names, values, k, resolution)
+    except Exception as exc:
+        return type(exc)
+
+
+@native
+def test_the_native_explanation_entries_are_the_python_ones_for_every_generated_row(monkeypatch):
+    """`ml.explanation.top` entries: ties, zeros, signed zeros, infinities, NaN, rounding at every kind
+    of resolution (none, exact, a step, one too small to divide by), any k, awkward names."""
+    rng = np.random.default_rng(23)
+    pool = ["income", "debt=ratio", "a,b", "50%", "é", "\x00", "\ud800", "x" * 40, "", "=", "\U0001f600"]
+    specials = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e308, -1e-320, 0.5, -0.5, 1.0, 123456789.0]
+    written = declined = 0
+    for _ in range(3000):
+        n = int(rng.integers(0, 12))
+        rows = int(rng.integers(1, 4))
+        values = rng.normal(size=(rows, n)) * 10.0 ** rng.integers(-8, 8)
+        mask = rng.random(values.shape) < 0.3
+        values[mask] = rng.choice(specials, size=int(mask.sum()))
+        with np.errstate(over="ignore", invalid="ignore"):
+            if rng.random() < 0.3:
+                values = np.round(values, 1)  # ties
+            if rng.random() < 0.1:
+                values = values.astype(rng.choice([np.float32, np.int64]))
+        names = [pool[int(i)] if rng.random() < 0.5 else f"f{j}" for j, i in enumerate(rng.integers(len(pool), size=n))]
+        if rng.random() < 0.05:
+            names = names[:-1]
+        if rng.random() < 0.05 and names:
+            names[0] = 7
+        k = int(rng.integers(-2, 14))
+        resolution = [None, 0.0, 1e-3, 0.25, 2.0, 1e-320, -1.0, np.inf, 1][int(rng.integers(9))]
+        got = _entries(names, values, k, resolution, True, monkeypatch)
+        assert got == _entries(names, values, k, resolution, False, monkeypatch), (names, values, k, resolution)
+        monkeypatch.setattr(native_codec, "module", NATIVE)
+        try:
+            escaped = [reasons._name(x) for x in names]
+            native_entries = NATIVE.top_entries(escaped, values.tolist(), k, resolution)
+        except Exception:
+            native_entries = None
+        if native_entries is None:
+            declined += 1
+        else:
+            written += 1
+    assert written > 1000 and declined > 300, (written, declined)
+
+
 def test_the_encoding_tests_pass_in_pure_python():
     """``OTEL_RAI_PURE_PYTHON=1``: the fallback, checked against the oracles (the SDK's encoder, stored
     chains) by the same tests, in a process that never loads the native module."""
@@ -263,7 +312,8 @@ def test_the_encoding_tests_pass_in_pure_python():
                            env=env, capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "None"
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not stack",
-                           str(root / "test_otlpproto.py"), str(root / "test_chain.py"), str(root / "test_store.py")],
+                           str(root / "test_otlpproto.py"), str(root / "test_chain.py"), str(root / "test_store.py"),
+                           str(root / "test_explanation_spans.py")],
                           env=env, capture_output=True, text=True, cwd=root.parent, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout

@@ -6,6 +6,7 @@
  * - `otlp_attributes`: a span's attributes as repeated OTLP KeyValue fields, the same bytes as
  *   `otlpproto._attributes` for str (valid UTF-8), bool, int64, float, None, and lists or tuples of these.
  * - `compact_json`: a dict of such values as the store's compact JSON (`compact.encoder()`).
+ * - `top_entries`: the ``ml.explanation.top`` entries of rows of attributions (`reasons.encode_top`).
  *
  * For anything else each returns None and the caller takes the Python path, so both paths always agree
  * (and the Python path keeps its errors and warnings); tests/test_native.py compares them on generated
@@ -53,6 +54,13 @@ static int put(Buffer *b, const char *s, Py_ssize_t n) {
 }
 
 static int put_char(Buffer *b, char c) { return put(b, &c, 1); }
+
+/* A str as it is, in UTF-8. */
+static int put_text_raw(Buffer *b, PyObject *text) {
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    return s == NULL ? -1 : put(b, s, n);
+}
 
 /* A JSON string as json.encoder.encode_basestring_ascii writes it. */
 static int put_text(Buffer *b, PyObject *text) {
@@ -544,12 +552,144 @@ static PyObject *compact_json(PyObject *Py_UNUSED(module), PyObject *value) {
     return result;
 }
 
+/* --- ml.explanation.top ---------------------------------------------------------------------------- */
+
+typedef struct {
+    double magnitude;
+    Py_ssize_t index;
+} Ranked;
+
+/* Larger magnitude first; of equal ones, the earlier feature (Python's stable sort, reversed). */
+static int by_magnitude(const void *a, const void *b) {
+    const Ranked *x = a, *y = b;
+    if (x->magnitude != y->magnitude) {
+        return x->magnitude < y->magnitude ? 1 : -1;
+    }
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+/* One row's entry as codec.reasons.encode_top writes it; DECLINED for a NaN or a rounding Python refuses. */
+static int put_entry(Buffer *b, PyObject *names, PyObject *row, Py_ssize_t k, int by_sign, double step, Ranked *ranked) {
+    Py_ssize_t n = PyList_GET_SIZE(row);
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *item = PyList_GET_ITEM(row, j);
+        if (!PyFloat_CheckExact(item)) {
+            return DECLINED;
+        }
+        double v = PyFloat_AS_DOUBLE(item);
+        if (isnan(v)) {  /* NaN has no place in a ranking: Python's sort decides */
+            return DECLINED;
+        }
+        ranked[j].magnitude = fabs(v);
+        ranked[j].index = j;
+    }
+    qsort(ranked, (size_t)n, sizeof *ranked, by_magnitude);
+    int first = 1;
+    for (Py_ssize_t r = 0; r < n && r < k; r++) {
+        Py_ssize_t j = ranked[r].index;
+        double v = PyFloat_AS_DOUBLE(PyList_GET_ITEM(row, j));
+        if (v == 0.0) {  /* not a reason */
+            continue;
+        }
+        if ((!first && put_char(b, ',') < 0) || put_text_raw(b, PyList_GET_ITEM(names, j)) < 0 || put_char(b, '=') < 0) {
+            return FAILED;
+        }
+        first = 0;
+        if (by_sign) {
+            if (put_char(b, v > 0 ? '+' : '-') < 0) {
+                return FAILED;
+            }
+            continue;
+        }
+        if (step > 0 && isfinite(v)) {
+            double steps = ceil(fabs(v) / step);
+            if (!isfinite(steps)) {  /* math.ceil raises: Python's path says so */
+                return DECLINED;
+            }
+            v = copysign(steps * step, v);
+        }
+        char *text = PyOS_double_to_string(v, 'g', 6, Py_DTSF_SIGN, NULL);
+        if (text == NULL) {
+            return FAILED;
+        }
+        int rc = put(b, text, (Py_ssize_t)strlen(text));
+        PyMem_Free(text);
+        if (rc < 0) {
+            return FAILED;
+        }
+    }
+    return DONE;
+}
+
+static PyObject *top_entries(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *names, *rows, *resolution;
+    Py_ssize_t k;
+    if (!PyArg_ParseTuple(args, "O!O!nO:top_entries", &PyList_Type, &names, &PyList_Type, &rows, &k, &resolution)) {
+        return NULL;
+    }
+    if (k < 0) {  /* a slice from the end: Python's */
+        Py_RETURN_NONE;
+    }
+    int by_sign = resolution == Py_None;
+    double step = 0.0;
+    if (!by_sign) {
+        if (!PyFloat_CheckExact(resolution) || !isfinite(PyFloat_AS_DOUBLE(resolution))) {
+            Py_RETURN_NONE;
+        }
+        step = PyFloat_AS_DOUBLE(resolution);
+    }
+    Py_ssize_t width = PyList_GET_SIZE(names), count = PyList_GET_SIZE(rows);
+    for (Py_ssize_t j = 0; j < width; j++) {
+        if (!PyUnicode_CheckExact(PyList_GET_ITEM(names, j))) {
+            Py_RETURN_NONE;
+        }
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyList_CheckExact(row) || PyList_GET_SIZE(row) > width) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *entries = PyList_New(count);
+    Ranked *ranked = PyMem_Malloc(sizeof(Ranked) * (size_t)(width ? width : 1));
+    Buffer b = {NULL, 0, 0};
+    int rc = entries == NULL || ranked == NULL ? FAILED : DONE;
+    for (Py_ssize_t i = 0; i < count && rc == DONE; i++) {
+        b.len = 0;
+        rc = put_entry(&b, names, PyList_GET_ITEM(rows, i), k, by_sign, step, ranked);
+        if (rc == DONE) {
+            PyObject *entry = PyUnicode_DecodeUTF8(b.data ? b.data : "", b.len, NULL);
+            if (entry == NULL) {
+                rc = FAILED;
+            } else {
+                PyList_SET_ITEM(entries, i, entry);
+            }
+        }
+    }
+    PyMem_Free(b.data);
+    PyMem_Free(ranked);
+    if (rc == DONE) {
+        return entries;
+    }
+    Py_XDECREF(entries);
+    if (rc == DECLINED) {
+        Py_RETURN_NONE;
+    }
+    if (!PyErr_Occurred()) {
+        PyErr_NoMemory();
+    }
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_body", canonical_body, METH_VARARGS,
      "canonical_body(name, trace_id, span_id, parent_span_id, status_code, status_message, attributes, hashed,"
      " classify, max_names) -> bytes or None\n\nThe canonical body, or None when Python must write it."},
     {"compact_json", compact_json, METH_O,
      "compact_json(mapping) -> str or None\n\nA dict as compact ASCII JSON, or None when Python must write it."},
+    {"top_entries", top_entries, METH_VARARGS,
+     "top_entries(escaped_names, rows, k, resolution) -> list of str or None\n\n`codec.reasons.encode_top`"
+     " of rows of floats, or None when Python must write them."},
     {"otlp_attributes", otlp_attributes, METH_VARARGS,
      "otlp_attributes(tag, attributes) -> bytes or None\n\nRepeated KeyValue field `tag`, or None when Python"
      " must write it."},

@@ -10,7 +10,8 @@ How a value is written depends on the resolution (``ml.explanation.resolution``)
 zero to a multiple of the model's grid step (by default; `otel_rai.explanations.resolution`), exactly to
 six significant digits (resolution 0, ``explain_exact_values=True``), or, when no step is known, as
 its sign alone (``income=-``), which `parse_top` reads as an infinity of that sign. The order is always
-that of the exact values.
+that of the exact values. `encode_top` is written natively where the native encoders were built
+(`native`): the same entries.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from otel_rai import semconv
+from otel_rai.codec import native
 from otel_rai.codec.text import safe
 
 _RESERVED = "%,="
@@ -28,6 +30,8 @@ _RESERVED = "%,="
 _SIGN_ONLY = {"+": math.inf, "-": -math.inf}
 #: Feature names whose escaped form is remembered.
 _NAMES_CACHED = 4096
+#: Models' sets of feature names whose escaped forms are remembered together.
+_NAME_SETS = 64
 
 
 @functools.lru_cache(maxsize=_NAMES_CACHED)
@@ -35,12 +39,28 @@ def _name(name: str) -> str:
     return "".join(c if c.isprintable() and c not in _RESERVED else quote(c, safe="") for c in safe(name))
 
 
+@functools.lru_cache(maxsize=_NAME_SETS)
+def _names(names: tuple[str, ...]) -> list[str] | None:
+    """`_name` of each of a model's feature names (a list, as the native encoder takes them; not changed),
+    or None unless all are str (Python's path then fails, or not, as it always did)."""
+    return [_name(name) for name in names] if all(type(name) is str for name in names) else None
+
+
 def encode_top(names: Sequence[str], values: Any, k: int, resolution: float | None = 0.0) -> list[str]:
     """One ``name=value,...`` string per row of `values` (rows × features, a numpy array): the `k`
     largest nonzero attributions by magnitude (ties: the earlier feature first), each written at
     `resolution`: 0 exactly, a step > 0 rounded away from zero to a multiple of it, None as a sign."""
+    rows = values.tolist()
+    if native.module is not None:  # the same entries, written natively (codec/native.py)
+        try:
+            escaped = _names(tuple(names))
+        except TypeError:  # a name that cannot be a key
+            escaped = None
+        entries = None if escaped is None else native.module.top_entries(escaped, rows, k, resolution)
+        if entries is not None:
+            return entries
     entries = []
-    for row in values.tolist():
+    for row in rows:
         magnitude = list(map(abs, row))
         ranked = sorted(range(len(row)), key=magnitude.__getitem__, reverse=True)[:k]  # stable, also reversed
         entries.append(",".join([f"{_name(names[j])}={_value(row[j], resolution)}" for j in ranked if row[j] != 0.0]))
