@@ -154,8 +154,8 @@ def test_floats_are_written_as_python_writes_them():
 
 @native
 def test_a_decision_span_is_written_natively_and_its_chain_verifies(tmp_path):
-    """The values of a real decision span are all ones the native pass writes (none handed back), and
-    the store's chain then verifies with the pure-Python form alone."""
+    """The values of a real decision span (explained, with its chain attributes) are all ones the native
+    pass writes, none handed back; the bytes are Python's, and each stored record matches its hash."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(200, 5))
     model = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))

@@ -341,8 +341,11 @@ static Py_ssize_t open_field(Buffer *b, char tag) {
     return b->len;
 }
 
-static void close_field(Buffer *b, Py_ssize_t start) {
+static int close_field(Buffer *b, Py_ssize_t start) {
     unsigned long long n = (unsigned long long)(b->len - start);
+    if (n >> (7 * LENGTH_GAP)) {  /* 32 GiB: more than the gap holds, and more than any request carries */
+        return DECLINED;
+    }
     char bytes[LENGTH_GAP];
     int k = 0;
     while (n >= 0x80) {
@@ -354,6 +357,7 @@ static void close_field(Buffer *b, Py_ssize_t start) {
     memcpy(gap, bytes, k);
     memmove(gap + k, b->data + start, b->len - start);
     b->len -= LENGTH_GAP - k;
+    return DONE;
 }
 
 /* AnyValue: string 1, bool 2, int 3, double 4, array 5 (ArrayValue: values 1). */
@@ -410,13 +414,14 @@ static int put_any(Buffer *b, PyObject *v, int depth) {
                 return FAILED;
             }
             int rc = put_any(b, PySequence_Fast_GET_ITEM(v, i), depth + 1);
+            if (rc == DONE) {
+                rc = close_field(b, element);
+            }
             if (rc != DONE) {
                 return rc;
             }
-            close_field(b, element);
         }
-        close_field(b, array);
-        return DONE;
+        return close_field(b, array);
     }
     return DECLINED;
 }
@@ -459,8 +464,10 @@ static PyObject *otlp_attributes(PyObject *Py_UNUSED(module), PyObject *args) {
         }
         rc = put_any(&b, value, 0);
         if (rc == DONE) {
-            close_field(&b, any);
-            close_field(&b, key_value);
+            rc = close_field(&b, any);
+        }
+        if (rc == DONE) {
+            rc = close_field(&b, key_value);
         }
     }
     PyObject *result = NULL;
