@@ -38,7 +38,7 @@ def _app(tmp_path: Path, lifecycle: str, method: str, n: int = N, **env: str) ->
     run = subprocess.run([sys.executable, str(HERE / "lifecycle_app.py"), lifecycle, method, str(n)], env=environment,
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return {**json.loads(run.stdout.strip().splitlines()[-1]), "stderr": run.stderr[-3000:]}
 
 
 def _stored(path: Path) -> list[str]:
@@ -156,7 +156,8 @@ def test_every_returned_decision_reaches_a_real_receiver(tmp_path, receiver_apar
     assert result["complete"]
     received = _received_ids(receiver_apart)
     missing = set(result["returned"]) - set(received)
-    assert not missing, f"{len(missing)} of {len(result['returned'])} returned decisions never reached the receiver"
+    assert not missing, (f"{len(missing)} of {len(result['returned'])} returned decisions never reached the receiver "
+                         f"(the app ran {result['seconds']:.1f} s); its log:\n{result['stderr']}")
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
