@@ -127,6 +127,11 @@ static int put_double(Buffer *b, double d) {
 /* Results of the value writers: written, failed (an exception is set), or not mine (Python's path). */
 enum { DONE = 0, FAILED = -1, DECLINED = 1 };
 
+/* JSON's true or false. */
+static int put_bool(Buffer *b, PyObject *v) {
+    return (v == Py_True ? put(b, "true", 4) : put(b, "false", 5)) < 0 ? FAILED : DONE;
+}
+
 /* A number as the canonical form hashes it: as float64. An int beyond float64 is declined (Python raises). */
 static int put_number(Buffer *b, PyObject *v) {
     double d;
@@ -169,7 +174,7 @@ static int put_array(Buffer *b, PyObject *seq) {
             } else if (kind == &PyUnicode_Type) {
                 rc = put_text(b, v) < 0 ? FAILED : DONE;
             } else {
-                rc = v == Py_True ? put(b, "true", 4) : put(b, "false", 5);
+                rc = put_bool(b, v);
             }
             if (rc != DONE) {
                 return rc;
@@ -191,7 +196,7 @@ static int put_value(Buffer *b, PyObject *v) {
         return put_number(b, v);
     }
     if (t == &PyBool_Type) {
-        return (v == Py_True ? put(b, "true", 4) : put(b, "false", 5)) < 0 ? FAILED : DONE;
+        return put_bool(b, v);
     }
     if (v == Py_None) {
         return put(b, "null", 4) < 0 ? FAILED : DONE;
@@ -317,15 +322,20 @@ static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
 /* Nested arrays deeper than this are left to Python. */
 #define MAX_DEPTH 16
 
-static int put_varint(Buffer *b, unsigned long long n) {
-    char bytes[10];
+/* `n` as a protobuf varint into `out` (ten bytes at most, one per 7 bits); returns how many it wrote. */
+static int varint_bytes(unsigned long long n, char *out) {
     int k = 0;
     while (n >= 0x80) {
-        bytes[k++] = (char)((n & 0x7f) | 0x80);
+        out[k++] = (char)((n & 0x7f) | 0x80);
         n >>= 7;
     }
-    bytes[k++] = (char)n;
-    return put(b, bytes, k);
+    out[k++] = (char)n;
+    return k;
+}
+
+static int put_varint(Buffer *b, unsigned long long n) {
+    char bytes[10];
+    return put(b, bytes, varint_bytes(n, bytes));
 }
 
 /* A length-delimited field is written as its one-byte tag, then its payload after a gap of the longest
@@ -347,12 +357,7 @@ static int close_field(Buffer *b, Py_ssize_t start) {
         return DECLINED;
     }
     char bytes[LENGTH_GAP];
-    int k = 0;
-    while (n >= 0x80) {
-        bytes[k++] = (char)((n & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    bytes[k++] = (char)n;
+    int k = varint_bytes(n, bytes);
     char *gap = b->data + start - LENGTH_GAP;
     memcpy(gap, bytes, k);
     memmove(gap + k, b->data + start, b->len - start);
@@ -506,7 +511,7 @@ static int put_json(Buffer *b, PyObject *v, int depth) {
         return put(b, number, len) < 0 ? FAILED : DONE;
     }
     if (t == &PyBool_Type) {
-        return (v == Py_True ? put(b, "true", 4) : put(b, "false", 5)) < 0 ? FAILED : DONE;
+        return put_bool(b, v);
     }
     if (v == Py_None) {
         return put(b, "null", 4) < 0 ? FAILED : DONE;

@@ -35,7 +35,7 @@ def encoder(*, sort_keys: bool = False) -> Callable[[Any], str]:
     native_json = native.module.compact_json
 
     def encode_dict_natively(value: Any) -> str:
-        text = native_json(value) if type(value) is dict else None
+        text = native_json(value)  # None for anything but a dict of the values it writes
         return encode(value) if text is None else text
 
     return encode_dict_natively
