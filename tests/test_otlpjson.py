@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fake_backends import base64_ids
 from google.protobuf import json_format
@@ -18,7 +19,7 @@ from recorded import record
 
 from otel_rai.codec import otlpjson
 from otel_rai.codec.records import SpanRecord
-from otel_rai.codec.sdk import ReadableSpans
+from otel_rai.codec.sdk import ReadableSpans, from_readable
 
 FIXTURES = Path("/work/shared/fixtures/jaeger")
 
@@ -82,3 +83,37 @@ def test_tempo_variants_base64_ids_batches_and_instrumentation_library():
 def test_malformed_input_is_a_clear_error(bad):
     with pytest.raises(otlpjson.OtlpJsonError):
         list(otlpjson.decode(bad))
+
+
+def _random_record(rng: np.random.Generator, i: int) -> SpanRecord:
+    """A record with every field set at random, including the rarely used ones (events, links, state)."""
+    def hex_id(digits: int) -> str:
+        return "".join(rng.choice(list("0123456789abcdef"), digits)).replace("0" * digits, "1" * digits)
+
+    def attributes() -> dict:
+        kinds = [f"s{i}", i, i + 0.5, bool(i % 2), [f"a{i}", "b"], [1.5, 2.5]]
+        return {f"k{j}": kinds[rng.integers(len(kinds))] for j in range(rng.integers(0, 4))}
+
+    parent = hex_id(16) if rng.random() < 0.5 else None
+    status = int(rng.integers(0, 3))
+    return SpanRecord(
+        trace_id=hex_id(32), span_id=hex_id(16), name=f"span {i}", start_ns=int(rng.integers(1, 2**62)),
+        end_ns=int(rng.integers(1, 2**62)), attributes=attributes(), parent_span_id=parent,
+        parent_is_remote=parent is not None and bool(rng.random() < 0.5), kind=int(rng.integers(1, 6)),
+        status_code=status, status_message=f"why {i}" if status == 2 else "",
+        trace_state=f"k{i}=v{i}" if rng.random() < 0.3 else "",
+        events=[{"name": f"e{j}", "time_ns": j + 1, "attributes": attributes()} for j in range(rng.integers(0, 3))],
+        links=[{"trace_id": hex_id(32), "span_id": hex_id(16), "trace_state": "" if j else "a=b",
+                "attributes": attributes()} for j in range(rng.integers(0, 3))],
+        resource={"service.name": f"svc{i % 3}"}, resource_schema_url="https://example.test" if i % 2 else "",
+        scope_name="otel_rai", scope_version="0.1.0" if i % 4 else "",
+    )
+
+
+def test_records_and_sdk_spans_convert_into_each_other_field_by_field():
+    """`from_readable` writes its record positionally: a slip between two fields of one type shows here."""
+    rng = np.random.default_rng(7)
+    to_span = ReadableSpans()
+    for i in range(500):
+        record = _random_record(rng, i)
+        assert from_readable(to_span(record)) == record
