@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import traceback
 from time import time_ns
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -106,6 +106,8 @@ class AuditSpan(trace.Span):
         self.events: list[Event] = []
         self.status = Status(StatusCode.UNSET)
         self._ended = False
+        #: Called with the span and its end time just before it ends (the chain's seal), if set.
+        self.on_ending: Callable[[AuditSpan, int], None] | None = None
 
     def get_span_context(self) -> SpanContext:
         """The span's context, as given when it started."""
@@ -155,5 +157,8 @@ class AuditSpan(trace.Span):
     def end(self, end_time: int | None = None) -> None:
         """Build the `ReadableSpan` and hand it to the tracer's processors, once; later calls do nothing."""
         if not self._ended:
+            end_time = end_time if end_time is not None else time_ns()
+            if self.on_ending is not None:
+                self.on_ending(self, end_time)
             self._ended = True
-            self._tracer._end(self, end_time if end_time is not None else time_ns())
+            self._tracer._end(self, end_time)

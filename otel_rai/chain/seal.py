@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from otel_rai import _fork, semconv, settings
-from otel_rai.audit.tracer import CurrentSpanTracer
+from otel_rai.audit.tracer import AuditSpan, CurrentSpanTracer
 from otel_rai.chain.canonical import GENESIS, canonical_body, digest
 from otel_rai.chain.keys import Signer
 
@@ -93,7 +93,8 @@ class Chain:
 
 
 class _Sealing(trace.Span):
-    """An audit span that is sealed into the chain when it ends; everything else goes to the span.
+    """An SDK span (of an application's provider) that is sealed into the chain when it ends; everything
+    else goes to the span. An `AuditSpan` seals itself (its `on_ending`).
     (A `trace.Span`, because the API ignores a parent in a context that holds anything else.)"""
 
     def __init__(self, span: Any, chain: Chain) -> None:
@@ -145,6 +146,9 @@ class ChainedTracer(CurrentSpanTracer):
     def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any) -> Any:
         """The wrapped tracer's span; a recording one is sealed into the chain when it ends."""
         span = self.tracer.start_span(name, context, *args, **kwargs)
+        if isinstance(span, AuditSpan):  # seals itself: no wrapper to go through for every call on it
+            span.on_ending = self.chain.seal
+            return span
         return _Sealing(span, self.chain) if span.is_recording() else span
 
     def checkpoint(self, *, force: bool = False) -> bool:
