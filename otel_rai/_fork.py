@@ -3,22 +3,26 @@
 A child of ``fork`` (gunicorn and uvicorn workers, multiprocessing) inherits no threads and may inherit
 locks held mid-operation, so each registered object gets a fresh ``_reset()``. Registration is weak:
 objects of an uninstrumented session are not kept alive by it. Fork also waits for an OTLP request in
-flight to end (`quiet`).
+flight to end (`quiet`), and for the store transactions in progress (`transactions`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import threading
 import weakref
-from typing import Protocol
+from typing import Iterator, Protocol
 
 _log = logging.getLogger(__name__)
 
 #: How long fork waits for an export request in flight (`quiet`) before going ahead without it.
 QUIET_WAIT_S = 15.0
+#: How long fork waits for the store transactions in progress (`transactions`): a writer waits at most the
+#: store's busy timeout (60 s) for the write lock, then its transaction fails.
+TRANSACTIONS_WAIT_S = 60.0
 
 
 class Resettable(Protocol):
@@ -69,6 +73,85 @@ class _Quiet:
 quiet = _Quiet()
 
 
+class _Importing(_Quiet):
+    """A lock that a thread of otel-rai's holds while it imports modules on its own (the model-record
+    thread warms skops, about a second, as the application starts), and fork takes first. A child
+    forked mid-import inherits the import locks of the modules then being imported, held by a thread it
+    does not have: each of its own imports of them waits for ever (its model-record thread did, in every
+    Pool forked right after ``instrument()``, and so did its flushes at exit)."""
+
+    def _before(self) -> None:
+        self._held_by_fork = self._lock.acquire(timeout=QUIET_WAIT_S)
+        if not self._held_by_fork:
+            _log.warning("otel-rai: forking while otel-rai imports a module; the child may hang importing it")
+
+
+#: Hold while importing modules off the main thread (see `_Importing`).
+importing = _Importing()
+
+
+class _Transactions:
+    """The SQLite transactions of this process on audit stores, which fork waits for.
+
+    SQLite keeps what each connection of a process holds of a file's locks in the memory of the process
+    (one record per file, shared by all its connections), and a forked child inherits that memory but
+    not the POSIX locks themselves. A child forked while a thread here holds a store's write lock (a
+    commit, the export deleting what it sent, a new connection checking the schema) finds it "held by
+    another connection of this process" for ever: each ``BEGIN IMMEDIATE`` of its own new connections
+    waits out the busy timeout and fails, so nothing the child decides is ever written (and a Pool's
+    ``terminate()`` then loses it). So fork waits until no transaction is open, and new ones wait for
+    the fork.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._open = 0  # transactions in progress, outermost ones only
+        self._forking = False
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        """Around a transaction (from before it asks for a lock until it has released it)."""
+        depth = getattr(self._local, "depth", 0)
+        if not depth:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._forking)
+                self._open += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if not depth:
+                with self._cond:
+                    self._open -= 1
+                    self._cond.notify_all()
+
+    def _before(self) -> None:
+        # The forking thread's own transaction (if any) cannot end first: it is not waited for.
+        mine = 1 if getattr(self._local, "depth", 0) else 0
+        self._cond.acquire()  # held through the fork: no transaction starts or ends meanwhile
+        self._forking = True
+        if not self._cond.wait_for(lambda: self._open <= mine, TRANSACTIONS_WAIT_S):
+            _log.warning("otel-rai: forking while another thread writes to an audit store; the child may be "
+                         "unable to write to it (its decisions stay pending)")
+
+    def _after_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def _after_in_child(self) -> None:
+        # The other threads, and their transactions, are not in the child.
+        self._open = 1 if getattr(self._local, "depth", 0) else 0
+        self._forking = False
+        self._cond.release()
+
+
+#: Hold around each transaction on an audit store (see `_Transactions`).
+transactions = _Transactions()
+
+
 def block_sigterm() -> None:
     """Called first in each thread otel-rai starts: the kernel then never hands SIGTERM to it, but to a
     thread that can act on it (Python runs signal handlers on the main thread only, and a main thread
@@ -77,10 +160,24 @@ def block_sigterm() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
-def _after_fork_in_child() -> None:
+def _before_fork() -> None:
+    importing._before()
+    quiet._before()
+    transactions._before()
+
+
+def _after_fork_in_parent() -> None:
+    transactions._after_in_parent()
     quiet._after()
+    importing._after()
+
+
+def _after_fork_in_child() -> None:
+    transactions._after_in_child()
+    quiet._after()
+    importing._after()
     for obj in list(_registered):
         obj._reset()
 
 
-os.register_at_fork(before=quiet._before, after_in_parent=quiet._after, after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import struct
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -31,7 +32,7 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import all_estimators
 
 import otel_rai
-from otel_rai import semconv, store
+from otel_rai import _fork, semconv, store
 from otel_rai.audit.hashing import HashKey
 from otel_rai.chain import keys as chain_keys
 from otel_rai.codec.sdk import from_readable
@@ -145,6 +146,43 @@ def test_a_forked_child_records_the_model_in_its_own_stream(tmp_path):
     records = [r for r in store.Store(path).spans() if r.name == semconv.MODEL_RECORD_SPAN]
     assert len(records) == 2 and len({r.attributes[semconv.AUDIT_STREAM] for r in records}) == 2
     assert len({r.attributes[semconv.MODEL_FINGERPRINT] for r in records}) == 1
+
+
+def test_a_child_forked_while_the_record_thread_imports_can_import(tmp_path, monkeypatch):
+    """The record thread imports skops as the application starts (about a second), and Pools fork right
+    after ``instrument()``: a child forked mid-import inherited the module's import lock, held by a thread
+    it does not have, and its own import of the module waited for ever (its record thread, then its exit
+    flush). A module that takes 0.5 s to import stands in for skops; fork waits for the import to end."""
+    (tmp_path / "slow_to_import.py").write_text("import time\ntime.sleep(0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    inside = threading.Event()
+
+    def warm() -> None:
+        with _fork.importing:  # as the record thread's `_warm` does
+            inside.set()
+            import slow_to_import  # noqa: F401
+
+    importer = threading.Thread(target=warm)
+    importer.start()
+    assert inside.wait(10)
+    pid = os.fork()
+    if pid == 0:
+        import slow_to_import  # noqa: F401
+
+        os._exit(0)
+    importer.join()
+    deadline, status = time.monotonic() + 20, None
+    while status is None and time.monotonic() < deadline:
+        done, code = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = code
+        else:
+            time.sleep(0.05)
+    if status is None:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert status is not None, "the forked child never finished importing the module"
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_a_model_refitted_before_the_worker_built_its_record_says_so(tmp_path):

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -332,6 +333,41 @@ def test_a_forked_child_writes_its_own_decisions(tmp_path):
     otel_rai.uninstrument()
     assert sorted(r[0] for r in rows(path, "SELECT decision_id FROM decisions")) == [
         "child-0", "child-1", "parent-0", "parent-1"]
+
+
+def test_a_child_forked_while_another_thread_writes_can_write(tmp_path, monkeypatch):
+    """SQLite keeps what a process's connections hold of a file's locks in the process's memory, which
+    a forked child inherits without the locks themselves: forked while another thread held the write
+    lock, the child found it held for ever, and each of its writes failed after the busy timeout (seen
+    under load: a Pool child forked while the parent's export thread opened its connection never wrote
+    a decision, and terminate() lost them). Fork waits for the transaction to end."""
+    monkeypatch.setattr(store_connection, "BUSY_TIMEOUT_S", 3.0)  # the child's writes fail soon, not in 60 s
+    path = tmp_path / "audit.db"
+    parent = store.Store(path, create=True)
+    inside = threading.Event()
+
+    def write_slowly() -> None:
+        with store_connection.writing(parent._connection()):
+            inside.set()
+            time.sleep(0.5)
+
+    writer = threading.Thread(target=write_slowly)
+    writer.start()
+    assert inside.wait(10)
+    pid = os.fork()
+    if pid == 0:  # a new connection of the child's own, as a forked child's threads open them
+        code = 1
+        try:
+            child = store.Store(path, create=True)
+            with store_connection.writing(child._connection()):
+                child._connection().execute("INSERT INTO meta (key, value) VALUES ('child', 'wrote')")
+            code = 0
+        finally:
+            os._exit(code)
+    writer.join()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert rows(path, "SELECT value FROM meta WHERE key = 'child'") == [("wrote",)]
 
 
 def test_odd_paths_work_and_an_impossible_one_is_a_clear_error(tmp_path):

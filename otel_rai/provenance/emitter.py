@@ -192,11 +192,13 @@ class ModelRecords:
 
 def _warm() -> None:
     """Import the serializers on the saver thread before the first model needs them: skops lists every
-    scikit-learn estimator when imported, which takes about a second."""
-    try:
-        import skops.io  # noqa: F401
-    except ImportError:  # joblib then
-        pass
+    scikit-learn estimator when imported, which takes about a second. A fork waits for it
+    (`_fork.importing`)."""
+    with _fork.importing:
+        try:
+            import skops.io  # noqa: F401
+        except ImportError:  # joblib then
+            pass
 
 
 def _unchanged(call: DecisionCall) -> bool:

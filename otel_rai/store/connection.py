@@ -14,7 +14,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from otel_rai import settings
+from otel_rai import _fork, settings
 from otel_rai.errors import StoreError
 from otel_rai.store import schema
 
@@ -42,15 +42,17 @@ def create_file(path: Path) -> None:
 @contextlib.contextmanager
 def writing(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction; ``IMMEDIATE`` takes the write lock first, so it cannot fail half-way
-    on a lock upgrade, and waits up to `BUSY_TIMEOUT_S` for another writer."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")  # where a full disk shows: the transaction must not stay open after it
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
-            conn.execute("ROLLBACK")
-        raise
+    on a lock upgrade, and waits up to `BUSY_TIMEOUT_S` for another writer. A fork waits for it to end
+    (`_fork.transactions`: a child forked while this process holds the write lock could never write)."""
+    with _fork.transactions():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            conn.execute("COMMIT")  # where a full disk shows: the transaction must not stay open after it
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+                conn.execute("ROLLBACK")
+            raise
 
 
 def journal_mode_wal(conn: sqlite3.Connection) -> str:
@@ -60,7 +62,8 @@ def journal_mode_wal(conn: sqlite3.Connection) -> str:
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
-            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            with _fork.transactions():  # switching takes the file's exclusive lock (see `writing`)
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
