@@ -3,7 +3,8 @@
 A child of ``fork`` (gunicorn and uvicorn workers, multiprocessing) inherits no threads and may inherit
 locks held mid-operation, so each registered object gets a fresh ``_reset()``. Registration is weak:
 objects of an uninstrumented session are not kept alive by it. Fork also waits for an OTLP request in
-flight to end (`quiet`), and for the store transactions in progress (`transactions`).
+flight to end (`quiet`), for the store calls in progress (`store_calls`), and for an import by one of
+its threads (`importing`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ _log = logging.getLogger(__name__)
 
 #: How long fork waits for an export request in flight (`quiet`) before going ahead without it.
 QUIET_WAIT_S = 15.0
-#: How long fork waits for the store transactions in progress (`transactions`): a writer waits at most the
-#: store's busy timeout (60 s) for the write lock, then its transaction fails.
-TRANSACTIONS_WAIT_S = 60.0
+#: How long fork waits for the store calls in progress (`store_calls`): a writer waits at most the store's
+#: busy timeout (60 s) for the write lock, then its transaction fails.
+STORE_CALLS_WAIT_S = 60.0
 
 
 class Resettable(Protocol):
@@ -90,28 +91,31 @@ class _Importing(_Quiet):
 importing = _Importing()
 
 
-class _Transactions:
-    """The SQLite transactions of this process on audit stores, which fork waits for.
+class _StoreCalls:
+    """The calls of this process's threads into SQLite on audit stores, which fork waits for.
 
-    SQLite keeps what each connection of a process holds of a file's locks in the memory of the process
-    (one record per file, shared by all its connections), and a forked child inherits that memory but
-    not the POSIX locks themselves. A child forked while a thread here holds a store's write lock (a
-    commit, the export deleting what it sent, a new connection checking the schema) finds it "held by
-    another connection of this process" for ever: each ``BEGIN IMMEDIATE`` of its own new connections
-    waits out the busy timeout and fails, so nothing the child decides is ever written (and a Pool's
-    ``terminate()`` then loses it). So fork waits until no transaction is open, and new ones wait for
-    the fork.
+    SQLite keeps its mutexes, and what a process holds of each file's locks, in the memory of the
+    process (one record per file, shared by all its connections); a forked child inherits that memory
+    but neither the threads that were in SQLite nor the POSIX locks themselves. A child forked while
+    another thread held a store's write lock (a commit, the export deleting what it sent, a new
+    connection checking the schema) found it "held by another connection of this process" for ever:
+    each ``BEGIN IMMEDIATE`` of its own connections waited out the busy timeout and failed, so nothing
+    the child decided was ever written (and a Pool's ``terminate()`` then lost it). One forked while a
+    thread was inside SQLite at all (reading the outbox, freeing a statement) can inherit one of SQLite's
+    mutexes held, and hang at its first SQLite call. So fork waits until no thread here is in a store
+    call, and new calls wait for the fork.
     """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._open = 0  # transactions in progress, outermost ones only
+        self._open = 0  # calls in progress, outermost ones only
         self._forking = False
         self._local = threading.local()
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
-        """Around a transaction (from before it asks for a lock until it has released it)."""
+        """Around a call into SQLite (from before it opens a connection, asks for a lock or runs a statement
+        until it is done with the statement's results)."""
         depth = getattr(self._local, "depth", 0)
         if not depth:
             with self._cond:
@@ -128,12 +132,12 @@ class _Transactions:
                     self._cond.notify_all()
 
     def _before(self) -> None:
-        # The forking thread's own transaction (if any) cannot end first: it is not waited for.
+        # The forking thread's own call (if any) cannot end first: it is not waited for.
         mine = 1 if getattr(self._local, "depth", 0) else 0
-        self._cond.acquire()  # held through the fork: no transaction starts or ends meanwhile
+        self._cond.acquire()  # held through the fork: no call starts or ends meanwhile
         self._forking = True
-        if not self._cond.wait_for(lambda: self._open <= mine, TRANSACTIONS_WAIT_S):
-            _log.warning("otel-rai: forking while another thread writes to an audit store; the child may be "
+        if not self._cond.wait_for(lambda: self._open <= mine, STORE_CALLS_WAIT_S):
+            _log.warning("otel-rai: forking while another thread uses an audit store; the child may be "
                          "unable to write to it (its decisions stay pending)")
 
     def _after_in_parent(self) -> None:
@@ -142,14 +146,14 @@ class _Transactions:
         self._cond.release()
 
     def _after_in_child(self) -> None:
-        # The other threads, and their transactions, are not in the child.
+        # The other threads, and their calls, are not in the child.
         self._open = 1 if getattr(self._local, "depth", 0) else 0
         self._forking = False
         self._cond.release()
 
 
-#: Hold around each transaction on an audit store (see `_Transactions`).
-transactions = _Transactions()
+#: Hold around each call into SQLite on an audit store (see `_StoreCalls`).
+store_calls = _StoreCalls()
 
 
 def block_sigterm() -> None:
@@ -163,17 +167,17 @@ def block_sigterm() -> None:
 def _before_fork() -> None:
     importing._before()
     quiet._before()
-    transactions._before()
+    store_calls._before()
 
 
 def _after_fork_in_parent() -> None:
-    transactions._after_in_parent()
+    store_calls._after_in_parent()
     quiet._after()
     importing._after()
 
 
 def _after_fork_in_child() -> None:
-    transactions._after_in_child()
+    store_calls._after_in_child()
     quiet._after()
     importing._after()
     for obj in list(_registered):

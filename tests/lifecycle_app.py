@@ -11,10 +11,12 @@ lifecycles cut short, the ids each child decided (from files the children write 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,9 +24,25 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
+from otel_rai.store import connection as store_connection
+from otel_rai.store import store as store_module
 
 X = np.random.RandomState(0).randn(64, 4)
 MODEL = LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
+#: Seconds each store transaction of the export thread lasts at least: the Pool then forks its children
+#: while the parent holds the store's write lock (its export thread's first transaction checks the schema).
+SLOW_EXPORT_WRITES = float(os.environ.get("LIFECYCLE_SLOW_EXPORT_WRITES", "0"))
+if SLOW_EXPORT_WRITES:
+    _writing = store_connection.writing
+
+    @contextlib.contextmanager
+    def _slow_writing(conn):
+        with _writing(conn):
+            if threading.current_thread().name == "otel-rai-export":
+                time.sleep(SLOW_EXPORT_WRITES)
+            yield
+
+    store_connection.writing = store_module.writing = _slow_writing
 otel_rai.instrument(explain=False)
 #: Where the children note each decision they made (for lifecycles whose results do not all return).
 NOTES = os.environ.get("LIFECYCLE_NOTES")

@@ -160,6 +160,21 @@ def test_every_returned_decision_reaches_a_real_receiver(tmp_path, receiver_apar
                          f"(the app ran {result['seconds']:.1f} s); its log:\n{result['stderr']}")
 
 
+@pytest.mark.parametrize("lifecycle", ["pool-terminate", "executor"])
+def test_children_forked_while_the_parent_writes_to_the_store_keep_every_decision(tmp_path, receiver_apart,
+                                                                                  lifecycle):
+    """The parent's export thread holds the spool's write lock for 0.3 s a transaction, so the Pool forks
+    its children inside one. Before fork waited for it, such a child could never write (SQLite's record
+    of the lock is copied by fork, the lock is not): all 200 decisions were lost, after 250 s."""
+    result = _app(tmp_path, lifecycle, "fork", OTEL_EXPORTER_OTLP_ENDPOINT=receiver_apart.endpoint,
+                  OTEL_RAI_HOME=str(tmp_path / "home"), LIFECYCLE_SLOW_EXPORT_WRITES="0.3")
+    assert result["complete"] and len(result["returned"]) == N
+    missing = set(result["returned"]) - set(_received_ids(receiver_apart))
+    assert not missing, (f"{len(missing)} of {N} returned decisions never reached the receiver "
+                         f"(the app ran {result['seconds']:.1f} s); its log:\n{result['stderr']}")
+    assert "not all committed" not in result["stderr"]
+
+
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_fail_closed_keeps_every_decision_made_even_when_terminate_cuts_tasks_short(tmp_path, method):
     """terminate() while tasks run: their results never return, but each decision that returned inside

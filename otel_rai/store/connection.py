@@ -43,8 +43,8 @@ def create_file(path: Path) -> None:
 def writing(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction; ``IMMEDIATE`` takes the write lock first, so it cannot fail half-way
     on a lock upgrade, and waits up to `BUSY_TIMEOUT_S` for another writer. A fork waits for it to end
-    (`_fork.transactions`: a child forked while this process holds the write lock could never write)."""
-    with _fork.transactions():
+    (`_fork.store_calls`: a child forked while this process holds the write lock could never write)."""
+    with _fork.store_calls():
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -62,7 +62,7 @@ def journal_mode_wal(conn: sqlite3.Connection) -> str:
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
-            with _fork.transactions():  # switching takes the file's exclusive lock (see `writing`)
+            with _fork.store_calls():  # switching takes the file's exclusive lock (see `writing`)
                 return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
