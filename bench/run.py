@@ -24,6 +24,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -781,10 +782,18 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def _checkout(root: Path, ref: str, into: Path) -> Path:
-    """The tree of git `ref` in directory `into` (``git archive``: no worktree to clean up)."""
+    """The tree of git `ref` in directory `into` (``git archive``: no worktree to clean up), with its native
+    module built in place as an install builds it (the interpreter's compiler and flags): without it, a
+    tree that has one would run in pure Python."""
     into.mkdir()
     archive = subprocess.run(["git", "-C", str(root), "archive", ref], check=True, capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    source = into / "otel_rai" / "codec" / "_native.c"
+    if source.exists():
+        config = sysconfig.get_config_vars()
+        subprocess.run([*config["CC"].split(), *config["CFLAGS"].split(), *config["CCSHARED"].split(), "-shared",
+                        f"-I{sysconfig.get_paths()['include']}", str(source), "-o",
+                        str(source.with_name("_native" + config["EXT_SUFFIX"]))], check=True)
     return into
 
 
