@@ -346,6 +346,7 @@ def test_a_child_forked_while_another_thread_writes_can_write(tmp_path, monkeypa
     parent = store.Store(path, create=True)
     inside = threading.Event()
 
+    @store_connection.apart_from_fork  # as the store's own writes are
     def write_slowly() -> None:
         with store_connection.writing(parent._connection()):
             inside.set()

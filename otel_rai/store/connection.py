@@ -12,7 +12,7 @@ import time
 import urllib.parse
 from itertools import chain
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from otel_rai import _fork, settings
 from otel_rai.errors import StoreError
@@ -42,17 +42,16 @@ def create_file(path: Path) -> None:
 @contextlib.contextmanager
 def writing(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction; ``IMMEDIATE`` takes the write lock first, so it cannot fail half-way
-    on a lock upgrade, and waits up to `BUSY_TIMEOUT_S` for another writer. A fork waits for it to end
-    (`_fork.store_calls`: a child forked while this process holds the write lock could never write)."""
-    with _fork.store_calls():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            conn.execute("COMMIT")  # where a full disk shows: the transaction must not stay open after it
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
-                conn.execute("ROLLBACK")
-            raise
+    on a lock upgrade, and waits up to `BUSY_TIMEOUT_S` for another writer. Only inside a store call
+    (`apart_from_fork`): a child forked while this process holds the write lock could never write."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")  # where a full disk shows: the transaction must not stay open after it
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back already
+            conn.execute("ROLLBACK")
+        raise
 
 
 def journal_mode_wal(conn: sqlite3.Connection) -> str:
@@ -62,14 +61,27 @@ def journal_mode_wal(conn: sqlite3.Connection) -> str:
     deadline = time.monotonic() + BUSY_TIMEOUT_S
     while True:
         try:
-            with _fork.store_calls():  # switching takes the file's exclusive lock (see `writing`)
-                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(_WAL_RETRY_S)
 
 
+def apart_from_fork(method: Callable[..., Any]) -> Callable[..., Any]:
+    """`method` as one call into SQLite that a fork waits for (`_fork.store_calls`): the store's
+    background users (the audit worker, the export) are never in SQLite while the process forks, which
+    could leave the child one of SQLite's mutexes or lock records held for ever."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _fork.store_calls():
+            return method(*args, **kwargs)
+
+    return call
+
+
+@apart_from_fork
 def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to the store at `path`, created (owner-only) if `create` and it does not exist."""
     if create:

@@ -7,7 +7,6 @@ Safe to share between threads (each thread gets its own connection) and between 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import sqlite3
@@ -15,7 +14,7 @@ import threading
 from itertools import chain, repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec import compact
@@ -23,7 +22,7 @@ from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.text import text_of
 from otel_rai.errors import StoreError
 from otel_rai.store import schema
-from otel_rai.store.connection import connect, insert, writing
+from otel_rai.store.connection import apart_from_fork, connect, insert, writing
 
 DEFAULT_NAME = "audit.db"
 #: Rows written between two bulk fills of ``input_index``.
@@ -127,18 +126,6 @@ def _last_seq(conn: sqlite3.Connection) -> int:
     return last
 
 
-def _apart_from_fork(method: Callable[..., Any]) -> Callable[..., Any]:
-    """`method` as one call into SQLite that a fork waits for (`_fork.store_calls`): the store's
-    background users (the audit worker, the export) are never in SQLite while the process forks."""
-
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        with _fork.store_calls():
-            return method(*args, **kwargs)
-
-    return call
-
-
 _SPAN_COLUMNS = (
     "s.seq, s.origin, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start_ns, s.end_ns, "
     "s.status_code, s.status_message, s.attributes, s.extra"
@@ -148,7 +135,7 @@ _SPAN_COLUMNS = (
 class Store:
     """One audit store file. Safe to share between threads; each thread gets its own connection."""
 
-    @_apart_from_fork
+    @apart_from_fork
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path).expanduser()
         self._create = create
@@ -182,7 +169,7 @@ class Store:
                 self._connections.append((threading.current_thread(), conn))
         return conn
 
-    @_apart_from_fork
+    @apart_from_fork
     def close(self) -> None:
         """Close the connections of this thread and of threads that have ended; a later use opens a new
         one. A connection of a thread still running stays open: closing it under a statement in progress
@@ -246,7 +233,7 @@ class Store:
             new[key] = found
         return found
 
-    @_apart_from_fork
+    @apart_from_fork
     def append(
         self,
         records: Sequence[SpanRecord] = (),
@@ -327,7 +314,7 @@ class Store:
             raise StoreError(f"{self.path}: {what} was replaced since it was opened; nothing more is "
                              "written to it")
 
-    @_apart_from_fork
+    @apart_from_fork
     def index_inputs(self, max_rows: int = _INDEX_BATCH_ROWS) -> int:
         """Add the decisions past the ``input_index`` watermark to it, up to about `max_rows` in one
         sorted bulk transaction; returns how many rows were indexed."""
@@ -354,7 +341,7 @@ class Store:
 
     # --- the outbox: spans waiting for export ---
 
-    @_apart_from_fork
+    @apart_from_fork
     def outbox_batch(self, max_spans: int, max_rows: int, after: int = 0) -> list[tuple[int, int, bytes]]:
         """The oldest spans waiting for export past seq `after`, within the limits (at least one), as
         (seq, origin id, encoded span)."""
@@ -369,7 +356,7 @@ class Store:
             batch.append((seq, origin, encoded))
         return batch
 
-    @_apart_from_fork
+    @apart_from_fork
     def outbox_done(self, last: int, *, forget: bool = False) -> None:
         """The queued spans up to seq `last` were exported. Spans are written in seq order under the
         write lock, so every queued span up to `last` was in an exported batch. With `forget` (a spool),
@@ -381,7 +368,7 @@ class Store:
                 conn.execute("DELETE FROM decisions WHERE span <= ?", (last,))
                 conn.execute("DELETE FROM spans WHERE seq <= ?", (last,))
 
-    @_apart_from_fork
+    @apart_from_fork
     def outbox_pending(self, through: int | None = None) -> int:
         """Spans waiting for export (those up to seq `through`, if given)."""
         sql, args = "SELECT count(*) FROM outbox", ()
@@ -389,33 +376,33 @@ class Store:
             sql, args = sql + " WHERE seq <= ?", (through,)
         return self._connection().execute(sql, args).fetchone()[0]
 
-    @_apart_from_fork
+    @apart_from_fork
     def meta(self) -> dict[str, str]:
         """The ``meta`` table: the format and schema version, and what a writer noted (`set_meta`)."""
         with self._reading():
             return schema.meta(self._connection())
 
-    @_apart_from_fork
+    @apart_from_fork
     def set_meta(self, values: Mapping[str, str]) -> None:
         """Note `values` in the ``meta`` table (a spool's destination, for example)."""
         conn = self._connection()
         with writing(conn):
             conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
 
-    @_apart_from_fork
+    @apart_from_fork
     def outbox_totals(self) -> tuple[int, int]:
         """(spans, decisions) waiting for export."""
         return tuple(self._connection().execute(
             "SELECT count(*), coalesce(sum(n_decisions), 0) FROM outbox").fetchone())
 
-    @_apart_from_fork
+    @apart_from_fork
     def last_seq(self) -> int:
         """The last sequence number given to a span (written or queued)."""
         return _last_seq(self._connection())
 
     # --- reading ---
 
-    @_apart_from_fork
+    @apart_from_fork
     def origin_of(self, origin: int) -> Origin:
         """The resource and scope of origin `origin` (cached)."""
         found = self._origin_records.get(origin)
@@ -528,7 +515,7 @@ class Store:
             for seq, *columns in self._connection().execute(sql, args):
                 yield seq, tuple(columns)
 
-    @_apart_from_fork
+    @apart_from_fork
     def index_mismatches(self, **query: Any) -> set[int]:
         """The spans (of those matching the filters) whose ``input_index`` entries do not say what their
         ``decisions`` rows say: an entry that is wrong or names no decision, or an indexed decision
@@ -548,7 +535,7 @@ class Store:
                 " WHERE i.input_key = d.input_key AND i.span = d.span AND i.idx = d.idx)", args)
             return found | {row[0] for row in missing}
 
-    @_apart_from_fork
+    @apart_from_fork
     def local_rows(self) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
         """Every ``decision_groups`` row ({decision id: {attribute: group}}) and ``outcomes`` row
         ({decision id: (ground truth JSON, time)})."""
@@ -571,7 +558,7 @@ class Store:
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise StoreError(f"{self.path} holds a record otel-rai cannot read ({type(exc).__name__})") from None
 
-    @_apart_from_fork
+    @apart_from_fork
     def groups(self, decision_ids: Iterable[str]) -> dict[str, dict[str, str]]:
         """{decision id: {sensitive attribute: group}} of the decisions that have groups."""
         out: dict[str, dict[str, str]] = {}
@@ -583,7 +570,7 @@ class Store:
             out.setdefault(decision_id, {})[attribute] = group
         return out
 
-    @_apart_from_fork
+    @apart_from_fork
     def outcomes(self, decision_ids: Iterable[str]) -> dict[str, Any]:
         """{decision id: ground truth} of the decisions with a recorded outcome."""
         rows = self._connection().execute(
@@ -592,7 +579,7 @@ class Store:
         )
         return {decision_id: json.loads(y_true) for decision_id, y_true in rows}
 
-    @_apart_from_fork
+    @apart_from_fork
     def outcome_records(self, decision_ids: Iterable[str]) -> dict[str, tuple[Any, int]]:
         """{decision id: (ground truth, time recorded in Unix ns)} of the decisions with a recorded outcome."""
         rows = self._connection().execute(
@@ -601,7 +588,7 @@ class Store:
         )
         return {decision_id: (json.loads(y_true), time_ns) for decision_id, y_true, time_ns in rows}
 
-    @_apart_from_fork
+    @apart_from_fork
     def drift_snapshots(self, model_version: str, model_name: str | None = None, start_ns: int | None = None,
                         end_ns: int | None = None) -> list[tuple[int, str, dict[str, Any]]]:
         """(time, model name, histograms) of the drift monitor's snapshots of a model version in [start, end),
@@ -621,7 +608,7 @@ class Store:
                 raise
             return [(time_ns, name, json.loads(histograms)) for time_ns, name, histograms in rows]
 
-    @_apart_from_fork
+    @apart_from_fork
     def count_decisions(self, **query: Any) -> int:
         """Decisions in the spans `spans(**query)` yields (an upper bound when filtering by id or hash)."""
         where, args = self._where(**query)
@@ -629,7 +616,7 @@ class Store:
         with self._reading():
             return self._connection().execute(sql, args).fetchone()[0]
 
-    @_apart_from_fork
+    @apart_from_fork
     def model_versions(self, **query: Any) -> list[tuple[Any, ...]]:
         """(model name, model version, decisions, first start_ns, last start_ns, input features or None) of
         every model version with decisions among the spans `spans(**query)` yields, oldest first; the
@@ -647,7 +634,7 @@ class Store:
                 out.append((name, version, n, first, last, json.loads(names) if names else None))
             return out
 
-    @_apart_from_fork
+    @apart_from_fork
     def model_summaries(self, record_span: str, **query: Any) -> list[tuple[Any, ...]]:
         """Per (model name, version, fingerprint) of the spans matching the filters: (name, version,
         fingerprint, first and last decision time or None, decisions, spans named `record_span`), in
@@ -662,7 +649,7 @@ class Store:
         with self._reading():
             return [tuple(row) for row in self._connection().execute(sql, [record_span, *args])]
 
-    @_apart_from_fork
+    @apart_from_fork
     def query_plan(self, **query: Any) -> str:
         """SQLite's plan for `spans(**query)`, for tests and for curious operators."""
         sql, args = self._select(**query)
