@@ -41,15 +41,13 @@ def reset_in_child(obj: Resettable) -> None:
 
 
 class _Quiet:
-    """A lock that an export thread holds while it is inside an OTLP exporter, and fork takes first.
+    """A lock that one of otel-rai's threads holds while it must not be split by a fork, and fork takes
+    first (for at most `QUIET_WAIT_S`; then it forks anyway and logs `warning`)."""
 
-    gRPC's own fork handlers only work when no RPC is in flight: otherwise they are skipped, the child's
-    gRPC cannot send anything, and the parent's request may fail after arriving (and is then resent).
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, warning: str) -> None:
         self._lock = threading.Lock()
         self._held_by_fork = False
+        self._warning = warning
 
     def __enter__(self) -> None:
         self._lock.acquire()
@@ -58,11 +56,10 @@ class _Quiet:
         self._lock.release()
 
     def _before(self) -> None:
-        # Bounded: a hanging backend keeps a request in flight until its own timeout.
+        # Bounded: what the holder waits for (a backend, an import) may hang.
         self._held_by_fork = self._lock.acquire(timeout=QUIET_WAIT_S)
         if not self._held_by_fork:
-            _log.warning("otel-rai: forking while an OTLP export is still in flight; over gRPC, the child may "
-                         "be unable to export (spooled decisions wait for another process)")
+            _log.warning("%s", self._warning)
 
     def _after(self) -> None:
         if self._held_by_fork:
@@ -70,25 +67,16 @@ class _Quiet:
             self._lock.release()
 
 
-#: Hold while calling into an OTLP exporter (see `_Quiet`).
-quiet = _Quiet()
-
-
-class _Importing(_Quiet):
-    """A lock that a thread of otel-rai's holds while it imports modules on its own (the model-record
-    thread warms skops, about a second, as the application starts), and fork takes first. A child
-    forked mid-import inherits the import locks of the modules then being imported, held by a thread it
-    does not have: each of its own imports of them waits for ever (its model-record thread did, in every
-    Pool forked right after ``instrument()``, and so did its flushes at exit)."""
-
-    def _before(self) -> None:
-        self._held_by_fork = self._lock.acquire(timeout=QUIET_WAIT_S)
-        if not self._held_by_fork:
-            _log.warning("otel-rai: forking while otel-rai imports a module; the child may hang importing it")
-
-
-#: Hold while importing modules off the main thread (see `_Importing`).
-importing = _Importing()
+#: Hold while calling into an OTLP exporter. gRPC's own fork handlers only work when no RPC is in flight:
+#: otherwise they are skipped, the child's gRPC cannot send anything, and the parent's request may fail
+#: after arriving (and is then resent).
+quiet = _Quiet("otel-rai: forking while an OTLP export is still in flight; over gRPC, the child may be unable "
+               "to export (spooled decisions wait for another process)")
+#: Hold while importing modules off the main thread (the model-record thread warms skops, about a second,
+#: as the application starts). A child forked mid-import inherits the import locks of the modules then
+#: being imported, held by a thread it does not have: each of its own imports of them waits for ever (its
+#: model-record thread did, in every Pool forked right after ``instrument()``, and so did its exit flush).
+importing = _Quiet("otel-rai: forking while otel-rai imports a module; the child may hang importing it")
 
 
 class _StoreCalls:
