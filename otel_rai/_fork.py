@@ -95,7 +95,9 @@ class _StoreCalls:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a signal handler that forks can run on a thread that holds it for a moment, entering or
+        # leaving a call.
+        self._cond = threading.Condition(threading.RLock())
         self._open = 0  # calls in progress, outermost ones only
         self._forking = False
         self._local = threading.local()

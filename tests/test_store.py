@@ -371,6 +371,24 @@ def test_a_child_forked_while_another_thread_writes_can_write(tmp_path, monkeypa
     assert rows(path, "SELECT value FROM meta WHERE key = 'child'") == [("wrote",)]
 
 
+def test_a_fork_from_a_signal_handler_on_a_thread_entering_a_store_call_goes_ahead():
+    """Python runs a signal handler between two bytecodes of the main thread, which may be entering or
+    leaving a store call and so hold the lock that fork takes: a handler that forks (a pre-fork server
+    respawning a worker) must not wait for its own thread for ever."""
+    code = (
+        "import os\n"
+        "from otel_rai import _fork\n"
+        "with _fork.store_calls._cond:  # where a thread entering a call holds it\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "print('forked')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.strip() == "forked", run.stderr[-2000:]
+
+
 def test_odd_paths_work_and_an_impossible_one_is_a_clear_error(tmp_path):
     odd = tmp_path / "audit 2026?#%.db"
     record(odd, {"1": 2})
