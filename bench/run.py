@@ -2,7 +2,8 @@
 
     python bench/run.py            # full run (about 10 minutes on 2 cores)
     python bench/run.py --quick    # shorter runs, same scenarios
-    python bench/run.py --only single,batch       # of: single, batch, sustained, explain, memory, store, honest, budget
+    python bench/run.py --only single,batch       # of: single, batch, sustained, explain, memory, store,
+                                                  # honest, budget, floor
     python bench/run.py --only honest --before b516cef   # the same scenarios on another git ref, alternating
 
 Prints a table and writes JSON (default bench/results/latest.json). Each scenario alternates bare and
@@ -614,6 +615,36 @@ def budget(quick: bool) -> list[Row]:
     return rows
 
 
+def floor(quick: bool) -> list[Row]:
+    """What the record design costs at the least (`bench_floor`): each thread's CPU per single-row LR
+    decision in drained blocks, and the compiled code within it (canonical body and SHA-256, compact
+    JSON, OTLP attributes, SQLite), with each sink of the honest scenario; then SQLite's share of a
+    100,000-row call. Reported, not gated."""
+    import bench_floor
+
+    if quick:
+        bench_floor.BLOCKS = 20
+    models = _honest_models()
+    rows = []
+    with threadpool_limits(1, "openmp"):
+        for sink_name, sink in HONEST_SINKS.items():
+            print(f"  floor lr/{sink_name}/explain=off", file=sys.stderr, flush=True)
+            with sink() as options:
+                found = bench_floor.floor(*models["lr"], {"hash_key": KEY, "sensitive_features": ["sex"],
+                                                          "explain": False, **options})
+            for name, value in found.items():
+                metric = "ratio" if name.startswith("best ratio") else "µs/decision"
+                rows.append(Row("floor", f"lr/{sink_name}/explain=off: {name}", metric, value))
+        X, _ = make_classification(100_000, 20, random_state=0)
+        model, _ = models["lr"]
+        with _store_home():
+            found = bench_floor.floor_batch(model, X, {"hash_key": KEY, "sensitive_features": ["sex"],
+                                                       "explain": False}, calls=1 if quick else 3)
+        for name, value in found.items():
+            rows.append(Row("floor", f"batch 100,000 rows/store/explain=off: {name}", "µs/row", value))
+    return rows
+
+
 # --- scenario 5: memory -----------------------------------------------------------------------------
 
 
@@ -699,13 +730,14 @@ SCENARIOS: dict[str, Callable[[bool], list[Row]]] = {
     "store": store,
     "honest": honest,
     "budget": budget,
+    "floor": floor,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default=",".join(s for s in SCENARIOS if s not in ("honest", "budget")))
+    parser.add_argument("--only", default=",".join(s for s in SCENARIOS if s not in ("honest", "budget", "floor")))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
     parser.add_argument("--before", metavar="REF", help="also run the scenarios on git REF, each tree in its own "
                         "process, alternating, and print both columns")
