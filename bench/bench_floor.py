@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 import otel_rai
+from otel_rai import semconv
 from otel_rai.chain import canonical
 from otel_rai.codec import native
 from otel_rai.codec.sdk import from_readable
@@ -40,10 +41,10 @@ def _thread_cpu() -> dict[str, float]:
     """CPU seconds of each thread of this process, by name: Python's threads by their CPU clocks, the
     others (a gRPC core's) from Linux's ``/proc`` in clock ticks."""
     out: dict[str, float] = collections.Counter()
-    python = {}
+    python = set()
     for thread in threading.enumerate():
         name = "other Python threads" if thread.name.startswith("Thread-") else thread.name
-        python[thread.native_id] = name
+        python.add(thread.native_id)
         try:
             out[name] += time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
         except OSError:  # it ended meanwhile
@@ -186,9 +187,10 @@ def floor(model: Any, xs: list[Any], options: dict[str, Any]) -> dict[str, float
     out = {"bare": bare, **{f"thread: {k}": v for k, v in threads.items() if v > 0}}
     out["thread: MainThread"] = threads.get("MainThread", 0.0) - bare  # the caller's, over bare
     out["all threads, over bare"] = sum(v for k, v in out.items() if k.startswith("thread: "))
-    records = [from_readable(s) for s in kept if s.attributes.get("ml.decision.ids")]
+    decided = [s for s in kept if s.attributes.get(semconv.DECISION_IDS)]
+    records = [from_readable(s) for s in decided[-len(xs) * 10:]]  # the last ten blocks' records
     compiled = {"SQLite (statements and commits)": spent["sqlite"] / n * 1e6,
-                **_native_us(records[-len(xs) * 10:], keeping, exporting)}
+                **_native_us(records, keeping, exporting)}
     out.update({f"compiled: {k}": v for k, v in compiled.items()})
     out["compiled, all"] = sum(compiled.values())
     out["best ratio if all else were free"] = (bare + out["compiled, all"]) / bare

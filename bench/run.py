@@ -625,21 +625,20 @@ def floor(quick: bool) -> list[Row]:
     if quick:
         bench_floor.BLOCKS = 20
     models = _honest_models()
+    session = {"hash_key": KEY, "sensitive_features": ["sex"], "explain": False}
     rows = []
     with threadpool_limits(1, "openmp"):
         for sink_name, sink in HONEST_SINKS.items():
             print(f"  floor lr/{sink_name}/explain=off", file=sys.stderr, flush=True)
             with sink() as options:
-                found = bench_floor.floor(*models["lr"], {"hash_key": KEY, "sensitive_features": ["sex"],
-                                                          "explain": False, **options})
+                found = bench_floor.floor(*models["lr"], {**session, **options})
             for name, value in found.items():
                 metric = "ratio" if name.startswith("best ratio") else "µs/decision"
                 rows.append(Row("floor", f"lr/{sink_name}/explain=off: {name}", metric, value))
         X, _ = make_classification(100_000, 20, random_state=0)
         model, _ = models["lr"]
         with _store_home():
-            found = bench_floor.floor_batch(model, X, {"hash_key": KEY, "sensitive_features": ["sex"],
-                                                       "explain": False}, calls=1 if quick else 3)
+            found = bench_floor.floor_batch(model, X, session, calls=1 if quick else 3)
         for name, value in found.items():
             rows.append(Row("floor", f"batch 100,000 rows/store/explain=off: {name}", "µs/row", value))
     return rows
