@@ -89,6 +89,9 @@ class SpanQueue(Protocol):
     def pending(self) -> int:
         """Spans not yet delivered."""
 
+    def waiting(self) -> bool:
+        """Whether any span is not yet delivered: `pending` not 0, which may be cheaper to tell."""
+
 
 #: A span encoded for the export (`otlpproto.encode_span`), with its resource, scope and decisions.
 Encoded = tuple[Resource, Optional[InstrumentationScope], bytes, int]

@@ -152,10 +152,18 @@ class StoreOutbox:
     def pending(self) -> int:
         """Spans still in the outbox, exported or not: somebody counting them (a flush waiting for
         them to go) has the export delete the exported ones as soon as it has caught up."""
+        return self._store.outbox_pending(self._counting())
+
+    def waiting(self) -> bool:
+        """Whether `pending` is not 0, without counting the rows (a flush asks this while it waits)."""
+        return self._store.outbox_waiting(self._counting())
+
+    def _counting(self) -> int:
+        """The last seq that `pending` counts up to; the export deletes as soon as it has caught up."""
         if self._through is None:  # first look: what earlier processes left is ours to wait for too
             self._through = self._store.last_seq()
         self._counted = True
-        return self._store.outbox_pending(self._through)
+        return self._through
 
     def exported_elsewhere(self) -> bool:
         """Whether another process holds the export lock now, that is, is exporting this store."""

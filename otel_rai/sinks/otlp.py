@@ -127,6 +127,10 @@ class MemoryQueue:
         """Spans queued, taken or not."""
         return len(self._spans)
 
+    def waiting(self) -> bool:
+        """Whether any span is queued."""
+        return bool(self._spans)
+
     def close(self) -> None:
         """Stop blocking `put`: from now on it queues without waiting."""
         with self._cond:
@@ -241,10 +245,10 @@ class Exporter:
     def flush(self, timeout: float) -> bool:
         """Wait until the queue is empty; False on timeout."""
         deadline = time.monotonic() + timeout
-        if self.queue.pending():
+        if self.queue.waiting():
             self.wake()
         with self._delivered:
-            while self.queue.pending():
+            while self.queue.waiting():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

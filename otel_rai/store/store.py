@@ -377,6 +377,13 @@ class Store:
         return self._connection().execute(sql, args).fetchone()[0]
 
     @apart_from_fork
+    def outbox_waiting(self, through: int) -> bool:
+        """Whether any span up to seq `through` waits for export: `outbox_pending` without the count,
+        which reads every row."""
+        return bool(self._connection().execute(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE seq <= ?)", (through,)).fetchone()[0])
+
+    @apart_from_fork
     def meta(self) -> dict[str, str]:
         """The ``meta`` table: the format and schema version, and what a writer noted (`set_meta`)."""
         with self._reading():
