@@ -27,6 +27,7 @@ import otel_rai
 from otel_rai import semconv
 from otel_rai.chain import canonical
 from otel_rai.codec import native
+from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.sdk import from_readable
 from otel_rai.sinks import local
 from otel_rai.store import store as store_module
@@ -188,7 +189,8 @@ def floor(model: Any, xs: list[Any], options: dict[str, Any]) -> dict[str, float
     out["thread: MainThread"] = threads.get("MainThread", 0.0) - bare  # the caller's, over bare
     out["all threads, over bare"] = sum(v for k, v in out.items() if k.startswith("thread: "))
     decided = [s for s in kept if s.attributes.get(semconv.DECISION_IDS)]
-    records = [from_readable(s) for s in decided[-len(xs) * 10:]]  # the last ten blocks' records
+    # The last ten blocks' records (the audit tracer's spans reach the sink as records already).
+    records = [s if isinstance(s, SpanRecord) else from_readable(s) for s in decided[-len(xs) * 10:]]
     compiled = {"SQLite (statements and commits)": spent["sqlite"] / n * 1e6,
                 **_native_us(records, keeping, exporting)}
     out.update({f"compiled: {k}": v for k, v in compiled.items()})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import string
+from types import SimpleNamespace
 
 from otel_rai.audit import local_rows
 
@@ -124,7 +125,7 @@ def test_book_entries_are_left_untracked_by_the_garbage_collector():
 def test_plain_attributes_are_copies_with_tuples_as_lists():
     import collections
 
-    from otel_rai.codec.sdk import _plain
+    from otel_rai.codec.sdk import plain
 
     pair = collections.namedtuple("pair", "a b")
     rng = random.Random(3)
@@ -132,10 +133,14 @@ def test_plain_attributes_are_copies_with_tuples_as_lists():
     for _ in range(2000):
         attributes = {f"k{i}": rng.choice(pool) for i in range(rng.randint(0, 8))}
         expected = {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()}
-        got = _plain(attributes)
+        got = plain(attributes)
         assert got == expected and got is not attributes
         assert all(type(got[k]) is type(expected[k]) for k in got)
-    assert _plain(None) == {}
+        given_up = plain(attributes, copy=False)  # the dict itself, unless it holds a tuple
+        assert given_up == expected and all(type(given_up[k]) is type(expected[k]) for k in got)
+        tuples = any(isinstance(v, tuple) for v in attributes.values())
+        assert (given_up is attributes) == (bool(attributes) and not tuples)
+    assert plain(None) == {}
 
 
 def test_the_compact_encoder_writes_what_json_writes():
@@ -211,3 +216,67 @@ def test_groups_given_to_a_block_resolve_as_a_fresh_resolver_resolves_them():
         expected = plain.resolve(call)
         plain._last_given = None  # never reused
         assert reused.resolve(call) == expected
+
+
+def _classes(rng: random.Random, k: int):
+    import numpy as np
+
+    kind = rng.choice(["int", "str", "bool", "object", "float", "uint64", "none"])
+    if kind == "none":
+        return None
+    if kind == "str":
+        return np.array(sorted({_text(rng, 6) + str(i) for i in range(k)}))
+    if kind == "object":  # a mix: its labels become text together
+        return np.array([rng.choice([i, _text(rng, 4), 2**70]) for i in range(k)], dtype=object)
+    if kind == "bool":
+        return np.array([False, True][:k]) if k <= 2 else np.arange(k)
+    if kind == "uint64":
+        return np.array([2**64 - 1 - i if rng.random() < 0.3 else i for i in range(k)], dtype=np.uint64)
+    dtype = np.float64 if kind == "float" else rng.choice([np.int32, np.int64])
+    return np.arange(k).astype(dtype) * rng.choice([1, -3])
+
+
+def test_outputs_encoded_together_equal_each_output_encoded_alone():
+    """`encode_many` (a cycle's outputs in one pass) against `encode` of each call, on generated models,
+    operations, dtypes and classes: the same values, call by call, or the call left to `encode`."""
+    import numpy as np
+
+    from otel_rai.audit import outputs
+
+    class Info:
+        def __init__(self, classes):
+            self.classes = classes
+
+    rng = random.Random(7)
+    gen = np.random.default_rng(7)
+    together = 0
+    for _ in range(600):
+        k = rng.randint(1, 4)
+        infos = [Info(_classes(rng, k)) for _ in range(rng.randint(1, 2))]
+        calls = []
+        usual = None  # most calls of a cycle are alike; some are not
+        for _ in range(rng.randint(1, 12)):
+            if usual is None or rng.random() < 0.2:
+                usual = (rng.choice(["predict", "predict_proba", "decision_function", "predict_log_proba",
+                                     "score_samples"]),
+                         rng.choice([1, 2, 2]), rng.choice([k, k, k + 1]),
+                         rng.choice([np.float64, np.float32, np.int64, np.uint64, np.bool_]))
+            operation, ndim, width, dtype = usual
+            n = rng.choice([1, 1, 1, 2, 5])
+            shape = (n,) if ndim == 1 else (n, width)
+            output = (gen.normal(size=shape) * 3).astype(dtype)
+            if dtype is np.uint64 and rng.random() < 0.3:
+                output[..., 0] = np.uint64(2**64 - 1)
+            error = ValueError("x") if rng.random() < 0.05 else None
+            calls.append(SimpleNamespace(info=rng.choice(infos), operation=operation, output=output, error=error,
+                                         encoded_output=None))
+        outputs.encode_many(calls)
+        for call in calls:
+            if call.encoded_output is None:
+                continue
+            together += 1
+            assert call.error is None
+            expected = outputs.encode(call.operation, call.output, call.info.classes)
+            assert call.encoded_output == expected
+            assert [type(v) for v in call.encoded_output[0]] == [type(v) for v in expected[0]]
+    assert together > 500  # most calls took the joint pass: the comparison above is not empty

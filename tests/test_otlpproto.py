@@ -18,6 +18,7 @@ from sklearn.linear_model import LogisticRegression
 import otel_rai
 from otel_rai import semconv
 from otel_rai.codec import otlpproto
+from otel_rai.codec.sdk import ReadableSpans, from_readable
 
 RESOURCE = Resource.create({"service.name": "svc", "deployment.environment": "test"})
 OTHER_RESOURCE = Resource({"service.name": "other"}, schema_url="https://opentelemetry.io/schemas/1.21.0")
@@ -94,6 +95,18 @@ def test_spans_encoded_one_by_one_make_the_same_request_and_decode_to_spans_that
     assert sdk_encode_spans(decoded).SerializeToString() == expected
 
 
+@pytest.mark.parametrize("spans", CASES.values(), ids=CASES.keys())
+def test_a_record_encodes_as_its_span_does(spans):
+    """The audit tracer's spans end as records (`encode_record`); the SDK path encodes spans."""
+    remote_link, local_link = b"\x35\x00\x03\x00\x00", b"\x35\x00\x01\x00\x00"  # Link.flags
+    for s in spans:
+        expected = otlpproto.encode_span(s)
+        if any(link.context.is_remote for link in s.links):  # a record does not keep that flag
+            assert remote_link in expected
+            expected = expected.replace(remote_link, local_link)
+        assert otlpproto.encode_record(from_readable(s)) == expected
+
+
 @pytest.mark.parametrize("bad", [np.int64(3), 2**63, -(2**63) - 1, "\ud800", object()],
                          ids=["numpy-int", "over-int64", "under-int64", "lone-surrogate", "object"])
 def test_a_value_that_cannot_be_encoded_is_left_out_as_the_sdk_leaves_it_out(bad, caplog):
@@ -143,17 +156,18 @@ def test_what_the_grpc_exporter_sends_of_real_audit_spans_is_the_sdk_encoding(re
     call, checkpoints), encoded by the audit worker as it queues them, and sent by the exporter that
     `instrument(endpoint=...)` builds, in order."""
     ended, requests = [], []
-    encode_span, request = otlpproto.encode_span, otlpproto.EncodedSpans.request
+    encode_record, request = otlpproto.encode_record, otlpproto.EncodedSpans.request
+    as_sdk_span = ReadableSpans()
 
-    def encoding(span):
-        ended.append(span)
-        return encode_span(span)
+    def encoding(record):  # the audit tracer's spans end as records: the SDK encodes the spans they stand for
+        ended.append(as_sdk_span(record))
+        return encode_record(record)
 
     def sending(batch):
         requests.append((len(batch), request(batch)))
         return requests[-1][1]
 
-    monkeypatch.setattr(otlpproto, "encode_span", encoding)
+    monkeypatch.setattr(otlpproto, "encode_record", encoding)
     monkeypatch.setattr(otlpproto.EncodedSpans, "request", sending)
     X = np.random.default_rng(0).normal(size=(300, 4))
     model = LogisticRegression().fit(X, X[:, 0] > 0)

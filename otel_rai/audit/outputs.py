@@ -16,7 +16,7 @@ Every array is homogeneous, as OTel requires: numbers stay numbers, anything mix
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -68,6 +68,48 @@ def encode(operation: str, output: Any, classes: np.ndarray | None) -> tuple[lis
         labels = _class_labels(classes, out.shape[1])
         return attribute_values(labels[np.argmax(out, axis=1)]), _per_class(out, labels)
     return [json.dumps(np.asarray(row).tolist(), default=text_of) for row in out], None
+
+
+def _entrywise(dtype: np.dtype) -> bool:
+    """Whether `attribute_values` of an array of this dtype is the same entry by entry, whatever the other
+    entries are: numbers that fit int64, and text (each made `safe`). The entries of an object or uint64
+    array decide together (a mix, or one too large, makes them all text)."""
+    return dtype.kind in "bifU" or (dtype.kind == "u" and dtype.itemsize < 8)
+
+
+def encode_many(calls: Sequence[Any]) -> None:
+    """`encode` the outputs of a worker cycle's calls of one model and operation together, one numpy pass
+    for them all (the same values), into each call's ``encoded_output``. Calls left out (failed ones,
+    multi-output, object labels) are encoded alone by the span."""
+    runs: dict[tuple[int, str, tuple, np.dtype], list[Any]] = {}
+    for call in calls:
+        out = call.output
+        if call.error is None and type(out) is np.ndarray and out.ndim in (1, 2) and out.dtype.kind in "biuf":
+            runs.setdefault((id(call.info), call.operation, out.shape[1:], out.dtype), []).append(call)
+    for (_, operation, width, _), run in runs.items():
+        classes = run[0].info.classes
+        if width and operation not in SCORED or len(run) < 2:
+            continue
+        out = np.concatenate([c.output for c in run])
+        if out.ndim == 1:
+            if operation == "decision_function" and classes is not None and len(classes) == 2:
+                labels, scored = classes[(out > 0).astype(int)], out[:, None]
+                names = classes[1:]
+            else:
+                labels, scored, names = out, None, None
+        else:
+            names = _class_labels(classes, out.shape[1])
+            labels, scored = names[np.argmax(out, axis=1)], out
+        if not _entrywise(labels.dtype):
+            continue
+        values = attribute_values(labels)
+        columns = None if scored is None else list(_per_class(scored, names).items())
+        at = 0
+        for call in run:
+            n = len(call.output)
+            call.encoded_output = (values[at : at + n], None if columns is None else
+                                   {label: column[at : at + n] for label, column in columns})
+            at += n
 
 
 def _encode_multi_output(outputs: list[np.ndarray]) -> list[str]:

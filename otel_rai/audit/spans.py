@@ -104,7 +104,8 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
             errors.append(f"hash: {type(exc).__name__}")
     if call.error is None:
         try:
-            values, scores = outputs.encode(call.operation, call.output, info.classes)
+            encoded = call.encoded_output
+            values, scores = outputs.encode(call.operation, call.output, info.classes) if encoded is None else encoded
             rows[semconv.OUTPUTS] = values
             for label, column in (scores or {}).items():
                 rows[semconv.OUTPUT_SCORES_PREFIX + label] = column
@@ -177,6 +178,15 @@ def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
         call.input_hashes = hashes
 
 
+def encode_outputs(batch: Sequence[Any]) -> None:
+    """Encode the outputs of a worker batch's calls together where that saves work (`outputs.encode_many`);
+    the rest are encoded one call at a time by `attributes`."""
+    try:
+        outputs.encode_many([c for c in batch if isinstance(c, DecisionCall)])
+    except Exception:  # each call is then encoded alone, and fails (and is counted) alone
+        return
+
+
 def _end(span: Span, call: DecisionCall, settings: Settings) -> None:
     error = call.error
     if error is not None:
@@ -209,13 +219,20 @@ def _view(common: dict, rows: dict, call: DecisionCall, on_failure: FailureHook,
 def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:
     """Create and end the span(s) of `call`; returns how many spans were ended."""
     name = semconv.span_name(call.operation, call.info.name)
+    n, size = len(call.ids), settings.max_rows_per_span
+    view = settings.trace_ui
+    end_span = getattr(tracer, "end_span", None)
+    if end_span is not None and n <= size and call.error is None:  # one span, no event: no span object
+        common, rows = attributes(call, settings, on_failure)
+        end_span(name, call.parent, {**common, semconv.BATCH_OFFSET: 0, **rows,
+                                     **(_view(common, rows, call, on_failure) if view else {})},
+                 call.start_ns, call.end_ns)
+        return 1
     span = tracer.start_span(name, context=call.parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
     if not span.is_recording():
         span.end(end_time=call.end_ns)
         return 1
     common, rows = attributes(call, settings, on_failure)
-    n, size = len(call.ids), settings.max_rows_per_span
-    view = settings.trace_ui
     if n <= size:
         span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows,
                              **(_view(common, rows, call, on_failure) if view else {})})

@@ -1,10 +1,11 @@
-"""The audit tracer of otel-rai's own provider: spans built straight into SDK `ReadableSpan`\\ s.
+"""The audit tracer of otel-rai's own provider: spans that end straight into `SpanRecord`\\ s.
 
 The SDK's tracer validates every attribute value as it is set, which costs about 2 µs per attribute,
 the biggest single cost of a single-row decision. Everything otel-rai puts on an audit span is built by
 otel-rai from plain str/bool/int/float values and lists of them (caller attributes are checked by
-`otel_rai.decisions`), so the audit provider's spans skip that step. They still pass through the
-provider's span processors, the same ReadableSpans an SDK tracer would hand them.
+`otel_rai.decisions`), so the audit provider's spans skip that step. An ended span goes to the sinks as
+the record that the store writes and the export encodes (`codec.otlpproto.encode_record`), without an
+SDK `ReadableSpan` in between, which every sink would only take apart again.
 
 An application's own tracer provider (``instrument(tracer_provider=...)``) keeps the SDK's tracer.
 """
@@ -14,15 +15,22 @@ from __future__ import annotations
 import contextlib
 import traceback
 from time import time_ns
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.sdk import KINDS, STATUS_CODES, from_readable, plain, resource_attributes
+
 _SAMPLED = TraceFlags.SAMPLED
+#: The OTLP numbers of a span of kind INTERNAL, and of an unset status.
+_INTERNAL = KINDS[SpanKind.INTERNAL]
+_UNSET = STATUS_CODES[StatusCode.UNSET]
 
 
 class CurrentSpanTracer(trace.Tracer):
@@ -38,11 +46,19 @@ class CurrentSpanTracer(trace.Tracer):
             yield current
 
 
-class AuditTracer(CurrentSpanTracer):
-    """Starts `AuditSpan`\\ s whose ended form goes to `processors` (always sampled)."""
+class RecordProcessor(Protocol):
+    """Where the audit tracer's spans go as they end (the sinks)."""
 
-    def __init__(self, provider: TracerProvider, processors: Sequence[SpanProcessor], scope: InstrumentationScope):
+    def on_record(self, record: SpanRecord, resource: Resource, scope: InstrumentationScope) -> None:
+        """An ended span as a record, with the resource and scope of its tracer."""
+
+
+class AuditTracer(CurrentSpanTracer):
+    """Starts `AuditSpan`\\ s whose ended form, a `SpanRecord`, goes to `processors` (always sampled)."""
+
+    def __init__(self, provider: TracerProvider, processors: Sequence[RecordProcessor], scope: InstrumentationScope):
         self._resource = provider.resource
+        self._resource_attributes = resource_attributes(provider.resource)
         self._ids = provider.id_generator
         self._processors = tuple(processors)
         self._scope = scope
@@ -59,35 +75,44 @@ class AuditTracer(CurrentSpanTracer):
         set_status_on_exception: bool = True,
     ) -> AuditSpan:
         """An `AuditSpan`, always sampled, under the span of `context`; the last two arguments are ignored."""
-        parent = trace.get_current_span(context).get_span_context()
-        if parent is None or not parent.is_valid:  # a root span, flagged as the SDK's tracer would
-            parent, trace_id = None, self._ids.generate_trace_id()
-            random = self._ids.is_trace_id_random()
-        else:
-            trace_id, random = parent.trace_id, parent.trace_flags.random_trace_id
+        parent, trace_id, random = self._parent(context)
         flags = TraceFlags(_SAMPLED | TraceFlags.RANDOM_TRACE_ID) if random else TraceFlags(_SAMPLED)
         ctx = SpanContext(trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags,
                           trace_state=parent.trace_state if parent is not None else None)
         return AuditSpan(self, name, ctx, parent, kind, dict(attributes or {}), tuple(links or ()),
                          start_time if start_time is not None else time_ns())
 
-    def _end(self, span: AuditSpan, end_time: int) -> None:
-        readable = ReadableSpan(
-            name=span.name,
-            context=span.context,
-            parent=span.parent,
-            resource=self._resource,
-            attributes=span.attributes,
-            events=span.events,
-            links=span.links,
-            kind=span.kind,
-            status=span.status,
-            start_time=span.start_time,
-            end_time=end_time,
-            instrumentation_scope=self._scope,
-        )
+    def end_span(self, name: str, context: otel_context.Context | None, attributes: dict[str, Any],
+                 start_time: int, end_time: int, on_ending: Callable[[SpanRecord], None] | None = None) -> None:
+        """A span of kind INTERNAL with `attributes` (given up to it) and status unset, started and ended
+        at once: its record goes to `on_ending`, then to the processors, with no span object built."""
+        parent, trace_id, _ = self._parent(context)
+        state = parent.trace_state if parent is not None else None
+        self._hand_over(SpanRecord(
+            f"{trace_id:032x}", f"{self._ids.generate_span_id():016x}", name, start_time, end_time,
+            plain(attributes, copy=False), None if parent is None else f"{parent.span_id:016x}",
+            bool(parent is not None and parent.is_remote), _INTERNAL, _UNSET, "", state.to_header() if state else "",
+            [], [], self._resource_attributes, self._resource.schema_url or "", self._scope.name,
+            self._scope.version or "",
+        ), on_ending)
+
+    def _parent(self, context: otel_context.Context | None) -> tuple[SpanContext | None, int, bool]:
+        """(the context of the span under which a new one starts, None for a root; its trace id; whether
+        that id is random), as the SDK's tracer tells them."""
+        parent = trace.get_current_span(context).get_span_context()
+        if parent is None or not parent.is_valid:  # a root span, flagged as the SDK's tracer would
+            return None, self._ids.generate_trace_id(), self._ids.is_trace_id_random()
+        return parent, parent.trace_id, parent.trace_flags.random_trace_id
+
+    def _end(self, span: AuditSpan) -> None:
+        # The span has ended: its record takes over its attributes' dict.
+        self._hand_over(from_readable(span, owned=True), span.on_ending)
+
+    def _hand_over(self, record: SpanRecord, on_ending: Callable[[SpanRecord], None] | None) -> None:
+        if on_ending is not None:
+            on_ending(record)
         for processor in self._processors:
-            processor.on_end(readable)
+            processor.on_record(record, self._resource, self._scope)
 
 
 class AuditSpan(trace.Span):
@@ -103,31 +128,46 @@ class AuditSpan(trace.Span):
         self.attributes = attributes
         self.links = links
         self.start_time = start_time
+        self.end_time: int | None = None
         self.events: list[Event] = []
         self.status = Status(StatusCode.UNSET)
         self._ended = False
-        #: Called with the span and its end time just before it ends (the chain's seal), if set.
-        self.on_ending: Callable[[AuditSpan, int], None] | None = None
+        #: Called with the span's record before the processors get it (the chain's seal), if set.
+        self.on_ending: Callable[[SpanRecord], None] | None = None
 
     def get_span_context(self) -> SpanContext:
         """The span's context, as given when it started."""
         return self.context
+
+    @property
+    def resource(self) -> Resource:
+        """The resource of the tracer's provider."""
+        return self._tracer._resource
+
+    @property
+    def instrumentation_scope(self) -> InstrumentationScope:
+        """The tracer's scope."""
+        return self._tracer._scope
 
     def is_recording(self) -> bool:
         """True until `end`: every audit span records."""
         return not self._ended
 
     def set_attributes(self, attributes: Mapping[str, Any]) -> None:
-        """Set `attributes` as they are, without validation."""
-        self.attributes.update(attributes)
+        """Set `attributes` as they are, without validation; ignored once the span has ended (its record
+        holds the attributes then)."""
+        if not self._ended:
+            self.attributes.update(attributes)
 
     def set_attribute(self, key: str, value: Any) -> None:
-        """Set one attribute as it is, without validation."""
-        self.attributes[key] = value
+        """Set one attribute as it is, without validation (not after the end)."""
+        if not self._ended:
+            self.attributes[key] = value
 
     def add_event(self, name: str, attributes: Mapping[str, Any] | None = None, timestamp: int | None = None) -> None:
-        """Add an event, timed now unless `timestamp` is given."""
-        self.events.append(Event(name, dict(attributes or {}), timestamp if timestamp is not None else time_ns()))
+        """Add an event, timed now unless `timestamp` is given (not after the end)."""
+        if not self._ended:
+            self.events.append(Event(name, dict(attributes or {}), timestamp if timestamp is not None else time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Mapping[str, Any] | None = None) -> None:
         """Add a link to `context`."""
@@ -155,10 +195,8 @@ class AuditSpan(trace.Span):
         self.add_event("exception", {**event, **(attributes or {})}, timestamp)
 
     def end(self, end_time: int | None = None) -> None:
-        """Build the `ReadableSpan` and hand it to the tracer's processors, once; later calls do nothing."""
+        """Hand the span's record to the tracer's processors, once; later calls do nothing."""
         if not self._ended:
-            end_time = end_time if end_time is not None else time_ns()
-            if self.on_ending is not None:
-                self.on_ending(self, end_time)
             self._ended = True
-            self._tracer._end(self, end_time)
+            self.end_time = end_time if end_time is not None else time_ns()
+            self._tracer._end(self)

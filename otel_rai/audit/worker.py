@@ -200,6 +200,7 @@ class AuditWorker:
         except Exception as exc:
             counters.fail("explain", exc)
         spans.hash_inputs(batch, self._settings)
+        spans.encode_outputs(batch)
         run: list[DecisionCall] = []  # consecutive calls: a task runs after the calls before it
         for work in batch:
             if isinstance(work, DecisionCall):

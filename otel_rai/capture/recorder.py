@@ -71,6 +71,9 @@ class DecisionCall:
     explanation: Any = None
     #: Set by the audit worker when it hashed this call's input together with others of its cycle.
     input_hashes: list[str] | None = None
+    #: Set by the audit worker when it encoded this call's output together with others of its cycle:
+    #: (``ml.outputs``, the per-class score arrays or None), as `otel_rai.audit.outputs.encode` gives them.
+    encoded_output: tuple[list[Any], dict[str, list[float]] | None] | None = None
     #: From ``decisions(groups=...)``: name -> one value for every row, or a tuple with one per row.
     groups: dict[str, Any] | None = None
     #: Fail-closed mode only: settled by the audit worker once the record is committed locally.

@@ -9,19 +9,21 @@ What this proves and what it does not: ``docs/audit-trail.md``.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from otel_rai import _fork, semconv, settings
-from otel_rai.audit.tracer import AuditSpan, CurrentSpanTracer
+from otel_rai.audit.tracer import AuditSpan, AuditTracer, CurrentSpanTracer
 from otel_rai.chain.canonical import GENESIS, canonical_body, digest
 from otel_rai.chain.keys import Signer
+from otel_rai.codec.records import SpanRecord
 
 #: How often a stream with new records gets a checkpoint span.
 DEFAULT_CHECKPOINT_INTERVAL_S: float = settings.default("checkpoint_interval")
@@ -54,7 +56,20 @@ class Chain:
         ctx = span.get_span_context()
         parent = span.parent
         status = span.status
-        attributes = dict(span.attributes)
+        span.set_attributes(self._link(span.name, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
+                                       None if parent is None else f"{parent.span_id:016x}",
+                                       status.status_code.value, status.description or "", dict(span.attributes),
+                                       span.start_time, end_ns))
+
+    def seal_record(self, record: SpanRecord) -> None:
+        """`seal` of the audit tracer's span as it ends into `record`, whose attributes it adds to."""
+        self._link(record.name, record.trace_id, record.span_id, record.parent_span_id, record.status_code,
+                   record.status_message, record.attributes, record.start_ns, record.end_ns)
+
+    def _link(self, name: str, trace_id: str, span_id: str, parent_span_id: str | None, status_code: int,
+              status_message: str, attributes: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, Any]:
+        """The next link of the stream: the chain's attributes of a record, added to its `attributes`
+        (which the canonical body covers) and returned."""
         with self._lock:
             self.seq += 1
             chained = {semconv.AUDIT_STREAM: self.stream, semconv.AUDIT_SEQ: self.seq,
@@ -62,12 +77,11 @@ class Chain:
             if self._service is not None:
                 chained[semconv.AUDIT_SERVICE] = self._service
             attributes.update(chained)
-            body = canonical_body(span.name, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
-                                  None if parent is None else f"{parent.span_id:016x}",
-                                  status.status_code.value, status.description or "", attributes)
-            self.head = chained[semconv.AUDIT_RECORD_HASH] = digest(body, span.start_time // 1000, end_ns // 1000)
+            body = canonical_body(name, trace_id, span_id, parent_span_id, status_code, status_message, attributes)
+            self.head = chained[semconv.AUDIT_RECORD_HASH] = attributes[semconv.AUDIT_RECORD_HASH] = \
+                digest(body, start_ns // 1000, end_ns // 1000)
             self.decisions += len(attributes.get(semconv.DECISION_IDS) or ())
-        span.set_attributes(chained)
+        return chained
 
     def checkpoint(self, tracer: trace.Tracer, *, force: bool = False) -> bool:
         """End a checkpoint span if `interval_s` has passed (or `force`) and records came since the last
@@ -142,12 +156,17 @@ class ChainedTracer(CurrentSpanTracer):
     def __init__(self, tracer: trace.Tracer, chain: Chain) -> None:
         self.tracer = tracer
         self.chain = chain
+        #: `AuditTracer.end_span`, sealed into the chain; None when the wrapped tracer is an SDK tracer (an
+        #: application's provider), whose spans only `start_span` makes.
+        self.end_span: Callable[..., None] | None = (
+            functools.partial(tracer.end_span, on_ending=chain.seal_record) if isinstance(tracer, AuditTracer)
+            else None)
 
     def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any) -> Any:
         """The wrapped tracer's span; a recording one is sealed into the chain when it ends."""
         span = self.tracer.start_span(name, context, *args, **kwargs)
         if isinstance(span, AuditSpan):  # seals itself: no wrapper to go through for every call on it
-            span.on_ending = self.chain.seal
+            span.on_ending = self.chain.seal_record
             return span
         return _Sealing(span, self.chain) if span.is_recording() else span
 

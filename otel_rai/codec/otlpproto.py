@@ -29,6 +29,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
 from otel_rai import semconv
 from otel_rai.codec import native
+from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.sdk import span_context
 
 _log = logging.getLogger(__name__)
@@ -289,6 +290,38 @@ def _span(span: ReadableSpan) -> bytes:
     return b"".join(parts)
 
 
+def _record_span(record: SpanRecord) -> bytes:
+    """`_span` of a `SpanRecord` (the audit tracer's spans end as records): the same fields, from the
+    record's hex ids and OTLP numbers. A record does not keep whether a link's context was remote; the
+    audit spans have no links."""
+    parts = [b"\x0a\x10" + bytes.fromhex(record.trace_id), b"\x12\x08" + bytes.fromhex(record.span_id)]
+    if record.trace_state:
+        parts.append(_len(0x1A, record.trace_state.encode()))
+    if record.parent_span_id is not None:
+        parts.append(b"\x22\x08" + bytes.fromhex(record.parent_span_id))
+    if record.name:
+        parts.append(_len(0x2A, record.name.encode()))
+    parts.append(b"\x30" + _varint(record.kind))
+    if record.start_ns:
+        parts.append(b"\x39" + _FIXED64(record.start_ns))
+    if record.end_ns:
+        parts.append(b"\x41" + _FIXED64(record.end_ns))
+    parts.append(_attributes(0x4A, record.attributes))
+    for event in record.events:
+        parts.append(_len(0x5A, (b"\x09" + _FIXED64(event["time_ns"]) if event["time_ns"] else b"")
+                          + (_len(0x12, event["name"].encode()) if event["name"] else b"")
+                          + _attributes(0x1A, event["attributes"])))
+    for link in record.links:
+        parts.append(_len(0x6A, b"\x0a\x10" + bytes.fromhex(link["trace_id"]) + b"\x12\x08"
+                          + bytes.fromhex(link["span_id"]) + _attributes(0x22, link["attributes"])
+                          + b"\x35" + _FIXED32(_HAS_IS_REMOTE)))
+    code, message = record.status_code, record.status_message
+    parts.append(_len(0x7A, (_len(0x12, message.encode()) if message else b"")
+                      + (b"\x18" + _varint(code) if code else b"")))
+    parts.append(b"\x85\x01" + _FIXED32(_HAS_IS_REMOTE | (_IS_REMOTE if record.parent_is_remote else 0)))
+    return b"".join(parts)
+
+
 def _event(event: Any) -> bytes:
     """Span.Event: time_unix_nano 1, name 2, attributes 3, dropped_attributes_count 4."""
     return ((b"\x09" + _FIXED64(event.timestamp) if event.timestamp else b"")
@@ -323,6 +356,11 @@ Groups = Mapping[Resource, Mapping[Optional[InstrumentationScope], Sequence[byte
 def encode_span(span: ReadableSpan) -> bytes:
     """One Span message, as it appears (length-delimited) in a request."""
     return _len(0x12, _span(span))
+
+
+def encode_record(record: SpanRecord) -> bytes:
+    """`encode_span` of a `SpanRecord`."""
+    return _len(0x12, _record_span(record))
 
 
 def request(groups: Groups) -> bytes:

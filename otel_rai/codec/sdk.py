@@ -15,19 +15,21 @@ from otel_rai.codec.records import ERROR, SpanRecord
 #: OTLP numbers span kinds from 1 (INTERNAL); the SDK's enum starts at 0.
 _KIND_OFFSET = 1
 #: The OTLP numbers of the SDK's span kinds and status codes (looked up: an enum's ``.value`` is slower).
-_KINDS = {kind: kind.value + _KIND_OFFSET for kind in SpanKind}
-_STATUS_CODES = {code: code.value for code in StatusCode}
+KINDS = {kind: kind.value + _KIND_OFFSET for kind in SpanKind}
+STATUS_CODES = {code: code.value for code in StatusCode}
 
 
-#: Attribute value types that `_plain` keeps as they are (the audit spans' attributes are all of these).
+#: Attribute value types that `plain` keeps as they are (the audit spans' attributes are all of these).
 _PLAIN_TYPES = frozenset({str, bool, int, float, list})
 
 
-def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+def plain(attributes: Mapping[str, Any] | None, *, copy: bool = True) -> dict[str, Any]:
+    """`attributes` as a record keeps them: a dict, arrays as lists. Without `copy`, a dict that is
+    already so is returned as it is (its owner gives it up)."""
     if not attributes:
         return {}
     if _PLAIN_TYPES.issuperset(map(type, attributes.values())):  # no tuple: a copy, made in C
-        return dict(attributes)
+        return dict(attributes) if copy or type(attributes) is not dict else attributes
     return {k: list(v) if isinstance(v, tuple) else v for k, v in attributes.items()}
 
 
@@ -44,12 +46,13 @@ def resource_attributes(resource: Resource) -> dict[str, Any]:
     if found is None or found[0] is not resource:
         if len(_resources) > _MAX_RESOURCES:
             _resources.clear()
-        found = _resources[id(resource)] = (resource, _plain(resource.attributes))
+        found = _resources[id(resource)] = (resource, plain(resource.attributes))
     return found[1]
 
 
-def from_readable(span: ReadableSpan) -> SpanRecord:
-    """The record of an ended SDK span."""
+def from_readable(span: ReadableSpan, *, owned: bool = False) -> SpanRecord:
+    """The record of an ended SDK span (or of a span with the same fields); `owned`: the record may take
+    over the span's dict of attributes (see `plain`)."""
     ctx = span.get_span_context()
     parent = span.parent
     scope = span.instrumentation_scope
@@ -62,22 +65,22 @@ def from_readable(span: ReadableSpan) -> SpanRecord:
         span.name,
         span.start_time or 0,
         span.end_time or 0,
-        _plain(span.attributes),
+        plain(span.attributes, copy=not owned),
         None if parent is None else f"{parent.span_id:016x}",
         bool(parent is not None and parent.is_remote),
-        _KINDS[span.kind],
-        _STATUS_CODES[status.status_code],
+        KINDS[span.kind],
+        STATUS_CODES[status.status_code],
         status.description or "",
         ctx.trace_state.to_header() if ctx.trace_state else "",
         # Audit spans have neither: no list to build from them.
-        [{"name": e.name, "time_ns": e.timestamp, "attributes": _plain(e.attributes)} for e in events]
+        [{"name": e.name, "time_ns": e.timestamp, "attributes": plain(e.attributes)} for e in events]
         if events else [],
         [
             {
                 "trace_id": f"{link.context.trace_id:032x}",
                 "span_id": f"{link.context.span_id:016x}",
                 "trace_state": link.context.trace_state.to_header() if link.context.trace_state else "",
-                "attributes": _plain(link.attributes),
+                "attributes": plain(link.attributes),
             }
             for link in links
         ] if links else [],
@@ -120,28 +123,31 @@ class ReadableSpans:
         return found[1]
 
     def __call__(self, record: SpanRecord) -> ReadableSpan:
-        parent = None
-        if record.parent_span_id:
-            parent = span_context(int(record.trace_id, 16), int(record.parent_span_id, 16),
-                                  remote=record.parent_is_remote)
-        return ReadableSpan(
-            name=record.name,
-            context=span_context(int(record.trace_id, 16), int(record.span_id, 16), record.trace_state),
-            parent=parent,
-            resource=self._resource(record),
-            attributes=record.attributes,
-            events=[Event(e["name"], e["attributes"], e["time_ns"]) for e in record.events],
-            links=[
-                Link(span_context(int(link["trace_id"], 16), int(link["span_id"], 16), link["trace_state"]),
-                     link["attributes"])
-                for link in record.links
-            ],
-            kind=SpanKind(record.kind - _KIND_OFFSET if record.kind > 0 else 0),
-            status=Status(
-                StatusCode(record.status_code), record.status_message if record.status_code == ERROR else None
-            ),
-            start_time=record.start_ns,
-            end_time=record.end_ns,
-            instrumentation_scope=InstrumentationScope(record.scope_name, record.scope_version or None),
-        )
+        return readable(record, self._resource(record),
+                        InstrumentationScope(record.scope_name, record.scope_version or None))
+
+
+def readable(record: SpanRecord, resource: Resource, scope: InstrumentationScope | None) -> ReadableSpan:
+    """The SDK span of `record`, under `resource` and `scope`."""
+    parent = None
+    if record.parent_span_id:
+        parent = span_context(int(record.trace_id, 16), int(record.parent_span_id, 16), remote=record.parent_is_remote)
+    return ReadableSpan(
+        name=record.name,
+        context=span_context(int(record.trace_id, 16), int(record.span_id, 16), record.trace_state),
+        parent=parent,
+        resource=resource,
+        attributes=record.attributes,
+        events=[Event(e["name"], e["attributes"], e["time_ns"]) for e in record.events],
+        links=[
+            Link(span_context(int(link["trace_id"], 16), int(link["span_id"], 16), link["trace_state"]),
+                 link["attributes"])
+            for link in record.links
+        ],
+        kind=SpanKind(record.kind - _KIND_OFFSET if record.kind > 0 else 0),
+        status=Status(StatusCode(record.status_code), record.status_message if record.status_code == ERROR else None),
+        start_time=record.start_ns,
+        end_time=record.end_ns,
+        instrumentation_scope=scope,
+    )
 

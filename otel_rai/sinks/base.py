@@ -13,13 +13,21 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import semconv
 from otel_rai.codec import otlpproto
+from otel_rai.codec.records import SpanRecord
+from otel_rai.codec.sdk import readable
 
 #: How long a sink's `shutdown` may take when a provider shuts it down (the SDK's processor default).
 SHUTDOWN_TIMEOUT = 30.0
 
 
 class Sink(SpanProcessor):
-    """A destination for ended audit spans. `on_end` runs on the audit worker's thread."""
+    """A destination for ended audit spans, on the audit worker's thread: `on_record` from otel-rai's own
+    audit tracer, `on_end` from an application's tracer provider."""
+
+    def on_record(self, record: SpanRecord, resource: Resource, scope: InstrumentationScope) -> None:
+        """An audit span of otel-rai's own tracer, which ends as a record (no SDK span is built for it).
+        By default, `on_end` of the SDK span it stands for."""
+        self.on_end(readable(record, resource, scope))
 
     def commit(self) -> set[str] | None:
         """End of an audit worker cycle: make the spans received since the last commit durable. Returns
@@ -100,3 +108,8 @@ Encoded = tuple[Resource, Optional[InstrumentationScope], bytes, int]
 def encoded(span: ReadableSpan) -> Encoded:
     """`span` as a queue keeps it: its resource, its scope, its OTLP encoding, its decisions."""
     return span.resource, span.instrumentation_scope or None, otlpproto.encode_span(span), _rows(span)
+
+
+def encoded_record(record: SpanRecord, resource: Resource, scope: InstrumentationScope) -> Encoded:
+    """`encoded` of a record of the audit tracer, whose `resource` and `scope` it was given."""
+    return resource, scope, otlpproto.encode_record(record), len(record.attributes.get(semconv.DECISION_IDS) or ())

@@ -60,8 +60,12 @@ def _ids(attributes: Mapping[str, Any] | None) -> Sequence[str]:
     return ids if isinstance(ids, (list, tuple)) else ()
 
 
-def queued(span: ReadableSpan) -> Queued:
-    """A span as the outbox keeps it: `base.encoded`, with its resource and scope as an origin."""
+def queued(span: ReadableSpan | SpanRecord) -> Queued:
+    """A span (or the audit tracer's record of one) as the outbox keeps it: `base.encoded`, with its
+    resource and scope as an origin."""
+    if type(span) is SpanRecord:
+        origin = (span.resource, span.resource_schema_url, span.scope_name, span.scope_version)
+        return origin, len(_ids(span.attributes)), otlpproto.encode_record(span)
     resource, scope, encoded, rows = base.encoded(span)
     origin = (resource_attributes(resource), resource.schema_url or "",
               scope.name if scope else "", (scope.version or "") if scope else "")
@@ -222,7 +226,7 @@ class StoreSink(base.Sink):
             self._exporter.wake()  # export what an earlier process left queued
 
     def _reset(self) -> None:
-        self._received: list[ReadableSpan] = []
+        self._received: list[ReadableSpan | SpanRecord] = []
         # The spans of the cycles not yet written: as records for a store, encoded for the outbox.
         self._unwritten: list[SpanRecord] = []
         self._unqueued: list[Queued] = []
@@ -245,6 +249,11 @@ class StoreSink(base.Sink):
         scope = span.instrumentation_scope
         if scope is not None and scope.name == semconv.SCOPE and not self._closed:
             self._received.append(span)
+
+    def on_record(self, record: SpanRecord, resource: Resource, scope: InstrumentationScope) -> None:
+        """Keep the audit tracer's `record` for the next commit, if the sink is open."""
+        if not self._closed:
+            self._received.append(record)
 
     def note_groups(self, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> None:
         """The sensitive groups of a call's decisions ({attribute: one group per row}), for the report."""
@@ -271,7 +280,7 @@ class StoreSink(base.Sink):
         if self._received:
             for span in self._received:
                 try:
-                    record = from_readable(span) if self.keep else None
+                    record = (span if type(span) is SpanRecord else from_readable(span)) if self.keep else None
                     encoded = queued(span) if self._outbox is not None else None
                 except Exception as exc:  # nothing downstream could hold it: set it aside
                     self._reject(_ids(span.attributes), exc, rejected)

@@ -15,12 +15,15 @@ import time
 from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec import otlpproto
-from otel_rai.sinks.base import Encoded, Sink, SpanQueue, batches, encoded
+from otel_rai.codec.records import SpanRecord
+from otel_rai.sinks.base import Encoded, Sink, SpanQueue, batches, encoded, encoded_record
 
 _log = logging.getLogger(__name__)
 
@@ -288,7 +291,8 @@ class ExportSink(Sink):
 
     def _reset(self) -> None:
         """Fresh state; in a forked child the parent exports what was queued before the fork."""
-        self._received: list[ReadableSpan] = []
+        # SDK spans, and the audit tracer's records with their resource and scope
+        self._received: list[ReadableSpan | tuple[SpanRecord, Resource, InstrumentationScope]] = []
         self._queue = MemoryQueue(self._max_backlog)
         self._exporter = Exporter(self._factory, self._queue, **self._options)
         self._dropped = 0
@@ -296,6 +300,10 @@ class ExportSink(Sink):
     def on_end(self, span: ReadableSpan) -> None:
         """Keep `span` for the next commit."""
         self._received.append(span)
+
+    def on_record(self, record: SpanRecord, resource: Resource, scope: InstrumentationScope) -> None:
+        """Keep the audit tracer's `record` for the next commit."""
+        self._received.append((record, resource, scope))
 
     def commit(self) -> set[str] | None:
         """Encode the spans of this cycle, queue them (blocking while the queue is full) and wake the export.
@@ -306,10 +314,11 @@ class ExportSink(Sink):
         spans, rejected = [], set()
         for span in received:
             try:
-                spans.append(encoded(span))
+                spans.append(encoded_record(*span) if type(span) is tuple else encoded(span))
             except Exception as exc:  # a span the wire cannot carry: set aside, the others go on
                 self._dropped += 1
-                rejected.update((span.attributes or {}).get(semconv.DECISION_IDS) or ())
+                attributes = span[0].attributes if type(span) is tuple else span.attributes
+                rejected.update((attributes or {}).get(semconv.DECISION_IDS) or ())
                 _log.error("otel-rai: an audit span could not be encoded for export (%s) and was set aside",
                            type(exc).__name__)
         self._queue.put(spans)

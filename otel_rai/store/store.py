@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from itertools import chain, repeat
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -63,6 +63,8 @@ json_text = compact.encoder()
 
 def _extra(r: SpanRecord) -> str | None:
     """The rarely used parts of a record, as JSON; None when there are none."""
+    if not (r.parent_is_remote or r.trace_state or r.events or r.links):  # an audit span's usual case
+        return None
     extra = {
         key: value
         for key, value in (
@@ -115,8 +117,10 @@ Origin = tuple[dict[str, Any], str, str, str]
 Queued = tuple[Origin, int, bytes]
 
 
-def _origin(r: SpanRecord) -> Origin:
-    return r.resource, r.resource_schema_url, r.scope_name, r.scope_version
+_origin = attrgetter("resource", "resource_schema_url", "scope_name", "scope_version")
+#: A record's own columns of its ``spans`` row, read in one C call.
+_SPAN_FIELDS = attrgetter("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
+                          "status_code", "status_message")
 
 
 def _last_seq(conn: sqlite3.Connection) -> int:
@@ -262,8 +266,7 @@ class Store:
             ids = a.get(semconv.DECISION_IDS) or ()
             n = len(ids)
             spans.append((
-                r.trace_id, r.span_id, r.parent_span_id, r.name, r.kind, r.start_ns, r.end_ns, r.status_code,
-                r.status_message, a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
+                *_SPAN_FIELDS(r), a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
                 a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, json_text(a), _extra(r),
             ))
             if n:
