@@ -8,6 +8,7 @@ import string
 from types import SimpleNamespace
 
 from otel_rai.audit import local_rows
+from otel_rai.capture.recorder import DecisionCall
 
 _ALPHABET = string.printable + "éß\u202e\U0001f600\udc80\x00"
 
@@ -280,3 +281,44 @@ def test_outputs_encoded_together_equal_each_output_encoded_alone():
             assert call.encoded_output == expected
             assert [type(v) for v in call.encoded_output[0]] == [type(v) for v in expected[0]]
     assert together > 500  # most calls took the joint pass: the comparison above is not empty
+
+
+def test_outcome_flags_read_together_equal_each_call_read_alone():
+    """`OutcomeRule.predicted_many` (the fairness monitor's flags of a cycle, in one pass) against
+    `predicted` of each call, on generated rules, models, operations, dtypes and classes."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from otel_rai.fairness.outcomes import OutcomeRule
+
+    rng = random.Random(11)
+    gen = np.random.default_rng(11)
+    X = gen.normal(size=(40, 2))
+    estimators = [LogisticRegression().fit(X, X[:, 0] > 0), LinearRegression().fit(X, X[:, 0]), object()]
+    together = 0
+    for _ in range(500):
+        k = rng.randint(1, 4)
+        rule = OutcomeRule(positive_label=rng.choice([None, None, 1, "a", True, 2]),
+                           score_threshold=rng.choice([None, None, 0.0, 0.5]))
+        models = [SimpleNamespace(model=rng.choice(estimators), info=SimpleNamespace(classes=_classes(rng, k)))
+                  for _ in range(rng.randint(1, 2))]
+        calls = []
+        usual = None
+        for _ in range(rng.randint(1, 10)):
+            if usual is None or rng.random() < 0.2:
+                usual = (rng.choice(["predict", "predict_proba", "decision_function", "score_samples"]),
+                         rng.choice([1, 2]), rng.choice([k, k + 1]),
+                         rng.choice([np.float64, np.float32, np.int64, np.bool_]))
+            operation, ndim, width, dtype = usual
+            n = rng.choice([1, 1, 2, 4])
+            output = (gen.normal(size=(n,) if ndim == 1 else (n, width)) * 2).astype(dtype)
+            chosen = rng.choice(models)
+            calls.append(DecisionCall(model=chosen.model, info=chosen.info, operation=operation, X=None, n_rows=n,
+                                      ids=[], attributes={}, parent=None, start_ns=0, output=output))
+        if rng.random() < 0.1:
+            calls[0].output = [np.zeros((1, 2)), np.ones((1, 2))]  # multi-output: read alone
+        many = rule.predicted_many(calls)
+        alone = [rule.predicted(call) for call in calls]
+        assert many == alone
+        together += sum(flags is not None for flags in many)
+    assert together > 500

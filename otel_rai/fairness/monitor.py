@@ -126,6 +126,10 @@ class _Run:
         self.labels: dict[str, list[str]] = {attribute: [] for attribute in groups}
 
 
+#: A call whose flags `OutcomeRule.predicted_many` could not read (they are read again alone).
+_UNREAD: Any = object()
+
+
 def _outcome(flag: bool) -> str:
     return semconv.OUTCOME_POSITIVE if flag else semconv.OUTCOME_NEGATIVE
 
@@ -203,14 +207,19 @@ class FairnessMonitor:
             return
         calls, self._observed = self._observed, []
         runs: dict[tuple, _Run] = {}
-        for call in calls:
+        try:
+            flags = self.rule.predicted_many(calls)
+        except Exception:  # each call is then read alone, and fails (and is counted) alone
+            flags = [_UNREAD] * len(calls)
+        for call, predicted in zip(calls, flags):
             try:
                 groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
                 if not groups:
                     continue
                 if self.journal is not None:  # the report's groups, whether or not the call counts here
                     self.journal.note_groups(call.ids, groups)
-                predicted = self.rule.predicted(call)
+                if predicted is _UNREAD:
+                    predicted = self.rule.predicted(call)
                 if predicted is None or len(predicted) != len(call.ids):
                     self._warn_once(call.info.name, call.operation)
                     continue

@@ -19,7 +19,7 @@ audit report, beyond the book's memory.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import repeat
 from numbers import Real
 from typing import Any, Callable, Mapping, Protocol, Sequence
@@ -102,6 +102,31 @@ class OutcomeRule:
         if call.operation == "predict" and label is not None:
             return (out == label).tolist()
         return None
+
+    def predicted_many(self, calls: Sequence[DecisionCall]) -> list[list[bool] | None]:
+        """`predicted` of each call: in one numpy pass for the calls of one model and operation whose outputs
+        are arrays of one width and dtype. The same flags: a row's flag depends on that row alone, and
+        whether the rule applies on the model, the operation and the output's width and dtype only."""
+        flags: list[list[bool] | None] = [None] * len(calls)
+        runs: dict[tuple, list[int]] = {}
+        for i, call in enumerate(calls):
+            out = call.output
+            if type(out) is np.ndarray and out.ndim:
+                runs.setdefault((id(call.info), id(call.model), call.operation, out.shape[1:], out.dtype), []).append(i)
+            else:
+                flags[i] = self.predicted(call)
+        for members in runs.values():
+            first = calls[members[0]]
+            if len(members) == 1:
+                flags[members[0]] = self.predicted(first)
+                continue
+            joined = self.predicted(replace(first, output=np.concatenate([calls[i].output for i in members])))
+            at = 0
+            for i in members:
+                n = len(calls[i].output)
+                flags[i] = None if joined is None else joined[at : at + n]
+                at += n
+        return flags
 
     def truth_for(self, call: DecisionCall) -> Positive:
         """How the ground truth of this call's decisions is read."""
