@@ -150,6 +150,15 @@ def test_floats_are_written_as_python_writes_them():
         attributes = {"ml.f": bits[chunk:chunk + 100], "ml.one": bits[chunk], "ml.i": ints[chunk // 10]}
         fields = ("n", "ab", "cd", None, 0, "")
         assert _written(fields, attributes, True) == _written(fields, attributes, False)
+    # Whole numbers, which the native writer formats on its own below 1e16, at and around every boundary.
+    whole = [float(k) for k in range(-1100, 1100)] + [0.0, -0.0, 1e15, 1e16, -1e16, 1e17, 9999999999999998.0,
+                                                     -9999999999999998.0, 999999999999999.9, 2.0**53, -(2.0**53)]
+    whole += [float(k * 10**e) for k in (1, 7, -3) for e in range(20)] + [2.0**63, -(2.0**63), 2.0**64]
+    whole += [float(x) + d for x in rng.integers(-(2**53), 2**53, size=2000) for d in (0.0, 0.5)]
+    for chunk in range(0, len(whole), 50):
+        attributes = {"ml.f": whole[chunk:chunk + 50], "ml.one": whole[chunk]}
+        fields = ("n", "ab", "cd", None, 0, "")
+        assert _written(fields, attributes, True) == _written(fields, attributes, False)
 
 
 @native

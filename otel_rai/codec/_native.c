@@ -115,6 +115,23 @@ static int put_double(Buffer *b, double d) {
     if (!isfinite(d)) {
         return isnan(d) ? put(b, "NaN", 3) : d > 0 ? put(b, "Infinity", 8) : put(b, "-Infinity", 9);
     }
+    /* A whole number below 1e16 (the canonical form's counts, offsets and int labels): its repr is its
+       digits and ".0", written here without the general shortest-repr search. -0.0 is left to it. */
+    if (d > -1e16 && d < 1e16 && d == (double)(long long)d && (d != 0.0 || !signbit(d))) {
+        char digits[24];
+        char *end = digits + sizeof digits, *p = end;
+        unsigned long long n = d < 0 ? (unsigned long long)(-(long long)d) : (unsigned long long)(long long)d;
+        *--p = '0';
+        *--p = '.';
+        do {
+            *--p = (char)('0' + n % 10);
+            n /= 10;
+        } while (n);
+        if (d < 0) {
+            *--p = '-';
+        }
+        return put(b, p, end - p);
+    }
     char *repr = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (repr == NULL) {
         return -1;
