@@ -16,9 +16,11 @@ spans is `EncodedSpans`, whose `request` the gRPC exporter sends as it is.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Optional
 
@@ -348,6 +350,13 @@ def _scope(scope: Any) -> bytes:
             + _attributes(0x1A, scope.attributes))
 
 
+_SPAN = operator.itemgetter(2)
+
+
+def _ORIGIN_IDS(entry: tuple) -> tuple[int, int]:
+    return id(entry[0]), id(entry[1])
+
+
 #: Spans grouped for a request: {resource: {scope: [encoded Span messages]}}, each level in order of
 #: first appearance.
 Groups = Mapping[Resource, Mapping[Optional[InstrumentationScope], Sequence[bytes]]]
@@ -381,15 +390,27 @@ def request(groups: Groups) -> bytes:
 
 def grouped(encoded: Iterable[tuple[Resource, Optional[InstrumentationScope], bytes]]) -> Groups:
     """Encoded spans (with their resource and scope) grouped for `request`."""
+    return grouped_runs(_runs(encoded))
+
+
+def _runs(encoded: Iterable[tuple]) -> Iterator[tuple[Resource, Optional[InstrumentationScope], list[bytes]]]:
+    """The runs of encoded spans under the same resource and scope objects."""
+    for _, run in itertools.groupby(encoded, key=_ORIGIN_IDS):
+        entries = list(run)
+        yield entries[0][0], entries[0][1], list(map(_SPAN, entries))
+
+
+def grouped_runs(runs: Iterable[tuple[Resource, Optional[InstrumentationScope], list[bytes]]]) -> Groups:
+    """`grouped` of runs of encoded spans, each run under one resource and scope: a lookup a run, not a span."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     # Grouped by equality, as the SDK does; looked up by identity first, because hashing a Resource
     # encodes its attributes as JSON every time.
     by_id: dict[tuple[int, int], list[bytes]] = {}
-    for resource, scope, span in encoded:
+    for resource, scope, spans in runs:
         group = by_id.get((id(resource), id(scope)))
         if group is None:
             group = by_id[id(resource), id(scope)] = groups.setdefault(resource, {}).setdefault(scope, [])
-        group.append(span)
+        group += spans
     return groups
 
 

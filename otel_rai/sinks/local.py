@@ -6,7 +6,9 @@ hands to an `otlp.Exporter`. One process at a time exports a store (an exclusive
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import operator
 import os
 import sqlite3
 import time
@@ -53,6 +55,10 @@ _RECORD_ERRORS = (ValueError, TypeError, OverflowError, RecursionError, sqlite3.
                   sqlite3.ProgrammingError, sqlite3.IntegrityError, sqlite3.DataError)
 #: A store error while writing: kept and retried.
 _STORE_ERRORS = (sqlite3.Error, OSError, StoreError)
+
+
+#: The origin id of an outbox row (seq, origin, encoded span).
+_ORIGIN = operator.itemgetter(1)
 
 
 def _ids(attributes: Mapping[str, Any] | None) -> Sequence[str]:
@@ -131,7 +137,9 @@ class StoreOutbox:
                 self._delete()
             return []
         self._taken = batch[-1][0]
-        return otlpproto.EncodedSpans(otlpproto.grouped((*self._origin(origin), span) for _, origin, span in batch))
+        return otlpproto.EncodedSpans(otlpproto.grouped_runs(
+            (*self._origin(origin), [span for _, _, span in run])
+            for origin, run in itertools.groupby(batch, key=_ORIGIN)))
 
     def done(self) -> None:
         """The batch was delivered. It leaves the outbox with later ones, at most `_DELETE_EVERY_S`
