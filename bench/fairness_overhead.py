@@ -67,7 +67,7 @@ def worker_cost(model, X, rows: int, n_calls: int) -> float:
     for _ in range(5):
         start = time.perf_counter()
         for i, call in enumerate(batch):
-            mon.observe(call)
+            mon.observe([call])
             if i % 256 == 255:
                 mon.end_cycle()
         mon.end_cycle()

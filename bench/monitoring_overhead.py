@@ -92,12 +92,12 @@ def worker_cost(batch: list[DecisionCall], per_cycle: int, labels: bool, runs: i
         mon = monitor()
         warm = batch[:per_cycle]  # the first decision of a version builds its profile: not per-row work
         for call in warm:
-            mon.observe(call)
+            mon.observe([call])
         mon.end_cycle()
         tasks = [[mon.label_task(i, 1, time.time_ns()) for i in c.ids] for c in batch] if labels else None
         start = time.process_time()
         for i, call in enumerate(batch):
-            mon.observe(call)
+            mon.observe([call])
             if tasks is not None:
                 for task in tasks[i]:
                     task()
@@ -114,7 +114,7 @@ def publication_cost(batch: list[DecisionCall], runs: int) -> float:
     for _ in range(runs):
         mon = monitor()
         for call in batch:
-            mon.observe(call)
+            mon.observe([call])
             for i in call.ids:
                 mon.label_task(i, 1, time.time_ns())()
         mon.end_cycle(force=True)
@@ -132,7 +132,7 @@ def memory(model: Any, X: pd.DataFrame, sex: np.ndarray) -> dict[str, int]:
         mon = monitor(window)
         batch = calls(model, X, 1000, window // 1000 + 1, sex)
         for call in batch:
-            mon.observe(call)
+            mon.observe([call])
         mon.end_cycle(force=True)
         (track,) = mon._tracks.values()
         out[f"window {window:,} (rows, counts, histograms)"] = track.nbytes() - track.profile.nbytes()

@@ -12,6 +12,7 @@ A task (a plain callable, e.g. a recorded outcome) queued with `submit` runs in 
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import threading
 import time
@@ -46,6 +47,24 @@ _LOG_EVERY = 1000
 
 #: What the worker runs: a captured call, or a task to run on the audit thread after the calls before it.
 Work = Union[DecisionCall, Callable[[], None]]
+#: A hook of the worker's calls: given a cycle's consecutive calls at once, it keeps a failure of one call
+#: to that call (`per_call` makes one of a hook of one call).
+CallsHook = Callable[[Sequence[DecisionCall]], None]
+
+
+def per_call(hook: Callable[[DecisionCall], None], on_failure: Callable[[str, BaseException], None],
+             stage: str) -> CallsHook:
+    """A `CallsHook` that runs `hook` on each call; a failure is counted as `stage` and skips that call only."""
+
+    @functools.wraps(hook)
+    def each(calls: Sequence[DecisionCall]) -> None:
+        for call in calls:
+            try:
+                hook(call)
+            except Exception as exc:
+                on_failure(stage, exc)
+
+    return each
 
 
 @dataclass(eq=False)
@@ -86,17 +105,17 @@ class AuditWorker:
         settings: Settings,
         counters: Counters,
         cycle_hooks: Sequence[Callable[[], None]] = (),
-        call_hooks: Sequence[Callable[[DecisionCall], None]] = (),
+        call_hooks: Sequence[CallsHook] = (),
         commits: Sequence[Callable[[], set[str] | None]] = (),
         max_pending_rows: int | None = None,
-        prepare_hooks: Sequence[Callable[[DecisionCall], None]] = (),
+        prepare_hooks: Sequence[CallsHook] = (),
     ) -> None:
         self._tracer = tracer
         self._settings = settings
         self._counters = counters
         self._cycle_hooks = list(cycle_hooks)
         self._call_hooks = list(call_hooks)
-        self._prepare_hooks = list(prepare_hooks)  # each call, before its span is built
+        self._prepare_hooks = list(prepare_hooks)  # the calls, before their spans are built
         # After the cycle hooks; a failure fails the cycle's receipts, and each returns the decision ids
         # whose record it set aside (which fails those calls' receipts).
         self._commits = list(commits)
@@ -252,14 +271,13 @@ class AuditWorker:
                     call.receipt.settle(False)
         self._each(self._call_hooks, calls, "observe")
 
-    def _each(self, hooks: list[Callable[[DecisionCall], None]], calls: list[DecisionCall], stage: str) -> None:
-        """Each hook on every call, hook by hook; a failure is counted as `stage` and skips that call only."""
+    def _each(self, hooks: list[CallsHook], calls: list[DecisionCall], stage: str) -> None:
+        """Each hook on the calls, hook by hook; a failure that escapes a hook is counted as `stage`."""
         for hook in hooks:
-            for call in calls:
-                try:
-                    hook(call)
-                except Exception as exc:
-                    self._counters.fail(stage, exc)
+            try:
+                hook(calls)
+            except Exception as exc:
+                self._counters.fail(stage, exc)
 
     def pending(self) -> int:
         """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""

@@ -350,10 +350,12 @@ def _scope(scope: Any) -> bytes:
             + _attributes(0x1A, scope.attributes))
 
 
+#: The encoded span of a (resource, scope, encoded span, ...) entry.
 _SPAN = operator.itemgetter(2)
 
 
-def _ORIGIN_IDS(entry: tuple) -> tuple[int, int]:
+def _origin_ids(entry: tuple) -> tuple[int, int]:
+    """The identities of an entry's resource and scope."""
     return id(entry[0]), id(entry[1])
 
 
@@ -395,7 +397,7 @@ def grouped(encoded: Iterable[tuple[Resource, Optional[InstrumentationScope], by
 
 def _runs(encoded: Iterable[tuple]) -> Iterator[tuple[Resource, Optional[InstrumentationScope], list[bytes]]]:
     """The runs of encoded spans under the same resource and scope objects."""
-    for _, run in itertools.groupby(encoded, key=_ORIGIN_IDS):
+    for _, run in itertools.groupby(encoded, key=_origin_ids):
         entries = list(run)
         yield entries[0][0], entries[0][1], list(map(_SPAN, entries))
 

@@ -184,21 +184,20 @@ class FairnessMonitor:
         """Whether the call's decisions can have groups: it succeeded, and attributes are configured or given."""
         return call.error is None and bool(self._groups.active or call.groups)
 
-    def prepare(self, call: DecisionCall) -> None:
-        """Before the call's span is built: resolve its groups (``call.group_labels``), so that the span
-        can carry their digest. `observe` counts them afterwards."""
-        if not self._groupable(call):
-            return
-        try:
-            call.group_labels = self._groups.resolve(call)
-        except Exception as exc:
-            self._on_failure("fairness", exc)
+    def prepare(self, calls: Sequence[DecisionCall]) -> None:
+        """Before the calls' spans are built: resolve their groups (``call.group_labels``), so that each
+        span can carry their digest. `observe` counts them afterwards."""
+        for call in calls:
+            if self._groupable(call):
+                try:
+                    call.group_labels = self._groups.resolve(call)
+                except Exception as exc:
+                    self._on_failure("fairness", exc)
 
-    def observe(self, call: DecisionCall) -> None:
-        """Queue one call's decisions for counting (`count`), for every sensitive attribute it can be
+    def observe(self, calls: Sequence[DecisionCall]) -> None:
+        """Queue the calls' decisions for counting (`count`), for every sensitive attribute they can be
         grouped by: the worker's calls are counted together, at the next outcome or the cycle's end."""
-        if self._groupable(call):
-            self._observed.append(call)
+        self._observed += filter(self._groupable, calls)
 
     def count(self) -> None:
         """Count the queued calls' decisions: windows, counters and the decision book, with the shared

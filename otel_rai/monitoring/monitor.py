@@ -357,10 +357,10 @@ class QualityDriftMonitor:
 
     # --- worker thread: queueing ------------------------------------------------------------------
 
-    def observe(self, call: DecisionCall) -> None:
-        """Queue a decision call for this cycle (a call hook of the audit worker)."""
-        if self.config.enabled and call.error is None and call.output is not None and call.ids:
-            self._calls.append(call)
+    def observe(self, calls: Sequence[DecisionCall]) -> None:
+        """Queue decision calls for this cycle (a call hook of the audit worker)."""
+        if self.config.enabled:
+            self._calls += [c for c in calls if c.error is None and c.output is not None and c.ids]
 
     def label_task(self, decision_id: Any, y_true: Any, time_ns: int) -> Callable[[], None]:
         """The worker task of one `record_outcome`: queue the label for this cycle."""

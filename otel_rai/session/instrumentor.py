@@ -23,7 +23,7 @@ from otel_rai import semconv, settings
 from otel_rai.audit.hashing import check_strength, material_bytes, resolve_key
 from otel_rai.audit.local_rows import local_key
 from otel_rai.audit.tracer import AuditTracer
-from otel_rai.audit.worker import AuditWorker, Counters
+from otel_rai.audit.worker import AuditWorker, Counters, per_call
 from otel_rai.capture import models
 from otel_rai.capture.durable import FailClosed
 from otel_rai.capture.patching import Patcher
@@ -141,7 +141,8 @@ class _Session:
             self.counters,
             # alert, snapshot and checkpoint spans commit in the same cycle
             [self.monitor.end_cycle, self.quality.end_cycle, tracer.checkpoint],
-            [self.monitor.observe, self.quality.observe] + ([self.records.observe] if self.records else []),
+            [self.monitor.observe, self.quality.observe]
+            + ([per_call(self.records.observe, self.counters.fail, "observe")] if self.records else []),
             commits=[s.commit for s in self.sinks],
             max_pending_rows=config.max_pending_rows,
             prepare_hooks=[self.monitor.prepare],
