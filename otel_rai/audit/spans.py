@@ -216,28 +216,31 @@ def _view(common: dict, rows: dict, call: DecisionCall, on_failure: FailureHook,
         return {}
 
 
+def _one_span(call: DecisionCall, settings: Settings, on_failure: FailureHook) -> dict[str, Any]:
+    """The attributes of a call that is one span: all its rows, and their trace-UI view if asked for."""
+    common, rows = attributes(call, settings, on_failure)
+    return {**common, semconv.BATCH_OFFSET: 0, **rows,
+            **(_view(common, rows, call, on_failure) if settings.trace_ui else {})}
+
+
 def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:
     """Create and end the span(s) of `call`; returns how many spans were ended."""
     name = semconv.span_name(call.operation, call.info.name)
     n, size = len(call.ids), settings.max_rows_per_span
-    view = settings.trace_ui
     end_span = getattr(tracer, "end_span", None)
     if end_span is not None and n <= size and call.error is None:  # one span, no event: no span object
-        common, rows = attributes(call, settings, on_failure)
-        end_span(name, call.parent, {**common, semconv.BATCH_OFFSET: 0, **rows,
-                                     **(_view(common, rows, call, on_failure) if view else {})},
-                 call.start_ns, call.end_ns)
+        end_span(name, call.parent, _one_span(call, settings, on_failure), call.start_ns, call.end_ns)
         return 1
     span = tracer.start_span(name, context=call.parent, kind=SpanKind.INTERNAL, start_time=call.start_ns)
     if not span.is_recording():
         span.end(end_time=call.end_ns)
         return 1
-    common, rows = attributes(call, settings, on_failure)
     if n <= size:
-        span.set_attributes({**common, semconv.BATCH_OFFSET: 0, **rows,
-                             **(_view(common, rows, call, on_failure) if view else {})})
+        span.set_attributes(_one_span(call, settings, on_failure))
         _end(span, call, settings)
         return 1
+    common, rows = attributes(call, settings, on_failure)
+    view = settings.trace_ui
     chunks = range(0, n, size)
     span.set_attributes({**common, semconv.BATCH_CHUNKS: len(chunks),
                          **(ui.parent_view(common, n, len(chunks)) if view else {})})

@@ -28,7 +28,7 @@ from otel_rai.codec.sdk import from_readable, resource_attributes, to_resource
 from otel_rai.errors import StoreError
 from otel_rai.sinks import base, otlp
 from otel_rai.store import Store
-from otel_rai.store.store import INDEX_EVERY, Queued, json_text
+from otel_rai.store.store import INDEX_EVERY, Queued, json_text, record_origin
 
 try:
     import fcntl
@@ -70,8 +70,7 @@ def queued(span: ReadableSpan | SpanRecord) -> Queued:
     """A span (or the audit tracer's record of one) as the outbox keeps it: `base.encoded`, with its
     resource and scope as an origin."""
     if type(span) is SpanRecord:
-        origin = (span.resource, span.resource_schema_url, span.scope_name, span.scope_version)
-        return origin, len(_ids(span.attributes)), otlpproto.encode_record(span)
+        return record_origin(span), len(_ids(span.attributes)), otlpproto.encode_record(span)
     resource, scope, encoded, rows = base.encoded(span)
     origin = (resource_attributes(resource), resource.schema_url or "",
               scope.name if scope else "", (scope.version or "") if scope else "")

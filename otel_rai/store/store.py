@@ -117,7 +117,8 @@ Origin = tuple[dict[str, Any], str, str, str]
 Queued = tuple[Origin, int, bytes]
 
 
-_origin = attrgetter("resource", "resource_schema_url", "scope_name", "scope_version")
+#: The `Origin` of a record.
+record_origin = attrgetter("resource", "resource_schema_url", "scope_name", "scope_version")
 #: A record's own columns of its ``spans`` row, read in one C call.
 _SPAN_FIELDS = attrgetter("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns",
                           "status_code", "status_message")
@@ -278,7 +279,7 @@ class Store:
         with writing(conn):
             first = _last_seq(conn) + 1
             insert(conn, "INSERT INTO spans", 18, [
-                (first + i, self._origin(conn, _origin(r), new_origins, seen), *span)
+                (first + i, self._origin(conn, record_origin(r), new_origins, seen), *span)
                 for i, (r, span) in enumerate(zip(records, spans))
             ])
             insert(conn, "INSERT INTO decisions", 6, chain.from_iterable(
