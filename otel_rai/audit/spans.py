@@ -166,10 +166,9 @@ def explanation_attributes(result: Explanation | BaseException | None, k: int,
 
 
 
-def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
+def hash_inputs(calls: Sequence[DecisionCall], settings: Settings) -> None:
     """Hash the inputs of a worker batch's calls where joining them saves work (`hash_rows_many`);
     the rest are hashed one call at a time by `attributes`."""
-    calls = [c for c in batch if isinstance(c, DecisionCall)]
     try:
         hashed = hash_rows_many([c.X for c in calls], settings.hash_key)
     except Exception:  # each call is then hashed alone, and fails (and is counted) alone
@@ -178,11 +177,11 @@ def hash_inputs(batch: Sequence[Any], settings: Settings) -> None:
         call.input_hashes = hashes
 
 
-def encode_outputs(batch: Sequence[Any]) -> None:
+def encode_outputs(calls: Sequence[DecisionCall]) -> None:
     """Encode the outputs of a worker batch's calls together where that saves work (`outputs.encode_many`);
     the rest are encoded one call at a time by `attributes`."""
     try:
-        outputs.encode_many([c for c in batch if isinstance(c, DecisionCall)])
+        outputs.encode_many(calls)
     except Exception:  # each call is then encoded alone, and fails (and is counted) alone
         return
 

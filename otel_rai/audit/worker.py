@@ -218,8 +218,9 @@ class AuditWorker:
             explanations.attach(batch, self._settings, counters.fail)
         except Exception as exc:
             counters.fail("explain", exc)
-        spans.hash_inputs(batch, self._settings)
-        spans.encode_outputs(batch)
+        calls = [work for work in batch if isinstance(work, DecisionCall)]
+        spans.hash_inputs(calls, self._settings)
+        spans.encode_outputs(calls)
         run: list[DecisionCall] = []  # consecutive calls: a task runs after the calls before it
         for work in batch:
             if isinstance(work, DecisionCall):
