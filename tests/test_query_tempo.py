@@ -39,11 +39,14 @@ def test_one_version_yields_exactly_its_decisions_like_the_local_store(recorded,
 def test_more_traces_than_the_search_limit_are_all_found_by_splitting_the_window(recorded):
     spans = recorded.spans()
     second = 10**9
+    base = min(s.start_ns for s in spans)
     for i, s in enumerate(spans):  # spread the traces over seconds, one each: Tempo searches by the second
-        # A model record lasts as long as its artifact takes to save (seconds on a loaded machine), which
-        # would overlap the next traces: every span is made short, so that one trace is one second.
+        # A model record lasts as long as its artifact takes to save (seconds on a loaded machine), and is
+        # written that much later, yet starts with its model's first call: shifting each span by its place
+        # would land such a record on the second of a later trace, and on a loaded machine more than the
+        # search limit of them in one second. Each span gets its own second, and is made short.
         duration = min(s.end_ns - s.start_ns, second // 10)
-        s.start_ns += i * second
+        s.start_ns = base + i * second
         s.end_ns = s.start_ns + duration
     server = FakeTempo(spans)
     try:
