@@ -322,3 +322,44 @@ def test_outcome_flags_read_together_equal_each_call_read_alone():
         assert many == alone
         together += sum(flags is not None for flags in many)
     assert together > 500
+
+
+def test_stored_decision_rows_are_those_of_each_record_for_every_mix_of_sizes(tmp_path):
+    """`Store.append` writes a one-decision span's row by a shorter path: the ``decisions`` table must
+    hold, for any mix of span sizes and of missing or mismatched per-row arrays, each record's rows by
+    the plain definition (`_per_row`)."""
+    from otel_rai import semconv
+    from otel_rai.codec.records import SpanRecord
+    from otel_rai.store import Store
+    from otel_rai.store.store import input_key
+
+    rng = random.Random(21)
+    store = Store(tmp_path / "s.db", create=True)
+    for round_ in range(40):
+        records, expected = [], []
+        for k in range(rng.randint(1, 12)):
+            n = rng.choice([0, 1, 1, 1, 2, 5])
+            ids = [f"{round_:04x}{k:04x}{j:024x}" for j in range(n)]
+            attributes = {semconv.DECISION_IDS: ids}
+            hashes = rng.choice([None, "list", "short", "tuple", "text"])
+            if hashes is not None:
+                values = [f"{rng.getrandbits(128):032x}" for _ in range(n)]
+                attributes[semconv.INPUT_HASHES] = {"list": values, "short": values[:-1], "tuple": tuple(values),
+                                                    "text": "".join(values)}[hashes]
+            outputs = rng.choice([None, "list", "long"])
+            if outputs is not None:
+                attributes[semconv.OUTPUTS] = [rng.random() for _ in range(n + (outputs == "long"))]
+            records.append(SpanRecord(f"{rng.getrandbits(128):032x}", f"{rng.getrandbits(64):016x}", "s", 1, 2,
+                                      attributes))
+            per_row = [
+                v if isinstance(v, (list, tuple)) and len(v) == n else [None] * n
+                for v in (attributes.get(semconv.INPUT_HASHES), attributes.get(semconv.OUTPUTS))
+            ]
+            expected.append([(j, ids[j], per_row[0][j], per_row[1][j], input_key(per_row[0][j])) for j in range(n)])
+        last, written = store.append(records)
+        assert written == sum(map(len, expected))
+        first = last - len(records) + 1
+        got = store._connection().execute(
+            "SELECT span, idx, decision_id, input_hash, output, input_key FROM decisions WHERE span >= ?"
+            " ORDER BY span, idx", (first,)).fetchall()
+        assert got == [(first + i, *row) for i, rows in enumerate(expected) for row in rows]

@@ -5,10 +5,12 @@ errors and warnings. A v1 record hashes as it did, and the encoding tests pass i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import random
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,7 @@ from sklearn.linear_model import LogisticRegression
 
 import otel_rai
 from otel_rai import semconv, store
+from otel_rai.audit import hashing, local_rows
 from otel_rai.chain import canonical
 from otel_rai.codec import compact, otlpproto, reasons
 from otel_rai.codec import native as native_codec
@@ -341,3 +344,69 @@ def test_the_wheel_built_here_carries_the_native_module_for_this_platform(tmp_pa
     names = zipfile.ZipFile(wheel).namelist()
     assert any(n.startswith("otel_rai/codec/_native.") and n.endswith((".so", ".pyd")) for n in names), names
     assert "otel_rai/codec/native.py" in names and "otel_rai/chain/canonical.py" in names
+
+
+def _blake2b(message: bytes, key: bytes, person: bytes, size: int) -> str:
+    return hashlib.blake2b(message, key=key, person=person, digest_size=size).hexdigest()
+
+
+@native
+def test_the_native_keyed_blake2b_is_hashlib_s_for_every_generated_message():
+    """hashlib is the oracle: keys, personalisations and digest sizes of every allowed length, and
+    messages on each side of the 128-byte block (the key block alone, when the message is empty)."""
+    rng = random.Random(7693)
+    lengths = [0, 1, 8, 9, 119, 120, 127, 128, 129, 255, 256, 257, 1000]
+    for _ in range(1500):
+        key = rng.randbytes(rng.choice([0, 1, 16, 32, 63, 64]))
+        person = rng.randbytes(rng.choice([0, 1, 15, 16]))
+        size = rng.choice([1, 8, 16, 32, 63, 64])
+        width, n = rng.choice(lengths), rng.randint(0, 4)
+        data = rng.randbytes(width * n)
+        assert NATIVE.blake2b_rows(key, person, size, data, n, width) == [
+            _blake2b(data[i * width : (i + 1) * width], key, person, size) for i in range(n)]
+        texts = ["".join(rng.choice(string.hexdigits) for _ in range(rng.choice(lengths[:9]))) for _ in range(n)]
+        tails = [rng.randbytes(rng.choice(lengths)) for _ in range(n)]
+        assert NATIVE.blake2b_fields(key, person, size, texts, tails) == [
+            _blake2b(len(t).to_bytes(8, "little") + t.encode() + tail, key, person, size)
+            for t, tail in zip(texts, tails)]
+
+
+@native
+def test_the_native_blake2b_refuses_what_hashlib_refuses_and_declines_text_python_must_encode():
+    for key, person, size in [(bytes(65), b"", 16), (b"k", bytes(17), 16), (b"k", b"", 0), (b"k", b"", 65)]:
+        with pytest.raises(ValueError):
+            hashlib.blake2b(key=key, person=person, digest_size=size)
+        with pytest.raises(ValueError):
+            NATIVE.blake2b_rows(key, person, size, b"", 0, 0)
+    with pytest.raises(ValueError):  # fewer bytes than the rows need
+        NATIVE.blake2b_rows(b"k", b"", 16, bytes(17), 2, 9)
+    for text in ["é", "\udc80", "\U0001f600"]:
+        assert NATIVE.blake2b_fields(b"k", b"", 8, ["ab", text], [b"", b""]) is None
+    assert NATIVE.blake2b_fields(b"k", b"", 8, ["ab"], [bytearray(b"")]) is None
+
+
+@pytest.mark.parametrize("native_pass", [True, False])
+def test_input_and_group_digests_are_the_same_natively_and_in_python(native_pass, monkeypatch):
+    """Both callers of the native digests, on each path, against their plain definitions: a row's
+    hash by the spec's bytes (hashlib over `canonical_rows`), and each decision's `groups_digest`."""
+    if native_pass and NATIVE is None:
+        pytest.skip("the native module was not built")
+    monkeypatch.setattr(native_codec, "module", NATIVE if native_pass else None)
+    rng = np.random.default_rng(11)
+    key = hashing.HashKey.from_material(KEY)
+    for rows, width in [(0, 3), (1, 0), (1, 20), (7, 5), (300, 14)]:
+        X = rng.normal(size=(rows, width))
+        X[rng.random(X.shape) < 0.1] = np.nan
+        step = width * 9
+        data = hashing.canonical_rows(X)
+        assert hashing.hash_rows(X, key) == [
+            _blake2b(data[i * step : (i + 1) * step], key.secret, b"otel-rai.row.v1", 16) for i in range(rows)]
+    texts = random.Random(5)
+    for _ in range(300):
+        n = texts.randint(0, 5)
+        ids = ["".join(texts.choice("0123456789abcdefé\udc80") for _ in range(texts.randint(0, 40))) for _ in range(n)]
+        groups = {a: [texts.choice(["f", "m", "é", ""]) for _ in range(n)]
+                  for a in texts.sample(["sex", "age", "ß"], 2)}
+        key = texts.randbytes(32)
+        expected = [local_rows.groups_digest(key, d, {a: v[i] for a, v in groups.items()}) for i, d in enumerate(ids)]
+        assert local_rows.groups_digests(key, ids, groups) == expected

@@ -18,10 +18,13 @@ import hmac
 import json
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from otel_rai.codec import native
+
 if TYPE_CHECKING:  # a type only: hashing imports numpy, which the readers of the trail do without
     from otel_rai.audit.hashing import HashKey
 
 _DIGEST_BYTES = 8
+_GROUPS_PERSON = b"otel-rai.groups"
 #: The one JSON form of an outcome, in the store and under its digest.
 outcome_json = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
@@ -49,36 +52,56 @@ def groups_digest(key: bytes, decision_id: str, groups: Mapping[str, str]) -> st
     fields = [decision_id]
     for attribute in sorted(groups):
         fields += [attribute, groups[attribute]]
-    return _digest(key, b"otel-rai.groups", fields)
+    return _digest(key, _GROUPS_PERSON, fields)
 
 
 #: The keyed hash state before any field, per key: copying it is cheaper than keying a new one.
 _GROUPS_STATES: dict[bytes, Any] = {}
-#: The encoded (attribute, group) fields of a decision's groups, per combination seen (they are few).
-_GROUPS_TAILS: dict[tuple[str, ...], bytes] = {}
 #: Entries each cache holds before it is emptied: bounds a pathological caller, not the usual one.
 _MAX_CACHED = 4096
 
 
+class _Tails(dict):
+    """The encoded (attribute, group) fields of a decision's groups, per attribute names and per groups
+    seen (they are few): looked up in C, encoded on a miss."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def __missing__(self, groups: tuple[str, ...]) -> bytes:
+        if len(self) > _MAX_CACHED:
+            self.clear()
+        tail = self[groups] = b"".join(_field(a) + _field(g) for a, g in zip(self.names, groups))
+        return tail
+
+
+_TAILS: dict[tuple[str, ...], _Tails] = {}
+
+
 def groups_digests(key: bytes, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> list[str]:
     """`groups_digest` of each decision of a call ({attribute: one group per row}), the same digests,
-    with the keyed state and the encoded groups reused across rows and calls."""
+    with the keyed state and the encoded groups reused across rows and calls, natively where built."""
+    names = tuple(sorted(groups))
+    tails_of = _TAILS.get(names)
+    if tails_of is None:
+        if len(_TAILS) > _MAX_CACHED:
+            _TAILS.clear()
+        tails_of = _TAILS[names] = _Tails(names)
+    tails = list(map(tails_of.__getitem__, zip(*[groups[a] for a in names]))) if names else [b""] * len(ids)
+    if len(tails) != len(ids):
+        raise ValueError(f"otel-rai: {len(ids)} decisions, groups for {len(tails)}")
+    if native.module is not None:
+        found = native.module.blake2b_fields(key, _GROUPS_PERSON, _DIGEST_BYTES, list(ids), tails)
+        if found is not None:
+            return found
     state = _GROUPS_STATES.get(key)
     if state is None:
         if len(_GROUPS_STATES) > _MAX_CACHED:
             _GROUPS_STATES.clear()
-        state = _GROUPS_STATES[key] = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES, person=b"otel-rai.groups")
-    names = sorted(groups)
-    columns = [groups[a] for a in names]
+        state = _GROUPS_STATES[key] = hashlib.blake2b(key=key, digest_size=_DIGEST_BYTES, person=_GROUPS_PERSON)
     out = []
-    for i, decision_id in enumerate(ids):
-        combination = (*names, *(column[i] for column in columns))
-        tail = _GROUPS_TAILS.get(combination)
-        if tail is None:
-            if len(_GROUPS_TAILS) > _MAX_CACHED:
-                _GROUPS_TAILS.clear()
-            tail = _GROUPS_TAILS[combination] = b"".join(
-                _field(a) + _field(column[i]) for a, column in zip(names, columns))
+    for decision_id, tail in zip(ids, tails):
         h = state.copy()
         h.update(_field(decision_id) + tail)
         out.append(h.hexdigest())

@@ -1,4 +1,4 @@
-/* The two encodings of every audit span that cost the most in Python, each in one native pass:
+/* The encodings and digests of every audit span that cost the most in Python, each in one native pass:
  *
  * - `canonical_body`: the chain's canonical form (chain/canonical.py), the same bytes as the pure-Python
  *   `canonical._body` for the values it knows: str (not a JSON array in a string), int, float, bool,
@@ -7,6 +7,8 @@
  *   `otlpproto._attributes` for str (valid UTF-8), bool, int64, float, None, and lists or tuples of these.
  * - `compact_json`: a dict of such values as the store's compact JSON (`compact.encoder()`).
  * - `top_entries`: the ``ml.explanation.top`` entries of rows of attributions (`reasons.encode_top`).
+ * - `blake2b_rows`, `blake2b_fields`: keyed BLAKE2b digests of many messages in one call, the digests of
+ *   input rows (`hashing`) and of decisions' groups (`local_rows`), as hashlib gives them.
  *
  * For anything else each returns None and the caller takes the Python path, so both paths always agree
  * (and the Python path keeps its errors and warnings); tests/test_native.py compares them on generated
@@ -710,6 +712,253 @@ static PyObject *top_entries(PyObject *Py_UNUSED(module), PyObject *args) {
     return NULL;
 }
 
+/* --- keyed BLAKE2b digests (RFC 7693), many messages at once -------------------------------------------
+ *
+ * The keyed digests of input rows (audit/hashing.py) and of decisions' groups (audit/local_rows.py), the
+ * same hex digests as hashlib.blake2b(key=, person=, digest_size=) gives each message. The keyed state is
+ * set up once; each message starts from a copy of it, as the Python code copies its hashlib state. */
+
+#include <stdint.h>
+
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const uint8_t B2_SIGMA[10][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+};
+
+#define B2_BLOCK 128
+#define B2_MAX_OUT 64
+
+typedef struct {
+    uint64_t h[8];
+    uint64_t t[2];
+    uint8_t buf[B2_BLOCK];
+    size_t buflen;
+    size_t outlen;
+} Blake2b;
+
+static uint64_t load64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) {
+        v = (v << 8) | p[i];
+    }
+    return v;
+}
+
+static uint64_t rotr64(uint64_t x, int n) { return (x >> n) | (x << (64 - n)); }
+
+#define B2_G(a, b, c, d, x, y)                  \
+    do {                                        \
+        v[a] = v[a] + v[b] + (x);               \
+        v[d] = rotr64(v[d] ^ v[a], 32);         \
+        v[c] = v[c] + v[d];                     \
+        v[b] = rotr64(v[b] ^ v[c], 24);         \
+        v[a] = v[a] + v[b] + (y);               \
+        v[d] = rotr64(v[d] ^ v[a], 16);         \
+        v[c] = v[c] + v[d];                     \
+        v[b] = rotr64(v[b] ^ v[c], 63);         \
+    } while (0)
+
+static void b2_compress(Blake2b *S, const uint8_t *block, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 16; i++) {
+        m[i] = load64(block + 8 * i);
+    }
+    for (int i = 0; i < 8; i++) {
+        v[i] = S->h[i];
+        v[i + 8] = B2_IV[i];
+    }
+    v[12] ^= S->t[0];
+    v[13] ^= S->t[1];
+    if (last) {
+        v[14] = ~v[14];
+    }
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r % 10];
+        B2_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) {
+        S->h[i] ^= v[i] ^ v[i + 8];
+    }
+}
+
+static void b2_add_count(Blake2b *S, uint64_t n) {
+    S->t[0] += n;
+    if (S->t[0] < n) {
+        S->t[1]++;
+    }
+}
+
+/* A full buffer is compressed only once more input comes: the last block must get the final flag. */
+static void b2_update(Blake2b *S, const uint8_t *in, size_t inlen) {
+    while (inlen > 0) {
+        if (S->buflen == B2_BLOCK) {
+            b2_add_count(S, B2_BLOCK);
+            b2_compress(S, S->buf, 0);
+            S->buflen = 0;
+        }
+        size_t take = B2_BLOCK - S->buflen < inlen ? B2_BLOCK - S->buflen : inlen;
+        memcpy(S->buf + S->buflen, in, take);
+        S->buflen += take;
+        in += take;
+        inlen -= take;
+    }
+}
+
+/* The state after the key block (padded to a whole block, absorbed like message bytes). */
+static void b2_init(Blake2b *S, const uint8_t *key, size_t keylen, const uint8_t *person, size_t personlen,
+                    size_t outlen) {
+    uint8_t padded[16] = {0};
+    memcpy(padded, person, personlen);
+    memcpy(S->h, B2_IV, sizeof(B2_IV));
+    S->h[0] ^= 0x01010000ULL ^ ((uint64_t)keylen << 8) ^ (uint64_t)outlen;
+    S->h[6] ^= load64(padded);
+    S->h[7] ^= load64(padded + 8);
+    S->t[0] = S->t[1] = 0;
+    S->buflen = 0;
+    S->outlen = outlen;
+    if (keylen > 0) {
+        uint8_t block[B2_BLOCK] = {0};
+        memcpy(block, key, keylen);
+        b2_update(S, block, B2_BLOCK);
+    }
+}
+
+static void b2_final_hex(Blake2b *S, Py_UCS1 *hex) {
+    static const char digits[] = "0123456789abcdef";
+    b2_add_count(S, S->buflen);
+    memset(S->buf + S->buflen, 0, B2_BLOCK - S->buflen);
+    b2_compress(S, S->buf, 1);
+    for (size_t i = 0; i < S->outlen; i++) {
+        uint8_t byte = (uint8_t)(S->h[i / 8] >> (8 * (i % 8)));
+        hex[2 * i] = digits[byte >> 4];
+        hex[2 * i + 1] = digits[byte & 15];
+    }
+}
+
+/* The keyed state of (key, person, digest_size) from the arguments; -1 (an exception set) if invalid. */
+static int b2_keyed(Blake2b *S, Py_buffer *key, Py_buffer *person, Py_ssize_t outlen) {
+    if (key->len > B2_MAX_OUT || person->len > 16 || outlen < 1 || outlen > B2_MAX_OUT) {
+        PyErr_SetString(PyExc_ValueError, "blake2b: key up to 64 bytes, person up to 16, digest 1 to 64");
+        return -1;
+    }
+    b2_init(S, key->buf, (size_t)key->len, person->buf, (size_t)person->len, (size_t)outlen);
+    return 0;
+}
+
+/* A list of `n` hex digests of `outlen` bytes, filled from `hex` (2 * outlen characters each). */
+static PyObject *hex_list(const Py_UCS1 *hex, Py_ssize_t n, size_t outlen) {
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *text = PyUnicode_New((Py_ssize_t)(2 * outlen), 127);
+        if (text == NULL) {
+            Py_CLEAR(out);
+            break;
+        }
+        memcpy(PyUnicode_1BYTE_DATA(text), hex + 2 * outlen * (size_t)i, 2 * outlen);
+        PyList_SET_ITEM(out, i, text);
+    }
+    return out;
+}
+
+static PyObject *blake2b_rows(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer key, person, data;
+    Py_ssize_t outlen, n, width;
+    if (!PyArg_ParseTuple(args, "y*y*ny*nn", &key, &person, &outlen, &data, &n, &width)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Blake2b base;
+    Py_UCS1 *hex = NULL;
+    if (n < 0 || width < 0 || (width > 0 && n > data.len / width) || (width == 0 && data.len != 0)) {
+        PyErr_SetString(PyExc_ValueError, "blake2b_rows: the data is not n rows of width bytes");
+    } else if (b2_keyed(&base, &key, &person, outlen) == 0) {
+        hex = PyMem_RawMalloc((size_t)n * 2 * (size_t)outlen + 1);
+        if (hex == NULL) {
+            PyErr_NoMemory();
+        } else {
+            const uint8_t *rows = data.buf;
+            Py_BEGIN_ALLOW_THREADS  /* a large call's rows hash while the caller's thread runs */
+            for (Py_ssize_t i = 0; i < n; i++) {
+                Blake2b S = base;
+                b2_update(&S, rows + (size_t)i * (size_t)width, (size_t)width);
+                b2_final_hex(&S, hex + (size_t)i * 2 * (size_t)outlen);
+            }
+            Py_END_ALLOW_THREADS
+            result = hex_list(hex, n, (size_t)outlen);
+        }
+    }
+    PyMem_RawFree(hex);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&person);
+    PyBuffer_Release(&data);
+    return result;
+}
+
+static PyObject *blake2b_fields(PyObject *Py_UNUSED(module), PyObject *args) {
+    Py_buffer key, person;
+    Py_ssize_t outlen;
+    PyObject *texts, *tails;
+    if (!PyArg_ParseTuple(args, "y*y*nO!O!", &key, &person, &outlen, &PyList_Type, &texts, &PyList_Type, &tails)) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Blake2b base;
+    Py_ssize_t n = PyList_GET_SIZE(tails);
+    if (PyList_GET_SIZE(texts) != n) {
+        PyErr_SetString(PyExc_ValueError, "blake2b_fields: as many texts as tails");
+    } else if (b2_keyed(&base, &key, &person, outlen) == 0) {
+        Py_UCS1 *hex = PyMem_Malloc((size_t)n * 2 * (size_t)outlen + 1);
+        int declined = 0;
+        if (hex == NULL) {
+            PyErr_NoMemory();
+        }
+        for (Py_ssize_t i = 0; hex != NULL && i < n; i++) {
+            PyObject *text = PyList_GET_ITEM(texts, i), *tail = PyList_GET_ITEM(tails, i);
+            if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text) || !PyBytes_CheckExact(tail)) {
+                declined = 1;  /* text that is not ASCII is encoded by Python (surrogates and all) */
+                break;
+            }
+            uint8_t length[8];
+            uint64_t len = (uint64_t)PyUnicode_GET_LENGTH(text);
+            for (int j = 0; j < 8; j++) {
+                length[j] = (uint8_t)(len >> (8 * j));
+            }
+            Blake2b S = base;
+            b2_update(&S, length, 8);
+            b2_update(&S, PyUnicode_1BYTE_DATA(text), (size_t)len);
+            b2_update(&S, (const uint8_t *)PyBytes_AS_STRING(tail), (size_t)PyBytes_GET_SIZE(tail));
+            b2_final_hex(&S, hex + (size_t)i * 2 * (size_t)outlen);
+        }
+        if (hex != NULL) {
+            result = declined ? Py_NewRef(Py_None) : hex_list(hex, n, (size_t)outlen);
+        }
+        PyMem_Free(hex);
+    }
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&person);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_body", canonical_body, METH_VARARGS,
      "canonical_body(name, trace_id, span_id, parent_span_id, status_code, status_message, attributes, hashed,"
@@ -722,6 +971,13 @@ static PyMethodDef methods[] = {
     {"otlp_attributes", otlp_attributes, METH_VARARGS,
      "otlp_attributes(tag, attributes) -> bytes or None\n\nRepeated KeyValue field `tag`, or None when Python"
      " must write it."},
+    {"blake2b_rows", blake2b_rows, METH_VARARGS,
+     "blake2b_rows(key, person, digest_size, data, n, width) -> list of str\n\nThe keyed BLAKE2b hex digest of"
+     " each of the n rows of width bytes in data."},
+    {"blake2b_fields", blake2b_fields, METH_VARARGS,
+     "blake2b_fields(key, person, digest_size, texts, tails) -> list of str or None\n\nThe keyed BLAKE2b hex"
+     " digest of each text as a length-prefixed field (8 bytes little-endian, then the text) followed by its"
+     " tail; None when a text is not ASCII, for Python to encode."},
     {NULL, NULL, 0, NULL},
 };
 

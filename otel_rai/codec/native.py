@@ -1,4 +1,4 @@
-"""The native encoders (`_native.c`), or None where they were not built (no compiler at install).
+"""The native encoders and keyed digests (`_native.c`), or None where they were not built (no compiler at install).
 
 Each of its functions writes the same bytes as the Python code it stands in for, or returns None for a
 value it leaves to that code; tests/test_native.py holds them to it. ``OTEL_RAI_PURE_PYTHON=1`` (read

@@ -97,6 +97,11 @@ def _per_row(values: Any, n: int) -> Sequence[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
+def _first(values: Any) -> Any:
+    """`_per_row` of a one-row span: its one entry, or None."""
+    return values[0] if isinstance(values, (list, tuple)) and len(values) == 1 else None
+
+
 #: A ``decision_groups`` row's key: decision id, attribute.
 _GROUP_KEY = itemgetter(0, 1)
 
@@ -261,7 +266,8 @@ class Store:
         seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
         # The rows are built before the write lock is taken (other writers, the exporter deleting
         # exported spans, wait for it); only the seqs and origin ids are filled in under it.
-        spans, decisions, n_decisions = [], [], 0  # decisions: (index of the span in `records`, its columns)
+        # decisions: (index of the span in `records`, its columns); single: a one-decision span's one row
+        spans, decisions, single, n_decisions = [], [], [], 0
         for i, r in enumerate(records):
             a = r.attributes
             ids = a.get(semconv.DECISION_IDS) or ()
@@ -270,7 +276,11 @@ class Store:
                 *_SPAN_FIELDS(r), a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
                 a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, json_text(a), _extra(r),
             ))
-            if n:
+            if n == 1:  # a single-row call's one decision, without the per-row machinery below
+                n_decisions += 1
+                h, output = _first(a.get(semconv.INPUT_HASHES)), _first(a.get(semconv.OUTPUTS))
+                single.append((i, ids[0], h, output, input_key(h)))
+            elif n:
                 n_decisions += n
                 hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
                 decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
@@ -282,8 +292,12 @@ class Store:
                 (first + i, self._origin(conn, record_origin(r), new_origins, seen), *span)
                 for i, (r, span) in enumerate(zip(records, spans))
             ])
-            insert(conn, "INSERT INTO decisions", 6, chain.from_iterable(
-                zip(repeat(first + i, len(rows)), rows, *columns) for i, rows, *columns in decisions))
+            rows = [(first + i, 0, *columns) for i, *columns in single]
+            rows += chain.from_iterable(
+                zip(repeat(first + i, len(idx)), idx, *columns) for i, idx, *columns in decisions)
+            if single and decisions:
+                rows.sort()  # in span order, where the table's key puts them
+            insert(conn, "INSERT INTO decisions", 6, rows)
             insert(conn, "INSERT INTO outbox", 4, [
                 (first + i, self._origin(conn, origin, new_origins, seen), n, encoded)
                 for i, (origin, n, encoded) in enumerate(queued)
