@@ -36,7 +36,8 @@ OTHER_VARIABLES: dict[str, str] = {
     "OTEL_EXPORTER_OTLP_PROTOCOL": "as above, for all signals",
     "OTEL_RAI_PHOENIX": "the ``phoenix`` command ``otel-rai stack up`` runs (default: this interpreter's "
                         "Phoenix, else ``phoenix`` on PATH)",
-    "OTEL_RAI_PURE_PYTHON": "``1`` encodes spans in Python only, even where the native encoders were built "
+    "OTEL_RAI_PURE_PYTHON": "``1`` encodes spans and computes the keyed digests in Python only, even where the "
+                            "native encoders were built "
                             "(``otel_rai/codec/_native.c``; the same bytes: to compare the two, or to rule the "
                             "native part out)",
     "PHOENIX_API_KEY": "the API key ``otel-rai query --backend phoenix`` sends, when set",
