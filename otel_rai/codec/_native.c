@@ -739,6 +739,7 @@ static const uint8_t B2_SIGMA[10][16] = {
 };
 
 #define B2_BLOCK 128
+#define B2_MAX_KEY 64
 #define B2_MAX_OUT 64
 
 typedef struct {
@@ -857,7 +858,7 @@ static void b2_final_hex(Blake2b *S, Py_UCS1 *hex) {
 
 /* The keyed state of (key, person, digest_size) from the arguments; -1 (an exception set) if invalid. */
 static int b2_keyed(Blake2b *S, Py_buffer *key, Py_buffer *person, Py_ssize_t outlen) {
-    if (key->len > B2_MAX_OUT || person->len > 16 || outlen < 1 || outlen > B2_MAX_OUT) {
+    if (key->len > B2_MAX_KEY || person->len > 16 || outlen < 1 || outlen > B2_MAX_OUT) {
         PyErr_SetString(PyExc_ValueError, "blake2b: key up to 64 bytes, person up to 16, digest 1 to 64");
         return -1;
     }

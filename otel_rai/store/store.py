@@ -97,11 +97,6 @@ def _per_row(values: Any, n: int) -> Sequence[Any]:
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
 
 
-def _first(values: Any) -> Any:
-    """`_per_row` of a one-row span: its one entry, or None."""
-    return values[0] if isinstance(values, (list, tuple)) and len(values) == 1 else None
-
-
 #: A ``decision_groups`` row's key: decision id, attribute.
 _GROUP_KEY = itemgetter(0, 1)
 
@@ -278,7 +273,7 @@ class Store:
             ))
             if n == 1:  # a single-row call's one decision, without the per-row machinery below
                 n_decisions += 1
-                h, output = _first(a.get(semconv.INPUT_HASHES)), _first(a.get(semconv.OUTPUTS))
+                h, output = _per_row(a.get(semconv.INPUT_HASHES), 1)[0], _per_row(a.get(semconv.OUTPUTS), 1)[0]
                 single.append((i, ids[0], h, output, input_key(h)))
             elif n:
                 n_decisions += n
