@@ -71,9 +71,10 @@ def test_a_window_fed_many_at_once_equals_one_fed_one_by_one():
             n = rng.randint(0, 70)
             groups = [rng.choice("abcde") for _ in range(n)]
             flags = [rng.randrange(kinds) for _ in range(n)]
-            for g, k in zip(groups, flags):
-                one.add(g, k, t)
-            many.add_many(groups, flags, t)
+            times = [t + rng.choice([0, 0, 1, -1]) * rng.randrange(1_000) for _ in range(n)]  # calls' end times
+            for g, k, at in zip(groups, flags, times):
+                one.add(g, k, at)
+            many.add_many(groups, flags, times)
             if rng.random() < 0.3:
                 assert one.expire(t) == many.expire(t)
             assert list(one._entries) == list(many._entries)

@@ -165,6 +165,32 @@ def test_floats_are_written_as_python_writes_them():
 
 
 @native
+def test_records_of_any_size_sort_as_python_sorts_and_remembered_floats_never_change_a_byte():
+    """The native sort of a record's names (ASCII names in C up to a limit, the rest by Python's sort) on
+    records of 0-150 attributes whose names are prefixes of each other, differ in one byte or are not
+    ASCII; and the floats written from memory (each float twice, in the canonical body and in the row
+    JSON, many more floats than slots) are each float's own repr."""
+    oracle = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+    rng = random.Random(41)
+    stems = ["ml.a", "ml.ab", "ml.a.b", "ml.a~", "ml.a\x7f", "ml.b", "ml.output.scores.", "ml.", "ml.aé", "ml.\u2028"]
+    floats = np.random.default_rng(5).integers(0, 2**64, size=6000, dtype=np.uint64).view(np.float64).tolist()
+    fields = ("n", "ab", "cd", None, 0, "")
+    natively = 0
+    for i in range(1500):
+        size = rng.choice([0, 1, 2, 63, 64, 65, 150, rng.randrange(150)])
+        names = {rng.choice(stems) + str(rng.randrange(300)) * rng.randrange(2) for _ in range(size)}
+        attributes = {name: rng.choice(floats) if rng.random() < 0.7 else [rng.choice(floats), rng.uniform(-1, 1)]
+                      for name in rng.sample(sorted(names), len(names))}
+        native_body = _written(fields, attributes, True)
+        assert native_body == _written(fields, attributes, False), attributes
+        natively += NATIVE.canonical_body(*fields[:3], "", 0, "", attributes, {}, canonical.hashed_attribute,
+                                          10) is not None
+        assert NATIVE.compact_json(attributes) == oracle(attributes)
+        assert NATIVE.compact_json(attributes) == oracle(attributes)  # the second time from memory
+    assert natively > 1000, natively
+
+
+@native
 def test_a_decision_span_is_written_natively_and_its_chain_verifies(tmp_path):
     """The values of a real decision span (explained, with its chain attributes) are all ones the native
     pass writes, none handed back; the bytes are Python's, and each stored record matches its hash."""

@@ -187,6 +187,88 @@ def test_the_outbox_exports_what_every_process_queued_in_order_as_it_was_encoded
     assert mine.outbox_pending() == 0
 
 
+def test_the_spans_this_process_wrote_go_out_from_memory_exactly_as_the_file_has_them(tmp_path):
+    """The export takes the spans this process just wrote from memory: on generated interleavings of
+    its writes with another process's, deliveries and batch limits, every batch is the one the file
+    gives at that moment (the oracle), byte for byte, or its beginning up to where another process's
+    spans follow; and most came from memory."""
+    import itertools
+    import random
+
+    from otel_rai.codec import otlpproto
+
+    ended = ended_spans(40)
+    rng = random.Random(5)
+    from_memory = 0
+    for run in range(30):
+        path = tmp_path / f"audit{run}.db"
+        mine, other = store.Store(path, create=True), store.Store(path)
+        q = local_sink.StoreOutbox(mine)
+        file_reads = []
+        read = mine.outbox_batch
+        mine.outbox_batch = lambda *a, **k: file_reads.append(1) or read(*a, **k)
+        q.hold()
+        for _ in range(rng.randrange(4, 12)):
+            spans = [rng.choice(ended) for _ in range(rng.randrange(1, 6))]
+            queued = queue(spans)
+            for i in rng.sample(range(len(queued)), rng.randrange(len(queued))):
+                queued[i] = (queued[i][0], rng.randrange(1, 4), queued[i][2])  # spans of several decisions
+            if rng.random() < 0.25:
+                other.append(queued=queued)  # another process's writes: not in this one's memory
+            else:
+                rows = []
+                last, _ = mine.append(queued=queued, outbox_rows=rows)
+                q.written(last, rows)
+            for _ in range(rng.randrange(3)):
+                max_spans, max_rows = rng.randrange(1, 6), rng.randrange(1, 8)
+                expected = read(max_spans, max_rows, after=q._exported)
+                before = len(file_reads)
+                batch = q.take(max_spans, max_rows)
+                if not expected:
+                    assert batch == []
+                    continue
+                # Memory's run of this process's spans may end before the file's batch does (another
+                # process wrote next): then the batch is the file's cut there, and the rest follows.
+                seqs = [row[0] for row in expected]
+                expected = expected[: seqs.index(q._taken) + 1]
+                assert len(expected) == len(seqs) or len(file_reads) == before
+                runs = itertools.groupby(expected, key=lambda row: row[1])
+                oracle = otlpproto.EncodedSpans(otlpproto.grouped_runs(
+                    (*q._origin(origin), [span for _, _, span in rows]) for origin, rows in runs))
+                assert batch.request() == oracle.request()
+                from_memory += len(file_reads) == before
+                if rng.random() < 0.8:
+                    q.done()
+        q.release()
+    assert from_memory > 30, from_memory
+
+
+def test_spans_written_while_another_process_exported_are_never_sent_again_from_memory(tmp_path):
+    """A process that writes while another holds the export lock keeps nothing in memory: that other
+    exporter may send and delete those spans, and taking over must not send them a second time."""
+    ended = ended_spans(4)
+    path = tmp_path / "audit.db"
+    mine = store.Store(path, create=True)
+    other = local_sink.StoreOutbox(store.Store(path))
+    assert other.hold()  # the other process exports
+    outbox_queue = local_sink.StoreOutbox(mine)
+    rows = []
+    last, _ = mine.append(queued=queue(ended[:3]), outbox_rows=rows)
+    outbox_queue.written(last, rows)
+    assert [s.name for s in other.take(max_spans=10, max_rows=100)] == ["s0", "s1", "s2"]
+    other.done()
+    other.release()  # exits: s0-s2 delivered and deleted
+    rows = []
+    last, _ = mine.append(queued=queue(ended[3:]), outbox_rows=rows)
+    outbox_queue.written(last, rows)
+    taken = []
+    while batch := outbox_queue.take(max_spans=10, max_rows=100):
+        taken.append([s.name for s in batch])
+        outbox_queue.done()
+    assert taken == [["s3"]]
+    outbox_queue.release()
+
+
 def test_a_batch_keeps_to_the_decision_limit_and_a_span_over_it_goes_alone(tmp_path):
     ended = ended_spans(3)
     mine = store.Store(tmp_path / "audit.db", create=True)

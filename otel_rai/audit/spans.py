@@ -59,8 +59,10 @@ def _captured_values(call: DecisionCall, names: list[str] | None, allow: frozens
 
 def _allowlisted_groups(call: DecisionCall, allow: Collection[str], present: Collection[str]) -> dict[str, list[str]]:
     """``ml.input.value.<name>`` arrays of allowlisted ``decisions(groups=...)`` values not already in `present`."""
-    out = {}
-    for name in sorted(allow.intersection(call.groups or ())):
+    out: dict[str, list[str]] = {}
+    if not allow or not call.groups:
+        return out
+    for name in sorted(allow.intersection(call.groups)):
         key = semconv.INPUT_VALUE_PREFIX + name
         if key not in present:
             out[key] = given_labels(call, name)

@@ -32,7 +32,8 @@ static int grow(Buffer *b, Py_ssize_t extra) {
     if (b->len + extra <= b->cap) {
         return 0;
     }
-    Py_ssize_t cap = b->cap * 2;
+    /* A span's encodings are about a kilobyte: one allocation for most, not ten doublings from empty. */
+    Py_ssize_t cap = b->cap ? b->cap * 2 : 2048;
     if (cap < b->len + extra) {
         cap = b->len + extra;
     }
@@ -64,6 +65,11 @@ static int put_text_raw(Buffer *b, PyObject *text) {
     return s == NULL ? -1 : put(b, s, n);
 }
 
+/* Whether a byte of ASCII text is written escaped in a JSON string (controls, DEL, the quote and the
+ * backslash), by table: one load a byte in the scan every string goes through. Filled at import. */
+static unsigned char needs_escape[256];
+#define NEEDS_ESCAPE(c) (needs_escape[(unsigned char)(c)])
+
 /* A JSON string as json.encoder.encode_basestring_ascii writes it. */
 static int put_text(Buffer *b, PyObject *text) {
     if (!PyUnicode_IS_ASCII(text)) {
@@ -79,12 +85,29 @@ static int put_text(Buffer *b, PyObject *text) {
     }
     const unsigned char *s = PyUnicode_1BYTE_DATA(text);
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t plain = 0;
+    while (plain < n && !NEEDS_ESCAPE(s[plain])) {
+        plain++;
+    }
+    if (plain == n) {  /* the usual text (names, ids, hashes): copied as it is */
+        if (grow(b, 2 + n) < 0) {
+            return -1;
+        }
+        char *out = b->data + b->len;
+        *out = '"';
+        memcpy(out + 1, s, n);
+        out[1 + n] = '"';
+        b->len += 2 + n;
+        return 0;
+    }
     if (grow(b, 2 + 6 * n) < 0) {
         return -1;
     }
     char *out = b->data + b->len;
     *out++ = '"';
-    for (Py_ssize_t i = 0; i < n; i++) {
+    memcpy(out, s, plain);
+    out += plain;
+    for (Py_ssize_t i = plain; i < n; i++) {
         unsigned char c = s[i];
         if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
             *out++ = (char)c;
@@ -112,6 +135,31 @@ static int put_text(Buffer *b, PyObject *text) {
     return 0;
 }
 
+/* An integer's decimal digits, as %lld writes them, without printf's format parsing. */
+static int put_long(Buffer *b, long long v) {
+    char digits[24];
+    char *end = digits + sizeof digits, *p = end;
+    unsigned long long n = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    if (v < 0) {
+        *--p = '-';
+    }
+    return put(b, p, end - p);
+}
+
+/* The reprs of recent floats, by their bits: a record's scores are written twice (its canonical body, then
+ * its store row), and the shortest-repr search is most of the cost of either. Only ever used with the
+ * interpreter lock held. A slot with bits 0 is empty: 0.0 never gets here (whole numbers are written above). */
+#define REPR_SLOTS 1024
+static struct {
+    unsigned long long bits;
+    char len;
+    char text[31];
+} repr_cache[REPR_SLOTS];
+
 /* A float as json writes it: its repr, or NaN / Infinity / -Infinity. */
 static int put_double(Buffer *b, double d) {
     if (!isfinite(d)) {
@@ -134,11 +182,23 @@ static int put_double(Buffer *b, double d) {
         }
         return put(b, p, end - p);
     }
+    unsigned long long bits;
+    memcpy(&bits, &d, sizeof bits);
+    size_t slot = (size_t)((bits * 0x9E3779B97F4A7C15ULL) >> 54) % REPR_SLOTS;
+    if (repr_cache[slot].bits == bits) {
+        return put(b, repr_cache[slot].text, repr_cache[slot].len);
+    }
     char *repr = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (repr == NULL) {
         return -1;
     }
-    int rc = put(b, repr, (Py_ssize_t)strlen(repr));
+    size_t len = strlen(repr);
+    if (len < sizeof repr_cache[slot].text) {
+        repr_cache[slot].bits = bits;
+        repr_cache[slot].len = (char)len;
+        memcpy(repr_cache[slot].text, repr, len);
+    }
+    int rc = put(b, repr, (Py_ssize_t)len);
     PyMem_Free(repr);
     return rc;
 }
@@ -252,7 +312,6 @@ static int is_hashed(PyObject *key, PyObject *hashed, PyObject *classify, Py_ssi
 /* The record's name, ids and status (code, then message) before its attributes: `texts` holds the name,
  * trace id, span id, parent span id and status message. */
 static int put_header(Buffer *b, PyObject *const *texts, long code) {
-    char number[32];
     if (put_char(b, '[') < 0) {
         return -1;
     }
@@ -261,11 +320,38 @@ static int put_header(Buffer *b, PyObject *const *texts, long code) {
             return -1;
         }
     }
-    int len = snprintf(number, sizeof number, "%ld,", code);
-    if (put(b, number, len) < 0 || put_text(b, texts[4]) < 0 || put(b, ",{", 2) < 0) {
+    if (put_long(b, code) < 0 || put_char(b, ',') < 0 || put_text(b, texts[4]) < 0 || put(b, ",{", 2) < 0) {
         return -1;
     }
     return 0;
+}
+
+/* An attribute of a record (borrowed from its dict) in `canonical_body`'s sort. */
+typedef struct {
+    PyObject *key;
+    PyObject *value;
+} Entry;
+
+/* Attributes sorted in C, at most; a record with more is sorted by Python. */
+#define SORTED_ENTRIES 64
+
+/* Put `key` (ASCII) and its value into `entries[0..n]`, sorted by name, the first `n` being sorted. */
+static void insert_sorted(Entry *entries, Py_ssize_t n, PyObject *key, PyObject *value) {
+    const char *k = (const char *)PyUnicode_1BYTE_DATA(key);
+    Py_ssize_t klen = PyUnicode_GET_LENGTH(key);
+    Py_ssize_t i = n;
+    while (i > 0) {
+        PyObject *other = entries[i - 1].key;
+        Py_ssize_t olen = PyUnicode_GET_LENGTH(other);
+        int c = memcmp(PyUnicode_1BYTE_DATA(other), k, olen < klen ? olen : klen);
+        if (c < 0 || (c == 0 && olen <= klen)) {
+            break;
+        }
+        entries[i] = entries[i - 1];
+        i--;
+    }
+    entries[i].key = Py_NewRef(key);
+    entries[i].value = Py_NewRef(value);
 }
 
 static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
@@ -287,36 +373,62 @@ static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
         PyErr_Clear();
         Py_RETURN_NONE;
     }
-    PyObject *keys = PyList_New(0);
-    if (keys == NULL) {
-        return NULL;
-    }
+    /* The hashed attributes, sorted by name as Python sorts str: a C insertion sort of ASCII names (byte
+     * order is code point order), with their values, for the usual record; else a list sorted by Python.
+     * The entries hold references: the classifier is Python code, and another thread may run meanwhile. */
+    Entry local[SORTED_ENTRIES];
+    Py_ssize_t sorted = 0, n = 0;
+    PyObject *keys = NULL, *result = NULL;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
-    while (PyDict_Next(attributes, &pos, &key, &value)) {
+    Buffer b = {NULL, 0, 0};
+    int rc = DONE;
+    while (rc == DONE && PyDict_Next(attributes, &pos, &key, &value)) {
         if (!PyUnicode_CheckExact(key)) {
-            Py_DECREF(keys);
-            Py_RETURN_NONE;
+            rc = DECLINED;
+            break;
         }
         int h = is_hashed(key, hashed, classify, max_names);
-        if (h < 0 || (h && PyList_Append(keys, key) < 0)) {
-            Py_DECREF(keys);
-            return NULL;
+        if (h <= 0) {
+            rc = h < 0 ? FAILED : DONE;
+            continue;
+        }
+        if (keys == NULL && sorted < SORTED_ENTRIES && PyUnicode_IS_ASCII(key)) {
+            insert_sorted(local, sorted++, key, value);
+            continue;
+        }
+        if (keys == NULL) {  /* too many, or a name that is not ASCII: Python's sort, from here on */
+            keys = PyList_New(sorted);
+            if (keys == NULL) {
+                rc = FAILED;
+                break;
+            }
+            for (Py_ssize_t i = 0; i < sorted; i++) {
+                PyList_SET_ITEM(keys, i, Py_NewRef(local[i].key));
+            }
+        }
+        if (PyList_Append(keys, key) < 0) {
+            rc = FAILED;
         }
     }
-    if (PyList_Sort(keys) < 0) {
-        Py_DECREF(keys);
-        return NULL;
+    if (rc == DONE && keys != NULL && PyList_Sort(keys) < 0) {
+        rc = FAILED;
     }
-    Buffer b = {NULL, 0, 0};
-    int rc = put_header(&b, texts, code) < 0 ? FAILED : DONE;
-    Py_ssize_t n = PyList_GET_SIZE(keys);
+    n = keys != NULL ? PyList_GET_SIZE(keys) : sorted;
+    if (rc == DONE && put_header(&b, texts, code) < 0) {
+        rc = FAILED;
+    }
     for (Py_ssize_t i = 0; i < n && rc == DONE; i++) {
-        key = PyList_GET_ITEM(keys, i);
-        value = PyDict_GetItemWithError(attributes, key);
-        if (value == NULL) {  /* the classifier changed the dict: let Python do it */
-            rc = PyErr_Occurred() ? FAILED : DECLINED;
-            break;
+        if (keys != NULL) {
+            key = PyList_GET_ITEM(keys, i);
+            value = PyDict_GetItemWithError(attributes, key);
+            if (value == NULL) {  /* the classifier changed the dict: let Python do it */
+                rc = PyErr_Occurred() ? FAILED : DECLINED;
+                break;
+            }
+        } else {
+            key = local[i].key;
+            value = local[i].value;
         }
         if ((i && put_char(&b, ',') < 0) || put_text(&b, key) < 0 || put_char(&b, ':') < 0) {
             rc = FAILED;
@@ -324,8 +436,11 @@ static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
         }
         rc = put_value(&b, value);
     }
-    Py_DECREF(keys);
-    PyObject *result = NULL;
+    for (Py_ssize_t i = 0; i < sorted; i++) {
+        Py_DECREF(local[i].key);
+        Py_DECREF(local[i].value);
+    }
+    Py_XDECREF(keys);
     if (rc == DONE && put(&b, "}]", 2) == 0) {
         result = PyBytes_FromStringAndSize(b.data, b.len);
     } else if (rc == DECLINED) {
@@ -525,9 +640,7 @@ static int put_json(Buffer *b, PyObject *v, int depth) {
         if (n == -1 && PyErr_Occurred()) {
             return FAILED;
         }
-        char number[32];
-        int len = snprintf(number, sizeof number, "%lld", n);
-        return put(b, number, len) < 0 ? FAILED : DONE;
+        return put_long(b, n) < 0 ? FAILED : DONE;
     }
     if (t == &PyBool_Type) {
         return put_bool(b, v);
@@ -985,6 +1098,9 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__native(void) {
+    for (int c = 0; c < 256; c++) {
+        needs_escape[c] = c < ' ' || c > '~' || c == '"' || c == '\\';
+    }
     PyObject *json_encoder = PyImport_ImportModule("json.encoder");
     if (json_encoder == NULL) {
         return NULL;

@@ -206,6 +206,8 @@ class FairnessMonitor:
             return
         calls, self._observed = self._observed, []
         runs: dict[tuple, _Run] = {}
+        # Each window's new entries (groups, flags, times), in call order, added once per window below.
+        entries: dict[Key, tuple[list[str], list[bool], list[int]]] = {}
         try:
             flags = self.rule.predicted_many(calls)
         except Exception:  # each call is then read alone, and fails (and is counted) alone
@@ -231,8 +233,18 @@ class FairnessMonitor:
                 run.predicted += predicted
                 for attribute, labels in groups.items():
                     run.labels[attribute] += labels
-                    self._track((info.name, info.version, attribute)).decisions.add_many(labels, predicted,
-                                                                                         call.end_ns)
+                    key = (info.name, info.version, attribute)
+                    window = entries.get(key)
+                    if window is None:
+                        window = entries[key] = ([], [], [])
+                    window[0].extend(labels)
+                    window[1].extend(predicted)
+                    window[2].extend(repeat(call.end_ns, len(predicted)))
+            except Exception as exc:
+                self._on_failure("fairness", exc)
+        for key, (labels, flags, times) in entries.items():
+            try:
+                self._track(key).decisions.add_many(labels, flags, times)
             except Exception as exc:
                 self._on_failure("fairness", exc)
         counts = self._decision_counts

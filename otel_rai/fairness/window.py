@@ -35,18 +35,21 @@ class Window:
         if self._size is not None and len(self._entries) > self._size:
             self._evict()
 
-    def add_many(self, groups: Sequence[str], kinds: Sequence[int], time_ns: int) -> None:
-        """`add` each (group, kind) in turn, all at `time_ns`. A window by size that the new entries fill
-        starts again from the newest of them: the same entries and counts, without adding and evicting
-        entries that would not stay."""
+    def add_many(self, groups: Sequence[str], kinds: Sequence[int], times: Sequence[int]) -> None:
+        """`add` each (group, kind, time) in turn. A window by size that the new entries fill starts again
+        from the newest of them: the same entries and counts, without adding and evicting entries that
+        would not stay."""
         size = self._size
         if size is not None and len(groups) >= size:
             self._entries.clear()
             self.counts = {}
             start = len(groups) - size
-            groups, kinds = groups[start:], kinds[start:]
-        for group, kind in zip(groups, kinds):
-            self.add(group, kind, time_ns)
+            if start:  # the entries that would not stay still tell the newest time
+                self.newest_ns = max(self.newest_ns, max(times[:start]))
+            groups, kinds, times = groups[start:], kinds[start:], times[start:]
+        add = self.add
+        for group, kind, time_ns in zip(groups, kinds, times):
+            add(group, kind, time_ns)
 
     def expire(self, now_ns: int) -> bool:
         """Drop entries older than the window's duration; True when any was dropped."""

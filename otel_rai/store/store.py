@@ -247,12 +247,14 @@ class Store:
         groups: Iterable[tuple[str, str, str]] = (),
         outcomes: Iterable[tuple[str, str, int]] = (),
         snapshots: Iterable[tuple[str, str, int, str]] = (),
+        outbox_rows: list[tuple[int, int, int, bytes]] | None = None,
     ) -> tuple[int, int]:
         """Write `records` and queue `queued` for export, in one transaction. Both given, they are the
         same spans in the same order (a store that is the write-ahead log of an export); a spool queues
         only. `groups` (decision id, attribute, group) and `outcomes` (decision id, ground truth as JSON,
         time) go to the local-only tables; a decision's first outcome is the one kept; `snapshots` (model
-        version, model name, time, histograms as JSON) too.
+        version, model name, time, histograms as JSON) too. `outbox_rows`, if given, receives the
+        ``outbox`` rows written, once committed: (seq, origin id, decisions, encoded span).
         Returns (the seq of the last span, the number of decisions written to ``decisions``)."""
         if records and queued and len(records) != len(queued):
             raise ValueError("otel-rai: the records and the queued spans of a write must be the same spans")
@@ -293,15 +295,16 @@ class Store:
             if single and decisions:
                 rows.sort()  # in span order, where the table's key puts them
             insert(conn, "INSERT INTO decisions", 6, rows)
-            insert(conn, "INSERT INTO outbox", 4, [
-                (first + i, self._origin(conn, origin, new_origins, seen), n, encoded)
-                for i, (origin, n, encoded) in enumerate(queued)
-            ])
+            outbox = [(first + i, self._origin(conn, origin, new_origins, seen), n, encoded)
+                      for i, (origin, n, encoded) in enumerate(queued)]
+            insert(conn, "INSERT INTO outbox", 4, outbox)
             insert(conn, "INSERT OR REPLACE INTO decision_groups", 3, groups)
             insert(conn, "INSERT OR IGNORE INTO outcomes", 3, outcomes)
             insert(conn, "INSERT OR REPLACE INTO drift_snapshots", 4, snapshots)
             self._check_file()
         self._origins.update(new_origins)  # only once committed: a rolled-back id would be reused
+        if outbox_rows is not None:
+            outbox_rows += outbox
         return first + max(len(records), len(queued)) - 1, n_decisions
 
     def _check_file(self) -> None:
