@@ -176,7 +176,7 @@ def test_records_of_any_size_sort_as_python_sorts_and_remembered_floats_never_ch
     floats = np.random.default_rng(5).integers(0, 2**64, size=6000, dtype=np.uint64).view(np.float64).tolist()
     fields = ("n", "ab", "cd", None, 0, "")
     natively = 0
-    for i in range(1500):
+    for _ in range(1500):
         size = rng.choice([0, 1, 2, 63, 64, 65, 150, rng.randrange(150)])
         names = {rng.choice(stems) + str(rng.randrange(300)) * rng.randrange(2) for _ in range(size)}
         attributes = {name: rng.choice(floats) if rng.random() < 0.7 else [rng.choice(floats), rng.uniform(-1, 1)]

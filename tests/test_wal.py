@@ -206,7 +206,7 @@ def test_the_spans_this_process_wrote_go_out_from_memory_exactly_as_the_file_has
         q = local_sink.StoreOutbox(mine)
         file_reads = []
         read = mine.outbox_batch
-        mine.outbox_batch = lambda *a, **k: file_reads.append(1) or read(*a, **k)
+        mine.outbox_batch = lambda *a, _reads=file_reads, _read=read, **k: _reads.append(1) or _read(*a, **k)
         q.hold()
         for _ in range(rng.randrange(4, 12)):
             spans = [rng.choice(ended) for _ in range(rng.randrange(1, 6))]
