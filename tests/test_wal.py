@@ -216,9 +216,9 @@ def test_the_spans_this_process_wrote_go_out_from_memory_exactly_as_the_file_has
             if rng.random() < 0.25:
                 other.append(queued=queued)  # another process's writes: not in this one's memory
             else:
-                rows = []
+                rows, hold = [], q.hold_before_write()
                 last, _ = mine.append(queued=queued, outbox_rows=rows)
-                q.written(last, rows)
+                q.written(last, rows, hold)
             for _ in range(rng.randrange(3)):
                 max_spans, max_rows = rng.randrange(1, 6), rng.randrange(1, 8)
                 expected = read(max_spans, max_rows, after=q._exported)
@@ -244,23 +244,25 @@ def test_the_spans_this_process_wrote_go_out_from_memory_exactly_as_the_file_has
 
 
 def test_spans_written_while_another_process_exported_are_never_sent_again_from_memory(tmp_path):
-    """A process that writes while another holds the export lock keeps nothing in memory: that other
-    exporter may send and delete those spans, and taking over must not send them a second time."""
+    """A process that writes while another holds the export lock keeps nothing of it in memory, even
+    when it takes the lock over before it tells its outbox of the write: the other exporter may have
+    sent and deleted those spans, and taking over must not send them a second time."""
     ended = ended_spans(4)
     path = tmp_path / "audit.db"
     mine = store.Store(path, create=True)
     other = local_sink.StoreOutbox(store.Store(path))
     assert other.hold()  # the other process exports
     outbox_queue = local_sink.StoreOutbox(mine)
-    rows = []
+    rows, hold = [], outbox_queue.hold_before_write()
     last, _ = mine.append(queued=queue(ended[:3]), outbox_rows=rows)
-    outbox_queue.written(last, rows)
     assert [s.name for s in other.take(max_spans=10, max_rows=100)] == ["s0", "s1", "s2"]
     other.done()
     other.release()  # exits: s0-s2 delivered and deleted
-    rows = []
+    assert outbox_queue.hold()  # this process takes over between its write and telling the outbox
+    outbox_queue.written(last, rows, hold)
+    rows, hold = [], outbox_queue.hold_before_write()
     last, _ = mine.append(queued=queue(ended[3:]), outbox_rows=rows)
-    outbox_queue.written(last, rows)
+    outbox_queue.written(last, rows, hold)
     taken = []
     while batch := outbox_queue.take(max_spans=10, max_rows=100):
         taken.append([s.name for s in batch])

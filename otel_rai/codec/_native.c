@@ -326,7 +326,7 @@ static int put_header(Buffer *b, PyObject *const *texts, long code) {
     return 0;
 }
 
-/* An attribute of a record (borrowed from its dict) in `canonical_body`'s sort. */
+/* An attribute of a record (a reference to its name and value) in `canonical_body`'s sort. */
 typedef struct {
     PyObject *key;
     PyObject *value;

@@ -102,20 +102,29 @@ class StoreOutbox:
         self._exported = self._deleted = 0
         #: The outbox rows this process wrote lately, (seq, origin id, decisions, encoded span) in seq
         #: order: the export takes them from here, not from the file, while they follow the last span
-        #: it exported (no other process wrote in between). Only rows written while this process held
-        #: the export lock: another exporter may have sent and deleted the others.
+        #: it exported (no other process wrote in between). Only rows committed while this process held
+        #: the export lock, from before the commit until now: another exporter may have sent and
+        #: deleted the others.
         self._recent: collections.deque[tuple[int, int, int, bytes]] = collections.deque()
         self._recent_lock = threading.Lock()  # the worker adds, the export takes
+        self._holds = 0  # times the export lock was taken or given up: a commit's rows need the same hold
         self._deleted_at = time.monotonic()
         self._counted = False
         self._through: int | None = None
         self._origins: dict[int, tuple[Resource, InstrumentationScope]] = {}
 
-    def written(self, last_seq: int, rows: Sequence[tuple[int, int, int, bytes]] = ()) -> None:
-        """This process wrote spans up to `last_seq`, and committed outbox `rows` among them (as
-        `Store.append` gives them): its flushes wait for them, and the export takes them from memory."""
+    def hold_before_write(self) -> int | None:
+        """Which hold of the export lock this is, if this process holds it: ask before a write, and
+        give the answer to `written`."""
+        return self._holds if self._holding else None
+
+    def written(self, last_seq: int, rows: Sequence[tuple[int, int, int, bytes]] = (),
+                hold: int | None = None) -> None:
+        """This process wrote spans up to `last_seq`: its flushes wait for them. The outbox `rows` among
+        them (as `Store.append` gives them), committed during `hold` (`hold_before_write`), go out from
+        memory if this process has held the export lock all along."""
         self._through = max(self._through or 0, last_seq)
-        if not self._holding:
+        if hold is None or hold != self._holds or not self._holding:
             return
         with self._recent_lock:
             recent = self._recent
@@ -133,6 +142,7 @@ class StoreOutbox:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        self._holds += 1
         self._holding = True
         return True
 
@@ -233,6 +243,7 @@ class StoreOutbox:
                 _log.warning("otel-rai: could not mark exported spans in %s; they will be sent again",
                              self._store.path)
         if unlock:  # (a forked child drops this object: its lock may have been held at the fork)
+            self._holds += 1
             with self._recent_lock:
                 self._recent.clear()
         if self._lock_fd is not None:
@@ -343,6 +354,7 @@ class StoreSink(base.Sink):
         delay = _RETRY_FIRST_S
         while self._unwritten or self._unqueued or self._groups or self._outcomes or self._snapshots:
             outbox_rows: list[tuple[int, int, int, bytes]] = []
+            hold = self._outbox.hold_before_write() if self._outbox is not None else None
             try:
                 try:
                     last, rows = self.store.append(self._unwritten, queued=self._unqueued, groups=self._groups,
@@ -361,7 +373,7 @@ class StoreSink(base.Sink):
                 delay = min(delay * 2, _RETRY_MAX_S)
                 continue
             if self._unqueued and last:
-                self._outbox.written(last, outbox_rows)
+                self._outbox.written(last, outbox_rows, hold)
                 self._exporter.wake()
             self._unwritten, self._unqueued, self._unsaved_ids, self._groups, self._outcomes = [], [], [], [], []
             self._snapshots = []
