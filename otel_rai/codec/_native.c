@@ -109,7 +109,7 @@ static int put_text(Buffer *b, PyObject *text) {
     out += plain;
     for (Py_ssize_t i = plain; i < n; i++) {
         unsigned char c = s[i];
-        if (c >= ' ' && c <= '~' && c != '\\' && c != '"') {
+        if (!NEEDS_ESCAPE(c)) {
             *out++ = (char)c;
             continue;
         }
@@ -168,19 +168,7 @@ static int put_double(Buffer *b, double d) {
     /* A whole number below 1e16 (the canonical form's counts, offsets and int labels): its repr is its
        digits and ".0", written here without the general shortest-repr search. -0.0 is left to it. */
     if (d > -1e16 && d < 1e16 && d == (double)(long long)d && (d != 0.0 || !signbit(d))) {
-        char digits[24];
-        char *end = digits + sizeof digits, *p = end;
-        unsigned long long n = d < 0 ? (unsigned long long)(-(long long)d) : (unsigned long long)(long long)d;
-        *--p = '0';
-        *--p = '.';
-        do {
-            *--p = (char)('0' + n % 10);
-            n /= 10;
-        } while (n);
-        if (d < 0) {
-            *--p = '-';
-        }
-        return put(b, p, end - p);
+        return put_long(b, (long long)d) < 0 ? -1 : put(b, ".0", 2);
     }
     unsigned long long bits;
     memcpy(&bits, &d, sizeof bits);
