@@ -30,6 +30,25 @@ def test_groups_digests_equal_the_digest_of_each_decision():
         assert local_rows.groups_digests(key, ids, groups) == expected  # again, from the caches
 
 
+def test_a_cycle_of_calls_digested_at_once_gets_the_digest_of_each_decision():
+    """`groups_digests_many` (the worker's one pass over a cycle) against `groups_digest`, one decision at
+    a time: cycles of single rows of one attribute (its fast path) mixed with wider and empty calls."""
+    rng = random.Random(21)
+    for _ in range(400):
+        key = rng.randbytes(32)
+        attributes = [_text(rng) or "a" for _ in range(3)]
+        calls = []
+        for _ in range(rng.randint(1, 30)):
+            n = rng.choice([1, 1, 1, 0, 2, 5])
+            names = attributes[:1] if rng.random() < 0.7 else rng.sample(attributes, rng.randint(1, 3))
+            groups = {a: [rng.choice(["f", "m", _text(rng)]) for _ in range(n)] for a in names}
+            calls.append(([_text(rng, 40) for _ in range(n)], groups))
+        expected = [[local_rows.groups_digest(key, d, {a: v[i] for a, v in groups.items()}) for i, d in enumerate(ids)]
+                    for ids, groups in calls]
+        assert local_rows.groups_digests_many(key, calls) == expected
+        assert local_rows.groups_digests_many(key, calls) == expected  # again, from the caches
+
+
 def test_ids_drawn_ahead_are_well_formed_unique_and_not_inherited_by_a_forked_child():
     import os
     import re

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from itertools import islice
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from otel_rai.codec import native
@@ -82,17 +83,49 @@ _TAILS: dict[tuple[str, ...], _Tails] = {}
 def groups_digests(key: bytes, ids: Sequence[str], groups: Mapping[str, Sequence[str]]) -> list[str]:
     """`groups_digest` of each decision of a call ({attribute: one group per row}), the same digests,
     with the keyed state and the encoded groups reused across rows and calls, natively where built."""
+    return _digests(key, list(ids), _tails(len(ids), groups))
+
+
+def groups_digests_many(key: bytes, calls: Sequence[tuple[Sequence[str], Mapping[str, Sequence[str]]]]
+                        ) -> list[list[str]]:
+    """`groups_digests` of many calls' (ids, groups) at once: one pass over all their decisions."""
+    ids: list[str] = []
+    tails: list[bytes] = []
+    single = True
+    for call_ids, groups in calls:
+        ids += call_ids
+        tails += _tails(len(call_ids), groups)
+        single = single and len(call_ids) == 1
+    found = _digests(key, ids, tails)
+    if single:  # the usual cycle
+        return [[digest] for digest in found]
+    rest = iter(found)
+    return [list(islice(rest, len(call_ids))) for call_ids, _ in calls]
+
+
+def _tails(n: int, groups: Mapping[str, Sequence[str]]) -> list[bytes]:
+    """The encoded (attribute, group) fields of each of `n` decisions."""
+    if n == 1 and len(groups) == 1:  # one row, one attribute: the usual call, without sorting or zipping
+        for name, labels in groups.items():
+            tails_of = _TAILS.get((name,))
+            if tails_of is not None and len(labels) == 1:
+                return [tails_of[(labels[0],)]]
     names = tuple(sorted(groups))
     tails_of = _TAILS.get(names)
     if tails_of is None:
         if len(_TAILS) > _MAX_CACHED:
             _TAILS.clear()
         tails_of = _TAILS[names] = _Tails(names)
-    tails = list(map(tails_of.__getitem__, zip(*[groups[a] for a in names]))) if names else [b""] * len(ids)
-    if len(tails) != len(ids):
-        raise ValueError(f"otel-rai: {len(ids)} decisions, groups for {len(tails)}")
+    tails = list(map(tails_of.__getitem__, zip(*[groups[a] for a in names]))) if names else [b""] * n
+    if len(tails) != n:
+        raise ValueError(f"otel-rai: {n} decisions, groups for {len(tails)}")
+    return tails
+
+
+def _digests(key: bytes, ids: list[str], tails: list[bytes]) -> list[str]:
+    """The digest of each decision id followed by its tail."""
     if native.module is not None:
-        found = native.module.blake2b_fields(key, _GROUPS_PERSON, _DIGEST_BYTES, list(ids), tails)
+        found = native.module.blake2b_fields(key, _GROUPS_PERSON, _DIGEST_BYTES, ids, tails)
         if found is not None:
             return found
     state = _GROUPS_STATES.get(key)

@@ -17,7 +17,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from otel_rai import semconv
 from otel_rai.audit import outputs, redaction, ui
 from otel_rai.audit.hashing import HashKey, hash_rows, hash_rows_many
-from otel_rai.audit.local_rows import groups_digests, local_key
+from otel_rai.audit.local_rows import groups_digests, groups_digests_many, local_key
+from otel_rai.capture.models import ModelInfo
 from otel_rai.capture.recorder import DecisionCall
 from otel_rai.capture.scope import given_labels
 from otel_rai.codec.reasons import encode_top
@@ -32,6 +33,49 @@ FailureHook = Callable[[str, BaseException], None]
 @functools.lru_cache(maxsize=8)
 def _local_key(key: HashKey) -> bytes:
     return local_key(key)
+
+
+class _ModelAttributes:
+    """What every span of one model, operation and hash key carries alike, built once: the head of its
+    call-level attributes (in their order, for one row), and its classes as an attribute array."""
+
+    __slots__ = ("info", "key", "head", "_classes")
+
+    def __init__(self, info: ModelInfo, operation: str, key: HashKey) -> None:
+        self.info, self.key = info, key  # held: the cache is keyed by their ids
+        self.head: dict[str, Any] = {
+            semconv.MODEL_NAME: info.name,
+            semconv.MODEL_CLASS: info.qualified_class,
+            semconv.MODEL_VERSION: info.version,
+            semconv.MODEL_FINGERPRINT: info.fingerprint,
+            semconv.OPERATION: operation,
+            semconv.BATCH_SIZE: 1,
+            semconv.INPUT_HASH_KEY_ID: key.key_id,
+            semconv.INPUT_HASH_SCHEME: key.scheme,
+        }
+        if info.registration.alias is not None:
+            self.head[semconv.MODEL_ALIAS] = info.registration.alias
+        self._classes: list[Any] | None = None
+
+    def classes(self) -> list[Any]:
+        """``ml.output.classes`` (computed on first use: it may fail, and then fails that span's outputs)."""
+        if self._classes is None:
+            self._classes = outputs.attribute_values(self.info.classes)
+        return self._classes
+
+
+_MODELS: dict[tuple[int, str, int], _ModelAttributes] = {}
+#: Entries `_MODELS` holds before it is emptied: a process serves a few models.
+_MAX_MODELS = 256
+
+
+def _model_attributes(info: ModelInfo, operation: str, key: HashKey) -> _ModelAttributes:
+    found = _MODELS.get((id(info), operation, id(key)))
+    if found is None:
+        if len(_MODELS) >= _MAX_MODELS:
+            _MODELS.clear()
+        found = _MODELS[(id(info), operation, id(key))] = _ModelAttributes(info, operation, key)
+    return found
 
 
 def _feature_names(call: DecisionCall) -> list[str] | None:
@@ -72,19 +116,10 @@ def _allowlisted_groups(call: DecisionCall, allow: Collection[str], present: Col
 def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) -> tuple[dict, dict]:
     """(call-level attributes, per-row arrays) of one call. Failures become ``ml.audit.error``."""
     info = call.info
-    common: dict[str, Any] = {
-        **call.attributes,
-        semconv.MODEL_NAME: info.name,
-        semconv.MODEL_CLASS: info.qualified_class,
-        semconv.MODEL_VERSION: info.version,
-        semconv.MODEL_FINGERPRINT: info.fingerprint,
-        semconv.OPERATION: call.operation,
-        semconv.BATCH_SIZE: len(call.ids),
-        semconv.INPUT_HASH_KEY_ID: settings.hash_key.key_id,
-        semconv.INPUT_HASH_SCHEME: settings.hash_key.scheme,
-    }
-    if info.registration.alias is not None:
-        common[semconv.MODEL_ALIAS] = info.registration.alias
+    model = _model_attributes(info, call.operation, settings.hash_key)
+    common: dict[str, Any] = {**call.attributes, **model.head}
+    if len(call.ids) != 1:
+        common[semconv.BATCH_SIZE] = len(call.ids)
     rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
     errors = []
     names = None
@@ -112,13 +147,15 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
             for label, column in (scores or {}).items():
                 rows[semconv.OUTPUT_SCORES_PREFIX + label] = column
             if info.classes is not None:
-                common[semconv.OUTPUT_CLASSES] = outputs.attribute_values(info.classes)
+                common[semconv.OUTPUT_CLASSES] = list(model.classes())
         except Exception as exc:
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")
     if call.group_labels and call.error is None:
         try:  # the chain's cover for the groups the local store keeps (docs/audit-trail.md)
-            rows[semconv.GROUPS_DIGEST] = groups_digests(_local_key(settings.hash_key), call.ids, call.group_labels)
+            digests = call.groups_digests
+            rows[semconv.GROUPS_DIGEST] = (groups_digests(_local_key(settings.hash_key), call.ids, call.group_labels)
+                                           if digests is None else digests)
         except Exception as exc:
             on_failure("groups", exc)
             errors.append(f"groups: {type(exc).__name__}")
@@ -186,6 +223,20 @@ def encode_outputs(calls: Sequence[DecisionCall]) -> None:
         outputs.encode_many(calls)
     except Exception:  # each call is then encoded alone, and fails (and is counted) alone
         return
+
+
+def digest_groups(calls: Sequence[DecisionCall], settings: Settings) -> None:
+    """Digest the groups of a worker batch's calls together (`groups_digests_many`), once `group_labels`
+    are set; the rest are digested one call at a time by `attributes`."""
+    grouped = [call for call in calls if call.group_labels and call.error is None]
+    if not grouped:
+        return
+    try:
+        digests = groups_digests_many(_local_key(settings.hash_key), [(c.ids, c.group_labels) for c in grouped])
+    except Exception:  # each call is then digested alone, and fails (and is counted) alone
+        return
+    for call, found in zip(grouped, digests):
+        call.groups_digests = found
 
 
 def _end(span: Span, call: DecisionCall, settings: Settings) -> None:

@@ -99,6 +99,8 @@ class AuditTracer(CurrentSpanTracer):
     def _parent(self, context: otel_context.Context | None) -> tuple[SpanContext | None, int, bool]:
         """(the context of the span under which a new one starts, None for a root; its trace id; whether
         that id is random), as the SDK's tracer tells them."""
+        if context is not None and not context:  # an empty context (a call outside any span) holds no parent
+            return None, self._ids.generate_trace_id(), self._ids.is_trace_id_random()
         parent = trace.get_current_span(context).get_span_context()
         if parent is None or not parent.is_valid:  # a root span, flagged as the SDK's tracer would
             return None, self._ids.generate_trace_id(), self._ids.is_trace_id_random()

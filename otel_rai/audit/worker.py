@@ -261,6 +261,7 @@ class AuditWorker:
         sixth off the worker's CPU per decision (bench/RESULTS.md)."""
         counters = self._counters
         self._each(self._prepare_hooks, calls, "prepare")
+        spans.digest_groups(calls, self._settings)
         for call in calls:
             try:
                 counters.spans += spans.emit(call, self._tracer, self._settings, counters.fail)

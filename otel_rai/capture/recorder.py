@@ -80,6 +80,9 @@ class DecisionCall:
     receipt: Receipt | None = None
     #: Set by the audit worker before the span is built: {sensitive attribute: one group per row}.
     group_labels: dict[str, list[str]] | None = None
+    #: Set by the audit worker when it digested this call's groups together with others of its cycle:
+    #: ``ml.fairness.groups_digest``, one per row.
+    groups_digests: list[str] | None = None
 
 
 def _num_rows(X: Any) -> int | None:
