@@ -254,6 +254,28 @@ def test_count_window_covers_the_newest_decisions(meter):
     assert sum(v for _, v in meter.points(semconv.METRIC_DECISIONS)) == 600
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_window_shared_by_interleaved_models_keeps_the_newest_decisions_in_call_order(meter, monkeypatch, seed):
+    """Two model objects of one name and version (two runs of one worker cycle, one window), called in a
+    random interleaving within one cycle: the window keeps the newest decisions in the order they were made."""
+    monkeypatch.setattr("otel_rai.audit.worker._INTERVAL", 60.0)  # the calls below make one cycle, at the flush
+    rng = np.random.default_rng(seed)
+    X, y = applicants(400, seed=30 + seed)
+    instrumented(sensitive_features=["sex"], meter_provider=meter.provider,
+                 fairness=otel_rai.FairnessConfig(window=int(rng.integers(20, 120)), min_group_size=1))
+    first = blind_model(X.iloc[:200], y[:200])
+    second = blind_model(X.iloc[200:], 1 - y[200:])  # a different model: its decisions differ
+    size = instrumentor._session.monitor.config.window
+    made = []
+    rows = rng.permutation(400)[:200]
+    for i in rows:
+        model = first if rng.random() < 0.5 else second
+        made.append(model.predict(X.iloc[i : i + 1])[0])
+    newest = slice(len(rows) - size, len(rows))
+    expected = by_group(flm.selection_rate, y[rows][newest], np.array(made)[newest], X.sex.iloc[rows].iloc[newest])
+    assert_close(meter.by(semconv.METRIC_SELECTION_RATE), expected)
+
+
 def test_time_window_expires(meter):
     X, y = applicants(400, seed=5)
     instrumented(sensitive_features=["sex"], meter_provider=meter.provider,

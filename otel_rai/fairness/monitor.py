@@ -117,17 +117,40 @@ class _Run:
     """The decisions of one model version's calls in one `FairnessMonitor.count`, grouped by the same
     attributes: what their book entries and counters are written from, together."""
 
-    __slots__ = ("model", "version", "truth", "ids", "predicted", "labels")
+    __slots__ = ("model", "version", "truth", "ids", "predicted", "labels", "times", "at")
 
     def __init__(self, model: str, version: str, truth: Any, groups: Mapping[str, list[str]]) -> None:
         self.model, self.version, self.truth = model, version, truth
         self.ids: list[str] = []
         self.predicted: list[bool] = []
         self.labels: dict[str, list[str]] = {attribute: [] for attribute in groups}
+        self.times: list[int] = []  # each decision's time
+        self.at: list[int] = []  # each decision's place among the decisions counted together
+
+    def add(self, call: DecisionCall, predicted: list[bool], groups: Mapping[str, list[str]], at: int) -> None:
+        """The call's decisions, the `at`-th counted onwards."""
+        n = len(predicted)
+        self.ids += call.ids
+        self.predicted += predicted
+        self.times += repeat(call.end_ns, n)
+        self.at += range(at, at + n)
+        for attribute, labels in groups.items():
+            self.labels[attribute] += labels
 
 
 #: A call whose flags `OutcomeRule.predicted_many` could not read (they are read again alone).
 _UNREAD: Any = object()
+
+
+def _entries(runs: list[_Run], attribute: str) -> tuple[Sequence[str], Sequence[bool], Sequence[int]]:
+    """A window's new entries (groups, flags, times) from the runs that share it, in the order of their
+    calls: a window by size keeps the newest, and one by time expires from the oldest."""
+    if len(runs) == 1:
+        run = runs[0]
+        return run.labels[attribute], run.predicted, run.times
+    merged = sorted(entry for run in runs for entry in zip(run.at, run.labels[attribute], run.predicted, run.times))
+    _, groups, flags, times = zip(*merged)
+    return groups, flags, times
 
 
 def _outcome(flag: bool) -> str:
@@ -206,22 +229,21 @@ class FairnessMonitor:
             return
         calls, self._observed = self._observed, []
         runs: dict[tuple, _Run] = {}
-        # Each window's new entries (groups, flags, times), in call order, added once per window below.
-        entries: dict[Key, tuple[list[str], list[bool], list[int]]] = {}
         try:
             flags = self.rule.predicted_many(calls)
         except Exception:  # each call is then read alone, and fails (and is counted) alone
             flags = [_UNREAD] * len(calls)
+        at = 0
         for call, predicted in zip(calls, flags):
             try:
                 groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
                 if not groups:
                     continue
-                if self.journal is not None:  # the report's groups, whether or not the call counts here
-                    self.journal.note_groups(call.ids, groups)
                 if predicted is _UNREAD:
                     predicted = self.rule.predicted(call)
                 if predicted is None or len(predicted) != len(call.ids):
+                    if self.journal is not None:  # the report's groups, whether or not the call counts here
+                        self.journal.note_groups(call.ids, groups)
                     self._warn_once(call.info.name, call.operation)
                     continue
                 info = call.info
@@ -229,32 +251,27 @@ class FairnessMonitor:
                 run = runs.get(run_key)
                 if run is None:
                     run = runs[run_key] = _Run(info.name, info.version, self.rule.truth_for(call), groups)
-                run.ids += call.ids
-                run.predicted += predicted
-                for attribute, labels in groups.items():
-                    run.labels[attribute] += labels
-                    key = (info.name, info.version, attribute)
-                    window = entries.get(key)
-                    if window is None:
-                        window = entries[key] = ([], [], [])
-                    window[0].extend(labels)
-                    window[1].extend(predicted)
-                    window[2].extend(repeat(call.end_ns, len(predicted)))
+                run.add(call, predicted, groups, at)
+                at += len(predicted)
             except Exception as exc:
                 self._on_failure("fairness", exc)
-        for key, (labels, flags, times) in entries.items():
-            try:
-                self._track(key).decisions.add_many(labels, flags, times)
-            except Exception as exc:
-                self._on_failure("fairness", exc)
+        windows: dict[Key, list[_Run]] = {}
         counts = self._decision_counts
         for run in runs.values():
             try:
+                if self.journal is not None:
+                    self.journal.note_groups(run.ids, run.labels)
                 for attribute, labels in run.labels.items():
                     key = (run.model, run.version, attribute)
+                    windows.setdefault(key, []).append(run)
                     counts.update(zip(repeat(key), labels, run.predicted))  # counted in C
                     self._dirty.add(key)
                 self._book.remember(run.ids, run.model, run.version, run.labels, run.predicted, run.truth)
+            except Exception as exc:
+                self._on_failure("fairness", exc)
+        for key, shared in windows.items():
+            try:
+                self._track(key).decisions.add_many(*_entries(shared, key[2]))
             except Exception as exc:
                 self._on_failure("fairness", exc)
 
