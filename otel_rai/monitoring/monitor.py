@@ -594,30 +594,43 @@ class QualityDriftMonitor:
     def _batch(self, track: _Track, calls: list[DecisionCall]) -> _Batch | None:
         """The rows of `calls` (one model version's, this cycle), read in one pass: outputs of one kind
         decoded together, inputs of one column layout binned together."""
-        accepted: list[tuple[DecisionCall, str | None, Layout | None]] = []
-        for call in calls:
+        accepted: list[DecisionCall] = []
+        layouts: list[Layout | None] = []  # of each accepted call
+        by_kind: dict[str, list[int]] = {}  # output kind -> its accepted calls
+        by_layout: dict[int, tuple[Layout, list[int]]] = {}  # id of a cached layout -> it, its accepted calls
+        binning = track.binner is not None
+        for call in calls:  # one pass: a cycle is mostly single-row calls, each pays for every step here
             kind = references.output_kind(call.operation, call.output, track.classes, track.regressor, len(call.ids))
-            layout = self._layout(track, call) if track.binner is not None else None
-            if kind is not None or layout is not None:  # else nothing to count for this call
-                accepted.append((call, kind, layout))
+            layout = self._layout(track, call) if binning else None
+            if kind is None and layout is None:  # nothing to count for this call
+                continue
+            i = len(accepted)
+            accepted.append(call)
+            layouts.append(layout)
+            if kind is not None:
+                members = by_kind.get(kind)
+                if members is None:
+                    members = by_kind[kind] = []
+                members.append(i)
+            if layout is not None:
+                same = by_layout.get(id(layout))
+                if same is None:
+                    same = by_layout[id(layout)] = (layout, [])
+                same[1].append(i)
         if not accepted:
             return None
-        sizes = np.fromiter((len(c.ids) for c, _, _ in accepted), np.int64, len(accepted))
+        sizes = np.fromiter(map(len, (c.ids for c in accepted)), np.int64, len(accepted))
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         m = int(sizes.sum())
         k = len(track.classes) if track.classes is not None else 0
-        ids = [i for c, _, _ in accepted for i in c.ids]
-        times = np.repeat(np.fromiter((c.end_ns for c, _, _ in accepted), np.int64, len(accepted)), sizes)
+        ids = [i for c in accepted for i in c.ids]
+        times = np.repeat(np.fromiter((c.end_ns for c in accepted), np.int64, len(accepted)), sizes)
         predicted = np.full(m, -1, np.int64) if k else None
         proba = np.full((m, k), np.nan) if k else None
         values = np.full(m, np.nan) if track.regressor else None
         scored = np.zeros(m, bool)
-        by_kind: dict[str, list[int]] = {}
-        for i, (_, kind, _) in enumerate(accepted):
-            if kind is not None:
-                by_kind.setdefault(kind, []).append(i)
         for kind, members in by_kind.items():
-            output = np.concatenate([np.asarray(accepted[i][0].output) for i in members])
+            output = np.concatenate([np.asarray(accepted[i].output) for i in members])
             outputs = references.decode(kind, output, track.classes, track.regressor)
             rows = _rows(offsets, sizes, members)
             if outputs.predicted is not None:
@@ -631,18 +644,14 @@ class QualityDriftMonitor:
         if track.binner is not None:
             bins = self._output_bins(track, predicted, values, proba, scored, m)
             raw = np.empty((m, len(track.binner.categorical)), object) if self._sensitive_read(track) else None
-            by_layout: dict[Layout, list[int]] = {}
-            for i, (_, _, layout) in enumerate(accepted):
-                if layout is not None:
-                    by_layout.setdefault(layout, []).append(i)
-            for layout, members in by_layout.items():
-                self._input_bins(track, layout, [accepted[i][0] for i in members], _rows(offsets, sizes, members),
+            for layout, members in by_layout.values():
+                self._input_bins(track, layout, [accepted[i] for i in members], _rows(offsets, sizes, members),
                                  bins, raw)
         columns: dict[str, np.ndarray] = {}
-        if self._groups.active or any(c.groups for c, _, _ in accepted):
+        if self._groups.active or any(c.groups for c in accepted):
             found: dict[str, tuple[list[int], list[str]]] = {}  # attribute -> (calls' offsets, labels)
             resolved: dict[tuple, dict[str, list[str]]] = {}  # single rows: groups by (values read, given)
-            for (call, _, layout), offset in zip(accepted, offsets.tolist()):
+            for call, layout, offset in zip(accepted, layouts, offsets.tolist()):
                 key = None
                 if call.group_labels is not None:  # resolved once for the call, by the fairness monitor
                     groups = call.group_labels
