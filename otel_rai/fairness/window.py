@@ -8,7 +8,11 @@ reading them never rescans the window.
 from __future__ import annotations
 
 import collections
+from operator import itemgetter
 from typing import Sequence
+
+#: An entry's (group, kind).
+_GROUP_KIND = itemgetter(1, 2)
 
 
 class Window:
@@ -36,9 +40,8 @@ class Window:
             self._evict()
 
     def add_many(self, groups: Sequence[str], kinds: Sequence[int], times: Sequence[int]) -> None:
-        """`add` each (group, kind, time) in turn. A window by size that the new entries fill starts again
-        from the newest of them: the same entries and counts, without adding and evicting entries that
-        would not stay."""
+        """`add` each (group, kind, time) in turn: the same entries and counts, added and then evicted
+        together. A window by size that the new entries fill starts again from the newest of them."""
         size = self._size
         if size is not None and len(groups) >= size:
             self._entries.clear()
@@ -47,9 +50,26 @@ class Window:
             if start:  # the entries that would not stay still tell the newest time
                 self.newest_ns = max(self.newest_ns, max(times[:start]))
             groups, kinds, times = groups[start:], kinds[start:], times[start:]
-        add = self.add
-        for group, kind, time_ns in zip(groups, kinds, times):
-            add(group, kind, time_ns)
+        if not len(groups):
+            return
+        self._entries.extend(zip(times, groups, kinds))
+        self._count(collections.Counter(zip(groups, kinds)), 1)  # counted in C, a few groups a window
+        self.newest_ns = max(self.newest_ns, max(times))
+        if size is not None and len(self._entries) > size:
+            popleft = self._entries.popleft
+            gone = [popleft() for _ in range(len(self._entries) - size)]
+            self._count(collections.Counter(map(_GROUP_KIND, gone)), -1)
+
+    def _count(self, counted: collections.Counter, sign: int) -> None:
+        """Add (or take) `counted` entries per (group, kind); a group whose counts all reach 0 goes."""
+        counts = self.counts
+        for (group, kind), n in counted.items():
+            c = counts.get(group)
+            if c is None:
+                c = counts[group] = [0] * self._kinds
+            c[kind] += sign * n
+            if sign < 0 and not any(c):
+                del counts[group]
 
     def expire(self, now_ns: int) -> bool:
         """Drop entries older than the window's duration; True when any was dropped."""
