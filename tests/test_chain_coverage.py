@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import KEY
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 
 import otel_rai
@@ -147,19 +148,34 @@ def test_the_service_and_outcomes_are_sealed(good):
     assert not any(v in ("0", "1", 0, 1) for k, v in attributes.items() if k.startswith("ml.outcome"))
 
 
-@pytest.mark.parametrize("kind", ["multiclass", "regressor"])
+class _Ragged(ClassifierMixin, BaseEstimator):
+    """A classifier whose outputs cannot be read as flags: ragged lists, which numpy refuses (one row's
+    output is a 1-by-1 list: no flags either, but no failure)."""
+
+    def fit(self, X, y):
+        self.classes_ = np.array([0, 1])
+        return self
+
+    def predict(self, X):
+        return [[1] * (1 + i % 2) for i in range(len(X))]
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "regressor", "unreadable"])
 def test_groups_of_decisions_fairness_cannot_count_are_kept_and_covered(tmp_path, capsys, kind):
     """A model whose decisions are neither positive nor negative (three classes and no positive label; a
-    regressor without a threshold) is not counted by the fairness monitor, but its decisions' groups are
-    still kept for the report and covered by the chain: the store verifies, with a group row per decision."""
+    regressor without a threshold; outputs whose reading fails) is not counted by the fairness monitor,
+    but its decisions' groups are still kept for the report and covered by the chain: the store
+    verifies, with a group row per decision."""
     from sklearn.linear_model import LinearRegression
 
     path = tmp_path / "audit.db"
     X = FRAME[["x", "y"]]
     if kind == "multiclass":
         model = LogisticRegression().fit(X, np.digitize(FRAME.x, [-0.5, 0.5]))
-    else:
+    elif kind == "regressor":
         model = LinearRegression().fit(X, FRAME.y)
+    else:
+        model = _Ragged().fit(X, FRAME.g)
     otel_rai.instrument(store=path, hash_key=KEY)
     for i in range(5):
         rows = FRAME.iloc[4 * i : 4 * i + 4]

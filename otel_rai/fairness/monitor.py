@@ -233,8 +233,12 @@ class FairnessMonitor:
             flags = self.rule.predicted_many(calls)
         except Exception:  # each call is then read alone, and fails (and is counted) alone
             flags = [_UNREAD] * len(calls)
+        # The report keeps the groups of every call that has them, counted or not: its span carries their
+        # digest, which `verify-chain` checks the store's rows against. The counted ones are noted by run.
+        uncounted: list[tuple[list[str], dict[str, list[str]]]] = []
         at = 0
         for call, predicted in zip(calls, flags):
+            groups = None
             try:
                 groups = call.group_labels if call.group_labels is not None else self._groups.resolve(call)
                 if not groups:
@@ -242,8 +246,7 @@ class FairnessMonitor:
                 if predicted is _UNREAD:
                     predicted = self.rule.predicted(call)
                 if predicted is None or len(predicted) != len(call.ids):
-                    if self.journal is not None:  # the report's groups, whether or not the call counts here
-                        self.journal.note_groups(call.ids, groups)
+                    uncounted.append((call.ids, groups))
                     self._warn_once(call.info.name, call.operation)
                     continue
                 info = call.info
@@ -254,7 +257,15 @@ class FairnessMonitor:
                 run.add(call, predicted, groups, at)
                 at += len(predicted)
             except Exception as exc:
+                if groups:
+                    uncounted.append((call.ids, groups))
                 self._on_failure("fairness", exc)
+        if self.journal is not None:
+            for ids, groups in uncounted:
+                try:
+                    self.journal.note_groups(ids, groups)
+                except Exception as exc:
+                    self._on_failure("fairness", exc)
         windows: dict[Key, list[_Run]] = {}
         counts = self._decision_counts
         for run in runs.values():

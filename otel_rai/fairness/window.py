@@ -50,7 +50,7 @@ class Window:
             if start:  # the entries that would not stay still tell the newest time
                 self.newest_ns = max(self.newest_ns, max(times[:start]))
             groups, kinds, times = groups[start:], kinds[start:], times[start:]
-        if not len(groups):
+        if not groups:
             return
         self._entries.extend(zip(times, groups, kinds))
         self._count(collections.Counter(zip(groups, kinds)), 1)  # counted in C, a few groups a window
