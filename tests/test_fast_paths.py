@@ -283,10 +283,10 @@ def test_outputs_encoded_together_equal_each_output_encoded_alone():
                          rng.choice([1, 2, 2]), rng.choice([k, k, k + 1]),
                          rng.choice([np.float64, np.float32, np.int64, np.uint64, np.bool_]))
             operation, ndim, width, dtype = usual
-            n = rng.choice([1, 1, 1, 2, 5])
+            n = rng.choice([1, 1, 1, 1, 0, 2, 5])
             shape = (n,) if ndim == 1 else (n, width)
             output = (gen.normal(size=shape) * 3).astype(dtype)
-            if dtype is np.uint64 and rng.random() < 0.3:
+            if dtype is np.uint64 and n and rng.random() < 0.3:
                 output[..., 0] = np.uint64(2**64 - 1)
             error = ValueError("x") if rng.random() < 0.05 else None
             calls.append(SimpleNamespace(info=rng.choice(infos), operation=operation, output=output, error=error,
@@ -300,6 +300,7 @@ def test_outputs_encoded_together_equal_each_output_encoded_alone():
             expected = outputs.encode(call.operation, call.output, call.info.classes)
             assert call.encoded_output == expected
             assert [type(v) for v in call.encoded_output[0]] == [type(v) for v in expected[0]]
+            assert list(call.encoded_output[1] or ()) == list(expected[1] or ())  # the score columns' order
     assert together > 500  # most calls took the joint pass: the comparison above is not empty
 
 
