@@ -40,7 +40,7 @@ from otel_rai.capture.models import model_info, register_model
 from otel_rai.capture.recorder import DecisionCall, snapshot
 from otel_rai.capture.scope import new_ids
 from otel_rai.fairness import groups
-from otel_rai.monitoring.monitor import QualityDriftMonitor
+from otel_rai.monitoring.monitor import _ENTRY, QualityDriftMonitor
 from otel_rai.settings import FairnessConfig, MonitoringConfig
 
 NUMERIC = [f"x{i}" for i in range(20)]
@@ -141,7 +141,7 @@ def memory(model: Any, X: pd.DataFrame, sex: np.ndarray) -> dict[str, int]:
     ids = new_ids(100_000)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    book = dict(zip(ids, zip([None] * len(ids), range(len(ids)), range(len(ids)), [0] * len(ids))))
+    book = dict(zip(ids, [_ENTRY.pack(0, i, i, 0) for i in range(len(ids))]))  # as the monitor packs them
     out["label book, 100,000 decisions (max_remembered)"] = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
     del book

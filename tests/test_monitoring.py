@@ -161,6 +161,31 @@ def test_quality_gauges_equal_sklearn_on_the_windows_labelled_decisions(meter):
         assert auc == pytest.approx(skm.roc_auc_score(t, p[:, 1]), abs=1e-3)  # 1000-bin histogram (docs)
 
 
+def test_the_label_book_is_never_tracked_by_the_garbage_collector(meter):
+    """The label book's entries hold no references, so the collector never tracks the book. A book of
+    tuples was untracked by each full collection and tracked again by the next decision, as a young
+    object that every young collection then traversed whole. Labels still join their decisions."""
+    import gc
+
+    from otel_rai.session import instrumentor
+
+    session(meter, window=10_000)
+    X, y = applicants(900, seed=9)
+    model = otel_rai.register_model(pipeline().fit(X[:300], y[:300]), name="credit", version="1")
+    first, _ = stream(model, X[300:600], seed=10)
+    assert otel_rai.flush(30).complete
+    gc.collect()
+    ids, proba = stream(model, X[600:], seed=11)
+    assert otel_rai.flush(30).complete
+    book = instrumentor._session.quality._book
+    assert len(book) == len(first) + len(ids) == 600 and not gc.is_tracked(book)
+    for decision_id, truth in zip(ids, y[600:]):
+        otel_rai.record_outcome(decision_id, int(truth))
+    meter.wait(semconv.METRIC_QUALITY_DECISIONS, 300, **at(window=None, labelled="true"))
+    assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at()) == pytest.approx(
+        skm.accuracy_score(y[600:], proba.argmax(axis=1)), abs=TOL)
+
+
 def test_regression_gauges_equal_sklearn(meter):
     session(meter, window=10_000)
     X, y = applicants(1200, seed=4)

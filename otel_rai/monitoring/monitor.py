@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import struct
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -350,7 +351,7 @@ class QualityDriftMonitor:
         self._by_serial: dict[int, _Track] = {}
         self._calls: list[DecisionCall] = []
         self._labels: list[tuple[str, Any, int]] = []
-        self._book: dict[str, tuple[int, int, int, int]] = {}  # id -> (track serial, seq, time, predicted)
+        self._book: dict[str, bytes] = {}  # id -> `_ENTRY`: (track serial, seq, time, predicted)
         self._book_order: collections.deque[list[str]] = collections.deque()
         self._book_size = 0
         self._published: dict[Key, dict[str, list[Observation]]] = {}
@@ -578,10 +579,15 @@ class QualityDriftMonitor:
         track.drift += sign * np.bincount(counted, minlength=len(track.drift))
 
     def _remember(self, track: _Track, batch: _Batch, start: int) -> None:
-        """Decision id -> (track serial, seq, decision time, predicted class) for its label."""
-        predicted = batch.predicted.tolist() if batch.predicted is not None else repeat(-1)
-        self._book.update(zip(batch.ids, zip(repeat(track.serial), range(start, start + len(batch)),
-                                             batch.time.tolist(), predicted)))
+        """Decision id -> (track serial, seq, decision time, predicted class) for its label, packed."""
+        n = len(batch.ids)
+        entries = np.empty((n, 4), "<i8")
+        entries[:, 0] = track.serial
+        entries[:, 1] = np.arange(start, start + n)
+        entries[:, 2] = batch.time
+        entries[:, 3] = batch.predicted if batch.predicted is not None else -1
+        blob, size = entries.tobytes(), _ENTRY.size
+        self._book.update(zip(batch.ids, [blob[at : at + size] for at in range(0, n * size, size)]))
         self._book_order.append(batch.ids)
         self._book_size += len(batch.ids)
         while self._book_size > self.config.max_remembered and self._book_order:
@@ -809,7 +815,7 @@ class QualityDriftMonitor:
             entry = self._book.pop(decision_id, None)
             if entry is None:
                 continue  # not decided here, or forgotten: the store-based views still count it
-            serial, seq, decided_ns, predicted = entry
+            serial, seq, decided_ns, predicted = _ENTRY.unpack(entry)
             track = self._by_serial.get(serial)
             if track is None or self._tracks.get(track.key) is not track or not track.measurable:
                 continue
@@ -1028,9 +1034,15 @@ class QualityDriftMonitor:
             _log.warning(message, *args)
 
 
-#: Memory of one remembered decision id (a 32-character id, a 4-tuple, its dict slot), as measured by
-#: bench/monitoring_overhead.py.
-_BOOK_ENTRY_BYTES = 173
+#: A label book entry: (track serial, seq, decision time, predicted class or -1) as bytes. Bytes hold no
+#: references, so a dict of them is never tracked by the garbage collector. A dict of tuples is: each full
+#: collection untracks it (its tuples hold atomic values only), and the next insertion tracks it again as
+#: a young object, which every young collection then traverses, 100k entries and all, until it ages out.
+_ENTRY = struct.Struct("<qqqq")
+
+#: Memory of one remembered decision (its packed entry and dict slot; the id is the span's), as measured
+#: by bench/monitoring_overhead.py.
+_BOOK_ENTRY_BYTES = 103
 
 
 def _single_row_key(values: np.ndarray, given: Mapping[str, Any] | None) -> tuple | None:
