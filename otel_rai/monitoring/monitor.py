@@ -344,8 +344,8 @@ class QualityDriftMonitor:
         # The fairness monitor resolves the same calls with the same cap, and says what it drops.
         self._groups = GroupResolver(self._attributes, self._max_groups, warn=False)
         self._tracks: dict[Key, _Track] = {}
-        # The label book names a track by a number, not the object: its entries then hold only atomic
-        # values, which the garbage collector stops tracking (100k tracked entries made every full
+        # The label book names a track by a number, not the object: its entries then pack into bytes
+        # (`_ENTRY`), which the garbage collector never tracks (100k tracked entries made every full
         # collection of the process about 60 ms longer).
         self._serials = itertools.count()
         self._by_serial: dict[int, _Track] = {}
