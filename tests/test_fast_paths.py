@@ -98,6 +98,10 @@ def test_a_window_fed_many_at_once_equals_one_fed_one_by_one():
                 assert one.expire(t) == many.expire(t)
             assert list(one._entries) == list(many._entries)
             assert one.counts == many.counts and one.newest_ns == many.newest_ns and len(one) == len(many)
+            recount: dict[str, list[int]] = {}  # the definition: the entries' tallies, and no empty group
+            for _, g, k in many._entries:
+                recount.setdefault(g, [0] * kinds)[k] += 1
+            assert many.counts == recount
 
 
 def test_the_decision_book_remembers_and_forgets_as_a_plain_ordered_map_would():

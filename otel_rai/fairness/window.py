@@ -31,10 +31,7 @@ class Window:
     def add(self, group: str, kind: int, time_ns: int) -> None:
         """Count one entry; a window by size drops its oldest entry when full."""
         self._entries.append((time_ns, group, kind))
-        counts = self.counts.get(group)
-        if counts is None:
-            counts = self.counts[group] = [0] * self._kinds
-        counts[kind] += 1
+        self._tally(group, kind, 1)
         self.newest_ns = max(self.newest_ns, time_ns)
         if self._size is not None and len(self._entries) > self._size:
             self._evict()
@@ -53,23 +50,23 @@ class Window:
         if not groups:
             return
         self._entries.extend(zip(times, groups, kinds))
-        self._count(collections.Counter(zip(groups, kinds)), 1)  # counted in C, a few groups a window
+        for (group, kind), n in collections.Counter(zip(groups, kinds)).items():  # counted in C: a few groups
+            self._tally(group, kind, n)
         self.newest_ns = max(self.newest_ns, max(times))
         if size is not None and len(self._entries) > size:
             popleft = self._entries.popleft
             gone = [popleft() for _ in range(len(self._entries) - size)]
-            self._count(collections.Counter(map(_GROUP_KIND, gone)), -1)
+            for (group, kind), n in collections.Counter(map(_GROUP_KIND, gone)).items():
+                self._tally(group, kind, -n)
 
-    def _count(self, counted: collections.Counter, sign: int) -> None:
-        """Add (or take) `counted` entries per (group, kind); a group whose counts all reach 0 goes."""
-        counts = self.counts
-        for (group, kind), n in counted.items():
-            c = counts.get(group)
-            if c is None:
-                c = counts[group] = [0] * self._kinds
-            c[kind] += sign * n
-            if sign < 0 and not any(c):
-                del counts[group]
+    def _tally(self, group: str, kind: int, n: int) -> None:
+        """Add `n` (or take, if negative) to a group's count of `kind`; a group whose counts all reach 0 goes."""
+        counts = self.counts.get(group)
+        if counts is None:
+            counts = self.counts[group] = [0] * self._kinds
+        counts[kind] += n
+        if n < 0 and not any(counts):
+            del self.counts[group]
 
     def expire(self, now_ns: int) -> bool:
         """Drop entries older than the window's duration; True when any was dropped."""
@@ -85,10 +82,7 @@ class Window:
 
     def _evict(self) -> None:
         _, group, kind = self._entries.popleft()
-        counts = self.counts[group]
-        counts[kind] -= 1
-        if not any(counts):
-            del self.counts[group]
+        self._tally(group, kind, -1)
 
     def __len__(self) -> int:
         return len(self._entries)
