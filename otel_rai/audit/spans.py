@@ -151,7 +151,7 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         except Exception as exc:
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")
-    if call.group_labels and call.error is None:
+    if _covers_groups(call):
         try:  # the chain's cover for the groups the local store keeps (docs/audit-trail.md)
             digests = call.groups_digests
             rows[semconv.GROUPS_DIGEST] = (groups_digests(_local_key(settings.hash_key), call.ids, call.group_labels)
@@ -225,10 +225,15 @@ def encode_outputs(calls: Sequence[DecisionCall]) -> None:
         return
 
 
+def _covers_groups(call: DecisionCall) -> bool:
+    """Whether the call's span carries ``ml.fairness.groups_digest``: it succeeded and has groups."""
+    return bool(call.group_labels) and call.error is None
+
+
 def digest_groups(calls: Sequence[DecisionCall], settings: Settings) -> None:
     """Digest the groups of a worker batch's calls together (`groups_digests_many`), once `group_labels`
     are set; the rest are digested one call at a time by `attributes`."""
-    grouped = [call for call in calls if call.group_labels and call.error is None]
+    grouped = list(filter(_covers_groups, calls))
     if not grouped:
         return
     try:
