@@ -107,6 +107,34 @@ def test_a_record_encodes_as_its_span_does(spans):
         assert otlpproto.encode_record(from_readable(s)) == expected
 
 
+#: Resources and scopes the generated requests draw from: with and without schema URLs and attributes, and
+#: no scope at all.
+_RESOURCES = [RESOURCE, OTHER_RESOURCE, Resource({}), Resource({"k": "v" * 200}, schema_url="https://s/" + "x" * 130)]
+_SCOPES = [SCOPE, None, InstrumentationScope("x"), InstrumentationScope("y", "1", schema_url="u" * 140)]
+
+
+def test_generated_requests_of_many_resources_scopes_and_sizes_are_the_sdk_encoding():
+    """Requests are written as pieces joined once, their lengths worked out ahead: every message size
+    around the one-byte length limit (127 and 128 bytes), runs that come back to an earlier resource or
+    scope, and empty and large spans, against the SDK's encoder."""
+    rng = np.random.default_rng(11)
+    for case in range(300):
+        spans = []
+        for i in range(int(rng.integers(1, 12))):
+            size = int(rng.choice([0, 1, 60, 100, 120, 124, 125, 126, 127, 128, 129, 300, 20_000]))
+            attributes = {"pad": "p" * size} if size else None
+            spans.append(span(1000 * case + i, attributes, resource=_RESOURCES[int(rng.integers(len(_RESOURCES)))],
+                              scope=_SCOPES[int(rng.integers(len(_SCOPES)))]))
+        expected = sdk_encode_spans(spans).SerializeToString()
+        assert otlpproto.encode_spans(spans) == expected, case
+        encoded = otlpproto.EncodedSpans(otlpproto.grouped(
+            (s.resource, s.instrumentation_scope or None, otlpproto.encode_span(s)) for s in spans))
+        assert encoded.request() == expected, case
+    for size in range(160):  # one small span, so that its ScopeSpans and ResourceSpans sweep past 127 bytes
+        spans = [span(1, {"p": "p" * size} if size else None, name="", resource=Resource({}), scope=None)]
+        assert otlpproto.encode_spans(spans) == sdk_encode_spans(spans).SerializeToString(), size
+
+
 @pytest.mark.parametrize("bad", [np.int64(3), 2**63, -(2**63) - 1, "\ud800", object()],
                          ids=["numpy-int", "over-int64", "under-int64", "lone-surrogate", "object"])
 def test_a_value_that_cannot_be_encoded_is_left_out_as_the_sdk_leaves_it_out(bad, caplog):

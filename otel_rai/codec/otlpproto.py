@@ -75,12 +75,15 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _head(tag: int, n: int) -> bytes:
+    """The tag and length of a length-delimited field of `n` bytes; `tag` is (field number << 3) | 2, one
+    byte for fields 1 to 15."""
+    return bytes((tag, n)) if n < 0x80 else bytes((tag,)) + _varint(n)
+
+
 def _len(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field; `tag` is (field number << 3) | 2, one byte for fields 1 to 15."""
-    n = len(payload)
-    if n < 0x80:
-        return bytes((tag, n)) + payload
-    return bytes((tag,)) + _varint(n) + payload
+    """A length-delimited field."""
+    return _head(tag, len(payload)) + payload
 
 
 def _any_value(value: Any) -> bytes:
@@ -376,18 +379,22 @@ def encode_record(record: SpanRecord) -> bytes:
 
 def request(groups: Groups) -> bytes:
     """An ExportTraceServiceRequest of spans already encoded (ResourceSpans: resource 1, scope_spans 2,
-    schema_url 3; ScopeSpans: scope 1, spans 2, schema_url 3)."""
-    out = []
+    schema_url 3; ScopeSpans: scope 1, spans 2, schema_url 3). Its pieces are joined once: the spans are
+    most of its bytes, and wrapping each message around them as it is built would copy them again at
+    each of three levels (a quarter of a millisecond for 200 spans)."""
+    pieces: list[bytes] = []
     for resource, scopes in groups.items():
-        scope_spans = [
-            _len(0x12, _len(0x0A, _scope(scope)) + b"".join(encoded)
-                 + (_len(0x1A, scope.schema_url.encode()) if scope is not None and scope.schema_url else b""))
-            for scope, encoded in scopes.items()
-        ]
-        body = (_len(0x0A, _attributes(0x0A, resource.attributes)) + b"".join(scope_spans)
-                + (_len(0x1A, resource.schema_url.encode()) if resource.schema_url else b""))
-        out.append(_len(0x0A, body))
-    return b"".join(out)
+        at = len(pieces)
+        # The first piece is the ResourceSpans' tag and length, written once its size is known.
+        pieces += (b"", _len(0x0A, _attributes(0x0A, resource.attributes)))
+        for scope, encoded in scopes.items():
+            head = _len(0x0A, _scope(scope))
+            tail = _len(0x1A, scope.schema_url.encode()) if scope is not None and scope.schema_url else b""
+            pieces += (_head(0x12, len(head) + sum(map(len, encoded)) + len(tail)), head, *encoded, tail)
+        if resource.schema_url:
+            pieces.append(_len(0x1A, resource.schema_url.encode()))
+        pieces[at] = _head(0x0A, sum(map(len, pieces[at + 1 :])))
+    return b"".join(pieces)
 
 
 def grouped(encoded: Iterable[tuple[Resource, Optional[InstrumentationScope], bytes]]) -> Groups:
