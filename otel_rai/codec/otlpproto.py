@@ -381,7 +381,7 @@ def request(groups: Groups) -> bytes:
     """An ExportTraceServiceRequest of spans already encoded (ResourceSpans: resource 1, scope_spans 2,
     schema_url 3; ScopeSpans: scope 1, spans 2, schema_url 3). Its pieces are joined once: the spans are
     most of its bytes, and wrapping each message around them as it is built would copy them again at
-    each of three levels (a quarter of a millisecond for 200 spans)."""
+    each of three levels (about 0.1 ms of a 200-span request)."""
     pieces: list[bytes] = []
     for resource, scopes in groups.items():
         at = len(pieces)
