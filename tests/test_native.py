@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+import sqlite3
 import string
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from otel_rai.audit import hashing, local_rows
 from otel_rai.chain import canonical
 from otel_rai.codec import compact, otlpproto, reasons
 from otel_rai.codec import native as native_codec
+from otel_rai.codec.records import SpanRecord
 
 NATIVE = native_codec.module
 native = pytest.mark.skipif(NATIVE is None, reason="the native module was not built")
@@ -436,3 +438,81 @@ def test_input_and_group_digests_are_the_same_natively_and_in_python(native_pass
         key = texts.randbytes(32)
         expected = [local_rows.groups_digest(key, d, {a: v[i] for a, v in groups.items()}) for i, d in enumerate(ids)]
         assert local_rows.groups_digests(key, ids, groups) == expected
+
+
+#: Names of attributes that `Store.append` does not read.
+_OTHER_KEYS = [k for k in _KEYS if k not in (semconv.DECISION_IDS, semconv.INPUT_HASHES, semconv.OUTPUTS)]
+
+
+class _Ids(list):
+    """A list subclass: the native rows leave records holding one to Python."""
+
+
+def _store_record(rng: random.Random, resources: list[dict], declined: bool) -> SpanRecord:
+    """A record as the store may receive it: usual audit spans, and every odd part `Store.append` reads;
+    if `declined`, maybe also a part the native rows leave to Python, or one JSON cannot hold."""
+    n = rng.choice([0, 1, 1, 1, 2, 3])
+    hexes = "0123456789abcdefABCDEF"
+    hashes = [rng.choice([
+        "".join(rng.choice(hexes) for _ in range(32)), "".join(rng.choice(hexes) for _ in range(rng.randrange(0, 16))),
+        "0x1f", " 1f", "1_f", "+1f", "\u0661\u0662", "zz", "é", None, 7,
+    ]) for _ in range(n)]
+    ids = [f"{rng.randrange(16**12):012x}{rng.randrange(16**20):020x}" for _ in range(n)]
+    a: dict = {}
+    for key, value in [(semconv.MODEL_NAME, rng.choice(["lr", "é", 3])), (semconv.MODEL_VERSION, "1"),
+                       (semconv.MODEL_FINGERPRINT, "f" * 16), (semconv.OPERATION, "predict_proba"),
+                       (semconv.DECISION_IDS, rng.choice([ids, tuple(ids), None] + ([_Ids(ids)] if declined else []))),
+                       (semconv.INPUT_HASHES, rng.choice([hashes, tuple(hashes), hashes + ["x"], None, "ab"])),
+                       (semconv.OUTPUTS, rng.choice([[rng.random() for _ in range(n)], ["yes"] * n, None,
+                                                     [1] * (n + 1)]))]:
+        if rng.random() < 0.85:
+            a[key] = value
+    for _ in range(rng.randrange(3)):  # text to escape, numbers JSON writes its own way, arrays
+        a[rng.choice(_KEYS if declined else _OTHER_KEYS)] = rng.choice([
+            _text(rng), _number(rng), [_text(rng), _text(rng)], [_number(rng) for _ in range(3)], [True, False], None])
+    if declined and rng.random() < 0.1:
+        a["ml.odd"] = {1, 2}  # JSON cannot hold it: both paths fail alike
+    return SpanRecord(
+        trace_id=f"{rng.randrange(16**32):032x}", span_id=f"{rng.randrange(16**16):016x}", name="predict_proba lr",
+        start_ns=rng.randrange(2**62), end_ns=rng.randrange(2**62), attributes=a,
+        parent_span_id=rng.choice([None, f"{rng.randrange(16**16):016x}"]),
+        parent_is_remote=rng.random() < 0.05, status_code=rng.choice([0, 0, 2]), status_message=rng.choice(["", "E"]),
+        trace_state=rng.choice([""] * 19 + ["k=v"]),
+        events=rng.choice([[]] * 19 + [[{"name": "exception", "time_ns": 1, "attributes": {"k": "v"}}]]),
+        links=rng.choice([[]] * 19 + [[{"trace_id": "1" * 32, "span_id": "2" * 16, "trace_state": "",
+                                        "attributes": {}}]]),
+        resource=rng.choice(resources), scope_name=rng.choice(["otel-rai", "otel-rai", "other"]),
+        scope_version=rng.choice(["1", "1", "2"]))
+
+
+def _store_rows(path: Path, records: list) -> object:
+    """Every row `Store.append` wrote of `records`, or the type of what it raised."""
+    s = store.Store(path, create=True)
+    try:
+        s.append(records)
+    except Exception as exc:  # both paths must fail alike
+        return type(exc)
+    conn = sqlite3.connect(path)
+    try:
+        return [conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()
+                for table in ("spans", "decisions", "origins")]
+    finally:
+        conn.close()
+        s.close()
+
+
+@native
+def test_the_native_store_rows_are_the_python_ones_for_every_generated_write(tmp_path, monkeypatch):
+    """`Store.append` writes the same rows (every column, in type and value) whether the native module
+    builds them or Python does: on generated writes of usual and odd records, from several resources
+    and scopes, and of one, several or no decisions each."""
+    rng = random.Random(31)
+    resources = [{"service.name": "svc"}, {"service.name": "svc"}, {"service.name": "other", "k": 1}]
+    for case in range(200):
+        declined = case % 10 == 0  # else every record is one the native rows build
+        records = [_store_record(rng, resources, declined) for _ in range(rng.randrange(1, 40))]
+        monkeypatch.setattr(native_codec, "module", NATIVE)
+        natively = _store_rows(tmp_path / f"n{case}.db", records)
+        monkeypatch.setattr(native_codec, "module", None)
+        in_python = _store_rows(tmp_path / f"p{case}.db", records)
+        assert natively == in_python, case

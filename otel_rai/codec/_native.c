@@ -1061,6 +1061,280 @@ static PyObject *blake2b_fields(PyObject *Py_UNUSED(module), PyObject *args) {
     return result;
 }
 
+/* --- the store's rows ----------------------------------------------------------------------------------- */
+
+/* Interned attribute names of a SpanRecord, filled at import. */
+static const char *const RECORD_FIELD_NAMES[] = {"trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns",
+                                                 "end_ns", "status_code", "status_message"};
+#define RECORD_FIELDS 9
+static PyObject *record_fields[RECORD_FIELDS];
+static const char *const EXTRA_FIELD_NAMES[] = {"parent_is_remote", "trace_state", "events", "links"};
+static PyObject *extra_fields[4];
+static const char *const ORIGIN_FIELD_NAMES[] = {"resource", "resource_schema_url", "scope_name", "scope_version"};
+static PyObject *origin_fields[4];
+static PyObject *attributes_name;
+
+/* The one entry of a per-row array of one row (`store._per_row(values, 1)[0]`) as a new reference: None
+ * unless `values` is a list or tuple of one; NULL with no error set for a subclass, which Python decides. */
+static PyObject *only_entry(PyObject *values) {
+    if (values == NULL || values == Py_None) {
+        return Py_NewRef(Py_None);
+    }
+    if (PyList_CheckExact(values)) {
+        return Py_NewRef(PyList_GET_SIZE(values) == 1 ? PyList_GET_ITEM(values, 0) : Py_None);
+    }
+    if (PyTuple_CheckExact(values)) {
+        return Py_NewRef(PyTuple_GET_SIZE(values) == 1 ? PyTuple_GET_ITEM(values, 0) : Py_None);
+    }
+    return PyList_Check(values) || PyTuple_Check(values) ? NULL : Py_NewRef(Py_None);
+}
+
+static int hex_digit(Py_UCS1 c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* `store.input_key` of a hash: its first 16 characters as a hex number less 2**63, when they are ASCII hex
+ * digits; anything else (None aside) goes to `python_key`, which Python's int() decides. */
+static PyObject *input_key(PyObject *hash, PyObject *python_key) {
+    if (hash == Py_None) {
+        return Py_NewRef(Py_None);
+    }
+    if (PyUnicode_CheckExact(hash) && PyUnicode_IS_ASCII(hash) && PyUnicode_GET_LENGTH(hash) > 0) {
+        const Py_UCS1 *s = PyUnicode_1BYTE_DATA(hash);
+        Py_ssize_t n = PyUnicode_GET_LENGTH(hash) < 16 ? PyUnicode_GET_LENGTH(hash) : 16;
+        unsigned long long v = 0;
+        Py_ssize_t i = 0;
+        for (; i < n; i++) {
+            int d = hex_digit(s[i]);
+            if (d < 0) {
+                break;
+            }
+            v = v << 4 | (unsigned long long)d;
+        }
+        if (i == n) {  /* v - 2**63 in two's complement: the top bit flipped */
+            return PyLong_FromLongLong((long long)(v ^ 0x8000000000000000ULL));
+        }
+    }
+    return PyObject_CallOneArg(python_key, hash);
+}
+
+/* The parts of one record's ``spans`` row after its seq and origin, as `Store.append` builds them. */
+static PyObject *span_columns(PyObject *r, PyObject *a, PyObject *const *names, Py_ssize_t n, PyObject *json_text,
+                              PyObject *extra) {
+    PyObject *row = PyTuple_New(RECORD_FIELDS + 7);
+    if (row == NULL) {
+        return NULL;
+    }
+    for (int f = 0; f < RECORD_FIELDS; f++) {
+        PyObject *v = PyObject_GetAttr(r, record_fields[f]);
+        if (v == NULL) {
+            Py_DECREF(row);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(row, f, v);
+    }
+    for (int k = 0; k < 4; k++) {  /* model name, version, fingerprint, operation */
+        PyObject *v = PyDict_GetItemWithError(a, names[k]);
+        if (v == NULL && PyErr_Occurred()) {
+            Py_DECREF(row);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(row, RECORD_FIELDS + k, Py_NewRef(v != NULL ? v : Py_None));
+    }
+    PyObject *count = PyLong_FromSsize_t(n);
+    PyObject *text = count == NULL ? NULL : compact_json(NULL, a);
+    if (text == Py_None) {
+        Py_SETREF(text, PyObject_CallOneArg(json_text, a));
+    }
+    int usual = text == NULL ? -1 : 1;  /* no extra parts: an audit span's usual case */
+    for (int f = 0; f < 4 && usual == 1; f++) {
+        PyObject *v = PyObject_GetAttr(r, extra_fields[f]);
+        int set = v == NULL ? -1 : PyObject_IsTrue(v);
+        Py_XDECREF(v);
+        usual = set < 0 ? -1 : !set;
+    }
+    PyObject *rare = usual == 0 ? PyObject_CallOneArg(extra, r) : usual == 1 ? Py_NewRef(Py_None) : NULL;
+    if (rare == NULL) {
+        Py_XDECREF(count);
+        Py_XDECREF(text);
+        Py_DECREF(row);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(row, RECORD_FIELDS + 4, count);
+    PyTuple_SET_ITEM(row, RECORD_FIELDS + 5, text);
+    PyTuple_SET_ITEM(row, RECORD_FIELDS + 6, rare);
+    return row;
+}
+
+/* The `decisions` columns of a record of one decision: (index, decision id, input hash, output, input key). */
+static PyObject *single_columns(Py_ssize_t i, PyObject *a, PyObject *const *names, PyObject *id, PyObject *python_key,
+                                int *declined) {
+    PyObject *hashes = PyDict_GetItemWithError(a, names[5]);
+    PyObject *outputs = hashes == NULL && PyErr_Occurred() ? NULL : PyDict_GetItemWithError(a, names[6]);
+    if (outputs == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    PyObject *hash = only_entry(hashes), *output = only_entry(outputs);
+    if (hash == NULL || output == NULL) {  /* an array of a subclass: Python reads it */
+        Py_XDECREF(hash);
+        Py_XDECREF(output);
+        *declined = 1;
+        return NULL;
+    }
+    PyObject *key = input_key(hash, python_key);
+    PyObject *columns = key == NULL ? NULL : Py_BuildValue("(nOOOO)", i, id, hash, output, key);
+    Py_DECREF(hash);
+    Py_DECREF(output);
+    Py_XDECREF(key);
+    return columns;
+}
+
+static PyObject *store_rows(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *records, *names, *json_text, *extra, *python_key;
+    if (!PyArg_ParseTuple(args, "O!O!OOO:store_rows", &PyList_Type, &records, &PyTuple_Type, &names, &json_text,
+                          &extra, &python_key)) {
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(names) != 7) {
+        PyErr_SetString(PyExc_ValueError, "store_rows: seven attribute names");
+        return NULL;
+    }
+    PyObject *const *name = &PyTuple_GET_ITEM(names, 0);
+    PyObject *spans = PyList_New(0), *single = PyList_New(0), *multi = PyList_New(0);
+    int declined = 0, failed = spans == NULL || single == NULL || multi == NULL;
+    for (Py_ssize_t i = 0; !failed && !declined && i < PyList_GET_SIZE(records); i++) {
+        PyObject *r = PyList_GET_ITEM(records, i);
+        PyObject *a = PyObject_GetAttr(r, attributes_name);
+        if (a == NULL) {
+            failed = 1;
+            break;
+        }
+        PyObject *ids = PyDict_CheckExact(a) ? PyDict_GetItemWithError(a, name[4]) : NULL;
+        Py_ssize_t n = 0;
+        if (!PyDict_CheckExact(a) || (ids == NULL && PyErr_Occurred())) {
+            failed = PyErr_Occurred() != NULL;
+            declined = !failed;  /* attributes that are not a dict: Python reads them */
+        } else if (ids != NULL && ids != Py_None) {
+            if (PyList_CheckExact(ids) || PyTuple_CheckExact(ids)) {
+                n = Py_SIZE(ids);
+            } else {
+                declined = 1;  /* ids of another type: Python takes their length as it does */
+            }
+        }
+        PyObject *row = failed || declined ? NULL : span_columns(r, a, name, n, json_text, extra);
+        if (row == NULL) {
+            failed = !declined;
+        } else {
+            failed = PyList_Append(spans, row) < 0;
+            Py_DECREF(row);
+        }
+        if (!failed && !declined && n == 1) {
+            PyObject *id = PyList_CheckExact(ids) ? PyList_GET_ITEM(ids, 0) : PyTuple_GET_ITEM(ids, 0);
+            PyObject *columns = single_columns(i, a, name, id, python_key, &declined);
+            if (columns == NULL) {
+                failed = !declined;
+            } else {
+                failed = PyList_Append(single, columns) < 0;
+                Py_DECREF(columns);
+            }
+        } else if (!failed && !declined && n > 1) {
+            PyObject *index = PyLong_FromSsize_t(i);
+            failed = index == NULL || PyList_Append(multi, index) < 0;
+            Py_XDECREF(index);
+        }
+        Py_DECREF(a);
+    }
+    PyObject *result = failed ? NULL : declined ? Py_NewRef(Py_None) : PyTuple_Pack(3, spans, single, multi);
+    Py_XDECREF(spans);
+    Py_XDECREF(single);
+    Py_XDECREF(multi);
+    return result;
+}
+
+/* The ``spans`` rows of `records` numbered from `first`, each with its origin id (`origin_of(record)`, asked
+ * again only where a record's resource or scope is not the very objects of the record before), and the
+ * ``decisions`` rows of the single-decision `single` columns. */
+static PyObject *numbered_rows(PyObject *Py_UNUSED(module), PyObject *args) {
+    PyObject *records, *spans, *single, *origin_of;
+    long long first;
+    if (!PyArg_ParseTuple(args, "O!O!O!LO:numbered_rows", &PyList_Type, &records, &PyList_Type, &spans,
+                          &PyList_Type, &single, &first, &origin_of)) {
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(records);
+    if (PyList_GET_SIZE(spans) != n) {
+        PyErr_SetString(PyExc_ValueError, "numbered_rows: a row for every record");
+        return NULL;
+    }
+    PyObject *rows = PyList_New(n), *decisions = PyList_New(PyList_GET_SIZE(single));
+    PyObject *previous[4] = {NULL, NULL, NULL, NULL}, *origin = NULL;
+    int failed = rows == NULL || decisions == NULL;
+    for (Py_ssize_t i = 0; !failed && i < n; i++) {
+        PyObject *r = PyList_GET_ITEM(records, i), *columns = PyList_GET_ITEM(spans, i);
+        PyObject *current[4];
+        int same = origin != NULL;
+        for (int f = 0; f < 4; f++) {
+            current[f] = PyObject_GetAttr(r, origin_fields[f]);
+            failed |= current[f] == NULL;
+            same &= current[f] == previous[f];
+        }
+        if (!failed && !same) {
+            Py_XSETREF(origin, PyObject_CallOneArg(origin_of, r));
+            failed = origin == NULL;
+        }
+        for (int f = 0; f < 4; f++) {  /* held: identity is compared with objects still alive */
+            Py_XSETREF(previous[f], current[f]);
+        }
+        if (failed || !PyTuple_CheckExact(columns)) {
+            if (!failed) {
+                PyErr_SetString(PyExc_TypeError, "numbered_rows: rows are tuples");
+            }
+            failed = 1;
+            break;
+        }
+        Py_ssize_t width = PyTuple_GET_SIZE(columns);
+        PyObject *row = PyTuple_New(width + 2), *seq = PyLong_FromLongLong(first + i);
+        if (row == NULL || seq == NULL) {
+            Py_XDECREF(row);
+            Py_XDECREF(seq);
+            failed = 1;
+            break;
+        }
+        PyTuple_SET_ITEM(row, 0, seq);
+        PyTuple_SET_ITEM(row, 1, Py_NewRef(origin));
+        for (Py_ssize_t k = 0; k < width; k++) {
+            PyTuple_SET_ITEM(row, k + 2, Py_NewRef(PyTuple_GET_ITEM(columns, k)));
+        }
+        PyList_SET_ITEM(rows, i, row);
+    }
+    for (Py_ssize_t j = 0; !failed && j < PyList_GET_SIZE(single); j++) {
+        PyObject *c = PyList_GET_ITEM(single, j);
+        long long i = PyTuple_CheckExact(c) && PyTuple_GET_SIZE(c) == 5 ? PyLong_AsLongLong(PyTuple_GET_ITEM(c, 0)) : -1;
+        if (i < 0 || i >= n) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "numbered_rows: single columns of a record");
+            }
+            failed = 1;
+            break;
+        }
+        PyObject *row = Py_BuildValue("(LiOOOO)", first + i, 0, PyTuple_GET_ITEM(c, 1), PyTuple_GET_ITEM(c, 2),
+                                      PyTuple_GET_ITEM(c, 3), PyTuple_GET_ITEM(c, 4));
+        if (row == NULL) {
+            failed = 1;
+            break;
+        }
+        PyList_SET_ITEM(decisions, j, row);
+    }
+    for (int f = 0; f < 4; f++) {
+        Py_XDECREF(previous[f]);
+    }
+    Py_XDECREF(origin);
+    PyObject *result = failed ? NULL : PyTuple_Pack(2, rows, decisions);
+    Py_XDECREF(rows);
+    Py_XDECREF(decisions);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"canonical_body", canonical_body, METH_VARARGS,
      "canonical_body(name, trace_id, span_id, parent_span_id, status_code, status_message, attributes, hashed,"
@@ -1080,6 +1354,14 @@ static PyMethodDef methods[] = {
      "blake2b_fields(key, person, digest_size, texts, tails) -> list of str or None\n\nThe keyed BLAKE2b hex"
      " digest of each text as a length-prefixed field (8 bytes little-endian, then the text) followed by its"
      " tail; None when a text is not ASCII, for Python to encode."},
+    {"store_rows", store_rows, METH_VARARGS,
+     "store_rows(records, names, json_text, extra, input_key) -> (spans, single, multi) or None\n\nThe rows"
+     " `Store.append` builds before its transaction: each record's ``spans`` columns after seq and origin, the"
+     " ``decisions`` columns of each record of one decision, and the indexes of records of more; None when"
+     " Python must build them."},
+    {"numbered_rows", numbered_rows, METH_VARARGS,
+     "numbered_rows(records, spans, single, first, origin_of) -> (span rows, decision rows)\n\nThe rows of"
+     " `store_rows` numbered from `first`, each span row with its origin id."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1091,6 +1373,20 @@ PyMODINIT_FUNC PyInit__native(void) {
     }
     PyObject *json_encoder = PyImport_ImportModule("json.encoder");
     if (json_encoder == NULL) {
+        return NULL;
+    }
+    for (int f = 0; f < RECORD_FIELDS; f++) {
+        if ((record_fields[f] = PyUnicode_InternFromString(RECORD_FIELD_NAMES[f])) == NULL) {
+            return NULL;
+        }
+    }
+    for (int f = 0; f < 4; f++) {
+        if ((extra_fields[f] = PyUnicode_InternFromString(EXTRA_FIELD_NAMES[f])) == NULL ||
+            (origin_fields[f] = PyUnicode_InternFromString(ORIGIN_FIELD_NAMES[f])) == NULL) {
+            return NULL;
+        }
+    }
+    if ((attributes_name = PyUnicode_InternFromString("attributes")) == NULL) {
         return NULL;
     }
     escape_text = PyObject_GetAttrString(json_encoder, "encode_basestring_ascii");

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import _fork, semconv, settings
-from otel_rai.codec import compact
+from otel_rai.codec import compact, native
 from otel_rai.codec.records import SpanRecord
 from otel_rai.codec.text import text_of
 from otel_rai.errors import StoreError
@@ -95,6 +95,49 @@ def input_key(input_hash: Any) -> int | None:
 def _per_row(values: Any, n: int) -> Sequence[Any]:
     """A per-row array of `n` entries, or `n` Nones where the span has none (e.g. hashing failed)."""
     return values if isinstance(values, (list, tuple)) and len(values) == n else [None] * n
+
+
+#: The attributes a record's rows hold in columns of their own (`_native.store_rows` reads them in this order).
+_ROW_ATTRIBUTES = (semconv.MODEL_NAME, semconv.MODEL_VERSION, semconv.MODEL_FINGERPRINT, semconv.OPERATION,
+                   semconv.DECISION_IDS, semconv.INPUT_HASHES, semconv.OUTPUTS)
+
+
+def _record_rows(records: Sequence[SpanRecord]) -> tuple[list[tuple], list[tuple], list[tuple], int]:
+    """What `Store.append` writes of `records`, but their seqs and origins: each one's ``spans`` columns,
+    the ``decisions`` columns of each record of one decision (its index in `records`, decision id, input
+    hash, output, input key), those of each record of more (its index, the rows' indexes, ids, hashes,
+    outputs, input keys), and how many decisions they hold. Built natively where the module was built."""
+    built = None
+    if native.module is not None and type(records) is list:
+        built = native.module.store_rows(records, _ROW_ATTRIBUTES, json_text, _extra, input_key)
+    if built is not None:
+        spans, single, multi = built
+        many = [_decisions(i, records[i].attributes, records[i].attributes[semconv.DECISION_IDS]) for i in multi]
+        return spans, single, many, len(single) + sum(len(columns[1]) for columns in many)
+    spans, single, many, n_decisions = [], [], [], 0
+    for i, r in enumerate(records):
+        a = r.attributes
+        ids = a.get(semconv.DECISION_IDS) or ()
+        n = len(ids)
+        spans.append((
+            *_SPAN_FIELDS(r), a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
+            a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, json_text(a), _extra(r),
+        ))
+        if n == 1:  # a single-row call's one decision, without the per-row machinery of `_decisions`
+            n_decisions += 1
+            h, output = _per_row(a.get(semconv.INPUT_HASHES), 1)[0], _per_row(a.get(semconv.OUTPUTS), 1)[0]
+            single.append((i, ids[0], h, output, input_key(h)))
+        elif n:
+            n_decisions += n
+            many.append(_decisions(i, a, ids))
+    return spans, single, many, n_decisions
+
+
+def _decisions(i: int, attributes: Mapping[str, Any], ids: Sequence[str]) -> tuple:
+    """The ``decisions`` columns of record `i`, of more than one decision (see `_record_rows`)."""
+    n = len(ids)
+    hashes = _per_row(attributes.get(semconv.INPUT_HASHES), n)
+    return i, range(n), ids, hashes, _per_row(attributes.get(semconv.OUTPUTS), n), list(map(input_key, hashes))
 
 
 #: A ``decision_groups`` row's key: decision id, attribute.
@@ -263,33 +306,20 @@ class Store:
         seen: dict = {}  # valid during this call only, while `records` keeps the dicts alive
         # The rows are built before the write lock is taken (other writers, the exporter deleting
         # exported spans, wait for it); only the seqs and origin ids are filled in under it.
-        # decisions: (index of the span in `records`, its columns); single: a one-decision span's one row
-        spans, decisions, single, n_decisions = [], [], [], 0
-        for i, r in enumerate(records):
-            a = r.attributes
-            ids = a.get(semconv.DECISION_IDS) or ()
-            n = len(ids)
-            spans.append((
-                *_SPAN_FIELDS(r), a.get(semconv.MODEL_NAME), a.get(semconv.MODEL_VERSION),
-                a.get(semconv.MODEL_FINGERPRINT), a.get(semconv.OPERATION), n, json_text(a), _extra(r),
-            ))
-            if n == 1:  # a single-row call's one decision, without the per-row machinery below
-                n_decisions += 1
-                h, output = _per_row(a.get(semconv.INPUT_HASHES), 1)[0], _per_row(a.get(semconv.OUTPUTS), 1)[0]
-                single.append((i, ids[0], h, output, input_key(h)))
-            elif n:
-                n_decisions += n
-                hashes = _per_row(a.get(semconv.INPUT_HASHES), n)
-                decisions.append((i, range(n), ids, hashes, _per_row(a.get(semconv.OUTPUTS), n),
-                                  list(map(input_key, hashes))))
+        spans, single, decisions, n_decisions = _record_rows(records)
         groups = _in_key_order(groups)  # stable: of two rows of one key, the later one is still the one kept
+
+        def origin_of(record: SpanRecord) -> int:
+            return self._origin(conn, record_origin(record), new_origins, seen)
+
         with writing(conn):
             first = _last_seq(conn) + 1
-            insert(conn, "INSERT INTO spans", 18, [
-                (first + i, self._origin(conn, record_origin(r), new_origins, seen), *span)
-                for i, (r, span) in enumerate(zip(records, spans))
-            ])
-            rows = [(first + i, 0, *columns) for i, *columns in single]
+            if native.module is not None and type(records) is list:
+                span_rows, rows = native.module.numbered_rows(records, spans, single, first, origin_of)
+            else:
+                span_rows = [(first + i, origin_of(r), *span) for i, (r, span) in enumerate(zip(records, spans))]
+                rows = [(first + i, 0, *columns) for i, *columns in single]
+            insert(conn, "INSERT INTO spans", 18, span_rows)
             rows += chain.from_iterable(
                 zip(repeat(first + i, len(idx)), idx, *columns) for i, idx, *columns in decisions)
             if single and decisions:
