@@ -135,6 +135,72 @@ def test_the_native_body_is_the_pure_body_for_every_generated_record():
     assert written > 2000 and declined > 500, (written, declined)
 
 
+def _plain(rng: random.Random):
+    """A value the native body writes itself (most of an audit span's), or now and then one it leaves to Python."""
+    kind = rng.randrange(12)
+    if kind == 0:
+        return _scalar(rng)
+    if kind in (1, 2):
+        return "t" + _text(rng)
+    if kind in (3, 4):
+        return _number(rng)
+    if kind == 5:
+        return rng.choice([None, True, False])
+    if kind in (6, 7):
+        return ["t" + _text(rng) for _ in range(rng.randrange(4))]
+    if kind in (8, 9):
+        return [_number(rng) for _ in range(rng.randrange(4))]
+    return rng.choice([list, tuple])(rng.random() < 0.5 for _ in range(rng.randrange(3)))
+
+
+@native
+def test_a_record_with_the_last_record_s_names_is_written_as_python_writes_it():
+    """The native body remembers the sorted order of the last record's names (`last_record` in
+    `_native.c`). Generated runs of records that share name objects, mostly in the same order and
+    sometimes not (reordered, one name more or less, a name replaced by an equal string, a dict changed
+    after the last body, another classifier): every body is still the pure one."""
+    rng = random.Random(41)
+    pool = [*_KEYS, *(f"ml.attr.{i}" for i in range(30))]
+    ascii_pool = [name for name in pool if name.isascii()]
+    fields = ("predict_proba lr", "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", None, 0, "")
+    lowered = (fields[0], fields[1], fields[2], "", 0, "")
+    every_name: dict = {}  # the memory of a classifier that hashes every name
+    written = 0
+    for run in range(400):
+        names = rng.sample(ascii_pool if run % 4 else pool, rng.randrange(1, 30)) if run % 50 else pool + ascii_pool
+        for i in range(rng.randrange(1, 12)):
+            change = rng.randrange(12)
+            if change == 0:
+                rng.shuffle(names)
+            elif change == 1 and len(names) > 1:
+                names = names[:-1]
+            elif change == 2:
+                names = names + [rng.choice(pool)]
+            elif change == 3:
+                j = rng.randrange(len(names))
+                names = names[:j] + ["".join(names[j])] + names[j + 1 :]  # equal, not the same object
+            attributes = {name: _plain(rng) for name in names}
+            if change == 4:
+                NATIVE.canonical_body(*lowered, attributes, canonical._HASHED, canonical.hashed_attribute,
+                                      canonical._MAX_HASHED_NAMES)
+                attributes[rng.choice(names)] = _plain(rng)  # changed after its body was written
+                attributes[names[0]] = attributes.pop(names[0])  # the same names, another order
+            if change == 5:  # another classifier, on the very names whose order was remembered
+                body = NATIVE.canonical_body(*lowered, attributes, every_name, lambda name: True, 10_000)
+                try:
+                    everything = json.dumps([*lowered, {k: canonical._value(v) for k, v in attributes.items()}],
+                                            sort_keys=True, separators=(",", ":")).encode()
+                except OverflowError:  # an int beyond float: Python's to refuse, and the native body declined it
+                    everything = None
+                assert body in (everything, None), (run, i)
+                continue
+            body = _written(fields, attributes, True)
+            assert body == _written(fields, attributes, False), (run, i)
+            written += NATIVE.canonical_body(*lowered, attributes, canonical._HASHED, canonical.hashed_attribute,
+                                             canonical._MAX_HASHED_NAMES) is not None
+    assert written > 500, written  # most bodies were native: the remembered order was used and checked
+
+
 @native
 def test_text_of_every_code_point_class_is_escaped_as_json_escapes_it():
     rng = random.Random(7)

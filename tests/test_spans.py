@@ -326,6 +326,28 @@ def test_failure_inside_the_audit_never_breaks_the_prediction(audit, data, monke
     assert otel_rai.flush().failures == {"hash": 1}
 
 
+class _ShortAnswer(ClassifierMixin, BaseEstimator):
+    """Answers one row whatever it is asked: outputs that cannot be matched to the rows."""
+
+    def fit(self, X, y):
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return self.classes_[:1]
+
+
+def test_an_array_of_the_wrong_length_is_dropped_and_named_not_misattributed(audit, data):
+    X, y = data
+    model = _ShortAnswer().fit(X, y)
+    model.predict(X[:3])
+    (span,) = audit.spans()
+    a = span.attributes
+    assert len(a[semconv.DECISION_IDS]) == len(a[semconv.INPUT_HASHES]) == 3
+    assert semconv.OUTPUTS not in a
+    assert a[semconv.AUDIT_ERROR] == f"{semconv.OUTPUTS}: 1 entries for 3 rows"
+
+
 def test_uninstrument_restores_every_original(data):
     X, y = data
     from sklearn.base import BaseEstimator

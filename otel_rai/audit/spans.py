@@ -64,6 +64,13 @@ class _ModelAttributes:
         return self._classes
 
 
+@functools.lru_cache(maxsize=1024)
+def _score_name(label: str) -> str:
+    """``ml.output.scores.<label>``, one str per label: the spans of a model then carry the very same
+    attribute names, which lets the chain's native encoder reuse their sorted order (`codec._native`)."""
+    return semconv.OUTPUT_SCORES_PREFIX + label
+
+
 _MODELS: dict[tuple[int, str, int], _ModelAttributes] = {}
 #: Entries `_MODELS` holds before it is emptied: a process serves a few models.
 _MAX_MODELS = 256
@@ -118,17 +125,19 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
     info = call.info
     model = _model_attributes(info, call.operation, settings.hash_key)
     common: dict[str, Any] = {**call.attributes, **model.head}
-    if len(call.ids) != 1:
-        common[semconv.BATCH_SIZE] = len(call.ids)
+    n = len(call.ids)
+    if n != 1:
+        common[semconv.BATCH_SIZE] = n
     rows: dict[str, list] = {semconv.DECISION_IDS: call.ids}
     errors = []
-    names = None
+    allow = settings.capture_features
     try:
         names = _feature_names(call)
         if names is not None:
             common[semconv.INPUT_FEATURES] = names
-        rows.update(_captured_values(call, names, settings.capture_features))
-        rows.update(_allowlisted_groups(call, settings.capture_features, present=rows))
+        if allow:
+            rows.update(_captured_values(call, names, allow))
+            rows.update(_allowlisted_groups(call, allow, present=rows))
     except Exception as exc:
         on_failure("features", exc)
         errors.append(f"features: {type(exc).__name__}")
@@ -144,8 +153,9 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
             encoded = call.encoded_output
             values, scores = outputs.encode(call.operation, call.output, info.classes) if encoded is None else encoded
             rows[semconv.OUTPUTS] = values
-            for label, column in (scores or {}).items():
-                rows[semconv.OUTPUT_SCORES_PREFIX + label] = column
+            if scores:
+                for label, column in scores.items():
+                    rows[_score_name(label)] = column
             if info.classes is not None:
                 common[semconv.OUTPUT_CLASSES] = list(model.classes())
         except Exception as exc:
@@ -159,20 +169,20 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
         except Exception as exc:
             on_failure("groups", exc)
             errors.append(f"groups: {type(exc).__name__}")
-    try:
-        # A failed call explains nothing, even when its caller computed an explanation beforehand.
-        given = call.explanation if call.error is None else None
-        explained, explained_rows = explanation_attributes(given, settings.explain_top_k,
-                                                           settings.explain_exact_values)
-        common.update(explained)
-        rows.update(explained_rows)
-    except Exception as exc:
-        on_failure("explain", exc)
-        errors.append(f"explain: {type(exc).__name__}")
-    for key, values in list(rows.items()):
-        if len(values) != len(call.ids):  # a partial array would misattribute rows: drop it
-            del rows[key]
-            errors.append(f"{key}: {len(values)} entries for {len(call.ids)} rows")
+    # A failed call explains nothing, even when its caller computed an explanation beforehand.
+    given = call.explanation if call.error is None else None
+    if given is not None:
+        try:
+            explained, explained_rows = explanation_attributes(given, settings.explain_top_k,
+                                                               settings.explain_exact_values)
+            common.update(explained)
+            rows.update(explained_rows)
+        except Exception as exc:
+            on_failure("explain", exc)
+            errors.append(f"explain: {type(exc).__name__}")
+    for key in [key for key, values in rows.items() if len(values) != n]:
+        # A partial array would misattribute rows: drop it.
+        errors.append(f"{key}: {len(rows.pop(key))} entries for {n} rows")
     if errors:
         # Only exception types and counts: an exception message could quote a raw feature value.
         common[semconv.AUDIT_ERROR] = "; ".join(errors)

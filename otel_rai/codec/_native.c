@@ -2,13 +2,16 @@
  *
  * - `canonical_body`: the chain's canonical form (chain/canonical.py), the same bytes as the pure-Python
  *   `canonical._body` for the values it knows: str (not a JSON array in a string), int, float, bool,
- *   None, and lists or tuples of str, of bool, or of numbers.
+ *   None, and lists or tuples of str, of bool, or of numbers. It remembers the sorted order of the last
+ *   record's names, which the next record of the same model reuses.
  * - `otlp_attributes`: a span's attributes as repeated OTLP KeyValue fields, the same bytes as
  *   `otlpproto._attributes` for str (valid UTF-8), bool, int64, float, None, and lists or tuples of these.
  * - `compact_json`: a dict of such values as the store's compact JSON (`compact.encoder()`).
  * - `top_entries`: the ``ml.explanation.top`` entries of rows of attributions (`reasons.encode_top`).
  * - `blake2b_rows`, `blake2b_fields`: keyed BLAKE2b digests of many messages in one call, the digests of
  *   input rows (`hashing`) and of decisions' groups (`local_rows`), as hashlib gives them.
+ * - `store_rows`, `numbered_rows`: the rows `Store.append` writes of a batch of records (store/store.py),
+ *   the same rows as its Python loop builds.
  *
  * For anything else each returns None and the caller takes the Python path, so both paths always agree
  * (and the Python path keeps its errors and warnings); tests/test_native.py compares them on generated
@@ -274,13 +277,15 @@ static int put_value(Buffer *b, PyObject *v) {
     return DECLINED;
 }
 
-/* Whether attribute `key` is hashed, remembered in `hashed` (canonical._HASHED) as Python decides it. */
-static int is_hashed(PyObject *key, PyObject *hashed, PyObject *classify, Py_ssize_t max_names) {
+/* Whether attribute `key` is hashed, remembered in `hashed` (canonical._HASHED) as Python decides it;
+ * `*asked` is set when Python was asked (its code ran: another thread may have run meanwhile). */
+static int is_hashed(PyObject *key, PyObject *hashed, PyObject *classify, Py_ssize_t max_names, int *asked) {
     PyObject *found = PyDict_GetItemWithError(hashed, key);
     if (found == NULL) {
         if (PyErr_Occurred()) {
             return -1;
         }
+        *asked = 1;
         if (PyDict_GET_SIZE(hashed) > max_names) {
             PyDict_Clear(hashed);
         }
@@ -314,17 +319,78 @@ static int put_header(Buffer *b, PyObject *const *texts, long code) {
     return 0;
 }
 
-/* An attribute of a record (a reference to its name and value) in `canonical_body`'s sort. */
+/* An attribute of a record (a reference to its name and value, and its place in the record's dict) in
+ * `canonical_body`'s sort. */
 typedef struct {
     PyObject *key;
     PyObject *value;
+    Py_ssize_t at;
 } Entry;
 
 /* Attributes sorted in C, at most; a record with more is sorted by Python. */
 #define SORTED_ENTRIES 64
 
+/* The last record's names in the order of its dict, and which of them are hashed in the order they sort
+ * in. The records of one model have the same names in the same order (the same str objects, built once
+ * per model or interned): for the next such record, `canonical_body` takes the order from here instead
+ * of classifying and sorting its names again. It holds a reference to each name, so that no other
+ * name can ever have the address of one of them. */
+static struct {
+    Py_ssize_t size;  /* names of the record, 0 if none is remembered */
+    PyObject *cache, *classify;  /* what classified them (held) */
+    PyObject *names[SORTED_ENTRIES];
+    Py_ssize_t hashed;  /* of them hashed */
+    Py_ssize_t order[SORTED_ENTRIES];  /* the hashed ones' places in `names`, in sorted order */
+} last_record;
+
+static void remember_order(PyObject *const *names, Py_ssize_t size, PyObject *hashed, PyObject *classify,
+                           const Entry *sorted, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < size; i++) {
+        Py_INCREF(names[i]);
+    }
+    for (Py_ssize_t i = 0; i < last_record.size; i++) {
+        Py_DECREF(last_record.names[i]);
+    }
+    Py_XSETREF(last_record.cache, Py_NewRef(hashed));
+    Py_XSETREF(last_record.classify, Py_NewRef(classify));
+    memcpy(last_record.names, names, (size_t)size * sizeof(PyObject *));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        last_record.order[i] = sorted[i].at;
+    }
+    last_record.size = size;
+    last_record.hashed = n;
+}
+
+/* The hashed attributes of `attributes` in sorted order as `entries` (new references), if its names are
+ * the last record's, in the same order, classified alike: their number, else -1. */
+static Py_ssize_t remembered_order(PyObject *attributes, PyObject *hashed, PyObject *classify, Entry *entries) {
+    Py_ssize_t size = PyDict_GET_SIZE(attributes);
+    if (size == 0 || size != last_record.size || hashed != last_record.cache ||
+        classify != last_record.classify) {
+        return -1;
+    }
+    PyObject *values[SORTED_ENTRIES], *key, *value;
+    Py_ssize_t pos = 0, i = 0;
+    while (PyDict_Next(attributes, &pos, &key, &value)) {
+        if (i == size || key != last_record.names[i]) {
+            return -1;
+        }
+        values[i++] = value;
+    }
+    if (i != size) {
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < last_record.hashed; j++) {
+        Py_ssize_t at = last_record.order[j];
+        entries[j].key = Py_NewRef(last_record.names[at]);
+        entries[j].value = Py_NewRef(values[at]);
+        entries[j].at = at;
+    }
+    return last_record.hashed;
+}
+
 /* Put `key` (ASCII) and its value into `entries[0..n]`, sorted by name, the first `n` being sorted. */
-static void insert_sorted(Entry *entries, Py_ssize_t n, PyObject *key, PyObject *value) {
+static void insert_sorted(Entry *entries, Py_ssize_t n, PyObject *key, PyObject *value, Py_ssize_t at) {
     const char *k = (const char *)PyUnicode_1BYTE_DATA(key);
     Py_ssize_t klen = PyUnicode_GET_LENGTH(key);
     Py_ssize_t i = n;
@@ -340,6 +406,7 @@ static void insert_sorted(Entry *entries, Py_ssize_t n, PyObject *key, PyObject 
     }
     entries[i].key = Py_NewRef(key);
     entries[i].value = Py_NewRef(value);
+    entries[i].at = at;
 }
 
 static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
@@ -365,24 +432,32 @@ static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
      * order is code point order), with their values, for the usual record; else a list sorted by Python.
      * The entries hold references: the classifier is Python code, and another thread may run meanwhile. */
     Entry local[SORTED_ENTRIES];
-    Py_ssize_t sorted = 0, n = 0;
+    PyObject *names[SORTED_ENTRIES];  /* the record's names in dict order (borrowed), to remember */
+    Py_ssize_t sorted = remembered_order(attributes, hashed, classify, local), n = 0, at = 0;
     PyObject *keys = NULL, *result = NULL;
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     Buffer b = {NULL, 0, 0};
-    int rc = DONE;
-    while (rc == DONE && PyDict_Next(attributes, &pos, &key, &value)) {
+    int rc = DONE, asked = 0, remembered = sorted >= 0;
+    if (!remembered) {
+        sorted = 0;
+    }
+    while (!remembered && rc == DONE && PyDict_Next(attributes, &pos, &key, &value)) {
         if (!PyUnicode_CheckExact(key)) {
             rc = DECLINED;
             break;
         }
-        int h = is_hashed(key, hashed, classify, max_names);
+        if (at < SORTED_ENTRIES) {
+            names[at] = key;
+        }
+        at++;
+        int h = is_hashed(key, hashed, classify, max_names, &asked);
         if (h <= 0) {
             rc = h < 0 ? FAILED : DONE;
             continue;
         }
         if (keys == NULL && sorted < SORTED_ENTRIES && PyUnicode_IS_ASCII(key)) {
-            insert_sorted(local, sorted++, key, value);
+            insert_sorted(local, sorted++, key, value, at - 1);
             continue;
         }
         if (keys == NULL) {  /* too many, or a name that is not ASCII: Python's sort, from here on */
@@ -423,6 +498,12 @@ static PyObject *canonical_body(PyObject *Py_UNUSED(module), PyObject *args) {
             break;
         }
         rc = put_value(&b, value);
+    }
+    /* Remembered only from a walk of the whole dict in which no Python code ran: the names are then
+     * still the dict's, in its order. */
+    if (rc == DONE && !remembered && keys == NULL && !asked && at <= SORTED_ENTRIES &&
+        at == PyDict_GET_SIZE(attributes)) {
+        remember_order(names, at, hashed, classify, local, sorted);
     }
     for (Py_ssize_t i = 0; i < sorted; i++) {
         Py_DECREF(local[i].key);
