@@ -284,10 +284,15 @@ def _view(common: dict, rows: dict, call: DecisionCall, on_failure: FailureHook,
 
 
 def _one_span(call: DecisionCall, settings: Settings, on_failure: FailureHook) -> dict[str, Any]:
-    """The attributes of a call that is one span: all its rows, and their trace-UI view if asked for."""
+    """The attributes of a call that is one span: all its rows, and their trace-UI view if asked for
+    (added to the call-level dict, in that order: one dict a span, not a third)."""
     common, rows = attributes(call, settings, on_failure)
-    return {**common, semconv.BATCH_OFFSET: 0, **rows,
-            **(_view(common, rows, call, on_failure) if settings.trace_ui else {})}
+    view = _view(common, rows, call, on_failure) if settings.trace_ui else None
+    common[semconv.BATCH_OFFSET] = 0
+    common.update(rows)
+    if view:
+        common.update(view)
+    return common
 
 
 def emit(call: DecisionCall, tracer: trace.Tracer, settings: Settings, on_failure: FailureHook) -> int:

@@ -25,6 +25,10 @@ from otel_rai.chain.canonical import GENESIS, canonical_body, digest
 from otel_rai.chain.keys import Signer
 from otel_rai.codec.records import SpanRecord
 
+#: The attributes `Chain._link` adds to a record.
+_CHAIN_ATTRIBUTES = (semconv.AUDIT_STREAM, semconv.AUDIT_SEQ, semconv.AUDIT_PREV_HASH, semconv.AUDIT_SERVICE,
+                     semconv.AUDIT_RECORD_HASH)
+
 #: How often a stream with new records gets a checkpoint span.
 DEFAULT_CHECKPOINT_INTERVAL_S: float = settings.default("checkpoint_interval")
 
@@ -56,10 +60,11 @@ class Chain:
         ctx = span.get_span_context()
         parent = span.parent
         status = span.status
-        span.set_attributes(self._link(span.name, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
-                                       None if parent is None else f"{parent.span_id:016x}",
-                                       status.status_code.value, status.description or "", dict(span.attributes),
-                                       span.start_time, end_ns))
+        attributes = dict(span.attributes)
+        self._link(span.name, f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}",
+                   None if parent is None else f"{parent.span_id:016x}", status.status_code.value,
+                   status.description or "", attributes, span.start_time, end_ns)
+        span.set_attributes({key: attributes[key] for key in _CHAIN_ATTRIBUTES if key in attributes})
 
     def seal_record(self, record: SpanRecord) -> None:
         """`seal` of the audit tracer's span as it ends into `record`, whose attributes it adds to."""
@@ -67,21 +72,19 @@ class Chain:
                    record.status_message, record.attributes, record.start_ns, record.end_ns)
 
     def _link(self, name: str, trace_id: str, span_id: str, parent_span_id: str | None, status_code: int,
-              status_message: str, attributes: dict[str, Any], start_ns: int, end_ns: int) -> dict[str, Any]:
+              status_message: str, attributes: dict[str, Any], start_ns: int, end_ns: int) -> None:
         """The next link of the stream: the chain's attributes of a record, added to its `attributes`
-        (which the canonical body covers) and returned."""
+        (which the canonical body covers)."""
         with self._lock:
             self.seq += 1
-            chained = {semconv.AUDIT_STREAM: self.stream, semconv.AUDIT_SEQ: self.seq,
-                       semconv.AUDIT_PREV_HASH: self.head}
+            attributes[semconv.AUDIT_STREAM] = self.stream
+            attributes[semconv.AUDIT_SEQ] = self.seq
+            attributes[semconv.AUDIT_PREV_HASH] = self.head
             if self._service is not None:
-                chained[semconv.AUDIT_SERVICE] = self._service
-            attributes.update(chained)
+                attributes[semconv.AUDIT_SERVICE] = self._service
             body = canonical_body(name, trace_id, span_id, parent_span_id, status_code, status_message, attributes)
-            self.head = chained[semconv.AUDIT_RECORD_HASH] = attributes[semconv.AUDIT_RECORD_HASH] = \
-                digest(body, start_ns // 1000, end_ns // 1000)
+            self.head = attributes[semconv.AUDIT_RECORD_HASH] = digest(body, start_ns // 1000, end_ns // 1000)
             self.decisions += len(attributes.get(semconv.DECISION_IDS) or ())
-        return chained
 
     def checkpoint(self, tracer: trace.Tracer, *, force: bool = False) -> bool:
         """End a checkpoint span if `interval_s` has passed (or `force`) and records came since the last
