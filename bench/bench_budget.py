@@ -59,17 +59,18 @@ def _stages_timed(spent: collections.Counter) -> Iterator[None]:
     lists = {"before span": worker._prepare_hooks, "after span": worker._call_hooks,
              "cycle": worker._cycle_hooks, "commit": worker._commits}
     saved_lists = {k: list(v) for k, v in lists.items()}
-    saved = explanations.attach, spans.hash_inputs, spans.encode_outputs, spans.emit
+    saved = explanations.attach, spans.hash_inputs, spans.encode_outputs, spans.encode_explanations, spans.emit
     for kind, hooks in lists.items():
         hooks[:] = [_timed(f"{kind}: {_name(h)}", h, spent) for h in hooks]
     explanations.attach = _timed("explain", explanations.attach, spent)
     spans.hash_inputs = _timed("hash inputs", spans.hash_inputs, spent)
     spans.encode_outputs = _timed("encode outputs", spans.encode_outputs, spent)
+    spans.encode_explanations = _timed("encode explanations", spans.encode_explanations, spent)
     spans.emit = _timed("build and seal spans", spans.emit, spent)
     try:
         yield
     finally:
-        explanations.attach, spans.hash_inputs, spans.encode_outputs, spans.emit = saved
+        explanations.attach, spans.hash_inputs, spans.encode_outputs, spans.encode_explanations, spans.emit = saved
         for kind, hooks in lists.items():
             hooks[:] = saved_lists[kind]
 

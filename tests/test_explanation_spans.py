@@ -331,3 +331,73 @@ def test_frames_of_mixed_columns_and_dtypes_in_one_cycle_are_each_explained_as_a
         expected = expected_top(reference, 0, 4)
         assert [n for n, _ in parse_top(entry)] == [n for n, _ in expected], decision
         assert [v for _, v in parse_top(entry)] == pytest.approx([v for _, v in expected], rel=1e-5), decision
+
+
+def _explanation(rng: np.random.Generator, names: list[str], rows: int, resolution: float | None) -> Explanation:
+    values = rng.normal(size=(rows, len(names))) * rng.choice([1e-3, 1.0, 1e3])
+    values[rng.random(values.shape) < 0.2] = 0.0
+    if rows and len(names) > 2:
+        values[0, :2] = values[0, 2]  # ties, which keep the earlier feature first
+    return Explanation(values=values.astype(rng.choice([np.float64, np.float32])), base_values=rng.normal(size=rows),
+                       feature_names=names, output="log-odds", method="linear", output_values=rng.normal(size=rows),
+                       classes=np.array(["yes"] * rows), resolution=resolution)
+
+
+def _written(explanation: Explanation, settings, top: list[str] | None):
+    """A span's explanation attributes, or the type of what writing them raised."""
+    from otel_rai.audit import spans
+
+    try:
+        return spans.explanation_attributes(explanation, settings.explain_top_k, settings.explain_exact_values, top)
+    except Exception as exc:  # a resolution no entry can be written at fails alike, encoded together or not
+        return type(exc)
+
+
+def test_a_cycle_s_explanations_encoded_together_are_each_call_s_own():
+    """`encode_explanations` writes one `encode_top` for a cycle's calls that share feature names and
+    resolution: each call's entries are those it gets alone, on generated cycles (one to five rows a call,
+    features named by two lists, grid steps, sign-only and exact values, float32 and float64, ties,
+    zeros, failed calls, calls explained with an exception, an explanation of a subclass)."""
+    from otel_rai.audit import spans
+    from otel_rai.capture.recorder import DecisionCall
+    from otel_rai.settings import Settings
+
+    class _Own(Explanation):
+        pass
+
+    rng = np.random.default_rng(8)
+    joined = 0
+    for cycle in range(60):
+        settings = Settings(hash_key=otel_rai.HashKey.from_material("k" * 32), explain_top_k=int(rng.integers(1, 6)),
+                            explain_exact_values=bool(rng.random() < 0.3))
+        width = int(rng.integers(1, 25))  # two models' features, often as many
+        names = [[f"{prefix}{i}" for i in range(width if rng.random() < 0.7 else int(rng.integers(1, 25)))]
+                 for prefix in ("x", "z")]
+        calls = []
+        for _ in range(int(rng.integers(1, 40))):
+            kind = rng.integers(10)
+            rows = int(rng.integers(1, 6))
+            if kind == 0:
+                explanation = ValueError("no background")
+            elif kind == 1:
+                e = _explanation(rng, names[0], rows, 0.25)
+                fields = {f: getattr(e, f) for f in e.__dataclass_fields__}
+                explanation = rng.choice([  # left to `attributes`, which reads them as it can
+                    _Own(**fields), Explanation(**{**fields, "values": e.values.tolist()}),
+                    Explanation(**{**fields, "resolution": [0.25]})])
+            else:
+                explanation = _explanation(rng, names[int(rng.integers(2))], rows,
+                                           [0.25, 0.01, None, None][int(rng.integers(4))])
+            call = DecisionCall(model=None, info=None, operation="predict_proba", X=None, n_rows=rows,
+                                ids=[str(i) for i in range(rows)], attributes={}, parent=None, start_ns=0,
+                                explanation=explanation, error=RuntimeError("x") if kind == 9 else None)
+            calls.append(call)
+        spans.encode_explanations(calls, settings)
+        for call in calls:
+            e = call.explanation
+            if call.error is not None or type(e) is not Explanation or type(e.values) is not np.ndarray:
+                assert call.encoded_top is None
+                continue
+            joined += call.encoded_top is not None
+            assert _written(e, settings, call.encoded_top) == _written(e, settings, None), cycle
+    assert joined > 500, joined  # most were encoded together

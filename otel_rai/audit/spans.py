@@ -174,7 +174,7 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
     if given is not None:
         try:
             explained, explained_rows = explanation_attributes(given, settings.explain_top_k,
-                                                               settings.explain_exact_values)
+                                                               settings.explain_exact_values, call.encoded_top)
             common.update(explained)
             rows.update(explained_rows)
         except Exception as exc:
@@ -190,9 +190,10 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
 
 
 def explanation_attributes(result: Explanation | BaseException | None, k: int,
-                           exact: bool = False) -> tuple[dict, dict]:
+                           exact: bool = False, top: list[str] | None = None) -> tuple[dict, dict]:
     """(call-level attributes, per-row arrays) of one call's explanation, or of why it failed. The
-    values are rounded to the explanation's resolution unless `exact` (docs/explanations.md)."""
+    values are rounded to the explanation's resolution unless `exact` (docs/explanations.md). `top`:
+    its ``ml.explanation.top`` entries, if already encoded (`encode_explanations`)."""
     if result is None:
         return {}, {}
     if isinstance(result, BaseException):  # the type only: a message could quote an input value
@@ -208,7 +209,7 @@ def explanation_attributes(result: Explanation | BaseException | None, k: int,
     if resolution is not None:
         common[semconv.EXPLANATION_RESOLUTION] = resolution
     rows = {
-        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k, resolution),
+        semconv.EXPLANATION_TOP: encode_top(result.feature_names, result.values, k, resolution) if top is None else top,
         semconv.EXPLANATION_BASE_VALUES: result.base_values.tolist(),
     }
     return common, rows
@@ -233,6 +234,36 @@ def encode_outputs(calls: Sequence[DecisionCall]) -> None:
         outputs.encode_many(calls)
     except Exception:  # each call is then encoded alone, and fails (and is counted) alone
         return
+
+
+def encode_explanations(calls: Sequence[DecisionCall], settings: Settings) -> None:
+    """Encode the ``ml.explanation.top`` entries of a worker batch's explained calls together, one
+    `encode_top` for the calls that share their feature names and resolution (the same entries: a row's
+    do not depend on its neighbours), into each call's ``encoded_top``; the rest are encoded one call at
+    a time by `attributes`."""
+    runs: dict[tuple, list[DecisionCall]] = {}
+    try:
+        for call in calls:
+            e = call.explanation
+            if call.error is None and type(e) is Explanation and type(e.values) is np.ndarray and e.values.ndim == 2:
+                resolution = 0.0 if settings.explain_exact_values else e.resolution
+                runs.setdefault((id(e.feature_names), e.values.shape[1], resolution), []).append(call)
+    except Exception:  # a caller's odd explanation (an unhashable resolution): each call is encoded alone
+        return
+    for (_, _, resolution), run in runs.items():
+        if len(run) < 2:
+            continue
+        try:
+            entries = encode_top(run[0].explanation.feature_names,
+                                 np.concatenate([c.explanation.values for c in run]), settings.explain_top_k,
+                                 resolution)
+        except Exception:  # each call is then encoded alone, and fails (and is counted) alone
+            continue
+        at = 0
+        for call in run:
+            n = len(call.explanation.values)
+            call.encoded_top = entries[at : at + n]
+            at += n
 
 
 def _covers_groups(call: DecisionCall) -> bool:

@@ -221,6 +221,7 @@ class AuditWorker:
         calls = [work for work in batch if isinstance(work, DecisionCall)]
         spans.hash_inputs(calls, self._settings)
         spans.encode_outputs(calls)
+        spans.encode_explanations(calls, self._settings)
         run: list[DecisionCall] = []  # consecutive calls: a task runs after the calls before it
         for work in batch:
             if isinstance(work, DecisionCall):

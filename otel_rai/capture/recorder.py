@@ -74,6 +74,9 @@ class DecisionCall:
     #: Set by the audit worker when it encoded this call's output together with others of its cycle:
     #: (``ml.outputs``, the per-class score arrays or None), as `otel_rai.audit.outputs.encode` gives them.
     encoded_output: tuple[list[Any], dict[str, list[float]] | None] | None = None
+    #: Set by the audit worker when it encoded this call's explanation together with others of its cycle:
+    #: the ``ml.explanation.top`` entries of its rows, as `otel_rai.codec.reasons.encode_top` gives them.
+    encoded_top: list[str] | None = None
     #: From ``decisions(groups=...)``: name -> one value for every row, or a tuple with one per row.
     groups: dict[str, Any] | None = None
     #: Fail-closed mode only: settled by the audit worker once the record is committed locally.
