@@ -326,6 +326,31 @@ def test_failure_inside_the_audit_never_breaks_the_prediction(audit, data, monke
     assert otel_rai.flush().failures == {"hash": 1}
 
 
+@pytest.mark.parametrize("stage", ["hash_inputs", "encode_outputs", "encode_explanations"])
+def test_a_failed_cycle_wide_stage_costs_only_its_saving(audit, data, monkeypatch, stage):
+    """The stages that do a cycle's shared work are savings: one that fails (a fault no input provokes)
+    is counted, each span does that work itself, and the worker goes on, not dead with its queue."""
+    X, y = data
+    model = otel_rai.register_model(LogisticRegression().fit(X, y), name="credit", version="1", background=X)
+    from otel_rai.audit import spans
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("stage exploded")
+
+    monkeypatch.setattr(spans, stage, broken)
+    for row in X[:3]:
+        model.predict_proba(row[None, :])
+    result = otel_rai.flush(30)
+    assert result.complete and result.failures.get("encode", 0) >= 1
+    recorded = audit.spans()
+    assert len(recorded) == 3
+    for span, row in zip(recorded, X[:3]):
+        a = span.attributes
+        assert semconv.AUDIT_ERROR not in a
+        assert list(a[semconv.INPUT_HASHES]) == [otel_rai.hash_input(row, KEY)]
+        assert len(a[semconv.EXPLANATION_TOP]) == 1
+
+
 class _ShortAnswer(ClassifierMixin, BaseEstimator):
     """Answers one row whatever it is asked: outputs that cannot be matched to the rows."""
 

@@ -219,9 +219,12 @@ class AuditWorker:
         except Exception as exc:
             counters.fail("explain", exc)
         calls = [work for work in batch if isinstance(work, DecisionCall)]
-        spans.hash_inputs(calls, self._settings)
-        spans.encode_outputs(calls)
-        spans.encode_explanations(calls, self._settings)
+        try:  # work shared across the cycle's calls: without it, each span does its own
+            spans.hash_inputs(calls, self._settings)
+            spans.encode_outputs(calls)
+            spans.encode_explanations(calls, self._settings)
+        except Exception as exc:
+            counters.fail("encode", exc)
         run: list[DecisionCall] = []  # consecutive calls: a task runs after the calls before it
         for work in batch:
             if isinstance(work, DecisionCall):
