@@ -112,7 +112,7 @@ def _record_rows(records: Sequence[SpanRecord]) -> tuple[list[tuple], list[tuple
         built = native.module.store_rows(records, _ROW_ATTRIBUTES, json_text, _extra, input_key)
     if built is not None:
         spans, single, multi = built
-        many = [_decisions(i, records[i].attributes, records[i].attributes[semconv.DECISION_IDS]) for i in multi]
+        many = [_decisions(i, records[i].attributes) for i in multi]
         return spans, single, many, len(single) + sum(len(columns[1]) for columns in many)
     spans, single, many, n_decisions = [], [], [], 0
     for i, r in enumerate(records):
@@ -129,12 +129,13 @@ def _record_rows(records: Sequence[SpanRecord]) -> tuple[list[tuple], list[tuple
             single.append((i, ids[0], h, output, input_key(h)))
         elif n:
             n_decisions += n
-            many.append(_decisions(i, a, ids))
+            many.append(_decisions(i, a))
     return spans, single, many, n_decisions
 
 
-def _decisions(i: int, attributes: Mapping[str, Any], ids: Sequence[str]) -> tuple:
+def _decisions(i: int, attributes: Mapping[str, Any]) -> tuple:
     """The ``decisions`` columns of record `i`, of more than one decision (see `_record_rows`)."""
+    ids = attributes[semconv.DECISION_IDS]
     n = len(ids)
     hashes = _per_row(attributes.get(semconv.INPUT_HASHES), n)
     return i, range(n), ids, hashes, _per_row(attributes.get(semconv.OUTPUTS), n), list(map(input_key, hashes))
