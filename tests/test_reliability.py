@@ -221,6 +221,40 @@ def test_without_a_spool_a_burst_blocks_callers_instead_of_dropping(tmp_path):
         slow.stop()
 
 
+def test_calls_that_trickle_in_during_a_cycle_wait_for_the_next_one(monkeypatch):
+    """At a moderate rate, a call that arrives while the worker's cycle runs waits for the next wake-up.
+    Before, each cycle started the next at once, so every call or two paid a whole cycle's fixed work (a
+    store commit, the monitors' update), and at 1,000 decisions a second the worker was busy most of the
+    time. Nothing waits longer than a wake-up interval, and a flush still takes everything at once."""
+    from otel_rai.audit import worker as worker_module
+
+    otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"])  # the local store, fairness, monitoring
+    worker = instrumentor._session.worker
+    cycles: list[int] = []
+    process = worker._process
+
+    def counted(batch):
+        if batch:
+            cycles.append(len(batch))
+        return process(batch)
+
+    monkeypatch.setattr(worker, "_process", counted)
+    with otel_rai.decisions(groups={"sex": "f"}):
+        MODEL.predict(X[:1])
+        assert otel_rai.flush(30).complete  # the first call's cycle builds the model's record and profile
+        cycles.clear()
+        start = time.monotonic()
+        for i in range(400):  # about 1,000 a second: each lands during some cycle's work or wait
+            MODEL.predict(X[i % 64 :][:1])
+            time.sleep(0.001)
+        elapsed = time.monotonic() - start
+        result = otel_rai.flush(30)
+    assert result.complete and result.decisions == 401 and not result.failures
+    assert sum(cycles) == 400
+    # one cycle a wake-up, and the flush's; before, a cycle for about every call or two
+    assert len(cycles) <= elapsed / worker_module._INTERVAL + 2, (len(cycles), elapsed)
+
+
 def test_large_batches_wait_for_room_by_rows(tmp_path):
     path = tmp_path / "audit.db"
     otel_rai.instrument(store=path, hash_key=KEY, max_pending_rows=1000)

@@ -1,7 +1,8 @@
 """The audit worker: a background thread that turns captured calls into spans.
 
 Callers append to a deque (no lock on the hot path) and wake the worker only when a batch has built up;
-otherwise it wakes on its own every ``_INTERVAL`` seconds. Each cycle builds the spans of up to
+otherwise it wakes on its own every ``_INTERVAL`` seconds, and calls that arrive during a cycle wait for
+the next one (`_drain`). Each cycle builds the spans of up to
 ``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
 than ``max_pending_calls`` calls, or calls of more than ``max_pending_rows`` rows in all, wait, callers
 block until there is room: back-pressure, never a drop. (Single-row calls are bounded by the call count
@@ -31,8 +32,9 @@ from otel_rai.settings import Settings
 _log = logging.getLogger(__name__)
 
 #: The worker wakes on its own this often (seconds): about the longest a call waits for its cycle while fewer
-#: than `_WAKE_AT` calls are queued.
-_INTERVAL = 0.02
+#: than `_WAKE_AT` calls are queued. A cycle has about 1–2 ms of fixed work (a commit, the monitors'
+#: update), which a longer interval shares among more decisions at a moderate rate (bench/RESULTS.md).
+_INTERVAL = 0.1
 #: An idle worker still runs a cycle this often (for timed checkpoints), and after a failed commit
 #: this often (to retry it).
 _IDLE_CYCLE_S = 1.0
@@ -135,6 +137,7 @@ class AuditWorker:
         self._room = threading.Condition(lock)
         self._idle = threading.Condition(lock)
         self._busy = False
+        self._flushes = 0  # flushes waiting, under the conditions' lock
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._pending_rows = 0  # rows of the multi-row calls queued, under the conditions' lock
@@ -189,11 +192,17 @@ class AuditWorker:
         self._drain()
 
     def _drain(self) -> bool:
-        """Process what is queued; False if nothing was."""
+        """Process what is queued; False if nothing was. After the first batch, another only while a
+        wake-up's worth of calls waits or someone asked for it (a flush, a caller waiting for room or for
+        its record, the shutdown): calls that trickle in during a cycle wait for the next one. Otherwise,
+        at a moderate rate, every few calls would pay a whole cycle's fixed work (a commit, the monitors'
+        update): about 2 ms a cycle, which at 1,000 decisions a second kept the worker busy most of the
+        time."""
         drained = False
         while True:
             with self._room:
-                if not self._pending:
+                if not self._pending or (drained and len(self._pending) < _WAKE_AT and not self._flushes
+                                         and not self._wake.is_set() and not self._stopping):
                     return drained
                 drained = True
                 self._busy = True
@@ -296,9 +305,13 @@ class AuditWorker:
         deadline = time.monotonic() + timeout
         self._wake.set()
         with self._idle:
-            return self._idle.wait_for(
-                lambda: not self._pending and not self._busy, max(0.0, deadline - time.monotonic())
-            )
+            self._flushes += 1
+            try:
+                return self._idle.wait_for(
+                    lambda: not self._pending and not self._busy, max(0.0, deadline - time.monotonic())
+                )
+            finally:
+                self._flushes -= 1
 
     def shutdown(self, timeout: float) -> bool:
         """Flush within `timeout` seconds, then stop the thread; False if calls were still waiting."""
