@@ -585,6 +585,22 @@ def _full_collections_us(calls: Callable[[int], None], n: int) -> tuple[float, i
     return sum(seconds for _, seconds in full) / n * 1e6, len(full)
 
 
+@contextmanager
+def _long_lived_session(model: Any) -> Iterator[Callable[[Any], Any]]:
+    """One session in a fresh store home (LR's settings of the honest rows: local store, explanations off,
+    fairness and monitoring on), inside one ``decisions()`` block; yields the original, unpatched
+    ``predict_proba``. The methods it calls (decision_function) are patched too: call it inside
+    ``suppress_instrumentation()``, entered once a block (each entry costs about a µs)."""
+    original = type(model).predict_proba
+    with _store_home():
+        otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"], explain=False)
+        try:
+            with otel_rai.decisions(groups={"sex": "f"}):
+                yield getattr(type(model).predict_proba, "__otel_rai_original__", original)
+        finally:
+            otel_rai.uninstrument()
+
+
 def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
     """Total CPU per decision ÷ bare in a long-lived session (LR, local store, explanations off): after
     `STEADY_FILL` decisions, instrumented blocks of 200 single-row calls (each ending drained) alternate
@@ -597,61 +613,54 @@ def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
     hundred meet one, which their median would drop; so the collections of `STEADY_COLLECTIONS` decisions,
     less those of as many bare calls, are shared out over every block instead, and the blocks count none."""
     model, xs = lr
-    original = type(model).predict_proba
     ratios, absolute = [], []
-    with _store_home():
-        otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"], explain=False)
-        try:
-            bare_call = getattr(type(model).predict_proba, "__otel_rai_original__", original)
-            with otel_rai.decisions(groups={"sex": "f"}):
-                for i in range(STEADY_FILL):
-                    model.predict_proba(xs[i % len(xs)])
-                    if i % 10_000 == 9_999:
-                        otel_rai.flush(120)
+    with _long_lived_session(model) as bare_call:
+        for i in range(STEADY_FILL):
+            model.predict_proba(xs[i % len(xs)])
+            if i % 10_000 == 9_999:
                 otel_rai.flush(120)
-                index_us = _input_index_cost_us()
+        otel_rai.flush(120)
+        index_us = _input_index_cost_us()
 
-                def inst_calls(n: int) -> None:
-                    for i in range(n):
-                        model.predict_proba(xs[i])
-                    otel_rai.flush(120)
+        def inst_calls(n: int) -> None:
+            for i in range(n):
+                model.predict_proba(xs[i])
+            otel_rai.flush(120)
 
-                def bare_calls(n: int) -> None:
-                    with suppress_instrumentation():
-                        for i in range(n):
-                            bare_call(model, xs[i])
+        def bare_calls(n: int) -> None:
+            with suppress_instrumentation():
+                for i in range(n):
+                    bare_call(model, xs[i])
 
-                inst_gc_us, inst_gcs = _full_collections_us(inst_calls, STEADY_COLLECTIONS)
-                bare_gc_us, bare_gcs = _full_collections_us(bare_calls, STEADY_COLLECTIONS)
-                collections_us = inst_gc_us - bare_gc_us
-                with _logs_checkpointed() as checkpoint:
-                    for r in range(15 if quick else 31):
-                        cpu = {}
-                        for label in (("bare", "inst") if r % 2 else ("inst", "bare")):
-                            with _full_collections() as full:  # shared out instead (`collections_us`)
-                                c0, t0 = time.process_time(), time.thread_time()
-                                if label == "inst":
-                                    out = [model.predict_proba(x) for x in xs]
-                                    otel_rai.flush(120)
-                                    checkpoint()  # each block its own share, not one block in ten all of it
-                                else:  # the methods it calls (decision_function) are patched too: suppressed
-                                    with suppress_instrumentation():
-                                        out = [bare_call(model, x) for x in xs]
-                                cpu[label] = time.process_time() - c0
-                                if label == "bare":  # the caller's own CPU; the session's threads' goes to inst
-                                    cpu["bare"], cpu["background"] = time.thread_time() - t0, cpu["bare"]
-                            if label == "inst":
-                                cpu["inst"] -= sum(seconds for _, seconds in full)
-                            else:
-                                cpu["bare"] -= sum(sec for thread, sec in full if thread == threading.get_ident())
-                                cpu["background"] -= sum(seconds for _, seconds in full)
-                        cpu["background"] -= cpu["bare"]
-                        inst = cpu["inst"] + cpu["background"] + (index_us + collections_us) * len(xs) / 1e6
-                        ratios.append(inst / cpu["bare"])
-                        absolute.append((cpu["bare"] / len(xs) * 1e6, inst / len(xs) * 1e6))
-        finally:
-            otel_rai.uninstrument()
-    assert all(map(_same, out, [original(model, x) for x in xs]))
+        inst_gc_us, inst_gcs = _full_collections_us(inst_calls, STEADY_COLLECTIONS)
+        bare_gc_us, bare_gcs = _full_collections_us(bare_calls, STEADY_COLLECTIONS)
+        collections_us = inst_gc_us - bare_gc_us
+        with _logs_checkpointed() as checkpoint:
+            for r in range(15 if quick else 31):
+                cpu = {}
+                for label in (("bare", "inst") if r % 2 else ("inst", "bare")):
+                    with _full_collections() as full:  # shared out instead (`collections_us`)
+                        c0, t0 = time.process_time(), time.thread_time()
+                        if label == "inst":
+                            out = [model.predict_proba(x) for x in xs]
+                            otel_rai.flush(120)
+                            checkpoint()  # each block its own share, not one block in ten all of it
+                        else:
+                            with suppress_instrumentation():
+                                out = [bare_call(model, x) for x in xs]
+                        cpu[label] = time.process_time() - c0
+                        if label == "bare":  # the caller's own CPU; the session's threads' goes to inst
+                            cpu["bare"], cpu["background"] = time.thread_time() - t0, cpu["bare"]
+                    if label == "inst":
+                        cpu["inst"] -= sum(seconds for _, seconds in full)
+                    else:
+                        cpu["bare"] -= sum(sec for thread, sec in full if thread == threading.get_ident())
+                        cpu["background"] -= sum(seconds for _, seconds in full)
+                cpu["background"] -= cpu["bare"]
+                inst = cpu["inst"] + cpu["background"] + (index_us + collections_us) * len(xs) / 1e6
+                ratios.append(inst / cpu["bare"])
+                absolute.append((cpu["bare"] / len(xs) * 1e6, inst / len(xs) * 1e6))
+    assert all(map(_same, out, [type(model).predict_proba(model, x) for x in xs]))
     value = statistics.median(ratios)
     target, passed, stretch = _verdict("cpu", value)
     return [Row("honest", f"lr/store/explain=off, after {STEADY_FILL:,} decisions in the "
@@ -674,45 +683,40 @@ def honest_paced(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
     saturation. A bare block counts its own thread's CPU; the session's threads' CPU meanwhile goes to the
     instrumented block."""
     model, xs = lr
-    original = type(model).predict_proba
 
-    def paced(call: Callable[[Any], Any]) -> None:
-        start = time.perf_counter()
+    def paced(call: Callable[[Any], Any]) -> list[Any]:
+        out, start = [], time.perf_counter()
         for i in range(PACED_RATE):
-            call(xs[i % len(xs)])
+            out.append(call(xs[i % len(xs)]))
             delay = start + (i + 1) / PACED_RATE - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+        return out
 
     ratios, absolute = [], []
-    with _store_home():
-        otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"], explain=False)
-        try:
-            bare_call = getattr(type(model).predict_proba, "__otel_rai_original__", original)
-            with otel_rai.decisions(groups={"sex": "f"}):
-                paced(model.predict_proba)  # the session's first calls: the model's record and profile
-                otel_rai.flush(120)
-                with _logs_checkpointed() as checkpoint:
-                    for r in range(4 if quick else 8):
-                        cpu = {}
-                        for label in (("bare", "inst") if r % 2 else ("inst", "bare")):
-                            gc.collect()
-                            c0, t0 = time.process_time(), time.thread_time()
-                            if label == "inst":
-                                paced(model.predict_proba)
-                                otel_rai.flush(120)
-                                checkpoint()
-                                cpu["inst"] = time.process_time() - c0
-                            else:
-                                with suppress_instrumentation():
-                                    paced(lambda x: bare_call(model, x))
-                                cpu["bare"] = time.thread_time() - t0
-                                cpu["background"] = time.process_time() - c0 - cpu["bare"]
-                        inst = cpu["inst"] + cpu["background"]
-                        ratios.append(inst / cpu["bare"])
-                        absolute.append((cpu["bare"] / PACED_RATE * 1e6, inst / PACED_RATE * 1e6))
-        finally:
-            otel_rai.uninstrument()
+    with _long_lived_session(model) as bare_call:
+        paced(model.predict_proba)  # the session's first calls: the model's record and profile
+        otel_rai.flush(120)
+        with _logs_checkpointed() as checkpoint:
+            for r in range(4 if quick else 8):
+                cpu, out = {}, {}
+                for label in (("bare", "inst") if r % 2 else ("inst", "bare")):
+                    gc.collect()
+                    c0, t0 = time.process_time(), time.thread_time()
+                    if label == "inst":
+                        out["inst"] = paced(model.predict_proba)
+                        otel_rai.flush(120)
+                        checkpoint()
+                        cpu["inst"] = time.process_time() - c0
+                    else:
+                        with suppress_instrumentation():
+                            out["bare"] = paced(lambda x: bare_call(model, x))
+                        cpu["bare"] = time.thread_time() - t0
+                        cpu["background"] = time.process_time() - c0 - cpu["bare"]
+                assert all(map(_same, out["inst"], out["bare"])), "instrumented predictions differ from the bare ones"
+                inst = cpu["inst"] + cpu["background"]
+                ratios.append(inst / cpu["bare"])
+                absolute.append((cpu["bare"] / PACED_RATE * 1e6, inst / PACED_RATE * 1e6))
     return [Row("honest", f"lr/store/explain=off, paced at {PACED_RATE:,} decisions/s", "cpu ratio",
                 statistics.median(ratios), _quartiles(ratios), "", None,
                 {"cpu_bare_us": statistics.median(a for a, _ in absolute),
