@@ -225,7 +225,7 @@ def test_calls_that_trickle_in_during_a_cycle_wait_for_the_next_one(monkeypatch)
     """At a moderate rate, a call that arrives while the worker's cycle runs waits for the next wake-up.
     Before, each cycle started the next at once, so every call or two paid a whole cycle's fixed work (a
     store commit, the monitors' update), and at 1,000 decisions a second the worker was busy most of the
-    time. Nothing waits longer than a wake-up interval, and a flush still takes everything at once."""
+    time. Every call is still recorded, and the flush takes what is left."""
     from otel_rai.audit import worker as worker_module
 
     otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"])  # the local store, fairness, monitoring
@@ -253,6 +253,32 @@ def test_calls_that_trickle_in_during_a_cycle_wait_for_the_next_one(monkeypatch)
     assert sum(cycles) == 400
     # one cycle a wake-up, and the flush's; before, a cycle for about every call or two
     assert len(cycles) <= elapsed / worker_module._INTERVAL + 2, (len(cycles), elapsed)
+
+
+def test_a_flush_does_not_wait_for_the_next_wake_up_while_calls_keep_coming(monkeypatch):
+    """Calls that arrive during a cycle wait for the next wake-up, unless a flush waits: then the worker
+    goes on. With the wake-up a minute away, a flush made while another thread still calls completes
+    once that thread stops, well within its timeout."""
+    from otel_rai.audit import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "_INTERVAL", 60.0)
+    otel_rai.instrument(hash_key=KEY, sensitive_features=["sex"])
+    MODEL.predict(X[:1])
+    assert otel_rai.flush(30).complete
+
+    def caller() -> None:
+        with otel_rai.decisions(groups={"sex": "f"}):
+            for i in range(200):
+                MODEL.predict(X[i % 64 :][:1])
+                time.sleep(0.001)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    time.sleep(0.05)
+    result = otel_rai.flush(20)
+    thread.join()
+    assert result.complete and result.pending == 0
+    assert otel_rai.flush(20).decisions == 201
 
 
 def test_large_batches_wait_for_room_by_rows(tmp_path):

@@ -2,12 +2,12 @@
 
 Callers append to a deque (no lock on the hot path) and wake the worker only when a batch has built up;
 otherwise it wakes on its own every ``_INTERVAL`` seconds, and calls that arrive during a cycle wait for
-the next one (`_drain`). Each cycle builds the spans of up to
-``_BATCH`` calls and then lets the sinks commit (one store transaction, one export hand-off). When more
-than ``max_pending_calls`` calls, or calls of more than ``max_pending_rows`` rows in all, wait, callers
-block until there is room: back-pressure, never a drop. (Single-row calls are bounded by the call count
-alone, which keeps their path free of locks; a call larger than the row bound still goes in alone.)
-A task (a plain callable, e.g. a recorded outcome) queued with `submit` runs in order with the calls.
+the next one (`_drain`). Each cycle builds the spans of up to ``_BATCH`` calls and then lets the sinks
+commit (one store transaction, one export hand-off). When more than ``max_pending_calls`` calls, or
+calls of more than ``max_pending_rows`` rows in all, wait, callers block until there is room:
+back-pressure, never a drop. (Single-row calls are bounded by the call count alone, which keeps their
+path free of locks; a call larger than the row bound still goes in alone.) A task (a plain callable,
+e.g. a recorded outcome) queued with `submit` runs in order with the calls.
 """
 
 from __future__ import annotations
@@ -193,16 +193,16 @@ class AuditWorker:
 
     def _drain(self) -> bool:
         """Process what is queued; False if nothing was. After the first batch, another only while a
-        wake-up's worth of calls waits or someone asked for it (a flush, a caller waiting for room or for
-        its record, the shutdown): calls that trickle in during a cycle wait for the next one. Otherwise,
-        at a moderate rate, every few calls would pay a whole cycle's fixed work (a commit, the monitors'
-        update): about 2 ms a cycle, which at 1,000 decisions a second kept the worker busy most of the
-        time."""
+        wake-up's worth of calls waits, a flush waits or the worker is stopping: calls that trickle in
+        during a cycle wait for the next wake-up (a caller waiting for room or for its record wakes the
+        worker, which then starts it at once). Otherwise, at a moderate rate, every few calls would pay a
+        whole cycle's fixed work (a commit, the monitors' update): about 2 ms a cycle, which at 1,000
+        decisions a second kept the worker busy most of the time."""
         drained = False
         while True:
             with self._room:
                 if not self._pending or (drained and len(self._pending) < _WAKE_AT and not self._flushes
-                                         and not self._wake.is_set() and not self._stopping):
+                                         and not self._stopping):
                     return drained
                 drained = True
                 self._busy = True
