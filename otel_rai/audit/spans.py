@@ -205,7 +205,7 @@ def explanation_attributes(result: Explanation | BaseException | None, k: int,
     classes = result.classes
     if classes is not None and len(classes) and (len(classes) == 1 or (classes == classes[0]).all()):
         common[semconv.EXPLANATION_CLASS] = text_of(classes[0])
-    resolution = 0.0 if exact else result.resolution
+    resolution = _written_resolution(result, exact)
     if resolution is not None:
         common[semconv.EXPLANATION_RESOLUTION] = resolution
     rows = {
@@ -236,6 +236,12 @@ def encode_outputs(calls: Sequence[DecisionCall]) -> None:
         return
 
 
+def _written_resolution(result: Explanation, exact: bool) -> float | None:
+    """The step an explanation's values are written at: 0 (as computed) if `exact`, else its own. One
+    rule for a span's entries and for a cycle's encoded together, which must be the same."""
+    return 0.0 if exact else result.resolution
+
+
 def encode_explanations(calls: Sequence[DecisionCall], settings: Settings) -> None:
     """Encode the ``ml.explanation.top`` entries of a worker batch's explained calls together, one
     `encode_top` for the calls that share their feature names and resolution (the same entries: a row's
@@ -246,7 +252,7 @@ def encode_explanations(calls: Sequence[DecisionCall], settings: Settings) -> No
         for call in calls:
             e = call.explanation
             if call.error is None and type(e) is Explanation and type(e.values) is np.ndarray and e.values.ndim == 2:
-                resolution = 0.0 if settings.explain_exact_values else e.resolution
+                resolution = _written_resolution(e, settings.explain_exact_values)
                 runs.setdefault((id(e.feature_names), e.values.shape[1], resolution), []).append(call)
     except Exception:  # a caller's odd explanation (an unhashable resolution): each call is encoded alone
         return
