@@ -155,7 +155,7 @@ class AuditWorker:
         if rows > 1 and self._max_pending_rows is not None:
             self._admit_rows(rows)
         pending.append(call)
-        if len(pending) >= _WAKE_AT:
+        if len(pending) >= _WAKE_AT or self._flushes:  # a waiting flush needs this call's cycle too
             self._wake.set()
 
     def _admit_rows(self, rows: int) -> None:
@@ -303,9 +303,9 @@ class AuditWorker:
         if self._thread is None:
             return not self._pending
         deadline = time.monotonic() + timeout
-        self._wake.set()
         with self._idle:
-            self._flushes += 1
+            self._flushes += 1  # counted before the wake: a call queued from now on wakes the worker itself
+            self._wake.set()
             try:
                 return self._idle.wait_for(
                     lambda: not self._pending and not self._busy, max(0.0, deadline - time.monotonic())
