@@ -49,6 +49,41 @@ def test_a_cycle_of_calls_digested_at_once_gets_the_digest_of_each_decision():
         assert local_rows.groups_digests_many(key, calls) == expected  # again, from the caches
 
 
+def test_input_keys_of_a_block_equal_the_key_of_each_hash():
+    """`Store`'s input keys of a many-row call, read as one block, against `input_key` one hash at a time:
+    our hashes, and blocks with a missing, short, long, spaced, prefixed, upper-case or foreign one."""
+    from otel_rai.store.store import input_key, input_keys
+
+    rng = random.Random(22)
+
+    def odd(h: str):
+        spaced = " ".join(h[i : i + 2] for i in range(0, 32, 2))[:32]
+        return rng.choice([None, 7, h[:31], h + "0", h.upper(), "0x" + h[2:], spaced, "g" + h[1:], _text(rng, 40),
+                           "f" * 32, "0" * 32, "8" + "0" * 31, "7" + "f" * 31])
+
+    for _ in range(2000):
+        hashes = [rng.randbytes(16).hex() for _ in range(rng.randint(0, 8))]
+        if hashes and rng.random() < 0.5:
+            hashes[rng.randrange(len(hashes))] = odd(hashes[0])
+        assert input_keys(hashes) == list(map(input_key, hashes)), hashes
+
+
+def test_a_calls_generated_ids_count_up_in_row_order_and_do_not_meet_another_calls():
+    import re
+
+    from otel_rai.capture import scope
+
+    seen: set[str] = set()
+    for n in [2, 3, 10, 1000, *range(2, 40)]:
+        ids = scope.new_ids(n)
+        assert len(ids) == n and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids)
+        assert ids == sorted(ids) and len({i[:12] for i in ids}) == 1  # one time stamp
+        parts = [int(i[12:], 16) for i in ids]
+        assert parts == list(range(parts[0], parts[0] + n))
+        assert not seen & set(ids)
+        seen.update(ids)
+
+
 def test_ids_drawn_ahead_are_well_formed_unique_and_not_inherited_by_a_forked_child():
     import os
     import re

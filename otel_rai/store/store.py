@@ -16,6 +16,8 @@ from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec import compact, native
 from otel_rai.codec.records import SpanRecord
@@ -133,12 +135,31 @@ def _record_rows(records: Sequence[SpanRecord]) -> tuple[list[tuple], list[tuple
     return spans, single, many, n_decisions
 
 
+#: Hex digits of our input hashes (128 bits).
+_HASH_DIGITS = 32
+
+
+def input_keys(hashes: Sequence[Any]) -> list[int | None]:
+    """`input_key` of each hash; read as one block of bytes when they are all our hex hashes (a large call's
+    rows: 0.3 µs a row one by one)."""
+    try:
+        if set(map(len, hashes)) == {_HASH_DIGITS}:
+            raw = bytes.fromhex("".join(hashes))
+            if len(raw) == _HASH_DIGITS // 2 * len(hashes):  # no spaces between the digits
+                heads = np.frombuffer(raw, ">u8").reshape(len(hashes), -1)[:, 0]
+                # Unsigned minus 2**63 is the signed reading with the top bit flipped.
+                return (heads ^ np.uint64(1 << 63)).astype(np.int64).tolist()
+    except (TypeError, ValueError):  # a missing or foreign hash: each on its own
+        pass
+    return list(map(input_key, hashes))
+
+
 def _decisions(i: int, attributes: Mapping[str, Any]) -> tuple:
     """The ``decisions`` columns of record `i`, of more than one decision (see `_record_rows`)."""
     ids = attributes[semconv.DECISION_IDS]
     n = len(ids)
     hashes = _per_row(attributes.get(semconv.INPUT_HASHES), n)
-    return i, range(n), ids, hashes, _per_row(attributes.get(semconv.OUTPUTS), n), list(map(input_key, hashes))
+    return i, range(n), ids, hashes, _per_row(attributes.get(semconv.OUTPUTS), n), input_keys(hashes)
 
 
 #: A ``decision_groups`` row's key: decision id, attribute.
