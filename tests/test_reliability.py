@@ -281,6 +281,77 @@ def test_a_flush_does_not_wait_for_the_next_wake_up_while_calls_keep_coming(monk
     assert otel_rai.flush(20).decisions == 201
 
 
+def _failing_cycles(monkeypatch, every: int) -> list[int]:
+    """Make every `every`-th cycle of the audit worker fail outside its guarded stages (a bug no input can
+    provoke, so injected: its first step raises). Returns the sizes of the cycles made to fail."""
+    from otel_rai.audit import worker as worker_module
+
+    failed: list[int] = []
+    cycles = iter(range(1, 1 << 30))
+    real = worker_module.draw_ids
+
+    def draw_ids(*args):
+        if next(cycles) % every == 0:
+            failed.append(1)
+            raise RuntimeError("injected")
+        return real(*args)
+
+    monkeypatch.setattr(worker_module, "draw_ids", draw_ids)
+    return failed
+
+
+def test_failing_cycles_are_counted_and_the_worker_goes_on(monkeypatch, tmp_path):
+    """Fail-open: every third cycle fails as a whole. The thread lives through all of them and counts each;
+    what the other cycles took is recorded, and calls after the faults are recorded too."""
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY)
+    MODEL.predict(X[:1])
+    assert otel_rai.flush(30).complete
+    failed = _failing_cycles(monkeypatch, every=3)
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        for i in range(int(rng.integers(1, 6))):
+            MODEL.predict(X[i:][:1])
+        result = otel_rai.flush(30)
+        assert result.complete and result.pending == 0, result
+    assert len(failed) >= 10 and result.failures == {"worker": len(failed)}, (failed, result.failures)
+    assert instrumentor._session.worker._thread.is_alive()
+    monkeypatch.undo()
+    with otel_rai.decisions(ids=[f"after-{i}" for i in range(20)]):
+        MODEL.predict(X[:20])
+    after = otel_rai.flush(30)
+    otel_rai.uninstrument()
+    assert after.decisions == result.decisions + 20
+    reader = sqlite3.connect(path)
+    (stored,) = reader.execute("SELECT count(*) FROM decisions").fetchone()
+    (later,) = reader.execute("SELECT count(*) FROM decisions WHERE decision_id LIKE 'after-%'").fetchone()
+    assert stored == after.decisions and later == 20
+
+
+def test_a_fail_closed_call_of_a_failing_cycle_raises_at_once(monkeypatch, tmp_path):
+    """Fail-closed: every second cycle fails as a whole. Its caller gets `AuditUnavailableError` at once,
+    not at the end of its 30 s wait, and the next call returns with its record committed."""
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY, on_audit_failure="raise")
+    MODEL.predict(X[:1])
+    failed = _failing_cycles(monkeypatch, every=2)
+    outcomes = {}
+    for i in range(10):
+        start = time.monotonic()
+        try:
+            with otel_rai.decisions(ids=[f"c{i}"]):
+                MODEL.predict(X[:1])
+            outcomes[f"c{i}"] = "returned"
+        except otel_rai.AuditUnavailableError:
+            outcomes[f"c{i}"] = "withheld"
+        assert time.monotonic() - start < 10
+    assert list(outcomes.values()).count("withheld") == len(failed) >= 4, (outcomes, failed)
+    monkeypatch.undo()
+    otel_rai.uninstrument()
+    query = "SELECT decision_id FROM decisions WHERE decision_id LIKE 'c%'"
+    assert {r[0] for r in sqlite3.connect(path).execute(query)} == {k for k, v in outcomes.items() if v == "returned"}
+
+
 def test_large_batches_wait_for_room_by_rows(tmp_path):
     path = tmp_path / "audit.db"
     otel_rai.instrument(store=path, hash_key=KEY, max_pending_rows=1000)

@@ -214,6 +214,11 @@ class AuditWorker:
                 self._room.notify_all()
             try:
                 self._process(batch)
+            except Exception as exc:
+                # A bug of the cycle itself (its stages catch their own failures): counted, and the thread
+                # goes on. Ended, it would leave every later caller blocked on a full queue.
+                self._counters.fail("worker", exc)
+                self._settle(batch, lambda call: False)  # fail-closed callers raise now, not at their timeout
             finally:
                 with self._idle:
                     self._busy = False
@@ -263,10 +268,15 @@ class AuditWorker:
             counters.failures["record"] = counters.failures.get("record", 0) + len(rejected)
         self._commit_failed = not committed
         self._last_cycle = time.monotonic()
+        self._settle(batch, lambda call: committed and not (rejected and rejected.intersection(call.ids)))
+
+    @staticmethod
+    def _settle(batch: list[Work], ok: Callable[[DecisionCall], bool]) -> None:
+        """Settle the receipts of the batch's fail-closed calls (a receipt keeps its first settlement)."""
         for call in batch:
             receipt = getattr(call, "receipt", None)
             if receipt is not None:
-                receipt.settle(committed and not (rejected and rejected.intersection(call.ids)))
+                receipt.settle(ok(call))
 
     def _record(self, calls: list[DecisionCall]) -> None:
         """The spans and hooks of consecutive calls, one stage at a time over all of them rather than one
