@@ -134,6 +134,26 @@ def test_binner_agrees_with_the_profile_binning(rows):
     assert [h.sum() for h in hist] == [rows] * 3
 
 
+@pytest.mark.parametrize("rows", [1, 256, 257, 3000])
+@pytest.mark.parametrize("missing", [False, True])
+def test_a_binner_of_numeric_features_only_agrees_with_the_profile_binning(rows, missing):
+    """Numbers only, the layout of an ndarray input: its local bins come straight from the numeric pass, with
+    and without missing or infinite values, below and above the row count where that pass changes method."""
+    rng = np.random.default_rng(rows + missing)
+    ref = rng.normal(size=(500, 5)) * [1, 10, 0.1, 1, 100]
+    features = [profile.numeric(f"x{i}", ref[:, i], 3 + 2 * i, None if i % 2 else 3) for i in range(5)]
+    binner = Binner(features)
+    live = rng.normal(size=(rows, 5)) * [1, 10, 0.1, 1, 100] * 1.5
+    if missing:
+        live[::3, 0], live[1::4, 2], live[::5, 4], live[2::7, 1] = np.nan, np.inf, -np.inf, np.nan
+    num, cat = profile.matrices(live, range(5), [])
+    local = binner.local(num, cat)
+    assert local.shape == (rows, 5)
+    for i, feature in enumerate(features):
+        assert np.array_equal(local[:, i], profile.bin_numeric(live[:, i], np.asarray(feature.edges)))
+    assert np.array_equal(binner.bin(num, cat), local + binner.offsets)
+
+
 def test_snapshot_attributes_round_trip():
     rng = np.random.default_rng(5)
     subjects = (profile.numeric("a", rng.normal(size=300), 10, 3),

@@ -190,8 +190,12 @@ def _numeric_cells(a: np.ndarray) -> np.ndarray:
     a = _canonical_f64(a)
     missing = np.isnan(a)
     cells = np.empty(a.shape, _CELL)
-    cells["tag"] = np.where(missing, ord("m"), ord("n"))
-    cells["value"] = np.where(missing, 0.0, a) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if missing.any():
+        cells["tag"] = np.where(missing, ord("m"), ord("n"))
+        a = np.where(missing, 0.0, a)
+    else:  # the usual input: no pass that picks
+        cells["tag"] = ord("n")
+    cells["value"] = a + 0.0  # + 0.0 turns -0.0 into 0.0
     return cells
 
 

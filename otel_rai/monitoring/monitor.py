@@ -782,7 +782,7 @@ class QualityDriftMonitor:
             except (TypeError, ValueError):
                 joined = None  # one bad input: read them one by one, to count only that one's failure
         if joined is not None:
-            bins[rows, : len(track.profile.features)] = track.binner.bin(*joined) - track.binner.offsets
+            bins[rows, : len(track.profile.features)] = track.binner.local(*joined)
             if raw is not None:
                 raw[rows] = joined[1]
             return
@@ -802,7 +802,7 @@ class QualityDriftMonitor:
         if not read:
             return
         cat = np.concatenate(categorical)
-        local = track.binner.bin(np.concatenate(numeric), cat) - track.binner.offsets
+        local = track.binner.local(np.concatenate(numeric), cat)
         bins[np.concatenate(read), : len(track.profile.features)] = local
         if raw is not None:
             raw[np.concatenate(read)] = cat

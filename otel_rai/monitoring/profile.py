@@ -418,6 +418,12 @@ class Binner:
 
     def bin(self, numeric_values: np.ndarray, categorical_values: np.ndarray) -> np.ndarray:
         """Rows × features bin indices, offset into one flat histogram of every feature's bins."""
+        return self.local(numeric_values, categorical_values) + self.offsets
+
+    def local(self, numeric_values: np.ndarray, categorical_values: np.ndarray) -> np.ndarray:
+        """Rows × features bin indices, each feature's own (its first bin 0)."""
+        if self.numeric and not self.categorical:  # then in the profile's order: no copy into place
+            return self._bin_numeric(numeric_values)
         n = len(numeric_values) if len(self.numeric) else len(categorical_values)
         out = np.empty((n, len(self.features)), np.int64)
         if self.numeric:
@@ -425,17 +431,19 @@ class Binner:
         for col, (i, lookup) in enumerate(zip(self.categorical, self._lookup)):
             other, missing = len(lookup), len(lookup) + 1
             out[:, i] = [missing if is_missing(v) else lookup.get(label(v), other) for v in categorical_values[:, col]]
-        return out + self.offsets
+        return out
 
     def _bin_numeric(self, values: np.ndarray) -> np.ndarray:
         if len(values) <= _BROADCAST_ROWS:
             bins = (values[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
             bins = np.minimum(bins, self._n_edges)  # +inf pads the edges; an infinite value stays in the last bin
-        else:
-            bins = np.empty(values.shape, np.int64)
+        else:  # a feature a row, which each search then writes in one piece (returned transposed)
+            bins = np.empty(values.shape[::-1], np.int64)
             for col in range(values.shape[1]):
-                bins[:, col] = np.searchsorted(self._edges[col, : self._n_edges[col]], values[:, col], side="right")
-        return np.where(np.isnan(values), self._n_edges + 1, bins)
+                bins[col] = np.searchsorted(self._edges[col, : self._n_edges[col]], values[:, col], side="right")
+            bins = bins.T
+        missing = np.isnan(values)
+        return np.where(missing, self._n_edges + 1, bins) if missing.any() else bins
 
     def histogram(self, flat_bins: np.ndarray) -> np.ndarray:
         """The flat histogram (every feature's bins, in order) of binned rows."""
