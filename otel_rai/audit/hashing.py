@@ -193,7 +193,7 @@ def _numeric_cells(a: np.ndarray) -> np.ndarray:
     if missing.any():
         cells["tag"] = np.where(missing, ord("m"), ord("n"))
         a = np.where(missing, 0.0, a)
-    else:  # the usual input: no pass that picks
+    else:  # the usual input, with no missing value: nothing to pick between
         cells["tag"] = ord("n")
     cells["value"] = a + 0.0  # + 0.0 turns -0.0 into 0.0
     return cells

@@ -422,7 +422,7 @@ class Binner:
 
     def local(self, numeric_values: np.ndarray, categorical_values: np.ndarray) -> np.ndarray:
         """Rows × features bin indices, each feature's own (its first bin 0)."""
-        if self.numeric and not self.categorical:  # then in the profile's order: no copy into place
+        if self.numeric and not self.categorical:  # the numeric pass's columns are then the features', in order
             return self._bin_numeric(numeric_values)
         n = len(numeric_values) if len(self.numeric) else len(categorical_values)
         out = np.empty((n, len(self.features)), np.int64)
