@@ -10,13 +10,13 @@ import contextlib
 import json
 import os
 import sqlite3
+import sys
 import threading
+from array import array
 from itertools import chain, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
-
-import numpy as np
 
 from otel_rai import _fork, semconv, settings
 from otel_rai.codec import compact, native
@@ -137,18 +137,23 @@ def _record_rows(records: Sequence[SpanRecord]) -> tuple[list[tuple], list[tuple
 
 #: Hex digits of our input hashes (128 bits).
 _HASH_DIGITS = 32
+#: Each byte with its top bit flipped.
+_FLIP_TOP = bytes(b ^ 0x80 for b in range(256))
 
 
 def input_keys(hashes: Sequence[Any]) -> list[int | None]:
     """`input_key` of each hash; read as one block of bytes when they are all our hex hashes (a large call's
-    rows: 0.3 µs a row one by one)."""
+    rows: 0.3 µs a row one by one). No NumPy: the commands that only read the store never load it."""
     try:
         if set(map(len, hashes)) == {_HASH_DIGITS}:
-            raw = bytes.fromhex("".join(hashes))
+            raw = bytearray.fromhex("".join(hashes))
             if len(raw) == _HASH_DIGITS // 2 * len(hashes):  # no spaces between the digits
-                heads = np.frombuffer(raw, ">u8").reshape(len(hashes), -1)[:, 0]
                 # Unsigned minus 2**63 is the signed reading with the top bit flipped.
-                return (heads ^ np.uint64(1 << 63)).astype(np.int64).tolist()
+                raw[:: _HASH_DIGITS // 2] = raw[:: _HASH_DIGITS // 2].translate(_FLIP_TOP)
+                keys = array("q", raw)[::2]  # each hash's first 8 bytes, big-endian
+                if sys.byteorder == "little":
+                    keys.byteswap()
+                return keys.tolist()
     except (TypeError, ValueError):  # a missing or foreign hash: each on its own
         pass
     return list(map(input_key, hashes))
