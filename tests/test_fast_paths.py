@@ -84,6 +84,22 @@ def test_a_calls_generated_ids_count_up_in_row_order_and_do_not_meet_another_cal
         seen.update(ids)
 
 
+def test_counted_up_ids_are_formatted_each_as_its_number(monkeypatch):
+    """`new_ids` writes a call's ids a block of 256 at a time, against formatting each id's number alone:
+    starts on, just before and just after a block's edge, at 0 and at the top of the 80 bits."""
+    from otel_rai.capture import scope
+
+    rng = random.Random(23)
+    for _ in range(400):
+        n = rng.choice([2, 3, 255, 256, 257, 511, 1000, rng.randint(2, 3000)])
+        start = rng.choice([0, 255, 256, 257, 511, (1 << 80) - n, rng.randrange((1 << 80) - n),
+                            rng.randrange(1 << 20) * 256 + rng.choice([0, 1, 254, 255])])
+        monkeypatch.setattr(scope.secrets, "randbelow", lambda bound, start=start: start)
+        ids = scope.new_ids(n)
+        stamp = ids[0][:12]
+        assert ids == [f"{stamp}{i:020x}" for i in range(start, start + n)], (n, start)
+
+
 def test_ids_drawn_ahead_are_well_formed_unique_and_not_inherited_by_a_forked_child():
     import os
     import re
