@@ -110,7 +110,7 @@ def test_categorical_profile_keeps_the_top_k_by_name():
     assert f.categories == ("a", "b") and f.counts == (5, 3, 4, 2)  # b before c on a tie: text order
 
 
-@pytest.mark.parametrize("rows", [1, 7, 256, 257, 3000])
+@pytest.mark.parametrize("rows", [1, 7, 9, 256, 257, 3000])
 def test_binner_agrees_with_the_profile_binning(rows):
     rng = np.random.default_rng(rows)
     ref = pd.DataFrame({"a": rng.normal(size=500), "b": rng.exponential(size=500),
@@ -134,16 +134,22 @@ def test_binner_agrees_with_the_profile_binning(rows):
     assert [h.sum() for h in hist] == [rows] * 3
 
 
-@pytest.mark.parametrize("rows", [1, 256, 257, 3000])
+@pytest.mark.parametrize("rows", [1, 8, 9, 256, 3000])
 @pytest.mark.parametrize("missing", [False, True])
-def test_a_binner_of_numeric_features_only_agrees_with_the_profile_binning(rows, missing):
+@pytest.mark.parametrize("widest", [11, 40])
+def test_a_binner_of_numeric_features_only_agrees_with_the_profile_binning(rows, missing, widest):
     """Numbers only, the layout of an ndarray input: its local bins come straight from the numeric pass, with
-    and without missing or infinite values, below and above the row count where that pass changes method."""
-    rng = np.random.default_rng(rows + missing)
+    and without missing or infinite values, on each side of the row and edge counts where that pass changes
+    method (one comparison, a pass an edge, a search a column); one feature is constant (one edge)."""
+    rng = np.random.default_rng(rows + missing + widest)
     ref = rng.normal(size=(500, 5)) * [1, 10, 0.1, 1, 100]
-    features = [profile.numeric(f"x{i}", ref[:, i], 3 + 2 * i, None if i % 2 else 3) for i in range(5)]
+    ref[:, 3] = 2.5
+    features = [profile.numeric(f"x{i}", ref[:, i], widest - 2 * i, None if i % 2 else 3) for i in range(5)]
+    assert max(len(f.edges) for f in features) in (10, 39)
     binner = Binner(features)
     live = rng.normal(size=(rows, 5)) * [1, 10, 0.1, 1, 100] * 1.5
+    for i, feature in enumerate(features):  # values on an edge belong to the bin above it
+        live[rng.integers(0, rows, len(feature.edges)), i] = feature.edges
     if missing:
         live[::3, 0], live[1::4, 2], live[::5, 4], live[2::7, 1] = np.nan, np.inf, -np.inf, np.nan
     num, cat = profile.matrices(live, range(5), [])

@@ -42,7 +42,10 @@ _BLOCK_PLANS = 1024
 #: Up to this many rows, an Arrow-backed column is read as a Python list (its array conversion costs more).
 _FEW_ROWS = 8
 #: Up to this many rows, numeric bins are found by one comparison against every edge at once.
-_BROADCAST_ROWS = 256
+_BROADCAST_ROWS = 8
+#: Up to this many edges a feature, more rows are binned one edge at a time over the whole matrix (a
+#: feature's bin counts the edges at or below its value); with more edges a binary search a column costs less.
+_EDGE_PASSES = 24
 
 
 @dataclass(frozen=True)
@@ -411,6 +414,7 @@ class Binner:
             edges = self.features[i].edges
             self._edges[row, : len(edges)] = edges
         self._n_edges = np.array([len(self.features[i].edges) for i in self.numeric], np.int64)
+        self._edge_rows = np.ascontiguousarray(self._edges.T)  # the k-th edge of every feature, a row each
         self._lookup = [{c: k for k, c in enumerate(self.features[i].categories)} for i in self.categorical]
         sizes = np.array([f.bins for f in self.features], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
@@ -434,14 +438,21 @@ class Binner:
         return out
 
     def _bin_numeric(self, values: np.ndarray) -> np.ndarray:
+        # Three ways to the same bins, by cost: one broadcast comparison for a few rows, one pass an edge
+        # (counted in int8: at most _EDGE_PASSES) for more, a binary search a column for many edges.
         if len(values) <= _BROADCAST_ROWS:
             bins = (values[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
-            bins = np.minimum(bins, self._n_edges)  # +inf pads the edges; an infinite value stays in the last bin
-        else:  # a feature a row, which each search then writes in one piece (returned transposed)
+        elif len(self._edge_rows) <= _EDGE_PASSES:
+            counted = np.zeros(values.shape, np.int8)
+            for edges in self._edge_rows:
+                counted += values >= edges
+            bins = counted.astype(np.int64)
+        else:  # a feature a row, which each search then writes in one piece (transposed back)
             bins = np.empty(values.shape[::-1], np.int64)
             for col in range(values.shape[1]):
                 bins[col] = np.searchsorted(self._edges[col, : self._n_edges[col]], values[:, col], side="right")
             bins = bins.T
+        bins = np.minimum(bins, self._n_edges)  # +inf pads the edges; an infinite value stays in the last bin
         missing = np.isnan(values)
         return np.where(missing, self._n_edges + 1, bins) if missing.any() else bins
 
