@@ -5,6 +5,7 @@ Every test sends to a real OTLP/gRPC receiver (tests/servers.py)."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -284,6 +285,37 @@ def test_a_batch_keeps_to_the_decision_limit_and_a_span_over_it_goes_alone(tmp_p
         outbox_queue.done()
     assert taken == [["s0"], ["s1"], ["s2"]]
     outbox_queue.release()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_outbox_keeps_exactly_what_was_not_delivered_and_never_gives_a_seq_twice(tmp_path, seed):
+    """Generated writes and deliveries, each delivery caught up (the table emptied) or not (a range
+    deleted): the outbox then holds exactly the spans after the last delivered one, in order and as
+    written, and a seq is never given again, also after the table was emptied. Deletes zero what they
+    can without writing more pages, on every build of SQLite."""
+    rng = random.Random(seed)
+    spool = store.Store(tmp_path / "spool.db", create=True)
+    assert spool._connection().execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST
+    origin = ({"service.name": "outbox"}, "", "otel-rai", "")
+    written: dict[int, bytes] = {}
+    delivered = emptied = 0
+    for _ in range(150):
+        if rng.random() < 0.6 or not written:
+            spans = [os.urandom(rng.randint(1, 3000)) for _ in range(rng.randint(1, 40))]
+            rows: list = []
+            last, _ = spool.append(queued=[(origin, 1, span) for span in spans], outbox_rows=rows)
+            assert [row[0] for row in rows] == list(range(last - len(spans) + 1, last + 1))
+            assert rows[0][0] > max(written, default=0)
+            written.update((row[0], row[3]) for row in rows)
+        else:
+            top = max(written)
+            last = top if rng.random() < 0.5 else rng.randint(delivered, top)
+            spool.outbox_done(last, forget=True)
+            delivered = last
+            emptied += last == top
+        waiting = [(seq, span) for seq, _, span in spool.outbox_batch(10**6, 10**9)]
+        assert waiting == [(seq, span) for seq, span in sorted(written.items()) if seq > delivered]
+    assert emptied and spool.outbox_pending() == len([seq for seq in written if seq > delivered])
 
 
 def test_spans_another_exporter_delivered_are_not_sent_again(tmp_path):
