@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +22,15 @@ from fake_backends import FakeJaeger, FakeTempo
 from recorded import data
 from servers import attributes
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 import otel_rai
 from otel_rai import cli, semconv, store
+from otel_rai._time import rfc3339
 from otel_rai.chain import canonical as chain
 from otel_rai.chain import keys as chain_keys
+from otel_rai.chain import seal
 from otel_rai.chain import verify as chaincheck
 from otel_rai.codec import otlpjson
 from otel_rai.codec.records import SpanRecord
@@ -431,6 +438,110 @@ def test_the_command_names_the_first_bad_record_and_prints_no_key(trail, capsys)
     assert cli.main(["verify-chain", "--store", str(trail), "--format", "json"]) == 3
     report = json.loads(capsys.readouterr().out)
     assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("edited", 3), ("deleted", 10)]
+
+
+# --- a window's edges: records are sealed as their spans end, not as they start ---
+
+
+def _sealed_out_of_start_order(rng: random.Random, streams: int = 3, records: int = 200) -> list:
+    """(None, record) of a few chains, in the order they were sealed, a few ms apart. Each record started
+    some time before it was sealed: mostly a few ms, now and then up to seconds (a slow call, a model
+    record's artifact save), so that a record that started earlier is often sealed later."""
+    chains = [seal.Chain() for _ in range(streams)]
+    items, now = [], 1_800_000_000 * 10**9
+    for _ in range(streams * records):
+        now += rng.randint(1, 5) * 10**6
+        lasted = rng.randint(0, 3 * 10**9) if rng.random() < 0.1 else rng.randint(0, 8 * 10**6)
+        record = SpanRecord(os.urandom(16).hex(), os.urandom(8).hex(), "predict_proba", now - lasted, now,
+                            {semconv.MODEL_NAME: "m"}, scope_name=semconv.SCOPE)
+        rng.choice(chains).seal_record(record)
+        items.append((None, record))
+    return items
+
+
+def test_a_window_puts_in_view_each_streams_stretch_and_finds_what_was_deleted_inside_it():
+    """Generated trails and windows, with and without an end. In view: every record that started in the
+    window, and each stream's records from the first of those to the last in chain order, also those sealed
+    among them that started outside it; the view verifies intact. Selecting by start time alone reports
+    such records as deleted, which these cases provoke. A record deleted from inside a stretch is found."""
+    rng = random.Random(7)
+    keys = chain_keys.read_keys([CHECKPOINT_KEY], [], [])
+    by_start_alone_broken = 0
+    for case in range(60):
+        items = _sealed_out_of_start_order(rng)
+        starts = sorted(r.start_ns for _, r in items)
+        start = starts[rng.randrange(len(starts) // 2)]
+        end = rng.choice([None, starts[rng.randrange(len(starts) // 2, len(starts))]])
+
+        def started_in(record: SpanRecord, start: int = start, end: int | None = end) -> bool:
+            return record.start_ns >= start and (end is None or record.start_ns < end)
+
+        view = chaincheck.in_view(items, start, end)
+        assert {r.span_id for _, r in items if started_in(r)} <= {r.span_id for _, r in view}
+        for stream in {r.attributes[semconv.AUDIT_STREAM] for _, r in view}:
+            mine = sorted((r.attributes[semconv.AUDIT_SEQ], r) for _, r in view
+                          if r.attributes[semconv.AUDIT_STREAM] == stream)
+            assert [seq for seq, _ in mine] == list(range(mine[0][0], mine[-1][0] + 1))
+            assert started_in(mine[0][1]) and started_in(mine[-1][1])  # the least stretch that covers them
+        assert chaincheck.check(view, keys, anchored=True).problems == []
+        by_start_alone_broken += not chaincheck.check([i for i in items if started_in(i[1])], keys,
+                                                      anchored=True).ok
+        inner = [r for _, r in view[1:-1] if any(
+            o.attributes[semconv.AUDIT_STREAM] == r.attributes[semconv.AUDIT_STREAM]
+            and o.attributes[semconv.AUDIT_SEQ] == r.attributes[semconv.AUDIT_SEQ] + 1 for _, o in view)]
+        gone = rng.choice(inner)
+        report = chaincheck.check(chaincheck.in_view([i for i in items if i[1] is not gone], start, end), keys,
+                                  anchored=True)
+        assert [(p.kind, p.seq) for p in report.problems] == [
+            ("deleted", gone.attributes[semconv.AUDIT_SEQ] + 1)], case
+    assert by_start_alone_broken >= 10
+
+
+def test_verify_chain_keeps_a_call_that_straddles_a_window_edge_in_view(tmp_path, capsys, chdb_dir):
+    """Two threads: a slow call starts before the window's start and ends after a call that starts in it;
+    another starts before the window's end and ends after a call that starts after it. Sealed as they end,
+    each sits among records of the other side. An outcome comes in the window, another after it.
+    `verify-chain --start --end` finds the chain intact, on the local store and on ClickHouse, and finds
+    the straddling record deleted when it is."""
+    path = tmp_path / "audit.db"
+    otel_rai.instrument(store=path, hash_key=KEY, model_records=False, sensitive_features=["g"])
+    X, y = data()
+    fast = LogisticRegression().fit(X, y)
+    slow = make_pipeline(FunctionTransformer(_slowly), LogisticRegression()).fit(X, y)
+    marks = []
+    for edge in range(2):
+        with otel_rai.decisions(groups={"g": "a"}):
+            fast.predict(X[:1])
+            straddling = threading.Thread(target=slow.predict, args=(X[:1],))
+            straddling.start()
+            time.sleep(0.1)
+            marks.append(time.time_ns())
+            time.sleep(0.05)
+            with otel_rai.decisions(ids=[f"edge-{edge}"]):
+                fast.predict(X[1:2])
+            straddling.join()
+            fast.predict(X[2:3])
+        assert otel_rai.record_outcome(f"edge-{edge}", 1)
+        otel_rai.flush(30)
+    otel_rai.uninstrument()
+    window = ["--start", rfc3339(marks[0]), "--end", rfc3339(marks[1])]
+    assert cli.main(["verify-chain", "--store", str(path), *window]) == 0, capsys.readouterr().err
+    url = f"chdb://{chdb_dir}?database=edges_{os.urandom(3).hex()}"
+    assert cli.main(["export", "--to", "clickhouse", "--url", url, "--store", str(path)]) == 0
+    assert cli.main(["verify-chain", "--backend", "clickhouse", "--url", url, *window]) == 0, \
+        capsys.readouterr().err
+    capsys.readouterr()
+    (seq,) = [seq for seq, r in store.Store(path).spans_in_write_order() if r.start_ns < marks[0] and
+              r.end_ns > marks[0] and "Pipeline" in r.name]
+    _sql(path, f"DELETE FROM decisions WHERE span = {seq}", f"DELETE FROM spans WHERE seq = {seq}")
+    assert cli.main(["verify-chain", "--store", str(path), *window, "--format", "json"]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("deleted", seq + 1)]
+
+
+def _slowly(X):
+    time.sleep(0.3)
+    return X
 
 
 def test_the_command_reads_a_window_and_bad_arguments_are_one_line(trail, capsys):

@@ -13,7 +13,8 @@ Each record is recomputed and each stream walked in sequence order. What is repo
 
 Copies of one record (at-least-once delivery) are counted, not reported. With a time window, or a
 remote backend (which is always searched in a window), each stream's first record in view is taken as
-its anchor.
+its anchor. A window puts in view each stream's stretch from the first record that started in it to the
+last (`in_view`), records sealed among them included whenever they started.
 """
 
 from __future__ import annotations
@@ -138,6 +139,40 @@ def _chained(record: SpanRecord) -> tuple[str, int, str, str] | None:
     if not (isinstance(prev, str) and _HEX64.match(prev) and isinstance(claimed, str) and _HEX64.match(claimed)):
         return None
     return stream, seq, prev, claimed
+
+
+#: How far before a time window's start and after its end a trail is read for `in_view`: a record is sealed
+#: as its span ends, so one that started outside the window can sit among records that started in it.
+EDGE_MARGIN_NS = 3600 * 10**9
+
+
+def in_view(items: Iterable[tuple[int | None, SpanRecord]], start_ns: int | None,
+            end_ns: int | None) -> list[tuple[int | None, SpanRecord]]:
+    """What the window [`start_ns`, `end_ns`) puts in view of `items` (read `EDGE_MARGIN_NS` wider), in their
+    order: each stream's records from the first that started in the window to the last that did, in chain
+    order, with those sealed between them whenever they started (a call that began before the window's
+    start and ended after calls that began in it). A record without a chain is in view if it started in
+    the window."""
+    def started_inside(record: SpanRecord) -> bool:
+        return (start_ns is None or record.start_ns >= start_ns) and (end_ns is None or record.start_ns < end_ns)
+
+    chained = [(position, record, _chained(record)) for position, record in items]
+    stretches: dict[str, tuple[int, int]] = {}
+    for _, record, fields in chained:
+        if fields is not None and started_inside(record):
+            stream, seq = fields[0], fields[1]
+            first, last = stretches.get(stream, (seq, seq))
+            stretches[stream] = (min(first, seq), max(last, seq))
+    kept = []
+    for position, record, fields in chained:
+        if fields is None:
+            if started_inside(record):
+                kept.append((position, record))
+            continue
+        stretch = stretches.get(fields[0])
+        if stretch is not None and stretch[0] <= fields[1] <= stretch[1]:
+            kept.append((position, record))
+    return kept
 
 
 def _is_audit_record(record: SpanRecord) -> bool:

@@ -92,7 +92,8 @@ class Chained(Protocol):
     """A backend that reads its trail in chain order."""
 
     def chained(self, query: Query) -> Iterator[SpanRecord]:
-        """Every audit record within `query`'s service and window: each stream's records together, in
-        sequence order (copies and records claiming one place side by side), the streams one after the
-        other; records without chain attributes anywhere."""
+        """Every audit record within `query`'s service that its window puts in view (each stream's stretch,
+        `otel_rai.chain.verify.in_view`): each stream's records together, in sequence order (copies and
+        records claiming one place side by side), the streams one after the other; records without chain
+        attributes anywhere."""
         ...

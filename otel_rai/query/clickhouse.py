@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any, Iterable, Iterator, Sequence
 
 from otel_rai import semconv
@@ -220,20 +221,26 @@ class ClickHouse:
     # --- the chain ---
 
     def chained(self, query: Query) -> Iterator[SpanRecord]:
-        """Every audit record in `query`'s service and window, stream by stream in sequence order."""
+        """Every audit record in `query`'s service of each stream's stretch that started in its window
+        (`otel_rai.chain.verify.in_view`), stream by stream in sequence order."""
         clauses, params = self._filters(query, model=False)
         # Streams in the order of their first record, as the local store's write order meets them.
         streams = self.db.rows(
             f"SELECT AuditStream, min(AuditSeq), max(AuditSeq) FROM {self._t(schema.SPANS)}{self._where(clauses)}"
             " GROUP BY AuditStream ORDER BY min(Timestamp), AuditStream", params)
-        in_stream = [*clauses, "AuditStream = {stream:String}", "AuditSeq >= {lo:UInt64}"]
+        # Within a stretch, whenever they started: one sealed among records of the window is in view. A record
+        # without a place in its stream (AuditSeq 0) is in view if it started in the window.
+        unbounded, _ = self._filters(replace(query, start_ns=None, end_ns=None), model=False)
+        timed = [clause for clause in clauses if clause not in unbounded]
+        in_stream = [*unbounded, "AuditStream = {stream:String}", "AuditSeq >= {lo:UInt64}",
+                     *([f"(AuditSeq > 0 OR {' AND '.join(timed)})"] if timed else [])]
         for stream, first, last in streams:
             seq = first
             while seq <= last:
                 found = self.db.rows(
                     f"SELECT {_KEY_COLUMNS}, AuditSeq FROM {self._t(schema.SPANS)}"
                     f"{self._where([*in_stream, 'AuditSeq < {hi:UInt64}'])}",
-                    {**params, "stream": stream, "lo": seq, "hi": seq + CHAIN_PAGE})
+                    {**params, "stream": stream, "lo": seq, "hi": min(seq + CHAIN_PAGE, last + 1)})
                 if found:
                     records = self.fetch(sorted({tuple(k[:5]) for k in found}))
                     records.sort(key=lambda r: (_seq(r), r.start_ns, r.trace_id, r.span_id))

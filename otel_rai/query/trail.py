@@ -20,11 +20,12 @@ The keyed digests need the input hash key (`hash_keys`); without it, they are co
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
 from otel_rai.audit.local_rows import groups_digest, local_key, outcome_digest
-from otel_rai.chain.verify import Problem, Report, check, check_ordered, seq_of
+from otel_rai.chain.verify import EDGE_MARGIN_NS, Problem, Report, check, check_ordered, in_view, seq_of
 from otel_rai.codec.records import SpanRecord
 from otel_rai.query import Query, find_spans
 from otel_rai.query.capabilities import Chained, KeepsRows
@@ -42,8 +43,9 @@ _SPAN_COLUMNS = (semconv.MODEL_NAME, semconv.MODEL_VERSION, semconv.MODEL_FINGER
 class _Local:
     """What the local store keeps beside the records, and the problems found in it."""
 
-    def __init__(self, store: Any, window: Mapping[str, Any], keys: Sequence[bytes]) -> None:
+    def __init__(self, store: Any, window: Mapping[str, Any], keys: Sequence[bytes], end_ns: int | None) -> None:
         self.keys = keys
+        self.end_ns = end_ns  # outcomes rows from then on are out of view
         self.columns = _Cursor(store.span_columns(**window))
         self.rows = _Cursor(store.decision_rows(**window))
         self.index = store.index_mismatches(**window)
@@ -125,8 +127,9 @@ class _Local:
                              position)
         if self.first_outcome_ns is None or last is None:
             return
+        end = self.end_ns if self.end_ns is not None else float("inf")
         for decision_id, (_, time_ns) in self.outcomes.items():
-            if time_ns >= self.first_outcome_ns and decision_id not in self.seen_outcomes:
+            if self.first_outcome_ns <= time_ns < end and decision_id not in self.seen_outcomes:
                 self.problem("foreign", f"an outcomes row no outcome span accounts for (decision {decision_id})",
                              last[1], last[0])
 
@@ -163,17 +166,29 @@ def _same_service(column: Any, resource: Any, sealed: Any) -> bool:
 
 def records(backend: Any, query: Query, problems: list[Problem], keys: Sequence[bytes] = (),
             unverified: list[int] | None = None) -> Iterator[tuple[int | None, SpanRecord]]:
-    """The trail in `backend` within `query`'s window: the local store in write order (every column and
-    table beside the records checked, problems added to `problems`), others in time order."""
+    """The trail in `backend` that `query`'s window puts in view (`in_view`): the local store in write
+    order (every column and table beside the records checked, problems added to `problems`), others in
+    time order."""
+    view = query
+    windowed = query.start_ns is not None or query.end_ns is not None
+    if windowed:  # read wider, then keep each stream's stretch that the window puts in view
+        query = replace(query, start_ns=None if query.start_ns is None else query.start_ns - EDGE_MARGIN_NS,
+                        end_ns=None if query.end_ns is None else query.end_ns + EDGE_MARGIN_NS)
     store = getattr(backend, "store", None)
+    items: Iterable[tuple[int | None, SpanRecord]]
     if store is None:
-        for record in find_spans(query, backend):
-            yield None, record
+        items = ((None, record) for record in find_spans(query, backend))
+    else:
+        window = {"service": query.service, "start_ns": query.start_ns, "end_ns": query.end_ns}
+        items = store.spans_in_write_order(**window)
+    if windowed:
+        items = in_view(items, view.start_ns, view.end_ns)
+    if store is None:
+        yield from items
         return
-    window = {"service": query.service, "start_ns": query.start_ns, "end_ns": query.end_ns}
-    local = _Local(store, window, keys)
+    local = _Local(store, window, keys, view.end_ns)
     last = None
-    for position, record in store.spans_in_write_order(**window):
+    for position, record in items:
         local.check(position, record)
         last = (position, record)
         yield position, record
@@ -288,7 +303,7 @@ def local_keys(hash_keys: Iterable[HashKey]) -> list[bytes]:
 def verify(backend: Any, query: Query = Query(), keys: Mapping[str, Any] = {},  # noqa: B006, B008 - read only
            *, anchored: bool = False, require_signed: bool = False,
            hash_keys: Iterable[HashKey] = ()) -> Report:
-    """Check the trail that `backend` holds within `query`'s window (see `check` and `records`).
+    """Check the trail that `backend` holds in `query`'s window (see `check`, `records` and `in_view`).
     `hash_keys` verify the keyed digests of the local store's groups and outcomes. A backend that reads
     its trail in chain order (`Chained`) is checked as it is read, in bounded memory."""
     if isinstance(backend, Chained):
