@@ -539,6 +539,28 @@ def test_verify_chain_keeps_a_call_that_straddles_a_window_edge_in_view(tmp_path
     assert [(p["kind"], p["seq"]) for p in report["problems"]] == [("deleted", seq + 1)]
 
 
+def test_a_trace_backends_own_search_window_keeps_a_record_that_straddles_its_start(capsys):
+    """Without a window, a trace backend is searched over the last 7 days: a record that started before that
+    edge and was sealed among records that started after it is in view, and verifies."""
+    edge = time.time_ns() - 7 * 86_400 * 10**9
+    chained, spans = seal.Chain(), []
+    for started, ended in ((-10, -9), (5, 6), (-5, 7), (8, 9)):  # the third one straddles the edge
+        record = SpanRecord(os.urandom(16).hex(), os.urandom(8).hex(), "predict_proba", edge + started * 10**9,
+                            edge + ended * 10**9, {semconv.MODEL_NAME: "m"}, scope_name=semconv.SCOPE,
+                            resource={semconv.SERVICE_NAME: "edge-service"})
+        chained.seal_record(record)
+        spans.append(record)
+    server = FakeJaeger(spans)
+    try:
+        code = cli.main(["verify-chain", "--backend", "jaeger", "--url", server.url, "--service", "edge-service",
+                         "--format", "json"])
+    finally:
+        server.stop()
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["problems"] == [], report
+    assert report["records"] == 3  # the first one, sealed and started before the edge, is out of view
+
+
 def _slowly(X):
     time.sleep(0.3)
     return X
