@@ -494,7 +494,7 @@ def test_a_window_puts_in_view_each_streams_stretch_and_finds_what_was_deleted_i
                                   anchored=True)
         assert [(p.kind, p.seq) for p in report.problems] == [
             ("deleted", gone.attributes[semconv.AUDIT_SEQ] + 1)], case
-    assert by_start_alone_broken >= 10
+    assert by_start_alone_broken >= 30  # all 60 with this seed
 
 
 def test_verify_chain_keeps_a_call_that_straddles_a_window_edge_in_view(tmp_path, capsys, chdb_dir):
