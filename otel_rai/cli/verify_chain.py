@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from typing import Any
 
 from otel_rai import settings
@@ -32,7 +31,7 @@ from otel_rai.cli._common import (
     where,
 )
 from otel_rai.query import Query
-from otel_rai.query._remote import DEFAULT_LOOKBACK_NS
+from otel_rai.query._remote import lookback
 from otel_rai.query.trail import verify
 
 
@@ -80,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         keys.update(_keys_of(path, [], [path]))
     anchored = start is not None or end is not None or args.backend not in UNWINDOWED
     if start is None and args.backend not in UNWINDOWED:  # the search a trace backend makes anyway: its edge in view
-        start = (end if end is not None else time.time_ns()) - DEFAULT_LOOKBACK_NS
+        start, _ = lookback(None, end)
     query = Query(service=args.service, start_ns=start, end_ns=end)
     # The stores that keep groups and outcomes beside the records (ClickHouse: copies, export --include).
     hashing_keys = hash_keys(args, required=False) if args.backend in ("local", "clickhouse") else []
