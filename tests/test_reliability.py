@@ -283,7 +283,7 @@ def test_a_flush_does_not_wait_for_the_next_wake_up_while_calls_keep_coming(monk
 
 def _failing_cycles(monkeypatch, every: int) -> list[int]:
     """Make every `every`-th cycle of the audit worker fail outside its guarded stages (a bug no input can
-    provoke, so injected: its first step raises). Returns the sizes of the cycles made to fail."""
+    provoke, so injected: its first step raises). Returns a list with one entry a cycle made to fail."""
     from otel_rai.audit import worker as worker_module
 
     failed: list[int] = []
