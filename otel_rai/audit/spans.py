@@ -150,14 +150,17 @@ def attributes(call: DecisionCall, settings: Settings, on_failure: FailureHook) 
             errors.append(f"hash: {type(exc).__name__}")
     if call.error is None:
         try:
-            encoded = call.encoded_output
+            # Taken, not read: its tuple and dict then go with this span rather than live to the cycle's end,
+            # where the garbage collector's young passes would move them to the oldest generation (more
+            # full collections; bench/RESULTS.md).
+            encoded, call.encoded_output = call.encoded_output, None
             values, scores = outputs.encode(call.operation, call.output, info.classes) if encoded is None else encoded
             rows[semconv.OUTPUTS] = values
             if scores:
                 for label, column in scores.items():
                     rows[_score_name(label)] = column
             if info.classes is not None:
-                common[semconv.OUTPUT_CLASSES] = list(model.classes())
+                common[semconv.OUTPUT_CLASSES] = model.classes()  # one list for the model's spans: never written
         except Exception as exc:
             on_failure("outputs", exc)
             errors.append(f"outputs: {type(exc).__name__}")

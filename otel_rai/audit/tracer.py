@@ -92,7 +92,7 @@ class AuditTracer(CurrentSpanTracer):
             f"{trace_id:032x}", f"{self._ids.generate_span_id():016x}", name, start_time, end_time,
             plain(attributes, copy=False), None if parent is None else f"{parent.span_id:016x}",
             bool(parent is not None and parent.is_remote), _INTERNAL, _UNSET, "", state.to_header() if state else "",
-            [], [], self._resource_attributes, self._resource.schema_url or "", self._scope.name,
+            (), (), self._resource_attributes, self._resource.schema_url or "", self._scope.name,
             self._scope.version or "",
         ), on_ending)
 

@@ -69,8 +69,8 @@ def record(columns: Sequence[Any]) -> SpanRecord:
         kind=_KIND_CODES.get(kind, 0), status_code=_STATUS_CODES.get(status, 0), status_message=message,
         trace_state=trace_state,
         events=[{"name": n, "time_ns": int(t), "attributes": values.parse_other(a)}
-                for t, n, a in zip(event_times, event_names, event_attributes)],
+                for t, n, a in zip(event_times, event_names, event_attributes)] or (),
         links=[{"trace_id": t, "span_id": s, "trace_state": ts, "attributes": values.parse_other(a)}
-               for t, s, ts, a in zip(link_traces, link_spans, link_states, link_attributes)],
+               for t, s, ts, a in zip(link_traces, link_spans, link_states, link_attributes)] or (),
         resource=values.parse_other(resource), scope_name=scope_name, scope_version=scope_version,
     )

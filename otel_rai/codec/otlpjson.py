@@ -204,13 +204,13 @@ def _decode_span(
             {"name": str(e.get("name", "")), "time_ns": _int(e.get("timeUnixNano") or 0),
              "attributes": decode_attributes(e.get("attributes"))}
             for e in s.get("events") or ()
-        ],
+        ] or (),
         links=[
             {"trace_id": decode_id(link.get("traceId"), 16), "span_id": decode_id(link.get("spanId"), 8),
              "trace_state": str(link.get("traceState") or ""),
              "attributes": decode_attributes(link.get("attributes"))}
             for link in s.get("links") or ()
-        ],
+        ] or (),
         resource=resource,
         resource_schema_url=schema_url,
         scope_name=str(scope.get("name") or ""),

@@ -9,7 +9,7 @@ keep their OTel types: str, bool, int, float, or a list of one of those.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from otel_rai import semconv
 
@@ -34,9 +34,11 @@ class SpanRecord:
     status_code: int = 0
     status_message: str = ""
     trace_state: str = ""
-    events: list[dict[str, Any]] = field(default_factory=list)  # {"name", "time_ns", "attributes"}
+    #: {"name", "time_ns", "attributes"}. None is the empty tuple, which all records share: a list a span
+    #: would live as long as the span, and be one more object for the garbage collector (bench/RESULTS.md).
+    events: Sequence[dict[str, Any]] = ()
     #: {"trace_id", "span_id", "trace_state", "attributes"}
-    links: list[dict[str, Any]] = field(default_factory=list)
+    links: Sequence[dict[str, Any]] = ()
     resource: dict[str, Any] = field(default_factory=dict)
     resource_schema_url: str = ""
     scope_name: str = ""

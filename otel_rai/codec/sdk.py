@@ -72,9 +72,9 @@ def from_readable(span: ReadableSpan, *, owned: bool = False) -> SpanRecord:
         STATUS_CODES[status.status_code],
         status.description or "",
         ctx.trace_state.to_header() if ctx.trace_state else "",
-        # Audit spans have neither: no list to build from them.
+        # Audit spans have neither: no list to build from them (the shared empty tuple, as `AuditTracer` gives).
         [{"name": e.name, "time_ns": e.timestamp, "attributes": plain(e.attributes)} for e in events]
-        if events else [],
+        if events else (),
         [
             {
                 "trace_id": f"{link.context.trace_id:032x}",
@@ -83,7 +83,7 @@ def from_readable(span: ReadableSpan, *, owned: bool = False) -> SpanRecord:
                 "attributes": plain(link.attributes),
             }
             for link in links
-        ] if links else [],
+        ] if links else (),
         resource_attributes(resource),
         resource.schema_url or "",
         scope.name if scope else "",

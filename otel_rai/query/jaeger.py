@@ -73,7 +73,7 @@ def legacy_records(trace: dict[str, Any]) -> Iterator[SpanRecord]:
             status_code=2 if code == "ERROR" or tags.get("error") is True else (1 if code == "OK" else 0),
             status_message=str(tags.get("otel.status_description") or ""),
             trace_state=str(tags.get("w3c.tracestate") or ""),
-            events=[_event(log) for log in s.get("logs") or ()],
+            events=[_event(log) for log in s.get("logs") or ()] or (),
             resource=resource,
             scope_name=str(tags.get("otel.scope.name", tags.get("otel.library.name", ""))),
             scope_version=str(tags.get("otel.scope.version", tags.get("otel.library.version", ""))),

@@ -83,7 +83,7 @@ def record(span: Any, resource: dict[str, Any]) -> SpanRecord:
         status_code=_STATUS.get(str(code).removeprefix("STATUS_CODE_"), 0),
         status_message=str(status.get("message", "") if isinstance(status, dict) else ""),
         events=[{"name": e.name, "time_ns": int(e.timestamp), "attributes": dict(e.attributes or {})}
-                for e in span.events or ()],
+                for e in span.events or ()] or (),
         resource=resource,
     )
 

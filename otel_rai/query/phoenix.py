@@ -49,7 +49,7 @@ def record(span: dict[str, Any], project: str | None = None) -> SpanRecord:
             {"name": e.get("name", ""), "time_ns": parse_time(e["timestamp"]),
              "attributes": e.get("attributes") or {}}
             for e in span.get("events") or ()
-        ],
+        ] or (),
         resource={semconv.SERVICE_NAME: service} if service else {},
     )
 

@@ -507,8 +507,8 @@ class Store:
             trace_id=trace_id, span_id=span_id, name=name, start_ns=start, end_ns=end,
             attributes=json.loads(attributes), parent_span_id=parent,
             parent_is_remote=more.get("parent_is_remote", False), kind=kind, status_code=code,
-            status_message=message, trace_state=more.get("trace_state", ""), events=more.get("events", []),
-            links=more.get("links", []), resource=resource, resource_schema_url=schema_url,
+            status_message=message, trace_state=more.get("trace_state", ""), events=more.get("events", ()),
+            links=more.get("links", ()), resource=resource, resource_schema_url=schema_url,
             scope_name=scope_name, scope_version=scope_version,
         )
 
