@@ -3,7 +3,7 @@
     python bench/run.py            # full run (about 10 minutes on 2 cores)
     python bench/run.py --quick    # shorter runs, same scenarios
     python bench/run.py --only single,batch       # of: single, batch, sustained, explain, memory, store,
-                                                  # honest, budget, floor
+                                                  # honest, budget, floor, gc
     python bench/run.py --only honest --before b516cef   # the same scenarios on another git ref, alternating
 
 Prints a table and writes JSON (default bench/results/latest.json). Each scenario alternates bare and
@@ -601,6 +601,32 @@ def _long_lived_session(model: Any) -> Iterator[Callable[[Any], Any]]:
             otel_rai.uninstrument()
 
 
+def _fill(model: Any, xs: list[Any]) -> None:
+    """`STEADY_FILL` decisions into the current session, drained: its books full, as a service's are."""
+    for i in range(STEADY_FILL):
+        model.predict_proba(xs[i % len(xs)])
+        if i % 10_000 == 9_999:
+            otel_rai.flush(120)
+    otel_rai.flush(120)
+
+
+def _steady_calls(model: Any, xs: list[Any], bare_call: Callable[[Any, Any], Any]
+                  ) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """(instrumented, bare) calls of `_long_lived_session`: n of the rows `xs`, the instrumented ones drained."""
+
+    def inst_calls(n: int) -> None:
+        for i in range(n):
+            model.predict_proba(xs[i])
+        otel_rai.flush(120)
+
+    def bare_calls(n: int) -> None:
+        with suppress_instrumentation():
+            for i in range(n):
+                bare_call(model, xs[i])
+
+    return inst_calls, bare_calls
+
+
 def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
     """Total CPU per decision ÷ bare in a long-lived session (LR, local store, explanations off): after
     `STEADY_FILL` decisions, instrumented blocks of 200 single-row calls (each ending drained) alternate
@@ -615,23 +641,9 @@ def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
     model, xs = lr
     ratios, absolute = [], []
     with _long_lived_session(model) as bare_call:
-        for i in range(STEADY_FILL):
-            model.predict_proba(xs[i % len(xs)])
-            if i % 10_000 == 9_999:
-                otel_rai.flush(120)
-        otel_rai.flush(120)
+        _fill(model, xs)
         index_us = _input_index_cost_us()
-
-        def inst_calls(n: int) -> None:
-            for i in range(n):
-                model.predict_proba(xs[i])
-            otel_rai.flush(120)
-
-        def bare_calls(n: int) -> None:
-            with suppress_instrumentation():
-                for i in range(n):
-                    bare_call(model, xs[i])
-
+        inst_calls, bare_calls = _steady_calls(model, xs, bare_call)
         inst_gc_us, inst_gcs = _full_collections_us(inst_calls, STEADY_COLLECTIONS)
         bare_gc_us, bare_gcs = _full_collections_us(bare_calls, STEADY_COLLECTIONS)
         collections_us = inst_gc_us - bare_gc_us
@@ -668,6 +680,37 @@ def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
                 {"stretch": stretch, "cpu_bare_us": statistics.median(a for a, _ in absolute),
                  "cpu_inst_us": statistics.median(b for _, b in absolute), "input_index_us": index_us,
                  "full_collections_us": collections_us, "full_collections": f"{inst_gcs} (bare {bare_gcs})"})]
+
+
+#: Decisions over which `collector` counts a long-lived session's garbage collections (a dozen full ones).
+GC_DECISIONS = 300_000
+#: Decisions over which it counts the objects moved to the oldest generation (each count lists the heap).
+GC_PROMOTED_DECISIONS = 10_000
+
+
+def collector(quick: bool) -> list[Row]:
+    """The garbage collector's share of a long-lived session (`bench_gc`; the session of `honest_steady`,
+    after its `STEADY_FILL` decisions): collections by generation, and the full ones on the caller's own
+    thread, of instrumented and of bare (unpatched) calls in drained blocks of 200; and the objects a
+    decision moved to the oldest generation, which set how often a full collection comes. Reported, not
+    gated: `honest_steady` adds the full collections' share to its ratio."""
+    import bench_gc
+
+    model, xs = _honest_models()["lr"]
+    n = 60_000 if quick else GC_DECISIONS
+    rows = []
+    with threadpool_limits(1, "openmp"), _long_lived_session(model) as bare_call:
+        _fill(model, xs)
+        inst_calls, bare_calls = _steady_calls(model, xs, bare_call)
+        for side, calls in (("instrumented", inst_calls), ("bare", bare_calls)):
+            print(f"  gc lr/store/explain=off, {side}", file=sys.stderr, flush=True)
+            for name, value in bench_gc.share(calls, n).items():
+                metric = "count" if "collections" in name and "CPU" not in name else "CPU µs/decision"
+                rows.append(Row("gc", f"lr/store/explain=off, {n:,} decisions, {side}: {name}", metric, value))
+        moved = bench_gc.promoted(inst_calls, GC_PROMOTED_DECISIONS)
+        rows.append(Row("gc", "lr/store/explain=off, instrumented: objects moved to the oldest generation",
+                        "objects/decision", moved))
+    return rows
 
 
 #: Decisions a second of the paced row: a service busy, but far from saturated.
@@ -908,13 +951,15 @@ SCENARIOS: dict[str, Callable[[bool], list[Row]]] = {
     "honest": honest,
     "budget": budget,
     "floor": floor,
+    "gc": collector,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default=",".join(s for s in SCENARIOS if s not in ("honest", "budget", "floor")))
+    parser.add_argument("--only", default=",".join(s for s in SCENARIOS
+                                                   if s not in ("honest", "budget", "floor", "gc")))
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "latest.json"))
     parser.add_argument("--before", metavar="REF", help="also run the scenarios on git REF, each tree in its own "
                         "process, alternating, and print both columns")
