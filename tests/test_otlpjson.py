@@ -102,7 +102,7 @@ def _random_record(rng: np.random.Generator, i: int) -> SpanRecord:
         parent_is_remote=parent is not None and bool(rng.random() < 0.5), kind=int(rng.integers(1, 6)),
         status_code=status, status_message=f"why {i}" if status == 2 else "",
         trace_state=f"k{i}=v{i}" if rng.random() < 0.3 else "",
-        # None is the empty tuple, as every reader writes it.
+        # No events or links: the empty tuple, as every reader writes it (`SpanRecord`).
         events=[{"name": f"e{j}", "time_ns": j + 1, "attributes": attributes()}
                 for j in range(rng.integers(0, 3))] or (),
         links=[{"trace_id": hex_id(32), "span_id": hex_id(16), "trace_state": "" if j else "a=b",
