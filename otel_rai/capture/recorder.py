@@ -72,7 +72,8 @@ class DecisionCall:
     #: Set by the audit worker when it hashed this call's input together with others of its cycle.
     input_hashes: list[str] | None = None
     #: Set by the audit worker when it encoded this call's output together with others of its cycle:
-    #: (``ml.outputs``, the per-class score arrays or None), as `otel_rai.audit.outputs.encode` gives them.
+    #: (``ml.outputs``, the per-class score arrays or None), as `otel_rai.audit.outputs.encode` gives them;
+    #: taken (set back to None) by the call's span.
     encoded_output: tuple[list[Any], dict[str, list[float]] | None] | None = None
     #: Set by the audit worker when it encoded this call's explanation together with others of its cycle:
     #: the ``ml.explanation.top`` entries of its rows, as `otel_rai.codec.reasons.encode_top` gives them.
