@@ -6,6 +6,8 @@ records of a cycle until its commit) moves on to an older generation; once the o
 quarter since the last full collection, the interpreter collects the whole heap, on whichever thread
 allocated last, the caller's included. Its cost a decision is about (the CPU a full collection spends
 on one object) × 4 × (objects moved to the oldest generation a decision), whatever the heap's size.
+`honest_steady` (bench/run.py) times the full collections with `collecting` too, to share them out over its
+blocks.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import threading
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 Calls = Callable[[int], None]
 
 
 @contextmanager
-def _collections() -> Iterator[tuple[Counter, defaultdict]]:
-    """(count, CPU seconds) of each (thread, generation)'s collections meanwhile."""
+def collecting() -> Iterator[tuple[Counter, defaultdict]]:
+    """(count, CPU seconds) of each (thread id, generation)'s collections meanwhile."""
     count: Counter = Counter()
     seconds: defaultdict = defaultdict(float)
     started: dict[tuple[int, int], float] = {}
@@ -42,17 +44,19 @@ def _collections() -> Iterator[tuple[Counter, defaultdict]]:
         gc.callbacks.remove(callback)
 
 
+def full(by_key: Mapping[tuple[int, int], float], thread: int | None = None) -> float:
+    """The full collections' part of `collecting`'s count or seconds, on `thread` or on any."""
+    return sum(v for (t, generation), v in by_key.items() if generation == 2 and thread in (None, t))
+
+
 def share(calls: Calls, n: int) -> dict[str, float]:
     """The collections of `n` decisions made by `calls` (200 at a time, each block drained), a decision:
     full collections (and those on the caller's thread) and the CPU µs of each generation's."""
     caller = threading.get_ident()
-    with _collections() as (count, seconds):
+    with collecting() as (count, seconds):
         for start in range(0, n, 200):
             calls(min(200, n - start))
-    found = {
-        "full collections": float(sum(c for (_, g), c in count.items() if g == 2)),
-        "full collections on the caller's thread": float(count[(caller, 2)]),
-    }
+    found = {"full collections": full(count), "full collections on the caller's thread": full(count, caller)}
     for generation in range(3):
         found[f"generation {generation}: CPU µs/decision"] = sum(
             s for (_, g), s in seconds.items() if g == generation) / n * 1e6

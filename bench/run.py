@@ -56,6 +56,7 @@ from otel_rai.store import Store, default_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_explain, bench_store
+import bench_gc  # noqa: E402
 from servers import free_port, rotel_binary, wait_for_port  # noqa: E402
 
 KEY = "bench-key-0123456789abcdef01234567"
@@ -555,34 +556,12 @@ STEADY_FILL = 100_000
 STEADY_COLLECTIONS = 60_000
 
 
-@contextmanager
-def _full_collections() -> Iterator[list[tuple[int, float]]]:
-    """(thread, CPU seconds) of each full (oldest-generation) garbage collection meanwhile, on whichever
-    thread ran it."""
-    spent: list[tuple[int, float]] = []
-    started: dict[int, float] = {}
-
-    def callback(phase: str, info: dict[str, int]) -> None:
-        if info["generation"] == 2:
-            thread = threading.get_ident()
-            if phase == "start":
-                started[thread] = time.thread_time()
-            elif thread in started:
-                spent.append((thread, time.thread_time() - started.pop(thread)))
-
-    gc.callbacks.append(callback)
-    try:
-        yield spent
-    finally:
-        gc.callbacks.remove(callback)
-
-
 def _full_collections_us(calls: Callable[[int], None], n: int) -> tuple[float, int]:
     """(CPU µs a call, count) of the full collections that `n` calls cause, made 200 at a time."""
-    with _full_collections() as full:
+    with bench_gc.collecting() as (count, seconds):
         for start in range(0, n, 200):
             calls(min(200, n - start))
-    return sum(seconds for _, seconds in full) / n * 1e6, len(full)
+    return bench_gc.full(seconds) / n * 1e6, int(bench_gc.full(count))
 
 
 @contextmanager
@@ -651,7 +630,7 @@ def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
             for r in range(15 if quick else 31):
                 cpu = {}
                 for label in (("bare", "inst") if r % 2 else ("inst", "bare")):
-                    with _full_collections() as full:  # shared out instead (`collections_us`)
+                    with bench_gc.collecting() as (_, full):  # shared out instead (`collections_us`)
                         c0, t0 = time.process_time(), time.thread_time()
                         if label == "inst":
                             out = [model.predict_proba(x) for x in xs]
@@ -664,10 +643,10 @@ def honest_steady(lr: tuple[Any, list[Any]], quick: bool) -> list[Row]:
                         if label == "bare":  # the caller's own CPU; the session's threads' goes to inst
                             cpu["bare"], cpu["background"] = time.thread_time() - t0, cpu["bare"]
                     if label == "inst":
-                        cpu["inst"] -= sum(seconds for _, seconds in full)
+                        cpu["inst"] -= bench_gc.full(full)
                     else:
-                        cpu["bare"] -= sum(sec for thread, sec in full if thread == threading.get_ident())
-                        cpu["background"] -= sum(seconds for _, seconds in full)
+                        cpu["bare"] -= bench_gc.full(full, threading.get_ident())
+                        cpu["background"] -= bench_gc.full(full)
                 cpu["background"] -= cpu["bare"]
                 inst = cpu["inst"] + cpu["background"] + (index_us + collections_us) * len(xs) / 1e6
                 ratios.append(inst / cpu["bare"])
@@ -694,8 +673,6 @@ def collector(quick: bool) -> list[Row]:
     thread, of instrumented and of bare (unpatched) calls in drained blocks of 200; and the objects a
     decision moved to the oldest generation, which set how often a full collection comes. Reported, not
     gated: `honest_steady` adds the full collections' share to its ratio."""
-    import bench_gc
-
     model, xs = _honest_models()["lr"]
     n = 60_000 if quick else GC_DECISIONS
     rows = []
