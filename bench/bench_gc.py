@@ -3,11 +3,11 @@ blocks leave out, since each starts from a collected heap.
 
 Whatever the audit path holds when a young collection runs (calls waiting in the worker's queue, the
 records of a cycle until its commit) moves on to an older generation; once the oldest has grown by a
-quarter since the last full collection, the interpreter collects the whole heap, on whichever thread
-allocated last, the caller's included. Its cost a decision is about (the CPU a full collection spends
-on one object) × 4 × (objects moved to the oldest generation a decision), whatever the heap's size.
-`honest_steady` (bench/run.py) times the full collections with `collecting` too, to share them out over its
-blocks.
+quarter since the last full collection, the interpreter collects the whole heap, on the thread whose
+allocation crossed the line, the caller's included. Its cost a decision is about (the CPU a full
+collection spends on one object) × 4 × (objects moved to the oldest generation a decision), whatever the
+heap's size. `honest_steady` (bench/run.py) times the full collections with `collecting` too, to share
+them out over its blocks.
 """
 
 from __future__ import annotations
