@@ -192,13 +192,19 @@ class Remembered:
     truth: Positive
 
 
+#: Distinct entries a `DecisionBook` shares, at most (a few a model version and group): beyond, it starts over.
+_MAX_SHARED = 4096
+
+
 class DecisionBook:
     """Decision id → `Remembered`, for the newest `capacity` decisions that had groups.
 
     Entries are plain tuples of strings, bools and ints, written a call at a time by C loops; a
     `Remembered` is built when an outcome pops its decision. Holding only atomic values, the entries are
     not tracked by the garbage collector: 100k tracked entries (an object and a dict each, before) made
-    every full collection of the process slower by about 100 ms."""
+    every full collection of the process slower by about 100 ms. Equal entries are one tuple, shared
+    (an entry holds no id or time, so a model version has a few): a decision adds no object of its own,
+    which would count towards the collector's next young pass and live as long as the book holds it."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
@@ -206,6 +212,7 @@ class DecisionBook:
         self._entries: collections.OrderedDict[str, tuple] = collections.OrderedDict()
         self._truths: list[Positive] = []
         self._truth_index: dict[tuple, int] = {}
+        self._shared: dict[tuple, tuple] = {}  # each distinct entry, itself
 
     def _truth(self, truth: Positive) -> Any:
         """The number of `truth` in this book (a positive label that cannot be hashed stays an object).
@@ -225,8 +232,15 @@ class DecisionBook:
         """Remember the decisions of one call (their groups and predictions); the oldest beyond `capacity`
         are forgotten."""
         entries = self._entries
-        entries.update(zip(ids, zip(repeat(model), repeat(version), repeat(tuple(groups)), zip(*groups.values()),
-                                    predicted, repeat(self._truth(truth)))))
+        truth_index = self._truth(truth)
+        made = zip(repeat(model), repeat(version), repeat(tuple(groups)), zip(*groups.values()), predicted,
+                   repeat(truth_index))
+        if type(truth_index) is int:  # else an unhashable label's object, in entries of their own
+            shared = self._shared
+            if len(shared) > _MAX_SHARED:
+                shared.clear()
+            made = map(lambda entry: shared.setdefault(entry, entry), made)
+        entries.update(zip(ids, made))
         excess = len(entries) - self._capacity
         if excess > 0:
             collections.deque(map(entries.popitem, repeat(False, excess)), maxlen=0)  # oldest first, in C
