@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from otel_rai import semconv
 from otel_rai._time import rfc3339
@@ -108,15 +108,17 @@ class Report:
                 "problems": [p.to_dict() for p in self.ordered_problems()]}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
-    record: SpanRecord
+    #: None once `check` has let it go (a record the trail can read again at its position).
+    record: SpanRecord | None
     position: int | None
     stream: str
     seq: int
     prev: str
     claimed: str
     intact: bool
+    decisions: int
 
 
 def seq_of(value: Any) -> int | None:
@@ -146,41 +148,51 @@ def _chained(record: SpanRecord) -> tuple[str, int, str, str] | None:
 EDGE_MARGIN_NS = 3600 * 10**9
 
 
-def in_view(items: Iterable[tuple[int | None, SpanRecord]], start_ns: int | None,
-            end_ns: int | None) -> list[tuple[int | None, SpanRecord]]:
-    """What the window [`start_ns`, `end_ns`) puts in view of `items` (read `EDGE_MARGIN_NS` wider), in their
-    order: each stream's records from the first that started in the window to the last that did, in chain
-    order, with those sealed between them whenever they started (a call that began before the window's
-    start and ended after calls that began in it). A record without a chain is in view if it started in
-    the window."""
+def in_view(read: Callable[[], Iterable[tuple[int | None, SpanRecord]]], start_ns: int | None,
+            end_ns: int | None) -> Iterator[tuple[int | None, SpanRecord]]:
+    """What the window [`start_ns`, `end_ns`) puts in view of the items `read()` gives (read `EDGE_MARGIN_NS`
+    wider), in their order: each stream's records from the first that started in the window to the last
+    that did, in chain order, with those sealed between them whenever they started (a call that began
+    before the window's start and ended after calls that began in it). A record without a chain is in view
+    if it started in the window.
+
+    The items are read twice, and none is held: first each stream's stretch, then what falls in it. Items
+    with write positions (the local store) that the first reading did not reach are left out of the second:
+    they were written since."""
     def started_inside(record: SpanRecord) -> bool:
         return (start_ns is None or record.start_ns >= start_ns) and (end_ns is None or record.start_ns < end_ns)
 
-    chained = [(position, record, _chained(record)) for position, record in items]
     stretches: dict[str, tuple[int, int]] = {}
-    for _, record, fields in chained:
+    reached = None
+    for position, record in read():
+        reached = position
+        fields = _chained(record)
         if fields is not None and started_inside(record):
             stream, seq = fields[0], fields[1]
             first, last = stretches.get(stream, (seq, seq))
             stretches[stream] = (min(first, seq), max(last, seq))
-    kept = []
-    for position, record, fields in chained:
+    for position, record in read():
+        if position is not None and reached is not None and position > reached:
+            return
+        fields = _chained(record)
         if fields is None:
             if started_inside(record):
-                kept.append((position, record))
+                yield position, record
             continue
         stretch = stretches.get(fields[0])
         if stretch is not None and stretch[0] <= fields[1] <= stretch[1]:
-            kept.append((position, record))
-    return kept
+            yield position, record
 
 
 def _is_audit_record(record: SpanRecord) -> bool:
     return record.scope_name == semconv.SCOPE or any(k.startswith("ml.") for k in record.attributes)
 
 
-def _entries(items: Iterable[tuple[int | None, SpanRecord]], report: Report) -> Iterator[_Entry]:
-    """The chained records of `items`; every audit record is counted, one without a chain is reported."""
+def _entries(items: Iterable[tuple[int | None, SpanRecord]], report: Report, *,
+             let_go: bool = False) -> Iterator[_Entry]:
+    """The chained records of `items`; every audit record is counted, one without a chain is reported. With
+    `let_go`, an entry with a write position keeps its record only if it is a checkpoint."""
+    streams: dict[str, str] = {}  # one copy of each stream's name, not one a record
     for position, record in items:
         if not _is_audit_record(record):
             continue
@@ -191,7 +203,10 @@ def _entries(items: Iterable[tuple[int | None, SpanRecord]], report: Report) -> 
                                            position=position))
             continue
         stream, seq, prev, claimed = fields
-        yield _Entry(record, position, stream, seq, prev, claimed, canonical.matches(record))
+        a = record.attributes
+        kept = None if let_go and position is not None and semconv.CHECKPOINT_DECISIONS not in a else record
+        yield _Entry(kept, position, streams.setdefault(stream, stream), seq, prev, claimed,
+                     canonical.matches(record), len(a.get(semconv.DECISION_IDS) or ()))
 
 
 def check(
@@ -200,17 +215,33 @@ def check(
     *,
     anchored: bool = False,
     require_signed: bool = False,
+    read_again: Callable[[Iterable[int]], Mapping[int, SpanRecord]] | None = None,
 ) -> Report:
     """Check the (write position or None, record) pairs of a trail, in any order. `keys` maps checkpoint key
-    ids to `keys.HmacKey` / `keys.Ed25519Key`; `anchored`: the view starts mid-stream (a time window)."""
+    ids to `keys.HmacKey` / `keys.Ed25519Key`; `anchored`: the view starts mid-stream (a time window).
+
+    `read_again` (write positions → the records there, each one) lets the check hold a few fields of each
+    record with a position instead of the record, and read again those it reports a problem at."""
     report = Report()
     streams: dict[str, list[_Entry]] = {}
-    for entry in _entries(items, report):
+    for entry in _entries(items, report, let_go=read_again is not None):
         streams.setdefault(entry.stream, []).append(entry)
     for name, entries in streams.items():
         entries.sort(key=lambda e: (e.seq, e.position or 0))
         _walk(name, _slots(entries, report), keys, anchored, require_signed, report)
+    if read_again is not None:
+        _read_again(report, read_again)
     return report
+
+
+def _read_again(report: Report, read_again: Callable[[Iterable[int]], Mapping[int, SpanRecord]]) -> None:
+    """Give back their records to the problems found at entries that let them go."""
+    missing = {p.position for p in report.problems if p.record is None}
+    if not missing:
+        return
+    found = read_again(missing)
+    report.problems = [p if p.record is not None else replace(p, record=found[p.position])
+                       for p in report.problems]
 
 
 def check_ordered(
@@ -265,8 +296,8 @@ def _walk(name: str, slots: Iterator[list[_Entry]], keys: Mapping[str, Any], anc
         return
     info = report.streams[name] = Stream(name, candidates[0].seq, candidates[0].seq)
 
-    def problem(kind: str, detail: str, e: _Entry) -> None:
-        report.problems.append(Problem(kind, detail, e.record, name, e.seq, e.position))
+    def problem(kind: str, detail: str, e: _Entry) -> None:  # an entry's record let go: `check` reads it again
+        report.problems.append(Problem(kind, detail, e.record, name, e.seq, e.position))  # type: ignore[arg-type]
 
     previous: _Entry | None = None
     furthest = None  # the latest write position so far
@@ -307,8 +338,8 @@ def _walk(name: str, slots: Iterator[list[_Entry]], keys: Mapping[str, Any], anc
                 problem("reordered", "stored before records that precede it in the chain", chosen)
             furthest = chosen.position if furthest is None else max(furthest, chosen.position)
         info.records += 1
-        info.decisions += len(chosen.record.attributes.get(semconv.DECISION_IDS) or ())
-        if semconv.CHECKPOINT_DECISIONS in chosen.record.attributes:
+        info.decisions += chosen.decisions
+        if chosen.record is not None and semconv.CHECKPOINT_DECISIONS in chosen.record.attributes:
             _checkpoint(chosen, info, keys, report, problem)
             if info.signed_through >= seq:
                 uncovered = None

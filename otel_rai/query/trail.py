@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from otel_rai import semconv
 from otel_rai.audit.local_rows import groups_digest, local_key, outcome_digest
@@ -44,6 +44,7 @@ class _Local:
     """What the local store keeps beside the records, and the problems found in it."""
 
     def __init__(self, store: Any, window: Mapping[str, Any], keys: Sequence[bytes], end_ns: int | None) -> None:
+        self.store = store
         self.keys = keys
         self.end_ns = end_ns  # outcomes rows from then on are out of view
         self.columns = _Cursor(store.span_columns(**window))
@@ -55,7 +56,8 @@ class _Local:
         self.first_outcome_ns: int | None = None
         self.seen_outcomes: set[str] = set()
         self.grouped: set[str] = set()  # decisions whose groups a record covers
-        self.ungrouped: dict[str, tuple[int, SpanRecord]] = {}  # decisions of records that say they had none
+        # Decisions with groups rows, of records that say they had none: the record's position.
+        self.ungrouped: dict[str, int] = {}
 
     def problem(self, kind: str, detail: str, record: SpanRecord, position: int) -> None:
         a = record.attributes
@@ -84,7 +86,7 @@ class _Local:
         digests = a.get(semconv.GROUPS_DIGEST)
         if not isinstance(digests, (list, tuple)) or len(digests) != len(ids):
             if semconv.AUDIT_SERVICE in a:  # sealed by a version that covers groups: it had none
-                self.ungrouped.update((str(i), (position, record)) for i in ids)
+                self.ungrouped.update((d, position) for d in map(str, ids) if d in self.groups)
             return
         self.grouped.update(map(str, ids))
         if any(str(i) not in self.groups for i in ids):  # a decision that had groups has none now
@@ -120,11 +122,13 @@ class _Local:
 
     def finish(self, last: tuple[int, SpanRecord] | None) -> None:
         """Rows that no record accounts for."""
+        foreign = {d: p for d, p in self.ungrouped.items() if d not in self.grouped}
+        records = self.store.spans_at(foreign.values()) if foreign else {}
         for decision_id in self.groups:
-            if decision_id in self.ungrouped and decision_id not in self.grouped:
-                position, record = self.ungrouped[decision_id]
-                self.problem("foreign", "decision_groups rows for a decision recorded without groups", record,
-                             position)
+            if decision_id in foreign:
+                position = foreign[decision_id]
+                self.problem("foreign", "decision_groups rows for a decision recorded without groups",
+                             records[position], position)
         if self.first_outcome_ns is None or last is None:
             return
         end = self.end_ns if self.end_ns is not None else float("inf")
@@ -175,14 +179,18 @@ def records(backend: Any, query: Query, problems: list[Problem], keys: Sequence[
         query = replace(query, start_ns=None if query.start_ns is None else query.start_ns - EDGE_MARGIN_NS,
                         end_ns=None if query.end_ns is None else query.end_ns + EDGE_MARGIN_NS)
     store = getattr(backend, "store", None)
-    items: Iterable[tuple[int | None, SpanRecord]]
+    read: Callable[[], Iterable[tuple[int | None, SpanRecord]]]
     if store is None:
-        items = ((None, record) for record in find_spans(query, backend))
+        found = [(None, record) for record in find_spans(query, backend)]  # a search is not made twice
+
+        def read() -> Iterable[tuple[int | None, SpanRecord]]:
+            return found
     else:
         window = {"service": query.service, "start_ns": query.start_ns, "end_ns": query.end_ns}
-        items = store.spans_in_write_order(**window)
-    if windowed:
-        items = in_view(items, view.start_ns, view.end_ns)
+
+        def read() -> Iterable[tuple[int | None, SpanRecord]]:
+            return store.spans_in_write_order(**window)
+    items = in_view(read, view.start_ns, view.end_ns) if windowed else read()
     if store is None:
         yield from items
         return
@@ -316,8 +324,9 @@ def verify(backend: Any, query: Query = Query(), keys: Mapping[str, Any] = {},  
         return report
     tables: list[Problem] = []
     unverified: list[int] = []
+    store = getattr(backend, "store", None)
     report = check(records(backend, query, tables, local_keys(hash_keys), unverified), keys, anchored=anchored,
-                   require_signed=require_signed)
+                   require_signed=require_signed, read_again=None if store is None else store.spans_at)
     edited = {p.position for p in report.problems if p.kind == "edited"}
     report.problems += [p for p in tables if p.position not in edited or p.kind != "edited"]
     report.unverified_local_rows = sum(unverified)

@@ -13,7 +13,7 @@ import sqlite3
 import sys
 import threading
 from array import array
-from itertools import chain, repeat
+from itertools import chain, groupby, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -571,6 +571,19 @@ class Store:
             for row in self._connection().execute(f"SELECT {_SPAN_COLUMNS} FROM spans s{where} ORDER BY s.seq", args):
                 yield row[0], self._record(row)
 
+    def spans_at(self, seqs: Iterable[int]) -> dict[int, SpanRecord]:
+        """{seq: span} of the spans written at `seqs`; a `StoreError` if one is gone (deleted since)."""
+        wanted = sorted(set(seqs))
+        with self._reading():
+            rows = self._connection().execute(
+                f"SELECT {_SPAN_COLUMNS} FROM spans s WHERE s.seq IN (SELECT value FROM json_each(?))",
+                (json_text(wanted),))
+            found = {row[0]: self._record(row) for row in rows}
+        gone = [seq for seq in wanted if seq not in found]
+        if gone:
+            raise StoreError(f"{self.path}: the span written at seq {gone[0]} is gone (deleted while it was read)")
+        return found
+
     def decision_rows(self, **query: Any) -> Iterator[tuple[int, list[tuple[Any, Any, Any, Any]]]]:
         """(seq, [(decision id, input hash, output, input key) in row order]) of the spans matching the
         filters that hold decisions, in write order: the ``decisions`` table, to compare with the spans."""
@@ -622,14 +635,16 @@ class Store:
 
     @apart_from_fork
     def local_rows(self) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
-        """Every ``decision_groups`` row ({decision id: {attribute: group}}) and ``outcomes`` row
-        ({decision id: (ground truth JSON, time)})."""
+        """Every ``decision_groups`` row ({decision id: {attribute: group}}, the same dict for decisions of the
+        same groups: read only) and ``outcomes`` row ({decision id: (ground truth JSON, time)})."""
         with self._reading():
             conn = self._connection()
             groups: dict[str, dict[str, str]] = {}
-            rows = conn.execute("SELECT decision_id, attribute, grp FROM decision_groups")
-            for decision_id, attribute, group in rows:
-                groups.setdefault(decision_id, {})[attribute] = group
+            shared: dict[tuple, dict[str, str]] = {}  # a store's decisions fall in a few groups
+            rows = conn.execute("SELECT decision_id, attribute, grp FROM decision_groups ORDER BY decision_id")
+            for decision_id, found in groupby(rows, itemgetter(0)):
+                key = tuple((attribute, group) for _, attribute, group in found)
+                groups[decision_id] = shared.get(key) or shared.setdefault(key, dict(key))
             outcomes = {d: (y, t) for d, y, t in conn.execute("SELECT decision_id, y_true, time_ns FROM outcomes")}
         return groups, outcomes
 
