@@ -21,6 +21,7 @@ from otel_rai.fairness.alerts import FairnessAlert
 from otel_rai.report import charts as report_charts
 from otel_rai.report import figures as report_figures
 from otel_rai.report import html as report
+from otel_rai.report import load as report_load
 from otel_rai.settings import FairnessConfig
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -134,8 +135,11 @@ def test_report_command(tmp_path, capsys):
     assert "no audit store at" in capsys.readouterr().err
 
 
-def test_report_from_the_local_store_with_groups_and_outcomes(tmp_path, capsys):
-    """The default path: the local store keeps groups and outcomes (never on spans), the report reads them."""
+@pytest.mark.parametrize("page", [7, 4096])
+def test_report_from_the_local_store_with_groups_and_outcomes(tmp_path, capsys, monkeypatch, page):
+    """The default path: the local store keeps groups and outcomes (never on spans), the report reads them,
+    a page of decisions at a time (many pages, or one)."""
+    monkeypatch.setattr(report_load, "_PAGE", page)
     rng = np.random.default_rng(5)
     X = pd.DataFrame({"income": rng.normal(0, 1, 900), "sex": rng.choice(["f", "m"], 900)})
     y = (X.income + (X.sex == "m") > 0.5).astype(int).to_numpy()
@@ -154,6 +158,7 @@ def test_report_from_the_local_store_with_groups_and_outcomes(tmp_path, capsys):
     out = tmp_path / "report.html"
     assert run_cli(tmp_path, "--model-version", "7", "--out", str(out)) == 0
     root = parse(out.read_text())
+    assert root.find(".//td[@id='decisions']").text == "900"
     sex = X.sex.to_numpy()
     assert float(cell(root, "demographic parity ratio")) == pytest.approx(
         flm.demographic_parity_ratio(y, y_pred, sensitive_features=sex), abs=5e-5)

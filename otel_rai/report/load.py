@@ -3,6 +3,7 @@ or of a backend that keeps them too: `KeepsRows`, ClickHouse), or from a JSON-li
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -17,6 +18,10 @@ from otel_rai.query import Backend, Decision, Query, decisions, find_spans
 from otel_rai.query.capabilities import KeepsRows, NamedSpans
 from otel_rai.query.local import Local
 from otel_rai.report.figures import DecisionRecord, printed
+
+#: Decisions read at a time: a page's groups and outcomes are looked up together, and its decisions (each
+#: holding its span's attributes) are let go once their records are made.
+_PAGE = 4096
 
 
 def read_records(path: Path) -> list[DecisionRecord]:
@@ -48,34 +53,32 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
     groups only as allowlisted raw values (``capture_features``) of the `sensitive` columns, and no
     outcomes.
     """
-    found = list(decisions(q, backend))
-    alerts = alerts_of(backend, q)
-    ids = [d.decision_id for d in found]
     local = backend.store if isinstance(backend, Local) else backend if isinstance(backend, KeepsRows) else None
-    stored_groups = local.groups(ids) if local is not None else {}
-    outcomes = local.outcomes(ids) if local is not None else {}
-    records = [
-        DecisionRecord(
-            decision_id=d.decision_id,
-            model=str(d.model_name),
-            version=str(d.model_version),
-            timestamp=d.time_ns / 1e9,
-            output=d.output,
-            groups=stored_groups.get(d.decision_id)
-            or {name: printed(d.features[name]) for name in sensitive if name in d.features},
-            outcome=outcomes.get(d.decision_id),
-            classes=d.attributes.get(semconv.OUTPUT_CLASSES),
-            proba=probabilities(d),
-            attributions=_attributions(d),
-            explained_output=_explained_output(d) if semconv.EXPLANATION_TOP in d.values else None,
-        )
-        for d in found
-        if d.error is None
-    ]
-    return records, alerts
-
-
-# --- quality and drift (docs/monitoring.md) ----------------------------------------------------------
+    records: list[DecisionRecord] = []
+    found = decisions(q, backend)
+    while page := list(itertools.islice(found, _PAGE)):
+        ids = [d.decision_id for d in page]
+        stored_groups = local.groups(ids) if local is not None else {}
+        outcomes = local.outcomes(ids) if local is not None else {}
+        records += [
+            DecisionRecord(
+                decision_id=d.decision_id,
+                model=str(d.model_name),
+                version=str(d.model_version),
+                timestamp=d.time_ns / 1e9,
+                output=d.output,
+                groups=stored_groups.get(d.decision_id)
+                or {name: printed(d.features[name]) for name in sensitive if name in d.features},
+                outcome=outcomes.get(d.decision_id),
+                classes=d.attributes.get(semconv.OUTPUT_CLASSES),
+                proba=probabilities(d),
+                attributions=_attributions(d),
+                explained_output=_explained_output(d) if semconv.EXPLANATION_TOP in d.values else None,
+            )
+            for d in page
+            if d.error is None
+        ]
+    return records, alerts_of(backend, q)
 
 
 def probabilities(d: Decision) -> list[float] | None:

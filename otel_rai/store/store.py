@@ -194,6 +194,17 @@ _SPAN_FIELDS = attrgetter("trace_id", "span_id", "parent_span_id", "name", "kind
                           "status_code", "status_message")
 
 
+def _by_decision(rows: Iterable[tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    """{decision id: {attribute: group}} of (decision id, attribute, group) rows in decision id order.
+    Decisions of the same groups share one dict, read only: a store's decisions fall in a few groups."""
+    out: dict[str, dict[str, str]] = {}
+    shared: dict[tuple, dict[str, str]] = {}
+    for decision_id, found in groupby(rows, itemgetter(0)):
+        key = tuple((attribute, group) for _, attribute, group in found)
+        out[decision_id] = shared.get(key) or shared.setdefault(key, dict(key))
+    return out
+
+
 def _last_seq(conn: sqlite3.Connection) -> int:
     """The last seq handed out: a store's spans and a spool's queued spans share one sequence."""
     (last,) = conn.execute(
@@ -635,16 +646,12 @@ class Store:
 
     @apart_from_fork
     def local_rows(self) -> tuple[dict[str, dict[str, str]], dict[str, tuple[str, int]]]:
-        """Every ``decision_groups`` row ({decision id: {attribute: group}}, the same dict for decisions of the
-        same groups: read only) and ``outcomes`` row ({decision id: (ground truth JSON, time)})."""
+        """Every ``decision_groups`` row ({decision id: {attribute: group}}, see `_by_decision`) and ``outcomes``
+        row ({decision id: (ground truth JSON, time)})."""
         with self._reading():
             conn = self._connection()
-            groups: dict[str, dict[str, str]] = {}
-            shared: dict[tuple, dict[str, str]] = {}  # a store's decisions fall in a few groups
-            rows = conn.execute("SELECT decision_id, attribute, grp FROM decision_groups ORDER BY decision_id")
-            for decision_id, found in groupby(rows, itemgetter(0)):
-                key = tuple((attribute, group) for _, attribute, group in found)
-                groups[decision_id] = shared.get(key) or shared.setdefault(key, dict(key))
+            groups = _by_decision(conn.execute(
+                "SELECT decision_id, attribute, grp FROM decision_groups ORDER BY decision_id"))
             outcomes = {d: (y, t) for d, y, t in conn.execute("SELECT decision_id, y_true, time_ns FROM outcomes")}
         return groups, outcomes
 
@@ -660,15 +667,12 @@ class Store:
 
     @apart_from_fork
     def groups(self, decision_ids: Iterable[str]) -> dict[str, dict[str, str]]:
-        """{decision id: {sensitive attribute: group}} of the decisions that have groups."""
-        out: dict[str, dict[str, str]] = {}
-        for decision_id, attribute, group in self._connection().execute(
+        """{decision id: {sensitive attribute: group}} of the decisions that have groups (see `_by_decision`)."""
+        return _by_decision(self._connection().execute(
             "SELECT decision_id, attribute, grp FROM decision_groups"
-            " WHERE decision_id IN (SELECT value FROM json_each(?))",
+            " WHERE decision_id IN (SELECT value FROM json_each(?)) ORDER BY decision_id",
             (json_text(sorted(set(decision_ids))),),
-        ):
-            out.setdefault(decision_id, {})[attribute] = group
-        return out
+        ))
 
     @apart_from_fork
     def outcomes(self, decision_ids: Iterable[str]) -> dict[str, Any]:
