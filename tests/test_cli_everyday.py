@@ -6,6 +6,7 @@ spools survive spelling an endpoint differently (``otel-rai spool``)."""
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import os
@@ -294,6 +295,31 @@ def test_the_score_column_is_named_for_the_score_it_shows(capsys, tmp_path):
     assert formats.MIXED_SCORE_COLUMN in out.splitlines()[0]
     decision = Decision("d", 0, "m", "1", None, "predict", None, 1, "0" * 32, "0" * 16, 0)
     assert formats.output_score(decision) is None
+
+
+def test_the_table_keeps_each_decisions_cells_not_the_decision():
+    """The table's widths need every row before the first is written: it holds each decision's cells (a few
+    short strings), not the decision with its span's attributes, however many rows."""
+    import gc
+    import weakref
+
+    refs: list = []
+    alive: list = []
+
+    def decisions():
+        for i in range(500):
+            d = Decision(f"d-{i}", i, "m", "1", None, "predict_proba", "h" * 32, i % 2, "0" * 32, "0" * 16, 0,
+                         values={semconv.OUTPUT_SCORES_PREFIX + "1": 0.25}, attributes={"big": ["x" * 100] * 20})
+            refs.append(weakref.ref(d))
+            yield d
+        del d
+        gc.collect()
+        alive.extend(r for r in refs if r() is not None)
+
+    out = io.StringIO()
+    assert formats.write_table(decisions(), out) == 500
+    assert len(refs) == 500 and len(alive) <= 1  # the last one, still the writer's loop variable
+    assert len(out.getvalue().splitlines()) == 501
 
 
 # --- help text and report definitions: no markup ------------------------------------------------------

@@ -105,32 +105,39 @@ def output_score(d: Decision) -> Any:
     return None
 
 
-def score_column(decisions: Sequence[Decision]) -> str:
-    """The name of the score column for these rows (see `SCORE_COLUMNS`)."""
-    names = {SCORE_COLUMNS[d.operation] for d in decisions if d.operation in SCORE_COLUMNS}
+def score_column(operations: Iterable[str]) -> str:
+    """The name of the score column for rows of these operations (see `SCORE_COLUMNS`)."""
+    names = {SCORE_COLUMNS[o] for o in operations if o in SCORE_COLUMNS}
     return names.pop() if len(names) == 1 else MIXED_SCORE_COLUMN
 
 
+#: The table's columns: name (None: the score's, named by `score_column`), cell, width before shortening.
+_TABLE: list[tuple[str | None, Callable[[Decision], Any], int]] = [
+    ("TIME (UTC)", lambda d: d.timestamp[:23].replace("T", " "), 23),
+    ("DECISION", lambda d: d.decision_id, 34),
+    ("MODEL", lambda d: d.model_name, 16),
+    ("VERSION", lambda d: d.model_version, 12),
+    ("OUTPUT", lambda d: "ERROR" if d.error else d.output, 12),
+    (None, output_score, 10),
+    ("INPUT HASH", lambda d: d.input_hash, 32),
+]
+
+
 def write_table(decisions: Iterable[Decision], out: IO[str]) -> int:
-    """A table for a terminal; returns the number of rows."""
-    found = list(decisions)
-    if not found:
+    """A table for a terminal; returns the number of rows. The widths need every row first: each decision
+    is kept as its cells only."""
+    rows, operations = [], set()
+    for d in decisions:
+        rows.append([_cell(get(d), width) for _, get, width in _TABLE])
+        operations.add(d.operation)
+    if not rows:
         return 0
-    columns: list[tuple[str, Callable[[Decision], Any], int]] = [
-        ("TIME (UTC)", lambda d: d.timestamp[:23].replace("T", " "), 23),
-        ("DECISION", lambda d: d.decision_id, 34),
-        ("MODEL", lambda d: d.model_name, 16),
-        ("VERSION", lambda d: d.model_version, 12),
-        ("OUTPUT", lambda d: "ERROR" if d.error else d.output, 12),
-        (score_column(found), output_score, 10),
-        ("INPUT HASH", lambda d: d.input_hash, 32),
-    ]
-    rows = [[_cell(get(d), width) for _, get, width in columns] for d in found]
-    widths = [max([len(name)] + [len(r[i]) for r in rows]) for i, (name, _, _) in enumerate(columns)]
+    names = [score_column(operations) if name is None else name for name, _, _ in _TABLE]
+    widths = [max([len(name)] + [len(r[i]) for r in rows]) for i, name in enumerate(names)]
     available = shutil.get_terminal_size((160, 24)).columns
     if sum(widths) + 2 * len(widths) > available:  # narrow terminal: shorten the hash column first
         widths[-1] = max(12, widths[-1] - (sum(widths) + 2 * len(widths) - available))
-    out.write("  ".join(name.ljust(w) for (name, _, _), w in zip(columns, widths)).rstrip() + "\n")
+    out.write("  ".join(name.ljust(w) for name, w in zip(names, widths)).rstrip() + "\n")
     for r in rows:
         out.write("  ".join(_cell(c, w).ljust(w) for c, w in zip(r, widths)).rstrip() + "\n")
     return len(rows)
