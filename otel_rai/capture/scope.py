@@ -99,6 +99,9 @@ def decisions(
     `explanation`: an `otel_rai.Explanation` already computed for the rows of the next call (for
     example, to return the reasons with the prediction, as the MLflow model does); its span records
     that one instead of explaining again. An exception instead records why there is none.
+
+    `ids` keeps every decision id of the block, in order, so that they line up with its rows: a block around
+    a long-running loop grows by one id a decision. Open one a request or batch instead.
     """
     scope = DecisionScope(ids, attributes, groups, explain, explanation)
     token = _SCOPE.set(scope)
