@@ -384,6 +384,16 @@ def test_the_local_check_holds_no_record_but_the_checkpoints(trail):
         assert [(p.kind, p.record.attributes) for p in report.problems] == [("edited", a)]
 
 
+def test_a_record_read_again_must_still_be_there(trail):
+    """The records of problems are read again by write position; one deleted meanwhile is a one-line store
+    error naming it, not a problem without its record."""
+    stored = store.Store(trail)
+    assert {seq: r.span_id for seq, r in stored.spans_at([3, 1, 3]).items()} == {
+        seq: r.span_id for seq, r in stored.spans_in_write_order() if seq in (1, 3)}
+    with pytest.raises(store.StoreError, match=r"the span written at seq 99 is gone"):
+        stored.spans_at([2, 99])
+
+
 def test_copies_of_a_record_are_not_a_problem(trail):
     _insert_copy(trail, 6, _attributes(trail, 6))
     report = _check(trail)

@@ -81,6 +81,9 @@ def load(backend: Backend, q: Query, sensitive: Sequence[str]) -> tuple[list[Dec
     return records, alerts_of(backend, q)
 
 
+# --- quality and drift (docs/monitoring.md) ----------------------------------------------------------
+
+
 def probabilities(d: Decision) -> list[float] | None:
     """A decision's probability of each class (``ml.output.classes`` order), when its call returned them."""
     classes = d.attributes.get(semconv.OUTPUT_CLASSES)
