@@ -246,6 +246,65 @@ def test_a_label_counts_in_the_window_of_its_decision(meter):
     assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at()) == pytest.approx(current, abs=TOL)
 
 
+def _quiet_cycle(worker) -> None:
+    """A cycle of the audit worker that no flush asked for; returns once it has run."""
+    worker.wake()
+    deadline = time.monotonic() + WAIT_S
+    while worker.pending():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+def test_calls_wait_to_be_counted_until_enough_wait_a_label_or_a_flush_comes_or_time_passes(meter, monkeypatch):
+    """A count has a fixed cost, so a cycle's few calls wait for a later one. Whatever triggers the count
+    (enough calls, a label, a flush, the time), every call is counted once: the gauge of decisions in
+    the window, and the quality of the labelled ones, equal what scikit-learn makes of all of them."""
+    from otel_rai.monitoring import monitor as live
+    from otel_rai.session import instrumentor
+
+    monkeypatch.setattr(live, "COUNT_EVERY_S", 3600.0)
+    monkeypatch.setattr(live, "COUNT_AT", 20)
+    session(meter, window=10_000)
+    X, y = applicants(400, seed=31)
+    model = otel_rai.register_model(pipeline().fit(X[:200], y[:200]), name="credit", version="1")
+    worker, quality = instrumentor._session.worker, instrumentor._session.quality
+    ids, proba = [], []
+
+    def decide(rows: range) -> None:
+        for i in rows:
+            with otel_rai.decisions() as d:
+                proba.append(model.predict_proba(X.iloc[200 + i : 201 + i]))
+            ids.extend(d.ids)
+
+    decide(range(0, 3))
+    assert otel_rai.flush(30).complete and not quality._calls  # a flush counts
+    decide(range(3, 8))
+    _quiet_cycle(worker)
+    assert len(quality._calls) == 5  # too few, no label, no flush, too soon: they wait
+    otel_rai.record_outcome(ids[0], int(y[200]))
+    _quiet_cycle(worker)
+    assert not quality._calls  # a label counts first the decisions it may belong to
+    decide(range(8, 8 + 19))
+    _quiet_cycle(worker)
+    assert len(quality._calls) == 19
+    decide(range(27, 28))
+    _quiet_cycle(worker)
+    assert not quality._calls  # the twentieth call
+    decide(range(28, 30))
+    monkeypatch.setattr(live, "COUNT_EVERY_S", 0.0)
+    _quiet_cycle(worker)
+    assert not quality._calls  # time enough since the last count
+    for i in range(1, 30, 2):
+        otel_rai.record_outcome(ids[i], int(y[200 + i]))
+    labelled = [0, *range(1, 30, 2)]
+    meter.wait(semconv.METRIC_QUALITY_DECISIONS, 30 - len(labelled), **at(window=None, labelled="false"))
+    meter.wait(semconv.METRIC_QUALITY_DECISIONS, len(labelled), **at(window=None, labelled="true"))
+    pred = np.concatenate(proba).argmax(axis=1)
+    truth = y[200:230][labelled]
+    assert meter.value(semconv.METRIC_QUALITY_ACCURACY, **at()) == pytest.approx(
+        skm.accuracy_score(truth, pred[labelled]), abs=TOL)
+
+
 def test_time_window_expires(meter):
     session(meter, window=timedelta(seconds=3))  # long enough for a loaded worker to publish once
     X, y = applicants(400, seed=9)

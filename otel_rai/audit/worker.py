@@ -304,6 +304,10 @@ class AuditWorker:
             except Exception as exc:
                 self._counters.fail(stage, exc)
 
+    def flushing(self) -> bool:
+        """Whether a flush is waiting for the worker (a cycle hook may then finish work it defers)."""
+        return self._flushes > 0
+
     def pending(self) -> int:
         """Calls and tasks queued or in the cycle now running (the cycle counts as one)."""
         return len(self._pending) + (1 if self._busy else 0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import math
 import struct
 import time
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ Counts = ClassificationCounts | RegressionCounts
 
 #: A model version's gauges are recomputed at most this often (they are read every 15 s or so).
 PUBLISH_EVERY_S = 1.0
+#: Queued calls are counted at a cycle's end once this long has passed since the last count (the gauges
+#: change no more often), once `COUNT_AT` of them wait (the worker's own wake-up size), or when a label or
+#: a flush waits; until then they wait. A count has a fixed cost of about a millisecond, several while the
+#: application's threads run beside it (bench/RESULTS.md).
+COUNT_EVERY_S = PUBLISH_EVERY_S
+COUNT_AT = 256
 #: Model versions monitored at once; the least recently active one is forgotten beyond this.
 MAX_TRACKS = 64
 #: Buckets of the label delay histogram, in seconds: a minute to a quarter.
@@ -351,6 +358,7 @@ class QualityDriftMonitor:
         self._by_serial: dict[int, _Track] = {}
         self._calls: list[DecisionCall] = []
         self._labels: list[tuple[str, Any, int]] = []
+        self._counted_at = -math.inf  # monotonic time of the last count: the first cycle counts
         self._book: dict[str, bytes] = {}  # id -> `_ENTRY`: (track serial, seq, time, predicted)
         self._book_order: collections.deque[list[str]] = collections.deque()
         self._book_size = 0
@@ -380,8 +388,14 @@ class QualityDriftMonitor:
 
     # --- worker thread: the cycle -----------------------------------------------------------------
 
-    def end_cycle(self, *, force: bool = False) -> None:
-        """Process the cycle's calls and labels; publish and alert where due; emit due snapshots."""
+    def end_cycle(self, *, force: bool = False, flushing: bool = False) -> None:
+        """Count the queued calls and labels when due (`COUNT_EVERY_S`; `flushing`: a flush waits); publish
+        and alert where due; emit due snapshots."""
+        clock = time.monotonic()
+        if not (force or flushing or self._labels or len(self._calls) >= COUNT_AT
+                or clock - self._counted_at >= COUNT_EVERY_S):
+            return
+        self._counted_at = clock
         calls, self._calls = self._calls, []
         labels, self._labels = self._labels, []
         try:
@@ -393,7 +407,6 @@ class QualityDriftMonitor:
             if labels:
                 self._add_labels(labels)
             now = time.time_ns()
-            clock = time.monotonic()
             for track in self._tracks.values():
                 if track.seconds is not None:
                     self._expire(track, now)
@@ -605,9 +618,19 @@ class QualityDriftMonitor:
         by_kind: dict[str, list[int]] = {}  # output kind -> its accepted calls
         by_layout: dict[int, tuple[Layout, list[int]]] = {}  # id of a cached layout -> it, its accepted calls
         binning = track.binner is not None
+        # (kind, layout) of array calls by what decides them: an array's layout is its width's, and an
+        # output's kind follows from its shape and dtype. A cycle's single-row calls share one entry.
+        shapes: dict[tuple, tuple[str | None, Layout | None]] = {}
         for call in calls:  # one pass: a cycle is mostly single-row calls, each pays for every step here
-            kind = references.output_kind(call.operation, call.output, track.classes, track.regressor, len(call.ids))
-            layout = self._layout(track, call) if binning else None
+            X, output = call.X, call.output
+            if type(X) is np.ndarray and type(output) is np.ndarray:
+                shape = (call.operation, X.shape[1:], output.shape, output.dtype, len(call.ids))
+                found = shapes.get(shape)
+                if found is None:
+                    found = shapes[shape] = self._kind_and_layout(track, call, binning)
+                kind, layout = found
+            else:
+                kind, layout = self._kind_and_layout(track, call, binning)
             if kind is None and layout is None:  # nothing to count for this call
                 continue
             i = len(accepted)
@@ -689,6 +712,11 @@ class QualityDriftMonitor:
                         at += n
         return _Batch(time=times, predicted=predicted, values=values, proba=proba, scored=scored, bins=bins,
                       groups=columns, ids=ids)
+
+    def _kind_and_layout(self, track: _Track, call: DecisionCall, binning: bool) -> tuple[str | None, Layout | None]:
+        """The output kind the monitor decodes (`references.output_kind`) and the input's layout, if binned."""
+        kind = references.output_kind(call.operation, call.output, track.classes, track.regressor, len(call.ids))
+        return kind, self._layout(track, call) if binning else None
 
     def _layout(self, track: _Track, call: DecisionCall) -> Layout | None:
         """Where the profiled features are in this call's input (cached per column layout)."""

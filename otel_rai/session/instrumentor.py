@@ -140,7 +140,8 @@ class _Session:
             config,
             self.counters,
             # alert, snapshot and checkpoint spans commit in the same cycle
-            [self.monitor.end_cycle, self.quality.end_cycle, tracer.checkpoint],
+            [self.monitor.end_cycle, lambda: self.quality.end_cycle(flushing=self.worker.flushing()),
+             tracer.checkpoint],
             [self.monitor.observe, self.quality.observe]
             + ([per_call(self.records.observe, self.counters.fail, "observe")] if self.records else []),
             commits=[s.commit for s in self.sinks],
