@@ -473,3 +473,30 @@ def test_group_rows_of_one_write_keep_the_last_given_of_each_key(tmp_path, seed)
         assert written.groups(ids) == expected
     finally:
         written.close()
+
+
+@pytest.mark.parametrize("limit", [None, 999])
+def test_an_insert_of_any_size_writes_every_row_once_in_order_and_in_few_statements(tmp_path, limit):
+    """Sizes from 0 to 1,100 rows, each up to 130 (wide rows against SQLite's smallest limit on bound values too):
+    the rows in order, each once; a few rows in one statement, since each ``execute`` lets the interpreter
+    lock go five times (bench/RESULTS.md); more in one statement per power of two beyond the last few."""
+    conn = store_connection.connect(tmp_path / "s.db", create=True)
+    if limit is not None:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    conn.execute("CREATE TABLE wide (n INTEGER, i INTEGER" + "".join(f", c{k}" for k in range(16)) + ")")
+    executed: list[str] = []
+    conn.set_trace_callback(executed.append)
+    cap = store_connection._MAX_ROWS_PER_INSERT
+    while limit is not None and cap * 18 > limit:
+        cap //= 2
+    for n in [*range(130), *range(130, 1101, 7)]:
+        executed.clear()
+        store_connection.insert(conn, "INSERT INTO wide", 18, [(n, i, *range(16)) for i in range(n)])
+        statements = len(executed)
+        assert [i for (i,) in conn.execute("SELECT i FROM wide WHERE n = ? ORDER BY rowid", (n,))] == list(range(n))
+        # Whole statements of `cap` rows, then the rest's binary digits down to `exact`, then what is left.
+        exact, (whole, rest) = min(store_connection._EXACT_ROWS, cap), divmod(n, cap)
+        assert statements == whole + bin(rest // exact).count("1") + (rest % exact > 0), n
+        if n <= exact:
+            assert statements == (n > 0)
+    conn.close()

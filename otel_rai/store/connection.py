@@ -94,7 +94,7 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
     try:
         uri = f"file:{urllib.parse.quote(str(path))}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_S,
-                               check_same_thread=False)
+                               check_same_thread=False, cached_statements=_STATEMENTS_CACHED)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the audit store {path}: {exc}") from None
     try:
@@ -126,12 +126,19 @@ def connect(path: Path, *, create: bool) -> sqlite3.Connection:
 #: Rows per INSERT statement, at most. sqlite3 lets go of the interpreter lock for every step of a
 #: statement, and getting it back from the application's threads can take a whole switch interval
 #: (5 ms): a writer stepping once per row would hold the write lock for seconds. So rows go in a few
-#: statements of power-of-two sizes (a handful of distinct statements to prepare, all cached).
+#: statements of power-of-two sizes and one of the last few rows (`_EXACT_ROWS`), all prepared once and cached.
 _MAX_ROWS_PER_INSERT = 512
 
 
-#: INSERT statements remembered (a few sizes of each table's).
-_STATEMENTS_CACHED = 256
+#: Rows up to which the last statement of an insert takes exactly the rows left, not power-of-two parts of
+#: them. sqlite3 lets go of the interpreter lock five times an ``execute``, and each time costs tens of µs
+#: of CPU while an application thread waits for the lock (bench/RESULTS.md): a worker cycle of a few calls
+#: then writes each table in one statement rather than up to five.
+_EXACT_ROWS = 32
+
+#: INSERT statements remembered (the sizes of each table's: `_EXACT_ROWS` and the larger powers of two),
+#: as SQL text here and prepared by each connection (`connect`).
+_STATEMENTS_CACHED = 512
 
 
 @functools.lru_cache(maxsize=_STATEMENTS_CACHED)
@@ -151,7 +158,10 @@ def insert(conn: sqlite3.Connection, head: str, width: int, rows: Iterable[Seque
         size //= 2
     start = 0
     while start < len(rows):
-        while size > len(rows) - start:
+        left = len(rows) - start
+        if left <= _EXACT_ROWS and left * width <= limit:
+            size = left
+        while size > left:
             size //= 2
         conn.execute(_insert_sql(head, width, size), tuple(chain.from_iterable(rows[start : start + size])))
         start += size
